@@ -1,0 +1,830 @@
+//! The `run` daemon: threads, queues and shutdown.
+//!
+//! ```text
+//! LSL MUA ─► [ingest] ─ringbuf─► [window] ─bounded─► [decode] ─latest-wins─► [display: main thread]
+//! LSL markers ─► [markers] ─bounded─┘
+//! ```
+//! Frame buffers circulate between the window and decode threads through a fixed
+//! pool, so the window stage never allocates. Every drop, overrun, gap and deadline
+//! miss is counted in [`Counters`]; per-frame timestamps travel with the frame and
+//! land in the presenting thread's histograms.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::{RigConfig, WindowSetKind};
+use crate::decoder::{Decoder, DecoderConfig, DecoderKind, ElectrodeSpec};
+use crate::display::{
+    rgb_planes_to_image, side_by_side, HeadlessPresenter, Presenter, Shown, StimulusStore,
+    WindowPresenter,
+};
+use crate::ingest::{self, MarkerEvent, MuaInlet, SampleConsumer, SampleRing, StreamDescription};
+use crate::rf::RfTable;
+use crate::telemetry::{
+    micros_between, Counters, FrameTimings, LatencyRecorder, Stage, StageSummary,
+};
+use crate::units::Area;
+use crate::window::{
+    AssemblerConfig, FeatureFrame, FrameStatus, ImageId, Mode, NormStats, WindowAssembler,
+};
+
+/// The decoder's view of a rig: electrodes, arrays, RF positions, windows.
+pub fn decoder_config(rig: &RigConfig, kind: DecoderKind, width: usize) -> DecoderConfig {
+    let set = window_set(kind);
+    let table = rig.rf.table.as_ref();
+    DecoderConfig {
+        kind,
+        width,
+        image_size: rig.image_size,
+        n_arrays: rig.n_live_arrays(),
+        windows_per_electrode: rig.windows.windows_per_electrode(set),
+        window_names: rig.windows.window_names(set),
+        electrodes: rig
+            .electrodes
+            .iter()
+            .map(|e| ElectrodeSpec {
+                array: e.array,
+                area: e.area.index(),
+                rf_px: table
+                    .and_then(|t| t.get(e.channel))
+                    .map(|rf| RfTable::to_pixels(rf, rig.image_size, rig.rf.pixels_per_degree)),
+            })
+            .collect(),
+    }
+}
+
+/// The window set a decoder kind reads.
+pub fn window_set(kind: DecoderKind) -> WindowSetKind {
+    match kind {
+        DecoderKind::Spatiotemporal => WindowSetKind::Tw3,
+        _ => WindowSetKind::Tw15,
+    }
+}
+
+/// Normalisation statistics saved beside a model (`normalization.json`), if any.
+pub fn load_norm_stats(model_dir: &Path, n_electrodes: usize) -> anyhow::Result<Option<NormStats>> {
+    let p = model_dir.join("normalization.json");
+    if !p.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let s: NormStats = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "parsing {}: expected {{\"mean\": [...], \"std\": [...]}}",
+            p.display()
+        )
+    })?;
+    if s.mean.len() != n_electrodes || s.std.len() != n_electrodes {
+        bail!(
+            "{} has statistics for {} electrodes but the rig has {}; the model was trained for another rig",
+            p.display(),
+            s.mean.len(),
+            n_electrodes
+        );
+    }
+    Ok(Some(s))
+}
+
+/// Where the decoder comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A trained model folder (decoder.json + weights.mpk [+ normalization.json]).
+    Dir(PathBuf),
+    /// Untrained weights, to exercise the pipeline.
+    Random {
+        kind: DecoderKind,
+        width: usize,
+        seed: u64,
+    },
+}
+
+/// Which compute device decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComputeDevice {
+    Cpu,
+    Cuda,
+}
+
+/// Where frames go.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A window; falls back to headless in `fallback` when no display is available.
+    Window {
+        fallback: PathBuf,
+    },
+    Headless(PathBuf),
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub rig: RigConfig,
+    pub model: ModelSource,
+    pub mode: Mode,
+    pub device: ComputeDevice,
+    pub output: Output,
+    pub frames: Option<u64>,
+    pub seconds: Option<f64>,
+    pub hdr_log: Option<PathBuf>,
+    pub stimuli_dir: Option<PathBuf>,
+    /// Seconds to wait for the streams at start-up.
+    pub resolve_timeout: f64,
+    /// Threads for the decoder's compute pool (0 = all cores but one).
+    pub decode_threads: usize,
+    /// Print the periodic status line.
+    pub status: bool,
+    /// Set from outside (Ctrl-C) to stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    pub frames_shown: u64,
+    pub counters: Vec<(&'static str, u64)>,
+    pub stages: Vec<(&'static str, StageSummary)>,
+    pub images: Vec<String>,
+    pub mua_stream: String,
+    pub marker_stream: Option<String>,
+    pub elapsed_s: f64,
+    pub table: String,
+}
+
+impl RunSummary {
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    pub fn stage(&self, name: &str) -> Option<StageSummary> {
+        self.stages
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
+    }
+}
+
+/// A reconstruction on its way to the display.
+pub struct DecodedFrame {
+    pub seq: u64,
+    pub image: Option<ImageId>,
+    pub rgb: Vec<f32>,
+    pub last_arrival: Instant,
+    pub timings: FrameTimings,
+    pub decoded_at: Instant,
+}
+
+/// The decode→display hand-over: holds only the newest frame.
+pub struct LatestSlot {
+    frame: Mutex<Option<DecodedFrame>>,
+    ready: Condvar,
+}
+
+impl LatestSlot {
+    pub fn new() -> Self {
+        LatestSlot {
+            frame: Mutex::new(None),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// Replaces whatever is waiting; returns true if a frame was superseded.
+    pub fn put(&self, f: DecodedFrame) -> bool {
+        let old = self.frame.lock().replace(f);
+        self.ready.notify_one();
+        old.is_some()
+    }
+
+    pub fn take_timeout(&self, timeout: Duration) -> Option<DecodedFrame> {
+        let mut g = self.frame.lock();
+        if g.is_none() {
+            self.ready.wait_for(&mut g, timeout);
+        }
+        g.take()
+    }
+}
+
+impl Default for LatestSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The window thread's loop body, separated so a test can run it under a counting
+/// allocator. Allocates in [`WindowStage::new`]; [`WindowStage::step`] never
+/// allocates, locks or prints.
+pub struct WindowStage {
+    pub assembler: WindowAssembler,
+    samples: SampleConsumer,
+    markers: Option<Receiver<MarkerEvent>>,
+    frames_out: Sender<FeatureFrame>,
+    frames_free: Receiver<FeatureFrame>,
+    current: FeatureFrame,
+    scratch: Vec<f32>,
+    counters: Arc<Counters>,
+    decode_thread: Option<Thread>,
+}
+
+impl WindowStage {
+    pub fn new(
+        assembler: WindowAssembler,
+        samples: SampleConsumer,
+        markers: Option<Receiver<MarkerEvent>>,
+        frames_out: Sender<FeatureFrame>,
+        frames_free: Receiver<FeatureFrame>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let current = assembler.new_frame();
+        let scratch = vec![0.0; assembler.config().channel_count];
+        WindowStage {
+            assembler,
+            samples,
+            markers,
+            frames_out,
+            frames_free,
+            current,
+            scratch,
+            counters,
+            decode_thread: None,
+        }
+    }
+
+    /// Wake this thread when a frame is sent (the decode thread parks otherwise).
+    pub fn wake_on_frame(&mut self, t: Thread) {
+        self.decode_thread = Some(t);
+    }
+
+    /// Drains markers and samples, emitting every frame that completes. Returns the
+    /// number of samples consumed.
+    pub fn step(&mut self) -> usize {
+        if let Some(rx) = &self.markers {
+            while let Ok(ev) = rx.try_recv() {
+                if let MarkerEvent::Onset(o) = ev {
+                    self.assembler.push_onset(o, &self.counters);
+                }
+            }
+        }
+        let mut n = 0;
+        while let Some(meta) = self.samples.pop(&mut self.scratch) {
+            self.assembler
+                .push_sample(&self.scratch, meta, &self.counters);
+            n += 1;
+            self.emit_ready();
+        }
+        n
+    }
+
+    fn emit_ready(&mut self) {
+        loop {
+            match self.assembler.next_frame(&mut self.current, &self.counters) {
+                FrameStatus::Pending => return,
+                FrameStatus::Skipped(_) => continue,
+                FrameStatus::Ready => match self.frames_free.try_recv() {
+                    Ok(mut spare) => {
+                        std::mem::swap(&mut spare, &mut self.current);
+                        if let Err(e) = self.frames_out.try_send(spare) {
+                            // Cannot happen while the pool is no larger than the queue;
+                            // counted all the same.
+                            Counters::inc(&self.counters.frames_dropped_window);
+                            drop(e);
+                        } else if let Some(t) = &self.decode_thread {
+                            t.unpark();
+                        }
+                    }
+                    Err(_) => Counters::inc(&self.counters.frames_dropped_window),
+                },
+            }
+        }
+    }
+}
+
+/// Size of the frame pool (and the window→decode queue).
+pub const FRAME_POOL: usize = 8;
+
+/// Makes the frame pool: (to decode, from window) and (free, back to window).
+#[allow(clippy::type_complexity)]
+pub fn frame_pool(
+    template: &FeatureFrame,
+) -> (
+    (Sender<FeatureFrame>, Receiver<FeatureFrame>),
+    (Sender<FeatureFrame>, Receiver<FeatureFrame>),
+) {
+    let work = bounded(FRAME_POOL);
+    let free = bounded(FRAME_POOL);
+    for _ in 0..FRAME_POOL {
+        let _ = free.0.send(template.clone());
+    }
+    (work, free)
+}
+
+enum Ready {
+    Decoder {
+        config: DecoderConfig,
+        stats: Option<NormStats>,
+    },
+    Mua(StreamDescription),
+    Markers(StreamDescription),
+}
+
+fn spawn_named<F: FnOnce() + Send + 'static>(name: &str, f: F) -> anyhow::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .with_context(|| format!("spawning the {name} thread"))
+}
+
+/// Checks that a CUDA device can be used, turning Burn's panic into an error.
+#[cfg(feature = "cuda")]
+fn probe_cuda() -> anyhow::Result<burn::backend::cuda::CudaDevice> {
+    use burn::tensor::Tensor;
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| {
+        let device = burn::backend::cuda::CudaDevice::default();
+        let t = Tensor::<burn::backend::Cuda, 1>::zeros([4], &device);
+        let _ = t.into_data();
+        device
+    });
+    std::panic::set_hook(hook);
+    r.map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown error".into());
+        anyhow!("no usable CUDA GPU: {msg}. Run with --device cpu, or on a machine with an NVIDIA driver")
+    })
+}
+
+/// Builds the decoder for `opts` on backend `B` and runs the decode loop.
+#[allow(clippy::too_many_arguments)]
+fn decode_thread<B: burn::tensor::backend::Backend>(
+    device: B::Device,
+    model: ModelSource,
+    rig: RigConfig,
+    ready: Sender<anyhow::Result<Ready>>,
+    frames: Receiver<FeatureFrame>,
+    free: Sender<FeatureFrame>,
+    slot: Arc<LatestSlot>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) {
+    let built: anyhow::Result<(Decoder<B>, Option<NormStats>)> = (|| match &model {
+        ModelSource::Random { kind, width, seed } => {
+            let cfg = decoder_config(&rig, *kind, *width);
+            Ok((Decoder::<B>::random(cfg, *seed, &device)?, None))
+        }
+        ModelSource::Dir(dir) => {
+            let dec = Decoder::<B>::load(dir, &device)
+                .with_context(|| format!("loading the model in {}", dir.display()))?;
+            let c = dec.config();
+            let rig_side = decoder_config(&rig, c.kind, c.width);
+            dec.check_matches(&rig_side).with_context(|| {
+                format!(
+                    "model {} does not fit rig {}",
+                    dir.display(),
+                    rig.path.display()
+                )
+            })?;
+            let stats = load_norm_stats(dir, rig.electrodes.len())?;
+            Ok((dec, stats))
+        }
+    })();
+    let decoder = match built {
+        Ok((d, stats)) => {
+            let _ = ready.send(Ok(Ready::Decoder {
+                config: d.config().clone(),
+                stats,
+            }));
+            d
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let size = decoder.config().image_size;
+    let budget = Duration::from_secs_f64(rig.latency_budget.seconds());
+    while !stop.load(Ordering::Relaxed) {
+        let mut frame = match frames.recv_timeout(Duration::from_millis(50)) {
+            Ok(f) => f,
+            Err(_) => continue,
+        };
+        // Newest wins: hand older frames straight back.
+        while let Ok(newer) = frames.try_recv() {
+            Counters::inc(&counters.frames_dropped_decode);
+            let _ = free.send(std::mem::replace(&mut frame, newer));
+        }
+        let start = Instant::now();
+        let mut rgb = vec![0.0f32; 3 * size * size];
+        let result = decoder.reconstruct(&frame.features, &mut rgb);
+        let done = Instant::now();
+        let timings = FrameTimings {
+            lsl_to_arrival_us: (frame.transport_delay.max(0.0) * 1e6) as u64,
+            arrival_to_window_us: micros_between(frame.last_arrival, frame.ready_at),
+            queue_us: micros_between(frame.ready_at, start),
+            decode_us: micros_between(start, done),
+            ..Default::default()
+        };
+        let out = DecodedFrame {
+            seq: frame.seq,
+            image: frame.image,
+            rgb,
+            last_arrival: frame.last_arrival,
+            timings,
+            decoded_at: done,
+        };
+        let _ = free.send(frame);
+        match result {
+            Ok(()) => {
+                Counters::inc(&counters.frames_decoded);
+                if done.duration_since(out.last_arrival) > budget {
+                    Counters::inc(&counters.deadline_misses);
+                }
+                if slot.put(out) {
+                    Counters::inc(&counters.frames_superseded);
+                }
+            }
+            Err(_) => Counters::inc(&counters.decode_errors),
+        }
+    }
+}
+
+/// Runs the daemon until `--frames`, `--seconds`, Ctrl-C or the window closes.
+pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
+    let rig = opts.rig.clone();
+    let counters = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = bounded::<anyhow::Result<Ready>>(8);
+    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+
+    // Decoder first: it decides the window set.
+    let threads = if opts.decode_threads == 0 {
+        thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    } else {
+        opts.decode_threads
+    };
+    crate::decoder::init_compute_threads(threads);
+    let slot = Arc::new(LatestSlot::new());
+    // The frame pool is filled once the decoder reported its window set.
+    let (work_tx, work_rx) = bounded::<FeatureFrame>(FRAME_POOL);
+    let (free_tx, free_rx) = bounded::<FeatureFrame>(FRAME_POOL);
+    {
+        let (model, rig, ready, frames, free, slot, counters, stop) = (
+            opts.model.clone(),
+            rig.clone(),
+            ready_tx.clone(),
+            work_rx,
+            free_tx.clone(),
+            slot.clone(),
+            counters.clone(),
+            stop.clone(),
+        );
+        let h = match opts.device {
+            ComputeDevice::Cpu => spawn_named("decode", move || {
+                decode_thread::<crate::decoder::CpuBackend>(
+                    Default::default(),
+                    model,
+                    rig,
+                    ready,
+                    frames,
+                    free,
+                    slot,
+                    counters,
+                    stop,
+                )
+            })?,
+            ComputeDevice::Cuda => {
+                #[cfg(feature = "cuda")]
+                {
+                    let device = probe_cuda()?;
+                    spawn_named("decode", move || {
+                        decode_thread::<burn::backend::Cuda>(
+                            device, model, rig, ready, frames, free, slot, counters, stop,
+                        )
+                    })?
+                }
+                #[cfg(not(feature = "cuda"))]
+                {
+                    let _ = (model, rig, ready, frames, free, slot, counters, stop);
+                    bail!("this monkeysee was built without CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu");
+                }
+            }
+        };
+        handles.push(h);
+    }
+    let decode_thread_handle = handles[0].thread().clone();
+    let shutdown = |handles: Vec<JoinHandle<()>>| {
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.join();
+        }
+    };
+    let (dec_config, stats) = match ready_rx.recv_timeout(Duration::from_secs(600)) {
+        Ok(Ok(Ready::Decoder { config, stats })) => (config, stats),
+        Ok(Err(e)) => {
+            shutdown(handles);
+            return Err(e);
+        }
+        _ => {
+            shutdown(handles);
+            bail!("the decoder did not start");
+        }
+    };
+    let set = window_set(dec_config.kind);
+    let assembler = WindowAssembler::new(
+        AssemblerConfig::from_rig(&rig, set, opts.mode),
+        stats.as_ref(),
+    );
+    let template = assembler.new_frame();
+    for _ in 0..FRAME_POOL {
+        let _ = free_tx.send(template.clone());
+    }
+
+    // Ingest.
+    let ring_samples = (rig.sampling_rate_hz * 2.0).ceil() as usize; // 2 s of slack
+    let (mut producer, consumer) = SampleRing::new(rig.channel_count, ring_samples);
+    let (wake_tx, wake_rx) = bounded::<Thread>(1);
+    {
+        let (rig, ready, counters, stop) = (
+            rig.clone(),
+            ready_tx.clone(),
+            counters.clone(),
+            stop.clone(),
+        );
+        let timeout = opts.resolve_timeout;
+        handles.push(spawn_named("ingest", move || {
+            let max_chunk = ((rig.sampling_rate_hz * 0.1).ceil() as usize).max(16);
+            let mut inlet = match MuaInlet::connect(
+                &rig.mua,
+                rig.channel_count,
+                rig.sampling_rate_hz,
+                timeout,
+                max_chunk,
+            ) {
+                Ok(i) => i,
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow!(e).context("connecting to the MUA stream")));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(Ready::Mua(inlet.description.clone())));
+            let window_thread = wake_rx.recv().ok();
+            let wake = || {
+                if let Some(t) = &window_thread {
+                    t.unpark();
+                }
+            };
+            ingest::run_mua(&mut inlet, &mut producer, &stop, &counters, 1.0, &wake);
+        })?);
+    }
+
+    // Markers.
+    let markers_needed = opts.mode == Mode::Event;
+    let (marker_tx, marker_rx) = bounded::<MarkerEvent>(256);
+    {
+        let (rig, ready, counters, stop) = (
+            rig.clone(),
+            ready_tx.clone(),
+            counters.clone(),
+            stop.clone(),
+        );
+        let timeout = if markers_needed {
+            opts.resolve_timeout
+        } else {
+            opts.resolve_timeout.min(2.0)
+        };
+        handles.push(spawn_named("markers", move || {
+            ingest::run_markers(&rig.markers, timeout, &stop, &counters, &marker_tx, |r| {
+                let _ = ready.send(
+                    r.map(Ready::Markers)
+                        .map_err(|e| anyhow!(e).context("connecting to the marker stream")),
+                );
+            });
+        })?);
+    }
+
+    // Wait for both streams.
+    let mut mua_desc = None;
+    let mut marker_desc = None;
+    let mut marker_error = None;
+    let deadline = Instant::now() + Duration::from_secs_f64(opts.resolve_timeout + 5.0);
+    while mua_desc.is_none() || (marker_desc.is_none() && marker_error.is_none()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ready_rx.recv_timeout(left) {
+            Ok(Ok(Ready::Mua(d))) => mua_desc = Some(d),
+            Ok(Ok(Ready::Markers(d))) => marker_desc = Some(d),
+            Ok(Ok(Ready::Decoder { .. })) => {}
+            Ok(Err(e)) => {
+                let is_marker = format!("{e:#}").contains("marker stream");
+                if is_marker && !markers_needed {
+                    marker_error = Some(e);
+                } else {
+                    shutdown(handles);
+                    return Err(e);
+                }
+            }
+            Err(_) => {
+                shutdown(handles);
+                bail!(
+                    "the streams did not come up within {:.0} s",
+                    opts.resolve_timeout + 5.0
+                );
+            }
+        }
+    }
+    let mua_desc = mua_desc.expect("loop ends with the MUA stream");
+    if opts.status {
+        eprintln!("monkeysee: MUA stream live: {mua_desc}");
+        match (&marker_desc, &marker_error) {
+            (Some(d), _) => eprintln!("monkeysee: marker stream live: {d}"),
+            (None, Some(e)) => eprintln!(
+                "monkeysee: no marker stream ({e:#}); sliding mode runs without stimulus ids"
+            ),
+            _ => {}
+        }
+        eprintln!(
+            "monkeysee: decoding {} ({} windows/electrode, {} electrodes, width {}, {} px) in {:?} mode; budget {} ms",
+            serde_json::to_string(&dec_config.kind).unwrap_or_default().trim_matches('"'),
+            dec_config.windows_per_electrode,
+            dec_config.electrodes.len(),
+            dec_config.width,
+            dec_config.image_size,
+            opts.mode,
+            rig.latency_budget.0
+        );
+    }
+
+    // Window stage.
+    {
+        let counters = counters.clone();
+        let stop = stop.clone();
+        let mut stage = WindowStage::new(
+            assembler,
+            consumer,
+            Some(marker_rx),
+            work_tx,
+            free_rx,
+            counters,
+        );
+        stage.wake_on_frame(decode_thread_handle);
+        let h = spawn_named("window", move || {
+            while !stop.load(Ordering::Relaxed) {
+                if stage.step() == 0 {
+                    thread::park_timeout(Duration::from_millis(2));
+                }
+            }
+        })?;
+        let _ = wake_tx.send(h.thread().clone());
+        handles.push(h);
+    }
+
+    // Display on this thread.
+    let started = Instant::now();
+    let size = dec_config.image_size;
+    let mut stimuli = StimulusStore::new(opts.stimuli_dir.clone(), size);
+    let mut presenter: Box<dyn Presenter> = match &opts.output {
+        Output::Headless(dir) => Box::new(HeadlessPresenter::new(dir)?),
+        Output::Window { fallback } => {
+            match WindowPresenter::open(size, opts.stimuli_dir.is_some(), rig.display.scale) {
+                Ok(w) => Box::new(w),
+                Err(e) => {
+                    eprintln!(
+                        "monkeysee: {e:#}; writing frames to {} instead",
+                        fallback.display()
+                    );
+                    Box::new(HeadlessPresenter::new(fallback)?)
+                }
+            }
+        }
+    };
+    let mut recorder = LatencyRecorder::new();
+    if let Some(p) = &opts.hdr_log {
+        recorder = recorder
+            .with_log(p)
+            .with_context(|| format!("creating the HdrHistogram log {}", p.display()))?;
+    }
+    let mut shown = 0u64;
+    let mut images = Vec::new();
+    let mut last_status = Instant::now();
+    let status_every = Duration::from_secs_f64(rig.display.status_every.seconds());
+    let mut result: anyhow::Result<()> = Ok(());
+    loop {
+        if opts.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if opts.frames.is_some_and(|n| shown >= n)
+            || opts
+                .seconds
+                .is_some_and(|s| started.elapsed().as_secs_f64() >= s)
+        {
+            break;
+        }
+        if handles.iter().any(|h| h.is_finished()) {
+            result = Err(anyhow!("a pipeline thread stopped unexpectedly"));
+            break;
+        }
+        match slot.take_timeout(Duration::from_millis(15)) {
+            Some(f) => {
+                let recon = rgb_planes_to_image(&f.rgb, size);
+                let id = f.image.as_ref().map(|i| i.as_str().to_string());
+                let stim = id.as_deref().and_then(|i| stimuli.get(i)).cloned();
+                let picture = side_by_side(&recon, stim.as_ref());
+                let latency_ms = micros_between(f.last_arrival, Instant::now()) as f64 / 1000.0;
+                match presenter.present(&Shown {
+                    seq: f.seq,
+                    image_id: id.as_deref(),
+                    picture: &picture,
+                    latency_ms,
+                }) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                let now = Instant::now();
+                let mut t = f.timings;
+                t.present_us = micros_between(f.decoded_at, now);
+                t.end_to_end_us = micros_between(f.last_arrival, now);
+                recorder.record(&t);
+                shown += 1;
+                Counters::inc(&counters.frames_shown);
+                if let Some(id) = id {
+                    images.push(id);
+                }
+            }
+            None => {
+                if !presenter.idle() {
+                    break;
+                }
+            }
+        }
+        if last_status.elapsed() >= status_every {
+            last_status = Instant::now();
+            if let Err(e) = recorder.roll_interval() {
+                eprintln!("monkeysee: cannot write the HdrHistogram log: {e}");
+            }
+            if opts.status {
+                eprintln!("{}", status_line(started.elapsed(), &counters, &recorder));
+            }
+        }
+    }
+    shutdown(handles);
+    let _ = recorder.roll_interval();
+    presenter.finish()?;
+    result?;
+    let table = recorder.table();
+    Ok(RunSummary {
+        frames_shown: shown,
+        counters: counters.snapshot(),
+        stages: Stage::ALL
+            .iter()
+            .map(|s| (s.name(), recorder.summary(*s)))
+            .collect(),
+        images,
+        mua_stream: mua_desc.to_string(),
+        marker_stream: marker_desc.map(|d| d.to_string()),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        table,
+    })
+}
+
+fn status_line(elapsed: Duration, c: &Counters, rec: &LatencyRecorder) -> String {
+    let g = Counters::get;
+    let e2e = rec.summary(Stage::EndToEnd);
+    format!(
+        "[{:>6.1} s] shown {} | e2e p50 {:.1} ms p99 {:.1} ms | decode p50 {:.1} ms | misses {} drops {} overruns {} bad {} gaps {} skipped {}",
+        elapsed.as_secs_f64(),
+        g(&c.frames_shown),
+        e2e.p50_ms,
+        e2e.p99_ms,
+        rec.summary(Stage::Decode).p50_ms,
+        g(&c.deadline_misses),
+        g(&c.frames_dropped_decode) + g(&c.frames_dropped_window),
+        g(&c.overruns),
+        g(&c.bad_samples),
+        g(&c.gaps),
+        g(&c.frames_skipped_gap) + g(&c.frames_skipped_bad) + g(&c.frames_skipped_late),
+    )
+}
+
+/// Areas, for messages.
+pub fn area_summary(rig: &RigConfig) -> String {
+    let n = rig.electrodes_per_area();
+    Area::ALL
+        .iter()
+        .map(|a| format!("{a} {}", n[a.index()]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,251 @@
+//! Display: shows each reconstruction (beside the true stimulus when it is known)
+//! in a minifb window on the main thread, or, headless, writes PNG frames and a
+//! contact sheet. The display never slows the decoder: the decoder hands frames
+//! over through a latest-wins slot, so a slow display only skips frames.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use image::{imageops, Rgb, RgbImage};
+
+/// A reconstruction as the decoder produced it: `[3][size][size]` floats in [0, 1].
+pub fn rgb_planes_to_image(planes: &[f32], size: usize) -> RgbImage {
+    let plane = size * size;
+    RgbImage::from_fn(size as u32, size as u32, |x, y| {
+        let i = y as usize * size + x as usize;
+        let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+        Rgb([q(planes[i]), q(planes[plane + i]), q(planes[2 * plane + i])])
+    })
+}
+
+/// Looks up stimulus images by id in a folder (`<id>.png`, `.jpg`, `.jpeg`),
+/// resized to the reconstruction size. Missing images are remembered as missing.
+pub struct StimulusStore {
+    dir: Option<PathBuf>,
+    size: u32,
+    cache: HashMap<String, Option<RgbImage>>,
+}
+
+impl StimulusStore {
+    pub fn new(dir: Option<PathBuf>, size: usize) -> Self {
+        StimulusStore {
+            dir,
+            size: size as u32,
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn get(&mut self, id: &str) -> Option<&RgbImage> {
+        let dir = self.dir.as_ref()?;
+        if !self.cache.contains_key(id) {
+            let img = ["png", "jpg", "jpeg"]
+                .iter()
+                .map(|ext| dir.join(format!("{id}.{ext}")))
+                .find(|p| p.exists())
+                .and_then(|p| image::open(p).ok())
+                .map(|i| {
+                    imageops::resize(
+                        &i.to_rgb8(),
+                        self.size,
+                        self.size,
+                        imageops::FilterType::Triangle,
+                    )
+                });
+            self.cache.insert(id.to_string(), img);
+        }
+        self.cache.get(id).and_then(Option::as_ref)
+    }
+}
+
+/// Places the stimulus (if any) left of the reconstruction, 4 px apart.
+pub fn side_by_side(recon: &RgbImage, stimulus: Option<&RgbImage>) -> RgbImage {
+    match stimulus {
+        None => recon.clone(),
+        Some(s) => {
+            let gap = 4;
+            let mut out = RgbImage::from_pixel(
+                s.width() + gap + recon.width(),
+                recon.height().max(s.height()),
+                Rgb([32, 32, 32]),
+            );
+            imageops::replace(&mut out, s, 0, 0);
+            imageops::replace(&mut out, recon, (s.width() + gap) as i64, 0);
+            out
+        }
+    }
+}
+
+/// What a presenter shows for one frame.
+pub struct Shown<'a> {
+    pub seq: u64,
+    pub image_id: Option<&'a str>,
+    pub picture: &'a RgbImage,
+    /// End-to-end latency so far, for the title bar.
+    pub latency_ms: f64,
+}
+
+/// Something that presents frames: a window or a folder.
+pub trait Presenter {
+    /// Shows one frame. Returns false when the user closed the window.
+    fn present(&mut self, shown: &Shown<'_>) -> anyhow::Result<bool>;
+    /// Keeps the window responsive between frames. Returns false when closed.
+    fn idle(&mut self) -> bool {
+        true
+    }
+    /// Writes whatever is written at the end (the contact sheet).
+    fn finish(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A minifb window, scaled up by an integer factor.
+pub struct WindowPresenter {
+    window: minifb::Window,
+    buffer: Vec<u32>,
+    scale: usize,
+    width: usize,
+    height: usize,
+}
+
+impl WindowPresenter {
+    /// Opens a window sized for a reconstruction (and a stimulus beside it) of
+    /// `size` pixels. Fails (no panic) without a display.
+    pub fn open(size: usize, with_stimulus: bool, scale: usize) -> anyhow::Result<Self> {
+        let base_w = if with_stimulus { 2 * size + 4 } else { size };
+        let (width, height) = (base_w * scale, size * scale);
+        let mut window = minifb::Window::new("monkeysee — waiting for the first frame", width, height, minifb::WindowOptions::default())
+            .map_err(|e| anyhow::anyhow!("cannot open a window ({e}); is DISPLAY set? Use --headless --out DIR to write frames instead"))?;
+        window.set_target_fps(0);
+        let mut me = WindowPresenter {
+            window,
+            buffer: vec![0x202020; width * height],
+            scale,
+            width,
+            height,
+        };
+        me.window
+            .update_with_buffer(&me.buffer, width, height)
+            .map_err(|e| anyhow::anyhow!("window update failed: {e}"))?;
+        Ok(me)
+    }
+}
+
+impl Presenter for WindowPresenter {
+    fn present(&mut self, shown: &Shown<'_>) -> anyhow::Result<bool> {
+        if !self.window.is_open() || self.window.is_key_down(minifb::Key::Escape) {
+            return Ok(false);
+        }
+        let pic = shown.picture;
+        let s = self.scale;
+        self.buffer.fill(0x202020);
+        for y in 0..self.height.min(pic.height() as usize * s) {
+            for x in 0..self.width.min(pic.width() as usize * s) {
+                let p = pic.get_pixel((x / s) as u32, (y / s) as u32).0;
+                self.buffer[y * self.width + x] =
+                    (p[0] as u32) << 16 | (p[1] as u32) << 8 | p[2] as u32;
+            }
+        }
+        self.window.set_title(&format!(
+            "monkeysee — frame {} — {} — {:.1} ms",
+            shown.seq,
+            shown.image_id.unwrap_or("sliding"),
+            shown.latency_ms
+        ));
+        self.window
+            .update_with_buffer(&self.buffer, self.width, self.height)
+            .map_err(|e| anyhow::anyhow!("window update failed: {e}"))?;
+        Ok(true)
+    }
+
+    fn idle(&mut self) -> bool {
+        self.window.update();
+        self.window.is_open() && !self.window.is_key_down(minifb::Key::Escape)
+    }
+}
+
+/// Headless: `DIR/frames/NNNNNN.png` per frame, `DIR/contact_sheet.png` at the end.
+pub struct HeadlessPresenter {
+    frames_dir: PathBuf,
+    out_dir: PathBuf,
+    thumbs: Vec<(String, RgbImage)>,
+    max_thumbs: usize,
+    written: u64,
+}
+
+impl HeadlessPresenter {
+    pub fn new(out_dir: &Path) -> anyhow::Result<Self> {
+        let frames_dir = out_dir.join("frames");
+        std::fs::create_dir_all(&frames_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", frames_dir.display()))?;
+        Ok(HeadlessPresenter {
+            frames_dir,
+            out_dir: out_dir.to_path_buf(),
+            thumbs: Vec::new(),
+            max_thumbs: 100,
+            written: 0,
+        })
+    }
+
+    pub fn frames_written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl Presenter for HeadlessPresenter {
+    fn present(&mut self, shown: &Shown<'_>) -> anyhow::Result<bool> {
+        let path = self.frames_dir.join(format!("{:06}.png", shown.seq));
+        shown
+            .picture
+            .save(&path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        self.written += 1;
+        if self.thumbs.len() < self.max_thumbs {
+            self.thumbs.push((
+                shown.image_id.unwrap_or("").to_string(),
+                shown.picture.clone(),
+            ));
+        }
+        Ok(true)
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if self.thumbs.is_empty() {
+            return Ok(());
+        }
+        let sheet = contact_sheet(self.thumbs.iter().map(|(_, i)| i), 10);
+        let path = self.out_dir.join("contact_sheet.png");
+        sheet
+            .save(&path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Tiles images in a grid of `columns`, 2 px apart.
+pub fn contact_sheet<'a>(
+    images: impl Iterator<Item = &'a RgbImage> + Clone,
+    columns: usize,
+) -> RgbImage {
+    let n = images.clone().count();
+    let (w, h) = images
+        .clone()
+        .fold((1, 1), |(w, h), i| (w.max(i.width()), h.max(i.height())));
+    let cols = columns.min(n).max(1) as u32;
+    let rows = n.div_ceil(cols as usize) as u32;
+    let pad = 2;
+    let mut sheet = RgbImage::from_pixel(
+        cols * (w + pad) + pad,
+        rows * (h + pad) + pad,
+        Rgb([16, 16, 16]),
+    );
+    for (k, img) in images.enumerate() {
+        let (c, r) = (k as u32 % cols, k as u32 / cols);
+        imageops::replace(
+            &mut sheet,
+            img,
+            (pad + c * (w + pad)) as i64,
+            (pad + r * (h + pad)) as i64,
+        );
+    }
+    sheet
+}

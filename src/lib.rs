@@ -1,0 +1,18 @@
+//! monkeysee: real-time image reconstruction from macaque multi-unit activity.
+//!
+//! The library is the daemon's parts, usable on their own:
+//! [`config`] reads and validates a rig's firmware config, [`ingest`] pulls MUA
+//! and markers from Lab Streaming Layer into a lock-free ring, [`window`] cuts the
+//! per-area latency windows into feature frames, [`decoder`] turns a frame into an
+//! image with a Burn U-Net, [`display`] shows or writes the images, and
+//! [`telemetry`] measures every stage with HDR histograms.
+
+pub mod config;
+pub mod daemon;
+pub mod decoder;
+pub mod display;
+pub mod ingest;
+pub mod rf;
+pub mod telemetry;
+pub mod units;
+pub mod window;

@@ -1,0 +1,171 @@
+//! Receptive-field tables: one row per electrode with its RF centre and size in
+//! degrees of visual angle (the fixation point is (0, 0), x to the right, y up).
+//!
+//! File format (CSV, `#` starts a comment line):
+//! ```text
+//! electrode,x_deg,y_deg,size_deg
+//! 1,-1.25,-0.80,0.45
+//! ```
+//! `electrode` is the 1-based channel number of the MUA stream (as in TVSD).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+
+use crate::config::RigConfig;
+use crate::units::Area;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RfError {
+    #[error("cannot read RF table {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("{path}:{line}: {message} (expected `electrode,x_deg,y_deg,size_deg`)")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// One electrode's receptive field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RfEntry {
+    /// Zero-based channel index.
+    pub channel: usize,
+    pub x_deg: f64,
+    pub y_deg: f64,
+    /// Gaussian sigma of the RF in degrees.
+    pub size_deg: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RfTable {
+    pub entries: Vec<RfEntry>,
+}
+
+impl RfTable {
+    pub fn load(path: &Path) -> Result<RfTable, RfError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RfError::Io(path.to_path_buf(), e))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<RfTable, RfError> {
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let l = line.trim();
+            if l.is_empty() || l.starts_with('#') || l.starts_with("electrode") {
+                continue;
+            }
+            let err = |message: String| RfError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message,
+            };
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            if f.len() != 4 {
+                return Err(err(format!("{} fields", f.len())));
+            }
+            let electrode: usize = f[0]
+                .parse()
+                .map_err(|_| err(format!("electrode {:?} is not a positive integer", f[0])))?;
+            if electrode == 0 {
+                return Err(err("electrode numbers are 1-based".into()));
+            }
+            let num = |s: &str, what: &str| -> Result<f64, RfError> {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| err(format!("{what} {s:?} is not a finite number")))
+            };
+            let entry = RfEntry {
+                channel: electrode - 1,
+                x_deg: num(f[1], "x_deg")?,
+                y_deg: num(f[2], "y_deg")?,
+                size_deg: num(f[3], "size_deg")?,
+            };
+            if entry.size_deg <= 0.0 {
+                return Err(err("size_deg must be > 0".into()));
+            }
+            if entries.iter().any(|e: &RfEntry| e.channel == entry.channel) {
+                return Err(err(format!("electrode {electrode} listed twice")));
+            }
+            entries.push(entry);
+        }
+        entries.sort_by_key(|e| e.channel);
+        Ok(RfTable { entries })
+    }
+
+    pub fn to_csv(&self) -> String {
+        let mut s = String::from("electrode,x_deg,y_deg,size_deg\n");
+        for e in &self.entries {
+            let _ = writeln!(
+                s,
+                "{},{:.4},{:.4},{:.4}",
+                e.channel + 1,
+                e.x_deg,
+                e.y_deg,
+                e.size_deg
+            );
+        }
+        s
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), RfError> {
+        std::fs::write(path, self.to_csv()).map_err(|e| RfError::Io(path.to_path_buf(), e))
+    }
+
+    pub fn get(&self, channel: usize) -> Option<&RfEntry> {
+        self.entries
+            .binary_search_by_key(&channel, |e| e.channel)
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// A plausible RF table for a rig with none: RF centres clustered per array
+    /// (V1 small and parafoveal, V4 larger, IT large and central), in the lower-left
+    /// visual field as for arrays in the right hemisphere, size growing with
+    /// eccentricity. Deterministic for a seed.
+    pub fn synthetic(rig: &RigConfig, seed: u64) -> RfTable {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let half_field = rig.image_size as f64 / rig.rf.pixels_per_degree / 2.0;
+        let mut entries = Vec::new();
+        for array in &rig.arrays {
+            // Array centre: eccentricity grows from V1 to V4; IT sits near the fovea.
+            let (ecc_range, scatter, size_at_1deg, floor) = match array.area {
+                Area::V1 => ((0.4, 0.6 * half_field), 0.25, 0.25, 0.12),
+                Area::V4 => ((0.6, 0.8 * half_field), 0.6, 0.55, 0.4),
+                Area::IT => ((0.0, 0.35 * half_field), 1.0, 1.0, 1.2),
+            };
+            let ecc = rng.random_range(ecc_range.0..ecc_range.1);
+            // Lower-left quadrant, angle from 180° to 270°.
+            let angle = rng.random_range(std::f64::consts::PI..1.5 * std::f64::consts::PI);
+            let (cx, cy) = (ecc * angle.cos(), ecc * angle.sin());
+            let jitter = Normal::new(0.0, scatter).expect("positive sigma");
+            for channel in array.channels.clone() {
+                let x = (cx + jitter.sample(&mut rng)).clamp(-half_field, half_field);
+                let y = (cy + jitter.sample(&mut rng)).clamp(-half_field, half_field);
+                let e = (x * x + y * y).sqrt();
+                let size = (floor + size_at_1deg * e) * rng.random_range(0.85..1.15);
+                entries.push(RfEntry {
+                    channel,
+                    x_deg: x,
+                    y_deg: y,
+                    size_deg: size,
+                });
+            }
+        }
+        RfTable { entries }
+    }
+
+    /// RF centre and size in image pixels (x right, y down, (0,0) top-left).
+    pub fn to_pixels(entry: &RfEntry, image_size: usize, pixels_per_degree: f64) -> [f32; 3] {
+        let c = image_size as f64 / 2.0;
+        [
+            (c + entry.x_deg * pixels_per_degree) as f32,
+            (c - entry.y_deg * pixels_per_degree) as f32,
+            (entry.size_deg * pixels_per_degree) as f32,
+        ]
+    }
+}

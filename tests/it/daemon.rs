@@ -1,0 +1,231 @@
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lsl::ExPushable;
+use monkeysee::config::RigConfig;
+use monkeysee::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions, RunSummary};
+use monkeysee::decoder::DecoderKind;
+use monkeysee::window::Mode;
+
+use super::common::{small_rig, FakeRig};
+
+fn options(
+    rig: RigConfig,
+    fake: &FakeRig,
+    out: &Path,
+    mode: Mode,
+    stop: Arc<AtomicBool>,
+) -> RunOptions {
+    let mut rig = rig;
+    rig.mua.query = Some(fake.mua_query());
+    rig.markers.query = Some(fake.marker_query());
+    RunOptions {
+        rig,
+        model: ModelSource::Random {
+            kind: DecoderKind::EndToEnd,
+            width: 4,
+            seed: 7,
+        },
+        mode,
+        device: ComputeDevice::Cpu,
+        output: Output::Headless(out.to_path_buf()),
+        frames: None,
+        seconds: Some(60.0),
+        hdr_log: Some(out.join("latency.hlog")),
+        stimuli_dir: None,
+        resolve_timeout: 15.0,
+        decode_threads: 1,
+        status: false,
+        stop,
+    }
+}
+
+/// Streams `seconds` of 1 kHz data in real time with onsets at `onsets` (seconds
+/// after the first sample). `edit(k, row)` may spoil sample k; `skip(k)` drops it.
+fn stream(
+    fake: &FakeRig,
+    seconds: f64,
+    onsets: &[f64],
+    edit: impl Fn(usize, &mut Vec<f32>),
+    skip: impl Fn(usize) -> bool,
+) {
+    let n = (seconds * 1000.0) as usize;
+    let t0 = lsl::local_clock() + 0.05;
+    let wall0 = Instant::now() + Duration::from_millis(50);
+    let mut row = vec![0.0f32; fake.channels];
+    let mut next_onset = 0;
+    for k in 0..n {
+        let t = t0 + k as f64 / 1000.0;
+        while next_onset < onsets.len() && t0 + onsets[next_onset] <= t {
+            let id = format!("img_{next_onset}");
+            fake.markers
+                .push_sample_ex(
+                    &vec![format!("stim_on {id}")],
+                    t0 + onsets[next_onset],
+                    true,
+                )
+                .unwrap();
+            next_onset += 1;
+        }
+        if !skip(k) {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = ((k * 31 + c * 7) % 100) as f32 / 50.0;
+            }
+            edit(k, &mut row);
+            fake.mua.push_sample_ex(&row, t, k % 10 == 9).unwrap();
+        }
+        if k % 10 == 9 {
+            let due = wall0 + Duration::from_millis(k as u64 + 1);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(d);
+            }
+        }
+    }
+}
+
+fn run_session(
+    tag: &str,
+    seconds: f64,
+    onsets: &[f64],
+    edit: impl Fn(usize, &mut Vec<f32>),
+    skip: impl Fn(usize) -> bool,
+) -> (RunSummary, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = small_rig(dir.path());
+    let fake = FakeRig::new(tag, rig.channel_count);
+    let out = dir.path().join("out");
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = options(rig, &fake, &out, Mode::Event, stop.clone());
+    let daemon = thread::spawn(move || daemon::run(opts));
+    assert!(fake.wait_for_daemon(30.0), "the daemon never connected");
+    stream(&fake, seconds, onsets, edit, skip);
+    // Let the last frame through the decoder, then stop as Ctrl-C would.
+    thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let summary = daemon.join().unwrap().unwrap();
+    (summary, dir)
+}
+
+#[test]
+fn daemon_shows_one_frame_per_onset_over_real_lsl() {
+    let onsets = [0.2, 0.6, 1.0, 1.4, 1.8, 2.2];
+    let (s, dir) = run_session("e2e", 2.6, &onsets, |_, _| {}, |_| false);
+    assert_eq!(s.counter("frames_built"), 6, "{:?}", s.counters);
+    assert_eq!(s.frames_shown, 6, "{:?}", s.counters);
+    assert_eq!(
+        s.images,
+        (0..6).map(|i| format!("img_{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(s.counter("overruns"), 0);
+    assert_eq!(s.counter("samples"), 2600);
+    let e2e = s.stage("end-to-end").unwrap();
+    assert_eq!(e2e.count, 6);
+    assert!(e2e.p50_ms > 0.0 && e2e.max_ms >= e2e.p50_ms);
+    assert_eq!(s.stage("decode").unwrap().count, 6);
+    let frames = std::fs::read_dir(dir.path().join("out/frames"))
+        .unwrap()
+        .count();
+    assert_eq!(frames, 6);
+    assert!(dir.path().join("out/contact_sheet.png").exists());
+    let log = std::fs::read_to_string(dir.path().join("out/latency.hlog")).unwrap();
+    assert!(
+        log.contains("#[StartTime:") && log.contains("Tag=end-to-end,"),
+        "{log}"
+    );
+}
+
+#[test]
+fn nan_samples_and_gaps_are_counted_and_their_frames_skipped() {
+    // Onset 1 clean; onset 2 has a NaN in its windows; onset 3 a 40 ms gap; onset 4 clean.
+    let onsets = [0.2, 0.6, 1.0, 1.4];
+    let (s, _dir) = run_session(
+        "bad",
+        1.8,
+        &onsets,
+        |k, row| {
+            if k == 700 {
+                row[5] = f32::NAN;
+                row[900] = f32::INFINITY;
+            }
+        },
+        |k| (1080..1120).contains(&k),
+    );
+    assert_eq!(s.counter("bad_samples"), 1, "{:?}", s.counters);
+    assert_eq!(s.counter("frames_skipped_bad"), 1, "{:?}", s.counters);
+    assert_eq!(s.counter("frames_skipped_gap"), 1, "{:?}", s.counters);
+    assert!(s.counter("gaps") >= 1);
+    assert_eq!(s.frames_shown, 2);
+    assert_eq!(s.images, vec!["img_0".to_string(), "img_3".to_string()]);
+}
+
+#[test]
+fn unknown_markers_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = small_rig(dir.path());
+    let fake = FakeRig::new("unknown", rig.channel_count);
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = options(
+        rig,
+        &fake,
+        &dir.path().join("out"),
+        Mode::Event,
+        stop.clone(),
+    );
+    let daemon = thread::spawn(move || daemon::run(opts));
+    assert!(fake.wait_for_daemon(30.0));
+    for m in ["hello", "stim_onset 3", "stim_off"] {
+        fake.markers
+            .push_sample_ex(&vec![m.to_string()], lsl::local_clock(), true)
+            .unwrap();
+    }
+    thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    let s = daemon.join().unwrap().unwrap();
+    assert_eq!(s.counter("markers"), 3);
+    assert_eq!(s.counter("unknown_markers"), 2);
+    assert_eq!(s.frames_shown, 0);
+}
+
+#[test]
+fn a_stream_with_the_wrong_channel_count_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = small_rig(dir.path());
+    let fake = FakeRig::new("wrongch", 100);
+    let opts = options(
+        rig,
+        &fake,
+        &dir.path().join("out"),
+        Mode::Event,
+        Arc::new(AtomicBool::new(false)),
+    );
+    let err = format!("{:#}", daemon::run(opts).unwrap_err());
+    assert!(
+        err.contains("has 100 channels but the rig config declares 1024"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_stream_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = small_rig(dir.path());
+    rig.mua.query = Some("name='no-such-stream-anywhere'".into());
+    let fake = FakeRig::new("absent", 8);
+    let mut opts = options(
+        rig.clone(),
+        &fake,
+        &dir.path().join("out"),
+        Mode::Event,
+        Arc::new(AtomicBool::new(false)),
+    );
+    opts.rig.mua.query = rig.mua.query.clone();
+    opts.resolve_timeout = 1.0;
+    let err = format!("{:#}", daemon::run(opts).unwrap_err());
+    assert!(
+        err.contains("no LSL stream matches name='no-such-stream-anywhere'"),
+        "{err}"
+    );
+}

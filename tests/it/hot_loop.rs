@@ -1,0 +1,148 @@
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::bounded;
+use monkeysee::config::{RigConfig, WindowSetKind};
+use monkeysee::daemon::{WindowStage, FRAME_POOL};
+use monkeysee::ingest::{local_clock, MarkerEvent, MuaInlet, Pull, SampleRing};
+use monkeysee::telemetry::Counters;
+use monkeysee::window::{AssemblerConfig, FeatureFrame, ImageId, Mode, Onset, WindowAssembler};
+
+use super::common::{allocations_in, synthetic_rig_path, FakeRig};
+
+/// Feeds 3 s of 1024-channel data and 6 onsets through the ring and the window
+/// stage; only the set-up allocates.
+fn window_stage_allocates_nothing(mode: Mode, set: WindowSetKind) {
+    let rig = RigConfig::load(&synthetic_rig_path()).unwrap();
+    let counters = Arc::new(Counters::default());
+    let ch = rig.channel_count;
+    let (mut producer, consumer) = SampleRing::new(ch, 4000);
+    let (marker_tx, marker_rx) = bounded::<MarkerEvent>(64);
+    let assembler = WindowAssembler::new(AssemblerConfig::from_rig(&rig, set, mode), None);
+    let template = assembler.new_frame();
+    let (work_tx, work_rx) = bounded::<FeatureFrame>(FRAME_POOL);
+    let (free_tx, free_rx) = bounded::<FeatureFrame>(FRAME_POOL);
+    for _ in 0..FRAME_POOL {
+        free_tx.send(template.clone()).unwrap();
+    }
+    let mut stage = WindowStage::new(
+        assembler,
+        consumer,
+        Some(marker_rx),
+        work_tx,
+        free_rx,
+        counters.clone(),
+    );
+    let chunk = 10;
+    let mut values = vec![0.0f32; chunk * ch];
+    let mut stamps = vec![0.0f64; chunk];
+    let t0 = 500.0;
+    let mut frames = 0;
+    let ((), allocs) = allocations_in(|| {
+        for step in 0..300 {
+            for i in 0..chunk {
+                let k = step * chunk + i;
+                stamps[i] = t0 + k as f64 / 1000.0;
+                for c in 0..ch {
+                    values[i * ch + c] = ((k + c) % 13) as f32;
+                }
+            }
+            if step % 40 == 5 {
+                let _ = marker_tx.try_send(MarkerEvent::Onset(Onset {
+                    lsl_time: t0 + step as f64 * chunk as f64 / 1000.0,
+                    image: ImageId::new("img"),
+                }));
+            }
+            producer.push_chunk(
+                &values,
+                &stamps,
+                chunk,
+                Instant::now(),
+                local_clock(),
+                &counters,
+            );
+            stage.step();
+            // The decode thread's side: hand buffers back.
+            while let Ok(f) = work_rx.try_recv() {
+                frames += 1;
+                let _ = free_tx.try_send(f);
+            }
+        }
+    });
+    assert_eq!(
+        allocs, 0,
+        "the ingest→window hot path allocated {allocs} times"
+    );
+    assert!(
+        frames >= 6,
+        "only {frames} frames came out; the loop did not do its work"
+    );
+    assert_eq!(Counters::get(&counters.overruns), 0);
+}
+
+#[test]
+fn event_window_loop_allocates_nothing_after_start_up() {
+    window_stage_allocates_nothing(Mode::Event, WindowSetKind::Tw15);
+}
+
+#[test]
+fn sliding_tw3_window_loop_allocates_nothing_after_start_up() {
+    window_stage_allocates_nothing(Mode::Sliding, WindowSetKind::Tw3);
+}
+
+#[test]
+fn full_ring_counts_overruns_instead_of_blocking() {
+    let counters = Counters::default();
+    let (mut producer, mut consumer) = SampleRing::new(4, 8);
+    let values = vec![1.0f32; 4 * 20];
+    let stamps: Vec<f64> = (0..20).map(|k| k as f64).collect();
+    producer.push_chunk(&values, &stamps, 20, Instant::now(), 0.0, &counters);
+    assert_eq!(Counters::get(&counters.overruns), 12);
+    let mut out = [0.0f32; 4];
+    let mut n = 0;
+    while consumer.pop(&mut out).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 8);
+}
+
+#[test]
+fn lsl_pull_loop_allocates_nothing_after_connect() {
+    let rig = FakeRig::new("alloc", 64);
+    let sel = monkeysee::config::StreamSelector {
+        query: Some(rig.mua_query()),
+        ..Default::default()
+    };
+    let mut inlet = MuaInlet::connect(&sel, 64, 1000.0, 10.0, 100).unwrap();
+    assert!(rig.mua.wait_for_consumers(5.0));
+    let counters = Counters::default();
+    let (mut producer, mut consumer) = SampleRing::new(64, 4000);
+    let sample: Vec<f32> = (0..64).map(|c| c as f32).collect();
+    use lsl::Pushable;
+    for _ in 0..500 {
+        rig.mua.push_sample(&sample).unwrap();
+    }
+    let mut got = 0usize;
+    let mut out = vec![0.0f32; 64];
+    let ((), allocs) = allocations_in(|| {
+        let start = Instant::now();
+        while got < 500 && start.elapsed().as_secs() < 10 {
+            if let Pull::Samples(n) = inlet.pull(0.05) {
+                producer.push_chunk(
+                    inlet.values(),
+                    inlet.stamps(),
+                    n,
+                    Instant::now(),
+                    local_clock(),
+                    &counters,
+                );
+                while consumer.pop(&mut out).is_some() {
+                    got += 1;
+                }
+            }
+        }
+    });
+    assert_eq!(got, 500, "every sample pushed by the outlet arrives");
+    assert_eq!(out, sample);
+    assert_eq!(allocs, 0, "the LSL pull loop allocated {allocs} times");
+}

@@ -1,0 +1,18 @@
+//! monkeysee integration tests: one binary, one module per area of behaviour.
+
+mod it {
+    /// Shared helpers: test rigs, LSL outlets, the counting allocator.
+    pub mod common;
+    /// Rig configs: the shipped ones load, bad ones give located errors.
+    mod config;
+    /// The daemon end to end over real liblsl on loopback.
+    mod daemon;
+    /// Headless frames, contact sheet, and a real window under Xvfb.
+    mod display;
+    /// The ingest and window loops allocate nothing after start-up.
+    mod hot_loop;
+    /// Model loading refuses models that do not fit the rig.
+    mod model;
+    /// Window means and z-scores against a direct reference computation.
+    mod window_math;
+}
