@@ -578,7 +578,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
                 }
             };
             let _ = ready.send(Ok(Ready::Mua(inlet.description.clone())));
-            let window_thread = wake_rx.recv().ok();
+            // The window thread starts once every stream is live; until then the
+            // inlet buffers (10 s). Give up if the run is called off meanwhile.
+            let mut window_thread = None;
+            while window_thread.is_none() && !stop.load(Ordering::Relaxed) {
+                window_thread = wake_rx.recv_timeout(Duration::from_millis(50)).ok();
+            }
             let wake = || {
                 if let Some(t) = &window_thread {
                     t.unpark();
@@ -643,6 +648,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         }
     }
     let mua_desc = mua_desc.expect("loop ends with the MUA stream");
+    if marker_error.is_some() {
+        // Sliding mode without markers: the marker thread has ended by design.
+        if let Some(i) = handles
+            .iter()
+            .position(|h| h.thread().name() == Some("markers"))
+        {
+            let _ = handles.swap_remove(i).join();
+        }
+    }
     if opts.status {
         eprintln!("monkeysee: MUA stream live: {mua_desc}");
         match (&marker_desc, &marker_error) {

@@ -48,8 +48,12 @@ pub struct Counters {
     pub frames_shown: AtomicU64,
     /// Decoded frames the display never showed because a newer one replaced them.
     pub frames_superseded: AtomicU64,
+    /// The MUA stream went silent (or liblsl reported it lost).
     pub stream_lost: AtomicU64,
+    /// Data flowed again after a loss.
     pub stream_restored: AtomicU64,
+    /// liblsl reported the marker stream lost.
+    pub marker_stream_lost: AtomicU64,
 }
 
 impl Counters {
@@ -91,6 +95,7 @@ impl Counters {
             ("frames_superseded", g(&self.frames_superseded)),
             ("stream_lost", g(&self.stream_lost)),
             ("stream_restored", g(&self.stream_restored)),
+            ("marker_stream_lost", g(&self.marker_stream_lost)),
         ]
     }
 }

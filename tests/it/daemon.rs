@@ -229,3 +229,114 @@ fn a_missing_stream_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn sliding_mode_runs_without_a_marker_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = small_rig(dir.path());
+    let fake = FakeRig::new("sliding", rig.channel_count);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut opts = options(
+        rig,
+        &fake,
+        &dir.path().join("out"),
+        Mode::Sliding,
+        stop.clone(),
+    );
+    opts.rig.markers.query = Some("name='no-marker-stream-here'".into());
+    opts.resolve_timeout = 3.0;
+    let daemon = thread::spawn(move || daemon::run(opts));
+    assert!(fake.mua.wait_for_consumers(30.0));
+    stream(&fake, 1.2, &[], |_, _| {}, |_| false);
+    thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    let s = daemon.join().unwrap().unwrap();
+    assert!(s.marker_stream.is_none());
+    // One frame per 10 ms hop once 300 ms of history (baseline + windows) exist.
+    let built = s.counter("frames_built");
+    assert!(
+        (80..=102).contains(&built),
+        "{built} sliding frames from 1.2 s"
+    );
+    let accounted = s.frames_shown
+        + s.counter("frames_dropped_decode")
+        + s.counter("frames_superseded")
+        + s.counter("frames_dropped_window");
+    assert_eq!(
+        accounted, built,
+        "every frame is shown or counted as dropped: {:?}",
+        s.counters
+    );
+}
+
+#[test]
+fn event_mode_without_a_marker_stream_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = small_rig(dir.path());
+    let fake = FakeRig::new("nomarkers", rig.channel_count);
+    let mut opts = options(
+        rig,
+        &fake,
+        &dir.path().join("out"),
+        Mode::Event,
+        Arc::new(AtomicBool::new(false)),
+    );
+    opts.rig.markers.query = Some("name='no-marker-stream-here'".into());
+    opts.resolve_timeout = 1.5;
+    let err = format!("{:#}", daemon::run(opts).unwrap_err());
+    assert!(
+        err.contains("marker stream") && err.contains("no-marker-stream-here"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stream_that_vanishes_and_comes_back_is_counted_and_decoding_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = small_rig(dir.path());
+    let mut fake = FakeRig::new("vanish", rig.channel_count);
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = options(
+        rig,
+        &fake,
+        &dir.path().join("out"),
+        Mode::Event,
+        stop.clone(),
+    );
+    let daemon = thread::spawn(move || daemon::run(opts));
+    assert!(fake.wait_for_daemon(30.0));
+    stream(&fake, 0.6, &[0.2], |_, _| {}, |_| false);
+    // The acquisition software dies; the daemon notices the silence...
+    let replaced = {
+        let info = lsl::StreamInfo::new(
+            "placeholder-not-used",
+            "none",
+            1,
+            1.0,
+            lsl::ChannelFormat::Float32,
+            "",
+        )
+        .unwrap();
+        std::mem::replace(&mut fake.mua, lsl::StreamOutlet::new(&info, 1, 1).unwrap())
+    };
+    drop(replaced);
+    thread::sleep(Duration::from_millis(1600));
+    // ...and it comes back under the same name and source_id: liblsl recovers the inlet.
+    fake.restart_mua();
+    assert!(
+        fake.mua.wait_for_consumers(30.0),
+        "the inlet never recovered"
+    );
+    stream(&fake, 0.6, &[0.2], |_, _| {}, |_| false);
+    thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let s = daemon.join().unwrap().unwrap();
+    // The silence after the last sample (before the stop) may count as a second loss.
+    assert!(
+        (1..=2).contains(&s.counter("stream_lost")),
+        "{:?}",
+        s.counters
+    );
+    assert_eq!(s.counter("stream_restored"), 1, "{:?}", s.counters);
+    assert_eq!(s.frames_shown, 2, "{:?}", s.counters);
+}
