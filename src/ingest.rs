@@ -242,7 +242,7 @@ impl MuaInlet {
         if handle.is_null() {
             return Err(IngestError::Lsl("create the MUA inlet"));
         }
-        let mut inlet = MuaInlet {
+        let inlet = MuaInlet {
             handle,
             description,
             channels: expected_channels,

@@ -16,3 +16,4 @@ pub mod rf;
 pub mod telemetry;
 pub mod units;
 pub mod window;
+pub mod xdf;

@@ -15,4 +15,6 @@ mod it {
     mod model;
     /// Window means and z-scores against a direct reference computation.
     mod window_math;
+    /// XDF sessions: the reference files as pyxdf reads them, round trips, damaged files.
+    mod xdf;
 }

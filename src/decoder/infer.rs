@@ -1,0 +1,665 @@
+//! The inference U-Net: every BatchNorm folded into the convolution before it.
+//!
+//! For a conv with weight W `[out, in, k, k]` and bias b followed by BatchNorm
+//! (γ, β, running mean μ, running var σ²), with s = γ / √(σ² + ε):
+//! W' = W · s (per output channel), b' = (b − μ) · s + β. A transposed conv's weight is
+//! `[in, out, k, k]` in Burn, so there the scale runs along the second axis.
+
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::nn::BatchNorm;
+use burn::tensor::activation::{leaky_relu, relu, sigmoid};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{conv2d, conv_transpose2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::Tensor;
+
+use burn::tensor::TensorData;
+use parking_lot::Mutex;
+
+use super::kernels::{
+    bias_activation, col2im_up, im2col_down, relu_into, swap_outer, Activation, Grid,
+};
+use super::unet::{UNet, LEAKY_SLOPE};
+use super::DecoderError;
+
+/// A 4×4 stride-2 pad-1 convolution (or transposed convolution) with BatchNorm folded in.
+#[derive(Debug, Clone)]
+pub struct FoldedConv<B: Backend> {
+    /// `[out, in, 4, 4]` for a conv, `[in, out, 4, 4]` for a transposed conv.
+    pub weight: Tensor<B, 4>,
+    /// `[out]`
+    pub bias: Tensor<B, 1>,
+}
+
+/// Per-channel (scale, shift) of a BatchNorm in inference mode.
+fn norm_affine<B: Backend>(norm: &BatchNorm<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let scale = norm.gamma.val() / norm.running_var.value().add_scalar(norm.epsilon).sqrt();
+    let shift = norm.beta.val() - norm.running_mean.value() * scale.clone();
+    (scale, shift)
+}
+
+impl<B: Backend> FoldedConv<B> {
+    /// A conv without a norm after it.
+    pub fn from_conv(conv: &Conv2d<B>) -> Self {
+        let weight = conv.weight.val();
+        let [out, ..] = weight.dims();
+        let bias = match &conv.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([out], &weight.device()),
+        };
+        Self { weight, bias }
+    }
+
+    /// A transposed conv without a norm after it.
+    pub fn from_conv_transpose(conv: &ConvTranspose2d<B>) -> Self {
+        let weight = conv.weight.val();
+        let [_, out, ..] = weight.dims();
+        let bias = match &conv.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([out], &weight.device()),
+        };
+        Self { weight, bias }
+    }
+
+    /// `norm(conv(x))` as one conv.
+    pub fn fold_conv(conv: &Conv2d<B>, norm: &BatchNorm<B>) -> Self {
+        let Self { weight, bias } = Self::from_conv(conv);
+        let (scale, shift) = norm_affine(norm);
+        let [out, ..] = weight.dims();
+        Self {
+            weight: weight * scale.clone().reshape([out, 1, 1, 1]),
+            bias: bias * scale + shift,
+        }
+    }
+
+    /// `norm(conv_transpose(x))` as one transposed conv.
+    pub fn fold_conv_transpose(conv: &ConvTranspose2d<B>, norm: &BatchNorm<B>) -> Self {
+        let Self { weight, bias } = Self::from_conv_transpose(conv);
+        let (scale, shift) = norm_affine(norm);
+        let [_, out, ..] = weight.dims();
+        Self {
+            weight: weight * scale.clone().reshape([1, out, 1, 1]),
+            bias: bias * scale + shift,
+        }
+    }
+
+    fn conv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        conv2d(
+            x,
+            self.weight.clone(),
+            Some(self.bias.clone()),
+            ConvOptions::new([2, 2], [1, 1], [1, 1], 1),
+        )
+    }
+
+    fn conv_transpose(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        conv_transpose2d(
+            x,
+            self.weight.clone(),
+            Some(self.bias.clone()),
+            ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1),
+        )
+    }
+}
+
+/// The BN-free U-Net used for inference; equal to [`UNet::forward`] in inference mode.
+#[derive(Debug, Clone)]
+pub struct FoldedUNet<B: Backend> {
+    stem: FoldedConv<B>,
+    /// Outermost first.
+    down: Vec<FoldedConv<B>>,
+    /// Outermost first.
+    up: Vec<FoldedConv<B>>,
+    head: FoldedConv<B>,
+}
+
+impl<B: Backend> FoldedUNet<B> {
+    /// Folds the BatchNorms of `unet` (its running statistics) into its convolutions.
+    pub fn from_unet(unet: &UNet<B>) -> Self {
+        Self {
+            stem: FoldedConv::from_conv(&unet.stem),
+            down: unet
+                .blocks
+                .iter()
+                .map(|b| FoldedConv::fold_conv(&b.down, &b.down_norm))
+                .collect(),
+            up: unet
+                .blocks
+                .iter()
+                .map(|b| FoldedConv::fold_conv_transpose(&b.up, &b.up_norm))
+                .collect(),
+            head: FoldedConv::from_conv_transpose(&unet.head),
+        }
+    }
+
+    /// Input image `[batch, in, H, W]` → reconstruction `[batch, 3, H, W]` in [0, 1].
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = leaky_relu(self.stem.conv(x), LEAKY_SLOPE); // [batch, w, H/2, W/2]
+        let x = self.block(0, x); // [batch, 2w, H/2, W/2]
+        sigmoid(self.head.conv_transpose(x)) // [batch, 3, H, W]
+    }
+
+    fn block(&self, i: usize, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let d = leaky_relu(self.down[i].conv(x.clone()), LEAKY_SLOPE); // [batch, inner, s/2, s/2]
+        let inner = if i + 1 < self.down.len() {
+            self.block(i + 1, d) // [batch, 2·inner, s/2, s/2]
+        } else {
+            d
+        };
+        let u = self.up[i].conv_transpose(inner); // [batch, outer, s, s]
+        relu(Tensor::cat(vec![x, u], 1)) // [batch, 2·outer, s, s]
+    }
+}
+
+/// Reads a float tensor back to the host.
+fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, DecoderError> {
+    t.into_data()
+        .into_vec::<f32>()
+        .map_err(|e| DecoderError::Output(format!("{e:?}")))
+}
+
+/// Host buffers kept from one forward pass to the next. Every frame asks for the same sizes,
+/// so after the first frame no buffer is allocated or zeroed (the kernels overwrite them).
+#[derive(Debug, Default)]
+struct Pool(Vec<Vec<f32>>);
+
+impl Pool {
+    /// Most buffers kept; a forward pass holds about three per block.
+    const MAX: usize = 64;
+
+    /// A buffer of exactly `len` values, contents unspecified.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        match self.0.iter().position(|v| v.len() == len) {
+            Some(i) => self.0.swap_remove(i),
+            None => vec![0.0; len],
+        }
+    }
+
+    fn give(&mut self, v: Vec<f32>) {
+        if self.0.len() < Self::MAX {
+            self.0.push(v);
+        }
+    }
+}
+
+/// One layer of [`HostUNet`]: the folded weight as a matrix, and the bias on the host.
+#[derive(Debug, Clone)]
+struct HostConv<B: Backend> {
+    /// Conv: `[out, in·16]` (Burn's weight, reshaped). Transposed conv: `[out·16, in]`
+    /// (Burn's `[in, out·16]`, transposed once here so the product reads it row-major:
+    /// 2× faster than Burn's strided product for the inner layers).
+    matrix: Tensor<B, 2>,
+    bias: Vec<f32>,
+    channels_in: usize,
+    channels_out: usize,
+}
+
+impl<B: Backend> HostConv<B> {
+    fn conv(folded: FoldedConv<B>) -> Result<Self, DecoderError> {
+        let [out, inp, kh, kw] = folded.weight.dims();
+        Ok(Self {
+            matrix: folded.weight.reshape([out, inp * kh * kw]),
+            bias: host_vec(folded.bias)?,
+            channels_in: inp,
+            channels_out: out,
+        })
+    }
+
+    fn conv_transpose(folded: FoldedConv<B>) -> Result<Self, DecoderError> {
+        let [inp, out, kh, kw] = folded.weight.dims();
+        let k = kh * kw;
+        let device = folded.weight.device();
+        let src = host_vec(folded.weight)?;
+        let mut dst = vec![0.0f32; src.len()];
+        for i in 0..inp {
+            for o in 0..out {
+                for t in 0..k {
+                    dst[(o * k + t) * inp + i] = src[(i * out + o) * k + t];
+                }
+            }
+        }
+        Ok(Self {
+            matrix: Tensor::from_data(TensorData::new(dst, [out * k, inp]), &device),
+            bias: host_vec(folded.bias)?,
+            channels_in: inp,
+            channels_out: out,
+        })
+    }
+
+    /// `matrix · x` with `x: [matrix columns][n]`; `x`'s buffer goes back to the pool.
+    fn product(&self, x: Vec<f32>, n: usize, pool: &mut Pool) -> Result<Vec<f32>, DecoderError> {
+        let [_, k] = self.matrix.dims();
+        let x = Tensor::<B, 2>::from_data(TensorData::new(x, [k, n]), &self.matrix.device());
+        let y = host_vec(self.matrix.clone().matmul(x.clone()))?;
+        // The product has dropped its handle, so this hands the buffer back without a copy.
+        pool.give(host_vec(x)?);
+        Ok(y)
+    }
+}
+
+/// The folded U-Net on the CPU path: the convolutions are backend matrix products (gemm on
+/// Flex) with the weights laid out once for them; im2col, col2im, bias, activations and the
+/// skip concatenations are the plain-Rust kernels of [`super::kernels`], fused where they
+/// can be. Numerically the same network as [`FoldedUNet`] (to float rounding).
+///
+/// Host buffers are pooled between calls; a call that finds the pool in use (another
+/// thread running the same network) allocates its own instead of waiting.
+#[derive(Debug)]
+pub struct HostUNet<B: Backend> {
+    stem: HostConv<B>,
+    down: Vec<HostConv<B>>,
+    up: Vec<HostConv<B>>,
+    head: HostConv<B>,
+    pool: Mutex<Pool>,
+}
+
+impl<B: Backend> HostUNet<B> {
+    /// Lays out the folded weights for the CPU path.
+    pub fn from_folded(folded: FoldedUNet<B>) -> Result<Self, DecoderError> {
+        Ok(Self {
+            stem: HostConv::conv(folded.stem)?,
+            down: folded
+                .down
+                .into_iter()
+                .map(HostConv::conv)
+                .collect::<Result<_, _>>()?,
+            up: folded
+                .up
+                .into_iter()
+                .map(HostConv::conv_transpose)
+                .collect::<Result<_, _>>()?,
+            head: HostConv::conv_transpose(folded.head)?,
+            pool: Mutex::new(Pool::default()),
+        })
+    }
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.stem.channels_in
+    }
+
+    /// Input images `x [batch][in][size][size]` → `out [batch][3][size][size]` in [0, 1].
+    /// The caller checks the lengths.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        batch: usize,
+        size: usize,
+        out: &mut [f32],
+    ) -> Result<(), DecoderError> {
+        let mut pool = self
+            .pool
+            .try_lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        let result = self.forward_pooled(x, batch, size, out, &mut pool);
+        if let Some(mut p) = self.pool.try_lock() {
+            *p = pool;
+        }
+        result
+    }
+
+    fn forward_pooled(
+        &self,
+        x: &[f32],
+        batch: usize,
+        size: usize,
+        out: &mut [f32],
+        pool: &mut Pool,
+    ) -> Result<(), DecoderError> {
+        let c_in = self.stem.channels_in;
+        let grid = Grid { batch, side: size };
+        let plane = size * size;
+        let mut x_cb = pool.take(x.len());
+        swap_outer(x, batch, c_in, plane, &mut x_cb); // [in][batch][size²]
+        let x1 = self.down_layer(&self.stem, &x_cb, grid, pool)?; // [w][batch·(size/2)²]
+        pool.give(x_cb);
+        let half = Grid {
+            batch,
+            side: size / 2,
+        };
+        let x2 = self.block(0, x1, half, pool)?; // [2w][batch·(size/2)²]
+        let cols = self.head.product(x2, half.n(), pool)?; // [3·16][batch·(size/2)²]
+        let mut zeros = pool.take(half.side);
+        zeros.fill(0.0);
+        let mut y = pool.take(out.len());
+        col2im_up(
+            &cols,
+            3,
+            half,
+            &self.head.bias,
+            Activation::Sigmoid,
+            &zeros,
+            &mut y,
+        ); // [3][batch][size²]
+        swap_outer(&y, 3, batch, plane, out); // [batch][3][size²]
+        pool.give(zeros);
+        pool.give(cols);
+        pool.give(y);
+        Ok(())
+    }
+
+    /// Conv 4×4 s2 + bias + LeakyReLU: `x [c_in][grid]` → `[c_out][grid / 2]`.
+    fn down_layer(
+        &self,
+        layer: &HostConv<B>,
+        x: &[f32],
+        grid: Grid,
+        pool: &mut Pool,
+    ) -> Result<Vec<f32>, DecoderError> {
+        let half = Grid {
+            batch: grid.batch,
+            side: grid.side / 2,
+        };
+        let mut cols = pool.take(layer.channels_in * 16 * half.n());
+        let mut scratch = pool.take(grid.side * grid.side);
+        im2col_down(x, layer.channels_in, grid, &mut scratch, &mut cols);
+        pool.give(scratch);
+        let mut y = layer.product(cols, half.n(), pool)?;
+        bias_activation(
+            &mut y,
+            &layer.bias,
+            Activation::LeakyRelu(LEAKY_SLOPE as f32),
+        );
+        Ok(y)
+    }
+
+    /// Skip block `i` on `x [outer][grid]` (post-LeakyReLU) → `[2·outer][grid]`.
+    fn block(
+        &self,
+        i: usize,
+        x: Vec<f32>,
+        grid: Grid,
+        pool: &mut Pool,
+    ) -> Result<Vec<f32>, DecoderError> {
+        let half = Grid {
+            batch: grid.batch,
+            side: grid.side / 2,
+        };
+        let d = self.down_layer(&self.down[i], &x, grid, pool)?; // [inner][half]
+        let inner = if i + 1 < self.down.len() {
+            self.block(i + 1, d, half, pool)? // [2·inner][half]
+        } else {
+            d
+        };
+        let up = &self.up[i];
+        let cols = up.product(inner, half.n(), pool)?; // [outer·16][half]
+        let outer = up.channels_out;
+        let n = grid.n();
+        let mut out = pool.take(2 * outer * n);
+        let (skip, upper) = out.split_at_mut(outer * n);
+        relu_into(&x, skip);
+        let mut zeros = pool.take(half.side);
+        zeros.fill(0.0);
+        col2im_up(
+            &cols,
+            outer,
+            half,
+            &up.bias,
+            Activation::Relu,
+            &zeros,
+            upper,
+        );
+        pool.give(zeros);
+        pool.give(x);
+        pool.give(cols);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decoder::unet::UNetConfig;
+    use crate::decoder::CpuBackend as B;
+    use burn::module::{Module, Param, RunningState};
+    use burn::tensor::Distribution;
+    use rand::SeedableRng;
+    use std::time::Instant;
+
+    fn time<F: FnMut() -> Tensor<B, 4>>(name: &str, mut f: F) -> Tensor<B, 4> {
+        let mut out = f();
+        let n = 10;
+        let start = Instant::now();
+        for _ in 0..n {
+            out = f();
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
+        eprintln!("{name:24} {ms:8.3} ms  {:?}", out.dims());
+        out
+    }
+
+    /// A small network whose BatchNorms have non-trivial running statistics and affine terms.
+    fn net_with_stats(in_channels: usize, width: usize, seed: u64) -> UNet<B> {
+        let dev = Default::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut net: UNet<B> = UNetConfig::new(in_channels, width).init_pix2pix(&mut rng, &dev);
+        for block in &mut net.blocks {
+            for norm in [&mut block.down_norm, &mut block.up_norm] {
+                let [c] = norm.gamma.dims();
+                let uniform = |lo: f64, hi: f64| {
+                    Tensor::<B, 1>::random([c], Distribution::Uniform(lo, hi), &dev)
+                };
+                norm.running_mean = RunningState::new(uniform(-0.5, 0.5));
+                norm.running_var = RunningState::new(uniform(0.2, 3.0));
+                norm.gamma = Param::from_tensor(uniform(0.5, 1.5));
+                norm.beta = Param::from_tensor(uniform(-0.3, 0.3));
+            }
+        }
+        // Larger weights than the 0.02 init so every layer matters to the output.
+        net.map(&mut Scale(8.0))
+    }
+
+    struct Scale(f64);
+    impl burn::module::ModuleMapper<B> for Scale {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, t, mapper) = param.consume();
+            let t = if D == 4 { t.mul_scalar(self.0) } else { t };
+            Param::from_mapped_value(id, t, mapper)
+        }
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn folded_network_equals_the_batchnorm_network_in_inference_mode() {
+        let dev = Default::default();
+        let net = net_with_stats(5, 4, 7);
+        let x = Tensor::<B, 4>::random([2, 5, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
+        let reference = net.forward(x.clone()).into_data().to_vec::<f32>().unwrap();
+        let folded = FoldedUNet::from_unet(&net);
+        let y = folded
+            .forward(x.clone())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let spread = reference.iter().fold(0.0f32, |m, v| m.max((v - 0.5).abs()));
+        assert!(
+            spread > 0.05,
+            "the test network is too flat to compare: {spread}"
+        );
+        assert!(
+            max_abs_diff(&reference, &y) < 1e-4,
+            "{}",
+            max_abs_diff(&reference, &y)
+        );
+
+        let host = HostUNet::from_folded(folded).unwrap();
+        let xs = x.into_data().to_vec::<f32>().unwrap();
+        let mut out = vec![0.0f32; 2 * 3 * 32 * 32];
+        host.forward(&xs, 2, 32, &mut out).unwrap();
+        assert!(
+            max_abs_diff(&reference, &out) < 1e-4,
+            "{}",
+            max_abs_diff(&reference, &out)
+        );
+    }
+
+    /// Per-layer timings at width 64, 96 px: `cargo test --release --lib decoder::infer -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn profile_layers() {
+        let dev = Default::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let net: UNet<B> = UNetConfig::new(15, 64).init_pix2pix(&mut rng, &dev);
+        eprintln!("params {}", net.num_params());
+        let folded = FoldedUNet::from_unet(&net);
+        let x = Tensor::<B, 4>::ones([1, 15, 96, 96], &dev);
+        time("reference full", || net.forward(x.clone()));
+        time("folded full", || folded.forward(x.clone()));
+        let host = HostUNet::from_folded(folded.clone()).unwrap();
+        let xh = vec![1.0f32; 15 * 96 * 96];
+        let mut out = vec![0.0f32; 3 * 96 * 96];
+        let n = 20;
+        host.forward(&xh, 1, 96, &mut out).unwrap();
+        let start = Instant::now();
+        for _ in 0..n {
+            host.forward(&xh, 1, 96, &mut out).unwrap();
+        }
+        eprintln!(
+            "host full {:8.3} ms",
+            start.elapsed().as_secs_f64() * 1e3 / n as f64
+        );
+        let mut cur = time("stem", || folded.stem.conv(x.clone()));
+        let mut skips = vec![];
+        for i in 0..folded.down.len() {
+            skips.push(cur.clone());
+            let d = time(&format!("down{i}"), || folded.down[i].conv(cur.clone()));
+            if i == 0 {
+                time("down0 batchnorm (ref)", || {
+                    net.blocks[0].down_norm.forward(d.clone())
+                });
+            }
+            cur = time(&format!("leaky{i}"), || leaky_relu(d.clone(), LEAKY_SLOPE));
+        }
+        for i in (0..folded.up.len()).rev() {
+            let u = time(&format!("up{i}"), || {
+                folded.up[i].conv_transpose(cur.clone())
+            });
+            let c = time(&format!("cat{i}"), || {
+                Tensor::cat(vec![skips[i].clone(), u.clone()], 1)
+            });
+            cur = time(&format!("relu{i}"), || relu(c.clone()));
+        }
+        let h = time("head", || folded.head.conv_transpose(cur.clone()));
+        time("sigmoid", || sigmoid(h.clone()));
+    }
+}
+
+#[cfg(test)]
+mod host_profile {
+    use super::*;
+    use crate::decoder::unet::UNetConfig;
+    use crate::decoder::CpuBackend as B;
+    use rand::SeedableRng;
+    use std::time::Instant;
+
+    fn t<R, F: FnMut() -> R>(name: &str, mut f: F) -> R {
+        let mut r = f();
+        let n = 20;
+        let start = Instant::now();
+        for _ in 0..n {
+            r = f();
+        }
+        eprintln!(
+            "{name:32} {:8.3} ms",
+            start.elapsed().as_secs_f64() * 1e3 / n as f64
+        );
+        r
+    }
+
+    /// `MONKEYSEE_PROFILE_WIDTH=16 cargo test --release --lib decoder::infer::host_profile -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn profile_host_layers() {
+        let dev = Default::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let width = std::env::var("MONKEYSEE_PROFILE_WIDTH")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(64);
+        let net: UNet<B> = UNetConfig::new(15, width).init_pix2pix(&mut rng, &dev);
+        let host = HostUNet::from_folded(FoldedUNet::from_unet(&net)).unwrap();
+        let mut x = vec![0.5f32; 15 * 96 * 96];
+        let mut grid = Grid { batch: 1, side: 96 };
+        let mut skips = vec![];
+        for (i, layer) in std::iter::once(&host.stem).chain(&host.down).enumerate() {
+            let half = Grid {
+                batch: 1,
+                side: grid.side / 2,
+            };
+            let mut cols = vec![0.0f32; layer.channels_in * 16 * half.n()];
+            let mut scratch = vec![0.0f32; grid.side * grid.side];
+            t(&format!("im2col {i}"), || {
+                im2col_down(&x, layer.channels_in, grid, &mut scratch, &mut cols)
+            });
+            let mut pool = Pool::default();
+            let mut y = t(&format!("product {i}"), || {
+                layer.product(cols.clone(), half.n(), &mut pool).unwrap()
+            });
+            t(&format!("bias+leaky {i}"), || {
+                bias_activation(&mut y, &layer.bias, Activation::LeakyRelu(0.2))
+            });
+            if i > 0 {
+                skips.push(x.clone());
+            }
+            x = y;
+            grid = half;
+        }
+        for (i, up) in host.up.iter().enumerate().rev() {
+            let mut pool = Pool::default();
+            let cols = t(&format!("product up{i}"), || {
+                up.product(x.clone(), grid.n(), &mut pool).unwrap()
+            });
+            let two = Grid {
+                batch: 1,
+                side: grid.side * 2,
+            };
+            let mut out = vec![0.0f32; 2 * up.channels_out * two.n()];
+            let zeros = vec![0.0f32; grid.side];
+            let skip = &skips[i];
+            t(&format!("relu+col2im up{i}"), || {
+                let (a, b) = out.split_at_mut(up.channels_out * two.n());
+                relu_into(skip, a);
+                col2im_up(
+                    &cols,
+                    up.channels_out,
+                    grid,
+                    &up.bias,
+                    Activation::Relu,
+                    &zeros,
+                    b,
+                );
+            });
+            x = out;
+            grid = two;
+        }
+        let mut pool = Pool::default();
+        let cols = t("product head", || {
+            host.head.product(x.clone(), grid.n(), &mut pool).unwrap()
+        });
+        let mut out = vec![0.0f32; 3 * 96 * 96];
+        let zeros = vec![0.0f32; grid.side];
+        t("col2im head", || {
+            col2im_up(
+                &cols,
+                3,
+                grid,
+                &host.head.bias,
+                Activation::Sigmoid,
+                &zeros,
+                &mut out,
+            )
+        });
+        let xh = vec![0.5f32; 15 * 96 * 96];
+        t("full forward", || {
+            host.forward(&xh, 1, 96, &mut out).unwrap()
+        });
+    }
+}

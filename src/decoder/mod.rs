@@ -1,0 +1,231 @@
+//! The image decoder: feature frame → input layer → pix2pix U-Net → RGB image (DESIGN §2).
+//!
+//! [`Decoder`] is the inference side. [`Decoder::random`] and [`Decoder::load`] fold every
+//! BatchNorm into the convolution before it ([`infer::FoldedUNet`]), freeze the learned
+//! input layer, and on the CPU backend lay the weights out for [`infer::HostUNet`]: plain-Rust
+//! im2col/col2im/activation kernels ([`kernels`]) around the backend's matrix product.
+//!
+//! Real-time contract: all set-up happens in the constructor. `reconstruct` checks lengths
+//! and values and returns an error instead of panicking; per frame it allocates only the
+//! tensors Burn's matrix product creates and the input/output images (the CPU path keeps
+//! its other buffers in a pool), and it never locks: a busy pool means fresh buffers.
+//!
+//! The trainable pieces live beside it: [`unet::UNet`] (+ [`unet::UNetConfig`]),
+//! [`input::GaussianRfLayer`], [`input::DenseMapLayer`] and [`model::DecoderModel`],
+//! whose record is what `weights.mpk` holds; [`input::FixedRfMaps`] builds the fixed
+//! RF-map input of the spatial and spatiotemporal models.
+
+pub mod infer;
+pub mod input;
+pub mod kernels;
+pub mod model;
+pub mod unet;
+
+use std::path::PathBuf;
+
+pub use input::{DenseMapLayer, FixedRfMaps, GaussianRfLayer};
+pub use model::{Decoder, DecoderModel};
+pub use unet::{UNet, UNetConfig};
+
+/// The CPU backend every test and the demo run on.
+pub type CpuBackend = burn::backend::Flex;
+
+/// Cortical areas, in channel order.
+pub const N_AREAS: usize = 3;
+/// Area names by index (0 = V1, 1 = V4, 2 = IT).
+pub const AREA_NAMES: [&str; N_AREAS] = ["V1", "V4", "IT"];
+
+/// Which input layer sits in front of the U-Net.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecoderKind {
+    /// One window per electrode (TW-15), fixed RF maps, one channel per array.
+    Spatial,
+    /// Five windows per electrode (TW-3), fixed RF maps, one channel per area × window
+    /// (V1 w0..w4, V4 w0..w4, IT w0..w4).
+    Spatiotemporal,
+    /// One window per electrode, learned Gaussian RFs ([`GaussianRfLayer`]), one channel per array.
+    EndToEnd,
+    /// One window per electrode, learned dense map per area ([`DenseMapLayer`]), three channels.
+    Baseline,
+}
+
+impl DecoderKind {
+    /// The name used in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Spatial => "spatial",
+            Self::Spatiotemporal => "spatiotemporal",
+            Self::EndToEnd => "end-to-end",
+            Self::Baseline => "baseline",
+        }
+    }
+}
+
+impl std::fmt::Display for DecoderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the rig says about each electrode, in the order of the feature vector.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ElectrodeSpec {
+    /// Index 0..n_arrays of the live array it belongs to.
+    pub array: usize,
+    /// 0 = V1, 1 = V4, 2 = IT.
+    pub area: usize,
+    /// RF centre x, y and size (σ) in pixels of the image grid ((0, 0) = top-left corner), if known.
+    pub rf_px: Option<[f32; 3]>,
+}
+
+/// Everything needed to rebuild a decoder; saved beside the weights as `decoder.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DecoderConfig {
+    pub kind: DecoderKind,
+    /// U-Net base width: 64 in the paper; a slim variant (e.g. 16) runs on a laptop CPU.
+    pub width: usize,
+    /// Image side in pixels: 96 in the paper; a multiple of 32.
+    pub image_size: usize,
+    pub n_arrays: usize,
+    /// 1 for Spatial, EndToEnd and Baseline; 5 for Spatiotemporal.
+    pub windows_per_electrode: usize,
+    /// Names of the latency windows, as the rig reported them (checked, not interpreted).
+    pub window_names: Vec<String>,
+    pub electrodes: Vec<ElectrodeSpec>,
+}
+
+impl DecoderConfig {
+    /// Checks every invariant the decoder relies on.
+    pub fn validate(&self) -> Result<(), DecoderError> {
+        let bad = |msg: String| Err(DecoderError::InvalidConfig(msg));
+        if self.width == 0 {
+            return bad("width must be at least 1".into());
+        }
+        if self.image_size == 0 || !self.image_size.is_multiple_of(unet::SIZE_MULTIPLE) {
+            return bad(format!(
+                "image_size {} is not a positive multiple of {} (the U-Net halves it five times)",
+                self.image_size,
+                unet::SIZE_MULTIPLE
+            ));
+        }
+        if self.n_arrays == 0 {
+            return bad("n_arrays must be at least 1".into());
+        }
+        if self.electrodes.is_empty() {
+            return bad("the electrode list is empty".into());
+        }
+        if self.windows_per_electrode == 0 {
+            return bad("windows_per_electrode must be at least 1".into());
+        }
+        if self.kind != DecoderKind::Spatiotemporal && self.windows_per_electrode != 1 {
+            return bad(format!(
+                "a {} decoder reads 1 window per electrode, the config says {}",
+                self.kind, self.windows_per_electrode
+            ));
+        }
+        for (e, spec) in self.electrodes.iter().enumerate() {
+            if spec.array >= self.n_arrays {
+                return bad(format!(
+                    "electrode {e} is in array {} but there are only {} arrays",
+                    spec.array, self.n_arrays
+                ));
+            }
+            if spec.area >= N_AREAS {
+                return bad(format!(
+                    "electrode {e} has area {} (0 = V1, 1 = V4, 2 = IT)",
+                    spec.area
+                ));
+            }
+            if let Some(rf) = spec.rf_px {
+                if rf.iter().any(|v| !v.is_finite()) {
+                    return bad(format!("electrode {e} has a non-finite RF {rf:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Channels of the U-Net input for this kind.
+    pub fn in_channels(&self) -> usize {
+        match self.kind {
+            DecoderKind::Spatial | DecoderKind::EndToEnd => self.n_arrays,
+            DecoderKind::Spatiotemporal => N_AREAS * self.windows_per_electrode,
+            DecoderKind::Baseline => N_AREAS,
+        }
+    }
+
+    /// Length of one feature vector: windows × electrodes.
+    pub fn n_features(&self) -> usize {
+        self.windows_per_electrode * self.electrodes.len()
+    }
+
+    /// Length of one output image: 3 × H × W.
+    pub fn image_len(&self) -> usize {
+        3 * self.image_size * self.image_size
+    }
+
+    /// The generator's shape.
+    pub fn unet(&self) -> UNetConfig {
+        UNetConfig::new(self.in_channels(), self.width)
+    }
+}
+
+/// Everything that can go wrong building, loading, saving or running a decoder.
+/// Only `Length` and `NonFinite` concern a single frame (the next frame may be fine);
+/// the others are fixed by fixing the files or the config.
+#[derive(Debug, thiserror::Error)]
+pub enum DecoderError {
+    /// The config breaks an invariant (say which, and how to fix it).
+    #[error("invalid decoder config: {0}")]
+    InvalidConfig(String),
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `decoder.json` is not valid JSON for a [`DecoderConfig`].
+    #[error("{path} is not a valid decoder config: {source}")]
+    ConfigFormat {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// `decoder.json` parses but breaks an invariant.
+    #[error("{path}: invalid decoder config: {message}")]
+    ConfigInvalid { path: PathBuf, message: String },
+    /// `weights.mpk` is missing, corrupt, or holds weights for another config.
+    #[error("loading weights {path}: {message} (retrain, or put the decoder.json saved with these weights beside them)")]
+    Weights { path: PathBuf, message: String },
+    /// Writing the weights or config failed.
+    #[error("saving to {path}: {message}")]
+    Save { path: PathBuf, message: String },
+    /// The model was made for another rig (electrodes, arrays, windows, image size).
+    #[error("the model does not fit the rig: {0}")]
+    Mismatch(String),
+    /// A feature vector or output buffer of the wrong length.
+    #[error("{what}: expected {expected} values, got {got}")]
+    Length {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// The backend handed back data of an unexpected type (a backend bug).
+    #[error("reading the decoder output: {0}")]
+    Output(String),
+    /// NaN or Inf in the input; the frame is refused rather than decoded into garbage.
+    #[error("non-finite value in the {0} (NaN or Inf)")]
+    NonFinite(&'static str),
+}
+
+/// Sizes the thread pool the CPU backend computes on (rayon's global pool) to `n` threads.
+///
+/// Burn does not re-export rayon and this crate does not depend on it, so this sets
+/// `RAYON_NUM_THREADS`, which rayon reads when it builds its global pool on first use.
+/// Call it once at start-up, before any decoder runs and before other threads start;
+/// once the pool exists it has no effect. `n = 0` leaves rayon's default (one per core).
+pub fn init_compute_threads(n: usize) {
+    if n > 0 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}

@@ -1,0 +1,754 @@
+//! [`DecoderModel`] (the trainable input layer + U-Net, what `weights.mpk` holds) and
+//! [`Decoder`] (the inference-ready, BatchNorm-folded form the daemon runs).
+
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::infer::{FoldedUNet, HostUNet};
+use super::input::{CachedGaussianMaps, DenseMapLayer, FixedRfMaps, GaussianRfLayer};
+use super::unet::UNet;
+use super::{DecoderConfig, DecoderError, DecoderKind, AREA_NAMES};
+
+/// File name of the config saved beside the weights.
+pub const CONFIG_FILE: &str = "decoder.json";
+/// File name of the weights (a Burn named MessagePack record, full precision).
+pub const WEIGHTS_FILE: &str = "weights.mpk";
+
+fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
+    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+}
+
+/// The trainable decoder: the input layer of its kind (none for the fixed-RF kinds) and the U-Net.
+#[derive(Module, Debug)]
+pub struct DecoderModel<B: Backend> {
+    /// Learned Gaussian RFs (EndToEnd only).
+    pub gaussian: Option<GaussianRfLayer<B>>,
+    /// Learned dense maps (Baseline only).
+    pub dense: Option<DenseMapLayer<B>>,
+    pub unet: UNet<B>,
+}
+
+impl<B: Backend> DecoderModel<B> {
+    /// A freshly initialised model (pix2pix init, see [`super::unet::UNetConfig::init_pix2pix`]),
+    /// deterministic in `seed`.
+    pub fn new(
+        config: &DecoderConfig,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Self, DecoderError> {
+        config.validate()?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let unet = config.unet().init_pix2pix(&mut rng, device);
+        let gaussian =
+            (config.kind == DecoderKind::EndToEnd).then(|| GaussianRfLayer::new(config, device));
+        let dense = (config.kind == DecoderKind::Baseline)
+            .then(|| DenseMapLayer::new(config, &mut rng, device));
+        Ok(Self {
+            gaussian,
+            dense,
+            unet,
+        })
+    }
+
+    /// The U-Net input for the learned input layers: responses `[batch, electrodes]` →
+    /// `[batch, channels, H, W]`. `None` for the fixed-RF kinds, whose input image is built
+    /// on the host by [`FixedRfMaps::fill`].
+    pub fn learned_input(&self, responses: Tensor<B, 2>) -> Option<Tensor<B, 4>> {
+        if let Some(g) = &self.gaussian {
+            Some(g.forward(responses))
+        } else {
+            self.dense.as_ref().map(|d| d.forward(responses))
+        }
+    }
+}
+
+/// How features become the U-Net input at inference.
+#[derive(Debug)]
+enum InferenceInput {
+    Fixed(FixedRfMaps),
+    /// The learned Gaussian RFs, frozen.
+    Gaussian(CachedGaussianMaps),
+    Dense,
+}
+
+/// How the folded U-Net runs.
+#[derive(Debug)]
+enum Generator<B: Backend> {
+    /// Burn's conv ops end to end (accelerators: the data stays on the device).
+    Ops(FoldedUNet<B>),
+    /// Plain-Rust kernels around backend matrix products (the CPU backend: ≈1.5× faster
+    /// than Burn 0.21's Flex convolutions on the full-width 96 px network).
+    Host(HostUNet<B>),
+}
+
+/// An inference-ready decoder: input layer + BatchNorm-folded U-Net.
+#[derive(Debug)]
+pub struct Decoder<B: Backend> {
+    config: DecoderConfig,
+    model: DecoderModel<B>,
+    input: InferenceInput,
+    unet: Generator<B>,
+    device: B::Device,
+}
+
+impl<B: Backend> Decoder<B> {
+    /// A randomly initialised decoder (pix2pix init), deterministic in `seed`.
+    pub fn random(
+        config: DecoderConfig,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Self, DecoderError> {
+        let model = DecoderModel::new(&config, seed, device)?;
+        Self::from_model(config, model, device)
+    }
+
+    /// Wraps a (trained) model for inference: caches the input layer and folds the BatchNorms.
+    pub fn from_model(
+        config: DecoderConfig,
+        model: DecoderModel<B>,
+        device: &B::Device,
+    ) -> Result<Self, DecoderError> {
+        config.validate()?;
+        check_model_fits(&config, &model)?;
+        let input = match config.kind {
+            DecoderKind::Spatial | DecoderKind::Spatiotemporal => {
+                InferenceInput::Fixed(FixedRfMaps::build(&config)?)
+            }
+            DecoderKind::EndToEnd => {
+                let layer = model.gaussian.as_ref().ok_or_else(|| {
+                    DecoderError::InvalidConfig(
+                        "an end-to-end model needs its Gaussian RF layer".into(),
+                    )
+                })?;
+                InferenceInput::Gaussian(CachedGaussianMaps::new(layer, &config)?)
+            }
+            DecoderKind::Baseline => {
+                if model.dense.is_none() {
+                    return Err(DecoderError::InvalidConfig(
+                        "a baseline model needs its dense map layer".into(),
+                    ));
+                }
+                InferenceInput::Dense
+            }
+        };
+        let folded = FoldedUNet::from_unet(&model.unet);
+        let unet = if runs_on_host::<B>() {
+            Generator::Host(HostUNet::from_folded(folded)?)
+        } else {
+            Generator::Ops(folded)
+        };
+        Ok(Self {
+            config,
+            model,
+            input,
+            unet,
+            device: device.clone(),
+        })
+    }
+
+    /// Reads `dir/decoder.json` and `dir/weights.mpk`.
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, DecoderError> {
+        let config_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path).map_err(|source| DecoderError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let config: DecoderConfig =
+            serde_json::from_str(&text).map_err(|source| DecoderError::ConfigFormat {
+                path: config_path.clone(),
+                source,
+            })?;
+        config.validate().map_err(|e| DecoderError::ConfigInvalid {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        if !weights_path.is_file() {
+            return Err(DecoderError::Weights {
+                path: weights_path,
+                message: "file not found".into(),
+            });
+        }
+        let model = DecoderModel::new(&config, 0, device)?;
+        let expected = param_shapes(&model);
+        // Burn's recorder panics on some malformed records instead of returning an error;
+        // a corrupt file must not take the daemon down.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            model.load_file(weights_path.clone(), &recorder(), device)
+        }));
+        let model = match loaded {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                return Err(DecoderError::Weights {
+                    path: weights_path,
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(DecoderError::Weights {
+                    path: weights_path,
+                    message: "the record does not match the model".into(),
+                })
+            }
+        };
+        // Burn loads a tensor of any shape into a parameter; a record saved for another
+        // width, image size or rig would only fail (panic) at the first forward pass.
+        let found = param_shapes(&model);
+        if found != expected {
+            let detail = match expected.iter().zip(&found).position(|(e, f)| e != f) {
+                Some(i) => format!(
+                    "parameter #{i} has shape {:?}, {} needs {:?}",
+                    found[i], CONFIG_FILE, expected[i]
+                ),
+                None => format!(
+                    "{} parameters, {} needs {}",
+                    found.len(),
+                    CONFIG_FILE,
+                    expected.len()
+                ),
+            };
+            return Err(DecoderError::Weights {
+                path: weights_path,
+                message: format!("the weights do not fit the config: {detail}"),
+            });
+        }
+        Self::from_model(config, model, device)
+    }
+
+    /// Writes `dir/decoder.json` and `dir/weights.mpk`, creating `dir` if needed.
+    pub fn save(&self, dir: &Path) -> Result<(), DecoderError> {
+        std::fs::create_dir_all(dir).map_err(|source| DecoderError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let config_path = dir.join(CONFIG_FILE);
+        let text = serde_json::to_string_pretty(&self.config).map_err(|e| DecoderError::Save {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&config_path, text).map_err(|source| DecoderError::Io {
+            path: config_path,
+            source,
+        })?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        self.model
+            .clone()
+            .save_file(weights_path.clone(), &recorder())
+            .map_err(|e| DecoderError::Save {
+                path: weights_path,
+                message: e.to_string(),
+            })
+    }
+
+    /// The config this decoder was built from.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// The trainable model (for fine-tuning or analysis, e.g. the learned RFs).
+    pub fn model(&self) -> &DecoderModel<B> {
+        &self.model
+    }
+
+    /// Refuses a model that does not fit the rig: electrode and array counts, windows,
+    /// window names, each electrode's array and area, input channels, image size.
+    pub fn check_matches(&self, rig_side: &DecoderConfig) -> Result<(), DecoderError> {
+        check_matches(&self.config, rig_side)
+    }
+
+    /// One frame: `features` `[windows][electrodes]` (window-major, z-scored means) →
+    /// `out` `[3][H][W]`, RGB in [0, 1].
+    pub fn reconstruct(&self, features: &[f32], out: &mut [f32]) -> Result<(), DecoderError> {
+        self.reconstruct_batch(features, 1, out)
+    }
+
+    /// A batch: `features` `[batch][windows][electrodes]` → `out` `[batch][3][H][W]`.
+    pub fn reconstruct_batch(
+        &self,
+        features: &[f32],
+        batch: usize,
+        out: &mut [f32],
+    ) -> Result<(), DecoderError> {
+        let n_features = self.config.n_features();
+        let image_len = self.config.image_len();
+        if features.len() != batch * n_features {
+            return Err(DecoderError::Length {
+                what: "feature vector",
+                expected: batch * n_features,
+                got: features.len(),
+            });
+        }
+        if out.len() != batch * image_len {
+            return Err(DecoderError::Length {
+                what: "output image buffer",
+                expected: batch * image_len,
+                got: out.len(),
+            });
+        }
+        if batch == 0 {
+            return Ok(());
+        }
+        if features.iter().any(|v| !v.is_finite()) {
+            return Err(DecoderError::NonFinite("features"));
+        }
+        let x = self.input_image(features, batch); // [batch, channels, H, W]
+        match &self.unet {
+            Generator::Ops(unet) => {
+                let data = unet.forward(x).into_data(); // [batch, 3, H, W]
+                let values = data
+                    .as_slice::<f32>()
+                    .map_err(|e| DecoderError::Output(format!("{e:?}")))?;
+                if values.len() != out.len() {
+                    return Err(DecoderError::Length {
+                        what: "decoder output",
+                        expected: out.len(),
+                        got: values.len(),
+                    });
+                }
+                out.copy_from_slice(values);
+                Ok(())
+            }
+            Generator::Host(unet) => {
+                let x = x
+                    .into_data()
+                    .into_vec::<f32>()
+                    .map_err(|e| DecoderError::Output(format!("{e:?}")))?;
+                unet.forward(&x, batch, self.config.image_size, out)
+            }
+        }
+    }
+
+    /// The U-Net input `[batch, channels, H, W]` for validated features.
+    fn input_image(&self, features: &[f32], batch: usize) -> Tensor<B, 4> {
+        let size = self.config.image_size;
+        match &self.input {
+            InferenceInput::Fixed(maps) => {
+                let len = maps.image_len();
+                let mut image = vec![0.0f32; batch * len];
+                for (f, img) in features
+                    .chunks_exact(maps.n_features())
+                    .zip(image.chunks_exact_mut(len))
+                {
+                    maps.fill(f, img);
+                }
+                let shape = [batch, maps.n_channels(), size, size];
+                Tensor::from_data(TensorData::new(image, shape), &self.device)
+            }
+            InferenceInput::Gaussian(maps) => {
+                let len = maps.image_len();
+                let mut image = vec![0.0f32; batch * len];
+                for (f, img) in features
+                    .chunks_exact(self.config.n_features())
+                    .zip(image.chunks_exact_mut(len))
+                {
+                    maps.fill(f, img);
+                }
+                let shape = [batch, self.config.n_arrays, size, size];
+                Tensor::from_data(TensorData::new(image, shape), &self.device)
+            }
+            InferenceInput::Dense => {
+                let r = Tensor::from_data(
+                    TensorData::new(features.to_vec(), [batch, self.config.n_features()]),
+                    &self.device,
+                );
+                // from_model checked that the dense layer exists.
+                match &self.model.dense {
+                    Some(dense) => dense.forward(r),
+                    None => Tensor::zeros([batch, 3, size, size], &self.device),
+                }
+            }
+        }
+    }
+}
+
+/// The model's shapes against the config, so a mismatch is an error here and not a panic
+/// in the first forward pass.
+fn check_model_fits<B: Backend>(config: &DecoderConfig, model: &DecoderModel<B>) -> Result<(), DecoderError> {
+    let bad = |m: String| Err(DecoderError::InvalidConfig(m));
+    let [width, in_channels, ..] = model.unet.stem.weight.dims();
+    if in_channels != config.in_channels() || width != config.width {
+        return bad(format!(
+            "the U-Net takes {in_channels} channels at width {width}; a {} decoder with this config needs {} at width {}",
+            config.kind,
+            config.in_channels(),
+            config.width
+        ));
+    }
+    let n_e = config.electrodes.len();
+    if let Some(g) = &model.gaussian {
+        let [n] = g.mu_x.dims();
+        if n != n_e || g.n_arrays() != config.n_arrays || g.image_size() != config.image_size {
+            return bad(format!(
+                "the Gaussian RF layer has {n} electrodes in {} arrays at {} px; the config has {n_e} in {} at {} px",
+                g.n_arrays(),
+                g.image_size(),
+                config.n_arrays,
+                config.image_size
+            ));
+        }
+    }
+    if let Some(d) = &model.dense {
+        let [n, pixels] = d.weight.dims();
+        if n != n_e || pixels != config.image_size * config.image_size {
+            return bad(format!(
+                "the dense map layer maps {n} electrodes to {pixels} pixels; the config has {n_e} electrodes and {} pixels",
+                config.image_size * config.image_size
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Shapes of every float parameter, in visiting order.
+fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
+    struct Shapes(Vec<Vec<usize>>);
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.dims().to_vec());
+        }
+    }
+    let mut shapes = Shapes(Vec::new());
+    module.visit(&mut shapes);
+    shapes.0
+}
+
+/// Whether `B` computes on this machine's CPU, where the plain-Rust kernels beat Burn's conv ops.
+fn runs_on_host<B: Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<super::CpuBackend>()
+}
+
+/// See [`Decoder::check_matches`].
+pub fn check_matches(model: &DecoderConfig, rig: &DecoderConfig) -> Result<(), DecoderError> {
+    let mismatch = |m: String| Err(DecoderError::Mismatch(m));
+    let (me, re) = (model.electrodes.len(), rig.electrodes.len());
+    if me != re || model.n_arrays != rig.n_arrays {
+        return mismatch(format!(
+            "model expects {me} electrodes in {} arrays, rig has {re} in {}",
+            model.n_arrays, rig.n_arrays
+        ));
+    }
+    if model.kind != rig.kind {
+        return mismatch(format!(
+            "model is a {} decoder, the rig side asks for {}",
+            model.kind, rig.kind
+        ));
+    }
+    if model.windows_per_electrode != rig.windows_per_electrode {
+        return mismatch(format!(
+            "model expects {} windows per electrode, rig has {}",
+            model.windows_per_electrode, rig.windows_per_electrode
+        ));
+    }
+    if model.window_names != rig.window_names {
+        return mismatch(format!(
+            "model was trained on windows {:?}, rig has {:?}",
+            model.window_names, rig.window_names
+        ));
+    }
+    if model.image_size != rig.image_size {
+        return mismatch(format!(
+            "model makes {0}×{0} px images, rig asks for {1}×{1}",
+            model.image_size, rig.image_size
+        ));
+    }
+    if model.in_channels() != rig.in_channels() {
+        return mismatch(format!(
+            "model's U-Net takes {} input channels, the rig gives {}",
+            model.in_channels(),
+            rig.in_channels()
+        ));
+    }
+    for (e, (m, r)) in model.electrodes.iter().zip(&rig.electrodes).enumerate() {
+        if m.array != r.array || m.area != r.area {
+            let area = |a: usize| AREA_NAMES.get(a).copied().unwrap_or("?");
+            return mismatch(format!(
+                "electrode {e}: model has array {} ({}), rig has array {} ({})",
+                m.array,
+                area(m.area),
+                r.array,
+                area(r.area)
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decoder::{CpuBackend as B, ElectrodeSpec};
+
+    /// 3 arrays (V1, V4, IT), 4 electrodes each, one without an RF; 32 px, width 4.
+    fn config(kind: DecoderKind) -> DecoderConfig {
+        let windows = if kind == DecoderKind::Spatiotemporal {
+            5
+        } else {
+            1
+        };
+        let electrodes = (0..12)
+            .map(|e| ElectrodeSpec {
+                array: e / 4,
+                area: e / 4,
+                rf_px: (e != 5).then(|| {
+                    [
+                        (e * 2) as f32 + 3.0,
+                        30.0 - (e * 2) as f32,
+                        1.5 + e as f32 * 0.2,
+                    ]
+                }),
+            })
+            .collect();
+        DecoderConfig {
+            kind,
+            width: 4,
+            image_size: 32,
+            n_arrays: 3,
+            windows_per_electrode: windows,
+            window_names: (0..windows).map(|w| format!("w{w}")).collect(),
+            electrodes,
+        }
+    }
+
+    fn features(cfg: &DecoderConfig, batch: usize, seed: u32) -> Vec<f32> {
+        (0..batch * cfg.n_features())
+            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 250.0 - 2.0)
+            .collect()
+    }
+
+    fn reconstruct(dec: &Decoder<B>, f: &[f32], batch: usize) -> Vec<f32> {
+        let mut out = vec![0.0; batch * dec.config().image_len()];
+        dec.reconstruct_batch(f, batch, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_kind_reconstructs_an_rgb_image_in_unit_range() {
+        let dev = Default::default();
+        for kind in [
+            DecoderKind::Spatial,
+            DecoderKind::Spatiotemporal,
+            DecoderKind::EndToEnd,
+            DecoderKind::Baseline,
+        ] {
+            let cfg = config(kind);
+            let dec = Decoder::<B>::random(cfg.clone(), 1, &dev).unwrap();
+            let mut out = vec![-1.0; 3 * 32 * 32];
+            dec.reconstruct(&features(&cfg, 1, 0), &mut out).unwrap();
+            assert!(out.iter().all(|v| (0.0..=1.0).contains(v)), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_batch_equals_its_frames_one_by_one() {
+        let dev = Default::default();
+        for kind in [
+            DecoderKind::Spatiotemporal,
+            DecoderKind::EndToEnd,
+            DecoderKind::Baseline,
+        ] {
+            let cfg = config(kind);
+            let dec = Decoder::<B>::random(cfg.clone(), 2, &dev).unwrap();
+            let f = features(&cfg, 3, 9);
+            let batch = reconstruct(&dec, &f, 3);
+            for (b, frame) in f.chunks(cfg.n_features()).enumerate() {
+                let one = reconstruct(&dec, frame, 1);
+                let err = one
+                    .iter()
+                    .zip(&batch[b * one.len()..(b + 1) * one.len()])
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(err < 1e-5, "{kind} frame {b}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_cpu_path_equals_burns_conv_ops() {
+        let dev = Default::default();
+        let cfg = config(DecoderKind::Spatial);
+        let dec = Decoder::<B>::random(cfg.clone(), 4, &dev).unwrap();
+        assert!(matches!(dec.unet, Generator::Host(_)));
+        let f = features(&cfg, 2, 1);
+        let host = reconstruct(&dec, &f, 2);
+        let x = dec.input_image(&f, 2);
+        let ops = FoldedUNet::from_unet(&dec.model.unet)
+            .forward(x)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let err = host
+            .iter()
+            .zip(&ops)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-5, "{err}");
+    }
+
+    #[test]
+    fn random_decoders_are_deterministic_in_the_seed() {
+        let dev = Default::default();
+        let cfg = config(DecoderKind::EndToEnd);
+        let f = features(&cfg, 1, 3);
+        let a = reconstruct(&Decoder::<B>::random(cfg.clone(), 7, &dev).unwrap(), &f, 1);
+        let b = reconstruct(&Decoder::<B>::random(cfg.clone(), 7, &dev).unwrap(), &f, 1);
+        let c = reconstruct(&Decoder::<B>::random(cfg, 8, &dev).unwrap(), &f, 1);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn save_then_load_gives_the_same_decoder() {
+        let dev = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        for kind in [
+            DecoderKind::Spatial,
+            DecoderKind::EndToEnd,
+            DecoderKind::Baseline,
+        ] {
+            let cfg = config(kind);
+            let dec = Decoder::<B>::random(cfg.clone(), 11, &dev).unwrap();
+            let path = dir.path().join(kind.name());
+            dec.save(&path).unwrap();
+            assert!(path.join(CONFIG_FILE).is_file() && path.join(WEIGHTS_FILE).is_file());
+            let loaded = Decoder::<B>::load(&path, &dev).unwrap();
+            assert_eq!(loaded.config(), &cfg);
+            let f = features(&cfg, 1, 5);
+            assert_eq!(
+                reconstruct(&dec, &f, 1),
+                reconstruct(&loaded, &f, 1),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_or_corrupt_files_are_errors_that_name_the_file() {
+        let dev = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let err = Decoder::<B>::load(dir.path(), &dev).unwrap_err();
+        assert!(err.to_string().contains(CONFIG_FILE), "{err}");
+
+        let dec = Decoder::<B>::random(config(DecoderKind::Spatial), 1, &dev).unwrap();
+        dec.save(dir.path()).unwrap();
+        std::fs::write(dir.path().join(WEIGHTS_FILE), b"not a record").unwrap();
+        let err = Decoder::<B>::load(dir.path(), &dev).unwrap_err();
+        assert!(matches!(err, DecoderError::Weights { .. }), "{err}");
+        assert!(err.to_string().contains(WEIGHTS_FILE), "{err}");
+
+        // Weights of another shape (width 8) under a width-4 config.
+        let mut wide = config(DecoderKind::Spatial);
+        wide.width = 8;
+        let other = tempfile::tempdir().unwrap();
+        Decoder::<B>::random(wide, 1, &dev)
+            .unwrap()
+            .save(other.path())
+            .unwrap();
+        std::fs::copy(
+            other.path().join(WEIGHTS_FILE),
+            dir.path().join(WEIGHTS_FILE),
+        )
+        .unwrap();
+        let err = Decoder::<B>::load(dir.path(), &dev).unwrap_err();
+        assert!(matches!(err, DecoderError::Weights { .. }), "{err}");
+
+        std::fs::remove_file(dir.path().join(WEIGHTS_FILE)).unwrap();
+        let err = Decoder::<B>::load(dir.path(), &dev).unwrap_err();
+        assert!(err.to_string().contains(WEIGHTS_FILE), "{err}");
+
+        std::fs::write(dir.path().join(CONFIG_FILE), "{\"kind\": \"spatial\"").unwrap();
+        let err = Decoder::<B>::load(dir.path(), &dev).unwrap_err();
+        assert!(matches!(err, DecoderError::ConfigFormat { .. }), "{err}");
+    }
+
+    #[test]
+    fn wrong_lengths_and_non_finite_features_are_errors() {
+        let dev = Default::default();
+        let cfg = config(DecoderKind::Spatial);
+        let dec = Decoder::<B>::random(cfg.clone(), 1, &dev).unwrap();
+        let mut out = vec![0.0; cfg.image_len()];
+        assert!(matches!(
+            dec.reconstruct(&[0.0; 11], &mut out),
+            Err(DecoderError::Length {
+                expected: 12,
+                got: 11,
+                ..
+            })
+        ));
+        assert!(matches!(
+            dec.reconstruct(&[0.0; 12], &mut out[1..]),
+            Err(DecoderError::Length { .. })
+        ));
+        let mut f = vec![0.0; 12];
+        f[3] = f32::NAN;
+        assert!(matches!(
+            dec.reconstruct(&f, &mut out),
+            Err(DecoderError::NonFinite(_))
+        ));
+    }
+
+    #[test]
+    fn a_model_for_another_rig_is_refused_naming_both_sides() {
+        let dev = Default::default();
+        let cfg = config(DecoderKind::Spatial);
+        let dec = Decoder::<B>::random(cfg.clone(), 1, &dev).unwrap();
+        dec.check_matches(&cfg).unwrap();
+
+        let mut rig = cfg.clone();
+        rig.n_arrays = 4;
+        rig.electrodes.push(ElectrodeSpec {
+            array: 3,
+            area: 2,
+            rf_px: None,
+        });
+        let msg = dec.check_matches(&rig).unwrap_err().to_string();
+        assert!(
+            msg.contains("model expects 12 electrodes in 3 arrays, rig has 13 in 4"),
+            "{msg}"
+        );
+
+        let mut rig = cfg.clone();
+        rig.window_names = vec!["V1 [0,133) ms".into()];
+        let msg = dec.check_matches(&rig).unwrap_err().to_string();
+        assert!(msg.contains("w0") && msg.contains("V1 [0,133) ms"), "{msg}");
+
+        let mut rig = cfg.clone();
+        rig.electrodes.swap(0, 4);
+        let msg = dec.check_matches(&rig).unwrap_err().to_string();
+        assert!(
+            msg.contains("electrode 0: model has array 0 (V1), rig has array 1 (V4)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        let dev = Default::default();
+        let mut cfg = config(DecoderKind::Spatial);
+        cfg.image_size = 40;
+        assert!(matches!(
+            Decoder::<B>::random(cfg, 1, &dev),
+            Err(DecoderError::InvalidConfig(_))
+        ));
+        let mut cfg = config(DecoderKind::Spatial);
+        cfg.electrodes[2].array = 3;
+        assert!(Decoder::<B>::random(cfg, 1, &dev).is_err());
+        let mut cfg = config(DecoderKind::Baseline);
+        cfg.windows_per_electrode = 5;
+        assert!(Decoder::<B>::random(cfg, 1, &dev).is_err());
+    }
+
+    #[test]
+    fn config_round_trips_through_json_with_kebab_case_kinds() {
+        let cfg = config(DecoderKind::EndToEnd);
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert!(text.contains("\"end-to-end\""), "{text}");
+        let back: DecoderConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, cfg);
+    }
+}

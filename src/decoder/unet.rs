@@ -1,0 +1,230 @@
+//! The pix2pix U-Net generator (DESIGN §2), as a trainable Burn `Module` + `Config` pair.
+//!
+//! This is the training-side network, with BatchNorm. Inference uses
+//! [`crate::decoder::infer::FoldedUNet`], built from it by folding every BatchNorm
+//! into the convolution before it.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::activation::{leaky_relu, relu, sigmoid};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+
+/// Negative slope of every LeakyReLU in the encoder.
+pub const LEAKY_SLOPE: f64 = 0.2;
+/// Number of nested skip blocks; with the stem and head the image shrinks by 2^5.
+pub const N_BLOCKS: usize = 4;
+/// The image side must be a multiple of this (five stride-2 convolutions).
+pub const SIZE_MULTIPLE: usize = 1 << (N_BLOCKS + 1);
+
+/// Shape of the generator: input channels and base width (64 in the paper).
+#[derive(Config, Debug)]
+pub struct UNetConfig {
+    /// Channels of the input image (15 for the spatial models, 3 for the baseline).
+    pub in_channels: usize,
+    /// Base width `w`: the blocks have widths w, 2w, 4w, 8w.
+    pub width: usize,
+}
+
+/// One skip block: `down → BN → LeakyReLU → (inner block) → up → BN`, concatenated
+/// with its input along channels, then ReLU.
+#[derive(Module, Debug)]
+pub struct SkipBlock<B: Backend> {
+    /// Conv 4×4 stride 2 pad 1, outer → inner channels.
+    pub down: Conv2d<B>,
+    pub down_norm: BatchNorm<B>,
+    /// Transposed conv 4×4 stride 2 pad 1, (inner or 2·inner) → outer channels.
+    pub up: ConvTranspose2d<B>,
+    pub up_norm: BatchNorm<B>,
+}
+
+/// The generator. `blocks[0]` is the outermost skip block, `blocks[3]` the innermost.
+#[derive(Module, Debug)]
+pub struct UNet<B: Backend> {
+    /// Conv 4×4 stride 2 pad 1, in → w, then LeakyReLU.
+    pub stem: Conv2d<B>,
+    pub blocks: Vec<SkipBlock<B>>,
+    /// Transposed conv 4×4 stride 2 pad 1, 2w → 3, then sigmoid.
+    pub head: ConvTranspose2d<B>,
+}
+
+/// (outer, inner) channel widths of each block, outermost first: (w,2w), (2w,4w), (4w,8w), (8w,8w).
+pub fn block_widths(width: usize) -> [(usize, usize); N_BLOCKS] {
+    [
+        (width, 2 * width),
+        (2 * width, 4 * width),
+        (4 * width, 8 * width),
+        (8 * width, 8 * width),
+    ]
+}
+
+fn conv_down<B: Backend>(c_in: usize, c_out: usize, device: &B::Device) -> Conv2d<B> {
+    Conv2dConfig::new([c_in, c_out], [4, 4])
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+fn conv_up<B: Backend>(c_in: usize, c_out: usize, device: &B::Device) -> ConvTranspose2d<B> {
+    ConvTranspose2dConfig::new([c_in, c_out], [4, 4])
+        .with_stride([2, 2])
+        .with_padding([1, 1])
+        .init(device)
+}
+
+impl UNetConfig {
+    /// A network with Burn's default initialisation; see [`UNetConfig::init_pix2pix`].
+    pub fn init<B: Backend>(&self, device: &B::Device) -> UNet<B> {
+        let w = self.width;
+        let blocks = block_widths(w)
+            .iter()
+            .enumerate()
+            .map(|(i, &(outer, inner))| {
+                let up_in = if i == N_BLOCKS - 1 { inner } else { 2 * inner };
+                SkipBlock {
+                    down: conv_down(outer, inner, device),
+                    down_norm: BatchNormConfig::new(inner).init(device),
+                    up: conv_up(up_in, outer, device),
+                    up_norm: BatchNormConfig::new(outer).init(device),
+                }
+            })
+            .collect();
+        UNet {
+            stem: conv_down(self.in_channels, w, device),
+            blocks,
+            head: conv_up(2 * w, 3, device),
+        }
+    }
+
+    /// A network initialised as pix2pix does: conv weights ~ N(0, 0.02), conv biases 0,
+    /// BatchNorm gamma ~ N(1, 0.02), beta 0. Drawn from `rng`, so the same seed gives the
+    /// same network on every backend.
+    pub fn init_pix2pix<B: Backend>(&self, rng: &mut StdRng, device: &B::Device) -> UNet<B> {
+        let mut net = self.init(device);
+        init_conv(&mut net.stem, rng, device);
+        for block in &mut net.blocks {
+            init_conv(&mut block.down, rng, device);
+            init_norm(&mut block.down_norm, rng, device);
+            init_conv_t(&mut block.up, rng, device);
+            init_norm(&mut block.up_norm, rng, device);
+        }
+        init_conv_t(&mut net.head, rng, device);
+        net
+    }
+}
+
+/// A tensor of N(mean, std) draws from `rng`.
+pub(crate) fn normal_tensor<B: Backend, const D: usize>(
+    shape: [usize; D],
+    mean: f32,
+    std: f32,
+    rng: &mut StdRng,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let n: usize = shape.iter().product();
+    // Normal::new only fails for a negative or NaN std; ours are constants >= 0.
+    let dist = Normal::new(mean, std.max(0.0)).unwrap_or_else(|_| Normal::new(0.0, 0.0).unwrap());
+    let values: Vec<f32> = (0..n).map(|_| dist.sample(rng)).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn init_conv<B: Backend>(conv: &mut Conv2d<B>, rng: &mut StdRng, device: &B::Device) {
+    let shape = conv.weight.dims();
+    conv.weight = Param::from_tensor(normal_tensor(shape, 0.0, 0.02, rng, device));
+    if let Some(bias) = &conv.bias {
+        conv.bias = Some(Param::from_tensor(Tensor::zeros(bias.dims(), device)));
+    }
+}
+
+fn init_conv_t<B: Backend>(conv: &mut ConvTranspose2d<B>, rng: &mut StdRng, device: &B::Device) {
+    let shape = conv.weight.dims();
+    conv.weight = Param::from_tensor(normal_tensor(shape, 0.0, 0.02, rng, device));
+    if let Some(bias) = &conv.bias {
+        conv.bias = Some(Param::from_tensor(Tensor::zeros(bias.dims(), device)));
+    }
+}
+
+fn init_norm<B: Backend>(norm: &mut BatchNorm<B>, rng: &mut StdRng, device: &B::Device) {
+    let shape = norm.gamma.dims();
+    norm.gamma = Param::from_tensor(normal_tensor(shape, 1.0, 0.02, rng, device));
+    norm.beta = Param::from_tensor(Tensor::zeros(shape, device));
+}
+
+impl<B: Backend> UNet<B> {
+    /// Input image → reconstruction in [0, 1]. Shapes for a 96 px input and width w = 64.
+    /// BatchNorm uses batch statistics under an autodiff backend and running statistics otherwise.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        // x: [batch, in, 96, 96]
+        let x = leaky_relu(self.stem.forward(x), LEAKY_SLOPE); // [batch, 64, 48, 48]
+        let x = self.block_forward(0, x); // [batch, 128, 48, 48]
+        sigmoid(self.head.forward(x)) // [batch, 3, 96, 96]
+    }
+
+    /// Block `i` on its input `x: [batch, outer, s, s]` → `[batch, 2·outer, s, s]`.
+    ///
+    /// i = 0: [b, 64, 48, 48] → down [b, 128, 24, 24] → inner [b, 256, 24, 24] → up [b, 64, 48, 48] → [b, 128, 48, 48]
+    /// i = 1: [b, 128, 24, 24] → down [b, 256, 12, 12] → inner [b, 512, 12, 12] → up [b, 128, 24, 24] → [b, 256, 24, 24]
+    /// i = 2: [b, 256, 12, 12] → down [b, 512, 6, 6] → inner [b, 1024, 6, 6] → up [b, 256, 12, 12] → [b, 512, 12, 12]
+    /// i = 3: [b, 512, 6, 6] → down [b, 512, 3, 3] (bottleneck) → up [b, 512, 6, 6] → [b, 1024, 6, 6]
+    fn block_forward(&self, i: usize, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let block = &self.blocks[i];
+        let d = block.down.forward(x.clone());
+        let d = leaky_relu(block.down_norm.forward(d), LEAKY_SLOPE);
+        let inner = if i + 1 < self.blocks.len() {
+            self.block_forward(i + 1, d)
+        } else {
+            d
+        };
+        let u = block.up_norm.forward(block.up.forward(inner));
+        relu(Tensor::cat(vec![x, u], 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decoder::CpuBackend as B;
+    use burn::tensor::Distribution;
+    use rand::SeedableRng;
+
+    #[test]
+    fn full_width_unet_has_about_16_7_million_parameters() {
+        let net: UNet<B> = UNetConfig::new(15, 64).init(&Default::default());
+        let n = net.num_params();
+        assert!((16_500_000..=16_900_000).contains(&n), "{n} parameters");
+    }
+
+    #[test]
+    fn output_is_an_rgb_image_of_the_input_size_in_unit_range() {
+        let dev = Default::default();
+        let mut rng = StdRng::seed_from_u64(0);
+        let net: UNet<B> = UNetConfig::new(15, 4).init_pix2pix(&mut rng, &dev);
+        let x = Tensor::<B, 4>::random([1, 15, 32, 32], Distribution::Normal(0.0, 3.0), &dev);
+        let y = net.forward(x);
+        assert_eq!(y.dims(), [1, 3, 32, 32]);
+        let values = y.into_data().to_vec::<f32>().unwrap();
+        assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+
+    #[test]
+    fn pix2pix_init_is_deterministic_in_the_seed() {
+        let dev = Default::default();
+        let weights = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let net: UNet<B> = UNetConfig::new(3, 2).init_pix2pix(&mut rng, &dev);
+            net.blocks[1]
+                .down
+                .weight
+                .val()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        assert_eq!(weights(5), weights(5));
+        assert_ne!(weights(5), weights(6));
+    }
+}
