@@ -1,9 +1,18 @@
-//! The inference U-Net: every BatchNorm folded into the convolution before it.
+//! The inference U-Net, in two forms.
 //!
-//! For a conv with weight W `[out, in, k, k]` and bias b followed by BatchNorm
-//! (γ, β, running mean μ, running var σ²), with s = γ / √(σ² + ε):
+//! [`FoldedUNet`] folds every BatchNorm into the convolution before it and runs on Burn's
+//! conv ops (any backend). For a conv with weight W `[out, in, k, k]` and bias b followed
+//! by BatchNorm (γ, β, running mean μ, running var σ²), with s = γ / √(σ² + ε):
 //! W' = W · s (per output channel), b' = (b − μ) · s + β. A transposed conv's weight is
 //! `[in, out, k, k]` in Burn, so there the scale runs along the second axis.
+//!
+//! [`HostUNet`] is the same folded network on the CPU path: Burn 0.21's Flex conv re-lays
+//! its weights out on every call and runs the transposed conv's product on a strided
+//! weight (≈2× slower than on a contiguous one for the inner layers); here the weights are
+//! laid out once, the products are plain `matmul`s, and im2col, col2im (as a gather, fused
+//! with bias and activation) and the skip concatenation are the kernels of
+//! [`super::kernels`]. Width 64, 96 px on this project's Flex build: 69 ms with BatchNorm,
+//! 47 ms folded on Burn's ops, 30 ms here, of which ≈25 ms are the matrix products.
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::BatchNorm;

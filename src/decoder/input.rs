@@ -319,14 +319,14 @@ impl<B: Backend> GaussianRfLayer<B> {
     /// below [`GAUSSIAN_CUTOFF`]. Differentiable in μ and σ.
     ///
     /// z = (x − μ) / (σ√2) comes out of a tiny matrix product, `[1/(σ√2), −μ/(σ√2)] · [x; 1]`,
-    /// so no tensor op broadcasts (Flex 0.21 broadcasts slowly, and ~50× slower without its
-    /// `simd` feature); the tails are cut to exact zeros because, left in, they underflow to
-    /// denormals and make the products ~10× slower on x86.
+    /// so no tensor op broadcasts (a broadcasting op on Flex 0.21 costs ~20× a same-shape
+    /// one); the tails are cut to exact zeros because, left in, they underflow to denormals
+    /// and make the products ~10× slower on x86.
     pub fn factors(&self) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let (a, m) = (self.n_arrays, self.max_per_array);
         let slot = |t: Tensor<B, 1>| t.select(0, self.slot_electrode.clone()).reshape([a, m, 1]);
+        // 1 / (σ√2), zero in padding, where the offset PADDING_Z puts the Gaussian below the cutoff.
         let mask = self.slot_mask.clone(); // [A, M, 1]
-                                           // 1 / (σ√2), zero in padding, where the offset PADDING_Z puts the Gaussian below the cutoff.
         let scale = slot(self.sigma())
             .mul_scalar(std::f64::consts::SQRT_2)
             .recip()
@@ -377,7 +377,7 @@ impl<B: Backend> GaussianRfLayer<B> {
 /// gx `[A, M, W]` (zero in padding), slot responses `r: [batch, A, M, 1]` → `[batch, A, H, W]`.
 ///
 /// r is spread along W (and Gx along the batch) by rank-1 products with a ones vector,
-/// which are exact and ~15× faster than Flex 0.21's broadcasting multiply.
+/// which are exact and ~20× faster than Flex 0.21's broadcasting multiply.
 pub fn apply_separable<B: Backend>(
     gy_t: Tensor<B, 3>,
     gx: Tensor<B, 3>,

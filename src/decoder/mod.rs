@@ -218,14 +218,17 @@ pub enum DecoderError {
     NonFinite(&'static str),
 }
 
-/// Sizes the thread pool the CPU backend computes on (rayon's global pool) to `n` threads.
-///
-/// Burn does not re-export rayon and this crate does not depend on it, so this sets
-/// `RAYON_NUM_THREADS`, which rayon reads when it builds its global pool on first use.
-/// Call it once at start-up, before any decoder runs and before other threads start;
-/// once the pool exists it has no effect. `n = 0` leaves rayon's default (one per core).
-pub fn init_compute_threads(n: usize) {
-    if n > 0 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+/// Sizes the thread pool the CPU backend computes on (rayon's global pool, which
+/// Flex's gemm uses) to `n` threads. Call it once at start-up, before any decoder
+/// runs; once the pool exists it has no effect and this returns false. `n = 0`
+/// leaves rayon's default (one thread per core).
+pub fn init_compute_threads(n: usize) -> bool {
+    // Only the first call in a process can size the global pool; later calls
+    // (a second daemon run in the same process, tests) keep it.
+    n > 0
+        && rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("decode-{i}"))
+            .build_global()
+            .is_ok()
 }
