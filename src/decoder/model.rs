@@ -83,8 +83,8 @@ enum Generator<B: Backend> {
     /// Burn's conv ops end to end (accelerators: the data stays on the device).
     Ops(FoldedUNet<B>),
     /// Plain-Rust kernels around backend matrix products (the CPU backend: at width 64,
-    /// 96 px, 30 ms against 47 ms for the folded network on Burn 0.21's Flex conv ops and
-    /// 69 ms for the BatchNorm network).
+    /// 96 px, 16.4 ms against 36.3 ms for the folded network on Burn 0.21's Flex conv ops
+    /// and 36.9 ms for the BatchNorm network; see `benches/decoder.rs`).
     Host(HostUNet<B>),
 }
 
