@@ -30,7 +30,6 @@ use crate::rf::RfTable;
 use crate::telemetry::{
     micros_between, Counters, FrameTimings, LatencyRecorder, Stage, StageSummary,
 };
-use crate::units::Area;
 use crate::window::{
     AssemblerConfig, FeatureFrame, FrameStatus, ImageId, Mode, NormStats, WindowAssembler,
 };
@@ -310,22 +309,6 @@ impl WindowStage {
 /// Size of the frame pool (and the window→decode queue).
 pub const FRAME_POOL: usize = 8;
 
-/// Makes the frame pool: (to decode, from window) and (free, back to window).
-#[allow(clippy::type_complexity)]
-pub fn frame_pool(
-    template: &FeatureFrame,
-) -> (
-    (Sender<FeatureFrame>, Receiver<FeatureFrame>),
-    (Sender<FeatureFrame>, Receiver<FeatureFrame>),
-) {
-    let work = bounded(FRAME_POOL);
-    let free = bounded(FRAME_POOL);
-    for _ in 0..FRAME_POOL {
-        let _ = free.0.send(template.clone());
-    }
-    (work, free)
-}
-
 enum Ready {
     Decoder {
         config: DecoderConfig,
@@ -415,9 +398,15 @@ fn decode_thread<B: burn::tensor::backend::Backend>(
     let size = decoder.config().image_size;
     let budget = Duration::from_secs_f64(rig.latency_budget.seconds());
     while !stop.load(Ordering::Relaxed) {
-        let mut frame = match frames.recv_timeout(Duration::from_millis(50)) {
+        // Poll and park rather than block in the channel: a blocked receiver would make
+        // the window thread's try_send take the channel's internal lock to wake it. The
+        // window thread unparks this one after each frame.
+        let mut frame = match frames.try_recv() {
             Ok(f) => f,
-            Err(_) => continue,
+            Err(_) => {
+                thread::park_timeout(Duration::from_millis(20));
+                continue;
+            }
         };
         // Newest wins: hand older frames straight back.
         while let Ok(newer) = frames.try_recv() {
@@ -831,14 +820,4 @@ fn status_line(elapsed: Duration, c: &Counters, rec: &LatencyRecorder) -> String
         g(&c.gaps),
         g(&c.frames_skipped_gap) + g(&c.frames_skipped_bad) + g(&c.frames_skipped_late),
     )
-}
-
-/// Areas, for messages.
-pub fn area_summary(rig: &RigConfig) -> String {
-    let n = rig.electrodes_per_area();
-    Area::ALL
-        .iter()
-        .map(|a| format!("{a} {}", n[a.index()]))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
