@@ -344,7 +344,7 @@ fn probe_cuda() -> anyhow::Result<burn::backend::cuda::CudaDevice> {
             .cloned()
             .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown error".into());
-        anyhow!("no usable CUDA GPU: {msg}. Run with --device cpu, or on a machine with an NVIDIA driver")
+        anyhow!("no usable CUDA GPU (Burn's CUDA runtime failed to start: {msg}); run with --device cpu, or on a machine with an NVIDIA GPU and driver")
     })
 }
 

@@ -25,8 +25,6 @@ pub struct Counters {
     pub overruns: AtomicU64,
     /// Samples that held a NaN or ±Inf value.
     pub bad_samples: AtomicU64,
-    /// Samples whose channel count did not match the rig.
-    pub wrong_shape: AtomicU64,
     /// Discontinuities in sample time larger than the tolerance.
     pub gaps: AtomicU64,
     pub markers: AtomicU64,
@@ -77,7 +75,6 @@ impl Counters {
             ("chunks", g(&self.chunks)),
             ("overruns", g(&self.overruns)),
             ("bad_samples", g(&self.bad_samples)),
-            ("wrong_shape", g(&self.wrong_shape)),
             ("gaps", g(&self.gaps)),
             ("markers", g(&self.markers)),
             ("unknown_markers", g(&self.unknown_markers)),
