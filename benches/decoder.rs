@@ -91,6 +91,34 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
+/// Burn's NdArray backend on the same width-64 model (`--features compare-backends`):
+/// the whole decoder (folded U-Net on Burn's conv ops, since the host path is Flex-only)
+/// and the BatchNorm U-Net.
+#[cfg(feature = "compare-backends")]
+fn ndarray_backend(c: &mut Criterion) {
+    use burn::backend::NdArray;
+    let dev = Default::default();
+    let mut group = c.benchmark_group("decoder_96px_ndarray");
+    let cfg = rig(DecoderKind::Spatial, 64);
+    let dec = Decoder::<NdArray>::random(cfg.clone(), 0, &dev).expect("decoder");
+    let f = features(&cfg);
+    let mut out = vec![0.0f32; cfg.image_len()];
+    group.bench_function("spatial_w64_batch1", |b| {
+        b.iter(|| {
+            dec.reconstruct(black_box(&f), &mut out)
+                .expect("reconstruct")
+        })
+    });
+    let x = Tensor::<NdArray, 4>::ones([1, 15, SIZE, SIZE], &dev);
+    group.bench_function("unet_w64_burn_ops_batchnorm", |b| {
+        b.iter(|| dec.model().unet.forward(black_box(x.clone())).into_data())
+    });
+    group.finish();
+}
+
+#[cfg(not(feature = "compare-backends"))]
+fn ndarray_backend(_: &mut Criterion) {}
+
 fn gaussian_rf(c: &mut Criterion) {
     let dev = Default::default();
     let cfg = rig(DecoderKind::EndToEnd, 16);
@@ -138,6 +166,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = forward, gaussian_rf, fixed_rf_maps
+    targets = forward, ndarray_backend, gaussian_rf, fixed_rf_maps
 }
 criterion_main!(benches);
