@@ -535,11 +535,14 @@ pub fn run_markers(
         }
         Counters::inc(&counters.markers);
         match parse_marker(&text, ts) {
-            Some(ev) => {
-                if tx.try_send(ev).is_err() {
-                    Counters::inc(&counters.marker_overruns);
+            Some(ev) => match tx.try_send(ev) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(_)) => {
+                    Counters::inc(&counters.marker_overruns)
                 }
-            }
+                // The window stage has shut down: so do we.
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
+            },
             None => Counters::inc(&counters.unknown_markers),
         }
     }

@@ -120,6 +120,7 @@ fn daemon_shows_one_frame_per_onset_over_real_lsl() {
         (0..6).map(|i| format!("img_{i}")).collect::<Vec<_>>()
     );
     assert_eq!(s.counter("overruns"), 0);
+    assert_eq!(s.counter("marker_overruns"), 0);
     assert_eq!(s.counter("samples"), 2600);
     let e2e = s.stage("end-to-end").unwrap();
     assert_eq!(e2e.count, 6);
