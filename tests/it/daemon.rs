@@ -109,6 +109,38 @@ fn run_session(
     (summary, dir)
 }
 
+/// A running daemon on a fresh fake rig, with `edit` applied to its options.
+struct Running {
+    _dir: tempfile::TempDir,
+    fake: FakeRig,
+    stop: Arc<AtomicBool>,
+    daemon: thread::JoinHandle<anyhow::Result<RunSummary>>,
+}
+
+impl Running {
+    fn start(tag: &str, mode: Mode, edit: impl FnOnce(&mut RunOptions)) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = small_rig(dir.path());
+        let fake = FakeRig::new(tag, rig.channel_count);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut opts = options(rig, &fake, &dir.path().join("out"), mode, stop.clone());
+        edit(&mut opts);
+        let daemon = thread::spawn(move || daemon::run(opts));
+        Running {
+            _dir: dir,
+            fake,
+            stop,
+            daemon,
+        }
+    }
+
+    /// Stops as Ctrl-C would and returns the summary.
+    fn stop(self) -> RunSummary {
+        self.stop.store(true, Ordering::Relaxed);
+        self.daemon.join().unwrap().unwrap()
+    }
+}
+
 #[test]
 fn daemon_shows_one_frame_per_onset_over_real_lsl() {
     let onsets = [0.2, 0.6, 1.0, 1.4, 1.8, 2.2];
@@ -164,27 +196,16 @@ fn nan_samples_and_gaps_are_counted_and_their_frames_skipped() {
 
 #[test]
 fn unknown_markers_are_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let rig = small_rig(dir.path());
-    let fake = FakeRig::new("unknown", rig.channel_count);
-    let stop = Arc::new(AtomicBool::new(false));
-    let opts = options(
-        rig,
-        &fake,
-        &dir.path().join("out"),
-        Mode::Event,
-        stop.clone(),
-    );
-    let daemon = thread::spawn(move || daemon::run(opts));
-    assert!(fake.wait_for_daemon(30.0));
+    let run = Running::start("unknown", Mode::Event, |_| {});
+    assert!(run.fake.wait_for_daemon(30.0));
     for m in ["hello", "stim_onset 3", "stim_off"] {
-        fake.markers
+        run.fake
+            .markers
             .push_sample_ex(&vec![m.to_string()], lsl::local_clock(), true)
             .unwrap();
     }
     thread::sleep(Duration::from_millis(800));
-    stop.store(true, Ordering::Relaxed);
-    let s = daemon.join().unwrap().unwrap();
+    let s = run.stop();
     assert_eq!(s.counter("markers"), 3);
     assert_eq!(s.counter("unknown_markers"), 2);
     assert_eq!(s.frames_shown, 0);
@@ -233,27 +254,16 @@ fn a_missing_stream_is_a_clear_error() {
 
 #[test]
 fn sliding_mode_runs_without_a_marker_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let rig = small_rig(dir.path());
-    let fake = FakeRig::new("sliding", rig.channel_count);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut opts = options(
-        rig,
-        &fake,
-        &dir.path().join("out"),
-        Mode::Sliding,
-        stop.clone(),
-    );
-    opts.rig.markers.query = Some("name='no-marker-stream-here'".into());
-    opts.resolve_timeout = 3.0;
-    let daemon = thread::spawn(move || daemon::run(opts));
-    assert!(fake.mua.wait_for_consumers(30.0));
-    stream(&fake, 1.2, &[], |_, _| {}, |_| false);
+    let run = Running::start("sliding", Mode::Sliding, |o| {
+        o.rig.markers.query = Some("name='no-marker-stream-here'".into());
+        o.resolve_timeout = 3.0;
+    });
+    assert!(run.fake.mua.wait_for_consumers(30.0));
+    stream(&run.fake, 1.2, &[], |_, _| {}, |_| false);
     thread::sleep(Duration::from_millis(800));
-    stop.store(true, Ordering::Relaxed);
-    let s = daemon.join().unwrap().unwrap();
+    let s = run.stop();
     assert!(s.marker_stream.is_none());
-    // One frame per 10 ms hop once 300 ms of history (baseline + windows) exist.
+    // One frame per 10 ms hop once the windows (199 ms) are covered.
     let built = s.counter("frames_built");
     assert!(
         (80..=102).contains(&built),
@@ -293,45 +303,33 @@ fn event_mode_without_a_marker_stream_is_an_error() {
 
 #[test]
 fn a_stream_that_vanishes_and_comes_back_is_counted_and_decoding_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let rig = small_rig(dir.path());
-    let mut fake = FakeRig::new("vanish", rig.channel_count);
-    let stop = Arc::new(AtomicBool::new(false));
-    let opts = options(
-        rig,
-        &fake,
-        &dir.path().join("out"),
-        Mode::Event,
-        stop.clone(),
-    );
-    let daemon = thread::spawn(move || daemon::run(opts));
-    assert!(fake.wait_for_daemon(30.0));
-    stream(&fake, 0.6, &[0.2], |_, _| {}, |_| false);
+    let mut run = Running::start("vanish", Mode::Event, |_| {});
+    assert!(run.fake.wait_for_daemon(30.0));
+    stream(&run.fake, 0.6, &[0.2], |_, _| {}, |_| false);
     // The acquisition software dies; the daemon notices the silence...
-    let replaced = {
-        let info = lsl::StreamInfo::new(
-            "placeholder-not-used",
-            "none",
-            1,
-            1.0,
-            lsl::ChannelFormat::Float32,
-            "",
-        )
-        .unwrap();
-        std::mem::replace(&mut fake.mua, lsl::StreamOutlet::new(&info, 1, 1).unwrap())
-    };
-    drop(replaced);
+    let placeholder = lsl::StreamInfo::new(
+        "placeholder-not-used",
+        "none",
+        1,
+        1.0,
+        lsl::ChannelFormat::Float32,
+        "",
+    )
+    .unwrap();
+    drop(std::mem::replace(
+        &mut run.fake.mua,
+        lsl::StreamOutlet::new(&placeholder, 1, 1).unwrap(),
+    ));
     thread::sleep(Duration::from_millis(1600));
     // ...and it comes back under the same name and source_id: liblsl recovers the inlet.
-    fake.restart_mua();
+    run.fake.restart_mua();
     assert!(
-        fake.mua.wait_for_consumers(30.0),
+        run.fake.mua.wait_for_consumers(30.0),
         "the inlet never recovered"
     );
-    stream(&fake, 0.6, &[0.2], |_, _| {}, |_| false);
+    stream(&run.fake, 0.6, &[0.2], |_, _| {}, |_| false);
     thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Relaxed);
-    let s = daemon.join().unwrap().unwrap();
+    let s = run.stop();
     // The silence after the last sample (before the stop) may count as a second loss.
     assert!(
         (1..=2).contains(&s.counter("stream_lost")),
