@@ -358,10 +358,7 @@ impl<B: Backend> HostUNet<B> {
         grid: Grid,
         pool: &mut Pool,
     ) -> Result<Vec<f32>, DecoderError> {
-        let half = Grid {
-            batch: grid.batch,
-            side: grid.side / 2,
-        };
+        let half = grid.half();
         let mut cols = pool.take(layer.channels_in * 16 * half.n());
         let mut scratch = pool.take(grid.side * grid.side);
         im2col_down(x, layer.channels_in, grid, &mut scratch, &mut cols);
@@ -383,10 +380,7 @@ impl<B: Backend> HostUNet<B> {
         grid: Grid,
         pool: &mut Pool,
     ) -> Result<Vec<f32>, DecoderError> {
-        let half = Grid {
-            batch: grid.batch,
-            side: grid.side / 2,
-        };
+        let half = grid.half();
         let d = self.down_layer(&self.down[i], &x, grid, pool)?; // [inner][half]
         let inner = if i + 1 < self.down.len() {
             self.block(i + 1, d, half, pool)? // [2·inner][half]

@@ -18,6 +18,14 @@ impl Grid {
     pub fn n(self) -> usize {
         self.batch * self.side * self.side
     }
+
+    /// The grid a stride-2 conv makes of this one.
+    pub fn half(self) -> Grid {
+        Grid {
+            batch: self.batch,
+            side: self.side / 2,
+        }
+    }
 }
 
 /// im2col for a 4×4 stride-2 pad-1 conv: `x [c][batch][s][s]` → `cols [c·16][batch][s/2][s/2]`,
