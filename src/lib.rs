@@ -13,6 +13,7 @@ pub mod decoder;
 pub mod display;
 pub mod ingest;
 pub mod rf;
+pub mod sim;
 pub mod telemetry;
 pub mod units;
 pub mod window;

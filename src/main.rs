@@ -12,6 +12,7 @@ use monkeysee::config::RigConfig;
 use monkeysee::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions};
 use monkeysee::decoder::DecoderKind;
 use monkeysee::rf::RfTable;
+use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
 use monkeysee::window::Mode;
 
 /// Real-time image reconstruction from macaque multi-unit activity (MonkeySee, online).
@@ -26,8 +27,46 @@ struct Cli {
 enum Command {
     /// Run the closed-loop daemon: LSL in, latency windows, decoder, display, latency measured.
     Run(Box<RunArgs>),
+    /// Simulate a recording session from a rig and images: XDF session, numpy dataset, RF truth.
+    Simulate(SimulateArgs),
     /// Write a synthetic receptive-field table for a rig (electrode,x_deg,y_deg,size_deg).
     RfTable(RfTableArgs),
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Writes OUT/session.xdf (MUA + markers), OUT/dataset/ (numpy .npy arrays: images, responses [trials, 300, channels] over -100..+199 ms, trial_image, trial_split, trial_onset; dataset.json describes them), OUT/images/<id>.png, OUT/rf-truth.csv and OUT/rf-table.csv.\n\nExample:\n  monkeysee simulate --rig firmware-config/synthetic.toml --images procedural:200 --test-images 10 --repeats 5 --out sim"
+)]
+struct SimulateArgs {
+    /// Rig config: arrays, areas, channel count, image size, RF table (generated when it has none).
+    #[arg(long, value_name = "RIG.toml")]
+    rig: PathBuf,
+    /// `procedural:N` for N coloured dead-leaves images, or a folder of PNG/JPEG images.
+    #[arg(long, value_name = "procedural:N|DIR")]
+    images: String,
+    /// Output folder (created).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Random seed: the same seed gives the same session, byte for byte.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Images in the test split, each shown --repeats times (the rest are shown once).
+    /// Default: a tenth of the images.
+    #[arg(long, value_name = "N")]
+    test_images: Option<usize>,
+    /// Presentations of each test image.
+    #[arg(long, value_name = "R", default_value_t = 10)]
+    repeats: usize,
+    /// SD (degrees) of the error added to each RF centre in the table handed to the decoder
+    /// (OUT/rf-table.csv), as a real RF mapping has; OUT/rf-truth.csv keeps the truth.
+    #[arg(long, value_name = "DEG", default_value_t = 0.0)]
+    rf_jitter: f64,
+    /// Simulator parameters (TOML); default: firmware-config/synthetic-cortex.toml, built in.
+    #[arg(long, value_name = "FILE")]
+    cortex: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -206,6 +245,44 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let rig = RigConfig::load(&args.rig)?;
+    let config = match &args.cortex {
+        Some(p) => SimConfig::load(p)?,
+        None => SimConfig::default(),
+    };
+    let images = ImageSource::parse(&args.images, &config.leaves, args.seed)?;
+    let test_images = args.test_images.unwrap_or(images.len() / 10);
+    let summary = sim::simulate(&SimOptions {
+        rig,
+        config,
+        images,
+        out: args.out.clone(),
+        seed: args.seed,
+        test_images,
+        repeats: args.repeats,
+        rf_jitter_deg: args.rf_jitter,
+        progress: !args.quiet,
+    })?;
+    println!(
+        "simulated {:.1} s ({} trials: {} train images once, {} test images x {}) of {} channels in {:.1} s: {:.1}x real time",
+        summary.simulated_s,
+        summary.trials,
+        summary.train_images,
+        summary.test_images,
+        summary.repeats,
+        summary.channels,
+        summary.wall_s,
+        summary.realtime_factor
+    );
+    println!(
+        "wrote {}/session.xdf ({:.1} MB), dataset/, images/, rf-truth.csv, rf-table.csv",
+        args.out.display(),
+        summary.xdf_bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
 fn rf_table(args: RfTableArgs) -> anyhow::Result<()> {
     let rig = RigConfig::load_without_rf_table(&args.rig)?;
     let table = RfTable::synthetic(&rig, args.seed);
@@ -222,6 +299,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run(*a),
+        Command::Simulate(a) => simulate(a),
         Command::RfTable(a) => rf_table(a),
     };
     match result {

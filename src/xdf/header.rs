@@ -252,6 +252,33 @@ impl StreamInfo {
             .child(name)
             .map(|e| e.text.clone())
     }
+
+    /// Text of the element at `path` under `<desc>` (elements joined by `/`, e.g.
+    /// `stimuli/directory`); `None` if absent. Parses the XML on each call.
+    pub fn desc_text(&self, path: &str) -> Option<String> {
+        let root = Element::parse(&self.xml).ok()?;
+        let mut at = vec!["desc"];
+        at.extend(path.split('/'));
+        root.at(&at).map(|e| e.text.clone())
+    }
+
+    /// The `<tag>` of every `<desc><channels><channel>`, in order ("" where a channel
+    /// lacks it); empty when the header lists no channels.
+    pub fn channel_field(&self, tag: &str) -> Vec<String> {
+        let Ok(root) = Element::parse(&self.xml) else {
+            return Vec::new();
+        };
+        root.at(&["desc", "channels"])
+            .map(|channels| {
+                channels
+                    .children
+                    .iter()
+                    .filter(|c| c.name == "channel")
+                    .map(|c| c.child(tag).map_or(String::new(), |e| e.text.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// A new stream's header for [`XdfWriter::add_stream`](super::XdfWriter::add_stream).
@@ -265,6 +292,13 @@ pub struct StreamSpec {
     pub source_id: String,
     /// One label per channel, or empty for none.
     pub channel_labels: Vec<String>,
+    /// More fields per channel written beside its label, e.g. `("area", "V1")`; empty,
+    /// or one list per label.
+    pub channel_fields: Vec<Vec<(String, String)>>,
+    /// More `<desc>` content: `(path, text)` pairs, the path's elements nested, e.g.
+    /// `("stimuli/directory", "images")` → `<stimuli><directory>images</directory></stimuli>`.
+    /// Consecutive pairs that share a first element share it in the XML.
+    pub desc_fields: Vec<(String, String)>,
 }
 
 impl StreamSpec {
@@ -284,6 +318,8 @@ impl StreamSpec {
             channel_format,
             source_id: String::new(),
             channel_labels: Vec::new(),
+            channel_fields: Vec::new(),
+            desc_fields: Vec::new(),
         }
     }
 
@@ -301,16 +337,46 @@ impl StreamSpec {
         field(&mut x, "nominal_srate", &self.nominal_srate.to_string());
         field(&mut x, "channel_format", self.channel_format.as_str());
         field(&mut x, "source_id", &self.source_id);
-        if self.channel_labels.is_empty() {
+        if self.channel_labels.is_empty() && self.desc_fields.is_empty() {
             x.push_str("\t<desc />\n");
         } else {
-            x.push_str("\t<desc>\n\t\t<channels>\n");
-            for label in &self.channel_labels {
-                x.push_str("\t\t\t<channel>\n\t\t\t\t<label>");
-                escape(label, &mut x);
-                x.push_str("</label>\n\t\t\t</channel>\n");
+            x.push_str("\t<desc>\n");
+            if !self.channel_labels.is_empty() {
+                x.push_str("\t\t<channels>\n");
+                for (i, label) in self.channel_labels.iter().enumerate() {
+                    x.push_str("\t\t\t<channel>\n\t\t\t\t<label>");
+                    escape(label, &mut x);
+                    x.push_str("</label>\n");
+                    for (tag, value) in self.channel_fields.get(i).into_iter().flatten() {
+                        let _ = write!(x, "\t\t\t\t<{tag}>");
+                        escape(value, &mut x);
+                        let _ = writeln!(x, "</{tag}>");
+                    }
+                    x.push_str("\t\t\t</channel>\n");
+                }
+                x.push_str("\t\t</channels>\n");
             }
-            x.push_str("\t\t</channels>\n\t</desc>\n");
+            let mut open: Vec<&str> = Vec::new();
+            for (path, value) in &self.desc_fields {
+                let parts: Vec<&str> = path.split('/').collect();
+                let (parents, leaf) = parts.split_at(parts.len() - 1);
+                let shared = open.iter().zip(parents).take_while(|(a, b)| a == b).count();
+                while open.len() > shared {
+                    let tag = open.pop().expect("non-empty");
+                    let _ = writeln!(x, "{}</{tag}>", "\t".repeat(open.len() + 2));
+                }
+                for tag in &parents[shared..] {
+                    let _ = writeln!(x, "{}<{tag}>", "\t".repeat(open.len() + 2));
+                    open.push(tag);
+                }
+                let _ = write!(x, "{}<{}>", "\t".repeat(open.len() + 2), leaf[0]);
+                escape(value, &mut x);
+                let _ = writeln!(x, "</{}>", leaf[0]);
+            }
+            while let Some(tag) = open.pop() {
+                let _ = writeln!(x, "{}</{tag}>", "\t".repeat(open.len() + 2));
+            }
+            x.push_str("\t</desc>\n");
         }
         x.push_str("</info>\n");
         x

@@ -1,0 +1,645 @@
+//! The synthetic cortex: an offline stand-in for a monkey with Utah arrays.
+//!
+//! [`simulate`] takes a rig, a set of images and a seed and writes what the arrays
+//! would have recorded in the real experiment's design (200 ms on / 200 ms off,
+//! 4 images per trial, training images shown once, test images repeated):
+//!
+//! ```text
+//! OUT/session.xdf         MUA (1 kHz, float32, labels + area + array per channel) and
+//!                         markers (`stim_on <image_id>` / `stim_off`), as LabRecorder writes
+//! OUT/images/<id>.png     the stimuli (the marker stream's header points here)
+//! OUT/rf-truth.csv        the RFs the simulation used (rig RF-table format)
+//! OUT/rf-table.csv        the RFs handed to a decoder (truth + --rf-jitter)
+//! OUT/cortex.toml         the simulator parameters used
+//! OUT/dataset/            numpy-readable training set, see below
+//! ```
+//!
+//! The dataset (every array a plain `.npy`, C order, so `np.load(f, mmap_mode="r")`
+//! maps it without custom code):
+//!
+//! | file | dtype, shape | |
+//! |---|---|---|
+//! | `images.npy` | uint8 `[images, size, size, 3]` | RGB stimuli |
+//! | `image_ids.txt` | one line per image | ids as in the markers |
+//! | `responses.npy` | float32 `[trials, 300, channels]` | MUA −100…+199 ms around each onset; sample 100 = onset |
+//! | `trial_image.npy` | int32 `[trials]` | row of `images.npy` shown |
+//! | `trial_split.npy` | uint8 `[trials]` | 0 train (single presentation), 1 test (repeated) |
+//! | `trial_onset.npy` | float64 `[trials]` | onset time stamp in `session.xdf` |
+//! | `channels.csv` | | channel, label, area, array, live |
+//! | `dataset.json` | | shapes, rig, seed, split sizes, file names |
+//!
+//! A "trial" here is one image presentation, as in TVSD's per-image arrays.
+//! Everything is deterministic for a seed, whatever the thread count.
+
+pub mod config;
+pub mod cortex;
+pub mod images;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use npyz::WriterBuilder;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use serde::Serialize;
+
+pub use config::SimConfig;
+pub use cortex::Cortex;
+pub use images::ImageSource;
+
+use crate::config::RigConfig;
+use crate::rf::{RfEntry, RfTable};
+use crate::units::Area;
+use crate::xdf::{ChannelFormat, StreamId, StreamSpec, XdfWriter};
+
+/// Milliseconds of pre-stimulus baseline in a dataset trial.
+pub const PRE_MS: usize = 100;
+/// Milliseconds from onset to the end of a dataset trial (exclusive).
+pub const POST_MS: usize = 200;
+/// Samples per dataset trial at 1 kHz.
+pub const TRIAL_SAMPLES: usize = PRE_MS + POST_MS;
+
+/// Stream ids in `session.xdf`.
+pub const MUA_STREAM: StreamId = StreamId(1);
+pub const MARKER_STREAM: StreamId = StreamId(2);
+
+/// First time stamp of a simulated session (an LSL clock reading, seconds).
+const SESSION_T0: f64 = 100.0;
+/// Samples generated per block (one XDF chunk per block).
+const BLOCK: usize = 1000;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub rig: RigConfig,
+    pub config: SimConfig,
+    pub images: ImageSource,
+    pub out: PathBuf,
+    pub seed: u64,
+    /// Images shown `repeats` times (test split); the rest are shown once (train split).
+    pub test_images: usize,
+    pub repeats: usize,
+    /// SD in degrees of the error added to each RF centre in `rf-table.csv` (and a
+    /// 20 % log-normal error on its size when > 0), as a real RF mapping would have.
+    pub rf_jitter_deg: f64,
+    pub progress: bool,
+}
+
+/// What was written, and how fast.
+#[derive(Clone, Debug, Serialize)]
+pub struct SimSummary {
+    pub images: usize,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub repeats: usize,
+    pub trials: usize,
+    pub channels: usize,
+    pub simulated_s: f64,
+    pub wall_s: f64,
+    /// Simulated seconds per wall-clock second, session part only.
+    pub realtime_factor: f64,
+    pub xdf_bytes: u64,
+    pub out: PathBuf,
+}
+
+/// One image presentation in the session.
+#[derive(Clone, Copy, Debug)]
+struct Presentation {
+    image: usize,
+    test: bool,
+    /// Sample index of the onset.
+    onset: usize,
+}
+
+/// Runs the simulation and writes everything under `opts.out`.
+pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
+    let rig = &opts.rig;
+    if (rig.sampling_rate_hz - 1000.0).abs() > 1e-9 {
+        bail!(
+            "the simulator samples at 1000 Hz (TVSD's MUA rate) but rig {} says {} Hz (rig.sampling_rate_hz)",
+            rig.path.display(),
+            rig.sampling_rate_hz
+        );
+    }
+    let n_images = opts.images.len();
+    if opts.test_images > n_images {
+        bail!(
+            "--test-images {} is more than the {} images available",
+            opts.test_images,
+            n_images
+        );
+    }
+    if opts.test_images > 0 && opts.repeats == 0 {
+        bail!("--repeats must be at least 1 when there are test images");
+    }
+    if !(opts.rf_jitter_deg.is_finite() && opts.rf_jitter_deg >= 0.0) {
+        bail!("--rf-jitter must be a number of degrees ≥ 0");
+    }
+    let out = &opts.out;
+    let dataset = out.join("dataset");
+    let image_dir = out.join("images");
+    for d in [out, &dataset, &image_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+
+    // Ground truth and the decoder's table.
+    let truth = match &rig.rf.table {
+        Some(t) => t.clone(),
+        None => RfTable::synthetic(rig, opts.seed),
+    };
+    truth.save(&out.join("rf-truth.csv"))?;
+    jittered(&truth, opts.rf_jitter_deg, opts.seed).save(&out.join("rf-table.csv"))?;
+    std::fs::write(
+        out.join("cortex.toml"),
+        toml::to_string_pretty(&opts.config).context("serialising the simulator config")?,
+    )?;
+    let cortex = Cortex::new(rig, &truth, &opts.config, opts.seed)?;
+
+    // Images: render, save, and compute every unit's drive components.
+    let size = rig.image_size;
+    let bar = progress_bar(opts.progress, n_images as u64, "images");
+    let mut images_npy = npyz::WriteOptions::<u8>::new()
+        .default_dtype()
+        .shape(&[n_images as u64, size as u64, size as u64, 3])
+        .writer(BufWriter::new(create(&dataset.join("images.npy"))?))
+        .begin_nd()?;
+    let mut ids = String::new();
+    let mut features = Vec::with_capacity(n_images);
+    let batch = rayon::current_num_threads().max(1) * 4;
+    for start in (0..n_images).step_by(batch) {
+        let end = (start + batch).min(n_images);
+        let rendered: Vec<anyhow::Result<(Vec<u8>, cortex::UnitFeatures)>> = (start..end)
+            .into_par_iter()
+            .map(|i| {
+                let img = opts.images.render(i, size)?;
+                let rgb8 = images::to_rgb8(&img);
+                let id = opts.images.id(i);
+                let png = image_dir.join(format!("{id}.png"));
+                image::save_buffer(
+                    &png,
+                    &rgb8,
+                    size as u32,
+                    size as u32,
+                    image::ExtendedColorType::Rgb8,
+                )
+                .with_context(|| format!("writing {}", png.display()))?;
+                Ok((rgb8, cortex.features(&img)))
+            })
+            .collect();
+        for (k, r) in rendered.into_iter().enumerate() {
+            let (rgb8, f) = r?;
+            images_npy.extend(rgb8)?;
+            features.push(f);
+            ids.push_str(&opts.images.id(start + k));
+            ids.push('\n');
+        }
+        bar.set_position(end as u64);
+    }
+    images_npy.finish()?;
+    bar.finish_and_clear();
+    std::fs::write(dataset.join("image_ids.txt"), &ids)?;
+    let amplitudes = cortex.amplitudes(&features);
+    drop(features);
+
+    // Design: which image when.
+    let design = &opts.config.design;
+    let presentations = schedule(n_images, opts.test_images, opts.repeats, design, opts.seed);
+    let trial_len =
+        (design.inter_trial_ms + design.images_per_trial * (design.on_ms + design.off_ms)) as usize;
+    let n_trials = presentations
+        .len()
+        .div_ceil(design.images_per_trial as usize);
+    let total = 2 * design.lead_in_ms as usize + n_trials * trial_len;
+
+    write_dataset_index(&dataset, &presentations)?;
+    write_channels_csv(&dataset.join("channels.csv"), rig)?;
+
+    // The session, block by block: MUA and markers into the XDF, trial windows into
+    // responses.npy.
+    let started = Instant::now();
+    let xdf_path = out.join("session.xdf");
+    let mut xdf = XdfWriter::create(&xdf_path)?;
+    xdf.add_stream(MUA_STREAM, mua_spec(rig, opts.seed))?;
+    xdf.add_stream(MARKER_STREAM, marker_spec(rig, n_images))?;
+    let channels = rig.channel_count;
+    let mut responses = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&[
+            presentations.len() as u64,
+            TRIAL_SAMPLES as u64,
+            channels as u64,
+        ])
+        .writer(BufWriter::with_capacity(
+            1 << 20,
+            create(&dataset.join("responses.npy"))?,
+        ))
+        .begin_nd()?;
+    let n_blocks = total.div_ceil(BLOCK);
+    let bar = progress_bar(opts.progress, total as u64 / 1000, "simulated s");
+    let generator = BlockGenerator {
+        cortex: &cortex,
+        amplitudes: &amplitudes,
+        presentations: &presentations,
+        seed: opts.seed,
+        total,
+    };
+    let mut previous: Vec<f32> = Vec::new();
+    let mut next_cut = 0; // next presentation to cut out of the blocks
+    let mut next_marker = 0; // next marker (2 per presentation: on, off)
+    let mut stamps = Vec::with_capacity(BLOCK);
+    let mut next_offset_at = 0.0;
+    let batch = rayon::current_num_threads().max(1) * 2;
+    for first in (0..n_blocks).step_by(batch) {
+        let blocks: Vec<Vec<f32>> = (first..(first + batch).min(n_blocks))
+            .into_par_iter()
+            .map(|b| generator.block(b))
+            .collect();
+        for (k, block) in blocks.into_iter().enumerate() {
+            let b = first + k;
+            let start = b * BLOCK;
+            let len = block.len() / channels;
+            stamps.clear();
+            stamps.extend((start..start + len).map(|n| SESSION_T0 + n as f64 / 1000.0));
+            xdf.write_samples_f32(MUA_STREAM, &block, &stamps)?;
+            let end_t = SESSION_T0 + (start + len) as f64 / 1000.0;
+            // Markers whose time falls in this block.
+            let mut texts = Vec::new();
+            let mut marker_stamps = Vec::new();
+            while next_marker < 2 * presentations.len() {
+                let p = &presentations[next_marker / 2];
+                let at = if next_marker % 2 == 0 {
+                    p.onset
+                } else {
+                    p.onset + design.on_ms as usize
+                };
+                if at >= start + len {
+                    break;
+                }
+                texts.push(if next_marker % 2 == 0 {
+                    format!("stim_on {}", opts.images.id(p.image))
+                } else {
+                    "stim_off".to_string()
+                });
+                marker_stamps.push(SESSION_T0 + at as f64 / 1000.0);
+                next_marker += 1;
+            }
+            if !texts.is_empty() {
+                xdf.write_samples_str(MARKER_STREAM, &texts, &marker_stamps)?;
+            }
+            // LabRecorder measures clock offsets every 5 s; a simulation has none.
+            if end_t >= next_offset_at {
+                xdf.write_clock_offset(MUA_STREAM, end_t, 0.0)?;
+                xdf.write_clock_offset(MARKER_STREAM, end_t, 0.0)?;
+                next_offset_at = end_t + 5.0;
+            }
+            // Trial windows that end inside this block (they start at most one block back).
+            while next_cut < presentations.len() {
+                let p = &presentations[next_cut];
+                let (lo, hi) = (p.onset - PRE_MS, p.onset + POST_MS);
+                if hi > start + len {
+                    break;
+                }
+                for n in lo..hi {
+                    let row = if n >= start {
+                        &block[(n - start) * channels..(n - start + 1) * channels]
+                    } else {
+                        let prev_start = start - BLOCK;
+                        &previous[(n - prev_start) * channels..(n - prev_start + 1) * channels]
+                    };
+                    responses.extend(row.iter().copied())?;
+                }
+                next_cut += 1;
+            }
+            previous = block;
+            bar.set_position((start + len) as u64 / 1000);
+        }
+    }
+    responses.finish()?;
+    xdf.finish()?;
+    bar.finish_and_clear();
+    let wall_s = started.elapsed().as_secs_f64();
+    let simulated_s = total as f64 / 1000.0;
+    let train_images = n_images - opts.test_images;
+    let summary = SimSummary {
+        images: n_images,
+        train_images,
+        test_images: opts.test_images,
+        repeats: opts.repeats,
+        trials: presentations.len(),
+        channels,
+        simulated_s,
+        wall_s,
+        realtime_factor: simulated_s / wall_s.max(1e-9),
+        xdf_bytes: std::fs::metadata(&xdf_path).map(|m| m.len()).unwrap_or(0),
+        out: out.clone(),
+    };
+    write_dataset_json(&dataset.join("dataset.json"), opts, &summary)?;
+    Ok(summary)
+}
+
+fn create(path: &Path) -> anyhow::Result<File> {
+    File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+fn progress_bar(show: bool, len: u64, unit: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// Train images once, test images `repeats` times, shuffled, in trials of
+/// `images_per_trial` after a blank lead-in; onsets in samples.
+fn schedule(
+    n_images: usize,
+    test_images: usize,
+    repeats: usize,
+    design: &config::Design,
+    seed: u64,
+) -> Vec<Presentation> {
+    let mut rng = cortex::rng(seed, cortex::DOMAIN_DESIGN, 0);
+    let mut order: Vec<usize> = (0..n_images).collect();
+    order.shuffle(&mut rng);
+    let mut shown: Vec<(usize, bool)> = order[..test_images]
+        .iter()
+        .flat_map(|&i| std::iter::repeat_n((i, true), repeats))
+        .chain(order[test_images..].iter().map(|&i| (i, false)))
+        .collect();
+    shown.shuffle(&mut rng);
+    let per_trial = design.images_per_trial as usize;
+    let soa = (design.on_ms + design.off_ms) as usize;
+    let trial_len = design.inter_trial_ms as usize + per_trial * soa;
+    shown
+        .into_iter()
+        .enumerate()
+        .map(|(k, (image, test))| Presentation {
+            image,
+            test,
+            onset: design.lead_in_ms as usize
+                + (k / per_trial) * trial_len
+                + design.inter_trial_ms as usize
+                + (k % per_trial) * soa,
+        })
+        .collect()
+}
+
+/// Generates blocks of samples independently (so in parallel) and deterministically.
+struct BlockGenerator<'a> {
+    cortex: &'a Cortex,
+    amplitudes: &'a [Vec<f32>],
+    presentations: &'a [Presentation],
+    seed: u64,
+    total: usize,
+}
+
+impl BlockGenerator<'_> {
+    /// Samples `[b·BLOCK, (b+1)·BLOCK)` (clipped to the session), row-major by sample.
+    fn block(&self, b: usize) -> Vec<f32> {
+        let cortex = self.cortex;
+        let channels = cortex.channels.len();
+        let start = b * BLOCK;
+        let len = BLOCK.min(self.total - start);
+        let mut out = vec![0.0f32; len * channels];
+        let mut rng = cortex::rng(self.seed, cortex::DOMAIN_NOISE, b as u64);
+        for row in out.chunks_exact_mut(channels) {
+            for (v, ch) in row.iter_mut().zip(&cortex.channels) {
+                let z: f32 =
+                    rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
+                *v = ch.spontaneous + ch.noise_sd * z;
+            }
+        }
+        // Presentations whose response can reach into this block.
+        let reach = cortex.kernels.iter().map(Vec::len).max().unwrap_or(0)
+            + cortex.units.iter().map(|u| u.latency).max().unwrap_or(0)
+            + 64; // latency jitter
+        let first = self
+            .presentations
+            .partition_point(|p| p.onset + reach < start);
+        for (pi, p) in self.presentations.iter().enumerate().skip(first) {
+            if p.onset >= start + len {
+                break;
+            }
+            let trial = PresentationDraw::new(self.seed, pi, cortex);
+            let amps = &self.amplitudes[p.image];
+            for (u, unit) in cortex.units.iter().enumerate() {
+                let a = unit.area.index();
+                let kernel = &cortex.kernels[a];
+                let onset = (p.onset + unit.latency) as isize + trial.jitter[a];
+                let scale = trial.gain[u] * amps[u];
+                let from = (onset.max(start as isize) as usize).min(start + len);
+                let to = ((onset + kernel.len() as isize).max(0) as usize).min(start + len);
+                for n in from..to {
+                    out[(n - start) * channels + unit.channel] +=
+                        scale * kernel[(n as isize - onset) as usize];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Trial-to-trial variability of one presentation: latency jitter per area (samples)
+/// and a multiplicative gain per unit (mean 1), shared in part by an area's units.
+struct PresentationDraw {
+    jitter: [isize; 3],
+    gain: Vec<f32>,
+}
+
+impl PresentationDraw {
+    fn new(seed: u64, index: usize, cortex: &Cortex) -> PresentationDraw {
+        let mut rng = cortex::rng(seed, cortex::DOMAIN_PRESENTATIONS, index as u64);
+        let mut normal =
+            || -> f64 { rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng) };
+        let mut jitter = [0isize; 3];
+        let mut shared = [0.0f64; 3];
+        for area in Area::ALL {
+            let m = cortex.config.area(area);
+            jitter[area.index()] =
+                (m.latency_jitter_ms * normal()).round().clamp(-60.0, 60.0) as isize;
+            shared[area.index()] = m.shared_gain_sd * normal();
+        }
+        let gain = cortex
+            .units
+            .iter()
+            .map(|u| {
+                let m = cortex.config.area(u.area);
+                let var = m.shared_gain_sd.powi(2) + m.trial_gain_sd.powi(2);
+                (shared[u.area.index()] + m.trial_gain_sd * normal() - var / 2.0).exp() as f32
+            })
+            .collect();
+        PresentationDraw { jitter, gain }
+    }
+}
+
+/// The truth with mapping error: centre + N(0, jitter) degrees, size × lognormal(0.2).
+fn jittered(truth: &RfTable, jitter_deg: f64, seed: u64) -> RfTable {
+    if jitter_deg == 0.0 {
+        return truth.clone();
+    }
+    let mut rng = cortex::rng(seed, cortex::DOMAIN_JITTER, 0);
+    let mut n =
+        || -> f64 { rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng) };
+    RfTable {
+        entries: truth
+            .entries
+            .iter()
+            .map(|e| RfEntry {
+                channel: e.channel,
+                x_deg: e.x_deg + jitter_deg * n(),
+                y_deg: e.y_deg + jitter_deg * n(),
+                size_deg: e.size_deg * (0.2 * n()).exp(),
+            })
+            .collect(),
+    }
+}
+
+fn channel_label(channel: usize) -> String {
+    format!("e{:04}", channel + 1)
+}
+
+fn mua_spec(rig: &RigConfig, seed: u64) -> StreamSpec {
+    let mut spec = StreamSpec::new(
+        rig.mua.name.as_deref().unwrap_or("monkeysee-synthetic-mua"),
+        rig.mua.stream_type.as_deref().unwrap_or("MUA"),
+        rig.channel_count,
+        rig.sampling_rate_hz,
+        ChannelFormat::Float32,
+    );
+    spec.source_id = rig
+        .mua
+        .source_id
+        .clone()
+        .unwrap_or_else(|| format!("monkeysee-simulate-{seed}-mua"));
+    spec.channel_labels = (0..rig.channel_count).map(channel_label).collect();
+    spec.channel_fields = (0..rig.channel_count)
+        .map(|c| {
+            let array = rig.arrays.iter().find(|arr| arr.channels.contains(&c));
+            let mut f = vec![
+                ("type".to_string(), "MUA".to_string()),
+                ("unit".to_string(), "a.u.".to_string()),
+            ];
+            if let Some(arr) = array {
+                f.push(("area".into(), arr.area.name().into()));
+                f.push(("array".into(), arr.id.to_string()));
+                f.push(("live".into(), (!arr.dead).to_string()));
+            }
+            f
+        })
+        .collect();
+    spec.desc_fields = vec![
+        (
+            "acquisition/manufacturer".into(),
+            "monkeysee synthetic cortex".into(),
+        ),
+        ("acquisition/rig".into(), rig.name.clone()),
+        ("acquisition/seed".into(), seed.to_string()),
+    ];
+    spec
+}
+
+fn marker_spec(rig: &RigConfig, n_images: usize) -> StreamSpec {
+    let mut spec = StreamSpec::new(
+        rig.markers
+            .name
+            .as_deref()
+            .unwrap_or("monkeysee-synthetic-markers"),
+        rig.markers.stream_type.as_deref().unwrap_or("Markers"),
+        1,
+        0.0,
+        ChannelFormat::String,
+    );
+    spec.source_id = rig
+        .markers
+        .source_id
+        .clone()
+        .unwrap_or_else(|| "monkeysee-simulate-markers".to_string());
+    spec.desc_fields = vec![
+        ("stimuli/directory".into(), "images".into()),
+        ("stimuli/count".into(), n_images.to_string()),
+        ("stimuli/format".into(), "<image_id>.png".into()),
+    ];
+    spec
+}
+
+fn write_dataset_index(dir: &Path, presentations: &[Presentation]) -> anyhow::Result<()> {
+    npyz::to_file_1d(
+        dir.join("trial_image.npy"),
+        presentations.iter().map(|p| p.image as i32),
+    )?;
+    npyz::to_file_1d(
+        dir.join("trial_split.npy"),
+        presentations.iter().map(|p| p.test as u8),
+    )?;
+    npyz::to_file_1d(
+        dir.join("trial_onset.npy"),
+        presentations
+            .iter()
+            .map(|p| SESSION_T0 + p.onset as f64 / 1000.0),
+    )?;
+    Ok(())
+}
+
+fn write_channels_csv(path: &Path, rig: &RigConfig) -> anyhow::Result<()> {
+    let mut w = BufWriter::new(create(path)?);
+    writeln!(w, "channel,label,area,array,live")?;
+    for c in 0..rig.channel_count {
+        let array = rig.arrays.iter().find(|a| a.channels.contains(&c));
+        writeln!(
+            w,
+            "{},{},{},{},{}",
+            c + 1,
+            channel_label(c),
+            array.map_or("", |a| a.area.name()),
+            array.map_or(String::new(), |a| a.id.to_string()),
+            array.is_some_and(|a| !a.dead) as u8
+        )?;
+    }
+    Ok(w.flush()?)
+}
+
+fn write_dataset_json(path: &Path, opts: &SimOptions, s: &SimSummary) -> anyhow::Result<()> {
+    let rig = &opts.rig;
+    let json = serde_json::json!({
+        "format": "monkeysee-dataset",
+        "version": 1,
+        "rig": rig.name,
+        "rig_config": rig.path,
+        "channels": rig.channel_count,
+        "sampling_rate_hz": rig.sampling_rate_hz,
+        "image_size": rig.image_size,
+        "trial_time_ms": [-(PRE_MS as i64), POST_MS as i64 - 1],
+        "onset_sample": PRE_MS,
+        "images": s.images,
+        "train_images": s.train_images,
+        "test_images": s.test_images,
+        "repeats": s.repeats,
+        "trials": s.trials,
+        "seed": opts.seed,
+        "rf_jitter_deg": opts.rf_jitter_deg,
+        "files": {
+            "images": "images.npy",
+            "image_ids": "image_ids.txt",
+            "responses": "responses.npy",
+            "trial_image": "trial_image.npy",
+            "trial_split": "trial_split.npy",
+            "trial_onset": "trial_onset.npy",
+            "channels": "channels.csv",
+            "rf_truth": "../rf-truth.csv",
+            "rf_table": "../rf-table.csv",
+            "session": "../session.xdf",
+        },
+        "generator": format!("monkeysee {} simulate", env!("CARGO_PKG_VERSION")),
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,363 @@
+use std::path::{Path, PathBuf};
+
+use monkeysee::rf::RfTable;
+use monkeysee::sim::{
+    self, ImageSource, SimConfig, SimOptions, SimSummary, MARKER_STREAM, MUA_STREAM,
+};
+use monkeysee::units::Area;
+use monkeysee::xdf;
+
+use super::common::{rig_variant, small_rig};
+
+fn options(dir: &Path, images: &str, seed: u64) -> SimOptions {
+    let rig = small_rig(dir);
+    let config = SimConfig::default();
+    SimOptions {
+        images: ImageSource::parse(images, &config.leaves, seed).unwrap(),
+        rig,
+        config,
+        out: dir.join("sim"),
+        seed,
+        test_images: 2,
+        repeats: 3,
+        rf_jitter_deg: 0.0,
+        progress: false,
+    }
+}
+
+fn npy<T: npyz::Deserialize>(path: PathBuf) -> (Vec<u64>, Vec<T>) {
+    let f =
+        npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
+    (f.shape().to_vec(), f.into_vec().unwrap())
+}
+
+fn simulate(opts: &SimOptions) -> SimSummary {
+    sim::simulate(opts).unwrap()
+}
+
+/// simulate → XDF → read back: sample counts, time stamps, markers and headers are
+/// exactly what the simulation laid out, and the dataset is cut from the same samples.
+#[test]
+fn session_and_dataset_agree_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path(), "procedural:10", 3);
+    let s = simulate(&opts);
+    let out = &opts.out;
+    let rig = &opts.rig;
+    assert_eq!(
+        (s.images, s.test_images, s.train_images, s.trials),
+        (10, 2, 8, 8 + 2 * 3)
+    );
+
+    let file = xdf::read_file(out.join("session.xdf")).unwrap();
+    let mua = file.stream(MUA_STREAM).unwrap();
+    let markers = file.stream(MARKER_STREAM).unwrap();
+    // 14 presentations in 4 trials of 1900 ms, plus 1 s lead-in and 1 s tail.
+    let expected = 2000 + 4 * 1900;
+    assert_eq!(mua.sample_count(), expected);
+    assert!((s.simulated_s - expected as f64 / 1000.0).abs() < 1e-9);
+    for (k, t) in mua.time_stamps.iter().enumerate() {
+        assert!(
+            (t - (100.0 + k as f64 / 1000.0)).abs() < 1e-9,
+            "stamp {k}: {t}"
+        );
+    }
+    // Headers: labels, area and array per channel, stimulus folder.
+    let info = &mua.info;
+    assert_eq!(info.channel_count(), rig.channel_count);
+    assert_eq!(info.channel_labels()[0], "e0001");
+    assert_eq!(info.channel_labels()[1023], "e1024");
+    let areas = info.channel_field("area");
+    let arrays = info.channel_field("array");
+    let live = info.channel_field("live");
+    for a in &rig.arrays {
+        for c in a.channels.clone() {
+            assert_eq!(areas[c], a.area.name());
+            assert_eq!(arrays[c], a.id.to_string());
+            assert_eq!(live[c], (!a.dead).to_string());
+        }
+    }
+    assert_eq!(info.name(), "monkeysee-synthetic-mua");
+    assert_eq!(
+        markers.info.desc_text("stimuli/directory").as_deref(),
+        Some("images")
+    );
+
+    // Markers: on/off pairs at the dataset's onsets, naming the dataset's images.
+    let ids: Vec<String> = std::fs::read_to_string(out.join("dataset/image_ids.txt"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let (_, trial_image) = npy::<i32>(out.join("dataset/trial_image.npy"));
+    let (_, trial_split) = npy::<u8>(out.join("dataset/trial_split.npy"));
+    let (_, trial_onset) = npy::<f64>(out.join("dataset/trial_onset.npy"));
+    let texts = markers.values.as_strings().unwrap();
+    assert_eq!(texts.len(), 2 * s.trials);
+    for (p, onset) in trial_onset.iter().enumerate() {
+        assert_eq!(
+            texts[2 * p],
+            format!("stim_on {}", ids[trial_image[p] as usize])
+        );
+        assert_eq!(texts[2 * p + 1], "stim_off");
+        assert!((markers.time_stamps[2 * p] - onset).abs() < 1e-9);
+        assert!((markers.time_stamps[2 * p + 1] - onset - 0.2).abs() < 1e-9);
+    }
+    // Test images shown `repeats` times, train images once.
+    for img in 0..10 {
+        let shown: Vec<usize> = (0..s.trials).filter(|&p| trial_image[p] == img).collect();
+        let test = trial_split[shown[0]] == 1;
+        assert!(shown.iter().all(|&p| (trial_split[p] == 1) == test));
+        assert_eq!(shown.len(), if test { 3 } else { 1 }, "image {img}");
+    }
+
+    // Responses are exactly the session's samples from −100 to +199 ms.
+    let (shape, responses) = npy::<f32>(out.join("dataset/responses.npy"));
+    assert_eq!(shape, [s.trials as u64, 300, 1024]);
+    let values = mua.values.as_slice::<f32>().unwrap();
+    for (p, onset) in trial_onset.iter().enumerate() {
+        let first = ((onset - 100.0) * 1000.0).round() as usize - 100;
+        let from_xdf = &values[first * 1024..(first + 300) * 1024];
+        assert!(
+            responses[p * 300 * 1024..(p + 1) * 300 * 1024] == *from_xdf,
+            "trial {p} differs from the session"
+        );
+    }
+    // Images: the PNG beside the session is the dataset's image.
+    let (ishape, pixels) = npy::<u8>(out.join("dataset/images.npy"));
+    assert_eq!(ishape, [10, 32, 32, 3]);
+    let png = image::open(out.join(format!("images/{}.png", ids[4])))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(png.as_raw()[..], pixels[4 * 32 * 32 * 3..5 * 32 * 32 * 3]);
+
+    // RF truth is the rig's table; without jitter the decoder's table equals it.
+    let truth = RfTable::load(&out.join("rf-truth.csv")).unwrap();
+    let table = RfTable::load(&out.join("rf-table.csv")).unwrap();
+    let rig_table = rig.rf.table.as_ref().unwrap();
+    assert_eq!(truth.entries.len(), rig_table.entries.len());
+    for (a, b) in truth.entries.iter().zip(&rig_table.entries) {
+        assert_eq!(a.channel, b.channel);
+        assert!((a.x_deg - b.x_deg).abs() < 1e-4 && (a.size_deg - b.size_deg).abs() < 1e-4);
+    }
+    assert_eq!(truth, table);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dataset/dataset.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["trials"], s.trials);
+    assert_eq!(meta["channels"], 1024);
+}
+
+/// The same seed gives the same bytes; another seed gives another session.
+#[test]
+fn deterministic_for_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = options(dir.path(), "procedural:6", 11);
+    let mut b = a.clone();
+    b.out = dir.path().join("again");
+    let mut c = a.clone();
+    c.out = dir.path().join("other");
+    c.seed = 12;
+    c.images = ImageSource::parse("procedural:6", &c.config.leaves, 12).unwrap();
+    for o in [&a, &b, &c] {
+        simulate(o);
+    }
+    let read = |o: &SimOptions, f: &str| std::fs::read(o.out.join(f)).unwrap();
+    for f in [
+        "session.xdf",
+        "dataset/responses.npy",
+        "dataset/images.npy",
+        "dataset/trial_image.npy",
+    ] {
+        assert!(
+            read(&a, f) == read(&b, f),
+            "{f} differs between runs with one seed"
+        );
+        assert!(
+            read(&a, f) != read(&c, f),
+            "{f} is the same for seeds 11 and 12"
+        );
+    }
+}
+
+/// The simulated cortex behaves like the recordings it stands in for: responses rise
+/// above baseline in each area's TW-15 window, peak in area order (V1 before V4 before
+/// IT), and test repeats of one image agree far better than different images do.
+#[test]
+fn responses_are_area_timed_and_image_specific() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), "procedural:12", 5);
+    opts.test_images = 6;
+    opts.repeats = 4;
+    let s = simulate(&opts);
+    let (_, r) = npy::<f32>(opts.out.join("dataset/responses.npy"));
+    let (_, trial_image) = npy::<i32>(opts.out.join("dataset/trial_image.npy"));
+    let (_, split) = npy::<u8>(opts.out.join("dataset/trial_split.npy"));
+    let rig = &opts.rig;
+    let at = |p: usize, t: usize, c: usize| r[(p * 300 + t) * 1024 + c] as f64;
+    let mut peaks = Vec::new();
+    for area in Area::ALL {
+        let chans: Vec<usize> = rig
+            .electrodes
+            .iter()
+            .filter(|e| e.area == area)
+            .map(|e| e.channel)
+            .collect();
+        let psth: Vec<f64> = (0..300)
+            .map(|t| {
+                (0..s.trials)
+                    .map(|p| chans.iter().map(|&c| at(p, t, c)).sum::<f64>())
+                    .sum::<f64>()
+                    / (s.trials * chans.len()) as f64
+            })
+            .collect();
+        let baseline = psth[..100].iter().sum::<f64>() / 100.0;
+        let w = rig.windows.tw15[area.index()];
+        let (a, b) = (100 + w.start.0 as usize, 100 + w.end().0 as usize);
+        let window = psth[a..b].iter().sum::<f64>() / (b - a) as f64;
+        assert!(
+            window > baseline + 0.3,
+            "{area}: window {window:.2} vs baseline {baseline:.2}"
+        );
+        let peak = (100..300)
+            .max_by(|&x, &y| psth[x].total_cmp(&psth[y]))
+            .unwrap()
+            - 100;
+        peaks.push(peak);
+
+        // Per-electrode window means: repeats of an image vs different images.
+        let mean = |p: usize, c: usize| (a..b).map(|t| at(p, t, c)).sum::<f64>() / (b - a) as f64;
+        let test: Vec<usize> = (0..s.trials).filter(|&p| split[p] == 1).collect();
+        let (mut same, mut diff, mut ns, mut nd) = (0.0, 0.0, 0, 0);
+        for (i, &p) in test.iter().enumerate() {
+            for &q in &test[i + 1..] {
+                let d: f64 = chans
+                    .iter()
+                    .map(|&c| (mean(p, c) - mean(q, c)).powi(2))
+                    .sum();
+                if trial_image[p] == trial_image[q] {
+                    same += d;
+                    ns += 1;
+                } else {
+                    diff += d;
+                    nd += 1;
+                }
+            }
+        }
+        let (same, diff) = (same / ns as f64, diff / nd as f64);
+        assert!(
+            diff > 2.0 * same,
+            "{area}: repeat distance {same:.3} vs between images {diff:.3}"
+        );
+    }
+    assert!(
+        peaks[0] < peaks[1] && peaks[1] < peaks[2],
+        "PSTH peaks (ms) {peaks:?}"
+    );
+}
+
+/// A folder of PNG and JPEG images: ids from file names; a broken file is named.
+#[test]
+fn images_from_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    for (name, colour) in [
+        ("red apple.png", [200u8, 30, 30]),
+        ("sky.jpg", [40, 90, 220]),
+        ("grass.png", [30, 160, 40]),
+    ] {
+        let img = image::RgbImage::from_pixel(48, 40, image::Rgb(colour));
+        img.save(imgs.join(name)).unwrap();
+    }
+    std::fs::write(imgs.join("notes.txt"), "not an image").unwrap();
+    let mut opts = options(dir.path(), imgs.to_str().unwrap(), 1);
+    opts.test_images = 1;
+    let s = simulate(&opts);
+    assert_eq!(s.images, 3);
+    let ids = std::fs::read_to_string(opts.out.join("dataset/image_ids.txt")).unwrap();
+    assert_eq!(ids, "grass\nred_apple\nsky\n");
+    assert!(opts.out.join("images/red_apple.png").exists());
+    let (_, pixels) = npy::<u8>(opts.out.join("dataset/images.npy"));
+    assert_eq!(&pixels[32 * 32 * 3..32 * 32 * 3 + 3], &[200, 30, 30]);
+
+    std::fs::write(imgs.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let mut opts = options(dir.path(), imgs.to_str().unwrap(), 1);
+    opts.out = dir.path().join("sim2");
+    let e = format!("{:#}", sim::simulate(&opts).unwrap_err());
+    assert!(e.contains("broken.png"), "{e}");
+}
+
+/// Bad requests and configs give errors that say what to fix.
+#[test]
+fn bad_simulations_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), "procedural:4", 1);
+    opts.test_images = 5;
+    let e = sim::simulate(&opts).unwrap_err().to_string();
+    assert!(
+        e.contains("--test-images 5") && e.contains("4 images"),
+        "{e}"
+    );
+
+    let mut opts = options(dir.path(), "procedural:4", 1);
+    opts.repeats = 0;
+    assert!(sim::simulate(&opts)
+        .unwrap_err()
+        .to_string()
+        .contains("--repeats"));
+
+    let mut opts = options(dir.path(), "procedural:4", 1);
+    opts.rf_jitter_deg = f64::NAN;
+    assert!(sim::simulate(&opts)
+        .unwrap_err()
+        .to_string()
+        .contains("--rf-jitter"));
+
+    let mut opts = options(dir.path(), "procedural:4", 1);
+    let variant = dir.path().join("500hz");
+    std::fs::create_dir(&variant).unwrap();
+    let (p, _) = rig_variant(
+        &variant,
+        &[("sampling_rate_hz = 1000.0", "sampling_rate_hz = 500.0")],
+    );
+    opts.rig = monkeysee::config::RigConfig::load(&p).unwrap();
+    let e = sim::simulate(&opts).unwrap_err().to_string();
+    assert!(e.contains("1000 Hz") && e.contains("500"), "{e}");
+
+    let cortex = dir.path().join("cortex.toml");
+    std::fs::write(&cortex, "[V4]\nlatency_ms = 65.0\nnoise_sd = -0.5\n").unwrap();
+    let e = SimConfig::load(&cortex).unwrap_err().to_string();
+    assert!(
+        e.contains("cortex.toml") && e.contains("V4.noise_sd"),
+        "{e}"
+    );
+    std::fs::write(&cortex, "[V4]\nlatncy_ms = 65.0\n").unwrap();
+    let e = SimConfig::load(&cortex).unwrap_err().to_string();
+    assert!(e.contains("latncy_ms") && e.contains("line 2"), "{e}");
+}
+
+/// --rf-jitter moves the decoder's table away from the truth by about the SD asked for.
+#[test]
+fn rf_jitter_perturbs_only_the_decoders_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), "procedural:2", 1);
+    opts.test_images = 0;
+    opts.rf_jitter_deg = 0.5;
+    simulate(&opts);
+    let truth = RfTable::load(&opts.out.join("rf-truth.csv")).unwrap();
+    let table = RfTable::load(&opts.out.join("rf-table.csv")).unwrap();
+    let n = truth.entries.len() as f64;
+    let sd = (truth
+        .entries
+        .iter()
+        .zip(&table.entries)
+        .map(|(a, b)| (a.x_deg - b.x_deg).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    assert!(
+        (0.4..0.6).contains(&sd),
+        "x error SD {sd:.3} for --rf-jitter 0.5"
+    );
+}
