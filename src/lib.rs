@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dataset;
 pub mod decoder;
 pub mod display;
 pub mod ingest;

@@ -7,6 +7,8 @@ mod it {
     mod config;
     /// The daemon end to end over real liblsl on loopback.
     mod daemon;
+    /// Datasets: train/serve feature parity, rig mismatches, damaged files.
+    mod dataset;
     /// Headless frames, contact sheet, and a real window under Xvfb.
     mod display;
     /// The ingest and window loops allocate nothing after start-up.

@@ -1,0 +1,430 @@
+//! Training datasets in the layout `monkeysee simulate` writes (see [`crate::sim`]):
+//! memory-mapped `.npy` arrays, so a dataset far larger than memory can be trained on.
+//!
+//! [`Dataset::features`] cuts a trial into the decoder's input exactly as the daemon's
+//! window stage does live (mean of each latency window of z-scored samples, features
+//! ordered `[window][electrode]`), so a model sees the same numbers offline and online.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use serde::Deserialize;
+
+use crate::config::{RigConfig, WindowSetKind};
+use crate::window::NormStats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("dataset {dataset} does not fit rig {rig}: {message}")]
+    RigMismatch {
+        dataset: PathBuf,
+        rig: PathBuf,
+        message: String,
+    },
+}
+
+/// `dataset.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatasetMeta {
+    pub format: String,
+    pub version: u32,
+    pub rig: String,
+    pub channels: usize,
+    pub sampling_rate_hz: f64,
+    pub image_size: usize,
+    pub onset_sample: usize,
+    pub images: usize,
+    pub trials: usize,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// One row of `channels.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelRow {
+    pub area: String,
+    pub array: Option<u32>,
+    pub live: bool,
+}
+
+/// A `.npy` file mapped into memory: its shape and where its data starts.
+struct NpyMap {
+    map: Mmap,
+    offset: usize,
+    shape: Vec<usize>,
+}
+
+impl NpyMap {
+    fn open(path: &Path, descr: &str) -> Result<NpyMap, DatasetError> {
+        let io = |source| DatasetError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let bad = |message: String| DatasetError::Format {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the file is opened read-only; a dataset is not modified while training
+        // reads it (if it were, values would change, never memory safety of our code,
+        // which only copies plain numbers out of the map).
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let header = npyz::NpyHeader::from_reader(&map[..])
+            .map_err(|e| bad(format!("not a .npy file: {e}")))?;
+        let dtype = header.dtype();
+        if dtype.descr().trim_matches('\'') != descr {
+            return Err(bad(format!("dtype {} (expected {descr})", dtype.descr())));
+        }
+        if header.order() != npyz::Order::C {
+            return Err(bad("Fortran order; save it in C order".into()));
+        }
+        // Data starts after magic (6), version (2), header length (2 in v1, 4 after).
+        let offset = match map.get(6) {
+            Some(1) => 10 + u16::from_le_bytes([map[8], map[9]]) as usize,
+            Some(_) if map.len() >= 12 => {
+                12 + u32::from_le_bytes([map[8], map[9], map[10], map[11]]) as usize
+            }
+            _ => return Err(bad("truncated header".into())),
+        };
+        let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
+        let elem = descr[2..].parse::<usize>().unwrap_or(1);
+        let need = offset + shape.iter().product::<usize>() * elem;
+        if map.len() < need {
+            return Err(bad(format!(
+                "truncated: {} bytes, the header's shape {:?} needs {need}",
+                map.len(),
+                shape
+            )));
+        }
+        Ok(NpyMap { map, offset, shape })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.map[self.offset..]
+    }
+}
+
+/// A dataset on disk.
+pub struct Dataset {
+    pub dir: PathBuf,
+    pub meta: DatasetMeta,
+    pub image_ids: Vec<String>,
+    pub trial_image: Vec<usize>,
+    /// True for test-split trials.
+    pub trial_test: Vec<bool>,
+    pub channels: Vec<ChannelRow>,
+    responses: NpyMap,
+    images: NpyMap,
+}
+
+impl Dataset {
+    /// Opens `dir` (the `dataset/` folder, or the folder holding it).
+    pub fn open(dir: &Path) -> Result<Dataset, DatasetError> {
+        let dir = if dir.join("dataset.json").exists() {
+            dir.to_path_buf()
+        } else {
+            dir.join("dataset")
+        };
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p).map_err(|source| DatasetError::Io { path: p, source })
+        };
+        let bad = |name: &str, message: String| DatasetError::Format {
+            path: dir.join(name),
+            message,
+        };
+        let meta: DatasetMeta = serde_json::from_str(&read("dataset.json")?)
+            .map_err(|e| bad("dataset.json", e.to_string()))?;
+        if meta.format != "monkeysee-dataset" || meta.version != 1 {
+            return Err(bad(
+                "dataset.json",
+                format!(
+                    "format {:?} version {} (expected monkeysee-dataset 1)",
+                    meta.format, meta.version
+                ),
+            ));
+        }
+        let image_ids: Vec<String> = read("image_ids.txt")?.lines().map(String::from).collect();
+        let responses = NpyMap::open(&dir.join("responses.npy"), "<f4")?;
+        let images = NpyMap::open(&dir.join("images.npy"), "|u1")?;
+        let s = meta.image_size;
+        if images.shape != [meta.images, s, s, 3] || image_ids.len() != meta.images {
+            return Err(bad(
+                "images.npy",
+                format!(
+                    "shape {:?} with {} ids; dataset.json says {} images of {s}×{s}×3",
+                    images.shape,
+                    image_ids.len(),
+                    meta.images
+                ),
+            ));
+        }
+        if responses.shape.len() != 3
+            || responses.shape[0] != meta.trials
+            || responses.shape[2] != meta.channels
+        {
+            return Err(bad(
+                "responses.npy",
+                format!(
+                    "shape {:?}; dataset.json says [{}, time, {}]",
+                    responses.shape, meta.trials, meta.channels
+                ),
+            ));
+        }
+        let index = |name: &str, descr: &str| -> Result<Vec<i64>, DatasetError> {
+            let p = dir.join(name);
+            let f = npyz::NpyFile::new(std::io::BufReader::new(File::open(&p).map_err(
+                |source| DatasetError::Io {
+                    path: p.clone(),
+                    source,
+                },
+            )?))
+            .map_err(|e| bad(name, e.to_string()))?;
+            if f.shape() != [meta.trials as u64] {
+                return Err(bad(
+                    name,
+                    format!("shape {:?}, expected [{}]", f.shape(), meta.trials),
+                ));
+            }
+            let v: Vec<i64> = match descr {
+                "i4" => f
+                    .into_vec::<i32>()
+                    .map(|v| v.into_iter().map(i64::from).collect()),
+                _ => f
+                    .into_vec::<u8>()
+                    .map(|v| v.into_iter().map(i64::from).collect()),
+            }
+            .map_err(|e| bad(name, e.to_string()))?;
+            Ok(v)
+        };
+        let trial_image = index("trial_image.npy", "i4")?;
+        if let Some(bad_row) = trial_image
+            .iter()
+            .position(|&i| i < 0 || i as usize >= meta.images)
+        {
+            return Err(bad(
+                "trial_image.npy",
+                format!(
+                    "trial {bad_row} names image {} of {}",
+                    trial_image[bad_row], meta.images
+                ),
+            ));
+        }
+        let trial_test = index("trial_split.npy", "u1")?
+            .into_iter()
+            .map(|v| v != 0)
+            .collect();
+        let channels =
+            parse_channels(&read("channels.csv")?).map_err(|m| bad("channels.csv", m))?;
+        if channels.len() != meta.channels {
+            return Err(bad(
+                "channels.csv",
+                format!(
+                    "{} rows, dataset.json says {} channels",
+                    channels.len(),
+                    meta.channels
+                ),
+            ));
+        }
+        Ok(Dataset {
+            dir,
+            trial_image: trial_image.into_iter().map(|i| i as usize).collect(),
+            trial_test,
+            image_ids,
+            channels,
+            meta,
+            responses,
+            images,
+        })
+    }
+
+    /// Checks that the dataset was recorded with `rig`'s channels: count, rate, image
+    /// size, and the area and array of every channel.
+    pub fn check_rig(&self, rig: &RigConfig) -> Result<(), DatasetError> {
+        let mismatch = |message: String| DatasetError::RigMismatch {
+            dataset: self.dir.clone(),
+            rig: rig.path.clone(),
+            message,
+        };
+        if self.meta.channels != rig.channel_count {
+            return Err(mismatch(format!(
+                "the dataset has {} channels, the rig {} (rig.channels)",
+                self.meta.channels, rig.channel_count
+            )));
+        }
+        if (self.meta.sampling_rate_hz - rig.sampling_rate_hz).abs() > 1e-9 {
+            return Err(mismatch(format!(
+                "the dataset is sampled at {} Hz, the rig at {} Hz",
+                self.meta.sampling_rate_hz, rig.sampling_rate_hz
+            )));
+        }
+        if self.meta.image_size != rig.image_size {
+            return Err(mismatch(format!(
+                "the dataset's images are {} px, the rig's decoder.image_size is {}",
+                self.meta.image_size, rig.image_size
+            )));
+        }
+        for a in &rig.arrays {
+            for c in a.channels.clone() {
+                let row = &self.channels[c];
+                if row.area != a.area.name() || row.array != Some(a.id) {
+                    return Err(mismatch(format!(
+                        "channel {} is {} array {:?} in the dataset but {} array {} in the rig",
+                        c + 1,
+                        row.area,
+                        row.array,
+                        a.area,
+                        a.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn n_trials(&self) -> usize {
+        self.meta.trials
+    }
+
+    /// Samples per trial (300 for −100…+199 ms at 1 kHz).
+    pub fn trial_len(&self) -> usize {
+        self.responses.shape[1]
+    }
+
+    /// Trial `t`'s samples, `[time][channel]`.
+    pub fn trial(&self, t: usize) -> &[f32] {
+        let n = self.trial_len() * self.meta.channels;
+        // The map is page-aligned and npy headers pad the data to 16 bytes; `<f4` is
+        // this (x86/ARM, little-endian) machine's f32.
+        bytemuck::cast_slice(&self.responses.bytes()[t * n * 4..(t + 1) * n * 4])
+    }
+
+    /// Image `i` as `[3][H][W]` floats in [0, 1] (the decoder's output layout).
+    pub fn image_chw(&self, i: usize) -> Vec<f32> {
+        let s = self.meta.image_size;
+        let px = &self.images.bytes()[i * s * s * 3..(i + 1) * s * s * 3];
+        let mut out = vec![0.0f32; 3 * s * s];
+        for (k, rgb) in px.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * s * s + k] = rgb[c] as f32 / 255.0;
+            }
+        }
+        out
+    }
+
+    /// Trials of one split.
+    pub fn split(&self, test: bool) -> Vec<usize> {
+        (0..self.n_trials())
+            .filter(|&t| self.trial_test[t] == test)
+            .collect()
+    }
+
+    /// Per-electrode mean and SD of the raw samples over `trials` (the daemon's
+    /// z-score statistics; `electrode_channels` gives each electrode's stream channel).
+    pub fn norm_stats(&self, trials: &[usize], electrode_channels: &[usize]) -> NormStats {
+        let n_e = electrode_channels.len();
+        let (mut sum, mut sq) = (vec![0.0f64; n_e], vec![0.0f64; n_e]);
+        let ch = self.meta.channels;
+        let mut n = 0u64;
+        for &t in trials {
+            for row in self.trial(t).chunks_exact(ch) {
+                for (e, &c) in electrode_channels.iter().enumerate() {
+                    let v = row[c] as f64;
+                    sum[e] += v;
+                    sq[e] += v * v;
+                }
+                n += 1;
+            }
+        }
+        let n = n.max(1) as f64;
+        NormStats {
+            mean: sum.iter().map(|s| (s / n) as f32).collect(),
+            std: sum
+                .iter()
+                .zip(&sq)
+                .map(|(s, q)| ((q / n - (s / n).powi(2)).max(0.0).sqrt().max(1e-6)) as f32)
+                .collect(),
+        }
+    }
+
+    /// The decoder input of trial `t`: per electrode (rig order) and window of `set`,
+    /// the mean of the z-scored samples in the window, `[window][electrode]`.
+    pub fn features(
+        &self,
+        t: usize,
+        rig: &RigConfig,
+        set: WindowSetKind,
+        stats: &NormStats,
+        out: &mut Vec<f32>,
+    ) {
+        window_features(
+            self.trial(t),
+            self.meta.channels,
+            self.meta.onset_sample,
+            rig,
+            set,
+            stats,
+            out,
+        )
+    }
+}
+
+/// [`Dataset::features`] on any `[time][channel]` trial whose onset is row `onset`.
+pub fn window_features(
+    trial: &[f32],
+    channels: usize,
+    onset: usize,
+    rig: &RigConfig,
+    set: WindowSetKind,
+    stats: &NormStats,
+    out: &mut Vec<f32>,
+) {
+    let n_e = rig.electrodes.len();
+    let per = rig.windows.windows_per_electrode(set);
+    let ms = rig.sampling_rate_hz / 1000.0;
+    out.clear();
+    out.resize(per * n_e, 0.0);
+    for (e, el) in rig.electrodes.iter().enumerate() {
+        for (k, w) in rig.windows.windows_for(set, el.area).iter().enumerate() {
+            let lo = onset as isize + (w.start.0 * ms).round() as isize;
+            let hi = onset as isize + (w.end().0 * ms).round() as isize;
+            let (lo, hi) = (
+                lo.max(0) as usize,
+                (hi.max(0) as usize).min(trial.len() / channels),
+            );
+            let sum: f64 = (lo..hi)
+                .map(|i| trial[i * channels + el.channel] as f64)
+                .sum();
+            let mean = sum / (hi - lo).max(1) as f64;
+            out[k * n_e + e] = ((mean - stats.mean[e] as f64) / stats.std[e] as f64) as f32;
+        }
+    }
+}
+
+fn parse_channels(text: &str) -> Result<Vec<ChannelRow>, String> {
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 5 {
+            return Err(format!(
+                "line {}: {} fields, expected channel,label,area,array,live",
+                i + 1,
+                f.len()
+            ));
+        }
+        rows.push(ChannelRow {
+            area: f[2].to_string(),
+            array: f[3].parse().ok(),
+            live: f[4].trim() == "1",
+        });
+    }
+    Ok(rows)
+}
