@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod rf;
 pub mod sim;
 pub mod telemetry;
+pub mod train;
 pub mod units;
 pub mod window;
 pub mod xdf;

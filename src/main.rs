@@ -13,6 +13,7 @@ use monkeysee::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions};
 use monkeysee::decoder::DecoderKind;
 use monkeysee::rf::RfTable;
 use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
+use monkeysee::train::{LossWeights, TrainOptions};
 use monkeysee::window::Mode;
 
 /// Real-time image reconstruction from macaque multi-unit activity (MonkeySee, online).
@@ -29,6 +30,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Simulate a recording session from a rig and images: XDF session, numpy dataset, RF truth.
     Simulate(SimulateArgs),
+    /// Train a decoder (pix2pix U-Net + PatchGAN) on a dataset from `simulate` (or the same layout).
+    Train(Box<TrainArgs>),
     /// Write a synthetic receptive-field table for a rig (electrode,x_deg,y_deg,size_deg).
     RfTable(RfTableArgs),
 }
@@ -166,6 +169,77 @@ impl From<KindArg> for DecoderKind {
 }
 
 #[derive(Args)]
+#[command(
+    after_help = "Writes OUT/decoder.json + weights.mpk + normalization.json (load with \
+`monkeysee run --model OUT`), OUT/training.json, OUT/losses.csv and OUT/checkpoint/.\n\n\
+Example:\n  monkeysee train --rig firmware-config/synthetic.toml --data sim/dataset \
+--kind end-to-end --width 16 --epochs 20 --out models/e2e"
+)]
+struct TrainArgs {
+    /// Rig config the dataset was recorded with (channels, areas, windows, RF table).
+    #[arg(long, value_name = "RIG.toml")]
+    rig: PathBuf,
+    /// Dataset folder (dataset.json, responses.npy, images.npy, ...).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Output folder for the model.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Which of the paper's four decoders.
+    #[arg(long, value_enum, default_value = "end-to-end")]
+    kind: KindArg,
+    /// RF table to use instead of the rig's (e.g. the simulator's rf-table.csv): initialises
+    /// the end-to-end RF layer and places electrodes for the fixed-RF decoders.
+    #[arg(long, value_name = "CSV")]
+    rf_table: Option<PathBuf>,
+    /// U-Net base width (64 in the paper; 16 trains and runs on a laptop CPU).
+    #[arg(long, default_value_t = 16)]
+    width: usize,
+    /// PatchGAN base width (64 in the paper).
+    #[arg(long, default_value_t = 16)]
+    disc_width: usize,
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Adam learning rate (both networks).
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// Adam beta1.
+    #[arg(long, default_value_t = 0.5)]
+    beta1: f64,
+    /// Weight of the pixel L1 loss.
+    #[arg(long, default_value_t = 0.5)]
+    pixel_weight: f64,
+    /// Weight of the adversarial loss.
+    #[arg(long, default_value_t = 0.01)]
+    adversarial_weight: f64,
+    /// Size of the discriminator's history pool of generated images.
+    #[arg(long, default_value_t = 50)]
+    pool: usize,
+    /// Save a checkpoint every N epochs (always after the last).
+    #[arg(long, default_value_t = 5)]
+    checkpoint_every: usize,
+    /// Continue from OUT/checkpoint.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train on at most N trials of the training split.
+    #[arg(long, value_name = "N")]
+    max_trials: Option<usize>,
+    /// Compute threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Where training runs. `cuda` needs a build with `--features cuda` and an NVIDIA GPU.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: ComputeDevice,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
 struct RfTableArgs {
     /// Rig config whose arrays get RFs (its own RF table, if any, is not read).
     #[arg(long, value_name = "RIG.toml")]
@@ -283,6 +357,78 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let mut rig = RigConfig::load(&args.rig)?;
+    if let Some(p) = &args.rf_table {
+        rig.rf.table = Some(RfTable::load(p)?);
+        rig.rf.table_path = Some(p.clone());
+    }
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
+    monkeysee::decoder::init_compute_threads(threads);
+    let opts = TrainOptions {
+        rig_path: args.rig.clone(),
+        rig: Some(rig),
+        data: args.data,
+        out: args.out.clone(),
+        kind: args.kind.into(),
+        width: args.width,
+        disc_width: args.disc_width,
+        epochs: args.epochs,
+        batch: args.batch,
+        lr: args.lr,
+        beta1: args.beta1,
+        losses: LossWeights {
+            pixel: args.pixel_weight,
+            adversarial: args.adversarial_weight,
+        },
+        pool_size: args.pool,
+        checkpoint_every: args.checkpoint_every,
+        resume: args.resume,
+        seed: args.seed,
+        max_trials: args.max_trials,
+        progress: !args.quiet,
+    };
+    eprintln!(
+        "monkeysee train: no perceptual (VGG19) loss in this version: pixel L1 + adversarial only"
+    );
+    let summary = match args.device {
+        ComputeDevice::Cpu => monkeysee::train::train::<monkeysee::decoder::CpuTrainBackend>(
+            &opts,
+            &Default::default(),
+        )?,
+        ComputeDevice::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                monkeysee::train::train::<burn::backend::Autodiff<burn::backend::Cuda>>(
+                    &opts,
+                    &Default::default(),
+                )?
+            }
+            #[cfg(not(feature = "cuda"))]
+            bail!("this monkeysee was built without CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu");
+        }
+    };
+    let last = summary.epochs.last().context("no epoch ran")?;
+    println!(
+        "trained {} ({} parameters) on {} trials: epoch {} D {:.3}, G adversarial {:.3}, pixel L1 {:.4}{}, {:.1} samples/s",
+        opts.kind,
+        summary.parameters,
+        summary.train_trials,
+        last.epoch,
+        last.d,
+        last.g_adversarial,
+        last.g_pixel_l1,
+        last.test_pixel_l1.map_or(String::new(), |t| format!(", test L1 {t:.4}")),
+        last.samples_per_s
+    );
+    println!("model written to {}", args.out.display());
+    Ok(())
+}
+
 fn rf_table(args: RfTableArgs) -> anyhow::Result<()> {
     let rig = RigConfig::load_without_rf_table(&args.rig)?;
     let table = RfTable::synthetic(&rig, args.seed);
@@ -300,6 +446,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => run(*a),
         Command::Simulate(a) => simulate(a),
+        Command::Train(a) => train(*a),
         Command::RfTable(a) => rf_table(a),
     };
     match result {

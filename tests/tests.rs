@@ -17,6 +17,8 @@ mod it {
     mod model;
     /// The synthetic cortex: session, dataset and truth agree; responses look cortical.
     mod simulate;
+    /// Training: the loss falls, models round-trip, resume, RF-layer gradients, rig mismatch.
+    mod train;
     /// Window means and z-scores against a direct reference computation.
     mod window_math;
     /// XDF sessions: the reference files as pyxdf reads them, round trips, damaged files.

@@ -29,6 +29,8 @@ pub use unet::{UNet, UNetConfig};
 
 /// The CPU backend every test and the demo run on.
 pub type CpuBackend = burn::backend::Flex;
+/// The CPU backend with automatic differentiation, for training.
+pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
 
 /// Cortical areas, in channel order.
 pub const N_AREAS: usize = 3;

@@ -132,7 +132,7 @@ pub(crate) fn normal_tensor<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-fn init_conv<B: Backend>(conv: &mut Conv2d<B>, rng: &mut StdRng, device: &B::Device) {
+pub(crate) fn init_conv<B: Backend>(conv: &mut Conv2d<B>, rng: &mut StdRng, device: &B::Device) {
     let shape = conv.weight.dims();
     conv.weight = Param::from_tensor(normal_tensor(shape, 0.0, 0.02, rng, device));
     if let Some(bias) = &conv.bias {
@@ -148,7 +148,7 @@ fn init_conv_t<B: Backend>(conv: &mut ConvTranspose2d<B>, rng: &mut StdRng, devi
     }
 }
 
-fn init_norm<B: Backend>(norm: &mut BatchNorm<B>, rng: &mut StdRng, device: &B::Device) {
+pub(crate) fn init_norm<B: Backend>(norm: &mut BatchNorm<B>, rng: &mut StdRng, device: &B::Device) {
     let shape = norm.gamma.dims();
     norm.gamma = Param::from_tensor(normal_tensor(shape, 1.0, 0.02, rng, device));
     norm.beta = Param::from_tensor(Tensor::zeros(shape, device));

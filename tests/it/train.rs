@@ -1,0 +1,237 @@
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::{Tensor, TensorData};
+
+use monkeysee::dataset::Dataset;
+use monkeysee::decoder::{
+    CpuBackend, CpuTrainBackend, Decoder, DecoderConfig, DecoderKind, ElectrodeSpec,
+    GaussianRfLayer,
+};
+use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
+use monkeysee::train::{self, LossWeights, TrainOptions};
+
+use super::common::small_rig;
+
+fn tiny_dataset(dir: &std::path::Path) -> SimOptions {
+    let rig = small_rig(dir);
+    let config = SimConfig::default();
+    let opts = SimOptions {
+        images: ImageSource::parse("procedural:20", &config.leaves, 8).unwrap(),
+        rig,
+        config,
+        out: dir.join("sim"),
+        seed: 8,
+        test_images: 2,
+        repeats: 2,
+        rf_jitter_deg: 0.0,
+        progress: false,
+    };
+    sim::simulate(&opts).unwrap();
+    opts
+}
+
+fn options(
+    sim: &SimOptions,
+    out: &std::path::Path,
+    kind: DecoderKind,
+    epochs: usize,
+) -> TrainOptions {
+    TrainOptions {
+        rig: Some(sim.rig.clone()),
+        rig_path: sim.rig.path.clone(),
+        data: sim.out.join("dataset"),
+        out: out.to_path_buf(),
+        kind,
+        width: 4,
+        disc_width: 4,
+        epochs,
+        batch: 4,
+        lr: 2e-3,
+        beta1: 0.5,
+        losses: LossWeights::default(),
+        pool_size: 8,
+        checkpoint_every: 2,
+        resume: false,
+        seed: 3,
+        max_trials: None,
+        progress: false,
+    }
+}
+
+/// Training steps on a tiny dataset lower the pixel loss; the saved model loads, gives
+/// the test loss training reported, and saves/loads again bit for bit.
+#[test]
+fn training_lowers_the_loss_and_the_model_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tiny_dataset(dir.path());
+    let out = dir.path().join("model");
+    for kind in [DecoderKind::EndToEnd, DecoderKind::Spatial] {
+        // One batch of four trials, seen 40 times: the generator must start to fit it.
+        let mut opts = options(&sim, &out, kind, 40);
+        opts.max_trials = Some(4);
+        opts.checkpoint_every = 0;
+        let summary = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
+        let first = &summary.epochs[0];
+        let last = summary.epochs.last().unwrap();
+        assert_eq!(summary.epochs.len(), 40);
+        assert!(
+            last.g_pixel_l1 < 0.85 * first.g_pixel_l1,
+            "{kind}: pixel L1 {:.4} → {:.4}",
+            first.g_pixel_l1,
+            last.g_pixel_l1
+        );
+        for f in [
+            "decoder.json",
+            "weights.mpk",
+            "normalization.json",
+            "training.json",
+            "losses.csv",
+        ] {
+            assert!(out.join(f).exists(), "{kind}: {f} missing");
+        }
+
+        // The saved model reproduces the test loss training measured.
+        let device = Default::default();
+        let decoder = Decoder::<CpuBackend>::load(&out, &device).unwrap();
+        assert_eq!(decoder.config().kind, kind);
+        let ds = Dataset::open(&opts.data).unwrap();
+        let stats = train::load_stats(&out).unwrap();
+        let set = monkeysee::daemon::window_set(kind);
+        let mut f = Vec::new();
+        let mut img = vec![0.0f32; decoder.config().image_len()];
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for t in ds.split(true) {
+            ds.features(t, &sim.rig, set, &stats, &mut f);
+            decoder.reconstruct(&f, &mut img).unwrap();
+            let truth = ds.image_chw(ds.trial_image[t]);
+            sum += img
+                .iter()
+                .zip(&truth)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .sum::<f64>();
+            n += img.len();
+        }
+        let loaded_l1 = sum / n as f64;
+        let reported = last.test_pixel_l1.unwrap();
+        assert!(
+            (loaded_l1 - reported).abs() < 1e-3,
+            "{kind}: test L1 {loaded_l1:.5} from the saved model vs {reported:.5} in training"
+        );
+
+        // Save and load again: identical weights and outputs.
+        let again = dir.path().join("again");
+        decoder.save(&again).unwrap();
+        assert_eq!(
+            std::fs::read(out.join("weights.mpk")).unwrap(),
+            std::fs::read(again.join("weights.mpk")).unwrap()
+        );
+        let reloaded = Decoder::<CpuBackend>::load(&again, &device).unwrap();
+        let mut img2 = vec![0.0f32; img.len()];
+        reloaded.reconstruct(&f, &mut img2).unwrap();
+        assert_eq!(img, img2);
+    }
+}
+
+/// --resume continues from the checkpoint: epochs 1–2 then 3–4 log what one run of
+/// 4 epochs would have logged for its last two (same seed, same shuffles).
+#[test]
+fn resume_continues_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tiny_dataset(dir.path());
+    let out = dir.path().join("resumed");
+    let mut opts = options(&sim, &out, DecoderKind::EndToEnd, 2);
+    opts.pool_size = 0; // the pool is not part of a checkpoint
+    train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
+    opts.epochs = 4;
+    opts.resume = true;
+    let resumed = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
+    assert_eq!(resumed.epochs.len(), 4);
+    let mut straight = options(&sim, &dir.path().join("straight"), DecoderKind::EndToEnd, 4);
+    straight.pool_size = 0;
+    let straight = train::train::<CpuTrainBackend>(&straight, &Default::default()).unwrap();
+    for (a, b) in resumed.epochs.iter().zip(&straight.epochs) {
+        assert!(
+            (a.g_pixel_l1 - b.g_pixel_l1).abs() < 1e-4 * b.g_pixel_l1.max(1e-3) + 1e-5,
+            "epoch {}: resumed {:.6} vs straight {:.6}",
+            a.epoch,
+            a.g_pixel_l1,
+            b.g_pixel_l1
+        );
+    }
+}
+
+/// Training on a dataset recorded with other channels fails, saying which.
+#[test]
+fn a_dataset_that_does_not_fit_the_rig_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tiny_dataset(dir.path());
+    // The 1024-channel dataset against a rig that declares 960 channels.
+    let mut opts = options(&sim, &dir.path().join("m"), DecoderKind::EndToEnd, 1);
+    let mut rig = sim.rig.clone();
+    rig.channel_count = 960;
+    opts.rig = Some(rig);
+    let e = format!(
+        "{:#}",
+        train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap_err()
+    );
+    assert!(e.contains("1024 channels") && e.contains("960"), "{e}");
+}
+
+/// The learned RF layer's gradients pull each μ toward the true RF: fit the layer's
+/// output to maps made by Gaussians at the true positions.
+#[test]
+fn gaussian_rf_gradients_move_mu_toward_the_truth() {
+    type B = CpuTrainBackend;
+    let device = Default::default();
+    let size = 32;
+    let truth = [[10.0f32, 12.0, 3.0], [22.0, 9.0, 2.5], [16.0, 24.0, 4.0]];
+    let start = [[13.0f32, 15.0, 3.0], [19.0, 12.0, 2.5], [19.5, 20.0, 4.0]];
+    let config = |rfs: &[[f32; 3]; 3]| DecoderConfig {
+        kind: DecoderKind::EndToEnd,
+        width: 4,
+        image_size: size,
+        n_arrays: 1,
+        windows_per_electrode: 1,
+        window_names: vec!["V1 [0, 133)".into()],
+        electrodes: rfs
+            .iter()
+            .map(|&rf| ElectrodeSpec {
+                array: 0,
+                area: 0,
+                rf_px: Some(rf),
+            })
+            .collect(),
+    };
+    let target_layer = GaussianRfLayer::<B>::new(&config(&truth), &device);
+    let mut layer = GaussianRfLayer::<B>::new(&config(&start), &device);
+    // Responses: each electrode alone, so the maps separate.
+    let r = Tensor::<B, 2>::from_data(
+        TensorData::new(vec![1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], [3, 3]),
+        &device,
+    );
+    let target = target_layer.forward(r.clone()).detach();
+    let dist = |l: &GaussianRfLayer<B>| -> Vec<f32> {
+        let x: Vec<f32> = l.mu_x.val().into_data().to_vec().unwrap();
+        let y: Vec<f32> = l.mu_y.val().into_data().to_vec().unwrap();
+        (0..3)
+            .map(|e| ((x[e] - truth[e][0]).powi(2) + (y[e] - truth[e][1]).powi(2)).sqrt())
+            .collect()
+    };
+    let before = dist(&layer);
+    let mut opt = AdamConfig::new().init::<B, GaussianRfLayer<B>>();
+    for _ in 0..150 {
+        let loss = (layer.forward(r.clone()) - target.clone())
+            .powi_scalar(2)
+            .mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &layer);
+        layer = opt.step(0.1, layer, grads);
+    }
+    let after = dist(&layer);
+    for e in 0..3 {
+        assert!(
+            after[e] < 0.25 * before[e],
+            "electrode {e}: distance to the true RF {:.2} → {:.2} px",
+            before[e],
+            after[e]
+        );
+    }
+}
