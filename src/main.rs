@@ -50,9 +50,13 @@ struct SimulateArgs {
     /// Output folder (created).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Random seed: the same seed gives the same session, byte for byte.
+    /// Session seed (images, trial order, noise): the same seeds give the same session, byte for byte.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The simulated animal (electrode tuning, latencies, generated RFs). Keep it fixed to
+    /// decode one session with a model trained on another.
+    #[arg(long, default_value_t = 1)]
+    animal_seed: u64,
     /// Images in the test split, each shown --repeats times (the rest are shown once).
     /// Default: a tenth of the images.
     #[arg(long, value_name = "N")]
@@ -333,6 +337,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         images,
         out: args.out.clone(),
         seed: args.seed,
+        animal_seed: args.animal_seed,
         test_images,
         repeats: args.repeats,
         rf_jitter_deg: args.rf_jitter,

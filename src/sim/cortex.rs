@@ -15,6 +15,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 
 use super::config::{AreaModel, SimConfig};
 use crate::config::RigConfig;
@@ -37,6 +38,10 @@ pub(crate) const DOMAIN_PRESENTATIONS: u64 = 0x5eed_0002;
 pub(crate) const DOMAIN_NOISE: u64 = 0x5eed_0003;
 pub(crate) const DOMAIN_DESIGN: u64 = 0x5eed_0004;
 pub(crate) const DOMAIN_JITTER: u64 = 0x5eed_0005;
+pub(crate) const DOMAIN_REFERENCE: u64 = 0x5eed_0006;
+
+/// Images in the reference set that fixes each unit's operating range.
+const REFERENCE_IMAGES: usize = 64;
 
 /// A generator for one purpose and index.
 pub(crate) fn rng(seed: u64, domain: u64, index: u64) -> ChaCha8Rng {
@@ -77,6 +82,9 @@ pub struct Channel {
 
 pub struct Cortex {
     pub units: Vec<Unit>,
+    /// Mean and SD of each unit's drive components over a fixed reference set of
+    /// images, `[unit][feature]`: the animal's operating range, whatever it is shown.
+    reference: Vec<[(f64, f64); N_FEATURES]>,
     pub channels: Vec<Channel>,
     /// Response time course per area, one value per sample from response onset.
     pub kernels: [Vec<f32>; 3],
@@ -142,13 +150,46 @@ impl Cortex {
                 rig.sampling_rate_hz,
             )
         });
-        Ok(Cortex {
+        let mut cortex = Cortex {
+            reference: Vec::new(),
             units,
             channels,
             kernels,
             config: config.clone(),
             image_size: size,
-        })
+        };
+        cortex.reference = cortex.reference_stats(seed);
+        Ok(cortex)
+    }
+
+    /// Drive statistics over REFERENCE_IMAGES dead-leaves images of the animal's own.
+    fn reference_stats(&self, seed: u64) -> Vec<[(f64, f64); N_FEATURES]> {
+        let leaves = super::config::Leaves::default();
+        let feats: Vec<UnitFeatures> = (0..REFERENCE_IMAGES)
+            .into_par_iter()
+            .map(|i| {
+                let mut r = rng(seed, DOMAIN_REFERENCE, i as u64);
+                self.features(&super::images::dead_leaves(
+                    self.image_size,
+                    &leaves,
+                    &mut r,
+                ))
+            })
+            .collect();
+        let n = feats.len() as f64;
+        (0..self.units.len())
+            .map(|u| {
+                std::array::from_fn(|f| {
+                    let mean = feats.iter().map(|img| img[u][f] as f64).sum::<f64>() / n;
+                    let var = feats
+                        .iter()
+                        .map(|img| (img[u][f] as f64 - mean).powi(2))
+                        .sum::<f64>()
+                        / n;
+                    (mean, var.sqrt())
+                })
+            })
+            .collect()
     }
 
     /// Raw drive components of every unit for one image: `[unit][feature]`.
@@ -197,21 +238,9 @@ impl Cortex {
     }
 
     /// Amplitudes `[image][unit]` from the raw features of every image: each component
-    /// standardised per unit over the images, weighted, summed, softplus.
+    /// standardised by the unit's reference statistics, weighted, summed, softplus.
     pub fn amplitudes(&self, features: &[UnitFeatures]) -> Vec<Vec<f32>> {
-        let n = features.len().max(1) as f64;
-        let mut stats = vec![[(0.0f64, 1.0f64); N_FEATURES]; self.units.len()];
-        for (u, s) in stats.iter_mut().enumerate() {
-            for (f, st) in s.iter_mut().enumerate() {
-                let mean = features.iter().map(|img| img[u][f] as f64).sum::<f64>() / n;
-                let var = features
-                    .iter()
-                    .map(|img| (img[u][f] as f64 - mean).powi(2))
-                    .sum::<f64>()
-                    / n;
-                *st = (mean, var.sqrt());
-            }
-        }
+        let stats = &self.reference;
         let softplus = |x: f64| if x > 30.0 { x } else { x.exp().ln_1p() };
         let ln2 = std::f64::consts::LN_2;
         features

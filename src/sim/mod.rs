@@ -29,7 +29,10 @@
 //! | `dataset.json` | | shapes, rig, seed, split sizes, file names |
 //!
 //! A "trial" here is one image presentation, as in TVSD's per-image arrays.
-//! Everything is deterministic for a seed, whatever the thread count.
+//! Everything is deterministic for a seed, whatever the thread count. The animal
+//! (tuning, latencies, generated RFs, and the drive statistics its responses are scaled
+//! by, measured on a fixed set of dead-leaves images) has a seed of its own, so
+//! sessions with different images and seeds record the same simulated monkey.
 
 pub mod config;
 pub mod cortex;
@@ -78,7 +81,11 @@ pub struct SimOptions {
     pub config: SimConfig,
     pub images: ImageSource,
     pub out: PathBuf,
+    /// The session: images (procedural), design, noise and trial-to-trial variability.
     pub seed: u64,
+    /// The animal: its electrodes' tuning, latencies and (for a rig without an RF
+    /// table) RFs. Keep it fixed to train on one session and decode another.
+    pub animal_seed: u64,
     /// Images shown `repeats` times (test split); the rest are shown once (train split).
     pub test_images: usize,
     pub repeats: usize,
@@ -148,7 +155,7 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     // Ground truth and the decoder's table.
     let truth = match &rig.rf.table {
         Some(t) => t.clone(),
-        None => RfTable::synthetic(rig, opts.seed),
+        None => RfTable::synthetic(rig, opts.animal_seed),
     };
     truth.save(&out.join("rf-truth.csv"))?;
     jittered(&truth, opts.rf_jitter_deg, opts.seed).save(&out.join("rf-table.csv"))?;
@@ -156,7 +163,7 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         out.join("cortex.toml"),
         toml::to_string_pretty(&opts.config).context("serialising the simulator config")?,
     )?;
-    let cortex = Cortex::new(rig, &truth, &opts.config, opts.seed)?;
+    let cortex = Cortex::new(rig, &truth, &opts.config, opts.animal_seed)?;
 
     // Images: render, save, and compute every unit's drive components.
     let size = rig.image_size;
@@ -222,7 +229,7 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     let started = Instant::now();
     let xdf_path = out.join("session.xdf");
     let mut xdf = XdfWriter::create(&xdf_path)?;
-    xdf.add_stream(MUA_STREAM, mua_spec(rig, opts.seed))?;
+    xdf.add_stream(MUA_STREAM, mua_spec(rig, opts))?;
     xdf.add_stream(MARKER_STREAM, marker_spec(rig, n_images))?;
     let channels = rig.channel_count;
     let mut responses = npyz::WriteOptions::<f32>::new()
@@ -507,7 +514,8 @@ fn channel_label(channel: usize) -> String {
     format!("e{:04}", channel + 1)
 }
 
-fn mua_spec(rig: &RigConfig, seed: u64) -> StreamSpec {
+fn mua_spec(rig: &RigConfig, opts: &SimOptions) -> StreamSpec {
+    let seed = opts.seed;
     let mut spec = StreamSpec::new(
         rig.mua.name.as_deref().unwrap_or("monkeysee-synthetic-mua"),
         rig.mua.stream_type.as_deref().unwrap_or("MUA"),
@@ -543,6 +551,10 @@ fn mua_spec(rig: &RigConfig, seed: u64) -> StreamSpec {
         ),
         ("acquisition/rig".into(), rig.name.clone()),
         ("acquisition/seed".into(), seed.to_string()),
+        (
+            "acquisition/animal_seed".into(),
+            opts.animal_seed.to_string(),
+        ),
     ];
     spec
 }
@@ -625,6 +637,7 @@ fn write_dataset_json(path: &Path, opts: &SimOptions, s: &SimSummary) -> anyhow:
         "repeats": s.repeats,
         "trials": s.trials,
         "seed": opts.seed,
+        "animal_seed": opts.animal_seed,
         "rf_jitter_deg": opts.rf_jitter_deg,
         "files": {
             "images": "images.npy",

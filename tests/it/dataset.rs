@@ -21,6 +21,7 @@ fn simulated(dir: &std::path::Path) -> SimOptions {
         config,
         out: dir.join("sim"),
         seed: 2,
+        animal_seed: 1,
         test_images: 1,
         repeats: 2,
         rf_jitter_deg: 0.0,

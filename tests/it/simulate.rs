@@ -18,6 +18,7 @@ fn options(dir: &Path, images: &str, seed: u64) -> SimOptions {
         config,
         out: dir.join("sim"),
         seed,
+        animal_seed: 1,
         test_images: 2,
         repeats: 3,
         rf_jitter_deg: 0.0,

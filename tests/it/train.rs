@@ -20,6 +20,7 @@ fn tiny_dataset(dir: &std::path::Path) -> SimOptions {
         config,
         out: dir.join("sim"),
         seed: 8,
+        animal_seed: 1,
         test_images: 2,
         repeats: 2,
         rf_jitter_deg: 0.0,
