@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use monkeysee::config::RigConfig;
 use monkeysee::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions};
 use monkeysee::decoder::DecoderKind;
+use monkeysee::eval::EvalOptions;
 use monkeysee::rf::RfTable;
 use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
 use monkeysee::train::{LossWeights, TrainOptions};
@@ -32,6 +33,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// Train a decoder (pix2pix U-Net + PatchGAN) on a dataset from `simulate` (or the same layout).
     Train(Box<TrainArgs>),
+    /// Evaluate models on a dataset's test split: pixel r, SSIM, chance levels, RF recovery, image grid.
+    Eval(EvalArgs),
     /// Write a synthetic receptive-field table for a rig (electrode,x_deg,y_deg,size_deg).
     RfTable(RfTableArgs),
 }
@@ -244,6 +247,33 @@ struct TrainArgs {
 }
 
 #[derive(Args)]
+#[command(
+    after_help = "Writes OUT/metrics.json (per model: pixel_r, pixel_r_chance, ssim, ssim_chance, \
+n_images, single-trial r, RF recovery for learned RFs) and OUT/grid.png (stimulus, then each model).\n\n\
+Example:\n  monkeysee eval --model models/e2e --model models/spatial --data sim/dataset --out eval"
+)]
+struct EvalArgs {
+    /// Model folder (repeat to compare models side by side).
+    #[arg(long = "model", value_name = "DIR", required = true)]
+    models: Vec<PathBuf>,
+    /// Dataset folder with a test split.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Rig config; default: the one recorded in the dataset's dataset.json.
+    #[arg(long, value_name = "RIG.toml")]
+    rig: Option<PathBuf>,
+    /// Ground-truth RF table for learned-RF models; default: rf-truth.csv beside the dataset.
+    #[arg(long, value_name = "CSV")]
+    rf_truth: Option<PathBuf>,
+    /// Test images in the grid.
+    #[arg(long, default_value_t = 12)]
+    grid_images: usize,
+}
+
+#[derive(Args)]
 struct RfTableArgs {
     /// Rig config whose arrays get RFs (its own RF table, if any, is not read).
     #[arg(long, value_name = "RIG.toml")]
@@ -434,6 +464,64 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let rig_path = match args.rig {
+        Some(p) => p,
+        None => {
+            let meta = args.data.join("dataset.json");
+            let meta = if meta.exists() {
+                meta
+            } else {
+                args.data.join("dataset/dataset.json")
+            };
+            let v: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&meta)
+                    .with_context(|| format!("reading {}", meta.display()))?,
+            )?;
+            PathBuf::from(
+                v["rig_config"]
+                    .as_str()
+                    .context("dataset.json names no rig_config; give --rig")?,
+            )
+        }
+    };
+    let rig = RigConfig::load(&rig_path)?;
+    let metrics = monkeysee::eval::eval(&EvalOptions {
+        models: args.models,
+        data: args.data,
+        rig,
+        out: args.out.clone(),
+        grid_images: args.grid_images,
+        rf_truth: args.rf_truth,
+    })?;
+    println!(
+        "{:<24} {:>8} {:>8} {:>7} {:>7} {:>9}",
+        "model", "pixel r", "chance", "SSIM", "chance", "1-trial r"
+    );
+    for m in &metrics {
+        println!(
+            "{:<24} {:>8.3} {:>8.3} {:>7.3} {:>7.3} {:>9.3}",
+            m.model
+                .file_name()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default(),
+            m.pixel_r,
+            m.pixel_r_chance,
+            m.ssim,
+            m.ssim_chance,
+            m.single_trial_pixel_r
+        );
+        for (area, r) in m.rf_recovery.iter().flatten() {
+            println!(
+                "  RF centres vs truth, {area}: r_x {:.3} r_y {:.3} error {:.2} deg (started at r_x {:.3} r_y {:.3} error {:.2} deg)",
+                r.r_x, r.r_y, r.mean_error_deg, r.initial_r_x, r.initial_r_y, r.initial_mean_error_deg
+            );
+        }
+    }
+    println!("wrote {}/metrics.json and grid.png", args.out.display());
+    Ok(())
+}
+
 fn rf_table(args: RfTableArgs) -> anyhow::Result<()> {
     let rig = RigConfig::load_without_rf_table(&args.rig)?;
     let table = RfTable::synthetic(&rig, args.seed);
@@ -452,6 +540,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run(*a),
         Command::Simulate(a) => simulate(a),
         Command::Train(a) => train(*a),
+        Command::Eval(a) => eval(a),
         Command::RfTable(a) => rf_table(a),
     };
     match result {

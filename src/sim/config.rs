@@ -132,9 +132,9 @@ impl Default for Design {
 impl Default for Leaves {
     fn default() -> Self {
         Leaves {
-            count: 300,
-            min_radius: 0.02,
-            max_radius: 0.35,
+            count: 120,
+            min_radius: 0.04,
+            max_radius: 0.4,
             exponent: 3.0,
             max_aspect: 2.5,
             saturation: [0.15, 0.85],

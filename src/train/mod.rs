@@ -13,7 +13,7 @@
 //!
 //! Output folder: `decoder.json` + `weights.mpk` (+ `normalization.json`) — a model
 //! `monkeysee run --model` loads — and `training.json` (options and per-epoch losses),
-//! `losses.csv`, and `checkpoint/` for `--resume`.
+//! `losses.csv`, `loss.png`, and `checkpoint/` for `--resume`.
 
 pub mod discriminator;
 
@@ -423,6 +423,39 @@ pub fn train<B: AutodiffBackend>(
         ));
     }
     std::fs::write(opts.out.join("losses.csv"), csv)?;
+    let xy = |f: &dyn Fn(&EpochLog) -> Option<f64>| -> Vec<(f64, f64)> {
+        summary
+            .epochs
+            .iter()
+            .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+            .collect()
+    };
+    let drawn = crate::plot::loss_curves(
+        &opts.out.join("loss.png"),
+        &[
+            crate::plot::Series {
+                name: "D",
+                points: xy(&|e| Some(e.d)),
+            },
+            crate::plot::Series {
+                name: "G adversarial",
+                points: xy(&|e| Some(e.g_adversarial)),
+            },
+        ],
+        &[
+            crate::plot::Series {
+                name: "train",
+                points: xy(&|e| Some(e.g_pixel_l1)),
+            },
+            crate::plot::Series {
+                name: "test",
+                points: xy(&|e| e.test_pixel_l1),
+            },
+        ],
+    )?;
+    if !drawn && opts.progress {
+        eprintln!("monkeysee train: no font found (install fonts-dejavu-core or set MONKEYSEE_FONT), so no loss.png; the losses are in losses.csv");
+    }
     Ok(summary)
 }
 

@@ -1,0 +1,164 @@
+//! Pictures people would rather look at than read: training loss curves and image
+//! grids with titles, drawn with `plotters` on bitmaps and saved as PNG.
+//!
+//! Text needs a TrueType font. monkeysee registers DejaVu Sans (Debian package
+//! `fonts-dejavu-core`) or the file named by `MONKEYSEE_FONT`; without one, grids are
+//! drawn without titles and loss curves are skipped (the numbers are in CSV/JSON).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, Context};
+use plotters::prelude::*;
+
+const FONT_PATHS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+/// Registers a font for plotters once; false when none could be found.
+pub fn have_font() -> bool {
+    static FONT: OnceLock<bool> = OnceLock::new();
+    *FONT.get_or_init(|| {
+        let candidates = std::env::var("MONKEYSEE_FONT")
+            .into_iter()
+            .chain(FONT_PATHS.iter().map(|s| s.to_string()));
+        for p in candidates {
+            if let Ok(bytes) = std::fs::read(&p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+/// One line of a loss plot.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Loss curves in two panels (left: the adversarial pair, right: pixel losses), x = epoch.
+/// Returns false (and draws nothing) when no font is available.
+pub fn loss_curves(path: &Path, left: &[Series<'_>], right: &[Series<'_>]) -> anyhow::Result<bool> {
+    if !have_font() {
+        return Ok(false);
+    }
+    let (w, h) = (1100u32, 450u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let panels = root.split_evenly((1, 2));
+        let colours = [RED, BLUE, GREEN, MAGENTA];
+        for (panel, (series, title)) in panels.iter().zip([
+            (left, "discriminator / adversarial (BCE)"),
+            (right, "pixel L1"),
+        ]) {
+            let x_max = series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.0))
+                .fold(1.0, f64::max);
+            let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+            let (y_min, y_max) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+            if y_min > y_max {
+                continue;
+            }
+            let pad = ((y_max - y_min) * 0.1).max(1e-3);
+            let mut chart = ChartBuilder::on(panel)
+                .caption(title, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(1.0..x_max.max(2.0), (y_min - pad)..(y_max + pad))
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc("loss")
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+            for (s, colour) in series.iter().zip(colours) {
+                chart
+                    .draw_series(LineSeries::new(
+                        s.points.iter().copied(),
+                        colour.stroke_width(2),
+                    ))
+                    .map_err(|e| anyhow!("{e}"))?
+                    .label(s.name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
+/// A grid of RGB images (`[3][H][W]` floats in [0, 1], all `size` px): one column per
+/// title, `rows[r][c]` the image in row r, column c; scaled up by `scale`.
+pub fn image_grid(
+    path: &Path,
+    titles: &[String],
+    rows: &[Vec<&[f32]>],
+    size: usize,
+    scale: usize,
+) -> anyhow::Result<()> {
+    let cell = size * scale;
+    let gap = 4;
+    let header = if have_font() { 28 } else { gap };
+    let cols = titles.len();
+    let (w, h) = (
+        cols * (cell + gap) + gap,
+        header + rows.len() * (cell + gap),
+    );
+    let mut buf = vec![255u8; w * h * 3];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, img) in row.iter().enumerate() {
+            let (x0, y0) = (gap + c * (cell + gap), header + r * (cell + gap));
+            for y in 0..cell {
+                for x in 0..cell {
+                    let (sy, sx) = (y / scale, x / scale);
+                    let o = ((y0 + y) * w + x0 + x) * 3;
+                    for k in 0..3 {
+                        buf[o + k] = (img[k * size * size + sy * size + sx].clamp(0.0, 1.0) * 255.0)
+                            .round() as u8;
+                    }
+                }
+            }
+        }
+    }
+    if have_font() {
+        let root = BitMapBackend::with_buffer(&mut buf, (w as u32, h as u32)).into_drawing_area();
+        for (c, t) in titles.iter().enumerate() {
+            let x = (gap + c * (cell + gap)) as i32;
+            root.draw(&Text::new(
+                t.as_str(),
+                (x, 6),
+                ("sans-serif", 16).into_font().color(&BLACK),
+            ))
+            .map_err(|e| anyhow!("{e}"))?;
+        }
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    image::save_buffer(
+        path,
+        &buf,
+        w as u32,
+        h as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .with_context(|| format!("writing {}", path.display()))
+}
