@@ -212,6 +212,10 @@ struct TrainArgs {
     /// Adam learning rate (both networks).
     #[arg(long, default_value_t = 2e-4)]
     lr: f64,
+    /// Learning rate of the end-to-end decoder's RF centres and sizes (in pixels: Adam
+    /// moves each by about this much per step).
+    #[arg(long, default_value_t = 0.01)]
+    rf_lr: f64,
     /// Adam beta1.
     #[arg(long, default_value_t = 0.5)]
     beta1: f64,
@@ -415,6 +419,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         epochs: args.epochs,
         batch: args.batch,
         lr: args.lr,
+        rf_lr: args.rf_lr,
         beta1: args.beta1,
         losses: LossWeights {
             pixel: args.pixel_weight,

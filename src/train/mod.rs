@@ -5,7 +5,8 @@
 //! with a history pool of generated pairs; then the generator learns
 //! `adversarial · BCE(D(x, ŷ), 1) + pixel · L1(ŷ, y)` (the perceptual VGG19 term of the
 //! paper needs pretrained weights that cannot be downloaded here; it is not in this
-//! version, and training says so). Adam (lr 2e-4, β1 0.5) for both.
+//! version, and training says so). Adam (lr 2e-4, β1 0.5) for both; the learned RF
+//! layer's centres and sizes, in pixels, get a learning rate of their own (`rf_lr`).
 //!
 //! Inputs are cut from each trial exactly as the daemon cuts them live
 //! ([`Dataset::features`]), z-scored with statistics of the training split that are
@@ -69,6 +70,9 @@ pub struct TrainOptions {
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
+    /// Learning rate of the learned RF layer's centres and sizes (pixels; Adam moves
+    /// each by about this much per step).
+    pub rf_lr: f64,
     pub beta1: f64,
     pub losses: LossWeights,
     pub pool_size: usize,
@@ -252,6 +256,7 @@ pub fn train<B: AutodiffBackend>(
         Discriminator::new(config.in_channels(), opts.disc_width, &mut init_rng, device);
     let adam = AdamConfig::new().with_beta_1(opts.beta1 as f32);
     let mut opt_g = adam.init::<B, DecoderModel<B>>();
+    let mut opt_rf = adam.init::<B, crate::decoder::GaussianRfLayer<B>>();
     let mut opt_d = adam.init::<B, Discriminator<B>>();
     let mut history: Vec<EpochLog> = Vec::new();
     let mut first_epoch = 0;
@@ -269,6 +274,9 @@ pub fn train<B: AutodiffBackend>(
         model = model.load_file(ckpt.join("generator"), &named, device)?;
         disc = disc.load_file(ckpt.join("discriminator"), &named, device)?;
         opt_g = opt_g.load_record(bin.load(ckpt.join("optim-generator"), device)?);
+        if model.gaussian.is_some() {
+            opt_rf = opt_rf.load_record(bin.load(ckpt.join("optim-rf"), device)?);
+        }
         opt_d = opt_d.load_record(bin.load(ckpt.join("optim-discriminator"), device)?);
         first_epoch = state.next_epoch;
         history = state.epochs;
@@ -333,8 +341,20 @@ pub fn train<B: AutodiffBackend>(
             sum_pix += mean_of(pix.clone());
             let loss_g =
                 adv.mul_scalar(opts.losses.adversarial) + pix.mul_scalar(opts.losses.pixel);
-            let grads = GradientsParams::from_grads(loss_g.backward(), &model);
-            model = opt_g.step(opts.lr, model, grads);
+            let mut grads = loss_g.backward();
+            match model.gaussian.take() {
+                // The RF layer has a learning rate of its own.
+                Some(layer) => {
+                    let g_rf = GradientsParams::from_module(&mut grads, &layer);
+                    let g_rest = GradientsParams::from_module(&mut grads, &model);
+                    model = opt_g.step(opts.lr, model, g_rest);
+                    model.gaussian = Some(opt_rf.step(opts.rf_lr, layer, g_rf));
+                }
+                None => {
+                    let g = GradientsParams::from_grads(grads, &model);
+                    model = opt_g.step(opts.lr, model, g);
+                }
+            }
             bar.inc(1);
         }
         let seconds = started.elapsed().as_secs_f64();
@@ -380,6 +400,9 @@ pub fn train<B: AutodiffBackend>(
             model.clone().save_file(ckpt.join("generator"), &named)?;
             disc.clone().save_file(ckpt.join("discriminator"), &named)?;
             bin.record(opt_g.to_record(), ckpt.join("optim-generator"))?;
+            if model.gaussian.is_some() {
+                bin.record(opt_rf.to_record(), ckpt.join("optim-rf"))?;
+            }
             bin.record(opt_d.to_record(), ckpt.join("optim-discriminator"))?;
             std::fs::write(
                 ckpt.join("state.json"),

@@ -47,6 +47,7 @@ fn options(
         epochs,
         batch: 4,
         lr: 2e-3,
+        rf_lr: 0.01,
         beta1: 0.5,
         losses: LossWeights::default(),
         pool_size: 8,
