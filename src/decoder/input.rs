@@ -10,7 +10,6 @@
 //! corner of the image. An RF centre at x ∈ [j, j + 1) marks pixel column j.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softplus;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -310,8 +309,13 @@ impl<B: Backend> GaussianRfLayer<B> {
     }
 
     /// RF size σ per electrode, pixels. `[electrodes]`
+    ///
+    /// Softplus written as `max(x, 0) + ln(1 + e^(−|x|))`: Burn's `softplus` overflows
+    /// `e^x` for x > 88 and its gradient becomes NaN, which a large IT RF (σ ≈ 100 px,
+    /// found in training) reaches.
     pub fn sigma(&self) -> Tensor<B, 1> {
-        softplus(self.sigma_raw.val(), 1.0)
+        let x = self.sigma_raw.val();
+        x.clone().clamp_min(0.0) + x.abs().neg().exp().add_scalar(1.0).log()
     }
 
     /// The separable factors per array slot: `(gy_t [arrays, H, max_per_array],
