@@ -5,13 +5,16 @@
 //! and markers from Lab Streaming Layer into a lock-free ring, [`window`] cuts the
 //! per-area latency windows into feature frames, [`decoder`] turns a frame into an
 //! image with a Burn U-Net, [`display`] shows or writes the images, and
-//! [`telemetry`] measures every stage with HDR histograms.
+//! [`telemetry`] measures every stage with HDR histograms. [`replay`] republishes a
+//! recorded XDF session as live LSL streams; [`xdf`] reads and writes sessions.
 
 pub mod config;
 pub mod daemon;
 pub mod decoder;
 pub mod display;
 pub mod ingest;
+pub mod record;
+pub mod replay;
 pub mod rf;
 pub mod telemetry;
 pub mod units;

@@ -13,6 +13,8 @@ mod it {
     mod hot_loop;
     /// Model loading refuses models that do not fit the rig.
     mod model;
+    /// Replaying XDF sessions as live LSL streams, and `run --record`.
+    mod replay;
     /// Window means and z-scores against a direct reference computation.
     mod window_math;
     /// XDF sessions: the reference files as pyxdf reads them, round trips, damaged files.
