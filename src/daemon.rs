@@ -3,6 +3,7 @@
 //! ```text
 //! LSL MUA ─► [ingest] ─ringbuf─► [window] ─bounded─► [decode] ─latest-wins─► [display: main thread]
 //! LSL markers ─► [markers] ─bounded─┘
+//!     (--record: ingest ─ringbuf─► [record] ◄─bounded─ markers; see crate::record)
 //! ```
 //! Frame buffers circulate between the window and decode threads through a fixed
 //! pool, so the window stage never allocates. Every drop, overrun, gap and deadline
@@ -25,7 +26,10 @@ use crate::display::{
     rgb_planes_to_image, side_by_side, HeadlessPresenter, Presenter, Shown, StimulusStore,
     WindowPresenter,
 };
-use crate::ingest::{self, MarkerEvent, MuaInlet, SampleConsumer, SampleRing, StreamDescription};
+use crate::ingest::{
+    self, MarkerEvent, MuaInlet, RawMarker, SampleConsumer, SampleRing, StreamDescription,
+};
+use crate::record::{Recorder, RecordingSummary};
 use crate::rf::RfTable;
 use crate::telemetry::{
     micros_between, Counters, FrameTimings, LatencyRecorder, Stage, StageSummary,
@@ -132,7 +136,11 @@ pub struct RunOptions {
     pub frames: Option<u64>,
     pub seconds: Option<f64>,
     pub hdr_log: Option<PathBuf>,
+    /// Folder of `<image_id>.png` shown beside reconstructions. When `None`, the marker
+    /// stream's header `<desc><stimuli><directory>` is used if it names a folder.
     pub stimuli_dir: Option<PathBuf>,
+    /// Record the consumed streams (MUA and markers) to this XDF file.
+    pub record: Option<PathBuf>,
     /// Seconds to wait for the streams at start-up.
     pub resolve_timeout: f64,
     /// Threads for the decoder's compute pool (0 = all cores but one).
@@ -154,6 +162,8 @@ pub struct RunSummary {
     pub marker_stream: Option<String>,
     pub elapsed_s: f64,
     pub table: String,
+    /// The `--record` file, if recording.
+    pub recording: Option<RecordingSummary>,
 }
 
 impl RunSummary {
@@ -318,7 +328,10 @@ enum Ready {
     Markers(StreamDescription),
 }
 
-fn spawn_named<F: FnOnce() + Send + 'static>(name: &str, f: F) -> anyhow::Result<JoinHandle<()>> {
+fn spawn_named<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
+    name: &str,
+    f: F,
+) -> anyhow::Result<JoinHandle<T>> {
     thread::Builder::new()
         .name(name.into())
         .spawn(f)
@@ -451,6 +464,13 @@ fn decode_thread<B: burn::tensor::backend::Backend>(
 /// Runs the daemon until `--frames`, `--seconds`, Ctrl-C or the window closes.
 pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     let rig = opts.rig.clone();
+    let mut record_file = match &opts.record {
+        Some(p) => Some(
+            Recorder::create(p)
+                .with_context(|| format!("starting the recording {}", p.display()))?,
+        ),
+        None => None,
+    };
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = bounded::<anyhow::Result<Ready>>(8);
@@ -542,6 +562,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     // Ingest.
     let ring_samples = (rig.sampling_rate_hz * 2.0).ceil() as usize; // 2 s of slack
     let (mut producer, consumer) = SampleRing::new(rig.channel_count, ring_samples);
+    // The recorder's ring: 5 s of slack for a slow disk.
+    let (mut record_producer, mut record_consumer) = match record_file {
+        Some(_) => {
+            let samples = (rig.sampling_rate_hz * 5.0).ceil() as usize;
+            let (p, c) = SampleRing::new(rig.channel_count, samples);
+            (Some(p), Some(c))
+        }
+        None => (None, None),
+    };
     let (wake_tx, wake_rx) = bounded::<Thread>(1);
     {
         let (rig, ready, counters, stop) = (
@@ -578,13 +607,28 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
                     t.unpark();
                 }
             };
-            ingest::run_mua(&mut inlet, &mut producer, &stop, &counters, 1.0, &wake);
+            ingest::run_mua(
+                &mut inlet,
+                &mut producer,
+                record_producer.as_mut(),
+                &stop,
+                &counters,
+                1.0,
+                &wake,
+            );
         })?);
     }
 
     // Markers.
     let markers_needed = opts.mode == Mode::Event;
     let (marker_tx, marker_rx) = bounded::<MarkerEvent>(256);
+    let (record_marker_tx, mut record_marker_rx) = match record_file {
+        Some(_) => {
+            let (tx, rx) = bounded::<RawMarker>(4096);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     {
         let (rig, ready, counters, stop) = (
             rig.clone(),
@@ -598,12 +642,21 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
             opts.resolve_timeout.min(2.0)
         };
         handles.push(spawn_named("markers", move || {
-            ingest::run_markers(&rig.markers, timeout, &stop, &counters, &marker_tx, |r| {
-                let _ = ready.send(
-                    r.map(Ready::Markers)
-                        .map_err(|e| anyhow!(e).context("connecting to the marker stream")),
-                );
-            });
+            ingest::run_markers(
+                &rig.markers,
+                timeout,
+                &stop,
+                &counters,
+                &marker_tx,
+                record_marker_tx.as_ref(),
+                |r| {
+                    let _ =
+                        ready
+                            .send(r.map(Ready::Markers).map_err(|e| {
+                                anyhow!(e).context("connecting to the marker stream")
+                            }));
+                },
+            );
         })?);
     }
 
@@ -667,6 +720,55 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         );
     }
 
+    // Stimulus images: --stimuli, else the folder the marker stream's header names
+    // (a replayed session publishes its image folder there).
+    let mut stimuli_dir = opts.stimuli_dir.clone();
+    if stimuli_dir.is_none() {
+        let from_header = marker_desc
+            .as_ref()
+            .and_then(|d| d.full_xml.as_deref())
+            .and_then(crate::replay::stimuli_directory)
+            .filter(|d| d.is_dir());
+        if let Some(dir) = from_header {
+            if opts.status {
+                eprintln!(
+                    "monkeysee: stimulus images from the marker stream's header: {}",
+                    dir.display()
+                );
+            }
+            stimuli_dir = Some(dir);
+        }
+    }
+
+    // Recorder.
+    let record_stop = Arc::new(AtomicBool::new(false));
+    let mut record_handle: Option<JoinHandle<RecordingSummary>> = None;
+    if let (Some(mut rec), Some(mut samples)) = (record_file.take(), record_consumer.take()) {
+        let headers = rec.add_mua(&mua_desc).and_then(|()| match &marker_desc {
+            Some(d) => rec.add_markers(d),
+            None => Ok(()),
+        });
+        if let Err(e) = headers {
+            shutdown(handles);
+            return Err(anyhow!(e).context(format!("recording to {}", rec.path().display())));
+        }
+        if opts.status {
+            eprintln!("monkeysee: recording to {}", rec.path().display());
+        }
+        let markers = record_marker_rx.take().filter(|_| marker_desc.is_some());
+        let (stop, counters) = (record_stop.clone(), counters.clone());
+        match spawn_named("record", move || {
+            rec.run(&mut samples, markers.as_ref(), &stop, &counters)
+        }) {
+            Ok(h) => record_handle = Some(h),
+            Err(e) => {
+                shutdown(handles);
+                return Err(e);
+            }
+        }
+    }
+    drop(record_marker_rx);
+
     // Window stage.
     {
         let counters = counters.clone();
@@ -694,11 +796,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     // Display on this thread.
     let started = Instant::now();
     let size = dec_config.image_size;
-    let mut stimuli = StimulusStore::new(opts.stimuli_dir.clone(), size);
+    let mut stimuli = StimulusStore::new(stimuli_dir.clone(), size);
     let mut presenter: Box<dyn Presenter> = match &opts.output {
         Output::Headless(dir) => Box::new(HeadlessPresenter::new(dir)?),
         Output::Window { fallback } => {
-            match WindowPresenter::open(size, opts.stimuli_dir.is_some(), rig.display.scale) {
+            match WindowPresenter::open(size, stimuli_dir.is_some(), rig.display.scale) {
                 Ok(w) => Box::new(w),
                 Err(e) => {
                     eprintln!(
@@ -784,6 +886,17 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         }
     }
     shutdown(handles);
+    // The producers have ended: the recorder's last drain gets everything they sent.
+    record_stop.store(true, Ordering::Release);
+    let recording = record_handle.and_then(|h| h.join().ok());
+    if let Some(r) = &recording {
+        if let Some(e) = &r.error {
+            eprintln!(
+                "monkeysee: the recording {} stopped early: {e}",
+                r.path.display()
+            );
+        }
+    }
     let _ = recorder.roll_interval();
     presenter.finish()?;
     result?;
@@ -800,6 +913,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         marker_stream: marker_desc.map(|d| d.to_string()),
         elapsed_s: started.elapsed().as_secs_f64(),
         table,
+        recording,
     })
 }
 

@@ -1,8 +1,9 @@
 //! Ingest: Lab Streaming Layer inlets for MUA and stimulus markers.
 //!
 //! Real-time contract: [`MuaInlet::connect`] and [`SampleRing::new`] allocate; after
-//! that, [`MuaInlet::pull`] and [`SampleProducer::push_chunk`] never allocate, lock
-//! or print. The MUA inlet is driven through the `lsl-sys` chunk functions into a
+//! that, [`MuaInlet::pull`], [`SampleProducer::push_chunk`] and [`hand_on`] (which
+//! also feeds the recorder's ring when recording) never allocate, lock or print. The
+//! MUA inlet is driven through the `lsl-sys` chunk functions into a
 //! flat reused buffer, because the `lsl` crate's safe `pull_chunk` allocates a
 //! `Vec` per sample. The marker inlet uses the safe crate: markers arrive a few
 //! times a second on their own thread, off the hot path.
@@ -66,6 +67,10 @@ pub struct StreamDescription {
     pub hostname: String,
     pub channels: usize,
     pub nominal_rate: f64,
+    /// The stream's full header XML (`lsl_get_fullinfo`, with `<desc>`: channel labels,
+    /// stimulus folder, …) once an inlet is open; `None` before, or if liblsl did not
+    /// deliver it in time.
+    pub full_xml: Option<String>,
 }
 
 impl std::fmt::Display for StreamDescription {
@@ -109,6 +114,7 @@ impl RawInfo {
                 hostname: cstr(lsl_sys::lsl_get_hostname(self.0)),
                 channels: lsl_sys::lsl_get_channel_count(self.0).max(0) as usize,
                 nominal_rate: lsl_sys::lsl_get_nominal_srate(self.0),
+                full_xml: None,
             }
         }
     }
@@ -242,7 +248,7 @@ impl MuaInlet {
         if handle.is_null() {
             return Err(IngestError::Lsl("create the MUA inlet"));
         }
-        let inlet = MuaInlet {
+        let mut inlet = MuaInlet {
             handle,
             description,
             channels: expected_channels,
@@ -263,6 +269,7 @@ impl MuaInlet {
             return Err(IngestError::Lsl("open the MUA stream"));
         }
         warm_up_clock_sync(inlet.handle, timeout);
+        inlet.description.full_xml = full_info_xml(inlet.handle, timeout.clamp(1.0, 5.0));
         Ok(inlet)
     }
 
@@ -339,6 +346,30 @@ fn warm_up_clock_sync(inlet: lsl_sys::lsl_inlet, timeout: f64) {
     unsafe { lsl_sys::lsl_time_correction(inlet, timeout.max(2.0), &mut ec) };
 }
 
+/// The full header XML of an open inlet's stream (with `<desc>`), or `None` if liblsl
+/// cannot deliver it within `timeout` seconds.
+fn full_info_xml(inlet: lsl_sys::lsl_inlet, timeout: f64) -> Option<String> {
+    let mut ec = 0i32;
+    // SAFETY: valid inlet handle and out-pointer; the returned handle is owned by us
+    // and destroyed by RawInfo's Drop.
+    let info = unsafe { lsl_sys::lsl_get_fullinfo(inlet, timeout, &mut ec) };
+    if ec != 0 || info.is_null() {
+        return None;
+    }
+    let info = RawInfo(info);
+    // SAFETY: valid info handle; lsl_get_xml returns a string we own and free with
+    // lsl_destroy_string after copying it.
+    unsafe {
+        let xml = lsl_sys::lsl_get_xml(info.0);
+        if xml.is_null() {
+            return None;
+        }
+        let text = CStr::from_ptr(xml).to_string_lossy().into_owned();
+        lsl_sys::lsl_destroy_string(xml);
+        Some(text)
+    }
+}
+
 /// liblsl's clock: seconds, the time base of corrected timestamps.
 pub fn local_clock() -> f64 {
     // SAFETY: no arguments, no state.
@@ -395,20 +426,66 @@ impl SampleProducer {
             if row.iter().any(|v| !v.is_finite()) {
                 Counters::inc(&counters.bad_samples);
             }
-            if self.values.vacant_len() < ch || self.meta.is_full() {
+            if !self.push_row(row, stamps[i], arrival, now_lsl) {
                 Counters::inc(&counters.overruns);
-                continue;
             }
-            // Values first, then the metadata that announces them to the consumer.
-            self.values.push_slice(row);
-            let _ = self.meta.try_push(SampleMeta {
-                lsl_time: stamps[i],
-                arrival,
-                transport_delay: now_lsl - stamps[i],
-            });
         }
         Counters::add(&counters.samples, n as u64);
         Counters::inc(&counters.chunks);
+    }
+
+    /// Pushes `n` samples like [`SampleProducer::push_chunk`] but counts nothing;
+    /// returns how many did not fit (dropped). Never allocates.
+    pub fn push_uncounted(
+        &mut self,
+        values: &[f32],
+        stamps: &[f64],
+        n: usize,
+        arrival: Instant,
+        now_lsl: f64,
+    ) -> usize {
+        let ch = self.channels;
+        (0..n)
+            .filter(|&i| !self.push_row(&values[i * ch..(i + 1) * ch], stamps[i], arrival, now_lsl))
+            .count()
+    }
+
+    /// One sample; false (and nothing pushed) when the ring has no room for it.
+    fn push_row(&mut self, row: &[f32], lsl_time: f64, arrival: Instant, now_lsl: f64) -> bool {
+        if self.values.vacant_len() < self.channels || self.meta.is_full() {
+            return false;
+        }
+        // Values first, then the metadata that announces them to the consumer.
+        self.values.push_slice(row);
+        let _ = self.meta.try_push(SampleMeta {
+            lsl_time,
+            arrival,
+            transport_delay: now_lsl - lsl_time,
+        });
+        true
+    }
+}
+
+/// Hands one pulled chunk on: to the window stage's ring (counted in `samples`,
+/// `overruns`, `bad_samples`) and, when recording, to the recorder's ring (its drops
+/// counted in `record_overruns`). Never allocates, locks or prints.
+#[allow(clippy::too_many_arguments)]
+pub fn hand_on(
+    values: &[f32],
+    stamps: &[f64],
+    n: usize,
+    arrival: Instant,
+    now_lsl: f64,
+    window: &mut SampleProducer,
+    record: Option<&mut SampleProducer>,
+    counters: &Counters,
+) {
+    window.push_chunk(values, stamps, n, arrival, now_lsl, counters);
+    if let Some(record) = record {
+        let dropped = record.push_uncounted(values, stamps, n, arrival, now_lsl);
+        if dropped > 0 {
+            Counters::add(&counters.record_overruns, dropped as u64);
+        }
     }
 }
 
@@ -431,6 +508,11 @@ impl SampleConsumer {
     pub fn is_empty(&self) -> bool {
         self.meta.is_empty()
     }
+
+    /// Values per sample.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
 }
 
 /// What the marker thread sends to the window thread.
@@ -438,6 +520,14 @@ impl SampleConsumer {
 pub enum MarkerEvent {
     Onset(Onset),
     Offset { lsl_time: f64 },
+}
+
+/// A marker as it arrived, for the recorder: every channel's text and the
+/// clock-corrected stamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawMarker {
+    pub values: Vec<String>,
+    pub lsl_time: f64,
 }
 
 /// Parses one marker string: `stim_on <image_id>` or `stim_off`.
@@ -463,20 +553,23 @@ pub fn parse_marker(text: &str, lsl_time: f64) -> Option<MarkerEvent> {
 
 /// Runs the marker inlet until `stop`: resolves the selector's stream, pulls
 /// string markers, parses them and hands them on. `on_live` is called once the
-/// stream is open, with its description.
+/// stream is open, with its description (full header included). When `record` is
+/// given, every marker, unknown ones too, is also forwarded there as it arrived
+/// (`try_send`: a full queue counts `record_marker_drops`).
 pub fn run_markers(
     selector: &StreamSelector,
     timeout: f64,
     stop: &AtomicBool,
     counters: &Counters,
     tx: &crossbeam_channel::Sender<MarkerEvent>,
+    record: Option<&crossbeam_channel::Sender<RawMarker>>,
     on_live: impl FnOnce(Result<StreamDescription, IngestError>),
 ) {
     let info = match resolve_unique(selector, timeout) {
         Ok(i) => i,
         Err(e) => return on_live(Err(e)),
     };
-    let desc = info.describe();
+    let mut desc = info.describe();
     // SAFETY: valid resolved info; 360 s buffer, sender's chunking, recover on.
     let handle = unsafe { lsl_sys::lsl_create_inlet(info.0, 360, 0, 1) };
     if handle.is_null() {
@@ -500,6 +593,7 @@ pub fn run_markers(
         return on_live(Err(IngestError::Lsl("open the marker stream")));
     }
     warm_up_clock_sync(inlet.0, timeout);
+    desc.full_xml = full_info_xml(inlet.0, timeout.clamp(1.0, 5.0));
     on_live(Ok(desc.clone()));
     let channels = desc.channels.max(1);
     let mut strings: Vec<*mut c_char> = vec![std::ptr::null_mut(); channels];
@@ -524,8 +618,16 @@ pub fn run_markers(
         if ts == 0.0 {
             continue;
         }
-        // SAFETY: after a successful pull, the first slot holds a liblsl string.
-        let text = unsafe { cstr(strings[0]) };
+        // SAFETY: after a successful pull, every slot holds a liblsl string.
+        let raw: Vec<String> = match record {
+            Some(_) => strings.iter().map(|&s| unsafe { cstr(s) }).collect(),
+            None => Vec::new(),
+        };
+        let text = match raw.first() {
+            Some(t) => t.clone(),
+            // SAFETY: as above.
+            None => unsafe { cstr(strings[0]) },
+        };
         for s in strings.iter_mut() {
             if !s.is_null() {
                 // SAFETY: allocated by liblsl for this pull; freed once, then nulled.
@@ -534,6 +636,15 @@ pub fn run_markers(
             }
         }
         Counters::inc(&counters.markers);
+        if let Some(rec) = record {
+            let marker = RawMarker {
+                values: raw,
+                lsl_time: ts,
+            };
+            if let Err(crossbeam_channel::TrySendError::Full(_)) = rec.try_send(marker) {
+                Counters::inc(&counters.record_marker_drops);
+            }
+        }
         match parse_marker(&text, ts) {
             Some(ev) => match tx.try_send(ev) {
                 Ok(()) => {}
@@ -548,11 +659,13 @@ pub fn run_markers(
     }
 }
 
-/// Runs the MUA ingest loop until `stop`: pull, stamp, push. Detects a stream that
-/// goes silent for `silence` seconds (counted as lost) and comes back (restored).
+/// Runs the MUA ingest loop until `stop`: pull, stamp, push (to the window stage,
+/// and to the recorder when `record` is given). Detects a stream that goes silent for
+/// `silence` seconds (counted as lost) and comes back (restored).
 pub fn run_mua(
     inlet: &mut MuaInlet,
     producer: &mut SampleProducer,
+    mut record: Option<&mut SampleProducer>,
     stop: &AtomicBool,
     counters: &Counters,
     silence: f64,
@@ -570,7 +683,16 @@ pub fn run_mua(
                     Counters::inc(&counters.stream_restored);
                 }
                 last_data = arrival;
-                producer.push_chunk(&inlet.values, &inlet.stamps, n, arrival, now_lsl, counters);
+                hand_on(
+                    &inlet.values,
+                    &inlet.stamps,
+                    n,
+                    arrival,
+                    now_lsl,
+                    producer,
+                    record.as_deref_mut(),
+                    counters,
+                );
                 wake();
             }
             Pull::Timeout | Pull::Lost => {

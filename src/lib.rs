@@ -5,7 +5,8 @@
 //! and markers from Lab Streaming Layer into a lock-free ring, [`window`] cuts the
 //! per-area latency windows into feature frames, [`decoder`] turns a frame into an
 //! image with a Burn U-Net, [`display`] shows or writes the images, and
-//! [`telemetry`] measures every stage with HDR histograms.
+//! [`telemetry`] measures every stage with HDR histograms. [`replay`] republishes a
+//! recorded XDF session as live LSL streams; [`xdf`] reads and writes sessions.
 
 pub mod config;
 pub mod daemon;
@@ -15,6 +16,8 @@ pub mod display;
 pub mod eval;
 pub mod ingest;
 pub mod plot;
+pub mod record;
+pub mod replay;
 pub mod rf;
 pub mod sim;
 pub mod telemetry;

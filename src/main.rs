@@ -12,6 +12,7 @@ use monkeysee::config::RigConfig;
 use monkeysee::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions};
 use monkeysee::decoder::DecoderKind;
 use monkeysee::eval::EvalOptions;
+use monkeysee::replay::{self, Repeat, ReplayError, ReplayOptions, Speed};
 use monkeysee::rf::RfTable;
 use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
 use monkeysee::train::{LossWeights, TrainOptions};
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the closed-loop daemon: LSL in, latency windows, decoder, display, latency measured.
     Run(Box<RunArgs>),
+    /// Republish a recorded XDF session as live LSL streams, paced in real time.
+    Replay(ReplayArgs),
     /// Simulate a recording session from a rig and images: XDF session, numpy dataset, RF truth.
     Simulate(SimulateArgs),
     /// Train a decoder (pix2pix U-Net + PatchGAN) on a dataset from `simulate` (or the same layout).
@@ -140,8 +143,13 @@ struct RunArgs {
     #[arg(long, value_name = "XPATH")]
     marker_query: Option<String>,
     /// Folder of stimulus images named <image_id>.png/.jpg, shown beside each reconstruction.
+    /// Without it, the folder named in the marker stream's header (desc/stimuli/directory,
+    /// as a replayed session publishes it) is used when it exists.
     #[arg(long, value_name = "DIR")]
     stimuli: Option<PathBuf>,
+    /// Record the consumed MUA and marker streams to this XDF file (clock-corrected stamps).
+    #[arg(long, value_name = "FILE.xdf")]
+    record: Option<PathBuf>,
     /// Seconds to wait for the LSL streams at start-up.
     #[arg(long, default_value_t = 10.0)]
     resolve_timeout: f64,
@@ -278,6 +286,53 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct ReplayArgs {
+    /// The session to replay.
+    #[arg(value_name = "FILE.xdf")]
+    file: PathBuf,
+    /// Times real time (e.g. 1, 0.5, 4), or `max` for as fast as possible.
+    #[arg(long, default_value = "1", value_parser = parse_speed)]
+    speed: Speed,
+    /// Play the file again and again (time stamps keep increasing) until Ctrl-C.
+    #[arg(long = "loop", conflicts_with = "loops")]
+    looped: bool,
+    /// Play the file this many times.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    loops: Option<u64>,
+    /// Publish only these streams (stream name or the file's stream id); repeatable.
+    #[arg(long = "stream", value_name = "NAME_OR_ID")]
+    streams: Vec<String>,
+    /// Before sending, wait until every outlet has a consumer.
+    #[arg(long)]
+    wait_for_consumer: bool,
+    /// Seconds --wait-for-consumer waits before giving up.
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 300.0,
+        requires = "wait_for_consumer"
+    )]
+    wait_timeout: f64,
+    /// Seconds between publishing the outlets and sending the first sample.
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    start_delay: f64,
+    /// Spin (instead of sleeping) this many microseconds before each send: finer pacing
+    /// for a core's worth of CPU (1000 gave p99 ≈ 50 µs instead of ≈ 0.5 ms at 1 kHz).
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    spin_us: u64,
+    /// Write the summary as JSON.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_speed(s: &str) -> Result<Speed, String> {
+    s.parse::<Speed>().map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
 struct RfTableArgs {
     /// Rig config whose arrays get RFs (its own RF table, if any, is not read).
     #[arg(long, value_name = "RIG.toml")]
@@ -333,6 +388,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         seconds: args.seconds,
         hdr_log: args.hdr_log,
         stimuli_dir: args.stimuli,
+        record: args.record,
         resolve_timeout: args.resolve_timeout,
         decode_threads: args.decode_threads,
         status: !args.quiet,
@@ -350,6 +406,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     println!("counts: {}", counts.join(", "));
+    if let Some(r) = &summary.recording {
+        println!(
+            "recorded {} samples and {} markers to {}",
+            r.samples,
+            r.markers,
+            r.path.display()
+        );
+    }
     if let Some(p) = args.summary_json {
         std::fs::write(&p, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("writing {}", p.display()))?;
@@ -527,6 +591,51 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    if !(args.start_delay.is_finite() && args.start_delay >= 0.0) {
+        bail!("--start-delay must be 0 or more seconds");
+    }
+    if !(args.wait_timeout.is_finite() && args.wait_timeout > 0.0) {
+        bail!("--wait-timeout must be a positive number of seconds");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let repeat = match (args.looped, args.loops) {
+        (true, _) => Repeat::Forever,
+        (false, Some(n)) => Repeat::Times(n),
+        (false, None) => Repeat::Once,
+    };
+    let result = replay::run(ReplayOptions {
+        path: args.file,
+        speed: args.speed,
+        repeat,
+        wait_for_consumer: args.wait_for_consumer.then_some(args.wait_timeout),
+        streams: args.streams,
+        start_delay: args.start_delay,
+        progress: !args.quiet,
+        spin: std::time::Duration::from_micros(args.spin_us),
+        stop,
+    });
+    let summary = match &result {
+        Ok(s) => Some(s),
+        Err(ReplayError::Damaged { sent, .. }) => Some(&**sent),
+        Err(_) => None,
+    };
+    if let Some(s) = summary {
+        eprintln!("{s}");
+        if let Some(p) = &args.summary_json {
+            std::fs::write(p, serde_json::to_string_pretty(s)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    result?;
+    Ok(())
+}
+
 fn rf_table(args: RfTableArgs) -> anyhow::Result<()> {
     let rig = RigConfig::load_without_rf_table(&args.rig)?;
     let table = RfTable::synthetic(&rig, args.seed);
@@ -543,6 +652,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run(*a),
+        Command::Replay(a) => replay(a),
         Command::Simulate(a) => simulate(a),
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),

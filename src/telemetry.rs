@@ -52,6 +52,14 @@ pub struct Counters {
     pub stream_restored: AtomicU64,
     /// liblsl reported the marker stream lost.
     pub marker_stream_lost: AtomicU64,
+    /// Samples written to the `--record` file.
+    pub recorded_samples: AtomicU64,
+    /// Markers written to the `--record` file.
+    pub recorded_markers: AtomicU64,
+    /// Samples not recorded because the ingest→recorder ring was full.
+    pub record_overruns: AtomicU64,
+    /// Markers not recorded because the marker→recorder queue was full.
+    pub record_marker_drops: AtomicU64,
 }
 
 impl Counters {
@@ -93,6 +101,10 @@ impl Counters {
             ("stream_lost", g(&self.stream_lost)),
             ("stream_restored", g(&self.stream_restored)),
             ("marker_stream_lost", g(&self.marker_stream_lost)),
+            ("recorded_samples", g(&self.recorded_samples)),
+            ("recorded_markers", g(&self.recorded_markers)),
+            ("record_overruns", g(&self.record_overruns)),
+            ("record_marker_drops", g(&self.record_marker_drops)),
         ]
     }
 }

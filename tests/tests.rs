@@ -15,6 +15,8 @@ mod it {
     mod hot_loop;
     /// Model loading refuses models that do not fit the rig.
     mod model;
+    /// Replaying XDF sessions as live LSL streams, and `run --record`.
+    mod replay;
     /// The synthetic cortex: session, dataset and truth agree; responses look cortical.
     mod simulate;
     /// Training: the loss falls, models round-trip, resume, RF-layer gradients, rig mismatch.

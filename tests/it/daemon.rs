@@ -12,7 +12,7 @@ use monkeysee::window::Mode;
 
 use super::common::{small_rig, FakeRig};
 
-fn options(
+pub(crate) fn options(
     rig: RigConfig,
     fake: &FakeRig,
     out: &Path,
@@ -36,6 +36,7 @@ fn options(
         seconds: Some(60.0),
         hdr_log: Some(out.join("latency.hlog")),
         stimuli_dir: None,
+        record: None,
         resolve_timeout: 15.0,
         decode_threads: 1,
         status: false,
@@ -45,7 +46,7 @@ fn options(
 
 /// Streams `seconds` of 1 kHz data in real time with onsets at `onsets` (seconds
 /// after the first sample). `edit(k, row)` may spoil sample k; `skip(k)` drops it.
-fn stream(
+pub(crate) fn stream(
     fake: &FakeRig,
     seconds: f64,
     onsets: &[f64],
@@ -110,15 +111,15 @@ fn run_session(
 }
 
 /// A running daemon on a fresh fake rig, with `edit` applied to its options.
-struct Running {
-    _dir: tempfile::TempDir,
-    fake: FakeRig,
+pub(crate) struct Running {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) fake: FakeRig,
     stop: Arc<AtomicBool>,
     daemon: thread::JoinHandle<anyhow::Result<RunSummary>>,
 }
 
 impl Running {
-    fn start(tag: &str, mode: Mode, edit: impl FnOnce(&mut RunOptions)) -> Running {
+    pub(crate) fn start(tag: &str, mode: Mode, edit: impl FnOnce(&mut RunOptions)) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let rig = small_rig(dir.path());
         let fake = FakeRig::new(tag, rig.channel_count);
@@ -135,7 +136,7 @@ impl Running {
     }
 
     /// Stops as Ctrl-C would and returns the summary.
-    fn stop(self) -> RunSummary {
+    pub(crate) fn stop(self) -> RunSummary {
         self.stop.store(true, Ordering::Relaxed);
         self.daemon.join().unwrap().unwrap()
     }

@@ -4,7 +4,7 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 use monkeysee::config::{RigConfig, WindowSetKind};
 use monkeysee::daemon::{WindowStage, FRAME_POOL};
-use monkeysee::ingest::{local_clock, MarkerEvent, MuaInlet, Pull, SampleRing};
+use monkeysee::ingest::{hand_on, local_clock, MarkerEvent, MuaInlet, Pull, SampleRing};
 use monkeysee::telemetry::Counters;
 use monkeysee::window::{AssemblerConfig, FeatureFrame, ImageId, Mode, Onset, WindowAssembler};
 
@@ -145,4 +145,80 @@ fn lsl_pull_loop_allocates_nothing_after_connect() {
     assert_eq!(got, 500, "every sample pushed by the outlet arrives");
     assert_eq!(out, sample);
     assert_eq!(allocs, 0, "the LSL pull loop allocated {allocs} times");
+}
+
+#[test]
+fn lsl_pull_loop_with_recording_allocates_nothing_after_connect() {
+    let rig = FakeRig::new("alloc-rec", 64);
+    let sel = monkeysee::config::StreamSelector {
+        query: Some(rig.mua_query()),
+        ..Default::default()
+    };
+    let mut inlet = MuaInlet::connect(&sel, 64, 1000.0, 10.0, 100).unwrap();
+    assert!(rig.mua.wait_for_consumers(5.0));
+    let counters = Counters::default();
+    let (mut window, mut window_out) = SampleRing::new(64, 4000);
+    let (mut record, mut record_out) = SampleRing::new(64, 4000);
+    let sample: Vec<f32> = (0..64).map(|c| c as f32 * 0.5).collect();
+    use lsl::Pushable;
+    for _ in 0..500 {
+        rig.mua.push_sample(&sample).unwrap();
+    }
+    let (mut got, mut recorded) = (0usize, 0usize);
+    let mut out = vec![0.0f32; 64];
+    let mut rec = vec![0.0f32; 64];
+    let ((), allocs) = allocations_in(|| {
+        let start = Instant::now();
+        while got < 500 && start.elapsed().as_secs() < 10 {
+            if let Pull::Samples(n) = inlet.pull(0.05) {
+                hand_on(
+                    inlet.values(),
+                    inlet.stamps(),
+                    n,
+                    Instant::now(),
+                    local_clock(),
+                    &mut window,
+                    Some(&mut record),
+                    &counters,
+                );
+                while window_out.pop(&mut out).is_some() {
+                    got += 1;
+                }
+                while record_out.pop(&mut rec).is_some() {
+                    recorded += 1;
+                }
+            }
+        }
+    });
+    assert_eq!(got, 500, "every sample pushed by the outlet arrives");
+    assert_eq!(recorded, 500, "and reaches the recorder's ring");
+    assert_eq!(rec, sample);
+    assert_eq!(Counters::get(&counters.samples), 500);
+    assert_eq!(Counters::get(&counters.record_overruns), 0);
+    assert_eq!(
+        allocs, 0,
+        "the LSL pull loop with recording allocated {allocs} times"
+    );
+}
+
+#[test]
+fn a_full_record_ring_counts_record_overruns_not_window_overruns() {
+    let counters = Counters::default();
+    let (mut window, _window_out) = SampleRing::new(4, 32);
+    let (mut record, _record_out) = SampleRing::new(4, 8);
+    let values = vec![1.0f32; 4 * 20];
+    let stamps: Vec<f64> = (0..20).map(|k| k as f64).collect();
+    hand_on(
+        &values,
+        &stamps,
+        20,
+        Instant::now(),
+        0.0,
+        &mut window,
+        Some(&mut record),
+        &counters,
+    );
+    assert_eq!(Counters::get(&counters.samples), 20);
+    assert_eq!(Counters::get(&counters.overruns), 0);
+    assert_eq!(Counters::get(&counters.record_overruns), 12);
 }
