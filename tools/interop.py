@@ -79,7 +79,7 @@ def main():
 
     print("pylsl", pylsl.__version__, "liblsl", pylsl.library_version())
     replay = subprocess.Popen(
-        [exe, "replay", str(out / "session.xdf"), "--speed", "4", "--wait-for-consumer", "30"],
+        [exe, "replay", str(out / "session.xdf"), "--speed", "4", "--wait-for-consumer", "--wait-timeout", "30"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -748,3 +748,88 @@ fn clock_offsets_and_a_clock_reset_are_applied_like_pyxdf() {
         (summary.duration_s - (eeg_file.time_stamps.last().unwrap() - file_origin)).abs() < 2e-3
     );
 }
+
+/// simulate → replay → daemon (random weights): one frame per simulated onset, in order,
+/// each beside the true stimulus the marker header points at.
+#[test]
+fn a_simulated_session_replays_into_one_frame_per_onset() {
+    use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = small_rig(dir.path());
+    let tag = unique("sim-replay");
+    rig.mua.source_id = Some(format!("{tag}-mua"));
+    rig.markers.source_id = Some(format!("{tag}-markers"));
+    let config = SimConfig::default();
+    let sim_opts = SimOptions {
+        images: ImageSource::parse("procedural:8", &config.leaves, 5).unwrap(),
+        rig: rig.clone(),
+        config,
+        out: dir.path().join("sim"),
+        seed: 5,
+        animal_seed: 1,
+        test_images: 0,
+        repeats: 1,
+        rf_jitter_deg: 0.0,
+        progress: false,
+    };
+    let s = sim::simulate(&sim_opts).unwrap();
+    let ids: Vec<String> = std::fs::read_to_string(sim_opts.out.join("dataset/image_ids.txt"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let (_, trial_image) = {
+        let f = npyz::NpyFile::new(
+            std::fs::File::open(sim_opts.out.join("dataset/trial_image.npy")).unwrap(),
+        )
+        .unwrap();
+        (f.shape().to_vec(), f.into_vec::<i32>().unwrap())
+    };
+    let shown: Vec<String> = trial_image
+        .iter()
+        .map(|&i| ids[i as usize].clone())
+        .collect();
+
+    let mut o = opts(&sim_opts.out.join("session.xdf"), Speed::Factor(2.0));
+    o.wait_for_consumer = Some(60.0);
+    o.start_delay = 0.3;
+    let handle = replay::spawn(o).unwrap();
+    let out = dir.path().join("out");
+    let stop = Arc::new(AtomicBool::new(false));
+    let fake = super::common::FakeRig::new("sim-unused", 1);
+    let mut run = options(rig, &fake, &out, Mode::Event, stop.clone());
+    run.rig.mua.query = Some(format!("source_id='{tag}-mua'"));
+    run.rig.markers.query = Some(format!("source_id='{tag}-markers'"));
+    run.frames = Some(s.trials as u64);
+    let daemon = thread::spawn(move || monkeysee::daemon::run(run));
+    let sent = handle.join().unwrap();
+    assert_eq!(
+        sent.total_samples() as f64,
+        s.simulated_s * 1000.0 + 2.0 * s.trials as f64
+    );
+    let summary = daemon.join().unwrap().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(
+        summary.frames_shown, s.trials as u64,
+        "{:?}",
+        summary.counters
+    );
+    assert_eq!(
+        summary.images, shown,
+        "frames in onset order, one per onset"
+    );
+    assert_eq!(
+        summary.counter("frames_skipped_gap") + summary.counter("frames_skipped_late"),
+        0
+    );
+    let frame = std::fs::read_dir(out.join("frames"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        image::open(frame.path()).unwrap().width(),
+        2 * 32 + 4,
+        "stimulus beside the reconstruction"
+    );
+}
