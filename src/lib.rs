@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataset;
 pub mod decoder;
+pub mod demo;
 pub mod display;
 pub mod eval;
 pub mod ingest;

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use monkeysee::config::RigConfig;
 use monkeysee::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions};
 use monkeysee::decoder::DecoderKind;
+use monkeysee::demo::DemoOptions;
 use monkeysee::eval::EvalOptions;
 use monkeysee::replay::{self, Repeat, ReplayError, ReplayOptions, Speed};
 use monkeysee::rf::RfTable;
@@ -28,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole loop with nothing to prepare: simulate a session, replay it over LSL, decode it live.
+    Demo(DemoArgs),
     /// Run the closed-loop daemon: LSL in, latency windows, decoder, display, latency measured.
     Run(Box<RunArgs>),
     /// Republish a recorded XDF session as live LSL streams, paced in real time.
@@ -330,6 +333,32 @@ struct ReplayArgs {
 
 fn parse_speed(s: &str) -> Result<Speed, String> {
     s.parse::<Speed>().map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+#[command(after_help = "Simulates a short session of the synthetic monkey, replays it over LSL on \
+loopback at real time and runs the daemon on it with the built-in demo model (models/demo-e2e): \
+reconstructions beside the true stimuli in a window, or, without a display or with --headless, \
+PNG frames and a contact sheet in --out. Prints the latency summary. Takes about half a minute.")]
+struct DemoArgs {
+    /// Write frames and a contact sheet to --out instead of opening a window.
+    #[arg(long)]
+    headless: bool,
+    /// Output folder for --headless (and the fallback without a display).
+    #[arg(long, value_name = "DIR", default_value = "monkeysee-demo")]
+    out: PathBuf,
+    /// Images in the simulated session (4 per trial; 200 ms on, 200 ms off).
+    #[arg(long, default_value_t = 16)]
+    images: usize,
+    /// Session seed: other seeds show other images.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// A model folder to use instead of the built-in demo model (trained on the synthetic rig).
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Threads for the decoder (0: all cores but one).
+    #[arg(long, default_value_t = 0)]
+    decode_threads: usize,
 }
 
 #[derive(Args)]
@@ -636,6 +665,43 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let output = if args.headless {
+        Output::Headless(args.out.clone())
+    } else {
+        Output::Window {
+            fallback: args.out.clone(),
+        }
+    };
+    let mut opts = DemoOptions::new(output);
+    opts.model = args.model;
+    opts.images = args.images;
+    opts.seed = args.seed;
+    opts.decode_threads = args.decode_threads;
+    {
+        let stop = opts.stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let summary = monkeysee::demo::run(opts)?;
+    println!(
+        "\n{} frames shown in {:.1} s",
+        summary.frames_shown, summary.elapsed_s
+    );
+    println!("{}", summary.table);
+    let counts: Vec<String> = summary
+        .counters
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!("counts: {}", counts.join(", "));
+    if args.headless || std::env::var_os("DISPLAY").is_none() {
+        println!("frames and contact sheet in {}", args.out.display());
+    }
+    Ok(())
+}
+
 fn rf_table(args: RfTableArgs) -> anyhow::Result<()> {
     let rig = RigConfig::load_without_rf_table(&args.rig)?;
     let table = RfTable::synthetic(&rig, args.seed);
@@ -651,6 +717,7 @@ fn rf_table(args: RfTableArgs) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => demo(a),
         Command::Run(a) => run(*a),
         Command::Replay(a) => replay(a),
         Command::Simulate(a) => simulate(a),
