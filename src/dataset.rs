@@ -272,9 +272,40 @@ impl Dataset {
                 self.meta.image_size, rig.image_size
             )));
         }
+        // Every window the rig's decoders read must lie inside the dataset's trials.
+        let ms = rig.sampling_rate_hz / 1000.0;
+        let (onset, len) = (self.meta.onset_sample as f64, self.trial_len() as f64);
+        for set in [WindowSetKind::Tw15, WindowSetKind::Tw3] {
+            for area in crate::units::Area::ALL {
+                let mut windows = rig.windows.windows_for(set, area);
+                windows.push(rig.windows.baseline);
+                for w in windows {
+                    let (lo, hi) = (
+                        onset + (w.start.0 * ms).round(),
+                        onset + (w.end().0 * ms).round(),
+                    );
+                    if lo < 0.0 || hi > len {
+                        return Err(mismatch(format!(
+                            "the rig's window {w} ms ({area}) reaches outside the dataset's trials, which hold {} samples with the onset at sample {}",
+                            self.trial_len(),
+                            self.meta.onset_sample
+                        )));
+                    }
+                }
+            }
+        }
         for a in &rig.arrays {
             for c in a.channels.clone() {
                 let row = &self.channels[c];
+                if row.live == a.dead {
+                    return Err(mismatch(format!(
+                        "channel {} (array {}) is {} in the dataset but {} in the rig",
+                        c + 1,
+                        a.id,
+                        if row.live { "live" } else { "dead" },
+                        if a.dead { "dead" } else { "live" }
+                    )));
+                }
                 if row.area != a.area.name() || row.array != Some(a.id) {
                     return Err(mismatch(format!(
                         "channel {} is {} array {:?} in the dataset but {} array {} in the rig",

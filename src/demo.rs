@@ -93,7 +93,11 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
         );
     }
     let summary = sim::simulate(&SimOptions {
-        images: ImageSource::parse(&format!("procedural:{}", opts.images.max(1)), &config.leaves, opts.seed)?,
+        images: ImageSource::parse(
+            &format!("procedural:{}", opts.images.max(1)),
+            &config.leaves,
+            opts.seed,
+        )?,
         rig: rig.clone(),
         config,
         out: session.clone(),

@@ -4,11 +4,14 @@
 //! paper's test protocol; the features are linear in the responses, so this is the
 //! decoding of the averaged response), and, separately, every single trial (the online
 //! case). Metrics per model: pixel correlation (Pearson r over the RGB pixels of
-//! reconstruction and original, averaged over images), SSIM (`image-compare`'s
-//! MSSIM on RGB), and the same two for shuffled pairings (each reconstruction against
+//! reconstruction and original, averaged over images), SSIM (mean over the R, G, B
+//! planes of `image-compare`'s MSSIM), and the same two for shuffled pairings (each reconstruction against
 //! the other test images) as chance level. For a model with learned Gaussian RFs, the
 //! learned centres are compared with the simulator's ground truth (`rf-truth.csv`
 //! beside the dataset): Pearson r of x and of y per area.
+//!
+//! Not yet here (DESIGN §2): AlexNet feature correlations (they need the user's
+//! torchvision AlexNet file), spatial/temporal occlusion and colourfulness.
 //!
 //! Output: `metrics.json` (per model: `pixel_r`, `pixel_r_chance`, `ssim`,
 //! `ssim_chance`, `n_images`, …) and `grid.png` (Figure-1 style: the stimulus, then
@@ -89,6 +92,7 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
+#[allow(dead_code)]
 fn rgb8(chw: &[f32], size: usize) -> image::RgbImage {
     let mut img = image::RgbImage::new(size as u32, size as u32);
     for (i, px) in img.pixels_mut().enumerate() {
@@ -99,14 +103,27 @@ fn rgb8(chw: &[f32], size: usize) -> image::RgbImage {
     img
 }
 
+/// Mean SSIM of the R, G and B planes (`image-compare`'s MSSIM on 8-bit planes; its
+/// own RGB variant reports the worst channel, not the mean).
 fn ssim(a: &[f32], b: &[f32], size: usize) -> f64 {
-    image_compare::rgb_similarity_structure(
-        &image_compare::Algorithm::MSSIMSimple,
-        &rgb8(a, size),
-        &rgb8(b, size),
-    )
-    .map(|s| s.score)
-    .unwrap_or(f64::NAN)
+    let plane = |img: &[f32], c: usize| {
+        let px = img[c * size * size..(c + 1) * size * size]
+            .iter()
+            .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect();
+        image::GrayImage::from_raw(size as u32, size as u32, px).expect("size × size plane")
+    };
+    (0..3)
+        .map(|c| {
+            image_compare::gray_similarity_structure(
+                &image_compare::Algorithm::MSSIMSimple,
+                &plane(a, c),
+                &plane(b, c),
+            )
+            .map_or(f64::NAN, |s| s.score)
+        })
+        .sum::<f64>()
+        / 3.0
 }
 
 /// Mean of `f(i, j)` over pairings of each i with up to 20 other images (cyclic shifts).

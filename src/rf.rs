@@ -156,6 +156,7 @@ impl RfTable {
                 });
             }
         }
+        entries.sort_by_key(|e| e.channel);
         RfTable { entries }
     }
 

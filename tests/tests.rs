@@ -5,12 +5,12 @@ mod it {
     pub mod common;
     /// Rig configs: the shipped ones load, bad ones give located errors.
     mod config;
-    /// `monkeysee demo --headless`: simulate, replay, decode with the shipped model.
-    mod demo;
     /// The daemon end to end over real liblsl on loopback.
     mod daemon;
     /// Datasets: train/serve feature parity, rig mismatches, damaged files.
     mod dataset;
+    /// `monkeysee demo --headless`: simulate, replay, decode with the shipped model.
+    mod demo;
     /// Headless frames, contact sheet, and a real window under Xvfb.
     mod display;
     /// The ingest and window loops allocate nothing after start-up.

@@ -78,9 +78,11 @@ def main():
           "trial 3 is the session's samples −100…+199 ms around its onset")
 
     print("pylsl", pylsl.__version__, "liblsl", pylsl.library_version())
+    replay_log = open(work / "interop-replay.log", "w")
     replay = subprocess.Popen(
-        [exe, "replay", str(out / "session.xdf"), "--speed", "4", "--wait-for-consumer", "--wait-timeout", "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [exe, "replay", str(out / "session.xdf"), "--speed", "4", "--wait-for-consumer",
+         "--wait-timeout", "30", "--quiet"],
+        stdout=replay_log, stderr=subprocess.STDOUT, text=True,
     )
     try:
         found = pylsl.resolve_byprop("name", mua["info"]["name"][0], timeout=20)
@@ -108,7 +110,9 @@ def main():
         mstamps.extend(mt)
     finally:
         replay.wait(timeout=60)
-    print(replay.stdout.read().strip().splitlines()[-1] if replay.stdout else "")
+        replay_log.close()
+    lines = (work / "interop-replay.log").read_text().strip().splitlines()
+    print("  replay:", lines[-1] if lines else "(no output)")
     check(replay.returncode == 0, "replay exited cleanly")
     check(len(stamps) == len(ts), f"pylsl received {len(stamps)} of {len(ts)} samples")
     data = np.concatenate(got)

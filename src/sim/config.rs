@@ -100,7 +100,7 @@ pub struct AreaModel {
     pub trial_gain_sd: f64,
     /// The part of it shared by all of an area's electrodes in a trial.
     pub shared_gain_sd: f64,
-    /// Weights of the drive's components (each standardised over the image set).
+    /// Weights of the drive's components (each standardised over the animal's reference images).
     pub features: Features,
 }
 

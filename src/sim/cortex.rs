@@ -6,8 +6,9 @@
 //! - IT: signed luminance and a random projection of the coarse (6 × 6) colour layout
 //!   seen through its large RF.
 //!
-//! Each component is standardised per electrode over the session's image set and the
-//! weighted sum goes through a softplus to an amplitude. The MUA of a channel is
+//! Each component is standardised per electrode by its statistics over a fixed
+//! reference set of the animal's own dead-leaves images, and the weighted sum goes
+//! through a softplus to an amplitude. The MUA of a channel is
 //! `spontaneous + Σ gain_trial · amplitude · h(t − onset − latency) + noise`, with `h` a
 //! transient (alpha function) plus a sustained part that decays after the image goes
 //! off, sampled at 1 kHz.

@@ -96,7 +96,8 @@ pub struct EpochLog {
     pub d: f64,
     pub g_adversarial: f64,
     pub g_pixel_l1: f64,
-    /// Pixel L1 of the test split (running BatchNorm statistics), if there is one.
+    /// Pixel L1 of the first 64 test-split trials (single trials, running BatchNorm
+    /// statistics), if there is a test split.
     pub test_pixel_l1: Option<f64>,
     pub seconds: f64,
     pub samples_per_s: f64,
@@ -334,7 +335,9 @@ pub fn train<B: AutodiffBackend>(
             disc = opt_d.step(opts.lr, disc, grads);
 
             // Generator.
-            let d_g = disc.forward(Tensor::cat(vec![x, fake.clone()], 1));
+            // The condition is detached: the adversarial term trains the generator's
+            // output, not a learned input layer reshaping D's condition.
+            let d_g = disc.forward(Tensor::cat(vec![x.detach(), fake.clone()], 1));
             let adv = bce.forward(d_g, ones);
             let pix = (fake - y).abs().mean();
             sum_adv += mean_of(adv.clone());

@@ -22,5 +22,9 @@ fn demo_runs_headless_end_to_end() {
     let frames: Vec<_> = std::fs::read_dir(out.join("frames")).unwrap().collect();
     assert_eq!(frames.len(), 4);
     let frame = image::open(frames[0].as_ref().unwrap().path()).unwrap();
-    assert_eq!(frame.width(), 2 * 96 + 4, "reconstruction beside the true stimulus");
+    assert_eq!(
+        frame.width(),
+        2 * 96 + 4,
+        "reconstruction beside the true stimulus"
+    );
 }
