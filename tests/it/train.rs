@@ -159,6 +159,29 @@ fn resume_continues_from_the_checkpoint() {
             b.g_pixel_l1
         );
     }
+    // The RF layer (its own optimiser and state) resumed too: the learned centres match.
+    let device = Default::default();
+    let mu = |dir: &std::path::Path| -> Vec<f32> {
+        let d = Decoder::<CpuBackend>::load(dir, &device).unwrap();
+        let layer = d.model().gaussian.as_ref().unwrap();
+        layer.mu_x.val().into_data().to_vec().unwrap()
+    };
+    let (a, b) = (mu(&out), mu(&dir.path().join("straight")));
+    let start = Decoder::<CpuBackend>::load(&out, &device).unwrap();
+    let initial = monkeysee::decoder::input::initial_rfs(start.config());
+    assert!(
+        a.iter().zip(&initial).any(|(m, i)| (m - i[0]).abs() > 1e-3),
+        "the RF centres moved"
+    );
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst < 1e-4,
+        "learned RF centres differ by up to {worst} px between resumed and straight runs"
+    );
 }
 
 /// Training on a dataset recorded with other channels fails, saying which.
