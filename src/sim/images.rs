@@ -281,8 +281,8 @@ mod tests {
                     rows[y * n + kx] = (re, im);
                 }
             }
-            let mut power = vec![0.0f64; 17];
-            let mut count = vec![0usize; 17];
+            let mut power = [0.0f64; 17];
+            let mut count = [0usize; 17];
             for ky in 0..n {
                 for kx in 0..n {
                     let (mut re, mut im) = (0.0, 0.0);
