@@ -340,7 +340,7 @@ fn parse_speed(s: &str) -> Result<Speed, String> {
     after_help = "Simulates a short session of the synthetic monkey, replays it over LSL on \
 loopback at real time and runs the daemon on it with the built-in demo model (models/demo-e2e): \
 reconstructions beside the true stimuli in a window, or, without a display or with --headless, \
-PNG frames and a contact sheet in --out. Prints the latency summary. Takes about half a minute."
+PNG frames and a contact sheet in --out. Prints the latency summary. Takes about 11 s."
 )]
 struct DemoArgs {
     /// Write frames and a contact sheet to --out instead of opening a window.
