@@ -16,7 +16,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 
-use crate::decoder::unet::{init_conv, init_norm, LEAKY_SLOPE};
+use crate::decoder::unet::{batch_norm, init_conv, init_norm, LEAKY_SLOPE};
 
 #[derive(Module, Debug)]
 pub struct Discriminator<B: Backend> {
@@ -62,7 +62,7 @@ impl<B: Backend> Discriminator<B> {
         for (i, conv) in self.convs.iter().enumerate() {
             h = conv.forward(h);
             if i > 0 {
-                h = self.norms[i - 1].forward(h);
+                h = batch_norm(&self.norms[i - 1], h);
             }
             h = leaky_relu(h, LEAKY_SLOPE);
         }

@@ -260,3 +260,79 @@ fn gaussian_rf_gradients_move_mu_toward_the_truth() {
         );
     }
 }
+
+/// The training BatchNorm without broadcasting ops computes what Burn's BatchNorm does:
+/// output, input gradient and running statistics.
+#[test]
+fn fast_batch_norm_matches_burns() {
+    use burn::nn::BatchNormConfig;
+    use monkeysee::decoder::unet::batch_norm;
+    type B = CpuTrainBackend;
+    let device = Default::default();
+    // Two separate layers (a clone would share its running state).
+    let layer = || {
+        let mut bn = BatchNormConfig::new(5).init::<B>(&device);
+        bn.gamma = burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![0.5f32, 1.0, 1.5, 2.0, -1.0], [5]),
+            &device,
+        ));
+        bn.beta = burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![0.1f32, -0.2, 0.0, 0.3, 1.0], [5]),
+            &device,
+        ));
+        bn
+    };
+    let values: Vec<f32> = (0..3 * 5 * 4 * 6)
+        .map(|i| ((i * 7919) % 101) as f32 / 25.0 - 2.0)
+        .collect();
+    let x = || {
+        Tensor::<B, 4>::from_data(TensorData::new(values.clone(), [3, 5, 4, 6]), &device)
+            .require_grad()
+    };
+    let (xa, xb) = (x(), x());
+    let (ours, burns) = (layer(), layer());
+    let a = batch_norm(&ours, xa.clone());
+    let b = burns.forward(xb.clone());
+    let weights = Tensor::<B, 4>::from_data(
+        TensorData::new(
+            (0..360).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<f32>>(),
+            [3, 5, 4, 6],
+        ),
+        &device,
+    );
+    let ga = (a.clone() * weights.clone()).sum().backward();
+    let gb = (b.clone() * weights).sum().backward();
+    let close = |p: Vec<f32>, q: Vec<f32>, what: &str| {
+        let worst = p
+            .iter()
+            .zip(&q)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{what}: max difference {worst}");
+    };
+    close(
+        a.into_data().to_vec().unwrap(),
+        b.into_data().to_vec().unwrap(),
+        "output",
+    );
+    close(
+        xa.grad(&ga).unwrap().into_data().to_vec().unwrap(),
+        xb.grad(&gb).unwrap().into_data().to_vec().unwrap(),
+        "input gradient",
+    );
+    close(
+        ours.gamma.grad(&ga).unwrap().into_data().to_vec().unwrap(),
+        burns.gamma.grad(&gb).unwrap().into_data().to_vec().unwrap(),
+        "gamma gradient",
+    );
+    close(
+        ours.running_mean.value().into_data().to_vec().unwrap(),
+        burns.running_mean.value().into_data().to_vec().unwrap(),
+        "running mean",
+    );
+    close(
+        ours.running_var.value().into_data().to_vec().unwrap(),
+        burns.running_var.value().into_data().to_vec().unwrap(),
+        "running var",
+    );
+}
