@@ -92,17 +92,6 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-#[allow(dead_code)]
-fn rgb8(chw: &[f32], size: usize) -> image::RgbImage {
-    let mut img = image::RgbImage::new(size as u32, size as u32);
-    for (i, px) in img.pixels_mut().enumerate() {
-        for c in 0..3 {
-            px.0[c] = (chw[c * size * size + i].clamp(0.0, 1.0) * 255.0).round() as u8;
-        }
-    }
-    img
-}
-
 /// Mean SSIM of the R, G and B planes (`image-compare`'s MSSIM on 8-bit planes; its
 /// own RGB variant reports the worst channel, not the mean).
 fn ssim(a: &[f32], b: &[f32], size: usize) -> f64 {
