@@ -16,7 +16,7 @@ use crate::window::NormStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -37,6 +37,9 @@ pub struct DatasetMeta {
     pub format: String,
     pub version: u32,
     pub rig: String,
+    /// The rig config file the dataset was recorded with, if known.
+    #[serde(default)]
+    pub rig_config: Option<PathBuf>,
     pub channels: usize,
     pub sampling_rate_hz: f64,
     pub image_size: usize,

@@ -33,7 +33,8 @@ use crate::units::Area;
 pub struct EvalOptions {
     pub models: Vec<PathBuf>,
     pub data: PathBuf,
-    pub rig: RigConfig,
+    /// The rig; default: the one the dataset's `dataset.json` names (`rig_config`).
+    pub rig: Option<RigConfig>,
     pub out: PathBuf,
     /// Test images shown in the grid.
     pub grid_images: usize,
@@ -131,8 +132,19 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<Vec<ModelMetrics>> {
     if opts.models.is_empty() {
         bail!("give at least one --model DIR");
     }
-    let rig = &opts.rig;
     let ds = Dataset::open(&opts.data)?;
+    let rig = &match &opts.rig {
+        Some(rig) => rig.clone(),
+        None => {
+            let path = ds.meta.rig_config.as_ref().with_context(|| {
+                format!(
+                    "{}/dataset.json names no rig_config; give the rig",
+                    ds.dir.display()
+                )
+            })?;
+            RigConfig::load(path)?
+        }
+    };
     ds.check_rig(rig)?;
     let size = ds.meta.image_size;
     // Test images and their trials, in image order.

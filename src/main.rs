@@ -404,11 +404,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         (true, None) => bail!("--headless needs --out DIR"),
     };
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("installing the Ctrl-C handler")?;
-    }
+    stop_on_ctrl_c(&stop)?;
     let summary = daemon::run(RunOptions {
         rig,
         model,
@@ -425,18 +421,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         status: !args.quiet,
         stop,
     })?;
-    println!(
-        "\n{} frames shown in {:.1} s",
-        summary.frames_shown, summary.elapsed_s
-    );
-    println!("{}", summary.table);
-    let counts: Vec<String> = summary
-        .counters
-        .iter()
-        .filter(|(_, v)| *v > 0)
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    println!("counts: {}", counts.join(", "));
+    print_summary(&summary);
     if let Some(r) = &summary.recording {
         println!(
             "recorded {} samples and {} markers to {}",
@@ -565,27 +550,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
-    let rig_path = match args.rig {
-        Some(p) => p,
-        None => {
-            let meta = args.data.join("dataset.json");
-            let meta = if meta.exists() {
-                meta
-            } else {
-                args.data.join("dataset/dataset.json")
-            };
-            let v: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(&meta)
-                    .with_context(|| format!("reading {}", meta.display()))?,
-            )?;
-            PathBuf::from(
-                v["rig_config"]
-                    .as_str()
-                    .context("dataset.json names no rig_config; give --rig")?,
-            )
-        }
-    };
-    let rig = RigConfig::load(&rig_path)?;
+    let rig = args.rig.as_deref().map(RigConfig::load).transpose()?;
     let metrics = monkeysee::eval::eval(&EvalOptions {
         models: args.models,
         data: args.data,
@@ -630,11 +595,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         bail!("--wait-timeout must be a positive number of seconds");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("installing the Ctrl-C handler")?;
-    }
+    stop_on_ctrl_c(&stop)?;
     let repeat = match (args.looped, args.loops) {
         (true, _) => Repeat::Forever,
         (false, Some(n)) => Repeat::Times(n),
@@ -680,24 +641,9 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     opts.images = args.images;
     opts.seed = args.seed;
     opts.decode_threads = args.decode_threads;
-    {
-        let stop = opts.stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
-            .context("installing the Ctrl-C handler")?;
-    }
+    stop_on_ctrl_c(&opts.stop)?;
     let summary = monkeysee::demo::run(opts)?;
-    println!(
-        "\n{} frames shown in {:.1} s",
-        summary.frames_shown, summary.elapsed_s
-    );
-    println!("{}", summary.table);
-    let counts: Vec<String> = summary
-        .counters
-        .iter()
-        .filter(|(_, v)| *v > 0)
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    println!("counts: {}", counts.join(", "));
+    print_summary(&summary);
     if args.headless || std::env::var_os("DISPLAY").is_none() {
         println!("frames and contact sheet in {}", args.out.display());
     }
@@ -714,6 +660,29 @@ fn rf_table(args: RfTableArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Sets `stop` on Ctrl-C, so a run ends cleanly with its summary.
+fn stop_on_ctrl_c(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    let stop = stop.clone();
+    ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")
+}
+
+/// The daemon's end-of-run report: frames, the latency table, the non-zero counters.
+fn print_summary(summary: &daemon::RunSummary) {
+    println!(
+        "\n{} frames shown in {:.1} s",
+        summary.frames_shown, summary.elapsed_s
+    );
+    println!("{}", summary.table);
+    let counts: Vec<String> = summary
+        .counters
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!("counts: {}", counts.join(", "));
 }
 
 fn main() -> ExitCode {

@@ -38,7 +38,6 @@ use crate::config::RigConfig;
 use crate::daemon::{decoder_config, window_set};
 use crate::dataset::Dataset;
 use crate::decoder::{Decoder, DecoderConfig, DecoderKind, DecoderModel, FixedRfMaps};
-use crate::window::NormStats;
 
 /// Loss weights (MonkeySee: pixel 0.5, adversarial 0.01, VGG 1.0).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -488,12 +487,4 @@ pub fn train<B: AutodiffBackend>(
 fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)?)
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// The z-score statistics saved with a model.
-pub fn load_stats(model_dir: &Path) -> anyhow::Result<NormStats> {
-    let p = model_dir.join("normalization.json");
-    Ok(serde_json::from_str(
-        &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-    )?)
 }

@@ -96,7 +96,9 @@ fn training_lowers_the_loss_and_the_model_round_trips() {
         let decoder = Decoder::<CpuBackend>::load(&out, &device).unwrap();
         assert_eq!(decoder.config().kind, kind);
         let ds = Dataset::open(&opts.data).unwrap();
-        let stats = train::load_stats(&out).unwrap();
+        let stats = monkeysee::daemon::load_norm_stats(&out, sim.rig.electrodes.len())
+            .unwrap()
+            .unwrap();
         let set = monkeysee::daemon::window_set(kind);
         let mut f = Vec::new();
         let mut img = vec![0.0f32; decoder.config().image_len()];
@@ -351,7 +353,7 @@ fn eval_writes_metrics_and_a_grid() {
     let metrics = monkeysee::eval::eval(&monkeysee::eval::EvalOptions {
         models: vec![model.clone()],
         data: sim.out.join("dataset"),
-        rig: sim.rig.clone(),
+        rig: Some(sim.rig.clone()),
         out: out.clone(),
         grid_images: 4,
         rf_truth: None,
