@@ -236,6 +236,17 @@ struct TrainArgs {
     /// Weight of the adversarial loss.
     #[arg(long, default_value_t = 0.01)]
     adversarial_weight: f64,
+    /// torchvision's pretrained VGG19 weights (vgg19-dcbb9e9d.pth, as
+    /// torchvision.models.vgg19(weights="IMAGENET1K_V1") downloads it) for the paper's
+    /// perceptual loss. Without it training uses pixel L1 + adversarial only.
+    #[arg(long, value_name = "FILE.pth")]
+    vgg_weights: Option<PathBuf>,
+    /// Weight of the VGG19 feature loss.
+    #[arg(long, default_value_t = 1.0)]
+    vgg_weight: f64,
+    /// Side images are resized to for VGG19 (224 in the paper; smaller is much faster on a CPU).
+    #[arg(long, default_value_t = 224, value_name = "PX")]
+    vgg_size: usize,
     /// Size of the discriminator's history pool of generated images.
     #[arg(long, default_value_t = 50)]
     pool: usize,
@@ -504,7 +515,10 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         losses: LossWeights {
             pixel: args.pixel_weight,
             adversarial: args.adversarial_weight,
+            vgg: args.vgg_weight,
         },
+        vgg_weights: args.vgg_weights.clone(),
+        vgg_size: args.vgg_size,
         pool_size: args.pool,
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
@@ -512,9 +526,18 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         max_trials: args.max_trials,
         progress: !args.quiet,
     };
-    eprintln!(
-        "monkeysee train: no perceptual (VGG19) loss in this version: pixel L1 + adversarial only"
-    );
+    match &opts.vgg_weights {
+        Some(p) => eprintln!(
+            "monkeysee train: perceptual loss: VGG19 from {} at {} px, weight {}",
+            p.display(),
+            opts.vgg_size,
+            opts.losses.vgg
+        ),
+        None => eprintln!(
+            "monkeysee train: no --vgg-weights: training WITHOUT the paper's perceptual VGG19 loss \
+(pixel L1 + adversarial only). Pass torchvision's vgg19-dcbb9e9d.pth to add it."
+        ),
+    }
     let summary = match args.device {
         ComputeDevice::Cpu => monkeysee::train::train::<monkeysee::decoder::CpuTrainBackend>(
             &opts,
@@ -534,7 +557,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     };
     let last = summary.epochs.last().context("no epoch ran")?;
     println!(
-        "trained {} ({} parameters) on {} trials: epoch {} D {:.3}, G adversarial {:.3}, pixel L1 {:.4}{}, {:.1} samples/s",
+        "trained {} ({} parameters) on {} trials: epoch {} D {:.3}, G adversarial {:.3}, pixel L1 {:.4}{}{}, {:.1} samples/s",
         opts.kind,
         summary.parameters,
         summary.train_trials,
@@ -542,6 +565,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         last.d,
         last.g_adversarial,
         last.g_pixel_l1,
+        last.g_vgg.map_or(String::new(), |v| format!(", VGG L1 {v:.4}")),
         last.test_pixel_l1.map_or(String::new(), |t| format!(", test L1 {t:.4}")),
         last.samples_per_s
     );

@@ -42,22 +42,25 @@ pub struct Series<'a> {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Loss curves in two panels (left: the adversarial pair, right: pixel losses), x = epoch.
-/// Returns false (and draws nothing) when no font is available.
-pub fn loss_curves(path: &Path, left: &[Series<'_>], right: &[Series<'_>]) -> anyhow::Result<bool> {
+/// One panel of a loss plot: its title and lines.
+pub struct Panel<'a> {
+    pub title: &'a str,
+    pub series: Vec<Series<'a>>,
+}
+
+/// Loss curves side by side, one panel each, x = epoch. Returns false (and draws
+/// nothing) when no font is available.
+pub fn loss_curves(path: &Path, panels: &[Panel<'_>]) -> anyhow::Result<bool> {
     if !have_font() {
         return Ok(false);
     }
-    let (w, h) = (1100u32, 450u32);
+    let (w, h) = (550 * panels.len().max(1) as u32, 450u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        let panels = root.split_evenly((1, 2));
+        let areas = root.split_evenly((1, panels.len().max(1)));
         let colours = [RED, BLUE, GREEN, MAGENTA];
-        for (panel, (series, title)) in panels.iter().zip([
-            (left, "discriminator / adversarial (BCE)"),
-            (right, "pixel L1"),
-        ]) {
+        for (panel, Panel { title, series }) in areas.iter().zip(panels) {
             let x_max = series
                 .iter()
                 .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -69,7 +72,7 @@ pub fn loss_curves(path: &Path, left: &[Series<'_>], right: &[Series<'_>]) -> an
             }
             let pad = ((y_max - y_min) * 0.1).max(1e-3);
             let mut chart = ChartBuilder::on(panel)
-                .caption(title, ("sans-serif", 18))
+                .caption(*title, ("sans-serif", 18))
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(56)

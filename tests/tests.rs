@@ -23,6 +23,8 @@ mod it {
     mod simulate;
     /// Training: the loss falls, models round-trip, resume, RF-layer gradients, rig mismatch.
     mod train;
+    /// The VGG19 perceptual loss against torch's, and refused VGG files.
+    mod vgg;
     /// Window means and z-scores against a direct reference computation.
     mod window_math;
     /// XDF sessions: the reference files as pyxdf reads them, round trips, damaged files.

@@ -3,9 +3,9 @@
 //!
 //! Per step (pix2pix): the discriminator learns `½·(BCE(D(x, pool(ŷ)), 0) + BCE(D(x, y), 1))`
 //! with a history pool of generated pairs; then the generator learns
-//! `adversarial · BCE(D(x, ŷ), 1) + pixel · L1(ŷ, y)` (the perceptual VGG19 term of the
-//! paper needs pretrained weights that cannot be downloaded here; it is not in this
-//! version, and training says so). Adam (lr 2e-4, β1 0.5) for both; the learned RF
+//! `adversarial · BCE(D(x, ŷ), 1) + pixel · L1(ŷ, y) + vgg · L1(VGG19(ŷ), VGG19(y))`;
+//! the perceptual term ([`vgg`]) needs torchvision's pretrained VGG19, a file the
+//! user supplies (`vgg_weights`); without it the term is left out. Adam (lr 2e-4, β1 0.5) for both; the learned RF
 //! layer's centres and sizes, in pixels, get a learning rate of their own (`rf_lr`).
 //!
 //! Inputs are cut from each trial exactly as the daemon cuts them live
@@ -17,6 +17,7 @@
 //! `losses.csv`, `loss.png`, and `checkpoint/` for `--resume`.
 
 pub mod discriminator;
+pub mod vgg;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +34,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 pub use discriminator::Discriminator;
+pub use vgg::{PerceptualLoss, Vgg19};
 
 use crate::config::RigConfig;
 use crate::daemon::{decoder_config, window_set};
@@ -44,6 +46,13 @@ use crate::decoder::{Decoder, DecoderConfig, DecoderKind, DecoderModel, FixedRfM
 pub struct LossWeights {
     pub pixel: f64,
     pub adversarial: f64,
+    /// Weight of the VGG19 feature L1 (used only with `vgg_weights`).
+    #[serde(default = "default_vgg_weight")]
+    pub vgg: f64,
+}
+
+fn default_vgg_weight() -> f64 {
+    1.0
 }
 
 impl Default for LossWeights {
@@ -51,6 +60,7 @@ impl Default for LossWeights {
         LossWeights {
             pixel: 0.5,
             adversarial: 0.01,
+            vgg: 1.0,
         }
     }
 }
@@ -74,6 +84,13 @@ pub struct TrainOptions {
     pub rf_lr: f64,
     pub beta1: f64,
     pub losses: LossWeights,
+    /// torchvision's VGG19 state dict (`vgg19-dcbb9e9d.pth`) for the perceptual
+    /// loss; `None` trains without it.
+    #[serde(default)]
+    pub vgg_weights: Option<PathBuf>,
+    /// Side in pixels images are resized to before VGG19 (224 in the paper).
+    #[serde(default = "default_vgg_size")]
+    pub vgg_size: usize,
     pub pool_size: usize,
     /// Save a checkpoint every this many epochs (0: only at the end).
     pub checkpoint_every: usize,
@@ -88,6 +105,10 @@ fn placeholder_rig() -> Option<RigConfig> {
     None
 }
 
+fn default_vgg_size() -> usize {
+    224
+}
+
 /// One epoch's mean losses.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochLog {
@@ -95,6 +116,9 @@ pub struct EpochLog {
     pub d: f64,
     pub g_adversarial: f64,
     pub g_pixel_l1: f64,
+    /// Mean VGG19 feature L1 (with the perceptual loss).
+    #[serde(default)]
+    pub g_vgg: Option<f64>,
     /// Pixel L1 of the first 64 test-split trials (single trials, running BatchNorm
     /// statistics), if there is a test split.
     pub test_pixel_l1: Option<f64>,
@@ -247,6 +271,19 @@ pub fn train<B: AutodiffBackend>(
         all
     };
 
+    let perceptual = match &opts.vgg_weights {
+        Some(path) => {
+            if opts.vgg_size < 32 {
+                bail!("--vgg-size must be at least 32 (VGG19 halves the image four times before conv5)");
+            }
+            Some(PerceptualLoss::new(
+                Vgg19::<B>::load(path, device)?,
+                opts.vgg_size,
+                device,
+            ))
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let ckpt = opts.out.join("checkpoint");
@@ -311,7 +348,7 @@ pub fn train<B: AutodiffBackend>(
             rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(epoch as u64 * 7919));
         let mut order = train_trials.clone();
         order.shuffle(&mut rng);
-        let (mut sum_d, mut sum_adv, mut sum_pix) = (0.0, 0.0, 0.0);
+        let (mut sum_d, mut sum_adv, mut sum_pix, mut sum_vgg) = (0.0, 0.0, 0.0, 0.0);
         for batch in order.chunks_exact(opts.batch) {
             let n = batch.len();
             let feats = features_of(batch);
@@ -338,11 +375,16 @@ pub fn train<B: AutodiffBackend>(
             // output, not a learned input layer reshaping D's condition.
             let d_g = disc.forward(Tensor::cat(vec![x.detach(), fake.clone()], 1));
             let adv = bce.forward(d_g, ones);
-            let pix = (fake - y).abs().mean();
+            let pix = (fake.clone() - y.clone()).abs().mean();
             sum_adv += mean_of(adv.clone());
             sum_pix += mean_of(pix.clone());
-            let loss_g =
+            let mut loss_g =
                 adv.mul_scalar(opts.losses.adversarial) + pix.mul_scalar(opts.losses.pixel);
+            if let Some(p) = &perceptual {
+                let feat = p.forward(fake, y);
+                sum_vgg += mean_of(feat.clone());
+                loss_g = loss_g + feat.mul_scalar(opts.losses.vgg);
+            }
             let mut grads = loss_g.backward();
             match model.gaussian.take() {
                 // The RF layer has a learning rate of its own.
@@ -380,16 +422,18 @@ pub fn train<B: AutodiffBackend>(
             d: sum_d / k,
             g_adversarial: sum_adv / k,
             g_pixel_l1: sum_pix / k,
+            g_vgg: perceptual.is_some().then_some(sum_vgg / k),
             test_pixel_l1,
             seconds,
             samples_per_s: (steps_per_epoch * opts.batch) as f64 / seconds.max(1e-9),
         };
         bar.set_message(format!(
-            "epoch {} D {:.3} G adv {:.3} L1 {:.4}{}",
+            "epoch {} D {:.3} G adv {:.3} L1 {:.4}{}{}",
             log.epoch,
             log.d,
             log.g_adversarial,
             log.g_pixel_l1,
+            log.g_vgg.map_or(String::new(), |v| format!(" VGG {v:.4}")),
             log.test_pixel_l1
                 .map_or(String::new(), |t| format!(" test L1 {t:.4}"))
         ));
@@ -433,15 +477,17 @@ pub fn train<B: AutodiffBackend>(
         &opts.out.join("training.json"),
         &serde_json::json!({ "options": opts, "summary": summary }),
     )?;
-    let mut csv =
-        String::from("epoch,d,g_adversarial,g_pixel_l1,test_pixel_l1,seconds,samples_per_s\n");
+    let mut csv = String::from(
+        "epoch,d,g_adversarial,g_pixel_l1,g_vgg,test_pixel_l1,seconds,samples_per_s\n",
+    );
     for e in &summary.epochs {
         csv.push_str(&format!(
-            "{},{:.6},{:.6},{:.6},{},{:.2},{:.2}\n",
+            "{},{:.6},{:.6},{:.6},{},{},{:.2},{:.2}\n",
             e.epoch,
             e.d,
             e.g_adversarial,
             e.g_pixel_l1,
+            e.g_vgg.map_or(String::new(), |v| format!("{v:.6}")),
             e.test_pixel_l1.map_or(String::new(), |v| format!("{v:.6}")),
             e.seconds,
             e.samples_per_s
@@ -455,29 +501,45 @@ pub fn train<B: AutodiffBackend>(
             .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
             .collect()
     };
-    let drawn = crate::plot::loss_curves(
-        &opts.out.join("loss.png"),
-        &[
-            crate::plot::Series {
-                name: "D",
-                points: xy(&|e| Some(e.d)),
-            },
-            crate::plot::Series {
-                name: "G adversarial",
-                points: xy(&|e| Some(e.g_adversarial)),
-            },
-        ],
-        &[
-            crate::plot::Series {
+    use crate::plot::{Panel, Series};
+    let mut panels = vec![
+        Panel {
+            title: "discriminator / adversarial (BCE)",
+            series: vec![
+                Series {
+                    name: "D",
+                    points: xy(&|e| Some(e.d)),
+                },
+                Series {
+                    name: "G adversarial",
+                    points: xy(&|e| Some(e.g_adversarial)),
+                },
+            ],
+        },
+        Panel {
+            title: "pixel L1",
+            series: vec![
+                Series {
+                    name: "train",
+                    points: xy(&|e| Some(e.g_pixel_l1)),
+                },
+                Series {
+                    name: "test",
+                    points: xy(&|e| e.test_pixel_l1),
+                },
+            ],
+        },
+    ];
+    if summary.epochs.iter().any(|e| e.g_vgg.is_some()) {
+        panels.push(Panel {
+            title: "VGG19 feature L1",
+            series: vec![Series {
                 name: "train",
-                points: xy(&|e| Some(e.g_pixel_l1)),
-            },
-            crate::plot::Series {
-                name: "test",
-                points: xy(&|e| e.test_pixel_l1),
-            },
-        ],
-    )?;
+                points: xy(&|e| e.g_vgg),
+            }],
+        });
+    }
+    let drawn = crate::plot::loss_curves(&opts.out.join("loss.png"), &panels)?;
     if !drawn && opts.progress {
         eprintln!("monkeysee train: no font found (install fonts-dejavu-core or set MONKEYSEE_FONT), so no loss.png; the losses are in losses.csv");
     }

@@ -50,6 +50,8 @@ fn options(
         rf_lr: 0.01,
         beta1: 0.5,
         losses: LossWeights::default(),
+        vgg_weights: None,
+        vgg_size: 224,
         pool_size: 8,
         checkpoint_every: 2,
         resume: false,
@@ -392,4 +394,41 @@ fn eval_writes_metrics_and_a_grid() {
         grid.width() >= 2 * 2 * 32 && grid.height() >= 2 * 2 * 32,
         "two columns, two rows"
     );
+}
+
+/// With `--vgg-weights` the perceptual term joins the generator's loss, falls as the
+/// generator fits, and is logged (the tiny torchvision-layout VGG19 of the fixture).
+#[test]
+fn training_with_the_vgg_loss_lowers_and_logs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tiny_dataset(dir.path());
+    let out = dir.path().join("model");
+    let mut opts = options(&sim, &out, DecoderKind::EndToEnd, 20);
+    opts.max_trials = Some(4);
+    opts.checkpoint_every = 0;
+    opts.vgg_weights = Some(super::common::repo().join("tests/fixtures/vgg19-tiny/vgg19-tiny.pth"));
+    opts.vgg_size = 32;
+    let summary = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
+    let first = summary.epochs[0].g_vgg.unwrap();
+    let last = summary.epochs.last().unwrap().g_vgg.unwrap();
+    assert!(
+        last.is_finite() && last < 0.9 * first,
+        "VGG L1 {first:.4} → {last:.4}"
+    );
+    let csv = std::fs::read_to_string(out.join("losses.csv")).unwrap();
+    assert!(
+        csv.starts_with("epoch,d,g_adversarial,g_pixel_l1,g_vgg,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 21);
+    assert!(csv
+        .lines()
+        .skip(1)
+        .all(|l| !l.split(',').nth(4).unwrap().is_empty()));
+
+    // Without the weights the column stays empty.
+    opts.vgg_weights = None;
+    opts.epochs = 1;
+    let summary = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
+    assert_eq!(summary.epochs[0].g_vgg, None);
 }

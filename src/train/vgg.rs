@@ -1,0 +1,259 @@
+//! The perceptual loss of MonkeySee's generator: the L1 distance between VGG19
+//! features of the reconstruction and of the true image, taken before the ReLU of
+//! conv2_2, conv3_3, conv4_2, conv5_1 and conv5_4, on images resized to 224 px and
+//! normalised with ImageNet's channel means and deviations (DESIGN.md §2; the
+//! layers are those of Le et al., "Brain2Pix", 2022).
+//!
+//! The weights are torchvision's pretrained VGG19 (`vgg19-dcbb9e9d.pth`, Simonyan &
+//! Zisserman 2015, configuration E), a file the user supplies: nothing can be
+//! downloaded here. It is read with burn-store's PyTorch reader (both the legacy
+//! pickle and the zip format of `torch.save`); only `features.*` is loaded.
+//!
+//! The loss is the mean over the five layers of each layer's mean absolute
+//! difference, so every layer weighs the same whatever its size.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::PaddingConfig2d;
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{interpolate, max_pool2d};
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Tensor, TensorData};
+use burn_store::pytorch::PytorchReader;
+use burn_store::{ModuleSnapshot, PytorchStore};
+
+/// Convolutions per block (VGG19 = configuration E).
+const BLOCK_CONVS: [usize; 5] = [2, 2, 4, 4, 4];
+/// torchvision's index of each convolution in `features` (ReLUs and max-pools
+/// take the indices between).
+const TORCHVISION_INDEX: [usize; 16] = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34];
+/// The layers of the loss, as indices into the 16 convolutions.
+pub const TAPS: [usize; 5] = [3, 6, 9, 12, 15];
+/// Their names.
+pub const TAP_NAMES: [&str; 5] = ["conv2_2", "conv3_3", "conv4_2", "conv5_1", "conv5_4"];
+/// torchvision's VGG19 block widths.
+pub const VGG19_WIDTHS: [usize; 5] = [64, 128, 256, 512, 512];
+const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// VGG19's convolutional part, up to conv5_4.
+#[derive(Module, Debug)]
+pub struct Vgg19<B: Backend> {
+    features: Vec<Conv2d<B>>,
+}
+
+fn block_of(conv: usize) -> usize {
+    let mut end = 0;
+    for (b, n) in BLOCK_CONVS.iter().enumerate() {
+        end += n;
+        if conv < end {
+            return b;
+        }
+    }
+    unreachable!("VGG19 has 16 convolutions")
+}
+
+impl<B: Backend> Vgg19<B> {
+    /// A VGG19 with random weights and the given block widths (torchvision's are
+    /// [`VGG19_WIDTHS`]); [`Vgg19::load`] fills one from a file.
+    pub fn new(widths: [usize; 5], device: &B::Device) -> Self {
+        let mut c_in = 3;
+        let features = (0..16)
+            .map(|i| {
+                let c_out = widths[block_of(i)];
+                let conv = Conv2dConfig::new([c_in, c_out], [3, 3])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .init(device);
+                c_in = c_out;
+                conv
+            })
+            .collect();
+        Vgg19 { features }
+    }
+
+    /// Reads torchvision's VGG19 state dict (`features.*`) from a `.pth` file. The
+    /// block widths come from the file, so a reduced-width VGG19 saved the same way
+    /// (the test fixture) loads too.
+    pub fn load(path: &Path, device: &B::Device) -> anyhow::Result<Self> {
+        let what = || {
+            format!(
+                "--vgg-weights {}: expected torchvision's VGG19 state dict (vgg19-dcbb9e9d.pth)",
+                path.display()
+            )
+        };
+        if !path.is_file() {
+            bail!("{}, but there is no such file", what());
+        }
+        let reader = PytorchReader::new(path)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("{}: not a readable PyTorch file", what()))?;
+        let mut found: Vec<(usize, String)> = reader
+            .keys()
+            .into_iter()
+            .filter_map(|k| {
+                let (index, _) = k.strip_prefix("features.")?.split_once('.')?;
+                Some((index.parse().ok()?, k))
+            })
+            .collect();
+        found.sort();
+        let names: Vec<String> = found.into_iter().map(|(_, k)| k).collect();
+        let expected: Vec<String> = TORCHVISION_INDEX
+            .iter()
+            .flat_map(|i| [format!("features.{i}.bias"), format!("features.{i}.weight")])
+            .collect();
+        if names != expected {
+            let extra = names.iter().find(|k| !expected.contains(k));
+            let missing = expected.iter().find(|k| !names.contains(k));
+            bail!(
+                "{}; it has {} tensors under features.* where VGG19 has 32 (16 convolutions){}{}{}",
+                what(),
+                names.len(),
+                missing.map_or(String::new(), |k| format!("; missing {k}")),
+                extra.map_or(String::new(), |k| format!("; unexpected {k}")),
+                if names.iter().any(|k| k.ends_with("running_mean")) {
+                    " (this looks like vgg19_bn: use the plain vgg19 file)"
+                } else if names.len() == 26 {
+                    " (13 convolutions: this looks like VGG16)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let mut widths = [0; 5];
+        let mut c_in = 3;
+        for (i, &t) in TORCHVISION_INDEX.iter().enumerate() {
+            let key = format!("features.{t}.weight");
+            let shape = reader
+                .get(&key)
+                .expect("checked above")
+                .shape
+                .as_slice()
+                .to_vec();
+            let block = block_of(i);
+            let ok = shape.len() == 4
+                && shape[1] == c_in
+                && shape[2..] == [3, 3]
+                && (widths[block] == 0 || widths[block] == shape[0]);
+            if !ok {
+                bail!(
+                    "{}; {key} has shape {shape:?}, VGG19 needs [out, {c_in}, 3, 3] with the same width within a block",
+                    what()
+                );
+            }
+            widths[block] = shape[0];
+            c_in = shape[0];
+        }
+        drop(reader);
+
+        let mut vgg = Vgg19::new(widths, device);
+        // Our `features` holds only the convolutions, numbered 0..16: burn-store's
+        // contiguous index mapping closes torchvision's gaps (ReLU, max-pool).
+        let mut store = PytorchStore::from_file(path)
+            .with_regex(r"^features\.")
+            .map_indices_contiguous(true)
+            .allow_partial(false);
+        let result = vgg
+            .load_from(&mut store)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(what)?;
+        if !result.errors.is_empty() || result.applied.len() != 32 {
+            bail!("{}; loading it gave:\n{result}", what());
+        }
+        Ok(vgg)
+    }
+
+    /// Block widths (64, 128, 256, 512, 512 for torchvision's).
+    pub fn widths(&self) -> [usize; 5] {
+        let mut w = [0; 5];
+        let mut i = 0;
+        for (b, n) in BLOCK_CONVS.iter().enumerate() {
+            w[b] = self.features[i].weight.dims()[0];
+            i += n;
+        }
+        w
+    }
+
+    /// The pre-ReLU outputs of [`TAPS`] for an ImageNet-normalised batch
+    /// `[n, 3, H, W]`.
+    pub fn taps(&self, x: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
+        let mut out = Vec::with_capacity(TAPS.len());
+        let mut h = x;
+        let mut block = 0;
+        for (i, conv) in self.features.iter().enumerate() {
+            if block_of(i) != block {
+                block = block_of(i);
+                h = max_pool2d(h, [2, 2], [2, 2], [0, 0], [1, 1], false);
+            }
+            h = conv.forward(h);
+            if TAPS.contains(&i) {
+                out.push(h.clone());
+            }
+            if i == TAPS[TAPS.len() - 1] {
+                break;
+            }
+            h = relu(h);
+        }
+        out
+    }
+}
+
+/// The perceptual loss: a frozen VGG19 and the size images are resized to.
+#[derive(Debug)]
+pub struct PerceptualLoss<B: Backend> {
+    vgg: Vgg19<B>,
+    size: usize,
+    mean: Tensor<B, 4>,
+    std: Tensor<B, 4>,
+}
+
+impl<B: Backend> PerceptualLoss<B> {
+    /// `size`: the side images are resized to before VGG (224 in the paper).
+    pub fn new(vgg: Vgg19<B>, size: usize, device: &B::Device) -> Self {
+        let channel =
+            |v: [f32; 3]| Tensor::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), device);
+        PerceptualLoss {
+            vgg: vgg.no_grad(),
+            size,
+            mean: channel(IMAGENET_MEAN),
+            std: channel(IMAGENET_STD),
+        }
+    }
+
+    pub fn vgg(&self) -> &Vgg19<B> {
+        &self.vgg
+    }
+
+    /// Resizes `[n, 3, H, W]` images in 0…1 to the loss size (bilinear, half-pixel
+    /// centres as torch's `interpolate(align_corners=False)`) and normalises them.
+    pub fn prepare(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, h, w] = x.dims();
+        let x = if (h, w) == (self.size, self.size) {
+            x
+        } else {
+            interpolate(
+                x,
+                [self.size, self.size],
+                InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
+            )
+        };
+        (x - self.mean.clone()) / self.std.clone()
+    }
+
+    /// Mean over the layers of the mean |features(fake) − features(real)|; the true
+    /// images are not differentiated.
+    pub fn forward(&self, fake: Tensor<B, 4>, real: Tensor<B, 4>) -> Tensor<B, 1> {
+        let a = self.vgg.taps(self.prepare(fake));
+        let b = self.vgg.taps(self.prepare(real.detach()));
+        let n = a.len() as f64;
+        a.into_iter()
+            .zip(b)
+            .map(|(a, b)| (a - b.detach()).abs().mean())
+            .reduce(|s, t| s + t)
+            .expect("five layers")
+            .div_scalar(n)
+    }
+}

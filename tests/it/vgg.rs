@@ -1,0 +1,128 @@
+//! The VGG19 perceptual loss against torch: `tools/make-vgg-fixture.py` saved a
+//! reduced-width VGG19 with torchvision (legacy and zip `.pth`, like the real
+//! `vgg19-dcbb9e9d.pth`) and torch's features, loss and input gradient for two
+//! image batches.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData};
+
+use monkeysee::decoder::{CpuBackend, CpuTrainBackend};
+use monkeysee::train::vgg::{PerceptualLoss, Vgg19, TAP_NAMES};
+
+use super::common::repo;
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/vgg19-tiny").join(name)
+}
+
+fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let f = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = f.shape().iter().map(|&d| d as usize).collect();
+    (shape, f.into_vec::<f32>().unwrap())
+}
+
+fn tensor<B: burn::tensor::backend::Backend>(name: &str) -> Tensor<B, 4> {
+    let (shape, v) = npy(&fixture(name));
+    Tensor::from_data(
+        TensorData::new(v, [shape[0], shape[1], shape[2], shape[3]]),
+        &Default::default(),
+    )
+}
+
+/// Largest |a − b| relative to the largest |b|.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// Features, loss and gradient equal torch's, from both file formats.
+#[test]
+fn vgg19_features_loss_and_gradient_match_torch() {
+    for file in ["vgg19-tiny.pth", "vgg19-tiny-legacy.pth"] {
+        let device = Default::default();
+        let vgg = Vgg19::<CpuBackend>::load(&fixture(file), &device).unwrap();
+        assert_eq!(vgg.widths(), [4, 8, 8, 16, 16], "{file}");
+        let loss = PerceptualLoss::new(vgg, 32, &device);
+        let taps = loss.vgg().taps(loss.prepare(tensor("fake.npy")));
+        for (tap, name) in taps.into_iter().zip(TAP_NAMES) {
+            let (shape, want) = npy(&fixture(&format!("tap-{name}.npy")));
+            assert_eq!(tap.dims().to_vec(), shape, "{file} {name}");
+            let got = tap.into_data().to_vec::<f32>().unwrap();
+            let e = rel_err(&got, &want);
+            assert!(e < 1e-4, "{file} {name}: relative error {e}");
+        }
+        let value: f32 = loss
+            .forward(tensor("fake.npy"), tensor("real.npy"))
+            .into_scalar();
+        let want = npy(&fixture("loss.npy")).1[0];
+        assert!(
+            (value - want).abs() < 1e-5 * want,
+            "{file}: loss {value} vs torch {want}"
+        );
+
+        // The gradient reaching the generator's output.
+        let vgg = Vgg19::<CpuTrainBackend>::load(&fixture(file), &device).unwrap();
+        let loss = PerceptualLoss::new(vgg, 32, &device);
+        let fake = tensor::<CpuTrainBackend>("fake.npy").require_grad();
+        let grads = loss.forward(fake.clone(), tensor("real.npy")).backward();
+        let got = fake
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let e = rel_err(&got, &npy(&fixture("grad.npy")).1);
+        assert!(e < 1e-3, "{file}: gradient relative error {e}");
+    }
+}
+
+/// The VGG19 weights are frozen: the loss's gradient does not reach them.
+#[test]
+fn vgg19_weights_get_no_gradient() {
+    use burn::module::Module;
+    let device = Default::default();
+    let vgg = Vgg19::<CpuTrainBackend>::load(&fixture("vgg19-tiny.pth"), &device).unwrap();
+    let loss = PerceptualLoss::new(vgg, 32, &device);
+    let fake = tensor::<CpuTrainBackend>("fake.npy").require_grad();
+    let mut grads = loss.forward(fake, tensor("real.npy")).backward();
+    let params = burn::optim::GradientsParams::from_module(&mut grads, loss.vgg());
+    assert!(
+        params.is_empty(),
+        "{} VGG parameters got gradients",
+        params.len()
+    );
+    assert!(
+        loss.vgg().num_params() > 20_000,
+        "the VGG has its parameters"
+    );
+}
+
+/// Files that are not torchvision's VGG19 are refused with a message that says so.
+#[test]
+fn wrong_vgg_files_are_refused() {
+    let device = Default::default();
+    let err = |p: &Path| format!("{:#}", Vgg19::<CpuBackend>::load(p, &device).unwrap_err());
+    let e = err(&fixture("vgg16-tiny.pth"));
+    assert!(e.contains("VGG19") && e.contains("26 tensors"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("vgg19.pth");
+    std::fs::write(&corrupt, b"PK\x03\x04 this is not a checkpoint").unwrap();
+    let e = err(&corrupt);
+    assert!(e.contains("not a readable PyTorch file"), "{e}");
+
+    let truncated = dir.path().join("truncated.pth");
+    let full = std::fs::read(fixture("vgg19-tiny.pth")).unwrap();
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let e = err(&truncated);
+    assert!(e.contains("vgg19-dcbb9e9d.pth"), "{e}");
+
+    let e = err(&dir.path().join("missing.pth"));
+    assert!(e.contains("no such file"), "{e}");
+}
