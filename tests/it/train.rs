@@ -68,7 +68,12 @@ fn training_lowers_the_loss_and_the_model_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let sim = tiny_dataset(dir.path());
     let out = dir.path().join("model");
-    for kind in [DecoderKind::EndToEnd, DecoderKind::Spatial] {
+    for kind in [
+        DecoderKind::EndToEnd,
+        DecoderKind::Spatial,
+        DecoderKind::Spatiotemporal,
+        DecoderKind::Baseline,
+    ] {
         // One batch of four trials, seen 40 times: the generator must start to fit it.
         let mut opts = options(&sim, &out, kind, 40);
         opts.max_trials = Some(4);
