@@ -53,6 +53,10 @@ pub struct RfRecovery {
     pub initial_r_x: f64,
     pub initial_r_y: f64,
     pub initial_mean_error_deg: f64,
+    /// Mean distance each centre moved in training, degrees.
+    pub mean_shift_deg: f64,
+    /// Share of electrodes whose learned centre is closer to the truth than the start.
+    pub fraction_closer: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -324,22 +328,23 @@ fn rf_recovery(
             continue;
         }
         let col = |k: usize| -> Vec<f32> { pts.iter().map(|p| p[k] as f32).collect() };
-        let err = |kx: usize, ky: usize| {
-            pts.iter()
-                .map(|p| ((p[kx] - p[4]).powi(2) + (p[ky] - p[5]).powi(2)).sqrt())
-                .sum::<f64>()
-                / pts.len() as f64
+        let dist = |p: &[f64; 6], a: usize, b: usize| {
+            ((p[a] - p[b]).powi(2) + (p[a + 1] - p[b + 1]).powi(2)).sqrt()
         };
+        let mean = |f: &dyn Fn(&[f64; 6]) -> f64| pts.iter().map(f).sum::<f64>() / pts.len() as f64;
+        let err = |k: usize| mean(&|p| dist(p, k, 4));
         out.insert(
             area.name().to_string(),
             RfRecovery {
                 electrodes: pts.len(),
                 r_x: pearson(&col(0), &col(4)),
                 r_y: pearson(&col(1), &col(5)),
-                mean_error_deg: err(0, 1),
+                mean_error_deg: err(0),
                 initial_r_x: pearson(&col(2), &col(4)),
                 initial_r_y: pearson(&col(3), &col(5)),
-                initial_mean_error_deg: err(2, 3),
+                initial_mean_error_deg: err(2),
+                mean_shift_deg: mean(&|p| dist(p, 0, 2)),
+                fraction_closer: mean(&|p| f64::from(dist(p, 0, 4) < dist(p, 2, 4))),
             },
         );
     }

@@ -602,8 +602,9 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         );
         for (area, r) in m.rf_recovery.iter().flatten() {
             println!(
-                "  RF centres vs truth, {area}: r_x {:.3} r_y {:.3} error {:.2} deg (started at r_x {:.3} r_y {:.3} error {:.2} deg)",
-                r.r_x, r.r_y, r.mean_error_deg, r.initial_r_x, r.initial_r_y, r.initial_mean_error_deg
+                "  RF centres vs truth, {area}: r_x {:.3} r_y {:.3} error {:.2} deg (started at r_x {:.3} r_y {:.3} error {:.2} deg; moved {:.2} deg, {:.0}% closer)",
+                r.r_x, r.r_y, r.mean_error_deg, r.initial_r_x, r.initial_r_y, r.initial_mean_error_deg,
+                r.mean_shift_deg, 100.0 * r.fraction_closer
             );
         }
     }

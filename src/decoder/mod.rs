@@ -182,16 +182,18 @@ pub enum DecoderError {
     #[error("invalid decoder config: {0}")]
     InvalidConfig(String),
     /// A file or directory could not be read or written.
-    #[error("{path}: {source}")]
+    // The cause sits in the message, not in `source()`, so an anyhow chain
+    // (`{:#}`) does not print it twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `decoder.json` is not valid JSON for a [`DecoderConfig`].
-    #[error("{path} is not a valid decoder config: {source}")]
+    #[error("{path} is not a valid decoder config: {error}")]
     ConfigFormat {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// `decoder.json` parses but breaks an invariant.
     #[error("{path}: invalid decoder config: {message}")]

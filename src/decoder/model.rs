@@ -156,14 +156,14 @@ impl<B: Backend> Decoder<B> {
     /// Reads `dir/decoder.json` and `dir/weights.mpk`.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, DecoderError> {
         let config_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&config_path).map_err(|source| DecoderError::Io {
+        let text = std::fs::read_to_string(&config_path).map_err(|error| DecoderError::Io {
             path: config_path.clone(),
-            source,
+            error,
         })?;
         let config: DecoderConfig =
-            serde_json::from_str(&text).map_err(|source| DecoderError::ConfigFormat {
+            serde_json::from_str(&text).map_err(|error| DecoderError::ConfigFormat {
                 path: config_path.clone(),
-                source,
+                error,
             })?;
         config.validate().map_err(|e| DecoderError::ConfigInvalid {
             path: config_path.clone(),
@@ -224,18 +224,18 @@ impl<B: Backend> Decoder<B> {
 
     /// Writes `dir/decoder.json` and `dir/weights.mpk`, creating `dir` if needed.
     pub fn save(&self, dir: &Path) -> Result<(), DecoderError> {
-        std::fs::create_dir_all(dir).map_err(|source| DecoderError::Io {
+        std::fs::create_dir_all(dir).map_err(|error| DecoderError::Io {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
         let config_path = dir.join(CONFIG_FILE);
         let text = serde_json::to_string_pretty(&self.config).map_err(|e| DecoderError::Save {
             path: config_path.clone(),
             message: e.to_string(),
         })?;
-        std::fs::write(&config_path, text).map_err(|source| DecoderError::Io {
+        std::fs::write(&config_path, text).map_err(|error| DecoderError::Io {
             path: config_path,
-            source,
+            error,
         })?;
         let weights_path = dir.join(WEIGHTS_FILE);
         self.model

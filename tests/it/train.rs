@@ -377,11 +377,14 @@ fn eval_writes_metrics_and_a_grid() {
         .as_ref()
         .expect("rf-truth.csv beside the dataset");
     for area in ["V1", "V4", "IT"] {
+        let r = &rf[area];
+        assert!(r.initial_r_x > 0.99 && r.r_x > 0.9, "{area}: {r:?}");
+        // Two epochs at rf_lr 0.01 px/step move the centres, but by well under a degree.
         assert!(
-            rf[area].initial_r_x > 0.99 && rf[area].r_x > 0.9,
-            "{area}: {:?}",
-            rf[area]
+            r.mean_shift_deg > 0.0 && r.mean_shift_deg < 0.5,
+            "{area}: {r:?}"
         );
+        assert!((0.0..=1.0).contains(&r.fraction_closer), "{area}: {r:?}");
     }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
