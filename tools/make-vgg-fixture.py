@@ -6,10 +6,15 @@ reference values of the perceptual loss, for the tests of src/train/vgg.rs.
 The real file (548 MB) cannot be downloaded here and would not belong in the repo;
 the tiny network keeps every key, shape rule and file format of it, only narrower.
 
+With --reference FILE.pth OUT it instead writes torch's reference values for a real
+VGG19 file (e.g. vgg19-dcbb9e9d.pth) at the paper's 224 px into OUT, for
+    MONKEYSEE_VGG19_REF=OUT cargo test --release --test tests vgg19_file_matches_torch -- --ignored
+
 Needs torch and torchvision (pip install torch torchvision). Run from the repo root:
-    python3 tools/make-vgg-fixture.py
+    python3 tools/make-vgg-fixture.py [--reference FILE.pth OUT]
 """
 import os
+import sys
 
 import numpy as np
 import torch
@@ -26,7 +31,7 @@ CFG_E = [WIDTHS[0]] * 2 + ["M"] + [WIDTHS[1]] * 2 + ["M"] + [WIDTHS[2]] * 4 + ["
 CFG_D = [WIDTHS[0]] * 2 + ["M"] + [WIDTHS[1]] * 2 + ["M"] + [WIDTHS[2]] * 3 + ["M"] \
     + [WIDTHS[3]] * 3 + ["M"] + [WIDTHS[4]] * 3 + ["M"]
 TAPS = {"conv2_2": 7, "conv3_3": 14, "conv4_2": 21, "conv5_1": 28, "conv5_4": 34}
-SIZE = 32  # the loss size of the fixture (224 in the paper)
+SIZE = 32  # the loss size of the fixture (224 in the paper, and with --reference)
 
 
 def tiny(cfg):
@@ -56,7 +61,40 @@ def taps(features, x):
     return out
 
 
+def write_reference(vgg, out, side):
+    """Two batches of images, torch's five taps of the first, the loss and its gradient."""
+    g = torch.Generator().manual_seed(5)
+    fake = torch.rand(2, 3, side, side, generator=g, requires_grad=True)
+    real = torch.rand(2, 3, side, side, generator=g)
+    a = taps(vgg.features, fake)
+    b = taps(vgg.features, real)
+    loss = sum((x - y).abs().mean() for x, y in zip(a, b)) / len(a)
+    loss.backward()
+    np.save(f"{out}/fake.npy", fake.detach().numpy())
+    np.save(f"{out}/real.npy", real.numpy())
+    for name, t in zip(TAPS, a):
+        np.save(f"{out}/tap-{name}.npy", t.detach().numpy())
+    np.save(f"{out}/loss.npy", np.array([loss.item()], dtype=np.float32))
+    np.save(f"{out}/grad.npy", fake.grad.numpy())
+    return loss.item()
+
+
+def reference(path, out):
+    global SIZE
+    SIZE = 224
+    from torchvision.models import vgg19
+    vgg = vgg19()
+    vgg.load_state_dict(torch.load(path, map_location="cpu"))
+    os.makedirs(out, exist_ok=True)
+    loss = write_reference(vgg.eval(), out, 96)
+    with open(f"{out}/weights.txt", "w") as f:
+        f.write(os.path.abspath(path))
+    print(f"wrote {out}: loss {loss:.6f} at {SIZE} px for {path}")
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--reference":
+        return reference(sys.argv[2], sys.argv[3])
     torch.manual_seed(19)
     os.makedirs(OUT, exist_ok=True)
     vgg19 = tiny(CFG_E)
@@ -66,20 +104,8 @@ def main():
     torch.save(state, f"{OUT}/vgg19-tiny.pth")
     torch.save(tiny(CFG_D).state_dict(), f"{OUT}/vgg16-tiny.pth")
 
-    g = torch.Generator().manual_seed(5)
-    fake = torch.rand(2, 3, 24, 24, generator=g, requires_grad=True)
-    real = torch.rand(2, 3, 24, 24, generator=g)
-    a = taps(vgg19.features, fake)
-    b = taps(vgg19.features, real)
-    loss = sum((x - y).abs().mean() for x, y in zip(a, b)) / len(a)
-    loss.backward()
-    np.save(f"{OUT}/fake.npy", fake.detach().numpy())
-    np.save(f"{OUT}/real.npy", real.numpy())
-    for name, t in zip(TAPS, a):
-        np.save(f"{OUT}/tap-{name}.npy", t.detach().numpy())
-    np.save(f"{OUT}/loss.npy", np.array([loss.item()], dtype=np.float32))
-    np.save(f"{OUT}/grad.npy", fake.grad.numpy())
-    print(f"wrote {OUT}: loss {loss.item():.6f}")
+    loss = write_reference(vgg19, OUT, 24)
+    print(f"wrote {OUT}: loss {loss:.6f}")
 
 
 if __name__ == "__main__":
