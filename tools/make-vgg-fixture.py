@@ -103,6 +103,8 @@ def main():
     torch.save(state, f"{OUT}/vgg19-tiny-legacy.pth", _use_new_zipfile_serialization=False)
     torch.save(state, f"{OUT}/vgg19-tiny.pth")
     torch.save(tiny(CFG_D).state_dict(), f"{OUT}/vgg16-tiny.pth")
+    # A training checkpoint rather than a state dict: refused, naming its keys.
+    torch.save({"epoch": 3, "model": state}, f"{OUT}/checkpoint-tiny.pth")
 
     loss = write_reference(vgg19, OUT, 24)
     print(f"wrote {OUT}: loss {loss:.6f}")

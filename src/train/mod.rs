@@ -5,8 +5,9 @@
 //! with a history pool of generated pairs; then the generator learns
 //! `adversarial · BCE(D(x, ŷ), 1) + pixel · L1(ŷ, y) + vgg · L1(VGG19(ŷ), VGG19(y))`;
 //! the perceptual term ([`vgg`]) needs torchvision's pretrained VGG19, a file the
-//! user supplies (`vgg_weights`); without it the term is left out. Adam (lr 2e-4, β1 0.5) for both; the learned RF
-//! layer's centres and sizes, in pixels, get a learning rate of their own (`rf_lr`).
+//! user supplies (`vgg_weights`); without it the term is left out. Adam (lr 2e-4,
+//! β1 0.5) for both; the learned RF layer's centres and sizes, in pixels, get a
+//! learning rate of their own (`rf_lr`).
 //!
 //! Inputs are cut from each trial exactly as the daemon cuts them live
 //! ([`Dataset::features`]), z-scored with statistics of the training split that are

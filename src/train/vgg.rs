@@ -115,11 +115,16 @@ impl<B: Backend> Vgg19<B> {
                 missing.map_or(String::new(), |k| format!("; missing {k}")),
                 extra.map_or(String::new(), |k| format!("; unexpected {k}")),
                 if names.iter().any(|k| k.ends_with("running_mean")) {
-                    " (this looks like vgg19_bn: use the plain vgg19 file)"
+                    " (this looks like vgg19_bn: use the plain vgg19 file)".to_string()
                 } else if names.len() == 26 {
-                    " (13 convolutions: this looks like VGG16)"
+                    " (13 convolutions: this looks like VGG16)".to_string()
+                } else if names.is_empty() {
+                    let mut keys = reader.keys();
+                    keys.sort();
+                    keys.truncate(4);
+                    format!(" (its first keys: {})", keys.join(", "))
                 } else {
-                    ""
+                    String::new()
                 }
             );
         }

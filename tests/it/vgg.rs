@@ -154,6 +154,12 @@ fn wrong_vgg_files_are_refused() {
     let e = err(&fixture("vgg16-tiny.pth"));
     assert!(e.contains("VGG19") && e.contains("26 tensors"), "{e}");
 
+    let e = err(&fixture("checkpoint-tiny.pth"));
+    assert!(
+        e.contains("0 tensors") && e.contains("its first keys: model.classifier"),
+        "{e}"
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("vgg19.pth");
     std::fs::write(&corrupt, b"PK\x03\x04 this is not a checkpoint").unwrap();
