@@ -242,10 +242,15 @@ struct TrainArgs {
     #[arg(long, value_name = "FILE.pth")]
     vgg_weights: Option<PathBuf>,
     /// Weight of the VGG19 feature loss.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, requires = "vgg_weights")]
     vgg_weight: f64,
     /// Side images are resized to for VGG19 (224 in the paper; smaller is much faster on a CPU).
-    #[arg(long, default_value_t = 224, value_name = "PX")]
+    #[arg(
+        long,
+        default_value_t = 224,
+        value_name = "PX",
+        requires = "vgg_weights"
+    )]
     vgg_size: usize,
     /// Size of the discriminator's history pool of generated images.
     #[arg(long, default_value_t = 50)]

@@ -143,6 +143,18 @@ struct CheckpointState {
     next_epoch: usize,
     epochs: Vec<EpochLog>,
     config: DecoderConfig,
+    /// Absent in checkpoints written before it was recorded.
+    #[serde(default)]
+    objective: Option<Objective>,
+}
+
+/// What the generator minimises: a resumed run must keep it, or its loss curve
+/// would join two different objectives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Objective {
+    losses: LossWeights,
+    /// The VGG19 input side, when the perceptual loss is on.
+    vgg_size: Option<usize>,
 }
 
 /// The decoder input of a batch: built on the host for the fixed-RF kinds, by the
@@ -273,17 +285,20 @@ pub fn train<B: AutodiffBackend>(
     };
 
     let perceptual = match &opts.vgg_weights {
-        Some(path) => {
-            if opts.vgg_size < 32 {
-                bail!("--vgg-size must be at least 32 (VGG19 halves the image four times before conv5)");
-            }
-            Some(PerceptualLoss::new(
+        Some(path) => Some(
+            PerceptualLoss::new(
                 Vgg19::<B>::load(path, device)?,
+                config.image_size,
                 opts.vgg_size,
                 device,
-            ))
-        }
+            )
+            .context("--vgg-size")?,
+        ),
         None => None,
+    };
+    let objective = Objective {
+        losses: opts.losses,
+        vgg_size: perceptual.as_ref().map(|_| opts.vgg_size),
     };
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
@@ -304,6 +319,14 @@ pub fn train<B: AutodiffBackend>(
                 .with_context(|| format!("--resume: no checkpoint in {}", ckpt.display()))?,
         )
         .context("reading checkpoint/state.json")?;
+        if state.objective.as_ref().is_some_and(|o| *o != objective) {
+            bail!(
+                "--resume: the checkpoint in {} was trained with other loss weights or VGG19 settings ({:?}, now {:?}); pass the same options or start a new --out",
+                ckpt.display(),
+                state.objective.expect("checked"),
+                objective
+            );
+        }
         if state.config != config {
             bail!("--resume: the checkpoint in {} was trained with another decoder config (kind, width or rig); start a new --out or drop --resume", ckpt.display());
         }
@@ -457,6 +480,7 @@ pub fn train<B: AutodiffBackend>(
                     next_epoch: epoch + 1,
                     epochs: history.clone(),
                     config: config.clone(),
+                    objective: Some(objective.clone()),
                 })?,
             )?;
         }

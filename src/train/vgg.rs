@@ -1,13 +1,13 @@
 //! The perceptual loss of MonkeySee's generator: the L1 distance between VGG19
 //! features of the reconstruction and of the true image, taken before the ReLU of
-//! conv2_2, conv3_3, conv4_2, conv5_1 and conv5_4, on images resized to 224 px and
-//! normalised with ImageNet's channel means and deviations (DESIGN.md §2; the
-//! layers are those of Le et al., "Brain2Pix", 2022).
+//! conv2_2, conv3_3, conv4_2, conv5_1 and conv5_4, on images resized to a fixed side
+//! (224 px in the method) and normalised with ImageNet's channel means and deviations.
 //!
 //! The weights are torchvision's pretrained VGG19 (`vgg19-dcbb9e9d.pth`, Simonyan &
 //! Zisserman 2015, configuration E), a file the user supplies: nothing can be
 //! downloaded here. It is read with burn-store's PyTorch reader (both the legacy
-//! pickle and the zip format of `torch.save`); only `features.*` is loaded.
+//! pickle and the zip format of `torch.save`); of its tensors only the convolutions
+//! (`features.*`) have a place in [`Vgg19`], the classifier's are left unused.
 //!
 //! The loss is the mean over the five layers of each layer's mean absolute
 //! difference, so every layer weighs the same whatever its size.
@@ -20,9 +20,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{interpolate, max_pool2d};
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::module::max_pool2d;
+use burn::tensor::{DType, Tensor, TensorData};
 use burn_store::pytorch::PytorchReader;
 use burn_store::{ModuleSnapshot, PytorchStore};
 
@@ -46,6 +45,7 @@ pub struct Vgg19<B: Backend> {
     features: Vec<Conv2d<B>>,
 }
 
+/// The block (0…4) that convolution `conv` (0…15) belongs to.
 fn block_of(conv: usize) -> usize {
     let mut end = 0;
     for (b, n) in BLOCK_CONVS.iter().enumerate() {
@@ -85,8 +85,11 @@ impl<B: Backend> Vgg19<B> {
                 path.display()
             )
         };
-        if !path.is_file() {
+        if !path.exists() {
             bail!("{}, but there is no such file", what());
+        }
+        if !path.is_file() {
+            bail!("{}, but that is a directory, not a file", what());
         }
         let reader = PytorchReader::new(path)
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -118,6 +121,14 @@ impl<B: Backend> Vgg19<B> {
                     " (this looks like vgg19_bn: use the plain vgg19 file)".to_string()
                 } else if names.len() == 26 {
                     " (13 convolutions: this looks like VGG16)".to_string()
+                } else if let Some(prefix) = reader.keys().iter().find_map(|k| k
+                    .strip_suffix("features.0.weight")
+                    .filter(|p| !p.is_empty()))
+                {
+                    format!(
+                        " (the state dict is nested under `{prefix}`: save that part alone, e.g. torch.save(ckpt[\"{}\"], \"vgg19.pth\"))",
+                        prefix.trim_end_matches('.')
+                    )
                 } else if names.is_empty() {
                     let mut keys = reader.keys();
                     keys.sort();
@@ -132,12 +143,15 @@ impl<B: Backend> Vgg19<B> {
         let mut c_in = 3;
         for (i, &t) in TORCHVISION_INDEX.iter().enumerate() {
             let key = format!("features.{t}.weight");
-            let shape = reader
-                .get(&key)
-                .expect("checked above")
-                .shape
-                .as_slice()
-                .to_vec();
+            let tensor = reader.get(&key).expect("checked above");
+            if tensor.dtype != DType::F32 {
+                bail!(
+                    "{}; {key} is {:?}, the network runs in float32: save the file with float32 weights",
+                    what(),
+                    tensor.dtype
+                );
+            }
+            let shape = tensor.shape.as_slice().to_vec();
             let block = block_of(i);
             let ok = shape.len() == 4
                 && shape[1] == c_in
@@ -156,9 +170,11 @@ impl<B: Backend> Vgg19<B> {
 
         let mut vgg = Vgg19::new(widths, device);
         // Our `features` holds only the convolutions, numbered 0..16: burn-store's
-        // contiguous index mapping closes torchvision's gaps (ReLU, max-pool).
+        // contiguous index mapping closes torchvision's gaps (ReLU, max-pool); it maps
+        // each prefix on its own, so `classifier.*` (unused here) shifts nothing.
+        // Shape errors and missing tensors already fail `load_from` (the store
+        // validates and refuses partial loads); the count is a last guard.
         let mut store = PytorchStore::from_file(path)
-            .with_regex(r"^features\.")
             .map_indices_contiguous(true)
             .allow_partial(false);
         let result = vgg
@@ -198,7 +214,7 @@ impl<B: Backend> Vgg19<B> {
                 out.push(h.clone());
             }
             if i == TAPS[TAPS.len() - 1] {
-                break;
+                break; // conv5_4 is the last tap: no ReLU after it
             }
             h = relu(h);
         }
@@ -206,59 +222,145 @@ impl<B: Backend> Vgg19<B> {
     }
 }
 
-/// The perceptual loss: a frozen VGG19 and the size images are resized to.
+/// The perceptual loss: a frozen VGG19, and the matrices that resize images to its
+/// input side.
 #[derive(Debug)]
 pub struct PerceptualLoss<B: Backend> {
     vgg: Vgg19<B>,
     size: usize,
+    /// The bilinear resize `R` `[size, input]`, transposed: images become `R · x · Rᵀ`.
+    /// Burn's `interpolate` would do, but its bilinear backward panics on the CUDA
+    /// backend in Burn 0.21.
+    resize_t: Tensor<B, 2>,
+    input: usize,
     mean: Tensor<B, 4>,
     std: Tensor<B, 4>,
 }
 
+/// The `[n_out, n_in]` matrix of torch's bilinear `interpolate(align_corners=False)`
+/// along one axis: output pixel d samples the input at (d + ½)·n_in/n_out − ½,
+/// clamped at 0, between its two neighbours.
+fn bilinear_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; n_out * n_in];
+    let scale = n_in as f64 / n_out as f64;
+    for d in 0..n_out {
+        let src = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(n_in - 1);
+        let i1 = (i0 + 1).min(n_in - 1);
+        let w1 = (src - i0 as f64) as f32;
+        m[d * n_in + i0] += 1.0 - w1;
+        m[d * n_in + i1] += w1;
+    }
+    m
+}
+
 impl<B: Backend> PerceptualLoss<B> {
-    /// `size`: the side images are resized to before VGG (224 in the paper).
-    pub fn new(vgg: Vgg19<B>, size: usize, device: &B::Device) -> Self {
+    /// `input`: the side of the images that will be compared (the decoder's image
+    /// size); `size`: the side they are resized to before VGG (224 in the method;
+    /// at least 32, as conv5 sees the image halved four times).
+    pub fn new(
+        vgg: Vgg19<B>,
+        input: usize,
+        size: usize,
+        device: &B::Device,
+    ) -> anyhow::Result<Self> {
+        if size < 32 {
+            bail!("the VGG19 input side must be at least 32 px (got {size}): conv5 sees it halved four times");
+        }
+        if input == 0 {
+            bail!("the images to compare have no pixels");
+        }
         let channel =
             |v: [f32; 3]| Tensor::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), device);
-        PerceptualLoss {
+        let resize: Tensor<B, 2> = Tensor::from_data(
+            TensorData::new(bilinear_matrix(input, size), [size, input]),
+            device,
+        );
+        Ok(PerceptualLoss {
             vgg: vgg.no_grad(),
             size,
+            resize_t: resize.transpose(),
+            input,
             mean: channel(IMAGENET_MEAN),
             std: channel(IMAGENET_STD),
-        }
+        })
     }
 
+    /// The frozen network.
     pub fn vgg(&self) -> &Vgg19<B> {
         &self.vgg
     }
 
-    /// Resizes `[n, 3, H, W]` images in 0…1 to the loss size (bilinear, half-pixel
-    /// centres as torch's `interpolate(align_corners=False)`) and normalises them.
+    /// Resizes `[n, 3, input, input]` images in 0…1 to the loss size (bilinear,
+    /// half-pixel centres as torch's `interpolate(align_corners=False)`) and
+    /// normalises them. Plain 2-D matrix products: every backend differentiates them.
     pub fn prepare(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [_, _, h, w] = x.dims();
-        let x = if (h, w) == (self.size, self.size) {
+        let [n, c, h, w] = x.dims();
+        let (i, s) = (self.input, self.size);
+        assert_eq!([h, w], [i, i], "PerceptualLoss was built for {i} px images");
+        let x = if i == s {
             x
         } else {
-            interpolate(
-                x,
-                [self.size, self.size],
-                InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
-            )
+            // Columns: [n·c·h, w] · Rᵀ; then the rows, the same way on the transpose.
+            let x = x.reshape([n * c * h, w]).matmul(self.resize_t.clone());
+            let x = x
+                .reshape([n * c, h, s])
+                .swap_dims(1, 2)
+                .reshape([n * c * s, h]);
+            let x = x.matmul(self.resize_t.clone()); // [n·c·x, y]
+            x.reshape([n * c, s, s])
+                .swap_dims(1, 2)
+                .reshape([n, c, s, s])
         };
         (x - self.mean.clone()) / self.std.clone()
     }
 
-    /// Mean over the layers of the mean |features(fake) − features(real)|; the true
-    /// images are not differentiated.
+    /// Mean over the layers of the mean |features(fake) − features(real)|.
     pub fn forward(&self, fake: Tensor<B, 4>, real: Tensor<B, 4>) -> Tensor<B, 1> {
         let a = self.vgg.taps(self.prepare(fake));
+        // The true images are a target: no gradient flows into them.
         let b = self.vgg.taps(self.prepare(real.detach()));
         let n = a.len() as f64;
         a.into_iter()
             .zip(b)
-            .map(|(a, b)| (a - b.detach()).abs().mean())
+            .map(|(a, b)| (a - b).abs().mean())
             .reduce(|s, t| s + t)
             .expect("five layers")
             .div_scalar(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decoder::CpuBackend;
+    use burn::tensor::module::interpolate;
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+    /// The matrix resize equals Burn's bilinear `interpolate` with half-pixel
+    /// centres, up and down.
+    #[test]
+    fn matrix_resize_matches_bilinear_interpolate() {
+        let device = Default::default();
+        for (input, size) in [(24, 32), (96, 224), (40, 32), (32, 32)] {
+            let vgg = Vgg19::<CpuBackend>::new([2, 2, 2, 2, 2], &device);
+            let loss = PerceptualLoss::new(vgg, input, size, &device).unwrap();
+            let n = 2 * 3 * input * input;
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+                .collect();
+            let x = Tensor::<CpuBackend, 4>::from_data(
+                TensorData::new(v, [2, 3, input, input]),
+                &device,
+            );
+            let ours = loss.prepare(x.clone()) * loss.std.clone() + loss.mean.clone();
+            let burns = interpolate(
+                x,
+                [size, size],
+                InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false),
+            );
+            let diff: f32 = (ours - burns).abs().max().into_scalar();
+            assert!(diff < 1e-5, "{input} -> {size}: max difference {diff}");
+        }
     }
 }

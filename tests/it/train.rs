@@ -191,6 +191,12 @@ fn resume_continues_from_the_checkpoint() {
         worst < 1e-4,
         "learned RF centres differ by up to {worst} px between resumed and straight runs"
     );
+
+    // Resuming with another objective is refused, naming what differs.
+    opts.epochs = 5;
+    opts.losses.pixel = 1.0;
+    let e = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("other loss weights"), "{e}");
 }
 
 /// Training on a dataset recorded with other channels fails, saying which.
@@ -415,7 +421,13 @@ fn training_with_the_vgg_loss_lowers_and_logs_it() {
     opts.max_trials = Some(4);
     opts.checkpoint_every = 0;
     opts.vgg_weights = Some(super::common::repo().join("tests/fixtures/vgg19-tiny/vgg19-tiny.pth"));
-    opts.vgg_size = 32;
+    opts.vgg_size = 48; // the 32 px images are resized, as 96 → 224 in the method
+                        // The VGG term alone: it can only fall if its gradient reaches the generator.
+    opts.losses = LossWeights {
+        pixel: 0.0,
+        adversarial: 0.0,
+        vgg: 1.0,
+    };
     let summary = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
     let first = summary.epochs[0].g_vgg.unwrap();
     let last = summary.epochs.last().unwrap().g_vgg.unwrap();

@@ -53,7 +53,8 @@ fn check_against_torch(
     let what = weights.display();
     let vgg = Vgg19::<CpuBackend>::load(weights, &device).unwrap();
     let widths = vgg.widths();
-    let loss = PerceptualLoss::new(vgg, size, &device);
+    let side = npy(&reference.join("fake.npy")).0[2];
+    let loss = PerceptualLoss::new(vgg, side, size, &device).unwrap();
     let taps = loss
         .vgg()
         .taps(loss.prepare(tensor(&reference.join("fake.npy"))));
@@ -78,7 +79,7 @@ fn check_against_torch(
 
     // The gradient reaching the generator's output.
     let vgg = Vgg19::<CpuTrainBackend>::load(weights, &device).unwrap();
-    let loss = PerceptualLoss::new(vgg, size, &device);
+    let loss = PerceptualLoss::new(vgg, side, size, &device).unwrap();
     let fake = tensor::<CpuTrainBackend>(&reference.join("fake.npy")).require_grad();
     let grads = loss
         .forward(fake.clone(), tensor(&reference.join("real.npy")))
@@ -93,10 +94,18 @@ fn check_against_torch(
     // features make single elements chaotic (torch's own float32 gradient of a
     // full-size VGG19 differs from its float64 one by 8 % of the largest element,
     // at r = 0.99999).
-    let r = monkeysee::eval::pearson(&got, &npy(&reference.join("grad.npy")).1);
+    let want = npy(&reference.join("grad.npy")).1;
+    let r = monkeysee::eval::pearson(&got, &want);
     assert!(
         r > 1.0 - tolerance as f64,
         "{what}: gradient correlation {r}"
+    );
+    // ... and the scale: the least-squares slope of ours on torch's.
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum::<f64>();
+    let slope = dot(&got, &want) / dot(&want, &want);
+    assert!(
+        (slope - 1.0).abs() < 10.0 * tolerance as f64,
+        "{what}: gradient slope {slope}"
     );
     widths
 }
@@ -131,7 +140,7 @@ fn vgg19_weights_get_no_gradient() {
     use burn::module::Module;
     let device = Default::default();
     let vgg = Vgg19::<CpuTrainBackend>::load(&fixture("vgg19-tiny.pth"), &device).unwrap();
-    let loss = PerceptualLoss::new(vgg, 32, &device);
+    let loss = PerceptualLoss::new(vgg, 24, 32, &device).unwrap();
     let fake = tensor::<CpuTrainBackend>(&fixture("fake.npy")).require_grad();
     let mut grads = loss.forward(fake, tensor(&fixture("real.npy"))).backward();
     let params = burn::optim::GradientsParams::from_module(&mut grads, loss.vgg());
@@ -156,7 +165,7 @@ fn wrong_vgg_files_are_refused() {
 
     let e = err(&fixture("checkpoint-tiny.pth"));
     assert!(
-        e.contains("0 tensors") && e.contains("its first keys: model.classifier"),
+        e.contains("0 tensors") && e.contains("nested under `model.`"),
         "{e}"
     );
 
@@ -170,8 +179,15 @@ fn wrong_vgg_files_are_refused() {
     let full = std::fs::read(fixture("vgg19-tiny.pth")).unwrap();
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     let e = err(&truncated);
-    assert!(e.contains("vgg19-dcbb9e9d.pth"), "{e}");
+    assert!(e.contains("not a readable PyTorch file"), "{e}");
 
     let e = err(&dir.path().join("missing.pth"));
     assert!(e.contains("no such file"), "{e}");
+    let e = err(dir.path());
+    assert!(e.contains("a directory"), "{e}");
+
+    // Sides VGG19 cannot take.
+    let vgg = Vgg19::<CpuBackend>::load(&fixture("vgg19-tiny.pth"), &device).unwrap();
+    let e = PerceptualLoss::new(vgg, 24, 16, &device).unwrap_err();
+    assert!(e.to_string().contains("at least 32"), "{e}");
 }
