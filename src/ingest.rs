@@ -420,16 +420,13 @@ impl SampleProducer {
         now_lsl: f64,
         counters: &Counters,
     ) {
-        let ch = self.channels;
-        for i in 0..n {
-            let row = &values[i * ch..(i + 1) * ch];
-            if row.iter().any(|v| !v.is_finite()) {
-                Counters::inc(&counters.bad_samples);
-            }
-            if !self.push_row(row, stamps[i], arrival, now_lsl) {
-                Counters::inc(&counters.overruns);
-            }
-        }
+        let bad = values[..n * self.channels]
+            .chunks_exact(self.channels)
+            .filter(|row| row.iter().any(|v| !v.is_finite()))
+            .count();
+        let dropped = self.push_uncounted(values, stamps, n, arrival, now_lsl);
+        Counters::add(&counters.bad_samples, bad as u64);
+        Counters::add(&counters.overruns, dropped as u64);
         Counters::add(&counters.samples, n as u64);
         Counters::inc(&counters.chunks);
     }

@@ -106,22 +106,29 @@ fn full_ring_counts_overruns_instead_of_blocking() {
     assert_eq!(n, 8);
 }
 
-#[test]
-fn lsl_pull_loop_allocates_nothing_after_connect() {
-    let rig = FakeRig::new("alloc", 64);
+/// A 64-channel outlet with a connected inlet and 500 samples (channel c holds
+/// c · `scale`) already pushed; the rig must outlive the inlet's use.
+fn inlet_with_500_samples(tag: &str, scale: f32) -> (FakeRig, MuaInlet, Vec<f32>) {
+    let rig = FakeRig::new(tag, 64);
     let sel = monkeysee::config::StreamSelector {
         query: Some(rig.mua_query()),
         ..Default::default()
     };
-    let mut inlet = MuaInlet::connect(&sel, 64, 1000.0, 10.0, 100).unwrap();
+    let inlet = MuaInlet::connect(&sel, 64, 1000.0, 10.0, 100).unwrap();
     assert!(rig.mua.wait_for_consumers(5.0));
-    let counters = Counters::default();
-    let (mut producer, mut consumer) = SampleRing::new(64, 4000);
-    let sample: Vec<f32> = (0..64).map(|c| c as f32).collect();
+    let sample: Vec<f32> = (0..64).map(|c| c as f32 * scale).collect();
     use lsl::Pushable;
     for _ in 0..500 {
         rig.mua.push_sample(&sample).unwrap();
     }
+    (rig, inlet, sample)
+}
+
+#[test]
+fn lsl_pull_loop_allocates_nothing_after_connect() {
+    let (_rig, mut inlet, sample) = inlet_with_500_samples("alloc", 1.0);
+    let counters = Counters::default();
+    let (mut producer, mut consumer) = SampleRing::new(64, 4000);
     let mut got = 0usize;
     let mut out = vec![0.0f32; 64];
     let ((), allocs) = allocations_in(|| {
@@ -149,21 +156,10 @@ fn lsl_pull_loop_allocates_nothing_after_connect() {
 
 #[test]
 fn lsl_pull_loop_with_recording_allocates_nothing_after_connect() {
-    let rig = FakeRig::new("alloc-rec", 64);
-    let sel = monkeysee::config::StreamSelector {
-        query: Some(rig.mua_query()),
-        ..Default::default()
-    };
-    let mut inlet = MuaInlet::connect(&sel, 64, 1000.0, 10.0, 100).unwrap();
-    assert!(rig.mua.wait_for_consumers(5.0));
+    let (_rig, mut inlet, sample) = inlet_with_500_samples("alloc-rec", 0.5);
     let counters = Counters::default();
     let (mut window, mut window_out) = SampleRing::new(64, 4000);
     let (mut record, mut record_out) = SampleRing::new(64, 4000);
-    let sample: Vec<f32> = (0..64).map(|c| c as f32 * 0.5).collect();
-    use lsl::Pushable;
-    for _ in 0..500 {
-        rig.mua.push_sample(&sample).unwrap();
-    }
     let (mut got, mut recorded) = (0usize, 0usize);
     let mut out = vec![0.0f32; 64];
     let mut rec = vec![0.0f32; 64];
