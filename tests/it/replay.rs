@@ -30,6 +30,18 @@ fn header(
     .unwrap()
 }
 
+/// A string marker stream whose header names the stimulus image folder.
+fn marker_header(name: &str, stimuli: &str) -> StreamInfo {
+    header(
+        name,
+        "Markers",
+        1,
+        0.0,
+        "string",
+        &format!("<stimuli><directory>{stimuli}</directory></stimuli>"),
+    )
+}
+
 /// A small session: 4-channel 1 kHz float32 MUA with labelled channels, string markers
 /// whose header names an image folder, and a 2-channel 250 Hz int16 stream recorded on
 /// a clock 3000 s behind (corrected by its clock offsets, the first written after its
@@ -85,18 +97,8 @@ fn write_session(tag: &str, seconds: f64) -> Session {
         ),
     )
     .unwrap();
-    w.add_stream(
-        StreamId(2),
-        header(
-            &markers,
-            "Markers",
-            1,
-            0.0,
-            "string",
-            "<stimuli><directory>images</directory></stimuli>",
-        ),
-    )
-    .unwrap();
+    w.add_stream(StreamId(2), marker_header(&markers, "images"))
+        .unwrap();
     w.add_stream(StreamId(3), header(&aux, "Aux", 2, 250.0, "int16", ""))
         .unwrap();
 
@@ -590,18 +592,8 @@ fn a_replayed_session_drives_the_daemon_which_finds_the_images_from_the_header()
     let mut w = XdfWriter::create(&path).unwrap();
     w.add_stream(StreamId(1), header(&mua, "MUA", ch, 1000.0, "float32", ""))
         .unwrap();
-    w.add_stream(
-        StreamId(2),
-        header(
-            &markers,
-            "Markers",
-            1,
-            0.0,
-            "string",
-            "<stimuli><directory>stimuli</directory></stimuli>",
-        ),
-    )
-    .unwrap();
+    w.add_stream(StreamId(2), marker_header(&markers, "stimuli"))
+        .unwrap();
     let onsets = [0.4, 1.0, 1.6];
     for b in 0..25 {
         let stamps: Vec<f64> = (0..100)
