@@ -272,6 +272,10 @@ struct TrainArgs {
     /// Where training runs. `cuda` needs a build with `--features cuda` and an NVIDIA GPU.
     #[arg(long, value_enum, default_value = "cpu")]
     device: ComputeDevice,
+    /// Which engine runs a step: `auto` is monkeysee's CPU engine (gemm kernels) on the
+    /// CPU and Burn's autodiff on CUDA; `burn` forces Burn's autodiff (slower on a CPU).
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: monkeysee::train::EngineChoice,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -530,6 +534,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         max_trials: args.max_trials,
         progress: !args.quiet,
+        engine: args.engine,
     };
     match &opts.vgg_weights {
         Some(p) => eprintln!(

@@ -18,6 +18,8 @@
 //! `losses.csv`, `loss.png`, and `checkpoint/` for `--resume`.
 
 pub mod discriminator;
+pub mod engine;
+pub mod host;
 pub mod vgg;
 
 use std::path::{Path, PathBuf};
@@ -25,22 +27,21 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use burn::module::{AutodiffModule, Module};
-use burn::nn::loss::BinaryCrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::record::{BinFileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::backend::AutodiffBackend;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 pub use discriminator::Discriminator;
+pub use engine::EngineChoice;
 pub use vgg::{PerceptualLoss, Vgg19};
 
 use crate::config::RigConfig;
 use crate::daemon::{decoder_config, window_set};
 use crate::dataset::Dataset;
 use crate::decoder::{Decoder, DecoderConfig, DecoderKind, DecoderModel, FixedRfMaps};
+use crate::window::NormStats;
+use engine::{Batch, Engine, HostOptimSteps, StepSettings};
 
 /// Loss weights (MonkeySee: pixel 0.5, adversarial 0.01, VGG 1.0).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -100,6 +101,9 @@ pub struct TrainOptions {
     /// Use at most this many training trials (quick runs, tests).
     pub max_trials: Option<usize>,
     pub progress: bool,
+    /// Which engine runs the steps.
+    #[serde(default)]
+    pub engine: EngineChoice,
 }
 
 fn placeholder_rig() -> Option<RigConfig> {
@@ -146,6 +150,12 @@ struct CheckpointState {
     /// Absent in checkpoints written before it was recorded.
     #[serde(default)]
     objective: Option<Objective>,
+    /// "host" (the CPU engine) or "burn"; absent means "burn" (written before the CPU engine).
+    #[serde(default)]
+    engine: Option<String>,
+    /// The CPU engine's Adam step counts.
+    #[serde(default)]
+    host_optim: Option<HostOptimSteps>,
 }
 
 /// What the generator minimises: a resumed run must keep it, or its loss curve
@@ -157,86 +167,100 @@ struct Objective {
     vgg_size: Option<usize>,
 }
 
-/// The decoder input of a batch: built on the host for the fixed-RF kinds, by the
-/// learned layer (inside the autodiff graph) for the others.
-fn batch_input<B: Backend>(
-    model: &DecoderModel<B>,
-    fixed: Option<&FixedRfMaps>,
-    features: &[f32],
-    n: usize,
-    config: &DecoderConfig,
-    device: &B::Device,
-) -> Tensor<B, 4> {
-    let s = config.image_size;
-    match fixed {
-        Some(maps) => {
-            let len = maps.image_len();
-            let mut img = vec![0.0f32; n * len];
-            let nf = config.n_features();
-            for i in 0..n {
-                maps.fill(
-                    &features[i * nf..(i + 1) * nf],
-                    &mut img[i * len..(i + 1) * len],
-                );
-            }
-            Tensor::from_data(TensorData::new(img, [n, maps.n_channels(), s, s]), device)
+/// The dataset side of a run: which trials, their inputs and images.
+struct TrainingData<'a> {
+    ds: Dataset,
+    rig: &'a RigConfig,
+    config: DecoderConfig,
+    fixed: Option<FixedRfMaps>,
+    set: crate::config::WindowSetKind,
+    stats: NormStats,
+    train_trials: Vec<usize>,
+    test_trials: Vec<usize>,
+}
+
+impl<'a> TrainingData<'a> {
+    fn open(opts: &TrainOptions, rig: &'a RigConfig) -> anyhow::Result<Self> {
+        let ds = Dataset::open(&opts.data)?;
+        ds.check_rig(rig)?;
+        let config = decoder_config(rig, opts.kind, opts.width);
+        config.validate()?;
+        let fixed = match opts.kind {
+            DecoderKind::Spatial | DecoderKind::Spatiotemporal => Some(FixedRfMaps::build(&config).with_context(|| {
+                format!("the {} decoder places electrodes by the rig's RF table ([receptive_fields] table)", opts.kind)
+            })?),
+            _ => None,
+        };
+        let channels: Vec<usize> = rig.electrodes.iter().map(|e| e.channel).collect();
+        let mut train_trials = ds.split(false);
+        if let Some(m) = opts.max_trials {
+            train_trials.truncate(m);
         }
-        None => {
-            let r = Tensor::from_data(
-                TensorData::new(features.to_vec(), [n, config.n_features()]),
-                device,
+        if train_trials.len() < opts.batch {
+            bail!(
+                "the dataset has {} training trials, fewer than one batch of {}",
+                train_trials.len(),
+                opts.batch
             );
-            model
-                .learned_input(r)
-                .expect("learned-input kinds have their layer")
         }
+        let test_trials: Vec<usize> = ds.split(true).into_iter().take(64).collect();
+        let stats = ds.norm_stats(&train_trials, &channels);
+        Ok(Self {
+            set: window_set(opts.kind),
+            ds,
+            rig,
+            config,
+            fixed,
+            stats,
+            train_trials,
+            test_trials,
+        })
     }
-}
 
-/// The pix2pix history pool: half the time the discriminator sees an older fake.
-struct HistoryPool<B: Backend> {
-    size: usize,
-    items: Vec<Tensor<B, 3>>,
-}
-
-impl<B: Backend> HistoryPool<B> {
-    fn query(&mut self, batch: Tensor<B, 4>, rng: &mut impl Rng) -> Tensor<B, 4> {
-        if self.size == 0 {
-            return batch;
+    /// Features of `trials`, `[trial][window][electrode]`.
+    fn features(&self, trials: &[usize]) -> Vec<f32> {
+        let nf = self.config.n_features();
+        let mut all = Vec::with_capacity(trials.len() * nf);
+        let mut f = Vec::new();
+        for &t in trials {
+            self.ds.features(t, self.rig, self.set, &self.stats, &mut f);
+            all.extend_from_slice(&f);
         }
-        let n = batch.dims()[0];
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let item: Tensor<B, 3> = batch.clone().narrow(0, i, 1).squeeze_dim(0);
-            if self.items.len() < self.size {
-                self.items.push(item.clone());
-                out.push(item);
-            } else if rng.random_bool(0.5) {
-                let j = rng.random_range(0..self.size);
-                out.push(std::mem::replace(&mut self.items[j], item));
-            } else {
-                out.push(item);
+        all
+    }
+
+    /// The batch of `trials` whose features are `features`.
+    fn batch<'f>(&self, trials: &[usize], features: &'f [f32]) -> Batch<'f> {
+        let s = self.config.image_size;
+        let fixed_input = self.fixed.as_ref().map(|maps| {
+            let len = maps.image_len();
+            let mut img = vec![0.0f32; trials.len() * len];
+            for (f, x) in features
+                .chunks_exact(self.config.n_features())
+                .zip(img.chunks_exact_mut(len))
+            {
+                maps.fill(f, x);
             }
+            img
+        });
+        let mut images = Vec::with_capacity(trials.len() * 3 * s * s);
+        for &t in trials {
+            images.extend(self.ds.image_chw(self.ds.trial_image[t]));
         }
-        Tensor::stack(out, 0)
+        Batch {
+            n: trials.len(),
+            fixed_input,
+            features,
+            images,
+            in_channels: self.config.in_channels(),
+            size: s,
+        }
     }
-}
-
-fn images<B: Backend>(ds: &Dataset, trials: &[usize], device: &B::Device) -> Tensor<B, 4> {
-    let s = ds.meta.image_size;
-    let mut v = Vec::with_capacity(trials.len() * 3 * s * s);
-    for &t in trials {
-        v.extend(ds.image_chw(ds.trial_image[t]));
-    }
-    Tensor::from_data(TensorData::new(v, [trials.len(), 3, s, s]), device)
-}
-
-fn mean_of<B: Backend>(t: Tensor<B, 1>) -> f64 {
-    t.into_scalar().elem::<f64>()
 }
 
 /// Trains a decoder and writes it to `opts.out`. Generic over the autodiff backend
-/// (`Autodiff<Flex>` on the CPU, `Autodiff<Cuda>` with `--features cuda`).
+/// (`Autodiff<Flex>` on the CPU, `Autodiff<Cuda>` with `--features cuda`); on the CPU
+/// the step runs on the CPU engine ([`host`]) unless `opts.engine` says otherwise.
 pub fn train<B: AutodiffBackend>(
     opts: &TrainOptions,
     device: &B::Device,
@@ -248,42 +272,8 @@ pub fn train<B: AutodiffBackend>(
     if opts.epochs == 0 || opts.width == 0 || opts.disc_width == 0 {
         bail!("--epochs, --width and --disc-width must be at least 1");
     }
-    let ds = Dataset::open(&opts.data)?;
-    ds.check_rig(rig)?;
-    let config = decoder_config(rig, opts.kind, opts.width);
-    config.validate()?;
-    let fixed = match opts.kind {
-        DecoderKind::Spatial | DecoderKind::Spatiotemporal => Some(FixedRfMaps::build(&config).with_context(|| {
-            format!("the {} decoder places electrodes by the rig's RF table ([receptive_fields] table)", opts.kind)
-        })?),
-        _ => None,
-    };
-    let set = window_set(opts.kind);
-    let channels: Vec<usize> = rig.electrodes.iter().map(|e| e.channel).collect();
-    let mut train_trials = ds.split(false);
-    if let Some(m) = opts.max_trials {
-        train_trials.truncate(m);
-    }
-    if train_trials.len() < opts.batch {
-        bail!(
-            "the dataset has {} training trials, fewer than one batch of {}",
-            train_trials.len(),
-            opts.batch
-        );
-    }
-    let test_trials: Vec<usize> = ds.split(true).into_iter().take(64).collect();
-    let stats = ds.norm_stats(&train_trials, &channels);
-    let nf = config.n_features();
-    let features_of = |trials: &[usize]| -> Vec<f32> {
-        let mut all = Vec::with_capacity(trials.len() * nf);
-        let mut f = Vec::new();
-        for &t in trials {
-            ds.features(t, rig, set, &stats, &mut f);
-            all.extend_from_slice(&f);
-        }
-        all
-    };
-
+    let data = TrainingData::open(opts, rig)?;
+    let config = data.config.clone();
     let perceptual = match &opts.vgg_weights {
         Some(path) => Some(
             PerceptualLoss::new(
@@ -304,143 +294,55 @@ pub fn train<B: AutodiffBackend>(
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let ckpt = opts.out.join("checkpoint");
     let mut init_rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0xD15C);
-    let mut model: DecoderModel<B> = DecoderModel::new(&config, opts.seed, device)?;
-    let mut disc: Discriminator<B> =
+    let model: DecoderModel<B> = DecoderModel::new(&config, opts.seed, device)?;
+    let parameters = model.num_params();
+    let disc: Discriminator<B> =
         Discriminator::new(config.in_channels(), opts.disc_width, &mut init_rng, device);
-    let adam = AdamConfig::new().with_beta_1(opts.beta1 as f32);
-    let mut opt_g = adam.init::<B, DecoderModel<B>>();
-    let mut opt_rf = adam.init::<B, crate::decoder::GaussianRfLayer<B>>();
-    let mut opt_d = adam.init::<B, Discriminator<B>>();
+    let mut engine = Engine::new(opts.engine, model, disc, opts.pool_size, opts.beta1);
     let mut history: Vec<EpochLog> = Vec::new();
     let mut first_epoch = 0;
     if opts.resume {
-        let state: CheckpointState = serde_json::from_str(
-            &std::fs::read_to_string(ckpt.join("state.json"))
-                .with_context(|| format!("--resume: no checkpoint in {}", ckpt.display()))?,
-        )
-        .context("reading checkpoint/state.json")?;
-        if state.objective.as_ref().is_some_and(|o| *o != objective) {
-            bail!(
-                "--resume: the checkpoint in {} was trained with other loss weights or VGG19 settings ({:?}, now {:?}); pass the same options or start a new --out",
-                ckpt.display(),
-                state.objective.expect("checked"),
-                objective
-            );
-        }
-        if state.config != config {
-            bail!("--resume: the checkpoint in {} was trained with another decoder config (kind, width or rig); start a new --out or drop --resume", ckpt.display());
-        }
-        let named = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let bin = BinFileRecorder::<FullPrecisionSettings>::new();
-        model = model.load_file(ckpt.join("generator"), &named, device)?;
-        disc = disc.load_file(ckpt.join("discriminator"), &named, device)?;
-        opt_g = opt_g.load_record(bin.load(ckpt.join("optim-generator"), device)?);
-        if model.gaussian.is_some() {
-            opt_rf = opt_rf.load_record(bin.load(ckpt.join("optim-rf"), device)?);
-        }
-        opt_d = opt_d.load_record(bin.load(ckpt.join("optim-discriminator"), device)?);
+        let state = resume_state(&ckpt, &objective, &config, engine.name())?;
+        engine.load_checkpoint(&ckpt, state.host_optim, device)?;
         first_epoch = state.next_epoch;
         history = state.epochs;
     }
-    let parameters = model.num_params();
-    let bce = BinaryCrossEntropyLossConfig::new()
-        .with_logits(true)
-        .init(device);
-    let mut pool = HistoryPool::<B> {
-        size: opts.pool_size,
-        items: Vec::new(),
-    };
-    let test_features = features_of(&test_trials);
-    let steps_per_epoch = train_trials.len() / opts.batch;
-    let bar = if opts.progress {
-        let b = indicatif::ProgressBar::new(
-            ((opts.epochs.saturating_sub(first_epoch)) * steps_per_epoch) as u64,
-        );
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
-            )
-            .expect("valid template"),
-        );
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
+    let test_features = data.features(&data.test_trials);
+    let test_batch = data.batch(&data.test_trials, &test_features);
+    let steps_per_epoch = data.train_trials.len() / opts.batch;
+    let bar = progress_bar(
+        opts.progress,
+        (opts.epochs.saturating_sub(first_epoch) * steps_per_epoch) as u64,
+    );
+    let settings = StepSettings {
+        lr: opts.lr,
+        rf_lr: opts.rf_lr,
+        losses: opts.losses,
     };
     for epoch in first_epoch..opts.epochs {
         let started = Instant::now();
         let mut rng =
             rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(epoch as u64 * 7919));
-        let mut order = train_trials.clone();
+        let mut order = data.train_trials.clone();
         order.shuffle(&mut rng);
         let (mut sum_d, mut sum_adv, mut sum_pix, mut sum_vgg) = (0.0, 0.0, 0.0, 0.0);
-        for batch in order.chunks_exact(opts.batch) {
-            let n = batch.len();
-            let feats = features_of(batch);
-            let x = batch_input(&model, fixed.as_ref(), &feats, n, &config, device);
-            let y = images::<B>(&ds, batch, device);
-            let fake = model.unet.forward(x.clone());
-
-            // Discriminator.
-            let x_d = x.clone().detach();
-            let real_pair = Tensor::cat(vec![x_d.clone(), y.clone()], 1);
-            let fake_pair = pool.query(Tensor::cat(vec![x_d, fake.clone().detach()], 1), &mut rng);
-            let d_real = disc.forward(real_pair);
-            let d_fake = disc.forward(fake_pair);
-            let ones = Tensor::<B, 4, Int>::ones(d_real.shape(), device);
-            let zeros = Tensor::<B, 4, Int>::zeros(d_fake.shape(), device);
-            let loss_d =
-                (bce.forward(d_fake, zeros) + bce.forward(d_real, ones.clone())).mul_scalar(0.5);
-            sum_d += mean_of(loss_d.clone());
-            let grads = GradientsParams::from_grads(loss_d.backward(), &disc);
-            disc = opt_d.step(opts.lr, disc, grads);
-
-            // Generator.
-            // The condition is detached: the adversarial term trains the generator's
-            // output, not a learned input layer reshaping D's condition.
-            let d_g = disc.forward(Tensor::cat(vec![x.detach(), fake.clone()], 1));
-            let adv = bce.forward(d_g, ones);
-            let pix = (fake.clone() - y.clone()).abs().mean();
-            sum_adv += mean_of(adv.clone());
-            sum_pix += mean_of(pix.clone());
-            let mut loss_g =
-                adv.mul_scalar(opts.losses.adversarial) + pix.mul_scalar(opts.losses.pixel);
-            if let Some(p) = &perceptual {
-                let feat = p.forward(fake, y);
-                sum_vgg += mean_of(feat.clone());
-                loss_g = loss_g + feat.mul_scalar(opts.losses.vgg);
-            }
-            let mut grads = loss_g.backward();
-            match model.gaussian.take() {
-                // The RF layer has a learning rate of its own.
-                Some(layer) => {
-                    let g_rf = GradientsParams::from_module(&mut grads, &layer);
-                    let g_rest = GradientsParams::from_module(&mut grads, &model);
-                    model = opt_g.step(opts.lr, model, g_rest);
-                    model.gaussian = Some(opt_rf.step(opts.rf_lr, layer, g_rf));
-                }
-                None => {
-                    let g = GradientsParams::from_grads(grads, &model);
-                    model = opt_g.step(opts.lr, model, g);
-                }
-            }
+        for trials in order.chunks_exact(opts.batch) {
+            let features = data.features(trials);
+            let batch = data.batch(trials, &features);
+            let l = engine.step(&batch, settings, perceptual.as_ref(), &mut rng, device)?;
+            sum_d += l.d;
+            sum_adv += l.g_adversarial;
+            sum_pix += l.g_pixel_l1;
+            sum_vgg += l.g_extra.unwrap_or(0.0);
             bar.inc(1);
         }
         let seconds = started.elapsed().as_secs_f64();
         let k = steps_per_epoch.max(1) as f64;
-        let test_pixel_l1 = (!test_trials.is_empty()).then(|| {
-            let valid = model.valid();
-            let inner_dev = device.clone();
-            let x = batch_input(
-                &valid,
-                fixed.as_ref(),
-                &test_features,
-                test_trials.len(),
-                &config,
-                &inner_dev,
-            );
-            let y = images::<B::InnerBackend>(&ds, &test_trials, &inner_dev);
-            mean_of((valid.unet.forward(x) - y).abs().mean())
-        });
+        let test_pixel_l1 = if data.test_trials.is_empty() {
+            None
+        } else {
+            Some(engine.test_l1(&test_batch, device)?)
+        };
         let log = EpochLog {
             epoch: epoch + 1,
             d: sum_d / k,
@@ -464,40 +366,86 @@ pub fn train<B: AutodiffBackend>(
         history.push(log);
         let last = epoch + 1 == opts.epochs;
         if last || (opts.checkpoint_every > 0 && (epoch + 1) % opts.checkpoint_every == 0) {
-            std::fs::create_dir_all(&ckpt)?;
-            let named = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-            let bin = BinFileRecorder::<FullPrecisionSettings>::new();
-            model.clone().save_file(ckpt.join("generator"), &named)?;
-            disc.clone().save_file(ckpt.join("discriminator"), &named)?;
-            bin.record(opt_g.to_record(), ckpt.join("optim-generator"))?;
-            if model.gaussian.is_some() {
-                bin.record(opt_rf.to_record(), ckpt.join("optim-rf"))?;
-            }
-            bin.record(opt_d.to_record(), ckpt.join("optim-discriminator"))?;
-            std::fs::write(
-                ckpt.join("state.json"),
-                serde_json::to_string_pretty(&CheckpointState {
+            let host_optim = engine.save_checkpoint(&ckpt)?;
+            write_json(
+                &ckpt.join("state.json"),
+                &CheckpointState {
                     next_epoch: epoch + 1,
                     epochs: history.clone(),
                     config: config.clone(),
                     objective: Some(objective.clone()),
-                })?,
+                    engine: Some(engine.name().to_string()),
+                    host_optim,
+                },
             )?;
         }
     }
     bar.finish();
 
     // The model the daemon loads.
-    let decoder = Decoder::from_model(config.clone(), model.valid(), device)?;
+    let decoder = Decoder::from_model(config.clone(), engine.model().valid(), device)?;
     decoder.save(&opts.out)?;
-    write_json(&opts.out.join("normalization.json"), &stats)?;
+    write_json(&opts.out.join("normalization.json"), &data.stats)?;
     let summary = TrainSummary {
         epochs: history,
-        train_trials: train_trials.len(),
-        test_trials: test_trials.len(),
+        train_trials: data.train_trials.len(),
+        test_trials: data.test_trials.len(),
         parameters,
         out: opts.out.clone(),
     };
+    write_reports(opts, &summary)?;
+    Ok(summary)
+}
+
+/// Reads `checkpoint/state.json` and refuses a checkpoint of another run.
+fn resume_state(
+    ckpt: &Path,
+    objective: &Objective,
+    config: &DecoderConfig,
+    engine: &str,
+) -> anyhow::Result<CheckpointState> {
+    let state: CheckpointState = serde_json::from_str(
+        &std::fs::read_to_string(ckpt.join("state.json"))
+            .with_context(|| format!("--resume: no checkpoint in {}", ckpt.display()))?,
+    )
+    .context("reading checkpoint/state.json")?;
+    if state.objective.as_ref().is_some_and(|o| o != objective) {
+        bail!(
+            "--resume: the checkpoint in {} was trained with other loss weights or VGG19 settings ({:?}, now {:?}); pass the same options or start a new --out",
+            ckpt.display(),
+            state.objective.as_ref().expect("checked"),
+            objective
+        );
+    }
+    if &state.config != config {
+        bail!("--resume: the checkpoint in {} was trained with another decoder config (kind, width or rig); start a new --out or drop --resume", ckpt.display());
+    }
+    let saved = state.engine.as_deref().unwrap_or("burn");
+    if saved != engine {
+        bail!(
+            "--resume: the checkpoint in {} was written by the {saved} engine, this run uses the {engine} engine; pass --engine {saved}",
+            ckpt.display()
+        );
+    }
+    Ok(state)
+}
+
+fn progress_bar(show: bool, steps: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(steps);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+        )
+        .expect("valid template"),
+    );
+    b
+}
+
+/// `training.json`, `losses.csv` and `loss.png`.
+fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<()> {
     write_json(
         &opts.out.join("training.json"),
         &serde_json::json!({ "options": opts, "summary": summary }),
@@ -568,7 +516,7 @@ pub fn train<B: AutodiffBackend>(
     if !drawn && opts.progress {
         eprintln!("monkeysee train: no font found (install fonts-dejavu-core or set MONKEYSEE_FONT), so no loss.png; the losses are in losses.csv");
     }
-    Ok(summary)
+    Ok(())
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use monkeysee::decoder::{
     GaussianRfLayer,
 };
 use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
-use monkeysee::train::{self, LossWeights, TrainOptions};
+use monkeysee::train::{self, EngineChoice, LossWeights, TrainOptions};
 
 use super::common::small_rig;
 
@@ -58,6 +58,7 @@ fn options(
         seed: 3,
         max_trials: None,
         progress: false,
+        engine: EngineChoice::Auto,
     }
 }
 

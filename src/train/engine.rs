@@ -1,0 +1,568 @@
+//! How one training step runs: the CPU engine ([`super::host`]) or Burn's autodiff end to
+//! end (any backend; what `--device cuda` uses). Both take the same batches, draw the same
+//! random numbers, minimise the same losses and write the same files, so `train` drives
+//! either through [`Engine`].
+//!
+//! Checkpoints: both write the generator and discriminator as Burn records
+//! (`generator`, `discriminator`); the optimiser state is Burn's record for the Burn engine
+//! (`optim-*`) and `optim-host.npy` (Adam moments of both networks) for the CPU engine.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use burn::module::{AutodiffModule, Module};
+use burn::nn::loss::{BinaryCrossEntropyLoss, BinaryCrossEntropyLossConfig};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use npyz::WriterBuilder;
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::host::{HostGan, StepLosses};
+use super::{Discriminator, LossWeights, PerceptualLoss};
+use crate::decoder::{DecoderModel, DenseMapLayer, GaussianRfLayer};
+
+/// Which engine trains (`--engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineChoice {
+    /// The CPU engine on the CPU, Burn's autodiff on an accelerator.
+    #[default]
+    Auto,
+    /// The CPU engine (gemm + plain-Rust kernels).
+    Host,
+    /// Burn's autodiff on the chosen backend.
+    Burn,
+}
+
+/// Hyper-parameters a step needs.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSettings {
+    pub lr: f64,
+    pub rf_lr: f64,
+    pub losses: LossWeights,
+}
+
+/// A batch: the decoder input (built on the host for the fixed-RF kinds) or the
+/// responses for a learned input layer, and the stimuli.
+pub struct Batch<'a> {
+    pub n: usize,
+    /// `[n][channels][H][W]` for a fixed input; `None` for a learned one.
+    pub fixed_input: Option<Vec<f32>>,
+    /// `[n][features]`.
+    pub features: &'a [f32],
+    /// `[n][3][H][W]`.
+    pub images: Vec<f32>,
+    pub in_channels: usize,
+    pub size: usize,
+}
+
+/// The training state of one run.
+pub enum Engine<B: AutodiffBackend> {
+    Burn(Box<BurnEngine<B>>),
+    Host(Box<HostEngine<B>>),
+}
+
+type Opt<M, B> = OptimizerAdaptor<Adam, M, B>;
+
+/// Burn's autodiff for everything.
+pub struct BurnEngine<B: AutodiffBackend> {
+    model: DecoderModel<B>,
+    disc: Discriminator<B>,
+    opt_g: Opt<DecoderModel<B>, B>,
+    opt_rf: Opt<GaussianRfLayer<B>, B>,
+    opt_d: Opt<Discriminator<B>, B>,
+    pool: HistoryPool<B>,
+    bce: BinaryCrossEntropyLoss<B>,
+}
+
+/// The CPU engine for the U-Net and PatchGAN; a learned input layer stays in Burn.
+pub struct HostEngine<B: AutodiffBackend> {
+    gan: HostGan,
+    /// The input layer and a U-Net/discriminator to write the weights back into.
+    model: DecoderModel<B>,
+    disc: Discriminator<B>,
+    opt_rf: Opt<GaussianRfLayer<B>, B>,
+    opt_dense: Opt<DenseMapLayer<B>, B>,
+}
+
+/// The pix2pix history pool of the Burn engine: half the time the discriminator sees an
+/// older fake.
+struct HistoryPool<B: Backend> {
+    size: usize,
+    items: Vec<Tensor<B, 3>>,
+}
+
+impl<B: Backend> HistoryPool<B> {
+    fn query(&mut self, batch: Tensor<B, 4>, rng: &mut impl Rng) -> Tensor<B, 4> {
+        if self.size == 0 {
+            return batch;
+        }
+        let n = batch.dims()[0];
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let item: Tensor<B, 3> = batch.clone().narrow(0, i, 1).squeeze_dim(0);
+            if self.items.len() < self.size {
+                self.items.push(item.clone());
+                out.push(item);
+            } else if rng.random_bool(0.5) {
+                let j = rng.random_range(0..self.size);
+                out.push(std::mem::replace(&mut self.items[j], item));
+            } else {
+                out.push(item);
+            }
+        }
+        Tensor::stack(out, 0)
+    }
+}
+
+fn adam(beta1: f64) -> AdamConfig {
+    AdamConfig::new().with_beta_1(beta1 as f32)
+}
+
+fn mean_of<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_scalar().elem::<f64>()
+}
+
+fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> anyhow::Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading a tensor back: {e:?}"))
+}
+
+/// The decoder input of a batch on the backend: the host-built fixed input, or the
+/// learned layer's output (inside the autodiff graph).
+fn input_tensor<B: Backend>(
+    model: &DecoderModel<B>,
+    batch: &Batch<'_>,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let s = batch.size;
+    match &batch.fixed_input {
+        Some(x) => Tensor::from_data(
+            TensorData::new(x.clone(), [batch.n, batch.in_channels, s, s]),
+            device,
+        ),
+        None => {
+            let nf = batch.features.len() / batch.n.max(1);
+            let r = Tensor::from_data(
+                TensorData::new(batch.features.to_vec(), [batch.n, nf]),
+                device,
+            );
+            model
+                .learned_input(r)
+                .expect("a batch without a fixed input belongs to a learned-input kind")
+        }
+    }
+}
+
+fn images<B: Backend>(batch: &Batch<'_>, device: &B::Device) -> Tensor<B, 4> {
+    let s = batch.size;
+    Tensor::from_data(
+        TensorData::new(batch.images.clone(), [batch.n, 3, s, s]),
+        device,
+    )
+}
+
+/// Adam moments of both networks, as `optim-host.npy` `[4, n]` rows: generator m, v,
+/// discriminator m, v (padded to the longer one), with the step counts in state.json.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct HostOptimSteps {
+    pub generator: u32,
+    pub discriminator: u32,
+}
+
+impl<B: AutodiffBackend> Engine<B> {
+    /// A fresh engine on `model` and `disc`.
+    pub fn new(
+        choice: EngineChoice,
+        model: DecoderModel<B>,
+        disc: Discriminator<B>,
+        pool_size: usize,
+        beta1: f64,
+    ) -> Self {
+        let host = match choice {
+            EngineChoice::Host => true,
+            EngineChoice::Burn => false,
+            EngineChoice::Auto => runs_on_host::<B>(),
+        };
+        let a = adam(beta1);
+        if host {
+            Engine::Host(Box::new(HostEngine {
+                gan: HostGan::new(&model.unet, &disc, pool_size, beta1),
+                model,
+                disc,
+                opt_rf: a.init(),
+                opt_dense: a.init(),
+            }))
+        } else {
+            Engine::Burn(Box::new(BurnEngine {
+                model,
+                disc,
+                opt_g: a.init(),
+                opt_rf: a.init(),
+                opt_d: a.init(),
+                pool: HistoryPool {
+                    size: pool_size,
+                    items: Vec::new(),
+                },
+                bce: BinaryCrossEntropyLossConfig::new()
+                    .with_logits(true)
+                    .init(&Default::default()),
+            }))
+        }
+    }
+
+    /// "host" or "burn", as recorded in checkpoints.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Burn(_) => "burn",
+            Engine::Host(_) => "host",
+        }
+    }
+
+    /// One discriminator + generator step.
+    pub fn step(
+        &mut self,
+        batch: &Batch<'_>,
+        settings: StepSettings,
+        perceptual: Option<&PerceptualLoss<B>>,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> anyhow::Result<StepLosses> {
+        match self {
+            Engine::Burn(e) => e.step(batch, settings, perceptual, rng, device),
+            Engine::Host(e) => e.step(batch, settings, perceptual, rng, device),
+        }
+    }
+
+    /// Mean pixel L1 of the generator in inference mode on `batch`.
+    pub fn test_l1(&mut self, batch: &Batch<'_>, device: &B::Device) -> anyhow::Result<f64> {
+        match self {
+            Engine::Burn(e) => {
+                let valid = e.model.valid();
+                let x = input_tensor(&valid, batch, device);
+                let y = images::<B::InnerBackend>(batch, device);
+                Ok(mean_of((valid.unet.forward(x) - y).abs().mean()))
+            }
+            Engine::Host(e) => {
+                let x = match &batch.fixed_input {
+                    Some(x) => x.clone(),
+                    None => host_f32(input_tensor(&e.model.valid(), batch, device))?,
+                };
+                let out = e.gan.reconstruct(&x, batch.n, batch.size);
+                let l1 = out
+                    .iter()
+                    .zip(&batch.images)
+                    .map(|(a, b)| (a - b).abs() as f64)
+                    .sum::<f64>()
+                    / out.len().max(1) as f64;
+                Ok(l1)
+            }
+        }
+    }
+
+    /// The trained decoder model (weights written back from the CPU engine).
+    pub fn model(&mut self) -> DecoderModel<B> {
+        match self {
+            Engine::Burn(e) => e.model.clone(),
+            Engine::Host(e) => {
+                e.gan.gen.write_into(&mut e.model.unet);
+                e.model.clone()
+            }
+        }
+    }
+
+    /// Writes the checkpoint files into `dir`; returns the CPU engine's Adam step counts.
+    pub fn save_checkpoint(&mut self, dir: &Path) -> anyhow::Result<Option<HostOptimSteps>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let named = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let bin = BinFileRecorder::<FullPrecisionSettings>::new();
+        let model = self.model();
+        match self {
+            Engine::Burn(e) => {
+                model.save_file(dir.join("generator"), &named)?;
+                e.disc
+                    .clone()
+                    .save_file(dir.join("discriminator"), &named)?;
+                bin.record(e.opt_g.to_record(), dir.join("optim-generator"))?;
+                if e.model.gaussian.is_some() {
+                    bin.record(e.opt_rf.to_record(), dir.join("optim-rf"))?;
+                }
+                bin.record(e.opt_d.to_record(), dir.join("optim-discriminator"))?;
+                Ok(None)
+            }
+            Engine::Host(e) => {
+                model.save_file(dir.join("generator"), &named)?;
+                e.gan.disc.write_into(&mut e.disc);
+                e.disc
+                    .clone()
+                    .save_file(dir.join("discriminator"), &named)?;
+                if e.model.gaussian.is_some() {
+                    bin.record(e.opt_rf.to_record(), dir.join("optim-rf"))?;
+                }
+                if e.model.dense.is_some() {
+                    bin.record(e.opt_dense.to_record(), dir.join("optim-dense"))?;
+                }
+                let (g, d) = (&e.gan.gen.params, &e.gan.disc.params);
+                let n = g.len().max(d.len());
+                let mut rows = Vec::with_capacity(4 * n);
+                for v in [&g.m, &g.v, &d.m, &d.v] {
+                    rows.extend_from_slice(v);
+                    rows.resize(rows.len() + n - v.len(), 0.0);
+                }
+                write_npy(&dir.join("optim-host.npy"), &rows, [4, n])?;
+                Ok(Some(HostOptimSteps {
+                    generator: g.steps,
+                    discriminator: d.steps,
+                }))
+            }
+        }
+    }
+
+    /// Restores a checkpoint that [`Engine::save_checkpoint`] wrote with the same engine.
+    pub fn load_checkpoint(
+        &mut self,
+        dir: &Path,
+        steps: Option<HostOptimSteps>,
+        device: &B::Device,
+    ) -> anyhow::Result<()> {
+        let named = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let bin = BinFileRecorder::<FullPrecisionSettings>::new();
+        match self {
+            Engine::Burn(e) => {
+                e.model = e
+                    .model
+                    .clone()
+                    .load_file(dir.join("generator"), &named, device)?;
+                e.disc = e
+                    .disc
+                    .clone()
+                    .load_file(dir.join("discriminator"), &named, device)?;
+                let opt_g = std::mem::replace(&mut e.opt_g, AdamConfig::new().init());
+                e.opt_g = opt_g.load_record(bin.load(dir.join("optim-generator"), device)?);
+                if e.model.gaussian.is_some() {
+                    let o = std::mem::replace(&mut e.opt_rf, AdamConfig::new().init());
+                    e.opt_rf = o.load_record(bin.load(dir.join("optim-rf"), device)?);
+                }
+                let o = std::mem::replace(&mut e.opt_d, AdamConfig::new().init());
+                e.opt_d = o.load_record(bin.load(dir.join("optim-discriminator"), device)?);
+            }
+            Engine::Host(e) => {
+                let steps = steps.context(
+                    "the checkpoint has no CPU-engine optimiser state (state.json: host_optim)",
+                )?;
+                e.model = e
+                    .model
+                    .clone()
+                    .load_file(dir.join("generator"), &named, device)?;
+                e.disc = e
+                    .disc
+                    .clone()
+                    .load_file(dir.join("discriminator"), &named, device)?;
+                let pool = e.gan.pool_size();
+                let beta1 = e.gan.beta1();
+                e.gan = HostGan::new(&e.model.unet, &e.disc, pool, beta1);
+                if e.model.gaussian.is_some() {
+                    let o = std::mem::replace(&mut e.opt_rf, AdamConfig::new().init());
+                    e.opt_rf = o.load_record(bin.load(dir.join("optim-rf"), device)?);
+                }
+                if e.model.dense.is_some() {
+                    let o = std::mem::replace(&mut e.opt_dense, AdamConfig::new().init());
+                    e.opt_dense = o.load_record(bin.load(dir.join("optim-dense"), device)?);
+                }
+                let path = dir.join("optim-host.npy");
+                let (rows, shape) = read_npy(&path)?;
+                let (g, d) = (&mut e.gan.gen.params, &mut e.gan.disc.params);
+                let n = g.len().max(d.len());
+                if shape != [4, n] {
+                    bail!(
+                        "{}: shape {shape:?}, this model needs [4, {n}]",
+                        path.display()
+                    );
+                }
+                let row = |k: usize, len: usize| rows[k * n..k * n + len].to_vec();
+                g.m = row(0, g.len());
+                g.v = row(1, g.len());
+                d.m = row(2, d.len());
+                d.v = row(3, d.len());
+                g.steps = steps.generator;
+                d.steps = steps.discriminator;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `B` is the CPU training backend (where the CPU engine runs).
+fn runs_on_host<B: AutodiffBackend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::decoder::CpuTrainBackend>()
+}
+
+fn write_npy(path: &Path, values: &[f32], shape: [usize; 2]) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&[shape[0] as u64, shape[1] as u64])
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()?;
+    w.extend(values.iter().copied())?;
+    w.finish()?;
+    Ok(())
+}
+
+fn read_npy(path: &Path) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}", path.display()))?;
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    let values = npy
+        .into_vec::<f32>()
+        .with_context(|| format!("{}", path.display()))?;
+    Ok((values, shape))
+}
+
+impl<B: AutodiffBackend> BurnEngine<B> {
+    fn step(
+        &mut self,
+        batch: &Batch<'_>,
+        settings: StepSettings,
+        perceptual: Option<&PerceptualLoss<B>>,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> anyhow::Result<StepLosses> {
+        let x = input_tensor(&self.model, batch, device);
+        let y = images::<B>(batch, device);
+        let fake = self.model.unet.forward(x.clone());
+
+        // Discriminator.
+        let x_d = x.clone().detach();
+        let real_pair = Tensor::cat(vec![x_d.clone(), y.clone()], 1);
+        let fake_pair = self
+            .pool
+            .query(Tensor::cat(vec![x_d, fake.clone().detach()], 1), rng);
+        let d_real = self.disc.forward(real_pair);
+        let d_fake = self.disc.forward(fake_pair);
+        let ones = Tensor::<B, 4, Int>::ones(d_real.shape(), device);
+        let zeros = Tensor::<B, 4, Int>::zeros(d_fake.shape(), device);
+        let loss_d = (self.bce.forward(d_fake, zeros) + self.bce.forward(d_real, ones.clone()))
+            .mul_scalar(0.5);
+        let d = mean_of(loss_d.clone());
+        let grads = GradientsParams::from_grads(loss_d.backward(), &self.disc);
+        self.disc = self.opt_d.step(settings.lr, self.disc.clone(), grads);
+
+        // Generator. The condition is detached: the adversarial term trains the
+        // generator's output, not a learned input layer reshaping D's condition.
+        let d_g = self
+            .disc
+            .forward(Tensor::cat(vec![x.detach(), fake.clone()], 1));
+        let adv = self.bce.forward(d_g, ones);
+        let pix = (fake.clone() - y.clone()).abs().mean();
+        let (g_adversarial, g_pixel_l1) = (mean_of(adv.clone()), mean_of(pix.clone()));
+        let w = settings.losses;
+        let mut loss_g = adv.mul_scalar(w.adversarial) + pix.mul_scalar(w.pixel);
+        let mut g_extra = None;
+        if let Some(p) = perceptual {
+            let feat = p.forward(fake, y);
+            g_extra = Some(mean_of(feat.clone()));
+            loss_g = loss_g + feat.mul_scalar(w.vgg);
+        }
+        let mut grads = loss_g.backward();
+        let model = self.model.clone();
+        self.model = match model.gaussian.clone() {
+            // The RF layer has a learning rate of its own.
+            Some(layer) => {
+                let mut model = model;
+                model.gaussian = None;
+                let g_rf = GradientsParams::from_module(&mut grads, &layer);
+                let g_rest = GradientsParams::from_module(&mut grads, &model);
+                let mut model = self.opt_g.step(settings.lr, model, g_rest);
+                model.gaussian = Some(self.opt_rf.step(settings.rf_lr, layer, g_rf));
+                model
+            }
+            None => {
+                let g = GradientsParams::from_grads(grads, &model);
+                self.opt_g.step(settings.lr, model, g)
+            }
+        };
+        Ok(StepLosses {
+            d,
+            g_adversarial,
+            g_pixel_l1,
+            g_extra,
+        })
+    }
+}
+
+impl<B: AutodiffBackend> HostEngine<B> {
+    fn step(
+        &mut self,
+        batch: &Batch<'_>,
+        settings: StepSettings,
+        perceptual: Option<&PerceptualLoss<B>>,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> anyhow::Result<StepLosses> {
+        let learned = batch.fixed_input.is_none();
+        let x_tensor = learned.then(|| input_tensor(&self.model, batch, device));
+        let learned_x = match &x_tensor {
+            Some(t) => Some(host_f32(t.clone())?),
+            None => None,
+        };
+        let x: &[f32] = match (&batch.fixed_input, &learned_x) {
+            (Some(x), _) | (None, Some(x)) => x,
+            (None, None) => unreachable!("a learned input was built above"),
+        };
+        let s = batch.size;
+        let mut vgg = perceptual.map(|p| {
+            let y = images::<B>(batch, device);
+            move |fake: &[f32]| -> anyhow::Result<(f64, Vec<f32>)> {
+                let fake = Tensor::<B, 4>::from_data(
+                    TensorData::new(fake.to_vec(), [batch.n, 3, s, s]),
+                    device,
+                )
+                .require_grad();
+                let loss = p.forward(fake.clone(), y.clone());
+                let value = mean_of(loss.clone());
+                let grads = loss.backward();
+                let g = fake
+                    .grad(&grads)
+                    .context("the perceptual loss did not reach the reconstruction")?;
+                Ok((value, host_f32(g)?))
+            }
+        });
+        let extra = vgg
+            .as_mut()
+            .map(|f| f as &mut dyn FnMut(&[f32]) -> anyhow::Result<(f64, Vec<f32>)>);
+        let (losses, dx) = self.gan.step(
+            x,
+            &batch.images,
+            batch.n,
+            s,
+            settings.lr,
+            settings.losses,
+            rng,
+            learned,
+            extra,
+        )?;
+        if let (Some(x_tensor), Some(dx)) = (x_tensor, dx) {
+            // The learned input layer's backward pass, in Burn: d(Σ x·∂L/∂x) = ∂L/∂x.
+            let dx = Tensor::<B, 4>::from_data(TensorData::new(dx, x_tensor.dims()), device);
+            let mut grads = (x_tensor * dx).sum().backward();
+            if let Some(layer) = self.model.gaussian.take() {
+                let g = GradientsParams::from_module(&mut grads, &layer);
+                self.model.gaussian = Some(self.opt_rf.step(settings.rf_lr, layer, g));
+            }
+            if let Some(layer) = self.model.dense.take() {
+                let g = GradientsParams::from_module(&mut grads, &layer);
+                self.model.dense = Some(self.opt_dense.step(settings.lr, layer, g));
+            }
+        }
+        Ok(losses)
+    }
+}

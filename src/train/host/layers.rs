@@ -1,0 +1,648 @@
+//! The layers of the CPU training engine, each with its forward pass (returning what its
+//! backward pass needs) and its backward pass (adding parameter gradients, returning the
+//! input gradient).
+//!
+//! Activations are `[channels][batch·h·w]` ([`Grid`] layout), so a convolution over a whole
+//! batch is one [`matmul`]. Parameters and their gradients live in one flat buffer per
+//! network ([`Params`]); a layer holds the ranges of its own. Channels are independent in
+//! im2col, col2im and BatchNorm, so those run channel-parallel on Rayon's pool.
+//!
+//! Buffers come from and go back to a [`Workspace`]: every step asks for the same sizes, so
+//! after the first step nothing is allocated (nor page-faulted and zeroed by the kernel).
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::decoder::kernels::{
+    col2im_up_channel, im2col_down_channel, matmul, Activation, Grid, MatRef,
+};
+
+/// Buffers kept from one step to the next, found by length.
+#[derive(Debug, Default)]
+pub struct Workspace(Vec<Vec<f32>>);
+
+impl Workspace {
+    /// Most buffers kept (a generator + discriminator step holds ~150 at once).
+    const MAX: usize = 512;
+
+    /// A buffer of exactly `len` values, contents unspecified.
+    pub fn take(&mut self, len: usize) -> Vec<f32> {
+        match self.0.iter().rposition(|v| v.len() == len) {
+            Some(i) => self.0.swap_remove(i),
+            None => vec![0.0; len],
+        }
+    }
+
+    /// A buffer of `len` zeros.
+    pub fn zeros(&mut self, len: usize) -> Vec<f32> {
+        let mut v = self.take(len);
+        v.fill(0.0);
+        v
+    }
+
+    pub fn give(&mut self, v: Vec<f32>) {
+        if self.0.len() < Self::MAX && !v.is_empty() {
+            self.0.push(v);
+        }
+    }
+}
+
+/// One network's parameters, gradients and Adam moments, flat.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    pub value: Vec<f32>,
+    pub grad: Vec<f32>,
+    /// Adam's first and second moments.
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Adam steps taken.
+    pub steps: u32,
+}
+
+/// Adam's constants (Burn's `AdamConfig` defaults but β1, which pix2pix sets to 0.5).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamSettings {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub epsilon: f32,
+}
+
+impl AdamSettings {
+    pub fn new(beta1: f32) -> Self {
+        Self {
+            beta1,
+            beta2: 0.999,
+            epsilon: 1e-5,
+        }
+    }
+}
+
+impl Params {
+    /// Reserves `values.len()` parameters initialised to `values`.
+    pub fn push(&mut self, values: &[f32]) -> Range<usize> {
+        let start = self.value.len();
+        self.value.extend_from_slice(values);
+        let end = self.value.len();
+        self.grad.resize(end, 0.0);
+        self.m.resize(end, 0.0);
+        self.v.resize(end, 0.0);
+        start..end
+    }
+
+    pub fn len(&self) -> usize {
+        self.value.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+
+    pub fn zero_grad(&mut self) {
+        self.grad.fill(0.0);
+    }
+
+    /// One Adam step on the accumulated gradients, as Burn 0.21's `Adam` computes it:
+    /// `p −= lr · m·√(1−β2ᵗ)/(1−β1ᵗ) / (√v + ε·√(1−β2ᵗ))`.
+    pub fn adam_step(&mut self, lr: f32, adam: AdamSettings) {
+        self.steps += 1;
+        let t = self.steps as i32;
+        let bc2 = (1.0 - adam.beta2.powi(t)).sqrt();
+        let factor = lr * bc2 / (1.0 - adam.beta1.powi(t));
+        let eps = adam.epsilon * bc2;
+        let (b1, b2) = (adam.beta1, adam.beta2);
+        const CHUNK: usize = 1 << 14;
+        self.value
+            .par_chunks_mut(CHUNK)
+            .zip(self.grad.par_chunks(CHUNK))
+            .zip(self.m.par_chunks_mut(CHUNK))
+            .zip(self.v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *p -= factor * *m / (v.sqrt() + eps);
+                }
+            });
+    }
+}
+
+/// `dst[c] += Σ rows[c][·]` for rows of length `n`.
+pub(super) fn add_row_sums(dst: &mut [f32], rows: &[f32], n: usize) {
+    for (d, row) in dst.iter_mut().zip(rows.chunks_exact(n)) {
+        *d += row.iter().sum::<f32>();
+    }
+}
+
+/// LeakyReLU's (slope > 0) or ReLU's backward in place: `grad *= act'(z)`, read off the
+/// activation's output (its sign is the input's).
+pub fn activation_backward(grad: &mut [f32], out: &[f32], act: Activation) {
+    const CHUNK: usize = 1 << 14;
+    grad.par_chunks_mut(CHUNK)
+        .zip(out.par_chunks(CHUNK))
+        .for_each(|(g, o)| match act {
+            Activation::LeakyRelu(slope) => {
+                for (g, &o) in g.iter_mut().zip(o) {
+                    if o < 0.0 {
+                        *g *= slope;
+                    }
+                }
+            }
+            Activation::Relu => {
+                for (g, &o) in g.iter_mut().zip(o) {
+                    if o <= 0.0 {
+                        *g = 0.0;
+                    }
+                }
+            }
+            Activation::Sigmoid => {
+                for (g, &o) in g.iter_mut().zip(o) {
+                    *g *= o * (1.0 - o);
+                }
+            }
+            Activation::Identity => {}
+        });
+}
+
+/// In place, channel-parallel: `y[c][·] = act(y[c][·] + bias[c])`.
+pub(super) fn bias_act(y: &mut [f32], bias: Option<&[f32]>, n: usize, act: Activation) {
+    y.par_chunks_mut(n).enumerate().for_each(|(c, row)| {
+        let b = bias.map_or(0.0, |b| b[c]);
+        match act {
+            Activation::Identity => {
+                if b != 0.0 {
+                    row.iter_mut().for_each(|v| *v += b);
+                }
+            }
+            Activation::LeakyRelu(slope) => row.iter_mut().for_each(|v| {
+                let t = *v + b;
+                *v = if t >= 0.0 { t } else { t * slope };
+            }),
+            Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+            Activation::Sigmoid => row
+                .iter_mut()
+                .for_each(|v| *v = 1.0 / (1.0 + (-(*v + b)).exp())),
+        }
+    });
+}
+
+/// Channel-parallel im2col of a 4×4 stride-2 pad-1 conv: `x [c][grid]` → `[c·16][grid/2]`.
+pub(super) fn im2col_down(x: &[f32], grid: Grid, ws: &mut Workspace, channels: usize) -> Vec<f32> {
+    let n_out = grid.half().n();
+    let mut cols = ws.take(channels * 16 * n_out);
+    let s2 = grid.side * grid.side;
+    cols.par_chunks_mut(16 * n_out)
+        .zip(x.par_chunks(grid.n()))
+        .for_each_init(
+            || vec![0.0f32; s2],
+            |scratch, (rows, x_c)| im2col_down_channel(x_c, grid, scratch, rows),
+        );
+    cols
+}
+
+/// Channel-parallel col2im (a gather): `cols [c·16][grid]` → `[c][2·grid]`, + bias, act.
+pub(super) fn col2im_up(
+    cols: &[f32],
+    grid: Grid,
+    channels: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+    ws: &mut Workspace,
+) -> Vec<f32> {
+    let n_in = grid.n();
+    let n_out = 4 * n_in;
+    let mut out = ws.take(channels * n_out);
+    let zeros = vec![0.0f32; grid.side];
+    out.par_chunks_mut(n_out)
+        .zip(cols.par_chunks(16 * n_in))
+        .enumerate()
+        .for_each(|(c, (o, co))| {
+            col2im_up_channel(co, grid, bias.map_or(0.0, |b| b[c]), act, &zeros, o)
+        });
+    out
+}
+
+/// A 4×4 stride-2 pad-1 convolution. Weight `[out][in·16]` (Burn's `[out, in, 4, 4]`).
+#[derive(Debug, Clone)]
+pub struct DownConv {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub weight: Range<usize>,
+    pub bias: Option<Range<usize>>,
+}
+
+/// What [`DownConv::forward`] keeps for the backward pass.
+#[derive(Debug)]
+pub struct DownTape {
+    cols: Vec<f32>,
+    grid: Grid,
+}
+
+impl DownTape {
+    /// The im2col buffer, for a caller that will not run the backward pass.
+    pub fn into_cols(self) -> Vec<f32> {
+        self.cols
+    }
+}
+
+impl DownConv {
+    /// `x [c_in][grid]` → `act(W·im2col(x) + b)` `[c_out][grid/2]`.
+    pub fn forward(
+        &self,
+        p: &[f32],
+        x: &[f32],
+        grid: Grid,
+        act: Activation,
+        ws: &mut Workspace,
+    ) -> (Vec<f32>, DownTape) {
+        let n_out = grid.half().n();
+        let cols = im2col_down(x, grid, ws, self.c_in);
+        let mut y = ws.take(self.c_out * n_out);
+        matmul(
+            &mut y,
+            MatRef::new(&p[self.weight.clone()], self.c_out, self.c_in * 16),
+            MatRef::new(&cols, self.c_in * 16, n_out),
+            false,
+        );
+        bias_act(&mut y, self.bias.clone().map(|b| &p[b]), n_out, act);
+        (y, DownTape { cols, grid })
+    }
+
+    /// `dz` is the gradient at the pre-activation output. Adds dW, db to `g` if
+    /// `param_grads`; returns dx of the input channels `from..` (`[c_in − from][grid]`)
+    /// for `dx_from: Some(from)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        p: &[f32],
+        g: &mut [f32],
+        tape: DownTape,
+        dz: &[f32],
+        param_grads: bool,
+        dx_from: Option<usize>,
+        ws: &mut Workspace,
+    ) -> Option<Vec<f32>> {
+        let DownTape { cols, grid } = tape;
+        let half = grid.half();
+        let n_out = half.n();
+        let k = self.c_in * 16;
+        if param_grads {
+            matmul(
+                &mut g[self.weight.clone()],
+                MatRef::new(dz, self.c_out, n_out),
+                MatRef::new(&cols, k, n_out).t(),
+                true,
+            );
+            if let Some(b) = self.bias.clone() {
+                add_row_sums(&mut g[b], dz, n_out);
+            }
+        }
+        ws.give(cols);
+        let from = dx_from?;
+        let c = self.c_in - from;
+        let mut dcols = ws.take(c * 16 * n_out);
+        matmul(
+            &mut dcols,
+            MatRef::new(&p[self.weight.clone()], self.c_out, k)
+                .columns(from * 16, c * 16)
+                .t(),
+            MatRef::new(dz, self.c_out, n_out),
+            false,
+        );
+        // The adjoint of im2col is the transposed conv's col2im (see the kernels).
+        let dx = col2im_up(&dcols, half, c, None, Activation::Identity, ws);
+        ws.give(dcols);
+        Some(dx)
+    }
+}
+
+/// A 4×4 stride-2 pad-1 transposed convolution. Weight `[out·16][in]` (Burn's
+/// `[in, out, 4, 4]` transposed to the row order col2im reads).
+#[derive(Debug, Clone)]
+pub struct UpConv {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub weight: Range<usize>,
+    pub bias: Option<Range<usize>>,
+}
+
+impl UpConv {
+    /// `x [c_in][grid]` → `act(col2im(Wᵀ·x) + b)` `[c_out][2·grid]`.
+    pub fn forward(
+        &self,
+        p: &[f32],
+        x: &[f32],
+        grid: Grid,
+        act: Activation,
+        ws: &mut Workspace,
+    ) -> Vec<f32> {
+        let n = grid.n();
+        let mut cols = ws.take(self.c_out * 16 * n);
+        matmul(
+            &mut cols,
+            MatRef::new(&p[self.weight.clone()], self.c_out * 16, self.c_in),
+            MatRef::new(x, self.c_in, n),
+            false,
+        );
+        let y = col2im_up(
+            &cols,
+            grid,
+            self.c_out,
+            self.bias.clone().map(|b| &p[b]),
+            act,
+            ws,
+        );
+        ws.give(cols);
+        y
+    }
+
+    /// `dz [c_out][2·grid]` at the pre-activation output, `x` the forward input. Adds dW,
+    /// db to `g`; returns dx `[c_in][grid]`.
+    pub fn backward(
+        &self,
+        p: &[f32],
+        g: &mut [f32],
+        x: &[f32],
+        grid: Grid,
+        dz: &[f32],
+        ws: &mut Workspace,
+    ) -> Vec<f32> {
+        let n = grid.n();
+        let big = Grid {
+            batch: grid.batch,
+            side: 2 * grid.side,
+        };
+        if let Some(b) = self.bias.clone() {
+            add_row_sums(&mut g[b], dz, big.n());
+        }
+        // The adjoint of col2im is im2col.
+        let dcols = im2col_down(dz, big, ws, self.c_out); // [c_out·16][n]
+        matmul(
+            &mut g[self.weight.clone()],
+            MatRef::new(&dcols, self.c_out * 16, n),
+            MatRef::new(x, self.c_in, n).t(),
+            true,
+        );
+        let mut dx = ws.take(self.c_in * n);
+        matmul(
+            &mut dx,
+            MatRef::new(&p[self.weight.clone()], self.c_out * 16, self.c_in).t(),
+            MatRef::new(&dcols, self.c_out * 16, n),
+            false,
+        );
+        ws.give(dcols);
+        dx
+    }
+}
+
+/// A 3×3 stride-1 pad-1 convolution with bias (the PatchGAN's head). Weight `[out][in·9]`.
+#[derive(Debug, Clone)]
+pub struct Conv3 {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub weight: Range<usize>,
+    pub bias: Range<usize>,
+}
+
+/// im2col of a 3×3 stride-1 pad-1 conv: `x [c][batch][s][s]` → `[c·9][batch][s][s]`.
+fn im2col_3(x: &[f32], c: usize, grid: Grid, cols: &mut [f32]) {
+    let (s, n) = (grid.side as isize, grid.n());
+    for ch in 0..c {
+        for k in 0..9 {
+            let (dh, dw) = (k as isize / 3 - 1, k as isize % 3 - 1);
+            let row = &mut cols[(ch * 9 + k) * n..][..n];
+            for b in 0..grid.batch {
+                for h in 0..s {
+                    for w in 0..s {
+                        let (ih, iw) = (h + dh, w + dw);
+                        let o = (b * grid.side + h as usize) * grid.side + w as usize;
+                        row[o] = if (0..s).contains(&ih) && (0..s).contains(&iw) {
+                            x[ch * n + (b * grid.side + ih as usize) * grid.side + iw as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_3`]: `dx[c][…] += dcols[c·9 + k][…]` at the shifted positions.
+fn col2im_3(dcols: &[f32], c: usize, grid: Grid, dx: &mut [f32]) {
+    let (s, n) = (grid.side as isize, grid.n());
+    dx.fill(0.0);
+    for ch in 0..c {
+        for k in 0..9 {
+            let (dh, dw) = (k as isize / 3 - 1, k as isize % 3 - 1);
+            let row = &dcols[(ch * 9 + k) * n..][..n];
+            for b in 0..grid.batch {
+                for h in 0..s {
+                    for w in 0..s {
+                        let (ih, iw) = (h + dh, w + dw);
+                        if (0..s).contains(&ih) && (0..s).contains(&iw) {
+                            let o = (b * grid.side + h as usize) * grid.side + w as usize;
+                            dx[ch * n + (b * grid.side + ih as usize) * grid.side + iw as usize] +=
+                                row[o];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Conv3 {
+    /// `x [c_in][grid]` → `[c_out][grid]` (no activation); keeps the columns.
+    pub fn forward(
+        &self,
+        p: &[f32],
+        x: &[f32],
+        grid: Grid,
+        ws: &mut Workspace,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let n = grid.n();
+        let mut cols = ws.take(self.c_in * 9 * n);
+        im2col_3(x, self.c_in, grid, &mut cols);
+        let mut y = ws.take(self.c_out * n);
+        matmul(
+            &mut y,
+            MatRef::new(&p[self.weight.clone()], self.c_out, self.c_in * 9),
+            MatRef::new(&cols, self.c_in * 9, n),
+            false,
+        );
+        bias_act(&mut y, Some(&p[self.bias.clone()]), n, Activation::Identity);
+        (y, cols)
+    }
+
+    /// Adds dW, db (if `param_grads`); returns dx `[c_in][grid]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        p: &[f32],
+        g: &mut [f32],
+        cols: Vec<f32>,
+        grid: Grid,
+        dz: &[f32],
+        param_grads: bool,
+        ws: &mut Workspace,
+    ) -> Vec<f32> {
+        let n = grid.n();
+        let k = self.c_in * 9;
+        if param_grads {
+            matmul(
+                &mut g[self.weight.clone()],
+                MatRef::new(dz, self.c_out, n),
+                MatRef::new(&cols, k, n).t(),
+                true,
+            );
+            add_row_sums(&mut g[self.bias.clone()], dz, n);
+        }
+        ws.give(cols);
+        let mut dcols = ws.take(k * n);
+        matmul(
+            &mut dcols,
+            MatRef::new(&p[self.weight.clone()], self.c_out, k).t(),
+            MatRef::new(dz, self.c_out, n),
+            false,
+        );
+        let mut dx = ws.take(self.c_in * n);
+        col2im_3(&dcols, self.c_in, grid, &mut dx);
+        ws.give(dcols);
+        dx
+    }
+}
+
+/// BatchNorm over `[channels][n]` rows: batch statistics in training (biased variance,
+/// as Burn), running statistics for inference. The running averages are updated as
+/// Burn's `BatchNorm` updates them: `r ← (1 − momentum)·r + momentum·batch`.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    pub channels: usize,
+    pub gamma: Range<usize>,
+    pub beta: Range<usize>,
+    pub running_mean: Vec<f32>,
+    pub running_var: Vec<f32>,
+    pub momentum: f32,
+    pub epsilon: f32,
+}
+
+/// What [`Norm::forward_train`] keeps: the normalised input and 1/σ per channel.
+#[derive(Debug)]
+pub struct NormTape {
+    x_hat: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+impl Norm {
+    /// In place: `z ← act(γ·(z − μ)/σ + β)` with batch statistics; updates the running ones
+    /// if `track`.
+    pub fn forward_train(
+        &mut self,
+        p: &[f32],
+        z: &mut [f32],
+        act: Activation,
+        track: bool,
+        ws: &mut Workspace,
+    ) -> NormTape {
+        let n = z.len() / self.channels;
+        let gamma = &p[self.gamma.clone()];
+        let beta = &p[self.beta.clone()];
+        let mut x_hat = ws.take(z.len());
+        let mut stats = vec![(0.0f32, 0.0f32); self.channels];
+        let eps = self.epsilon;
+        z.par_chunks_mut(n)
+            .zip(x_hat.par_chunks_mut(n))
+            .zip(stats.par_iter_mut())
+            .enumerate()
+            .for_each(|(c, ((row, xh), st))| {
+                let mean = (row.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32;
+                let var = (row
+                    .iter()
+                    .map(|&v| ((v - mean) as f64).powi(2))
+                    .sum::<f64>()
+                    / n as f64) as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                let (gm, bt) = (gamma[c], beta[c]);
+                for (v, xh) in row.iter_mut().zip(xh.iter_mut()) {
+                    let h = (*v - mean) * inv;
+                    *xh = h;
+                    *v = gm * h + bt;
+                }
+                *st = (mean, var);
+            });
+        bias_act(z, None, n, act);
+        if track {
+            let m = self.momentum;
+            for ((rm, rv), &(mean, var)) in self
+                .running_mean
+                .iter_mut()
+                .zip(self.running_var.iter_mut())
+                .zip(&stats)
+            {
+                *rm = (1.0 - m) * *rm + m * mean;
+                *rv = (1.0 - m) * *rv + m * var;
+            }
+        }
+        let inv_std = stats
+            .iter()
+            .map(|&(_, var)| 1.0 / (var + eps).sqrt())
+            .collect();
+        NormTape { x_hat, inv_std }
+    }
+
+    /// In place: `z ← act(γ·(z − running μ)/√(running σ² + ε) + β)`.
+    pub fn forward_eval(&self, p: &[f32], z: &mut [f32], act: Activation) {
+        let n = z.len() / self.channels;
+        let gamma = &p[self.gamma.clone()];
+        let beta = &p[self.beta.clone()];
+        z.par_chunks_mut(n).enumerate().for_each(|(c, row)| {
+            let scale = gamma[c] / (self.running_var[c] + self.epsilon).sqrt();
+            let shift = beta[c] - self.running_mean[c] * scale;
+            row.iter_mut().for_each(|v| *v = *v * scale + shift);
+        });
+        bias_act(z, None, n, act);
+    }
+
+    /// In place: `dy` (at the normalised output, before any activation) becomes dz. Adds
+    /// dγ, dβ to `g` if `param_grads`.
+    pub fn backward(
+        &self,
+        p: &[f32],
+        g: &mut [f32],
+        tape: NormTape,
+        dy: &mut [f32],
+        param_grads: bool,
+        ws: &mut Workspace,
+    ) {
+        let n = dy.len() / self.channels;
+        let gamma = &p[self.gamma.clone()];
+        let mut sums = vec![(0.0f32, 0.0f32); self.channels];
+        dy.par_chunks_mut(n)
+            .zip(tape.x_hat.par_chunks(n))
+            .zip(sums.par_iter_mut())
+            .enumerate()
+            .for_each(|(c, ((d, xh), sum))| {
+                let (mut db, mut dg) = (0.0f64, 0.0f64);
+                for (&d, &h) in d.iter().zip(xh) {
+                    db += d as f64;
+                    dg += (d * h) as f64;
+                }
+                let (db, dg) = (db as f32, dg as f32);
+                let k = gamma[c] * tape.inv_std[c] / n as f32;
+                let nf = n as f32;
+                for (d, &h) in d.iter_mut().zip(xh) {
+                    *d = k * (nf * *d - db - h * dg);
+                }
+                *sum = (dg, db);
+            });
+        if param_grads {
+            let (gs, bs) = (self.gamma.start, self.beta.start);
+            for (c, &(dg, db)) in sums.iter().enumerate() {
+                g[gs + c] += dg;
+                g[bs + c] += db;
+            }
+        }
+        ws.give(tape.x_hat);
+    }
+}
