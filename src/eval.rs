@@ -1,21 +1,33 @@
-//! `monkeysee eval`: how well models reconstruct a dataset's test images.
+//! `monkeysee eval`: how well models reconstruct a dataset's test images, beside the
+//! simplest decoder that does the same job.
 //!
-//! For each test image the model decodes the mean of its repeats' features (the
-//! paper's test protocol; the features are linear in the responses, so this is the
-//! decoding of the averaged response), and, separately, every single trial (the online
-//! case). Metrics per model: pixel correlation (Pearson r over the RGB pixels of
-//! reconstruction and original, averaged over images), SSIM (mean over the R, G, B
-//! planes of `image-compare`'s MSSIM), and the same two for shuffled pairings (each reconstruction against
-//! the other test images) as chance level. For a model with learned Gaussian RFs, the
-//! learned centres are compared with the simulator's ground truth (`rf-truth.csv`
-//! beside the dataset): Pearson r of x and of y per area.
+//! For each test image a model decodes the mean of its repeats' features (the paper's test
+//! protocol; the features are linear in the responses, so this is the decoding of the
+//! averaged response), and, separately, every single trial (the online case). Scores per
+//! entry ([`Scores`]): pixel correlation (Pearson r over the RGB pixels of reconstruction
+//! and original, averaged over images), SSIM (mean over the R, G, B planes of
+//! `image-compare`'s MSSIM), identification (whether a reconstruction correlates best with
+//! its own stimulus among all test stimuli: `ident_top1`, chance 1/n; and over all pairs of
+//! stimuli, `ident_2way`, chance ½), and chance levels for r and SSIM from shuffled
+//! pairings (each reconstruction against the other test images).
+//!
+//! Beside the models, the **linear decoder** ([`crate::decoder::linear`]): ridge regression
+//! from the TW-15 window means (one value per electrode, z-scored with the training split's
+//! statistics) to the pixels, fitted on the dataset's train split with λ chosen on its last
+//! fifth; `linear` uses every electrode, `linear_V1`, `linear_V4` and `linear_IT` one area's.
+//! A dataset without a train split gets no linear entries (a note says so).
+//!
+//! For a model with learned Gaussian RFs, the learned centres are compared with the
+//! simulator's ground truth (`rf-truth.csv` beside the dataset) per area ([`RfRecovery`]):
+//! correlation with the truth (overall and within each array), error, how far they moved,
+//! and whether the moves point at the truth beside random moves of the same sizes.
 //!
 //! Not yet here (DESIGN §2): AlexNet feature correlations (they need the user's
 //! torchvision AlexNet file), spatial/temporal occlusion and colourfulness.
 //!
-//! Output: `metrics.json` (per model: `pixel_r`, `pixel_r_chance`, `ssim`,
-//! `ssim_chance`, `n_images`, …) and `grid.png` (Figure-1 style: the stimulus, then
-//! each model's reconstruction).
+//! Output: `metrics.json` (one entry per model and linear decoder, plus `notes`) and
+//! `grid.png` (Figure-1 style: the stimulus, then each model's and the linear decoder's
+//! reconstruction).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,38 +54,115 @@ pub struct EvalOptions {
     pub rf_truth: Option<PathBuf>,
 }
 
+/// How well learned RF centres recover the truth, per area (degrees of visual angle).
 #[derive(Clone, Debug, Serialize)]
 pub struct RfRecovery {
     pub electrodes: usize,
     pub r_x: f64,
     pub r_y: f64,
+    /// Pearson r of learned and true centres within each array (x and y pooled after
+    /// removing the array's mean), averaged over the area's arrays: the fine layout that
+    /// the array's position alone does not give.
+    pub within_array_r: f64,
     /// Mean distance between learned and true centres, degrees.
     pub mean_error_deg: f64,
     /// The same for the centres training started from (the decoder's RF table).
     pub initial_r_x: f64,
     pub initial_r_y: f64,
+    pub initial_within_array_r: f64,
     pub initial_mean_error_deg: f64,
     /// Mean distance each centre moved in training, degrees.
     pub mean_shift_deg: f64,
     /// Share of electrodes whose learned centre is closer to the truth than the start.
     pub fraction_closer: f64,
+    /// Mean projection of each move on the unit vector from its start to the truth, degrees
+    /// (positive: toward the truth).
+    pub mean_projection_deg: f64,
+    /// The null: every electrode moved by its own distance in a random direction
+    /// (1000 draws). Mean and 95th percentile of the share that ends closer, and of the mean
+    /// projection; a learned layer that finds the truth lies above both percentiles.
+    pub null_fraction_closer: f64,
+    pub null_fraction_closer_p95: f64,
+    pub null_mean_projection_deg: f64,
+    pub null_mean_projection_p95_deg: f64,
 }
 
+/// The scores of one entry (a model or a linear decoder) on the test images.
 #[derive(Clone, Debug, Serialize)]
-pub struct ModelMetrics {
-    pub model: PathBuf,
-    pub kind: String,
-    pub width: usize,
+pub struct Scores {
     pub pixel_r: f64,
     pub pixel_r_chance: f64,
     pub ssim: f64,
     pub ssim_chance: f64,
+    /// Share of test images whose reconstruction correlates best with its own stimulus
+    /// among all `n_images` (n-way identification).
+    pub ident_top1: f64,
+    /// 1 / n_images.
+    pub ident_top1_chance: f64,
+    /// Share of (image, other image) pairs where the reconstruction correlates more with
+    /// its own stimulus (2-way identification).
+    pub ident_2way: f64,
+    /// 0.5.
+    pub ident_2way_chance: f64,
     pub n_images: usize,
     pub single_trial_pixel_r: f64,
     pub single_trial_pixel_r_chance: f64,
+    pub single_trial_ident_top1: f64,
+    pub single_trial_ident_2way: f64,
     pub single_trials: usize,
+}
+
+/// What was fitted for a linear entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinearInfo {
+    /// The areas whose electrodes it reads.
+    pub areas: Vec<String>,
+    pub electrodes: usize,
+    /// What each electrode contributes.
+    pub features: String,
+    pub train_trials: usize,
+    /// The last trials of the train split, on which λ was chosen.
+    pub validation_trials: usize,
+    pub lambda: f64,
+    /// λ over the mean eigenvalue of XᵀX.
+    pub relative_lambda: f64,
+    pub path: Vec<crate::decoder::linear::PathPoint>,
+}
+
+/// One entry of `metrics.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelMetrics {
+    /// The key in `metrics.json`: the model folder's name, or `linear`, `linear_V1`, ….
+    #[serde(skip)]
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// The decoder kind, or `linear`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
+    #[serde(flatten)]
+    pub scores: Scores,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linear: Option<LinearInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rf_recovery: Option<BTreeMap<String, RfRecovery>>,
+}
+
+/// What `eval` measured.
+#[derive(Clone, Debug)]
+pub struct EvalReport {
+    /// Models in the order given, then the linear decoders.
+    pub entries: Vec<ModelMetrics>,
+    /// What was left out and why.
+    pub notes: Vec<String>,
+}
+
+impl EvalReport {
+    /// The entry named `name`.
+    pub fn get(&self, name: &str) -> Option<&ModelMetrics> {
+        self.entries.iter().find(|m| m.name == name)
+    }
 }
 
 /// Pearson correlation; 0 when either side is constant.
@@ -132,7 +221,125 @@ fn shuffled(n: usize, f: impl Fn(usize, usize) -> f64) -> f64 {
     sum / (shifts * n).max(1) as f64
 }
 
-pub fn eval(opts: &EvalOptions) -> anyhow::Result<Vec<ModelMetrics>> {
+/// n-way and 2-way identification from correlations `corr[i][j]` between reconstruction i
+/// and stimulus j, reconstruction i's own stimulus being `truth[i]`.
+pub fn identification(corr: &[Vec<f64>], truth: &[usize]) -> (f64, f64) {
+    let (mut top1, mut pairs, mut won) = (0usize, 0usize, 0usize);
+    for (row, &t) in corr.iter().zip(truth) {
+        let own = row[t];
+        if row.iter().enumerate().all(|(j, &c)| j == t || c < own) {
+            top1 += 1;
+        }
+        for (j, &c) in row.iter().enumerate() {
+            if j != t {
+                pairs += 1;
+                won += usize::from(own > c);
+            }
+        }
+    }
+    (
+        top1 as f64 / corr.len().max(1) as f64,
+        won as f64 / pairs.max(1) as f64,
+    )
+}
+
+/// Scores of repeat-averaged reconstructions `recons[i]` (of test image i) and single-trial
+/// ones `(image index, reconstruction)` against `originals`.
+fn score(
+    recons: &[Vec<f32>],
+    single: &[(usize, Vec<f32>)],
+    originals: &[Vec<f32>],
+    size: usize,
+) -> Scores {
+    let n = recons.len();
+    let mean = |v: &mut dyn Iterator<Item = f64>, k: usize| v.sum::<f64>() / k.max(1) as f64;
+    let corr: Vec<Vec<f64>> = recons
+        .iter()
+        .map(|r| originals.iter().map(|o| pearson(r, o)).collect())
+        .collect();
+    let (ident_top1, ident_2way) = identification(&corr, &(0..n).collect::<Vec<_>>());
+    let single_corr: Vec<Vec<f64>> = single
+        .iter()
+        .map(|(_, r)| originals.iter().map(|o| pearson(r, o)).collect())
+        .collect();
+    let single_truth: Vec<usize> = single.iter().map(|(k, _)| *k).collect();
+    let (st_top1, st_2way) = identification(&single_corr, &single_truth);
+    Scores {
+        pixel_r: mean(&mut (0..n).map(|i| corr[i][i]), n),
+        pixel_r_chance: shuffled(n, |i, j| corr[i][j]),
+        ssim: mean(
+            &mut (0..n).map(|i| ssim(&recons[i], &originals[i], size)),
+            n,
+        ),
+        ssim_chance: shuffled(n, |i, j| ssim(&recons[i], &originals[j], size)),
+        ident_top1,
+        ident_top1_chance: 1.0 / n.max(1) as f64,
+        ident_2way,
+        ident_2way_chance: 0.5,
+        n_images: n,
+        single_trial_pixel_r: mean(
+            &mut single_corr.iter().zip(&single_truth).map(|(c, &k)| c[k]),
+            single.len(),
+        ),
+        single_trial_pixel_r_chance: mean(
+            &mut single_corr
+                .iter()
+                .zip(&single_truth)
+                .map(|(c, &k)| c[(k + 1) % n]),
+            single.len(),
+        ),
+        single_trial_ident_top1: st_top1,
+        single_trial_ident_2way: st_2way,
+        single_trials: single.len(),
+    }
+}
+
+/// The test split grouped by image: image index → its trials, in image order.
+fn test_images(ds: &Dataset) -> BTreeMap<usize, Vec<usize>> {
+    let mut by_image: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for t in ds.split(true) {
+        by_image.entry(ds.trial_image[t]).or_default().push(t);
+    }
+    by_image
+}
+
+/// Repeat-averaged and single-trial reconstructions of the test images by `decode`
+/// (features `[windows][electrodes]` → image), features from `features(trial)`.
+#[allow(clippy::type_complexity)]
+fn reconstruct_tests(
+    by_image: &BTreeMap<usize, Vec<usize>>,
+    n_features: usize,
+    mut features: impl FnMut(usize) -> Vec<f32>,
+    mut decode: impl FnMut(&[f32], usize) -> anyhow::Result<Vec<f32>>,
+) -> anyhow::Result<(Vec<Vec<f32>>, Vec<(usize, Vec<f32>)>)> {
+    let mut averaged = Vec::with_capacity(by_image.len());
+    let mut single_features = Vec::new();
+    let mut single_image = Vec::new();
+    for (k, trials) in by_image.values().enumerate() {
+        let mut mean = vec![0.0f32; n_features];
+        for &t in trials {
+            let f = features(t);
+            for (m, v) in mean.iter_mut().zip(&f) {
+                *m += v / trials.len() as f32;
+            }
+            single_features.extend_from_slice(&f);
+            single_image.push(k);
+        }
+        averaged.extend_from_slice(&mean);
+    }
+    let avg = decode(&averaged, by_image.len())?;
+    let image_len = avg.len() / by_image.len().max(1);
+    let single = decode(&single_features, single_image.len())?;
+    Ok((
+        avg.chunks_exact(image_len).map(<[f32]>::to_vec).collect(),
+        single_image
+            .into_iter()
+            .zip(single.chunks_exact(image_len).map(<[f32]>::to_vec))
+            .collect(),
+    ))
+}
+
+pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     if opts.models.is_empty() {
         bail!("give at least one --model DIR");
     }
@@ -151,11 +358,7 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<Vec<ModelMetrics>> {
     };
     ds.check_rig(rig)?;
     let size = ds.meta.image_size;
-    // Test images and their trials, in image order.
-    let mut by_image: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for t in ds.split(true) {
-        by_image.entry(ds.trial_image[t]).or_default().push(t);
-    }
+    let by_image = test_images(&ds);
     if by_image.len() < 2 {
         bail!(
             "{} has {} test images; eval needs at least 2 (simulate with --test-images N)",
@@ -163,8 +366,7 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<Vec<ModelMetrics>> {
             by_image.len()
         );
     }
-    let images: Vec<usize> = by_image.keys().copied().collect();
-    let originals: Vec<Vec<f32>> = images.iter().map(|&i| ds.image_chw(i)).collect();
+    let originals: Vec<Vec<f32>> = by_image.keys().map(|&i| ds.image_chw(i)).collect();
     let truth_path = opts
         .rf_truth
         .clone()
@@ -174,8 +376,7 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<Vec<ModelMetrics>> {
         .then(|| RfTable::load(&truth_path))
         .transpose()?;
     let device = Default::default();
-    let n = images.len();
-    let mut metrics = Vec::new();
+    let mut entries = Vec::new();
     let mut recons: Vec<Vec<Vec<f32>>> = Vec::new();
     for dir in &opts.models {
         let decoder = Decoder::<CpuBackend>::load(dir, &device)
@@ -194,84 +395,72 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<Vec<ModelMetrics>> {
             format!("{} has no normalization.json (the training statistics); retrain with monkeysee train", dir.display())
         })?;
         let set = window_set(cfg.kind);
-        let mut f = Vec::new();
-        let mut out = vec![0.0f32; cfg.image_len()];
-        // Repeat-averaged.
-        let mut model_recons = Vec::with_capacity(n);
-        for &img in &images {
-            let trials = &by_image[&img];
-            let mut mean = vec![0.0f32; cfg.n_features()];
-            for &t in trials {
+        let (averaged, single) = reconstruct_tests(
+            &by_image,
+            cfg.n_features(),
+            |t| {
+                let mut f = Vec::new();
                 ds.features(t, rig, set, &stats, &mut f);
-                for (m, v) in mean.iter_mut().zip(&f) {
-                    *m += v / trials.len() as f32;
+                f
+            },
+            |features, n| {
+                let mut out = vec![0.0f32; n * cfg.image_len()];
+                for (f, o) in features
+                    .chunks_exact(cfg.n_features())
+                    .zip(out.chunks_exact_mut(cfg.image_len()))
+                {
+                    decoder.reconstruct(f, o)?;
                 }
-            }
-            decoder.reconstruct(&mean, &mut out)?;
-            model_recons.push(out.clone());
-        }
-        // Single trials.
-        let mut single = Vec::new();
-        for (k, &img) in images.iter().enumerate() {
-            for &t in &by_image[&img] {
-                ds.features(t, rig, set, &stats, &mut f);
-                decoder.reconstruct(&f, &mut out)?;
-                single.push((k, out.clone()));
-            }
-        }
-        let pixel_r = (0..n)
-            .map(|i| pearson(&model_recons[i], &originals[i]))
-            .sum::<f64>()
-            / n as f64;
-        let pixel_r_chance = shuffled(n, |i, j| pearson(&model_recons[i], &originals[j]));
-        let ssim_v = (0..n)
-            .map(|i| ssim(&model_recons[i], &originals[i], size))
-            .sum::<f64>()
-            / n as f64;
-        let ssim_chance = shuffled(n, |i, j| ssim(&model_recons[i], &originals[j], size));
-        let st_r = single
-            .iter()
-            .map(|(k, r)| pearson(r, &originals[*k]))
-            .sum::<f64>()
-            / single.len() as f64;
-        let st_chance = single
-            .iter()
-            .map(|(k, r)| pearson(r, &originals[(k + 1) % n]))
-            .sum::<f64>()
-            / single.len() as f64;
+                Ok(out)
+            },
+        )?;
         let rf_recovery = match (decoder.model().gaussian.as_ref(), &truth) {
             (Some(layer), Some(truth)) => Some(rf_recovery(layer, &cfg, truth, rig)?),
             _ => None,
         };
-        metrics.push(ModelMetrics {
-            model: dir.clone(),
+        entries.push(ModelMetrics {
+            name: model_name(dir),
+            model: Some(dir.clone()),
             kind: cfg.kind.to_string(),
-            width: cfg.width,
-            pixel_r,
-            pixel_r_chance,
-            ssim: ssim_v,
-            ssim_chance,
-            n_images: n,
-            single_trial_pixel_r: st_r,
-            single_trial_pixel_r_chance: st_chance,
-            single_trials: single.len(),
+            width: Some(cfg.width),
+            scores: score(&averaged, &single, &originals, size),
+            linear: None,
             rf_recovery,
         });
-        recons.push(model_recons);
+        recons.push(averaged);
+    }
+    let mut notes = Vec::new();
+    let mut titles = vec!["stimulus".to_string()];
+    titles.extend(entries.iter().map(|m| m.name.clone()));
+    match linear_entries(&ds, rig, &by_image, &originals)? {
+        Some(linear) => {
+            for (entry, averaged) in linear {
+                if entry.name == "linear" {
+                    titles.push(entry.name.clone());
+                    recons.push(averaged);
+                }
+                entries.push(entry);
+            }
+        }
+        None => notes.push(format!(
+            "no linear decoder: {} has no train split to fit it on (trial_split.npy has no 0)",
+            ds.dir.display()
+        )),
     }
 
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let mut json = serde_json::Map::new();
-    for (dir, m) in opts.models.iter().zip(&metrics) {
-        json.insert(model_name(dir), serde_json::to_value(m)?);
+    for m in &entries {
+        json.insert(m.name.clone(), serde_json::to_value(m)?);
+    }
+    if !notes.is_empty() {
+        json.insert("notes".into(), serde_json::to_value(&notes)?);
     }
     let p = opts.out.join("metrics.json");
     std::fs::write(&p, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", p.display()))?;
-    let mut titles = vec!["stimulus".to_string()];
-    titles.extend(opts.models.iter().map(|d| model_name(d)));
-    let rows: Vec<Vec<&[f32]>> = (0..n.min(opts.grid_images))
+    let rows: Vec<Vec<&[f32]>> = (0..originals.len().min(opts.grid_images))
         .map(|i| {
             std::iter::once(originals[i].as_slice())
                 .chain(recons.iter().map(|r| r[i].as_slice()))
@@ -279,7 +468,96 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<Vec<ModelMetrics>> {
         })
         .collect();
     crate::plot::image_grid(&opts.out.join("grid.png"), &titles, &rows, size, 2)?;
-    Ok(metrics)
+    Ok(EvalReport { entries, notes })
+}
+
+/// The linear decoders (all electrodes, then each area's) fitted on the train split and
+/// scored on the test images, each with its repeat-averaged reconstructions; `None`
+/// without a train split.
+#[allow(clippy::type_complexity)]
+fn linear_entries(
+    ds: &Dataset,
+    rig: &RigConfig,
+    by_image: &BTreeMap<usize, Vec<usize>>,
+    originals: &[Vec<f32>],
+) -> anyhow::Result<Option<Vec<(ModelMetrics, Vec<Vec<f32>>)>>> {
+    let train = ds.split(false);
+    if train.len() < 10 {
+        return Ok(None);
+    }
+    let size = ds.meta.image_size;
+    let q = 3 * size * size;
+    let channels: Vec<usize> = rig.electrodes.iter().map(|e| e.channel).collect();
+    let stats = ds.norm_stats(&train, &channels);
+    let set = crate::config::WindowSetKind::Tw15;
+    let features_of = |t: usize| {
+        let mut f = Vec::new();
+        ds.features(t, rig, set, &stats, &mut f);
+        f
+    };
+    let p_all = rig.electrodes.len();
+    let mut x_all = Vec::with_capacity(train.len() * p_all);
+    let mut y = Vec::with_capacity(train.len() * q);
+    for &t in &train {
+        x_all.extend(features_of(t));
+        y.extend(ds.image_chw(ds.trial_image[t]));
+    }
+    let validation = train.len() / 5;
+    let mut subsets: Vec<(String, Vec<Area>)> = vec![("linear".into(), Area::ALL.to_vec())];
+    for area in Area::ALL {
+        subsets.push((format!("linear_{}", area.name()), vec![area]));
+    }
+    let mut out = Vec::new();
+    for (name, areas) in subsets {
+        let cols: Vec<usize> = (0..p_all)
+            .filter(|&e| areas.contains(&rig.electrodes[e].area))
+            .collect();
+        if cols.is_empty() {
+            continue;
+        }
+        let p = cols.len();
+        let pick = |f: &[f32]| -> Vec<f32> { cols.iter().map(|&e| f[e]).collect() };
+        let x: Vec<f32> = x_all.chunks_exact(p_all).flat_map(pick).collect();
+        let (decoder, path) = crate::decoder::linear::fit_validated(
+            &x,
+            &y,
+            (train.len(), p, q),
+            validation,
+            Some((0.0, 1.0)),
+        );
+        let (averaged, single) = reconstruct_tests(
+            by_image,
+            p,
+            |t| pick(&features_of(t)),
+            |f, m| {
+                let mut pred = decoder.predict(f, m);
+                pred.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+                Ok(pred)
+            },
+        )?;
+        let entry = ModelMetrics {
+            name,
+            model: None,
+            kind: "linear".into(),
+            width: None,
+            scores: score(&averaged, &single, originals, size),
+            linear: Some(LinearInfo {
+                areas: areas.iter().map(|a| a.name().to_string()).collect(),
+                electrodes: p,
+                features:
+                    "TW-15 window mean per electrode, z-scored with the train split's statistics"
+                        .into(),
+                train_trials: train.len(),
+                validation_trials: validation,
+                lambda: decoder.lambda,
+                relative_lambda: decoder.relative_lambda,
+                path,
+            }),
+            rf_recovery: None,
+        };
+        out.push((entry, averaged));
+    }
+    Ok(Some(out))
 }
 
 fn model_name(dir: &Path) -> String {
@@ -295,58 +573,236 @@ fn rf_recovery(
     truth: &RfTable,
     rig: &RigConfig,
 ) -> anyhow::Result<BTreeMap<String, RfRecovery>> {
-    let mx: Vec<f32> = layer
-        .mu_x
-        .val()
-        .into_data()
-        .to_vec()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let my: Vec<f32> = layer
-        .mu_y
-        .val()
-        .into_data()
-        .to_vec()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let host = |t: burn::tensor::Tensor<CpuBackend, 1>| -> anyhow::Result<Vec<f32>> {
+        t.into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
+    let (mx, my) = (host(layer.mu_x.val())?, host(layer.mu_y.val())?);
     let (c, ppd) = (rig.image_size as f64 / 2.0, rig.rf.pixels_per_degree);
     let initial = crate::decoder::input::initial_rfs(cfg);
-    let to_deg = |px: f64, py: f64| ((px - c) / ppd, (c - py) / ppd);
+    let to_deg = |px: f64, py: f64| [(px - c) / ppd, (c - py) / ppd];
     let mut out = BTreeMap::new();
     for area in Area::ALL {
-        // (learned x, learned y, initial x, initial y, true x, true y), degrees.
-        let mut pts: Vec<[f64; 6]> = Vec::new();
+        let mut centres = RfCentres::default();
         for (e, el) in rig.electrodes.iter().enumerate() {
             if el.area != area {
                 continue;
             }
             if let Some(t) = truth.get(el.channel) {
-                let (x, y) = to_deg(mx[e] as f64, my[e] as f64);
-                let (ix, iy) = to_deg(initial[e][0] as f64, initial[e][1] as f64);
-                pts.push([x, y, ix, iy, t.x_deg, t.y_deg]);
+                centres.learned.push(to_deg(mx[e] as f64, my[e] as f64));
+                centres
+                    .start
+                    .push(to_deg(initial[e][0] as f64, initial[e][1] as f64));
+                centres.truth.push([t.x_deg, t.y_deg]);
+                centres.array.push(cfg.electrodes[e].array);
             }
         }
-        if pts.len() < 3 {
-            continue;
+        if centres.learned.len() >= 3 {
+            out.insert(area.name().to_string(), centres.recovery());
         }
-        let col = |k: usize| -> Vec<f32> { pts.iter().map(|p| p[k] as f32).collect() };
-        let dist = |p: &[f64; 6], a: usize, b: usize| {
-            ((p[a] - p[b]).powi(2) + (p[a + 1] - p[b + 1]).powi(2)).sqrt()
-        };
-        let mean = |f: &dyn Fn(&[f64; 6]) -> f64| pts.iter().map(f).sum::<f64>() / pts.len() as f64;
-        let err = |k: usize| mean(&|p| dist(p, k, 4));
-        out.insert(
-            area.name().to_string(),
-            RfRecovery {
-                electrodes: pts.len(),
-                r_x: pearson(&col(0), &col(4)),
-                r_y: pearson(&col(1), &col(5)),
-                mean_error_deg: err(0),
-                initial_r_x: pearson(&col(2), &col(4)),
-                initial_r_y: pearson(&col(3), &col(5)),
-                initial_mean_error_deg: err(2),
-                mean_shift_deg: mean(&|p| dist(p, 0, 2)),
-                fraction_closer: mean(&|p| f64::from(dist(p, 0, 4) < dist(p, 2, 4))),
-            },
-        );
     }
     Ok(out)
+}
+
+/// One area's centres (degrees): learned, where training started, true; and each
+/// electrode's array.
+#[derive(Default)]
+struct RfCentres {
+    learned: Vec<[f64; 2]>,
+    start: Vec<[f64; 2]>,
+    truth: Vec<[f64; 2]>,
+    array: Vec<usize>,
+}
+
+fn distance(a: [f64; 2], b: [f64; 2]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        sum / n as f64
+    }
+}
+
+impl RfCentres {
+    fn axis(points: &[[f64; 2]], k: usize) -> Vec<f32> {
+        points.iter().map(|p| p[k] as f32).collect()
+    }
+
+    /// Mean over arrays of the correlation of `points` and the truth within the array
+    /// (x and y pooled, each array's means removed).
+    fn within_array_r(&self, points: &[[f64; 2]]) -> f64 {
+        let mut arrays: Vec<usize> = self.array.clone();
+        arrays.sort_unstable();
+        arrays.dedup();
+        mean(arrays.iter().filter_map(|&a| {
+            let idx: Vec<usize> = (0..points.len()).filter(|&i| self.array[i] == a).collect();
+            if idx.len() < 3 {
+                return None;
+            }
+            let centred = |src: &[[f64; 2]]| -> Vec<f32> {
+                let m = [0, 1].map(|k| mean(idx.iter().map(|&i| src[i][k])));
+                [0, 1]
+                    .iter()
+                    .flat_map(|&k| idx.iter().map(move |&i| (src[i][k] - m[k]) as f32))
+                    .collect()
+            };
+            Some(pearson(&centred(points), &centred(&self.truth)))
+        }))
+    }
+
+    fn recovery(&self) -> RfRecovery {
+        let n = self.learned.len();
+        let shift: Vec<f64> = (0..n)
+            .map(|i| distance(self.learned[i], self.start[i]))
+            .collect();
+        let to_truth = |i: usize| -> [f64; 2] {
+            let d = [
+                self.truth[i][0] - self.start[i][0],
+                self.truth[i][1] - self.start[i][1],
+            ];
+            let len = (d[0] * d[0] + d[1] * d[1]).sqrt().max(1e-12);
+            [d[0] / len, d[1] / len]
+        };
+        let projection = |i: usize, step: [f64; 2]| -> f64 {
+            let u = to_truth(i);
+            step[0] * u[0] + step[1] * u[1]
+        };
+        let closer = |i: usize, end: [f64; 2]| {
+            distance(end, self.truth[i]) < distance(self.start[i], self.truth[i])
+        };
+        // The null: the same step lengths in random directions.
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0x5EED);
+        let (mut null_closer, mut null_proj) = (Vec::new(), Vec::new());
+        for _ in 0..1000 {
+            let (mut c, mut p) = (0.0, 0.0);
+            for i in 0..n {
+                let angle = rand::Rng::random_range(&mut rng, 0.0..std::f64::consts::TAU);
+                let step = [shift[i] * angle.cos(), shift[i] * angle.sin()];
+                let end = [self.start[i][0] + step[0], self.start[i][1] + step[1]];
+                c += f64::from(u8::from(closer(i, end)));
+                p += projection(i, step);
+            }
+            null_closer.push(c / n as f64);
+            null_proj.push(p / n as f64);
+        }
+        let p95 = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[(v.len() * 95 / 100).min(v.len() - 1)]
+        };
+        RfRecovery {
+            electrodes: n,
+            r_x: pearson(&Self::axis(&self.learned, 0), &Self::axis(&self.truth, 0)),
+            r_y: pearson(&Self::axis(&self.learned, 1), &Self::axis(&self.truth, 1)),
+            within_array_r: self.within_array_r(&self.learned),
+            mean_error_deg: mean((0..n).map(|i| distance(self.learned[i], self.truth[i]))),
+            initial_r_x: pearson(&Self::axis(&self.start, 0), &Self::axis(&self.truth, 0)),
+            initial_r_y: pearson(&Self::axis(&self.start, 1), &Self::axis(&self.truth, 1)),
+            initial_within_array_r: self.within_array_r(&self.start),
+            initial_mean_error_deg: mean((0..n).map(|i| distance(self.start[i], self.truth[i]))),
+            mean_shift_deg: mean(shift.iter().copied()),
+            fraction_closer: mean((0..n).map(|i| f64::from(u8::from(closer(i, self.learned[i]))))),
+            mean_projection_deg: mean((0..n).map(|i| {
+                projection(
+                    i,
+                    [
+                        self.learned[i][0] - self.start[i][0],
+                        self.learned[i][1] - self.start[i][1],
+                    ],
+                )
+            })),
+            null_fraction_closer: mean(null_closer.iter().copied()),
+            null_fraction_closer_p95: p95(&mut null_closer),
+            null_mean_projection_deg: mean(null_proj.iter().copied()),
+            null_mean_projection_p95_deg: p95(&mut null_proj),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Correlations of reconstructions that equal their stimuli (plus a little of the next).
+    fn near_identity(n: usize) -> Vec<Vec<f64>> {
+        (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| match (j + n - i) % n {
+                        0 => 0.9,
+                        1 => 0.3,
+                        _ => 0.1 * ((i * 7 + j * 3) % 5) as f64 / 5.0,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn perfect_reconstructions_are_always_identified() {
+        let corr = near_identity(6);
+        let truth: Vec<usize> = (0..6).collect();
+        assert_eq!(identification(&corr, &truth), (1.0, 1.0));
+    }
+
+    #[test]
+    fn shuffled_pairings_are_never_identified_top1() {
+        // Each reconstruction is given the wrong stimulus as its own: the one after it,
+        // which is its second best (2-way: it beats all but the best of the 5 others).
+        let corr = near_identity(6);
+        let shifted: Vec<usize> = (0..6).map(|i| (i + 1) % 6).collect();
+        let (top1, two_way) = identification(&corr, &shifted);
+        assert_eq!(top1, 0.0);
+        assert!((two_way - 4.0 / 5.0).abs() < 1e-12, "{two_way}");
+    }
+
+    #[test]
+    fn two_way_counts_each_pair_once_per_reconstruction() {
+        // Reconstruction 0 beats 1 of the 2 others, reconstruction 1 both; 2 is a tie (no win).
+        let corr = vec![
+            vec![0.5, 0.6, 0.4],
+            vec![0.1, 0.7, 0.2],
+            vec![0.3, 0.3, 0.3],
+        ];
+        let (top1, two_way) = identification(&corr, &[0, 1, 2]);
+        assert!((top1 - 1.0 / 3.0).abs() < 1e-12);
+        assert!((two_way - 3.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn random_moves_land_on_the_null_and_moves_to_the_truth_beat_it() {
+        let n = 200;
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2);
+        let mut c = RfCentres::default();
+        for i in 0..n {
+            let t = [
+                rand::Rng::random_range(&mut rng, -3.0..3.0),
+                rand::Rng::random_range(&mut rng, -3.0..3.0),
+            ];
+            // Mapping error: 0.36 deg in a random direction.
+            let a = rand::Rng::random_range(&mut rng, 0.0..std::f64::consts::TAU);
+            let s = [t[0] + 0.36 * a.cos(), t[1] + 0.36 * a.sin()];
+            c.truth.push(t);
+            c.start.push(s);
+            c.array.push(i % 4);
+            // Half a step to the truth.
+            c.learned.push([(s[0] + t[0]) / 2.0, (s[1] + t[1]) / 2.0]);
+        }
+        let r = c.recovery();
+        assert_eq!(r.fraction_closer, 1.0);
+        assert!(r.mean_projection_deg > r.null_mean_projection_p95_deg);
+        assert!(r.fraction_closer > r.null_fraction_closer_p95);
+        assert!(r.within_array_r > r.initial_within_array_r);
+        // A step of 0.18 deg from 0.36 deg away ends closer for 1/π·acos(0.25) ≈ 42 % of
+        // random directions.
+        let want = (0.25f64).acos() / std::f64::consts::PI;
+        assert!(
+            (r.null_fraction_closer - want).abs() < 0.01,
+            "{}",
+            r.null_fraction_closer
+        );
+        assert!(r.null_mean_projection_deg.abs() < 0.01);
+    }
 }

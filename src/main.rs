@@ -283,8 +283,9 @@ struct TrainArgs {
 
 #[derive(Args)]
 #[command(
-    after_help = "Writes OUT/metrics.json (per model: pixel_r, pixel_r_chance, ssim, ssim_chance, \
-n_images, single-trial r, RF recovery for learned RFs) and OUT/grid.png (stimulus, then each model).\n\n\
+    after_help = "Writes OUT/metrics.json (per model, and per linear decoder fitted on the train \
+split: pixel_r, ssim, ident_top1, ident_2way with their chance levels, the same single-trial, \
+RF recovery for learned RFs) and OUT/grid.png (stimulus, each model, the linear decoder).\n\n\
 Example:\n  monkeysee eval --model models/e2e --model models/spatial --data sim/dataset --out eval"
 )]
 struct EvalArgs {
@@ -585,7 +586,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let rig = args.rig.as_deref().map(RigConfig::load).transpose()?;
-    let metrics = monkeysee::eval::eval(&EvalOptions {
+    let report = monkeysee::eval::eval(&EvalOptions {
         models: args.models,
         data: args.data,
         rig,
@@ -594,29 +595,43 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         rf_truth: args.rf_truth,
     })?;
     println!(
-        "{:<24} {:>8} {:>8} {:>7} {:>7} {:>9}",
-        "model", "pixel r", "chance", "SSIM", "chance", "1-trial r"
+        "{:<20} {:>7} {:>7} {:>6} {:>6} {:>7} {:>7} {:>9} {:>9}",
+        "entry", "pixel r", "chance", "SSIM", "chance", "ident", "2-way", "1-trial r", "1-trial id"
     );
-    for m in &metrics {
+    let n = report.entries.first().map_or(0, |m| m.scores.n_images);
+    for m in &report.entries {
+        let s = &m.scores;
         println!(
-            "{:<24} {:>8.3} {:>8.3} {:>7.3} {:>7.3} {:>9.3}",
-            m.model
-                .file_name()
-                .map(|s| s.to_string_lossy())
-                .unwrap_or_default(),
-            m.pixel_r,
-            m.pixel_r_chance,
-            m.ssim,
-            m.ssim_chance,
-            m.single_trial_pixel_r
+            "{:<20} {:>7.3} {:>7.3} {:>6.3} {:>6.3} {:>7.3} {:>7.3} {:>9.3} {:>9.3}",
+            m.name,
+            s.pixel_r,
+            s.pixel_r_chance,
+            s.ssim,
+            s.ssim_chance,
+            s.ident_top1,
+            s.ident_2way,
+            s.single_trial_pixel_r,
+            s.single_trial_ident_top1
         );
         for (area, r) in m.rf_recovery.iter().flatten() {
             println!(
-                "  RF centres vs truth, {area}: r_x {:.3} r_y {:.3} error {:.2} deg (started at r_x {:.3} r_y {:.3} error {:.2} deg; moved {:.2} deg, {:.0}% closer)",
-                r.r_x, r.r_y, r.mean_error_deg, r.initial_r_x, r.initial_r_y, r.initial_mean_error_deg,
-                r.mean_shift_deg, 100.0 * r.fraction_closer
+                "  RF centres vs truth, {area}: r_x {:.3} r_y {:.3} within-array r {:.3} error {:.2} deg \
+(start: r_x {:.3} r_y {:.3} within-array r {:.3} error {:.2} deg); moved {:.2} deg, {:.0}% closer \
+(random moves: {:.0}%, 95th pct {:.0}%), toward the truth by {:+.3} deg (random: 95th pct {:+.3})",
+                r.r_x, r.r_y, r.within_array_r, r.mean_error_deg, r.initial_r_x, r.initial_r_y,
+                r.initial_within_array_r, r.initial_mean_error_deg, r.mean_shift_deg,
+                100.0 * r.fraction_closer, 100.0 * r.null_fraction_closer,
+                100.0 * r.null_fraction_closer_p95, r.mean_projection_deg,
+                r.null_mean_projection_p95_deg
             );
         }
+    }
+    println!(
+        "identification: n-way over {n} test images (chance {:.3}), 2-way (chance 0.5)",
+        1.0 / n.max(1) as f64
+    );
+    for note in &report.notes {
+        println!("note: {note}");
     }
     println!("wrote {}/metrics.json and grid.png", args.out.display());
     Ok(())

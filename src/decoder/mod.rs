@@ -18,6 +18,7 @@
 pub mod infer;
 pub mod input;
 pub mod kernels;
+pub mod linear;
 pub mod model;
 pub mod unet;
 

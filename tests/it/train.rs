@@ -354,7 +354,8 @@ fn fast_batch_norm_matches_burns() {
 }
 
 /// `eval` on a trained model: metrics.json with the documented fields, chance from
-/// shuffled pairs, RF recovery against the simulator's truth, and the grid image.
+/// shuffled pairs, identification, the linear decoders beside the model, RF recovery
+/// against the simulator's truth, and the grid image.
 #[test]
 fn eval_writes_metrics_and_a_grid() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,20 +365,23 @@ fn eval_writes_metrics_and_a_grid() {
     opts.checkpoint_every = 0;
     train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
     let out = dir.path().join("eval");
-    let metrics = monkeysee::eval::eval(&monkeysee::eval::EvalOptions {
+    let eval_opts = monkeysee::eval::EvalOptions {
         models: vec![model.clone()],
         data: sim.out.join("dataset"),
         rig: Some(sim.rig.clone()),
         out: out.clone(),
         grid_images: 4,
         rf_truth: None,
-    })
-    .unwrap();
-    let m = &metrics[0];
-    assert_eq!(m.n_images, 2);
-    assert_eq!(m.single_trials, 4);
-    assert!((-1.0..=1.0).contains(&m.pixel_r) && (-1.0..=1.0).contains(&m.pixel_r_chance));
-    assert!(m.ssim.is_finite() && m.ssim_chance.is_finite());
+    };
+    let report = monkeysee::eval::eval(&eval_opts).unwrap();
+    let m = report.get("e2e").unwrap();
+    let s = &m.scores;
+    assert_eq!(s.n_images, 2);
+    assert_eq!(s.single_trials, 4);
+    assert!((-1.0..=1.0).contains(&s.pixel_r) && (-1.0..=1.0).contains(&s.pixel_r_chance));
+    assert!(s.ssim.is_finite() && s.ssim_chance.is_finite());
+    assert!((0.0..=1.0).contains(&s.ident_top1) && (0.0..=1.0).contains(&s.ident_2way));
+    assert_eq!((s.ident_top1_chance, s.ident_2way_chance), (0.5, 0.5));
     // Trained from the true RF table: recovery starts (and, two epochs later, stays) near r = 1.
     let rf = m
         .rf_recovery
@@ -392,22 +396,91 @@ fn eval_writes_metrics_and_a_grid() {
             "{area}: {r:?}"
         );
         assert!((0.0..=1.0).contains(&r.fraction_closer), "{area}: {r:?}");
+        assert!(
+            r.null_fraction_closer <= r.null_fraction_closer_p95,
+            "{area}: {r:?}"
+        );
     }
+    // The linear decoders, fitted on the train split, beside the model.
+    assert!(report.notes.is_empty(), "{:?}", report.notes);
+    for name in ["linear", "linear_V1", "linear_V4", "linear_IT"] {
+        let l = report
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} entry"));
+        assert_eq!(l.kind, "linear");
+        assert_eq!(l.scores.n_images, 2);
+        let info = l.linear.as_ref().unwrap();
+        assert_eq!(info.train_trials, 18);
+        assert!(info.lambda > 0.0 && !info.path.is_empty(), "{info:?}");
+    }
+    let electrodes = |name: &str| {
+        report
+            .get(name)
+            .unwrap()
+            .linear
+            .as_ref()
+            .unwrap()
+            .electrodes
+    };
+    assert_eq!(
+        electrodes("linear"),
+        electrodes("linear_V1") + electrodes("linear_V4") + electrodes("linear_IT")
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
-    for key in [
-        "pixel_r",
-        "pixel_r_chance",
-        "ssim",
-        "ssim_chance",
-        "n_images",
-    ] {
-        assert!(json["e2e"][key].is_number(), "metrics.json lacks {key}");
+    for entry in ["e2e", "linear", "linear_IT"] {
+        for key in [
+            "pixel_r",
+            "pixel_r_chance",
+            "ssim",
+            "ssim_chance",
+            "ident_top1",
+            "ident_top1_chance",
+            "ident_2way",
+            "ident_2way_chance",
+            "n_images",
+            "single_trial_pixel_r",
+            "single_trial_ident_top1",
+        ] {
+            assert!(
+                json[entry][key].is_number(),
+                "metrics.json: {entry} lacks {key}"
+            );
+        }
     }
     let grid = image::open(out.join("grid.png")).unwrap();
     assert!(
-        grid.width() >= 2 * 2 * 32 && grid.height() >= 2 * 2 * 32,
-        "two columns, two rows"
+        grid.width() >= 3 * 2 * 32 && grid.height() >= 2 * 2 * 32,
+        "three columns (stimulus, model, linear), two rows"
+    );
+
+    // A dataset of test images only: the model is still scored, the linear decoder is
+    // left out with a note.
+    let mut only = sim.clone();
+    only.images = ImageSource::parse("procedural:3", &only.config.leaves, 8).unwrap();
+    only.test_images = 3;
+    only.out = dir.path().join("test-only");
+    sim::simulate(&only).unwrap();
+    let report = monkeysee::eval::eval(&monkeysee::eval::EvalOptions {
+        data: only.out.join("dataset"),
+        out: dir.path().join("eval-test-only"),
+        ..eval_opts
+    })
+    .unwrap();
+    assert_eq!(report.entries.len(), 1);
+    assert_eq!(report.entries[0].scores.n_images, 3);
+    assert!(
+        report.notes[0].contains("no train split"),
+        "{:?}",
+        report.notes
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("eval-test-only/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        json["linear"].is_null() && json["notes"][0].is_string(),
+        "{json}"
     );
 }
 

@@ -1,0 +1,365 @@
+//! The linear decoder: ridge regression from window features to pixels, the reference a
+//! CNN decoder has to beat (`eval`'s `linear` entries).
+//!
+//! With the features X `[n][p]` and images Y `[n][q]` of the fitting trials, X centred on
+//! its column means (the intercept is the mean image):
+//! `W(λ) = (XᵀX + λI)⁻¹ XᵀY = V diag(1/(s + λ)) Vᵀ XᵀY` with `XᵀX = V diag(s) Vᵀ`. One
+//! eigendecomposition (p × p, nalgebra) and one product `A = Vᵀ XᵀY` give the whole
+//! regularisation path; each λ then costs a product on the validation trials only. The
+//! large products are [`matmul`] (gemm).
+//!
+//! λ is chosen on a validation fold (the last trials given) by the mean Pearson r of the
+//! predicted and true images, from a grid relative to the mean eigenvalue `tr(XᵀX)/p`; the
+//! decoder is then refitted on every trial with that λ.
+
+use nalgebra::{DMatrix, SymmetricEigen};
+use serde::Serialize;
+
+use super::kernels::{matmul, MatRef};
+
+/// λ / (tr(XᵀX)/p) tried when λ is chosen on a validation fold: 10⁻³ … 10³ in half decades.
+pub const RELATIVE_LAMBDAS: [f64; 13] = [
+    1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0, 316.0, 1000.0,
+];
+
+/// A fitted ridge regression `y = (x − x̄)·W + ȳ`.
+#[derive(Debug, Clone)]
+pub struct LinearDecoder {
+    pub n_features: usize,
+    pub n_outputs: usize,
+    /// `[features][outputs]`
+    pub weights: Vec<f32>,
+    pub feature_mean: Vec<f32>,
+    pub output_mean: Vec<f32>,
+    /// The ridge penalty λ (absolute).
+    pub lambda: f64,
+    /// λ over the mean eigenvalue of the centred XᵀX (tr/p).
+    pub relative_lambda: f64,
+}
+
+/// One point of the validation path.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathPoint {
+    /// λ / (tr(XᵀX)/p).
+    pub relative_lambda: f64,
+    pub lambda: f64,
+    /// Mean Pearson r of the validation predictions (clipped, for images) and the truth.
+    pub validation_r: f64,
+}
+
+/// The eigendecomposition of the centred XᵀX and what the path needs of XᵀY.
+struct Spectrum {
+    n_features: usize,
+    n_outputs: usize,
+    /// Eigenvectors as columns, `[p][p]` row-major.
+    vectors: Vec<f32>,
+    /// Eigenvalues, clamped at 0 (rounding can make the smallest slightly negative).
+    values: Vec<f64>,
+    /// `Vᵀ XᵀY` `[p][q]`.
+    projected: Vec<f32>,
+    feature_mean: Vec<f32>,
+    output_mean: Vec<f32>,
+}
+
+fn column_means(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut sums = vec![0.0f64; cols];
+    for row in m.chunks_exact(cols).take(rows) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v as f64;
+        }
+    }
+    sums.iter()
+        .map(|s| (s / rows.max(1) as f64) as f32)
+        .collect()
+}
+
+impl Spectrum {
+    fn new(x: &[f32], y: &[f32], n: usize, p: usize, q: usize) -> Self {
+        let feature_mean = column_means(x, n, p);
+        let output_mean = column_means(y, n, q);
+        let mut xc = x[..n * p].to_vec();
+        for row in xc.chunks_exact_mut(p) {
+            for (v, m) in row.iter_mut().zip(&feature_mean) {
+                *v -= m;
+            }
+        }
+        let mut xtx = vec![0.0f32; p * p];
+        matmul(
+            &mut xtx,
+            MatRef::new(&xc, n, p).t(),
+            MatRef::new(&xc, n, p),
+            false,
+        );
+        // Xcᵀ Y equals Xcᵀ (Y − ȳ): the centred columns sum to zero.
+        let mut xty = vec![0.0f32; p * q];
+        matmul(
+            &mut xty,
+            MatRef::new(&xc, n, p).t(),
+            MatRef::new(&y[..n * q], n, q),
+            false,
+        );
+        let sym = DMatrix::from_fn(p, p, |i, j| 0.5 * (xtx[i * p + j] + xtx[j * p + i]) as f64);
+        let eig = SymmetricEigen::new(sym);
+        let vectors: Vec<f32> = (0..p * p)
+            .map(|k| eig.eigenvectors[(k / p, k % p)] as f32)
+            .collect();
+        let values = eig.eigenvalues.iter().map(|&s| s.max(0.0)).collect();
+        let mut projected = vec![0.0f32; p * q];
+        matmul(
+            &mut projected,
+            MatRef::new(&vectors, p, p).t(),
+            MatRef::new(&xty, p, q),
+            false,
+        );
+        Self {
+            n_features: p,
+            n_outputs: q,
+            vectors,
+            values,
+            projected,
+            feature_mean,
+            output_mean,
+        }
+    }
+
+    /// tr(XᵀX) / p.
+    fn mean_eigenvalue(&self) -> f64 {
+        self.values.iter().sum::<f64>() / self.n_features.max(1) as f64
+    }
+
+    /// `diag(1/(s + λ)) Vᵀ XᵀY`.
+    fn shrunk(&self, lambda: f64) -> Vec<f32> {
+        let q = self.n_outputs;
+        let mut a = self.projected.clone();
+        for (row, &s) in a.chunks_exact_mut(q).zip(&self.values) {
+            let k = if s + lambda > 0.0 {
+                (1.0 / (s + lambda)) as f32
+            } else {
+                0.0
+            };
+            row.iter_mut().for_each(|v| *v *= k);
+        }
+        a
+    }
+
+    fn decoder(&self, lambda: f64) -> LinearDecoder {
+        let (p, q) = (self.n_features, self.n_outputs);
+        let mut weights = vec![0.0f32; p * q];
+        matmul(
+            &mut weights,
+            MatRef::new(&self.vectors, p, p),
+            MatRef::new(&self.shrunk(lambda), p, q),
+            false,
+        );
+        LinearDecoder {
+            n_features: p,
+            n_outputs: q,
+            weights,
+            feature_mean: self.feature_mean.clone(),
+            output_mean: self.output_mean.clone(),
+            lambda,
+            relative_lambda: lambda / self.mean_eigenvalue().max(f64::MIN_POSITIVE),
+        }
+    }
+}
+
+/// Ridge regression with penalty `lambda` on all `n` trials: `x [n][p]`, `y [n][q]`.
+pub fn fit(x: &[f32], y: &[f32], n: usize, p: usize, q: usize, lambda: f64) -> LinearDecoder {
+    Spectrum::new(x, y, n, p, q).decoder(lambda)
+}
+
+/// Ridge regression with λ chosen on the last `validation` of the `n` trials (fitted on the
+/// others, scored by the mean correlation of predicted and true rows, the predictions
+/// clipped to `clip` if given, as images are to [0, 1]), then refitted on all `n`. Returns
+/// the decoder and the validation path.
+pub fn fit_validated(
+    x: &[f32],
+    y: &[f32],
+    (n, p, q): (usize, usize, usize),
+    validation: usize,
+    clip: Option<(f32, f32)>,
+) -> (LinearDecoder, Vec<PathPoint>) {
+    let n_fit = n.saturating_sub(validation);
+    let path: Vec<PathPoint> = if n_fit < 2 || validation == 0 {
+        Vec::new()
+    } else {
+        let spectrum = Spectrum::new(x, y, n_fit, p, q);
+        let scale = spectrum.mean_eigenvalue();
+        // Z = (X_val − x̄) V, once; each λ is then diag(1/(s + λ)) and one product.
+        let mut xv = x[n_fit * p..n * p].to_vec();
+        for row in xv.chunks_exact_mut(p) {
+            for (v, m) in row.iter_mut().zip(&spectrum.feature_mean) {
+                *v -= m;
+            }
+        }
+        let mut z = vec![0.0f32; validation * p];
+        matmul(
+            &mut z,
+            MatRef::new(&xv, validation, p),
+            MatRef::new(&spectrum.vectors, p, p),
+            false,
+        );
+        let truth = &y[n_fit * q..n * q];
+        let mut pred = vec![0.0f32; validation * q];
+        RELATIVE_LAMBDAS
+            .iter()
+            .map(|&rel| {
+                let lambda = rel * scale;
+                matmul(
+                    &mut pred,
+                    MatRef::new(&z, validation, p),
+                    MatRef::new(&spectrum.shrunk(lambda), p, q),
+                    false,
+                );
+                let validation_r = pred
+                    .chunks_exact_mut(q)
+                    .zip(truth.chunks_exact(q))
+                    .map(|(pr, t)| {
+                        for (v, m) in pr.iter_mut().zip(&spectrum.output_mean) {
+                            *v += m;
+                            if let Some((lo, hi)) = clip {
+                                *v = v.clamp(lo, hi);
+                            }
+                        }
+                        crate::eval::pearson(pr, t)
+                    })
+                    .sum::<f64>()
+                    / validation as f64;
+                PathPoint {
+                    relative_lambda: rel,
+                    lambda,
+                    validation_r,
+                }
+            })
+            .collect()
+    };
+    let best = path
+        .iter()
+        .filter(|pt| pt.validation_r.is_finite())
+        .max_by(|a, b| a.validation_r.total_cmp(&b.validation_r))
+        .map_or(1.0, |pt| pt.relative_lambda);
+    let spectrum = Spectrum::new(x, y, n, p, q);
+    let decoder = spectrum.decoder(best * spectrum.mean_eigenvalue());
+    (decoder, path)
+}
+
+impl LinearDecoder {
+    /// Predictions for `x [m][p]` → `[m][q]` (not clipped).
+    pub fn predict(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (p, q) = (self.n_features, self.n_outputs);
+        let mut xc = x[..m * p].to_vec();
+        for row in xc.chunks_exact_mut(p) {
+            for (v, mean) in row.iter_mut().zip(&self.feature_mean) {
+                *v -= mean;
+            }
+        }
+        let mut out = vec![0.0f32; m * q];
+        matmul(
+            &mut out,
+            MatRef::new(&xc, m, p),
+            MatRef::new(&self.weights, p, q),
+            false,
+        );
+        for row in out.chunks_exact_mut(q) {
+            for (v, mean) in row.iter_mut().zip(&self.output_mean) {
+                *v += mean;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Features of decreasing variance (as real electrodes' are correlated), and targets
+    /// linear in them plus a little noise.
+    fn problem(n: usize, p: usize, q: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut rng = StdRng::seed_from_u64(3);
+        let x: Vec<f32> = (0..n * p)
+            .map(|k| rng.random_range(-1.0f32..1.0) * 0.7f32.powi((k % p) as i32))
+            .collect();
+        let w: Vec<f32> = (0..p * q).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let y = (0..n * q)
+            .map(|k| {
+                let (i, j) = (k / q, k % q);
+                0.3 + (0..p).map(|l| x[i * p + l] * w[l * q + j]).sum::<f32>()
+                    + rng.random_range(-0.1f32..0.1)
+            })
+            .collect();
+        (x, y)
+    }
+
+    /// The ridge solution by the normal equations, solved directly (nalgebra's Cholesky),
+    /// with an intercept: centred X and Y.
+    fn direct(x: &[f32], y: &[f32], n: usize, p: usize, q: usize, lambda: f64) -> Vec<f64> {
+        let xm = DMatrix::from_fn(n, p, |i, j| x[i * p + j] as f64);
+        let ym = DMatrix::from_fn(n, q, |i, j| y[i * q + j] as f64);
+        let xc = &xm - DMatrix::from_fn(n, p, |_, j| xm.column(j).mean());
+        let yc = &ym - DMatrix::from_fn(n, q, |_, j| ym.column(j).mean());
+        let a = xc.transpose() * &xc + DMatrix::identity(p, p) * lambda;
+        let w = a.cholesky().unwrap().solve(&(xc.transpose() * yc));
+        (0..p * q).map(|k| w[(k / q, k % q)]).collect()
+    }
+
+    #[test]
+    fn ridge_weights_equal_the_direct_normal_equation_solution() {
+        let (n, p, q) = (40, 6, 5);
+        let (x, y) = problem(n, p, q);
+        for lambda in [0.0, 0.5, 20.0] {
+            let fitted = fit(&x, &y, n, p, q, lambda);
+            let want = direct(&x, &y, n, p, q, lambda);
+            for (a, b) in fitted.weights.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-4, "λ {lambda}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_penalty_ridge_is_least_squares_and_predicts_its_fit() {
+        let (n, p, q) = (40, 6, 5);
+        let (x, y) = problem(n, p, q);
+        let fitted = fit(&x, &y, n, p, q, 0.0);
+        // Least squares with an intercept column, by SVD.
+        let a = DMatrix::from_fn(
+            n,
+            p + 1,
+            |i, j| if j == p { 1.0 } else { x[i * p + j] as f64 },
+        );
+        let b = DMatrix::from_fn(n, q, |i, j| y[i * q + j] as f64);
+        let lsq = a.clone().svd(true, true).solve(&b, 1e-12).unwrap();
+        let pred = fitted.predict(&x, n);
+        let want = &a * &lsq;
+        for i in 0..n {
+            for j in 0..q {
+                assert!((pred[i * q + j] as f64 - want[(i, j)]).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn validation_prefers_a_small_penalty_on_clean_data_and_a_larger_one_under_noise() {
+        let (n, p, q) = (200, 20, 30);
+        let (x, y) = problem(n, p, q);
+        let (clean, path) = fit_validated(&x, &y, (n, p, q), 40, None);
+        assert_eq!(path.len(), RELATIVE_LAMBDAS.len());
+        let scale = Spectrum::new(&x, &y, n, p, q).mean_eigenvalue();
+        assert!(clean.lambda <= 0.1 * scale, "λ {}", clean.lambda);
+        // The same targets under heavy noise: the penalty goes up.
+        let mut rng = StdRng::seed_from_u64(9);
+        let noisy_y: Vec<f32> = y
+            .iter()
+            .map(|v| v + rng.random_range(-20.0f32..20.0))
+            .collect();
+        let (noisy, _) = fit_validated(&x, &noisy_y, (n, p, q), 40, None);
+        assert!(
+            noisy.lambda > clean.lambda,
+            "{} vs {}",
+            noisy.lambda,
+            clean.lambda
+        );
+    }
+}
