@@ -678,9 +678,9 @@ impl RfCentres {
         let (mut null_closer, mut null_proj) = (Vec::new(), Vec::new());
         for _ in 0..1000 {
             let (mut c, mut p) = (0.0, 0.0);
-            for i in 0..n {
+            for (i, &len) in shift.iter().enumerate() {
                 let angle = rand::Rng::random_range(&mut rng, 0.0..std::f64::consts::TAU);
-                let step = [shift[i] * angle.cos(), shift[i] * angle.sin()];
+                let step = [len * angle.cos(), len * angle.sin()];
                 let end = [self.start[i][0] + step[0], self.start[i][1] + step[1]];
                 c += f64::from(u8::from(closer(i, end)));
                 p += projection(i, step);
