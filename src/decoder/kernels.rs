@@ -311,6 +311,13 @@ impl<'a> MatRef<'a> {
         self.rows
     }
 
+    /// Element (i, j). Panics outside the view.
+    #[inline]
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        assert!(i < self.rows && j < self.cols, "element outside the view");
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+
     pub fn cols(&self) -> usize {
         self.cols
     }
@@ -326,7 +333,7 @@ impl<'a> MatRef<'a> {
 
 /// Products smaller than this many multiply-adds run on one thread (gemm's own
 /// threading costs more than it saves below it).
-const PARALLEL_MACS: usize = 1 << 21;
+const PARALLEL_MACS: usize = 1 << 18;
 
 /// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major `a.rows × b.cols`.
 /// The `gemm` crate's kernels (AVX-512/AVX2/NEON picked at run time), on Rayon's pool

@@ -49,12 +49,12 @@ pub struct StepSettings {
 
 /// A batch: the decoder input (built on the host for the fixed-RF kinds) or the
 /// responses for a learned input layer, and the stimuli.
-pub struct Batch<'a> {
+pub struct Batch {
     pub n: usize,
     /// `[n][channels][H][W]` for a fixed input; `None` for a learned one.
     pub fixed_input: Option<Vec<f32>>,
     /// `[n][features]`.
-    pub features: &'a [f32],
+    pub features: Vec<f32>,
     /// `[n][3][H][W]`.
     pub images: Vec<f32>,
     pub in_channels: usize,
@@ -139,7 +139,7 @@ fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> anyhow::Result<Vec<f
 /// learned layer's output (inside the autodiff graph).
 fn input_tensor<B: Backend>(
     model: &DecoderModel<B>,
-    batch: &Batch<'_>,
+    batch: &Batch,
     device: &B::Device,
 ) -> Tensor<B, 4> {
     let s = batch.size;
@@ -151,7 +151,7 @@ fn input_tensor<B: Backend>(
         None => {
             let nf = batch.features.len() / batch.n.max(1);
             let r = Tensor::from_data(
-                TensorData::new(batch.features.to_vec(), [batch.n, nf]),
+                TensorData::new(batch.features.clone(), [batch.n, nf]),
                 device,
             );
             model
@@ -161,7 +161,7 @@ fn input_tensor<B: Backend>(
     }
 }
 
-fn images<B: Backend>(batch: &Batch<'_>, device: &B::Device) -> Tensor<B, 4> {
+fn images<B: Backend>(batch: &Batch, device: &B::Device) -> Tensor<B, 4> {
     let s = batch.size;
     Tensor::from_data(
         TensorData::new(batch.images.clone(), [batch.n, 3, s, s]),
@@ -229,7 +229,7 @@ impl<B: AutodiffBackend> Engine<B> {
     /// One discriminator + generator step.
     pub fn step(
         &mut self,
-        batch: &Batch<'_>,
+        batch: &Batch,
         settings: StepSettings,
         perceptual: Option<&PerceptualLoss<B>>,
         rng: &mut StdRng,
@@ -242,7 +242,7 @@ impl<B: AutodiffBackend> Engine<B> {
     }
 
     /// Mean pixel L1 of the generator in inference mode on `batch`.
-    pub fn test_l1(&mut self, batch: &Batch<'_>, device: &B::Device) -> anyhow::Result<f64> {
+    pub fn test_l1(&mut self, batch: &Batch, device: &B::Device) -> anyhow::Result<f64> {
         match self {
             Engine::Burn(e) => {
                 let valid = e.model.valid();
@@ -430,7 +430,7 @@ fn read_npy(path: &Path) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
 impl<B: AutodiffBackend> BurnEngine<B> {
     fn step(
         &mut self,
-        batch: &Batch<'_>,
+        batch: &Batch,
         settings: StepSettings,
         perceptual: Option<&PerceptualLoss<B>>,
         rng: &mut StdRng,
@@ -502,7 +502,7 @@ impl<B: AutodiffBackend> BurnEngine<B> {
 impl<B: AutodiffBackend> HostEngine<B> {
     fn step(
         &mut self,
-        batch: &Batch<'_>,
+        batch: &Batch,
         settings: StepSettings,
         perceptual: Option<&PerceptualLoss<B>>,
         rng: &mut StdRng,
@@ -538,7 +538,7 @@ impl<B: AutodiffBackend> HostEngine<B> {
         });
         let extra = vgg
             .as_mut()
-            .map(|f| f as &mut dyn FnMut(&[f32]) -> anyhow::Result<(f64, Vec<f32>)>);
+            .map(|f| f as &mut (dyn FnMut(&[f32]) -> anyhow::Result<(f64, Vec<f32>)> + Send));
         let (losses, dx) = self.gan.step(
             x,
             &batch.images,

@@ -229,8 +229,9 @@ impl<'a> TrainingData<'a> {
         all
     }
 
-    /// The batch of `trials` whose features are `features`.
-    fn batch<'f>(&self, trials: &[usize], features: &'f [f32]) -> Batch<'f> {
+    /// The batch of `trials`.
+    fn batch(&self, trials: &[usize]) -> Batch {
+        let features = self.features(trials);
         let s = self.config.image_size;
         let fixed_input = self.fixed.as_ref().map(|maps| {
             let len = maps.image_len();
@@ -307,8 +308,7 @@ pub fn train<B: AutodiffBackend>(
         first_epoch = state.next_epoch;
         history = state.epochs;
     }
-    let test_features = data.features(&data.test_trials);
-    let test_batch = data.batch(&data.test_trials, &test_features);
+    let test_batch = data.batch(&data.test_trials);
     let steps_per_epoch = data.train_trials.len() / opts.batch;
     let bar = progress_bar(
         opts.progress,
@@ -326,16 +326,31 @@ pub fn train<B: AutodiffBackend>(
         let mut order = data.train_trials.clone();
         order.shuffle(&mut rng);
         let (mut sum_d, mut sum_adv, mut sum_pix, mut sum_vgg) = (0.0, 0.0, 0.0, 0.0);
-        for trials in order.chunks_exact(opts.batch) {
-            let features = data.features(trials);
-            let batch = data.batch(trials, &features);
-            let l = engine.step(&batch, settings, perceptual.as_ref(), &mut rng, device)?;
-            sum_d += l.d;
-            sum_adv += l.g_adversarial;
-            sum_pix += l.g_pixel_l1;
-            sum_vgg += l.g_extra.unwrap_or(0.0);
-            bar.inc(1);
-        }
+        // The next batches are cut on a thread of their own while a step runs.
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
+            let data = &data;
+            let order = &order;
+            std::thread::Builder::new()
+                .name("batches".into())
+                .spawn_scoped(scope, move || {
+                    for trials in order.chunks_exact(opts.batch) {
+                        if tx.send(data.batch(trials)).is_err() {
+                            break; // the step failed; its error is reported below
+                        }
+                    }
+                })
+                .context("starting the batch thread")?;
+            for batch in rx {
+                let l = engine.step(&batch, settings, perceptual.as_ref(), &mut rng, device)?;
+                sum_d += l.d;
+                sum_adv += l.g_adversarial;
+                sum_pix += l.g_pixel_l1;
+                sum_vgg += l.g_extra.unwrap_or(0.0);
+                bar.inc(1);
+            }
+            Ok(())
+        })?;
         let seconds = started.elapsed().as_secs_f64();
         let k = steps_per_epoch.max(1) as f64;
         let test_pixel_l1 = if data.test_trials.is_empty() {

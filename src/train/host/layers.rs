@@ -127,6 +127,15 @@ impl Params {
     }
 }
 
+/// Values a parallel job should at least cover: splitting finer costs more in Rayon's
+/// hand-offs than it gains on two cores.
+const MIN_JOB: usize = 1;
+
+/// Rows of length `n` per parallel job.
+fn rows_per_job(n: usize) -> usize {
+    MIN_JOB.div_ceil(n.max(1))
+}
+
 /// `dst[c] += Σ rows[c][·]` for rows of length `n`.
 pub(super) fn add_row_sums(dst: &mut [f32], rows: &[f32], n: usize) {
     for (d, row) in dst.iter_mut().zip(rows.chunks_exact(n)) {
@@ -166,24 +175,27 @@ pub fn activation_backward(grad: &mut [f32], out: &[f32], act: Activation) {
 
 /// In place, channel-parallel: `y[c][·] = act(y[c][·] + bias[c])`.
 pub(super) fn bias_act(y: &mut [f32], bias: Option<&[f32]>, n: usize, act: Activation) {
-    y.par_chunks_mut(n).enumerate().for_each(|(c, row)| {
-        let b = bias.map_or(0.0, |b| b[c]);
-        match act {
-            Activation::Identity => {
-                if b != 0.0 {
-                    row.iter_mut().for_each(|v| *v += b);
+    y.par_chunks_mut(n)
+        .with_min_len(rows_per_job(n))
+        .enumerate()
+        .for_each(|(c, row)| {
+            let b = bias.map_or(0.0, |b| b[c]);
+            match act {
+                Activation::Identity => {
+                    if b != 0.0 {
+                        row.iter_mut().for_each(|v| *v += b);
+                    }
                 }
+                Activation::LeakyRelu(slope) => row.iter_mut().for_each(|v| {
+                    let t = *v + b;
+                    *v = if t >= 0.0 { t } else { t * slope };
+                }),
+                Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+                Activation::Sigmoid => row
+                    .iter_mut()
+                    .for_each(|v| *v = 1.0 / (1.0 + (-(*v + b)).exp())),
             }
-            Activation::LeakyRelu(slope) => row.iter_mut().for_each(|v| {
-                let t = *v + b;
-                *v = if t >= 0.0 { t } else { t * slope };
-            }),
-            Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
-            Activation::Sigmoid => row
-                .iter_mut()
-                .for_each(|v| *v = 1.0 / (1.0 + (-(*v + b)).exp())),
-        }
-    });
+        });
 }
 
 /// Channel-parallel im2col of a 4×4 stride-2 pad-1 conv: `x [c][grid]` → `[c·16][grid/2]`.
@@ -193,6 +205,7 @@ pub(super) fn im2col_down(x: &[f32], grid: Grid, ws: &mut Workspace, channels: u
     let s2 = grid.side * grid.side;
     cols.par_chunks_mut(16 * n_out)
         .zip(x.par_chunks(grid.n()))
+        .with_min_len(rows_per_job(16 * n_out))
         .for_each_init(
             || vec![0.0f32; s2],
             |scratch, (rows, x_c)| im2col_down_channel(x_c, grid, scratch, rows),
@@ -215,6 +228,7 @@ pub(super) fn col2im_up(
     let zeros = vec![0.0f32; grid.side];
     out.par_chunks_mut(n_out)
         .zip(cols.par_chunks(16 * n_in))
+        .with_min_len(rows_per_job(n_out))
         .enumerate()
         .for_each(|(c, (o, co))| {
             col2im_up_channel(co, grid, bias.map_or(0.0, |b| b[c]), act, &zeros, o)
@@ -313,6 +327,188 @@ impl DownConv {
         let dx = col2im_up(&dcols, half, c, None, Activation::Identity, ws);
         ws.give(dcols);
         Some(dx)
+    }
+}
+
+/// The input of a first layer (the U-Net's stem, the discriminator's condition) as a 4×4
+/// stride-2 pad-1 convolution needs it: a prefix of mostly-zero channels as a list of their
+/// nonzero values (a fixed RF map marks one pixel per electrode: ~1 % of its pixels), the
+/// remaining channels as im2col columns. A product with the prefix costs 4 multiply-adds per
+/// nonzero and output channel instead of 16 per pixel, and no column is written for it.
+#[derive(Debug)]
+pub struct ConvInput {
+    channels: usize,
+    /// Channels `0..sparse` are kept as nonzeros.
+    sparse: usize,
+    /// (channel, sample, row, column, value).
+    nonzeros: Vec<(u32, u32, u16, u16, f32)>,
+    /// im2col of channels `sparse..`: `[(channels − sparse)·16][grid/2]`.
+    cols: Vec<f32>,
+    grid: Grid,
+}
+
+/// A channel is kept sparse when at most this share of its values is nonzero.
+const SPARSE_SHARE: usize = 32;
+
+/// The (output index, tap) pairs a stride-2 pad-1 4-tap kernel connects to input index
+/// `i` of a side `s` input: `i = 2·o + k − 1`.
+fn taps_of(i: usize, s: usize) -> impl Iterator<Item = (usize, usize)> {
+    let so = s / 2;
+    let lo = (i + 1).saturating_sub(3).div_ceil(2);
+    let hi = ((i + 1) / 2).min(so.saturating_sub(1));
+    (lo..=hi).map(move |o| (o, i + 1 - 2 * o))
+}
+
+impl ConvInput {
+    /// `x [channels][grid]`; with `allow_sparse` false every channel is dense (needed for an
+    /// input gradient).
+    pub fn new(
+        x: &[f32],
+        channels: usize,
+        grid: Grid,
+        allow_sparse: bool,
+        ws: &mut Workspace,
+    ) -> Self {
+        let n = grid.n();
+        let sparse = if allow_sparse {
+            x.chunks_exact(n)
+                .take_while(|c| c.iter().filter(|&&v| v != 0.0).count() * SPARSE_SHARE <= n)
+                .count()
+        } else {
+            0
+        };
+        let mut nonzeros = Vec::new();
+        let (side, plane) = (grid.side, grid.side * grid.side);
+        for (c, ch) in x.chunks_exact(n).take(sparse).enumerate() {
+            for (i, &v) in ch.iter().enumerate() {
+                if v != 0.0 {
+                    let (b, r) = (i / plane, i % plane);
+                    nonzeros.push((c as u32, b as u32, (r / side) as u16, (r % side) as u16, v));
+                }
+            }
+        }
+        let cols = im2col_down(&x[sparse * n..channels * n], grid, ws, channels - sparse);
+        Self {
+            channels,
+            sparse,
+            nonzeros,
+            cols,
+            grid,
+        }
+    }
+
+    /// `out [c_out][grid/2] (+)= W·im2col(x)` for `w [c_out][channels·16]`.
+    pub fn product(&self, w: MatRef<'_>, out: &mut [f32], accumulate: bool) {
+        let c_out = w.rows();
+        let half = self.grid.half();
+        let n_out = half.n();
+        let dense = self.channels - self.sparse;
+        matmul(
+            out,
+            w.columns(self.sparse * 16, dense * 16),
+            MatRef::new(&self.cols, dense * 16, n_out),
+            accumulate || dense == 0,
+        );
+        if dense == 0 && !accumulate {
+            out.fill(0.0);
+        }
+        if self.nonzeros.is_empty() {
+            return;
+        }
+        // Position-major accumulation, so each (nonzero, tap) adds one contiguous row of
+        // c_out values; then one transposing pass into `out`.
+        let taps = self.sparse * 16;
+        let wt: Vec<f32> = (0..taps * c_out)
+            .map(|k| w.at(k % c_out, k / c_out))
+            .collect(); // [tap][c_out]
+        let mut acc = vec![0.0f32; n_out * c_out]; // [position][c_out]
+        self.for_each_tap(|pos, t, v| {
+            let src = &wt[t * c_out..][..c_out];
+            let dst = &mut acc[pos * c_out..][..c_out];
+            dst.iter_mut().zip(src).for_each(|(d, &s)| *d += v * s);
+        });
+        for (pos, row) in acc.chunks_exact(c_out).enumerate() {
+            for (o, &a) in row.iter().enumerate() {
+                out[o * n_out + pos] += a;
+            }
+        }
+    }
+
+    /// `dw[o][t] += Σ dz[o][·]·im2col(x)[t][·]` for `dz [c_out][grid/2]`, `dw` rows of
+    /// `row_stride` values whose first `channels·16` are this input's taps.
+    pub fn weight_grad(&self, dz: &[f32], c_out: usize, dw: &mut [f32], row_stride: usize) {
+        let half = self.grid.half();
+        let n_out = half.n();
+        let dense = self.channels - self.sparse;
+        if dense > 0 {
+            let mut part = vec![0.0f32; c_out * dense * 16];
+            matmul(
+                &mut part,
+                MatRef::new(dz, c_out, n_out),
+                MatRef::new(&self.cols, dense * 16, n_out).t(),
+                false,
+            );
+            for (o, row) in part.chunks_exact(dense * 16).enumerate() {
+                let dst = &mut dw[o * row_stride + self.sparse * 16..][..dense * 16];
+                dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+            }
+        }
+        if self.nonzeros.is_empty() {
+            return;
+        }
+        // dz position-major, so each (nonzero, tap) reads one contiguous row.
+        let mut dzt = vec![0.0f32; n_out * c_out];
+        for (o, row) in dz.chunks_exact(n_out).enumerate() {
+            for (pos, &v) in row.iter().enumerate() {
+                dzt[pos * c_out + o] = v;
+            }
+        }
+        let taps = self.sparse * 16;
+        let mut dwt = vec![0.0f32; taps * c_out]; // [tap][c_out]
+        self.for_each_tap(|pos, t, v| {
+            let src = &dzt[pos * c_out..][..c_out];
+            let dst = &mut dwt[t * c_out..][..c_out];
+            dst.iter_mut().zip(src).for_each(|(d, &s)| *d += v * s);
+        });
+        for (t, row) in dwt.chunks_exact(c_out).enumerate() {
+            for (o, &g) in row.iter().enumerate() {
+                dw[o * row_stride + t] += g;
+            }
+        }
+    }
+
+    /// `dx [channels][grid]` for `dz [c_out][grid/2]`; every channel must be dense.
+    pub fn input_grad(&self, w: MatRef<'_>, dz: &[f32], ws: &mut Workspace) -> Vec<f32> {
+        assert_eq!(self.sparse, 0, "an input gradient needs a dense input");
+        let half = self.grid.half();
+        let n_out = half.n();
+        let mut dcols = ws.take(self.channels * 16 * n_out);
+        matmul(&mut dcols, w.t(), MatRef::new(dz, w.rows(), n_out), false);
+        let dx = col2im_up(&dcols, half, self.channels, None, Activation::Identity, ws);
+        ws.give(dcols);
+        dx
+    }
+
+    /// Calls `f(output position, tap, value)` for every nonzero and each of the (up to 4)
+    /// output positions it reaches.
+    fn for_each_tap(&self, mut f: impl FnMut(usize, usize, f32)) {
+        let (s, so) = (self.grid.side, self.grid.side / 2);
+        for &(c, b, ih, iw, v) in &self.nonzeros {
+            for (oh, kh) in taps_of(ih as usize, s) {
+                for (ow, kw) in taps_of(iw as usize, s) {
+                    f(
+                        (b as usize * so + oh) * so + ow,
+                        (c as usize * 4 + kh) * 4 + kw,
+                        v,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Hands the buffers back.
+    pub fn release(self, ws: &mut Workspace) {
+        ws.give(self.cols);
     }
 }
 
@@ -554,6 +750,7 @@ impl Norm {
         z.par_chunks_mut(n)
             .zip(x_hat.par_chunks_mut(n))
             .zip(stats.par_iter_mut())
+            .with_min_len(rows_per_job(n))
             .enumerate()
             .for_each(|(c, ((row, xh), st))| {
                 let mean = (row.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32;
@@ -596,11 +793,14 @@ impl Norm {
         let n = z.len() / self.channels;
         let gamma = &p[self.gamma.clone()];
         let beta = &p[self.beta.clone()];
-        z.par_chunks_mut(n).enumerate().for_each(|(c, row)| {
-            let scale = gamma[c] / (self.running_var[c] + self.epsilon).sqrt();
-            let shift = beta[c] - self.running_mean[c] * scale;
-            row.iter_mut().for_each(|v| *v = *v * scale + shift);
-        });
+        z.par_chunks_mut(n)
+            .with_min_len(rows_per_job(n))
+            .enumerate()
+            .for_each(|(c, row)| {
+                let scale = gamma[c] / (self.running_var[c] + self.epsilon).sqrt();
+                let shift = beta[c] - self.running_mean[c] * scale;
+                row.iter_mut().for_each(|v| *v = *v * scale + shift);
+            });
         bias_act(z, None, n, act);
     }
 
@@ -621,6 +821,7 @@ impl Norm {
         dy.par_chunks_mut(n)
             .zip(tape.x_hat.par_chunks(n))
             .zip(sums.par_iter_mut())
+            .with_min_len(rows_per_job(n))
             .enumerate()
             .for_each(|(c, ((d, xh), sum))| {
                 let (mut db, mut dg) = (0.0f64, 0.0f64);
@@ -644,5 +845,56 @@ impl Norm {
             }
         }
         ws.give(tape.x_hat);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Mostly-zero leading channels (as fixed RF maps) and dense trailing ones: the product
+    /// and the weight gradient through the nonzero list equal the all-dense im2col path.
+    #[test]
+    fn sparse_channels_give_the_dense_convolution() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let (channels, c_out) = (5, 6);
+        let grid = Grid { batch: 3, side: 16 };
+        let n = grid.n();
+        let mut x = vec![0.0f32; channels * n];
+        for (c, ch) in x.chunks_exact_mut(n).enumerate() {
+            for v in ch.iter_mut() {
+                // Channels 0–2: ~1 % nonzero (edges included by chance); 3–4 dense.
+                if c >= 3 || rng.random_range(0..100) == 0 {
+                    *v = rng.random_range(-1.0f32..1.0);
+                }
+            }
+        }
+        // A nonzero in every corner of channel 0, sample 0 (the padded edge taps).
+        for &i in &[0, 15, 15 * 16, 16 * 16 - 1] {
+            x[i] = 0.5;
+        }
+        let w: Vec<f32> = (0..c_out * channels * 16)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let n_out = grid.half().n();
+        let dz: Vec<f32> = (0..c_out * n_out)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let mut ws = Workspace::default();
+        let sparse = ConvInput::new(&x, channels, grid, true, &mut ws);
+        let dense = ConvInput::new(&x, channels, grid, false, &mut ws);
+        assert_eq!((sparse.sparse, dense.sparse), (3, 0));
+        let wm = MatRef::new(&w, c_out, channels * 16);
+        let (mut ys, mut yd) = (vec![1.0; c_out * n_out], vec![1.0; c_out * n_out]);
+        sparse.product(wm, &mut ys, false);
+        dense.product(wm, &mut yd, false);
+        let (mut gs, mut gd) = (vec![0.5; w.len()], vec![0.5; w.len()]);
+        sparse.weight_grad(&dz, c_out, &mut gs, channels * 16);
+        dense.weight_grad(&dz, c_out, &mut gd, channels * 16);
+        for (a, b) in ys.iter().zip(&yd).chain(gs.iter().zip(&gd)) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
     }
 }

@@ -10,8 +10,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::layers::{
-    activation_backward, add_row_sums, bias_act, col2im_up, im2col_down, Conv3, DownConv, DownTape,
-    Norm, NormTape, Params, UpConv, Workspace,
+    activation_backward, add_row_sums, bias_act, col2im_up, im2col_down, Conv3, ConvInput,
+    DownConv, DownTape, Norm, NormTape, Params, UpConv, Workspace,
 };
 use crate::decoder::kernels::{matmul, Activation, Grid, MatRef};
 use crate::decoder::unet::{UNet, LEAKY_SLOPE, N_BLOCKS};
@@ -141,7 +141,6 @@ pub struct HostGenerator {
 #[derive(Debug)]
 pub struct GeneratorTape {
     grid: Grid,
-    stem: DownTape,
     stem_out: Vec<f32>,
     /// Per block, outermost first: the down path.
     downs: Vec<(DownTape, NormTape, Vec<f32>)>,
@@ -192,11 +191,35 @@ impl HostGenerator {
         self.stem.c_in
     }
 
+    /// The stem's weight `[w][in·16]`.
+    fn stem_weight(&self) -> MatRef<'_> {
+        MatRef::new(
+            &self.params.value[self.stem.weight.clone()],
+            self.stem.c_out,
+            self.stem.c_in * 16,
+        )
+    }
+
+    /// The stem on `x`: `leaky(W·im2col(x) + b)` `[w][grid/2]`.
+    fn stem_forward(&self, x: &ConvInput, grid: Grid, ws: &mut Workspace) -> Vec<f32> {
+        let n = grid.half().n();
+        let mut y = ws.take(self.stem.c_out * n);
+        x.product(self.stem_weight(), &mut y, false);
+        let bias = self.stem.bias.clone().map(|b| &self.params.value[b]);
+        bias_act(&mut y, bias, n, LEAKY);
+        y
+    }
+
     /// Training forward pass (batch statistics, running ones updated):
     /// `x [in][batch·H·W]` → reconstruction `[3][batch·H·W]` in the tape.
-    pub fn forward_train(&mut self, x: &[f32], grid: Grid, ws: &mut Workspace) -> GeneratorTape {
+    pub fn forward_train(
+        &mut self,
+        x: &ConvInput,
+        grid: Grid,
+        ws: &mut Workspace,
+    ) -> GeneratorTape {
+        let stem_out = self.stem_forward(x, grid, ws); // [w][grid/2]
         let p = &self.params.value;
-        let (stem_out, stem) = self.stem.forward(p, x, grid, LEAKY, ws); // [w][grid/2]
         let mut g = grid.half();
         let mut downs: Vec<(DownTape, NormTape, Vec<f32>)> = Vec::with_capacity(N_BLOCKS);
         for (i, block) in self.blocks.iter_mut().enumerate() {
@@ -239,7 +262,6 @@ impl HostGenerator {
             .forward(p, top, grid.half(), Activation::Sigmoid, ws);
         GeneratorTape {
             grid,
-            stem,
             stem_out,
             downs,
             ups,
@@ -248,17 +270,18 @@ impl HostGenerator {
     }
 
     /// Backward pass from `dy` (gradient at the reconstruction, `[3][grid]`): adds every
-    /// parameter gradient; returns the gradient at the input if `input_grad`.
+    /// parameter gradient; returns the gradient at the input `x` (the forward pass's) if
+    /// `input_grad`.
     pub fn backward(
         &mut self,
         tape: GeneratorTape,
+        x: &ConvInput,
         mut dy: Vec<f32>,
         input_grad: bool,
         ws: &mut Workspace,
     ) -> Option<Vec<f32>> {
         let GeneratorTape {
             grid,
-            stem,
             stem_out,
             mut downs,
             mut ups,
@@ -317,18 +340,27 @@ impl HostGenerator {
         }
         activation_backward(&mut d_h, &stem_out, LEAKY);
         ws.give(stem_out);
-        let dx = self
-            .stem
-            .backward(p, g, stem, &d_h, true, input_grad.then_some(0), ws);
+        let n = grid.half().n();
+        x.weight_grad(
+            &d_h,
+            self.stem.c_out,
+            &mut g[self.stem.weight.clone()],
+            self.stem.c_in * 16,
+        );
+        if let Some(b) = self.stem.bias.clone() {
+            add_row_sums(&mut g[b], &d_h, n);
+        }
+        let dx = input_grad.then(|| x.input_grad(self.stem_weight(), &d_h, ws));
         ws.give(d_h);
         dx
     }
 
     /// Inference forward pass (running statistics): `x [in][grid]` → `[3][grid]`.
     pub fn forward_eval(&self, x: &[f32], grid: Grid, ws: &mut Workspace) -> Vec<f32> {
+        let input = ConvInput::new(x, self.stem.c_in, grid, true, ws);
+        let stem_out = self.stem_forward(&input, grid, ws);
+        input.release(ws);
         let p = &self.params.value;
-        let (stem_out, tape) = self.stem.forward(p, x, grid, LEAKY, ws);
-        drop_tape(tape, ws);
         let top = self.block_eval(0, stem_out, grid.half(), ws);
         let out = self
             .head
@@ -386,22 +418,21 @@ pub struct HostDiscriminator {
     head: Conv3,
 }
 
-/// The condition's share of the first layer for a batch: `im2col(x)` `[in·16][n]`,
-/// `W₁ₓ·im2col(x)` `[w][n]`, and the gradient at the first layer's output summed over the
-/// passes that used it, for one weight-gradient product.
+/// The condition's share of the first layer for a batch: `W₁ₓ·im2col(x)` `[w][n]`, and the
+/// gradient at the first layer's output summed over the passes that used it, for one
+/// weight-gradient product. The condition itself is a [`ConvInput`] the caller keeps (the
+/// generator's stem reads the same one).
 #[derive(Debug)]
 pub struct Condition {
-    cols: Vec<f32>,
     pre: Vec<f32>,
     dz: Vec<f32>,
-    grid: Grid,
 }
 
-/// One sample's condition from the history pool: its columns and product.
+/// One sample's condition from the history pool: its input and product.
 #[derive(Debug)]
 pub struct Patch {
     sample: usize,
-    cols: Vec<f32>,
+    input: ConvInput,
     pre: Vec<f32>,
 }
 
@@ -477,51 +508,29 @@ impl HostDiscriminator {
         }
     }
 
-    /// The condition `x [in][grid]`'s share of the first layer.
-    pub fn condition(&self, x: &[f32], grid: Grid, ws: &mut Workspace) -> Condition {
-        let c_in = self.condition_channels();
+    /// The condition `x`'s share of the first layer.
+    pub fn condition(&self, x: &ConvInput, grid: Grid, ws: &mut Workspace) -> Condition {
         let n = grid.half().n();
-        let cols = im2col_down(x, grid, ws, c_in);
         let mut pre = ws.take(self.convs[0].c_out * n);
-        matmul(
-            &mut pre,
-            self.first_weight(false),
-            MatRef::new(&cols, c_in * 16, n),
-            false,
-        );
+        x.product(self.first_weight(false), &mut pre, false);
         Condition {
-            cols,
             pre,
             dz: ws.zeros(self.convs[0].c_out * n),
-            grid,
         }
     }
 
-    /// Recomputes the condition's product after a weight update (its columns stay).
-    pub fn refresh(&self, cond: &mut Condition) {
-        let n = cond.grid.half().n();
-        matmul(
-            &mut cond.pre,
-            self.first_weight(false),
-            MatRef::new(&cond.cols, self.condition_channels() * 16, n),
-            false,
-        );
+    /// Recomputes the condition's product after a weight update.
+    pub fn refresh(&self, x: &ConvInput, cond: &mut Condition) {
+        x.product(self.first_weight(false), &mut cond.pre, false);
     }
 
     /// Sample `sample`'s condition replaced by `x [in][side²]` (a pooled fake's).
     pub fn patch(&self, sample: usize, x: &[f32], side: usize, ws: &mut Workspace) -> Patch {
         let one = Grid { batch: 1, side };
-        let c_in = self.condition_channels();
-        let n = one.half().n();
-        let cols = im2col_down(x, one, ws, c_in);
-        let mut pre = ws.take(self.convs[0].c_out * n);
-        matmul(
-            &mut pre,
-            self.first_weight(false),
-            MatRef::new(&cols, c_in * 16, n),
-            false,
-        );
-        Patch { sample, cols, pre }
+        let input = ConvInput::new(x, self.condition_channels(), one, true, ws);
+        let mut pre = ws.take(self.convs[0].c_out * one.half().n());
+        input.product(self.first_weight(false), &mut pre, false);
+        Patch { sample, input, pre }
     }
 
     /// `(cond with patches, image [3][grid])` → logits `[1][grid/16]`.
@@ -649,27 +658,17 @@ impl HostDiscriminator {
             if let Some(b) = first.bias.clone() {
                 add_row_sums(&mut g[b], &d, n);
             }
-            // Patched samples: their own columns now; the rest through the shared condition.
-            let mut dwx = ws.take(first.c_out * k);
+            // Patched samples: their own condition now; the rest through the shared one.
             for patch in &patches {
                 let mut dz = ws.take(first.c_out * per_sample);
                 for (dst, row) in dz.chunks_exact_mut(per_sample).zip(d.chunks_exact(n)) {
                     dst.copy_from_slice(&row[patch.sample * per_sample..][..per_sample]);
                 }
-                matmul(
-                    &mut dwx,
-                    MatRef::new(&dz, first.c_out, per_sample),
-                    MatRef::new(&patch.cols, k, per_sample).t(),
-                    false,
-                );
-                for (o, row) in dwx.chunks_exact(k).enumerate() {
-                    for (gv, v) in g[w.start + o * row_len..][..k].iter_mut().zip(row) {
-                        *gv += v;
-                    }
-                }
+                patch
+                    .input
+                    .weight_grad(&dz, first.c_out, &mut g[w.clone()], row_len);
                 ws.give(dz);
             }
-            ws.give(dwx);
             let patched: Vec<bool> = (0..grid.batch)
                 .map(|b| patches.iter().any(|p| p.sample == b))
                 .collect();
@@ -686,7 +685,7 @@ impl HostDiscriminator {
             }
         }
         for patch in patches {
-            ws.give(patch.cols);
+            patch.input.release(ws);
             ws.give(patch.pre);
         }
         ws.give(image_cols);
@@ -708,28 +707,15 @@ impl HostDiscriminator {
 
     /// Adds the shared condition's weight gradient (summed over the passes since the last
     /// call) and clears it.
-    pub fn finish_condition(&mut self, cond: &mut Condition, ws: &mut Workspace) {
+    pub fn finish_condition(&mut self, x: &ConvInput, cond: &mut Condition) {
         let first = &self.convs[0];
-        let n = cond.grid.half().n();
-        let k = self.condition_channels() * 16;
-        let mut dw = ws.take(first.c_out * k);
-        matmul(
-            &mut dw,
-            MatRef::new(&cond.dz, first.c_out, n),
-            MatRef::new(&cond.cols, k, n).t(),
-            false,
+        let w = first.weight.clone();
+        x.weight_grad(
+            &cond.dz,
+            first.c_out,
+            &mut self.params.grad[w],
+            first.c_in * 16,
         );
-        let row_len = first.c_in * 16;
-        let g = &mut self.params.grad;
-        for (o, row) in dw.chunks_exact(k).enumerate() {
-            for (gv, v) in g[first.weight.start + o * row_len..][..k]
-                .iter_mut()
-                .zip(row)
-            {
-                *gv += v;
-            }
-        }
-        ws.give(dw);
         cond.dz.fill(0.0);
     }
 }
@@ -737,7 +723,6 @@ impl HostDiscriminator {
 impl Condition {
     /// Hands the buffers back.
     pub fn release(self, ws: &mut Workspace) {
-        ws.give(self.cols);
         ws.give(self.pre);
         ws.give(self.dz);
     }
