@@ -355,7 +355,7 @@ const SPARSE_SHARE: usize = 32;
 fn taps_of(i: usize, s: usize) -> impl Iterator<Item = (usize, usize)> {
     let so = s / 2;
     let lo = (i + 1).saturating_sub(3).div_ceil(2);
-    let hi = ((i + 1) / 2).min(so.saturating_sub(1));
+    let hi = i.div_ceil(2).min(so.saturating_sub(1));
     (lo..=hi).map(move |o| (o, i + 1 - 2 * o))
 }
 
