@@ -51,6 +51,8 @@ fn rig(kind: DecoderKind, width: usize) -> DecoderConfig {
         windows_per_electrode: windows,
         window_names: (0..windows).map(|w| format!("w{w}")).collect(),
         electrodes,
+        linear_pathway: None,
+        input_scale: 1.0,
     }
 }
 

@@ -60,6 +60,8 @@ pub fn decoder_config(rig: &RigConfig, kind: DecoderKind, width: usize) -> Decod
                     .map(|rf| RfTable::to_pixels(rf, rig.image_size, rig.rf.pixels_per_degree)),
             })
             .collect(),
+        linear_pathway: None,
+        input_scale: 1.0,
     }
 }
 

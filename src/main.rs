@@ -186,6 +186,38 @@ impl From<KindArg> for DecoderKind {
     }
 }
 
+/// `--linear-pathway`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PathwayArg {
+    /// The paper's decoders: the input layer's maps only.
+    None,
+    /// A ridge read-out of every electrode as three more input channels; the U-Net learns a
+    /// correction added to its image.
+    Residual,
+    /// The same read-out as input channels only; the U-Net draws the image itself.
+    Concat,
+}
+
+/// `--input-scale`: `auto` or a number.
+#[derive(Clone, Copy)]
+enum InputScaleArg {
+    Auto,
+    Fixed(f32),
+}
+
+impl std::str::FromStr for InputScaleArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        match s.parse::<f32>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(Self::Fixed(v)),
+            _ => Err(format!("`{s}`: give `auto` or a positive number")),
+        }
+    }
+}
+
 #[derive(Args)]
 #[command(
     after_help = "Writes OUT/decoder.json + weights.mpk + normalization.json (load with \
@@ -272,6 +304,35 @@ struct TrainArgs {
     /// Where training runs. `cuda` needs a build with `--features cuda` and an NVIDIA GPU.
     #[arg(long, value_enum, default_value = "cpu")]
     device: ComputeDevice,
+    /// A linear read-out of every electrode beside the input layer (ridge regression from
+    /// each electrode's window mean to a coarse image, fitted on the training trials in
+    /// closed form and cross-fitted for the training inputs, then frozen). It carries what
+    /// per-array RF maps discard (IT and V4 codes that are not retinotopic).
+    #[arg(long, value_enum, default_value = "none")]
+    linear_pathway: PathwayArg,
+    /// Side of the linear pathway's coarse image (it must divide the image size).
+    #[arg(long, default_value_t = 24, value_name = "PX")]
+    linear_side: usize,
+    /// Factor on the input layer's maps: `auto` gives them unit standard deviation over
+    /// the training trials (the RF maps' values are small window means otherwise).
+    #[arg(long, default_value = "auto", value_name = "auto|X")]
+    input_scale: InputScaleArg,
+    /// Let the learning rate fall linearly to zero over the last N epochs.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    lr_decay_epochs: usize,
+    /// Adam's beta1 for the learned RF layer (default: --beta1).
+    #[arg(long)]
+    rf_beta1: Option<f64>,
+    /// Where the learned RF centres start: at the RF table's, or at each array's mean
+    /// (what a lab without single-electrode RF maps has).
+    #[arg(long, value_enum, default_value = "table")]
+    rf_start: monkeysee::train::RfStart,
+    /// Start the U-Net from a trained model's weights (same kind of U-Net).
+    #[arg(long, value_name = "MODEL_DIR")]
+    init_unet: Option<PathBuf>,
+    /// Keep the U-Net fixed: only the input layer learns (RF-learning experiments).
+    #[arg(long)]
+    freeze_unet: bool,
     /// Which engine runs a step: `auto` is monkeysee's CPU engine (gemm kernels) on the
     /// CPU and Burn's autodiff on CUDA; `burn` forces Burn's autodiff (slower on a CPU).
     #[arg(long, value_enum, default_value = "auto")]
@@ -536,6 +597,22 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         max_trials: args.max_trials,
         progress: !args.quiet,
         engine: args.engine,
+        linear_pathway: match args.linear_pathway {
+            PathwayArg::None => None,
+            mode => Some(monkeysee::decoder::linear::LinearPathwayConfig {
+                side: args.linear_side,
+                residual: mode == PathwayArg::Residual,
+            }),
+        },
+        input_scale: match args.input_scale {
+            InputScaleArg::Auto => None,
+            InputScaleArg::Fixed(v) => Some(v),
+        },
+        lr_decay_epochs: args.lr_decay_epochs,
+        rf_beta1: args.rf_beta1,
+        rf_start: args.rf_start,
+        init_unet: args.init_unet.clone(),
+        freeze_unet: args.freeze_unet,
     };
     match &opts.vgg_weights {
         Some(p) => eprintln!(
@@ -568,16 +645,20 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     };
     let last = summary.epochs.last().context("no epoch ran")?;
     println!(
-        "trained {} ({} parameters) on {} trials: epoch {} D {:.3}, G adversarial {:.3}, pixel L1 {:.4}{}{}, {:.1} samples/s",
+        "trained {} ({} parameters) on {} trials: epoch {}{}, pixel L1 {:.4}{}{}, {:.1} samples/s",
         opts.kind,
         summary.parameters,
         summary.train_trials,
         last.epoch,
-        last.d,
-        last.g_adversarial,
+        match (last.d, last.g_adversarial) {
+            (Some(d), Some(g)) => format!(" D {d:.3}, G adversarial {g:.3}"),
+            _ => " (no adversarial term)".into(),
+        },
         last.g_pixel_l1,
-        last.g_vgg.map_or(String::new(), |v| format!(", VGG L1 {v:.4}")),
-        last.test_pixel_l1.map_or(String::new(), |t| format!(", test L1 {t:.4}")),
+        last.g_vgg
+            .map_or(String::new(), |v| format!(", VGG L1 {v:.4}")),
+        last.test_pixel_l1
+            .map_or(String::new(), |t| format!(", test L1 {t:.4}")),
         last.samples_per_s
     );
     println!("model written to {}", args.out.display());

@@ -122,6 +122,8 @@ pub struct FoldedUNet<B: Backend> {
     /// Outermost first.
     up: Vec<FoldedConv<B>>,
     head: FoldedConv<B>,
+    /// See [`UNet::residual`].
+    residual: bool,
 }
 
 impl<B: Backend> FoldedUNet<B> {
@@ -140,14 +142,23 @@ impl<B: Backend> FoldedUNet<B> {
                 .map(|b| FoldedConv::fold_conv_transpose(&b.up, &b.up_norm))
                 .collect(),
             head: FoldedConv::from_conv_transpose(&unet.head),
+            residual: unet.residual,
         }
     }
 
     /// Input image `[batch, in, H, W]` → reconstruction `[batch, 3, H, W]` in [0, 1].
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = leaky_relu(self.stem.conv(x), LEAKY_SLOPE); // [batch, w, H/2, W/2]
-        let x = self.block(0, x); // [batch, 2w, H/2, W/2]
-        sigmoid(self.head.conv_transpose(x)) // [batch, 3, H, W]
+        let base = self.residual.then(|| {
+            let c = x.dims()[1];
+            x.clone().narrow(1, c - 3, 3) // [batch, 3, H, W]
+        });
+        let h = leaky_relu(self.stem.conv(x), LEAKY_SLOPE); // [batch, w, H/2, W/2]
+        let h = self.block(0, h); // [batch, 2w, H/2, W/2]
+        let h = self.head.conv_transpose(h); // [batch, 3, H, W]
+        match base {
+            Some(base) => (base + h).clamp(0.0, 1.0),
+            None => sigmoid(h),
+        }
     }
 
     fn block(&self, i: usize, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -261,6 +272,8 @@ pub struct HostUNet<B: Backend> {
     down: Vec<HostConv<B>>,
     up: Vec<HostConv<B>>,
     head: HostConv<B>,
+    /// See [`UNet::residual`].
+    residual: bool,
     pool: Mutex<Pool>,
 }
 
@@ -280,6 +293,7 @@ impl<B: Backend> HostUNet<B> {
                 .map(HostConv::conv_transpose)
                 .collect::<Result<_, _>>()?,
             head: HostConv::conv_transpose(folded.head)?,
+            residual: folded.residual,
             pool: Mutex::new(Pool::default()),
         })
     }
@@ -334,16 +348,24 @@ impl<B: Backend> HostUNet<B> {
         let mut zeros = pool.take(half.side);
         zeros.fill(0.0);
         let mut y = pool.take(out.len());
-        col2im_up(
-            &cols,
-            3,
-            half,
-            &self.head.bias,
-            Activation::Sigmoid,
-            &zeros,
-            &mut y,
-        ); // [3][batch][size²]
+        let act = if self.residual {
+            Activation::Identity
+        } else {
+            Activation::Sigmoid
+        };
+        col2im_up(&cols, 3, half, &self.head.bias, act, &zeros, &mut y); // [3][batch][size²]
         swap_outer(&y, 3, batch, plane, out); // [batch][3][size²]
+        if self.residual {
+            // + the input's last three channels, clamped.
+            for (o, xb) in out
+                .chunks_exact_mut(3 * plane)
+                .zip(x.chunks_exact(c_in * plane))
+            {
+                for (v, &b) in o.iter_mut().zip(&xb[(c_in - 3) * plane..]) {
+                    *v = (*v + b).clamp(0.0, 1.0);
+                }
+            }
+        }
         pool.give(zeros);
         pool.give(cols);
         pool.give(y);

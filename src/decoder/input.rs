@@ -603,6 +603,8 @@ mod tests {
             windows_per_electrode: windows,
             window_names: (0..windows).map(|w| format!("w{w}")).collect(),
             electrodes,
+            linear_pathway: None,
+            input_scale: 1.0,
         }
     }
 

@@ -264,6 +264,23 @@ pub fn swap_outer(src: &[f32], outer: usize, inner: usize, n: usize, dst: &mut [
     }
 }
 
+/// The `[n_out, n_in]` matrix of torch's bilinear `interpolate(align_corners=False)`
+/// along one axis: output pixel d samples the input at (d + ½)·n_in/n_out − ½,
+/// clamped at 0, between its two neighbours.
+pub fn bilinear_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
+    let mut m = vec![0.0f32; n_out * n_in];
+    let scale = n_in as f64 / n_out as f64;
+    for d in 0..n_out {
+        let src = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(n_in - 1);
+        let i1 = (i0 + 1).min(n_in - 1);
+        let w1 = (src - i0 as f64) as f32;
+        m[d * n_in + i0] += 1.0 - w1;
+        m[d * n_in + i1] += w1;
+    }
+    m
+}
+
 /// A read-only matrix view over a slice: element (i, j) is `data[i·row_stride + j·col_stride]`.
 #[derive(Debug, Clone, Copy)]
 pub struct MatRef<'a> {

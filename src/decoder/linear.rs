@@ -4,7 +4,7 @@
 //! With the features X `[n][p]` and images Y `[n][q]` of the fitting trials, X centred on
 //! its column means (the intercept is the mean image):
 //! `W(λ) = (XᵀX + λI)⁻¹ XᵀY = V diag(1/(s + λ)) Vᵀ XᵀY` with `XᵀX = V diag(s) Vᵀ`. One
-//! eigendecomposition (p × p, nalgebra) and one product `A = Vᵀ XᵀY` give the whole
+//! eigendecomposition (p × p, faer) and one product `A = Vᵀ XᵀY` give the whole
 //! regularisation path; each λ then costs a product on the validation trials only. The
 //! large products are [`matmul`] (gemm).
 //!
@@ -12,10 +12,207 @@
 //! predicted and true images, from a grid relative to the mean eigenvalue `tr(XᵀX)/p`; the
 //! decoder is then refitted on every trial with that λ.
 
-use nalgebra::{DMatrix, SymmetricEigen};
-use serde::Serialize;
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
-use super::kernels::{matmul, MatRef};
+use super::kernels::{bilinear_matrix, matmul, MatRef};
+use super::{DecoderConfig, DecoderError};
+
+/// The linear pathway of a decoder (`decoder.json`): a ridge regression from every
+/// electrode's window mean (the mean over the decoder's windows) to a coarse RGB image,
+/// upsampled bilinearly to the image size and given to the U-Net as three more input
+/// channels. It carries what a per-array RF map cannot: codes that are not retinotopic
+/// (IT, V4), read out per electrode. Fitted in closed form by `train` and then frozen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinearPathwayConfig {
+    /// Side of the coarse image (it divides the image size; 24 for 96 px).
+    pub side: usize,
+    /// The U-Net corrects the pathway's image (`clamp(image + U-Net, 0, 1)`, the U-Net's
+    /// head starting at zero) instead of drawing its own (`sigmoid(U-Net)`).
+    pub residual: bool,
+}
+
+/// The pathway's weights as a Burn module (what `weights.mpk` holds of it).
+#[derive(Module, Debug)]
+pub struct LinearPathwayLayer<B: Backend> {
+    /// `[electrodes, 3·side²]`
+    pub weight: Param<Tensor<B, 2>>,
+    /// `[3·side²]`: the coarse image for all-zero features.
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> LinearPathwayLayer<B> {
+    /// All zeros (the weights come from a fit or a record).
+    pub fn new(config: &DecoderConfig, side: usize, device: &B::Device) -> Self {
+        let (e, q) = (config.electrodes.len(), 3 * side * side);
+        Self {
+            weight: Param::from_tensor(Tensor::zeros([e, q], device)),
+            bias: Param::from_tensor(Tensor::zeros([q], device)),
+        }
+    }
+
+    /// The fitted decoder `y = (x − x̄)·W + ȳ` as `x·W + (ȳ − x̄·W)`.
+    pub fn from_fit(fit: &LinearDecoder, device: &B::Device) -> Self {
+        let (p, q) = (fit.n_features, fit.n_outputs);
+        let mut bias = fit.output_mean.clone();
+        let mut shift = vec![0.0f32; q];
+        matmul(
+            &mut shift,
+            MatRef::new(&fit.feature_mean, 1, p),
+            MatRef::new(&fit.weights, p, q),
+            false,
+        );
+        bias.iter_mut().zip(&shift).for_each(|(b, s)| *b -= s);
+        Self {
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(fit.weights.clone(), [p, q]),
+                device,
+            )),
+            bias: Param::from_tensor(Tensor::from_data(TensorData::new(bias, [q]), device)),
+        }
+    }
+}
+
+/// The pathway on the host: features `[windows][electrodes]` → upsampled image `[3][H][W]`.
+#[derive(Debug, Clone)]
+pub struct HostLinearPathway {
+    /// `[electrodes][3·side²]`
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    windows: usize,
+    electrodes: usize,
+    side: usize,
+    size: usize,
+    /// Bilinear `[size][side]`.
+    up: Vec<f32>,
+}
+
+impl HostLinearPathway {
+    /// The pathway of `config` with the weights of `layer`.
+    pub fn new<B: Backend>(
+        layer: &LinearPathwayLayer<B>,
+        config: &DecoderConfig,
+    ) -> Result<Self, DecoderError> {
+        let side = config
+            .linear_pathway
+            .as_ref()
+            .map(|p| p.side)
+            .ok_or_else(|| {
+                DecoderError::InvalidConfig("the config has no linear pathway".into())
+            })?;
+        let host = |t: Tensor<B, 2>| {
+            t.into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| DecoderError::Output(format!("{e:?}")))
+        };
+        let weight = host(layer.weight.val())?;
+        let bias = host(layer.bias.val().unsqueeze())?;
+        let q = 3 * side * side;
+        if weight.len() != config.electrodes.len() * q || bias.len() != q {
+            return Err(DecoderError::InvalidConfig(format!(
+                "the linear pathway holds {} weights and {} biases; the config needs {} and {q}",
+                weight.len(),
+                bias.len(),
+                config.electrodes.len() * q
+            )));
+        }
+        Ok(Self {
+            weight,
+            bias,
+            windows: config.windows_per_electrode,
+            electrodes: config.electrodes.len(),
+            side,
+            size: config.image_size,
+            up: bilinear_matrix(side, config.image_size),
+        })
+    }
+
+    /// Values of one upsampled image: 3 · size².
+    pub fn image_len(&self) -> usize {
+        3 * self.size * self.size
+    }
+
+    /// Each electrode's mean over the decoder's windows (see [`electrode_means`]).
+    pub fn electrode_means(&self, features: &[f32], n: usize) -> Vec<f32> {
+        electrode_means(features, n, self.windows, self.electrodes)
+    }
+
+    /// Coarse images `[n][3·side²]` of `n` electrode-mean vectors `[n][electrodes]`.
+    pub fn coarse(&self, means: &[f32], n: usize) -> Vec<f32> {
+        let q = 3 * self.side * self.side;
+        let mut out = vec![0.0f32; n * q];
+        for row in out.chunks_exact_mut(q) {
+            row.copy_from_slice(&self.bias);
+        }
+        matmul(
+            &mut out,
+            MatRef::new(means, n, self.electrodes),
+            MatRef::new(&self.weight, self.electrodes, q),
+            true,
+        );
+        out
+    }
+
+    /// Upsamples coarse images `[n][3][side][side]` into `out [n][3][size][size]`
+    /// (`U·C·Uᵀ` per plane, U bilinear as torch's `interpolate(align_corners=False)`).
+    pub fn upsample(&self, coarse: &[f32], out: &mut [f32]) {
+        let (s, size) = (self.side, self.size);
+        let mut tmp = vec![0.0f32; size * s];
+        let up = MatRef::new(&self.up, size, s);
+        for (c, o) in coarse
+            .chunks_exact(s * s)
+            .zip(out.chunks_exact_mut(size * size))
+        {
+            matmul(&mut tmp, up, MatRef::new(c, s, s), false); // [size][side]
+            matmul(o, MatRef::new(&tmp, size, s), up.t(), false); // [size][size]
+        }
+    }
+
+    /// The pathway's upsampled images of `n` feature vectors: `[n][3][size][size]`.
+    pub fn images(&self, features: &[f32], n: usize) -> Vec<f32> {
+        let coarse = self.coarse(&self.electrode_means(features, n), n);
+        let mut out = vec![0.0f32; n * self.image_len()];
+        self.upsample(&coarse, &mut out);
+        out
+    }
+}
+
+/// Each electrode's mean over the windows, for `n` feature vectors `[windows][electrodes]`
+/// → `[n][electrodes]`: what the linear pathway reads.
+pub fn electrode_means(features: &[f32], n: usize, windows: usize, electrodes: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * electrodes];
+    for (f, o) in features
+        .chunks_exact(windows * electrodes)
+        .zip(out.chunks_exact_mut(electrodes))
+    {
+        for win in f.chunks_exact(electrodes) {
+            o.iter_mut()
+                .zip(win)
+                .for_each(|(a, &v)| *a += v / windows as f32);
+        }
+    }
+    out
+}
+
+/// Box-averages images `[n][3][size][size]` to `[n][3][side][side]` (side divides size).
+pub fn downsample(images: &[f32], size: usize, side: usize) -> Vec<f32> {
+    let k = size / side;
+    let mut out = vec![0.0f32; images.len() / (k * k)];
+    for (plane, o) in images
+        .chunks_exact(size * size)
+        .zip(out.chunks_exact_mut(side * side))
+    {
+        for (y, row) in plane.chunks_exact(size).enumerate() {
+            for (x, &v) in row.iter().enumerate() {
+                o[(y / k) * side + x / k] += v / (k * k) as f32;
+            }
+        }
+    }
+    out
+}
 
 /// λ / (tr(XᵀX)/p) tried when λ is chosen on a validation fold: 10⁻³ … 10³ in half decades.
 pub const RELATIVE_LAMBDAS: [f64; 13] = [
@@ -98,12 +295,21 @@ impl Spectrum {
             MatRef::new(&y[..n * q], n, q),
             false,
         );
-        let sym = DMatrix::from_fn(p, p, |i, j| 0.5 * (xtx[i * p + j] + xtx[j * p + i]) as f64);
-        let eig = SymmetricEigen::new(sym);
-        let vectors: Vec<f32> = (0..p * p)
-            .map(|k| eig.eigenvectors[(k / p, k % p)] as f32)
-            .collect();
-        let values = eig.eigenvalues.iter().map(|&s| s.max(0.0)).collect();
+        let sym =
+            faer::Mat::<f64>::from_fn(p, p, |i, j| 0.5 * (xtx[i * p + j] + xtx[j * p + i]) as f64);
+        let (vectors, values) = match sym.self_adjoint_eigen(faer::Side::Lower) {
+            Ok(eig) => {
+                let u = eig.U();
+                let s = eig.S().column_vector();
+                (
+                    (0..p * p).map(|k| u[(k / p, k % p)] as f32).collect(),
+                    (0..p).map(|i| s[i].max(0.0)).collect(),
+                )
+            }
+            // Only a non-finite input fails to converge; then nothing can be fitted: a zero
+            // spectrum gives the mean image (W = 0).
+            Err(_) => (vec![0.0f32; p * p], vec![0.0f64; p]),
+        };
         let mut projected = vec![0.0f32; p * q];
         matmul(
             &mut projected,
@@ -166,6 +372,18 @@ impl Spectrum {
 /// Ridge regression with penalty `lambda` on all `n` trials: `x [n][p]`, `y [n][q]`.
 pub fn fit(x: &[f32], y: &[f32], n: usize, p: usize, q: usize, lambda: f64) -> LinearDecoder {
     Spectrum::new(x, y, n, p, q).decoder(lambda)
+}
+
+/// Ridge regression with λ = `relative_lambda` × the mean eigenvalue of XᵀX (as λ was
+/// chosen on a validation fold, so it carries to a fit on another number of trials).
+pub fn fit_relative(
+    x: &[f32],
+    y: &[f32],
+    (n, p, q): (usize, usize, usize),
+    relative_lambda: f64,
+) -> LinearDecoder {
+    let spectrum = Spectrum::new(x, y, n, p, q);
+    spectrum.decoder(relative_lambda * spectrum.mean_eigenvalue())
 }
 
 /// Ridge regression with λ chosen on the last `validation` of the `n` trials (fitted on the
@@ -293,15 +511,25 @@ mod tests {
         (x, y)
     }
 
-    /// The ridge solution by the normal equations, solved directly (nalgebra's Cholesky),
-    /// with an intercept: centred X and Y.
+    use faer::linalg::solvers::{Solve, SolveLstsq};
+    use faer::Mat;
+
+    fn column_mean(m: &Mat<f64>, j: usize) -> f64 {
+        (0..m.nrows()).map(|i| m[(i, j)]).sum::<f64>() / m.nrows() as f64
+    }
+
+    /// The ridge solution by the normal equations, solved directly (faer's Cholesky), with
+    /// an intercept: centred X and Y.
     fn direct(x: &[f32], y: &[f32], n: usize, p: usize, q: usize, lambda: f64) -> Vec<f64> {
-        let xm = DMatrix::from_fn(n, p, |i, j| x[i * p + j] as f64);
-        let ym = DMatrix::from_fn(n, q, |i, j| y[i * q + j] as f64);
-        let xc = &xm - DMatrix::from_fn(n, p, |_, j| xm.column(j).mean());
-        let yc = &ym - DMatrix::from_fn(n, q, |_, j| ym.column(j).mean());
-        let a = xc.transpose() * &xc + DMatrix::identity(p, p) * lambda;
-        let w = a.cholesky().unwrap().solve(&(xc.transpose() * yc));
+        let xm = Mat::<f64>::from_fn(n, p, |i, j| x[i * p + j] as f64);
+        let ym = Mat::<f64>::from_fn(n, q, |i, j| y[i * q + j] as f64);
+        let xc = Mat::<f64>::from_fn(n, p, |i, j| xm[(i, j)] - column_mean(&xm, j));
+        let yc = Mat::<f64>::from_fn(n, q, |i, j| ym[(i, j)] - column_mean(&ym, j));
+        let a = xc.transpose() * &xc + Mat::<f64>::identity(p, p) * faer::Scale(lambda);
+        let w = a
+            .llt(faer::Side::Lower)
+            .unwrap()
+            .solve(xc.transpose() * &yc);
         (0..p * q).map(|k| w[(k / q, k % q)]).collect()
     }
 
@@ -323,14 +551,14 @@ mod tests {
         let (n, p, q) = (40, 6, 5);
         let (x, y) = problem(n, p, q);
         let fitted = fit(&x, &y, n, p, q, 0.0);
-        // Least squares with an intercept column, by SVD.
-        let a = DMatrix::from_fn(
+        // Least squares with an intercept column, by QR.
+        let a = Mat::<f64>::from_fn(
             n,
             p + 1,
             |i, j| if j == p { 1.0 } else { x[i * p + j] as f64 },
         );
-        let b = DMatrix::from_fn(n, q, |i, j| y[i * q + j] as f64);
-        let lsq = a.clone().svd(true, true).solve(&b, 1e-12).unwrap();
+        let b = Mat::<f64>::from_fn(n, q, |i, j| y[i * q + j] as f64);
+        let lsq = a.qr().solve_lstsq(&b);
         let pred = fitted.predict(&x, n);
         let want = &a * &lsq;
         for i in 0..n {

@@ -96,6 +96,18 @@ pub struct DecoderConfig {
     /// Names of the latency windows, as the rig reported them (checked, not interpreted).
     pub window_names: Vec<String>,
     pub electrodes: Vec<ElectrodeSpec>,
+    /// A linear read-out of every electrode beside the RF maps ([`linear::LinearPathwayConfig`]);
+    /// absent in the paper's four decoders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_pathway: Option<linear::LinearPathwayConfig>,
+    /// Factor applied to the RF-map input channels (chosen by `train` so they have unit
+    /// variance over the training set; 1 in models trained before it existed).
+    #[serde(default = "unit_scale")]
+    pub input_scale: f32,
+}
+
+fn unit_scale() -> f32 {
+    1.0
 }
 
 impl DecoderConfig {
@@ -146,16 +158,35 @@ impl DecoderConfig {
                 }
             }
         }
+        if !(self.input_scale.is_finite() && self.input_scale > 0.0) {
+            return bad(format!(
+                "input_scale {} is not a positive number",
+                self.input_scale
+            ));
+        }
+        if let Some(p) = &self.linear_pathway {
+            if p.side == 0 || !self.image_size.is_multiple_of(p.side) {
+                return bad(format!(
+                    "linear_pathway.side {} does not divide image_size {}",
+                    p.side, self.image_size
+                ));
+            }
+        }
         Ok(())
     }
 
-    /// Channels of the U-Net input for this kind.
-    pub fn in_channels(&self) -> usize {
+    /// Channels of the input layer's maps for this kind (the RF maps, learned or fixed).
+    pub fn map_channels(&self) -> usize {
         match self.kind {
             DecoderKind::Spatial | DecoderKind::EndToEnd => self.n_arrays,
             DecoderKind::Spatiotemporal => N_AREAS * self.windows_per_electrode,
             DecoderKind::Baseline => N_AREAS,
         }
+    }
+
+    /// Channels of the U-Net input: the maps, then the linear pathway's RGB image if any.
+    pub fn in_channels(&self) -> usize {
+        self.map_channels() + if self.linear_pathway.is_some() { 3 } else { 0 }
     }
 
     /// Length of one feature vector: windows × electrodes.
@@ -171,6 +202,7 @@ impl DecoderConfig {
     /// The generator's shape.
     pub fn unet(&self) -> UNetConfig {
         UNetConfig::new(self.in_channels(), self.width)
+            .with_residual(self.linear_pathway.as_ref().is_some_and(|p| p.residual))
     }
 }
 

@@ -12,6 +12,7 @@ use rand::SeedableRng;
 
 use super::infer::{FoldedUNet, HostUNet};
 use super::input::{CachedGaussianMaps, DenseMapLayer, FixedRfMaps, GaussianRfLayer};
+use super::linear::{HostLinearPathway, LinearPathwayLayer};
 use super::unet::UNet;
 use super::{DecoderConfig, DecoderError, DecoderKind, AREA_NAMES};
 
@@ -31,6 +32,8 @@ pub struct DecoderModel<B: Backend> {
     pub gaussian: Option<GaussianRfLayer<B>>,
     /// Learned dense maps (Baseline only).
     pub dense: Option<DenseMapLayer<B>>,
+    /// The linear pathway's weights (fitted, then frozen), if the config has one.
+    pub linear: Option<LinearPathwayLayer<B>>,
     pub unet: UNet<B>,
 }
 
@@ -49,9 +52,14 @@ impl<B: Backend> DecoderModel<B> {
             (config.kind == DecoderKind::EndToEnd).then(|| GaussianRfLayer::new(config, device));
         let dense = (config.kind == DecoderKind::Baseline)
             .then(|| DenseMapLayer::new(config, &mut rng, device));
+        let linear = config
+            .linear_pathway
+            .as_ref()
+            .map(|p| LinearPathwayLayer::new(config, p.side, device));
         Ok(Self {
             gaussian,
             dense,
+            linear,
             unet,
         })
     }
@@ -88,12 +96,13 @@ enum Generator<B: Backend> {
     Host(HostUNet<B>),
 }
 
-/// An inference-ready decoder: input layer + BatchNorm-folded U-Net.
+/// An inference-ready decoder: input layer (+ linear pathway) + BatchNorm-folded U-Net.
 #[derive(Debug)]
 pub struct Decoder<B: Backend> {
     config: DecoderConfig,
     model: DecoderModel<B>,
     input: InferenceInput,
+    pathway: Option<HostLinearPathway>,
     unet: Generator<B>,
     device: B::Device,
 }
@@ -138,6 +147,15 @@ impl<B: Backend> Decoder<B> {
                 InferenceInput::Dense
             }
         };
+        let pathway = match (&config.linear_pathway, &model.linear) {
+            (Some(_), Some(layer)) => Some(HostLinearPathway::new(layer, &config)?),
+            (None, None) => None,
+            _ => {
+                return Err(DecoderError::InvalidConfig(
+                    "the config and the model disagree on the linear pathway".into(),
+                ))
+            }
+        };
         let folded = FoldedUNet::from_unet(&model.unet);
         let unet = if runs_on_host::<B>() {
             Generator::Host(HostUNet::from_folded(folded)?)
@@ -148,6 +166,7 @@ impl<B: Backend> Decoder<B> {
             config,
             model,
             input,
+            pathway,
             unet,
             device: device.clone(),
         })
@@ -325,45 +344,71 @@ impl<B: Backend> Decoder<B> {
         }
     }
 
-    /// The U-Net input `[batch, channels, H, W]` for validated features.
+    /// The U-Net input `[batch, channels, H, W]` for validated features: the input layer's
+    /// maps times `input_scale`, then the linear pathway's image if any.
     fn input_image(&self, features: &[f32], batch: usize) -> Tensor<B, 4> {
         let size = self.config.image_size;
+        let plane = size * size;
+        let maps = self.config.map_channels();
+        let channels = self.config.in_channels();
+        let scale = self.config.input_scale;
+        let host_maps = |fill: &dyn Fn(&[f32], &mut [f32])| {
+            let mut image = vec![0.0f32; batch * channels * plane];
+            for (f, img) in features
+                .chunks_exact(self.config.n_features())
+                .zip(image.chunks_exact_mut(channels * plane))
+            {
+                let m = &mut img[..maps * plane];
+                fill(f, m);
+                if scale != 1.0 {
+                    m.iter_mut().for_each(|v| *v *= scale);
+                }
+            }
+            self.add_pathway(features, batch, &mut image);
+            Tensor::from_data(
+                TensorData::new(image, [batch, channels, size, size]),
+                &self.device,
+            )
+        };
         match &self.input {
-            InferenceInput::Fixed(maps) => {
-                let len = maps.image_len();
-                let mut image = vec![0.0f32; batch * len];
-                for (f, img) in features
-                    .chunks_exact(maps.n_features())
-                    .zip(image.chunks_exact_mut(len))
-                {
-                    maps.fill(f, img);
-                }
-                let shape = [batch, maps.n_channels(), size, size];
-                Tensor::from_data(TensorData::new(image, shape), &self.device)
-            }
-            InferenceInput::Gaussian(maps) => {
-                let len = maps.image_len();
-                let mut image = vec![0.0f32; batch * len];
-                for (f, img) in features
-                    .chunks_exact(self.config.n_features())
-                    .zip(image.chunks_exact_mut(len))
-                {
-                    maps.fill(f, img);
-                }
-                let shape = [batch, self.config.n_arrays, size, size];
-                Tensor::from_data(TensorData::new(image, shape), &self.device)
-            }
+            InferenceInput::Fixed(maps) => host_maps(&|f, out| maps.fill(f, out)),
+            InferenceInput::Gaussian(maps) => host_maps(&|f, out| maps.fill(f, out)),
             InferenceInput::Dense => {
                 let r = Tensor::from_data(
                     TensorData::new(features.to_vec(), [batch, self.config.n_features()]),
                     &self.device,
                 );
                 // from_model checked that the dense layer exists.
-                match &self.model.dense {
-                    Some(dense) => dense.forward(r),
-                    None => Tensor::zeros([batch, 3, size, size], &self.device),
+                let maps = match &self.model.dense {
+                    Some(dense) => dense.forward(r).mul_scalar(scale),
+                    None => Tensor::zeros([batch, maps, size, size], &self.device),
+                };
+                match &self.pathway {
+                    Some(p) => {
+                        let image = p.images(features, batch);
+                        let image = Tensor::from_data(
+                            TensorData::new(image, [batch, 3, size, size]),
+                            &self.device,
+                        );
+                        Tensor::cat(vec![maps, image], 1)
+                    }
+                    None => maps,
                 }
             }
+        }
+    }
+
+    /// Writes the linear pathway's image into the last three channels of each input
+    /// `[batch][channels][H][W]`.
+    fn add_pathway(&self, features: &[f32], batch: usize, input: &mut [f32]) {
+        let Some(p) = &self.pathway else { return };
+        let images = p.images(features, batch);
+        let per = input.len() / batch.max(1);
+        for (img, dst) in images
+            .chunks_exact(p.image_len())
+            .zip(input.chunks_exact_mut(per))
+        {
+            dst[per - p.image_len()..].copy_from_slice(img);
         }
     }
 }
@@ -461,11 +506,11 @@ pub fn check_matches(model: &DecoderConfig, rig: &DecoderConfig) -> Result<(), D
             model.image_size, rig.image_size
         ));
     }
-    if model.in_channels() != rig.in_channels() {
+    if model.map_channels() != rig.map_channels() {
         return mismatch(format!(
-            "model's U-Net takes {} input channels, the rig gives {}",
-            model.in_channels(),
-            rig.in_channels()
+            "model's input layer makes {} channels, the rig gives {}",
+            model.map_channels(),
+            rig.map_channels()
         ));
     }
     for (e, (m, r)) in model.electrodes.iter().zip(&rig.electrodes).enumerate() {
@@ -516,6 +561,8 @@ mod tests {
             windows_per_electrode: windows,
             window_names: (0..windows).map(|w| format!("w{w}")).collect(),
             electrodes,
+            linear_pathway: None,
+            input_scale: 1.0,
         }
     }
 

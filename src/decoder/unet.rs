@@ -28,6 +28,10 @@ pub struct UNetConfig {
     pub in_channels: usize,
     /// Base width `w`: the blocks have widths w, 2w, 4w, 8w.
     pub width: usize,
+    /// The output is `clamp(x[last 3 channels] + head, 0, 1)` (a correction to an image
+    /// given in the input, the linear pathway's) instead of `sigmoid(head)`.
+    #[config(default = false)]
+    pub residual: bool,
 }
 
 /// One skip block: `down → BN → LeakyReLU → (inner block) → up → BN`, concatenated
@@ -48,8 +52,11 @@ pub struct UNet<B: Backend> {
     /// Conv 4×4 stride 2 pad 1, in → w, then LeakyReLU.
     pub stem: Conv2d<B>,
     pub blocks: Vec<SkipBlock<B>>,
-    /// Transposed conv 4×4 stride 2 pad 1, 2w → 3, then sigmoid.
+    /// Transposed conv 4×4 stride 2 pad 1, 2w → 3, then sigmoid (or, `residual`, added to
+    /// the input's last three channels and clamped to [0, 1]).
     pub head: ConvTranspose2d<B>,
+    /// See [`UNetConfig::residual`] (a constant, not saved with the weights).
+    pub residual: bool,
 }
 
 /// (outer, inner) channel widths of each block, outermost first: (w,2w), (2w,4w), (4w,8w), (8w,8w).
@@ -97,12 +104,14 @@ impl UNetConfig {
             stem: conv_down(self.in_channels, w, device),
             blocks,
             head: conv_up(2 * w, 3, device),
+            residual: self.residual,
         }
     }
 
     /// A network initialised as pix2pix does: conv weights ~ N(0, 0.02), conv biases 0,
     /// BatchNorm gamma ~ N(1, 0.02), beta 0. Drawn from `rng`, so the same seed gives the
-    /// same network on every backend.
+    /// same network on every backend. A residual network's head starts at zero, so it
+    /// starts as the image it corrects.
     pub fn init_pix2pix<B: Backend>(&self, rng: &mut StdRng, device: &B::Device) -> UNet<B> {
         let mut net = self.init(device);
         init_conv(&mut net.stem, rng, device);
@@ -113,6 +122,10 @@ impl UNetConfig {
             init_norm(&mut block.up_norm, rng, device);
         }
         init_conv_t(&mut net.head, rng, device);
+        if self.residual {
+            let shape = net.head.weight.dims();
+            net.head.weight = Param::from_tensor(Tensor::zeros(shape, device));
+        }
         net
     }
 }
@@ -159,9 +172,17 @@ impl<B: Backend> UNet<B> {
     /// BatchNorm uses batch statistics under an autodiff backend and running statistics otherwise.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         // x: [batch, in, 96, 96]
-        let x = leaky_relu(self.stem.forward(x), LEAKY_SLOPE); // [batch, 64, 48, 48]
-        let x = self.block_forward(0, x); // [batch, 128, 48, 48]
-        sigmoid(self.head.forward(x)) // [batch, 3, 96, 96]
+        let base = self.residual.then(|| {
+            let c = x.dims()[1];
+            x.clone().narrow(1, c - 3, 3) // [batch, 3, 96, 96]
+        });
+        let h = leaky_relu(self.stem.forward(x), LEAKY_SLOPE); // [batch, 64, 48, 48]
+        let h = self.block_forward(0, h); // [batch, 128, 48, 48]
+        let h = self.head.forward(h); // [batch, 3, 96, 96]
+        match base {
+            Some(base) => (base + h).clamp(0.0, 1.0),
+            None => sigmoid(h),
+        }
     }
 
     /// Block `i` on its input `x: [batch, outer, s, s]` → `[batch, 2·outer, s, s]`.

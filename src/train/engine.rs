@@ -39,6 +39,17 @@ pub enum EngineChoice {
     Burn,
 }
 
+/// How the optimisers are set up.
+#[derive(Clone, Copy, Debug)]
+pub struct OptimiserSettings {
+    /// Adam's β1 for the U-Net, the dense map layer and the discriminator.
+    pub beta1: f64,
+    /// Adam's β1 for the learned RF layer.
+    pub rf_beta1: f64,
+    /// The U-Net is not updated (it still passes gradients to the input layer).
+    pub freeze_unet: bool,
+}
+
 /// Hyper-parameters a step needs.
 #[derive(Clone, Copy, Debug)]
 pub struct StepSettings {
@@ -51,13 +62,20 @@ pub struct StepSettings {
 /// responses for a learned input layer, and the stimuli.
 pub struct Batch {
     pub n: usize,
-    /// `[n][channels][H][W]` for a fixed input; `None` for a learned one.
+    /// The whole U-Net input `[n][channels][H][W]` for a fixed input layer; `None` for a
+    /// learned one.
     pub fixed_input: Option<Vec<f32>>,
     /// `[n][features]`.
     pub features: Vec<f32>,
+    /// The linear pathway's images `[n][3][H][W]` that follow a learned layer's maps.
+    pub pathway: Option<Vec<f32>>,
     /// `[n][3][H][W]`.
     pub images: Vec<f32>,
     pub in_channels: usize,
+    /// Channels of the input layer's maps (the rest are the pathway's).
+    pub map_channels: usize,
+    /// Factor on a learned layer's maps.
+    pub input_scale: f32,
     pub size: usize,
 }
 
@@ -73,6 +91,7 @@ type Opt<M, B> = OptimizerAdaptor<Adam, M, B>;
 pub struct BurnEngine<B: AutodiffBackend> {
     model: DecoderModel<B>,
     disc: Discriminator<B>,
+    freeze_unet: bool,
     opt_g: Opt<DecoderModel<B>, B>,
     opt_rf: Opt<GaussianRfLayer<B>, B>,
     opt_d: Opt<Discriminator<B>, B>,
@@ -154,9 +173,18 @@ fn input_tensor<B: Backend>(
                 TensorData::new(batch.features.clone(), [batch.n, nf]),
                 device,
             );
-            model
+            let maps = model
                 .learned_input(r)
                 .expect("a batch without a fixed input belongs to a learned-input kind")
+                .mul_scalar(batch.input_scale); // [n, maps, H, W]
+            match &batch.pathway {
+                Some(p) => {
+                    let p =
+                        Tensor::from_data(TensorData::new(p.clone(), [batch.n, 3, s, s]), device);
+                    Tensor::cat(vec![maps, p], 1)
+                }
+                None => maps,
+            }
         }
     }
 }
@@ -184,28 +212,32 @@ impl<B: AutodiffBackend> Engine<B> {
         model: DecoderModel<B>,
         disc: Discriminator<B>,
         pool_size: usize,
-        beta1: f64,
+        optimisers: OptimiserSettings,
     ) -> Self {
         let host = match choice {
             EngineChoice::Host => true,
             EngineChoice::Burn => false,
             EngineChoice::Auto => runs_on_host::<B>(),
         };
-        let a = adam(beta1);
+        let a = adam(optimisers.beta1);
+        let rf = adam(optimisers.rf_beta1);
         if host {
+            let mut gan = HostGan::new(&model.unet, &disc, pool_size, optimisers.beta1);
+            gan.freeze_generator = optimisers.freeze_unet;
             Engine::Host(Box::new(HostEngine {
-                gan: HostGan::new(&model.unet, &disc, pool_size, beta1),
+                gan,
                 model,
                 disc,
-                opt_rf: a.init(),
+                opt_rf: rf.init(),
                 opt_dense: a.init(),
             }))
         } else {
             Engine::Burn(Box::new(BurnEngine {
                 model,
                 disc,
+                freeze_unet: optimisers.freeze_unet,
                 opt_g: a.init(),
-                opt_rf: a.init(),
+                opt_rf: rf.init(),
                 opt_d: a.init(),
                 pool: HistoryPool {
                     size: pool_size,
@@ -367,7 +399,9 @@ impl<B: AutodiffBackend> Engine<B> {
                     .load_file(dir.join("discriminator"), &named, device)?;
                 let pool = e.gan.pool_size();
                 let beta1 = e.gan.beta1();
+                let frozen = e.gan.freeze_generator;
                 e.gan = HostGan::new(&e.model.unet, &e.disc, pool, beta1);
+                e.gan.freeze_generator = frozen;
                 if e.model.gaussian.is_some() {
                     let o = std::mem::replace(&mut e.opt_rf, AdamConfig::new().init());
                     e.opt_rf = o.load_record(bin.load(dir.join("optim-rf"), device)?);
@@ -440,32 +474,39 @@ impl<B: AutodiffBackend> BurnEngine<B> {
         let y = images::<B>(batch, device);
         let fake = self.model.unet.forward(x.clone());
 
-        // Discriminator.
-        let x_d = x.clone().detach();
-        let real_pair = Tensor::cat(vec![x_d.clone(), y.clone()], 1);
-        let fake_pair = self
-            .pool
-            .query(Tensor::cat(vec![x_d, fake.clone().detach()], 1), rng);
-        let d_real = self.disc.forward(real_pair);
-        let d_fake = self.disc.forward(fake_pair);
-        let ones = Tensor::<B, 4, Int>::ones(d_real.shape(), device);
-        let zeros = Tensor::<B, 4, Int>::zeros(d_fake.shape(), device);
-        let loss_d = (self.bce.forward(d_fake, zeros) + self.bce.forward(d_real, ones.clone()))
-            .mul_scalar(0.5);
-        let d = mean_of(loss_d.clone());
-        let grads = GradientsParams::from_grads(loss_d.backward(), &self.disc);
-        self.disc = self.opt_d.step(settings.lr, self.disc.clone(), grads);
-
-        // Generator. The condition is detached: the adversarial term trains the
-        // generator's output, not a learned input layer reshaping D's condition.
-        let d_g = self
-            .disc
-            .forward(Tensor::cat(vec![x.detach(), fake.clone()], 1));
-        let adv = self.bce.forward(d_g, ones);
-        let pix = (fake.clone() - y.clone()).abs().mean();
-        let (g_adversarial, g_pixel_l1) = (mean_of(adv.clone()), mean_of(pix.clone()));
         let w = settings.losses;
-        let mut loss_g = adv.mul_scalar(w.adversarial) + pix.mul_scalar(w.pixel);
+        let pix = (fake.clone() - y.clone()).abs().mean();
+        let g_pixel_l1 = mean_of(pix.clone());
+        let mut loss_g = pix.mul_scalar(w.pixel);
+        // With the adversarial term off the discriminator has no part in the objective
+        // and does not run.
+        let (mut d, mut g_adversarial) = (None, None);
+        if w.adversarial != 0.0 {
+            // Discriminator.
+            let x_d = x.clone().detach();
+            let real_pair = Tensor::cat(vec![x_d.clone(), y.clone()], 1);
+            let fake_pair = self
+                .pool
+                .query(Tensor::cat(vec![x_d, fake.clone().detach()], 1), rng);
+            let d_real = self.disc.forward(real_pair);
+            let d_fake = self.disc.forward(fake_pair);
+            let ones = Tensor::<B, 4, Int>::ones(d_real.shape(), device);
+            let zeros = Tensor::<B, 4, Int>::zeros(d_fake.shape(), device);
+            let loss_d = (self.bce.forward(d_fake, zeros) + self.bce.forward(d_real, ones.clone()))
+                .mul_scalar(0.5);
+            d = Some(mean_of(loss_d.clone()));
+            let grads = GradientsParams::from_grads(loss_d.backward(), &self.disc);
+            self.disc = self.opt_d.step(settings.lr, self.disc.clone(), grads);
+
+            // The condition is detached: the adversarial term trains the generator's
+            // output, not a learned input layer reshaping D's condition.
+            let d_g = self
+                .disc
+                .forward(Tensor::cat(vec![x.detach(), fake.clone()], 1));
+            let adv = self.bce.forward(d_g, ones);
+            g_adversarial = Some(mean_of(adv.clone()));
+            loss_g = loss_g + adv.mul_scalar(w.adversarial);
+        }
         let mut g_extra = None;
         if let Some(p) = perceptual {
             let feat = p.forward(fake, y);
@@ -481,10 +522,15 @@ impl<B: AutodiffBackend> BurnEngine<B> {
                 model.gaussian = None;
                 let g_rf = GradientsParams::from_module(&mut grads, &layer);
                 let g_rest = GradientsParams::from_module(&mut grads, &model);
-                let mut model = self.opt_g.step(settings.lr, model, g_rest);
+                let mut model = if self.freeze_unet {
+                    model
+                } else {
+                    self.opt_g.step(settings.lr, model, g_rest)
+                };
                 model.gaussian = Some(self.opt_rf.step(settings.rf_lr, layer, g_rf));
                 model
             }
+            None if self.freeze_unet => model,
             None => {
                 let g = GradientsParams::from_grads(grads, &model);
                 self.opt_g.step(settings.lr, model, g)

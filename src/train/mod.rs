@@ -39,9 +39,10 @@ pub use vgg::{PerceptualLoss, Vgg19};
 use crate::config::RigConfig;
 use crate::daemon::{decoder_config, window_set};
 use crate::dataset::Dataset;
+use crate::decoder::linear::{self, LinearDecoder, LinearPathwayConfig, LinearPathwayLayer};
 use crate::decoder::{Decoder, DecoderConfig, DecoderKind, DecoderModel, FixedRfMaps};
 use crate::window::NormStats;
-use engine::{Batch, Engine, HostOptimSteps, StepSettings};
+use engine::{Batch, Engine, HostOptimSteps, OptimiserSettings, StepSettings};
 
 /// Loss weights (MonkeySee: pixel 0.5, adversarial 0.01, VGG 1.0).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -104,6 +105,40 @@ pub struct TrainOptions {
     /// Which engine runs the steps.
     #[serde(default)]
     pub engine: EngineChoice,
+    /// A linear pathway beside the input layer (fitted in closed form, then frozen).
+    #[serde(default)]
+    pub linear_pathway: Option<LinearPathwayConfig>,
+    /// Factor on the input layer's maps; `None`: chosen so the maps have unit variance
+    /// over (up to 256 of) the training trials.
+    #[serde(default)]
+    pub input_scale: Option<f32>,
+    /// The learning rate falls linearly to zero over this many last epochs (0: constant).
+    #[serde(default)]
+    pub lr_decay_epochs: usize,
+    /// Adam's β1 for the learned RF layer (`None`: `beta1`).
+    #[serde(default)]
+    pub rf_beta1: Option<f64>,
+    /// Where the learned RF layer starts.
+    #[serde(default)]
+    pub rf_start: RfStart,
+    /// Start the U-Net (and a linear pathway) from this trained model's weights.
+    #[serde(default)]
+    pub init_unet: Option<PathBuf>,
+    /// Keep the U-Net's weights fixed (only the input layer learns).
+    #[serde(default)]
+    pub freeze_unet: bool,
+}
+
+/// Where the learned RF layer's centres start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RfStart {
+    /// Each electrode at its RF-table centre.
+    #[default]
+    Table,
+    /// Each electrode at its array's mean RF-table centre and size: what a lab that knows
+    /// where its arrays sit, but has not mapped single electrodes, can give.
+    Centroids,
 }
 
 fn placeholder_rig() -> Option<RigConfig> {
@@ -118,8 +153,10 @@ fn default_vgg_size() -> usize {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochLog {
     pub epoch: usize,
-    pub d: f64,
-    pub g_adversarial: f64,
+    /// Discriminator BCE; `None` when the adversarial term is off (no discriminator runs).
+    pub d: Option<f64>,
+    /// The generator's adversarial BCE; `None` when the term is off.
+    pub g_adversarial: Option<f64>,
     pub g_pixel_l1: f64,
     /// Mean VGG19 feature L1 (with the perceptual loss).
     #[serde(default)]
@@ -177,7 +214,43 @@ struct TrainingData<'a> {
     stats: NormStats,
     train_trials: Vec<usize>,
     test_trials: Vec<usize>,
+    pathway: Option<Pathway>,
 }
+
+/// The linear pathway's fit, and its images of the training trials.
+struct Pathway {
+    /// On every training trial: what the saved model carries.
+    fit: LinearDecoder,
+    host: linear::HostLinearPathway,
+    /// Cross-fitted coarse images of the training trials `[row][3·side²]` (each from a
+    /// fit on the other folds), so the U-Net learns on the pathway's out-of-sample
+    /// quality: on its own training trials the fit is far better than on new ones.
+    cross_fitted: Vec<f32>,
+    /// Row of `cross_fitted` of each training trial.
+    row_of: std::collections::HashMap<usize, usize>,
+}
+
+/// Replaces each electrode's RF by its array's mean RF (centre and size), over the
+/// electrodes that have one.
+fn array_centroids(config: &mut DecoderConfig) {
+    let mut sums = vec![([0.0f64; 3], 0usize); config.n_arrays];
+    for e in &config.electrodes {
+        if let Some(rf) = e.rf_px {
+            let s = &mut sums[e.array];
+            s.0.iter_mut().zip(rf).for_each(|(a, v)| *a += v as f64);
+            s.1 += 1;
+        }
+    }
+    for e in &mut config.electrodes {
+        let (sum, n) = sums[e.array];
+        if n > 0 {
+            e.rf_px = Some(sum.map(|v| (v / n as f64) as f32));
+        }
+    }
+}
+
+/// Folds of the pathway's cross-fitting.
+const PATHWAY_FOLDS: usize = 5;
 
 impl<'a> TrainingData<'a> {
     fn open(opts: &TrainOptions, rig: &'a RigConfig) -> anyhow::Result<Self> {
@@ -205,7 +278,13 @@ impl<'a> TrainingData<'a> {
         }
         let test_trials: Vec<usize> = ds.split(true).into_iter().take(64).collect();
         let stats = ds.norm_stats(&train_trials, &channels);
-        Ok(Self {
+        let mut config = config;
+        config.linear_pathway = opts.linear_pathway.clone();
+        if opts.rf_start == RfStart::Centroids {
+            array_centroids(&mut config);
+        }
+        config.validate()?;
+        let mut data = Self {
             set: window_set(opts.kind),
             ds,
             rig,
@@ -214,6 +293,75 @@ impl<'a> TrainingData<'a> {
             stats,
             train_trials,
             test_trials,
+            pathway: None,
+        };
+        if let Some(p) = &opts.linear_pathway {
+            data.pathway = Some(data.fit_pathway(p.side, opts.progress)?);
+        }
+        Ok(data)
+    }
+
+    /// Fits the linear pathway on the training trials (λ on their last fifth), and
+    /// cross-fits it over five folds for the training inputs.
+    fn fit_pathway(&self, side: usize, progress: bool) -> anyhow::Result<Pathway> {
+        let cfg = &self.config;
+        let (n, e, size) = (
+            self.train_trials.len(),
+            cfg.electrodes.len(),
+            cfg.image_size,
+        );
+        let q = 3 * side * side;
+        if progress {
+            eprintln!(
+                "monkeysee train: fitting the linear pathway (ridge, {e} electrodes → 3×{side}×{side}) on {n} trials, cross-fitted over {PATHWAY_FOLDS} folds"
+            );
+        }
+        let x = linear::electrode_means(
+            &self.features(&self.train_trials),
+            n,
+            cfg.windows_per_electrode,
+            e,
+        );
+        let mut y = Vec::with_capacity(n * q);
+        for &t in &self.train_trials {
+            y.extend(linear::downsample(
+                &self.ds.image_chw(self.ds.trial_image[t]),
+                size,
+                side,
+            ));
+        }
+        let (fit, _) = linear::fit_validated(&x, &y, (n, e, q), n / 5, Some((0.0, 1.0)));
+        let mut cross_fitted = vec![0.0f32; n * q];
+        for fold in 0..PATHWAY_FOLDS.min(n) {
+            let (rest, held): (Vec<usize>, Vec<usize>) =
+                (0..n).partition(|i| i % PATHWAY_FOLDS != fold);
+            let pick = |m: &[f32], rows: &[usize], w: usize| -> Vec<f32> {
+                rows.iter()
+                    .flat_map(|&r| m[r * w..(r + 1) * w].iter().copied())
+                    .collect()
+            };
+            let part = linear::fit_relative(
+                &pick(&x, &rest, e),
+                &pick(&y, &rest, q),
+                (rest.len(), e, q),
+                fit.relative_lambda,
+            );
+            let pred = part.predict(&pick(&x, &held, e), held.len());
+            for (&r, p) in held.iter().zip(pred.chunks_exact(q)) {
+                cross_fitted[r * q..(r + 1) * q].copy_from_slice(p);
+            }
+        }
+        let layer = LinearPathwayLayer::<burn::backend::Flex>::from_fit(&fit, &Default::default());
+        Ok(Pathway {
+            host: linear::HostLinearPathway::new(&layer, cfg)?,
+            fit,
+            cross_fitted,
+            row_of: self
+                .train_trials
+                .iter()
+                .enumerate()
+                .map(|(r, &t)| (t, r))
+                .collect(),
         })
     }
 
@@ -229,31 +377,64 @@ impl<'a> TrainingData<'a> {
         all
     }
 
-    /// The batch of `trials`.
+    /// The batch of `trials`: the U-Net input when the maps are fixed (scaled maps, then
+    /// the linear pathway's image: cross-fitted for training trials), else the features
+    /// and the pathway's image for the learned layer's side.
     fn batch(&self, trials: &[usize]) -> Batch {
         let features = self.features(trials);
-        let s = self.config.image_size;
+        let cfg = &self.config;
+        let s = cfg.image_size;
+        let plane = s * s;
+        let n = trials.len();
+        let pathway = self.pathway.as_ref().map(|p| {
+            let mut images = vec![0.0f32; n * 3 * plane];
+            let q = p.cross_fitted.len() / self.train_trials.len().max(1);
+            let known: Option<Vec<usize>> =
+                trials.iter().map(|t| p.row_of.get(t).copied()).collect();
+            match known {
+                Some(rows) => {
+                    let coarse: Vec<f32> = rows
+                        .iter()
+                        .flat_map(|&r| p.cross_fitted[r * q..(r + 1) * q].iter().copied())
+                        .collect();
+                    p.host.upsample(&coarse, &mut images);
+                }
+                None => images = p.host.images(&features, n),
+            }
+            images
+        });
         let fixed_input = self.fixed.as_ref().map(|maps| {
+            let channels = cfg.in_channels();
             let len = maps.image_len();
-            let mut img = vec![0.0f32; trials.len() * len];
-            for (f, x) in features
-                .chunks_exact(self.config.n_features())
-                .zip(img.chunks_exact_mut(len))
+            let mut img = vec![0.0f32; n * channels * plane];
+            for (i, (f, x)) in features
+                .chunks_exact(cfg.n_features())
+                .zip(img.chunks_exact_mut(channels * plane))
+                .enumerate()
             {
-                maps.fill(f, x);
+                maps.fill(f, &mut x[..len]);
+                if cfg.input_scale != 1.0 {
+                    x[..len].iter_mut().for_each(|v| *v *= cfg.input_scale);
+                }
+                if let Some(p) = &pathway {
+                    x[len..].copy_from_slice(&p[i * 3 * plane..(i + 1) * 3 * plane]);
+                }
             }
             img
         });
-        let mut images = Vec::with_capacity(trials.len() * 3 * s * s);
+        let mut images = Vec::with_capacity(n * 3 * plane);
         for &t in trials {
             images.extend(self.ds.image_chw(self.ds.trial_image[t]));
         }
         Batch {
-            n: trials.len(),
+            n,
+            pathway: if fixed_input.is_some() { None } else { pathway },
             fixed_input,
             features,
             images,
-            in_channels: self.config.in_channels(),
+            in_channels: cfg.in_channels(),
+            map_channels: cfg.map_channels(),
+            input_scale: cfg.input_scale,
             size: s,
         }
     }
@@ -273,8 +454,20 @@ pub fn train<B: AutodiffBackend>(
     if opts.epochs == 0 || opts.width == 0 || opts.disc_width == 0 {
         bail!("--epochs, --width and --disc-width must be at least 1");
     }
-    let data = TrainingData::open(opts, rig)?;
+    let mut data = TrainingData::open(opts, rig)?;
+    let mut model: DecoderModel<B> = DecoderModel::new(&data.config, opts.seed, device)?;
+    if let Some(p) = &data.pathway {
+        model.linear = Some(LinearPathwayLayer::from_fit(&p.fit, device));
+    }
+    if let Some(dir) = &opts.init_unet {
+        init_unet_from(&mut model, &data.config, dir, device)?;
+    }
+    data.config.input_scale = match opts.input_scale {
+        Some(s) => s,
+        None => auto_input_scale(&data, &model, device)?,
+    };
     let config = data.config.clone();
+    config.validate()?;
     let perceptual = match &opts.vgg_weights {
         Some(path) => Some(
             PerceptualLoss::new(
@@ -295,11 +488,15 @@ pub fn train<B: AutodiffBackend>(
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let ckpt = opts.out.join("checkpoint");
     let mut init_rng = rand::rngs::StdRng::seed_from_u64(opts.seed ^ 0xD15C);
-    let model: DecoderModel<B> = DecoderModel::new(&config, opts.seed, device)?;
     let parameters = model.num_params();
     let disc: Discriminator<B> =
         Discriminator::new(config.in_channels(), opts.disc_width, &mut init_rng, device);
-    let mut engine = Engine::new(opts.engine, model, disc, opts.pool_size, opts.beta1);
+    let optimisers = OptimiserSettings {
+        beta1: opts.beta1,
+        rf_beta1: opts.rf_beta1.unwrap_or(opts.beta1),
+        freeze_unet: opts.freeze_unet,
+    };
+    let mut engine = Engine::new(opts.engine, model, disc, opts.pool_size, optimisers);
     let mut history: Vec<EpochLog> = Vec::new();
     let mut first_epoch = 0;
     if opts.resume {
@@ -314,13 +511,20 @@ pub fn train<B: AutodiffBackend>(
         opts.progress,
         (opts.epochs.saturating_sub(first_epoch) * steps_per_epoch) as u64,
     );
-    let settings = StepSettings {
-        lr: opts.lr,
-        rf_lr: opts.rf_lr,
-        losses: opts.losses,
-    };
     for epoch in first_epoch..opts.epochs {
         let started = Instant::now();
+        // The last `lr_decay_epochs` epochs step down linearly toward zero.
+        let decay = opts.lr_decay_epochs.min(opts.epochs);
+        let factor = if epoch + decay >= opts.epochs && decay > 0 {
+            (opts.epochs - epoch) as f64 / (decay + 1) as f64
+        } else {
+            1.0
+        };
+        let settings = StepSettings {
+            lr: opts.lr * factor,
+            rf_lr: opts.rf_lr * factor,
+            losses: opts.losses,
+        };
         let mut rng =
             rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(epoch as u64 * 7919));
         let mut order = data.train_trials.clone();
@@ -343,8 +547,8 @@ pub fn train<B: AutodiffBackend>(
                 .context("starting the batch thread")?;
             for batch in rx {
                 let l = engine.step(&batch, settings, perceptual.as_ref(), &mut rng, device)?;
-                sum_d += l.d;
-                sum_adv += l.g_adversarial;
+                sum_d += l.d.unwrap_or(0.0);
+                sum_adv += l.g_adversarial.unwrap_or(0.0);
                 sum_pix += l.g_pixel_l1;
                 sum_vgg += l.g_extra.unwrap_or(0.0);
                 bar.inc(1);
@@ -358,10 +562,11 @@ pub fn train<B: AutodiffBackend>(
         } else {
             Some(engine.test_l1(&test_batch, device)?)
         };
+        let adversarial = opts.losses.adversarial != 0.0;
         let log = EpochLog {
             epoch: epoch + 1,
-            d: sum_d / k,
-            g_adversarial: sum_adv / k,
+            d: adversarial.then_some(sum_d / k),
+            g_adversarial: adversarial.then_some(sum_adv / k),
             g_pixel_l1: sum_pix / k,
             g_vgg: perceptual.is_some().then_some(sum_vgg / k),
             test_pixel_l1,
@@ -369,10 +574,12 @@ pub fn train<B: AutodiffBackend>(
             samples_per_s: (steps_per_epoch * opts.batch) as f64 / seconds.max(1e-9),
         };
         bar.set_message(format!(
-            "epoch {} D {:.3} G adv {:.3} L1 {:.4}{}{}",
+            "epoch {}{} L1 {:.4}{}{}",
             log.epoch,
-            log.d,
-            log.g_adversarial,
+            match (log.d, log.g_adversarial) {
+                (Some(d), Some(g)) => format!(" D {d:.3} G adv {g:.3}"),
+                _ => String::new(),
+            },
             log.g_pixel_l1,
             log.g_vgg.map_or(String::new(), |v| format!(" VGG {v:.4}")),
             log.test_pixel_l1
@@ -410,6 +617,106 @@ pub fn train<B: AutodiffBackend>(
     };
     write_reports(opts, &summary)?;
     Ok(summary)
+}
+
+/// Copies the U-Net (and the linear pathway, if both have one) of the model in `dir`, which
+/// must have the same U-Net shape.
+fn init_unet_from<B: AutodiffBackend>(
+    model: &mut DecoderModel<B>,
+    config: &DecoderConfig,
+    dir: &Path,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    let path = dir.join(crate::decoder::model::CONFIG_FILE);
+    let theirs: DecoderConfig = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("--init-unet: reading {}", path.display()))?,
+    )
+    .with_context(|| format!("--init-unet: {} is not a decoder config", path.display()))?;
+    let shape = |c: &DecoderConfig| {
+        let u = c.unet();
+        (u.in_channels, u.width, u.residual)
+    };
+    if shape(&theirs) != shape(config) {
+        bail!(
+            "--init-unet: {} has a U-Net of {} input channels at width {}; this run needs {} at width {}",
+            dir.display(),
+            theirs.in_channels(),
+            theirs.width,
+            config.in_channels(),
+            config.width
+        );
+    }
+    let recorder = burn::record::NamedMpkFileRecorder::<burn::record::FullPrecisionSettings>::new();
+    let loaded = DecoderModel::<B>::new(&theirs, 0, device)?
+        .load_file(
+            dir.join(crate::decoder::model::WEIGHTS_FILE),
+            &recorder,
+            device,
+        )
+        .with_context(|| format!("--init-unet: loading the weights in {}", dir.display()))?;
+    model.unet = loaded.unet;
+    if model.linear.is_some() && loaded.linear.is_some() {
+        model.linear = loaded.linear;
+    }
+    Ok(())
+}
+
+/// The factor that gives the input layer's maps unit standard deviation over (up to 256
+/// of) the training trials, all pixels and channels together (a fixed map is ~1 % nonzero
+/// and its values are window means of z-scored samples, ≈ 0.05 SD; summed Gaussians are
+/// larger): the pix2pix network was designed for inputs of unit scale.
+fn auto_input_scale<B: AutodiffBackend>(
+    data: &TrainingData<'_>,
+    model: &DecoderModel<B>,
+    device: &B::Device,
+) -> anyhow::Result<f32> {
+    let trials = &data.train_trials[..data.train_trials.len().min(256)];
+    let (mut sum, mut sq, mut n) = (0.0f64, 0.0f64, 0usize);
+    let mut add = |v: &[f32]| {
+        for &x in v {
+            sum += x as f64;
+            sq += (x as f64).powi(2);
+        }
+        n += v.len();
+    };
+    for chunk in trials.chunks(32) {
+        let features = data.features(chunk);
+        match &data.fixed {
+            Some(maps) => {
+                let mut img = vec![0.0f32; maps.image_len()];
+                for f in features.chunks_exact(data.config.n_features()) {
+                    maps.fill(f, &mut img);
+                    add(&img);
+                }
+            }
+            None => {
+                let r = burn::tensor::Tensor::<B, 2>::from_data(
+                    burn::tensor::TensorData::new(
+                        features,
+                        [chunk.len(), data.config.n_features()],
+                    ),
+                    device,
+                );
+                let maps = model
+                    .learned_input(r)
+                    .context("a learned-input decoder without its layer")?;
+                let v = maps
+                    .detach()
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("reading the input maps: {e:?}"))?;
+                add(&v);
+            }
+        }
+    }
+    let mean = sum / n.max(1) as f64;
+    let sd = (sq / n.max(1) as f64 - mean * mean).max(0.0).sqrt();
+    if sd.is_nan() || sd <= 1e-12 {
+        bail!("the input maps are constant over the training trials; check the dataset and the RF table");
+    }
+    Ok((1.0 / sd) as f32)
 }
 
 /// Reads `checkpoint/state.json` and refuses a checkpoint of another run.
@@ -470,10 +777,10 @@ fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<
     );
     for e in &summary.epochs {
         csv.push_str(&format!(
-            "{},{:.6},{:.6},{:.6},{},{},{:.2},{:.2}\n",
+            "{},{},{},{:.6},{},{},{:.2},{:.2}\n",
             e.epoch,
-            e.d,
-            e.g_adversarial,
+            e.d.map_or(String::new(), |v| format!("{v:.6}")),
+            e.g_adversarial.map_or(String::new(), |v| format!("{v:.6}")),
             e.g_pixel_l1,
             e.g_vgg.map_or(String::new(), |v| format!("{v:.6}")),
             e.test_pixel_l1.map_or(String::new(), |v| format!("{v:.6}")),
@@ -490,34 +797,35 @@ fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<
             .collect()
     };
     use crate::plot::{Panel, Series};
-    let mut panels = vec![
-        Panel {
+    let mut panels = Vec::new();
+    if summary.epochs.iter().any(|e| e.d.is_some()) {
+        panels.push(Panel {
             title: "discriminator / adversarial (BCE)",
             series: vec![
                 Series {
                     name: "D",
-                    points: xy(&|e| Some(e.d)),
+                    points: xy(&|e| e.d),
                 },
                 Series {
                     name: "G adversarial",
-                    points: xy(&|e| Some(e.g_adversarial)),
+                    points: xy(&|e| e.g_adversarial),
                 },
             ],
-        },
-        Panel {
-            title: "pixel L1",
-            series: vec![
-                Series {
-                    name: "train",
-                    points: xy(&|e| Some(e.g_pixel_l1)),
-                },
-                Series {
-                    name: "test",
-                    points: xy(&|e| e.test_pixel_l1),
-                },
-            ],
-        },
-    ];
+        });
+    }
+    panels.push(Panel {
+        title: "pixel L1",
+        series: vec![
+            Series {
+                name: "train",
+                points: xy(&|e| Some(e.g_pixel_l1)),
+            },
+            Series {
+                name: "test",
+                points: xy(&|e| e.test_pixel_l1),
+            },
+        ],
+    });
     if summary.epochs.iter().any(|e| e.g_vgg.is_some()) {
         panels.push(Panel {
             title: "VGG19 feature L1",

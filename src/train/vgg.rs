@@ -25,6 +25,8 @@ use burn::tensor::{DType, Tensor, TensorData};
 use burn_store::pytorch::PytorchReader;
 use burn_store::{ModuleSnapshot, PytorchStore};
 
+use crate::decoder::kernels::bilinear_matrix;
+
 /// Convolutions per block (VGG19 = configuration E).
 const BLOCK_CONVS: [usize; 5] = [2, 2, 4, 4, 4];
 /// torchvision's index of each convolution in `features` (ReLUs and max-pools
@@ -235,23 +237,6 @@ pub struct PerceptualLoss<B: Backend> {
     input: usize,
     mean: Tensor<B, 4>,
     std: Tensor<B, 4>,
-}
-
-/// The `[n_out, n_in]` matrix of torch's bilinear `interpolate(align_corners=False)`
-/// along one axis: output pixel d samples the input at (d + ½)·n_in/n_out − ½,
-/// clamped at 0, between its two neighbours.
-fn bilinear_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
-    let mut m = vec![0.0f32; n_out * n_in];
-    let scale = n_in as f64 / n_out as f64;
-    for d in 0..n_out {
-        let src = ((d as f64 + 0.5) * scale - 0.5).max(0.0);
-        let i0 = (src.floor() as usize).min(n_in - 1);
-        let i1 = (i0 + 1).min(n_in - 1);
-        let w1 = (src - i0 as f64) as f32;
-        m[d * n_in + i0] += 1.0 - w1;
-        m[d * n_in + i1] += w1;
-    }
-    m
 }
 
 impl<B: Backend> PerceptualLoss<B> {

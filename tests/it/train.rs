@@ -7,7 +7,7 @@ use monkeysee::decoder::{
     GaussianRfLayer,
 };
 use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
-use monkeysee::train::{self, EngineChoice, LossWeights, TrainOptions};
+use monkeysee::train::{self, EngineChoice, LossWeights, RfStart, TrainOptions};
 
 use super::common::small_rig;
 
@@ -59,6 +59,13 @@ fn options(
         max_trials: None,
         progress: false,
         engine: EngineChoice::Auto,
+        linear_pathway: None,
+        input_scale: None,
+        lr_decay_epochs: 0,
+        rf_beta1: None,
+        rf_start: RfStart::Table,
+        init_unet: None,
+        freeze_unet: false,
     }
 }
 
@@ -230,8 +237,12 @@ fn the_cpu_engine_trains_as_burns_autodiff_does() {
         let (host, burn) = (run(EngineChoice::Host), run(EngineChoice::Burn));
         for (a, b) in host.epochs.iter().zip(&burn.epochs) {
             for (what, x, y) in [
-                ("D", a.d, b.d),
-                ("G adversarial", a.g_adversarial, b.g_adversarial),
+                ("D", a.d.unwrap(), b.d.unwrap()),
+                (
+                    "G adversarial",
+                    a.g_adversarial.unwrap(),
+                    b.g_adversarial.unwrap(),
+                ),
                 ("pixel L1", a.g_pixel_l1, b.g_pixel_l1),
                 (
                     "test L1",
@@ -351,6 +362,8 @@ fn gaussian_rf_gradients_move_mu_toward_the_truth() {
                 rf_px: Some(rf),
             })
             .collect(),
+        linear_pathway: None,
+        input_scale: 1.0,
     };
     let target_layer = GaussianRfLayer::<B>::new(&config(&truth), &device);
     let mut layer = GaussianRfLayer::<B>::new(&config(&start), &device);

@@ -31,8 +31,9 @@ use crate::decoder::UNet;
 /// One step's losses (means over the batch).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepLosses {
-    pub d: f64,
-    pub g_adversarial: f64,
+    /// `None` when the adversarial term is off (the discriminator does not run).
+    pub d: Option<f64>,
+    pub g_adversarial: Option<f64>,
     pub g_pixel_l1: f64,
     /// The extra generator term, if one was given (unweighted).
     pub g_extra: Option<f64>,
@@ -56,6 +57,8 @@ struct HistoryPool {
 pub struct HostGan {
     pub gen: HostGenerator,
     pub disc: HostDiscriminator,
+    /// The generator's weights are not updated (its gradients still reach the input).
+    pub freeze_generator: bool,
     adam: AdamSettings,
     pool: HistoryPool,
     ws: Workspace,
@@ -99,6 +102,7 @@ impl HostGan {
         Self {
             gen: HostGenerator::from_unet(unet),
             disc: HostDiscriminator::from_module(disc),
+            freeze_generator: false,
             adam: AdamSettings::new(beta1 as f32),
             pool: HistoryPool {
                 size: pool_size,
@@ -160,43 +164,21 @@ impl HostGan {
         let yc = swapped(y, batch, 3, plane, ws); // [3][batch·plane]
                                                   // The generator's stem and the discriminator's condition read the same input.
         let input = ConvInput::new(&xc, c_in, grid, !input_grad, ws);
-        let tape = self.gen.forward_train(&input, grid, ws);
+        let base = self.gen.residual().then(|| &xc[(c_in - 3) * grid.n()..]);
+        let tape = self.gen.forward_train(&input, base, grid, ws);
 
-        // Discriminator: ½ (BCE(D(x, pool(ŷ)), 0) + BCE(D(x, y), 1)).
-        self.disc.params.zero_grad();
-        let mut cond = self.disc.condition(&input, grid, ws);
-        let (d_real, t_real) = self.disc.forward(&cond, Vec::new(), &yc, grid, ws);
-        let (loss_real, g_real) = bce_logits(&d_real, 1.0, 0.5);
-        self.disc
-            .backward(t_real, &mut cond, &g_real, true, false, ws);
-        ws.give(d_real);
-        let mut fake = ws.take(tape.out.len());
-        fake.copy_from_slice(&tape.out);
-        let replaced = self.pool.query(&xc, &mut fake, c_in, grid, rng);
-        let patches = replaced
-            .into_iter()
-            .map(|(b, x_old)| self.disc.patch(b, &x_old, size, ws))
-            .collect();
-        let (d_fake, t_fake) = self.disc.forward(&cond, patches, &fake, grid, ws);
-        ws.give(fake);
-        let (loss_fake, g_fake) = bce_logits(&d_fake, 0.0, 0.5);
-        self.disc
-            .backward(t_fake, &mut cond, &g_fake, true, false, ws);
-        ws.give(d_fake);
-        self.disc.finish_condition(&input, &mut cond);
-        self.disc.params.adam_step(lr as f32, self.adam);
-
-        // Generator: the updated discriminator on (x, ŷ) without the pool.
+        // With the adversarial term off the discriminator has no part in the objective
+        // and does not run.
+        let adversarial = weights.adversarial != 0.0;
+        let (d, mut dy, adv) = if adversarial {
+            let d = self.discriminator_step(&input, &xc, &yc, &tape.out, grid, lr, rng);
+            let (dy, adv) = self.adversarial_gradient(&input, &tape.out, grid, weights.adversarial);
+            (Some(d), dy, Some(adv))
+        } else {
+            (None, self.ws.zeros(tape.out.len()), None)
+        };
+        let ws = &mut self.ws;
         self.gen.params.zero_grad();
-        self.disc.refresh(&input, &mut cond);
-        let (d_gen, t_gen) = self.disc.forward(&cond, Vec::new(), &tape.out, grid, ws);
-        let (adv, g_adv) = bce_logits(&d_gen, 1.0, weights.adversarial as f32);
-        let mut dy = self
-            .disc
-            .backward(t_gen, &mut cond, &g_adv, false, true, ws)
-            .expect("image gradient asked for"); // [3][batch·plane]
-        cond.release(ws);
-        ws.give(d_gen);
         let n_pix = tape.out.len() as f64;
         let k = (weights.pixel / n_pix) as f32;
         let mut l1 = 0.0f64;
@@ -227,7 +209,9 @@ impl HostGan {
         };
         let dx = self.gen.backward(tape, &input, dy, input_grad, ws);
         input.release(ws);
-        self.gen.params.adam_step(lr as f32, self.adam);
+        if !self.freeze_generator {
+            self.gen.params.adam_step(lr as f32, self.adam);
+        }
         let dx = dx.map(|dx| {
             let out = swapped(&dx, c_in, batch, plane, ws);
             ws.give(dx);
@@ -237,13 +221,76 @@ impl HostGan {
         ws.give(yc);
         Ok((
             StepLosses {
-                d: 0.5 * (loss_real + loss_fake),
+                d,
                 g_adversarial: adv,
                 g_pixel_l1: l1,
                 g_extra,
             },
             dx,
         ))
+    }
+
+    /// The discriminator learns `½ (BCE(D(x, pool(ŷ)), 0) + BCE(D(x, y), 1))` for one
+    /// Adam step; returns that loss.
+    #[allow(clippy::too_many_arguments)]
+    fn discriminator_step(
+        &mut self,
+        input: &ConvInput,
+        xc: &[f32],
+        yc: &[f32],
+        fake: &[f32],
+        grid: Grid,
+        lr: f64,
+        rng: &mut impl Rng,
+    ) -> f64 {
+        let ws = &mut self.ws;
+        let c_in = self.gen.in_channels();
+        self.disc.params.zero_grad();
+        let mut cond = self.disc.condition(input, grid, ws);
+        let (d_real, t_real) = self.disc.forward(&cond, Vec::new(), yc, grid, ws);
+        let (loss_real, g_real) = bce_logits(&d_real, 1.0, 0.5);
+        self.disc
+            .backward(t_real, &mut cond, &g_real, true, false, ws);
+        ws.give(d_real);
+        let mut pooled = ws.take(fake.len());
+        pooled.copy_from_slice(fake);
+        let replaced = self.pool.query(xc, &mut pooled, c_in, grid, rng);
+        let patches = replaced
+            .into_iter()
+            .map(|(b, x_old)| self.disc.patch(b, &x_old, grid.side, ws))
+            .collect();
+        let (d_fake, t_fake) = self.disc.forward(&cond, patches, &pooled, grid, ws);
+        ws.give(pooled);
+        let (loss_fake, g_fake) = bce_logits(&d_fake, 0.0, 0.5);
+        self.disc
+            .backward(t_fake, &mut cond, &g_fake, true, false, ws);
+        ws.give(d_fake);
+        self.disc.finish_condition(input, &mut cond);
+        cond.release(ws);
+        self.disc.params.adam_step(lr as f32, self.adam);
+        0.5 * (loss_real + loss_fake)
+    }
+
+    /// The (updated) discriminator on `(x, ŷ)` without the pool: `weight · BCE(D(x, ŷ), 1)`'s
+    /// gradient at ŷ `[3][grid]`, and the unweighted BCE.
+    fn adversarial_gradient(
+        &mut self,
+        input: &ConvInput,
+        fake: &[f32],
+        grid: Grid,
+        weight: f64,
+    ) -> (Vec<f32>, f64) {
+        let ws = &mut self.ws;
+        let mut cond = self.disc.condition(input, grid, ws);
+        let (d_gen, t_gen) = self.disc.forward(&cond, Vec::new(), fake, grid, ws);
+        let (adv, g_adv) = bce_logits(&d_gen, 1.0, weight as f32);
+        let dy = self
+            .disc
+            .backward(t_gen, &mut cond, &g_adv, false, true, ws)
+            .expect("image gradient asked for"); // [3][batch·plane]
+        cond.release(ws);
+        ws.give(d_gen);
+        (dy, adv)
     }
 
     /// Fakes kept for the discriminator.
@@ -410,7 +457,7 @@ mod tests {
         let mut ws = Workspace::default();
         let grid = Grid { batch, side: size };
         let input = ConvInput::new(&to_cb(&x, batch, c_in, plane), c_in, grid, false, &mut ws);
-        let tape = gen.forward_train(&input, grid, &mut ws);
+        let tape = gen.forward_train(&input, None, grid, &mut ws);
         let ours = to_cb(&tape.out, 3, batch, plane);
         assert!(rel_err(&ours, &host_vec(out)) < 1e-5);
         let dx = gen

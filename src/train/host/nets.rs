@@ -135,6 +135,8 @@ pub struct HostGenerator {
     stem: DownConv,
     blocks: Vec<Block>,
     head: UpConv,
+    /// Output `clamp(base + head, 0, 1)` instead of `sigmoid(head)` ([`UNet::residual`]).
+    residual: bool,
 }
 
 /// What the generator's forward pass keeps for its backward pass.
@@ -171,6 +173,7 @@ impl HostGenerator {
             stem,
             blocks,
             head,
+            residual: unet.residual,
         }
     }
 
@@ -210,11 +213,36 @@ impl HostGenerator {
         y
     }
 
+    /// Whether the output corrects an image given with the input.
+    pub fn residual(&self) -> bool {
+        self.residual
+    }
+
+    /// The head's output: `sigmoid(h)`, or `clamp(base + h, 0, 1)` for a residual network.
+    fn finish(&self, mut h: Vec<f32>, base: Option<&[f32]>) -> Vec<f32> {
+        match (self.residual, base) {
+            (true, Some(base)) => {
+                for (v, &b) in h.iter_mut().zip(base) {
+                    *v = (*v + b).clamp(0.0, 1.0);
+                }
+            }
+            (true, None) => unreachable!("a residual generator is given its base image"),
+            (false, _) => {
+                for v in h.iter_mut() {
+                    *v = 1.0 / (1.0 + (-*v).exp());
+                }
+            }
+        }
+        h
+    }
+
     /// Training forward pass (batch statistics, running ones updated):
-    /// `x [in][batch·H·W]` → reconstruction `[3][batch·H·W]` in the tape.
+    /// `x [in][batch·H·W]` → reconstruction `[3][batch·H·W]` in the tape. A residual
+    /// network adds its output to `base` `[3][batch·H·W]` (the input's last 3 channels).
     pub fn forward_train(
         &mut self,
         x: &ConvInput,
+        base: Option<&[f32]>,
         grid: Grid,
         ws: &mut Workspace,
     ) -> GeneratorTape {
@@ -257,9 +285,10 @@ impl HostGenerator {
             ups[i] = Some((nt, out));
         }
         let top = &ups[0].as_ref().expect("filled above").1;
-        let out = self
+        let h = self
             .head
-            .forward(p, top, grid.half(), Activation::Sigmoid, ws);
+            .forward(p, top, grid.half(), Activation::Identity, ws);
+        let out = self.finish(h, base);
         GeneratorTape {
             grid,
             stem_out,
@@ -287,10 +316,19 @@ impl HostGenerator {
             mut ups,
             out,
         } = tape;
+        if self.residual {
+            // clamp passes the gradient where it did not clip.
+            for (d, &o) in dy.iter_mut().zip(&out) {
+                if o <= 0.0 || o >= 1.0 {
+                    *d = 0.0;
+                }
+            }
+        } else {
+            activation_backward(&mut dy, &out, Activation::Sigmoid);
+        }
+        ws.give(out);
         let p = &self.params.value;
         let g = &mut self.params.grad;
-        activation_backward(&mut dy, &out, Activation::Sigmoid);
-        ws.give(out);
         let top = &ups[0].as_ref().expect("forward filled it").1;
         let mut d_h = self.head.backward(p, g, top, grid.half(), &dy, ws); // [2w][grid/2]
         ws.give(dy);
@@ -362,11 +400,12 @@ impl HostGenerator {
         input.release(ws);
         let p = &self.params.value;
         let top = self.block_eval(0, stem_out, grid.half(), ws);
-        let out = self
+        let h = self
             .head
-            .forward(p, &top, grid.half(), Activation::Sigmoid, ws);
+            .forward(p, &top, grid.half(), Activation::Identity, ws);
         ws.give(top);
-        out
+        let base = self.residual.then(|| &x[(self.stem.c_in - 3) * grid.n()..]);
+        self.finish(h, base)
     }
 
     fn block_eval(&self, i: usize, x: Vec<f32>, grid: Grid, ws: &mut Workspace) -> Vec<f32> {
