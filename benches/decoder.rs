@@ -52,6 +52,7 @@ fn rig(kind: DecoderKind, width: usize) -> DecoderConfig {
         window_names: (0..windows).map(|w| format!("w{w}")).collect(),
         electrodes,
         linear_pathway: None,
+        channel_per_electrode: false,
         input_scale: 1.0,
     }
 }

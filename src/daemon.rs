@@ -61,6 +61,7 @@ pub fn decoder_config(rig: &RigConfig, kind: DecoderKind, width: usize) -> Decod
             })
             .collect(),
         linear_pathway: None,
+        channel_per_electrode: false,
         input_scale: 1.0,
     }
 }

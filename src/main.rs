@@ -333,6 +333,15 @@ struct TrainArgs {
     /// Keep the U-Net fixed: only the input layer learns (RF-learning experiments).
     #[arg(long)]
     freeze_unet: bool,
+    /// End-to-end: weight of the RF layer's encoding loss (each electrode's response
+    /// predicted from the image inside its Gaussian RF), which pulls the RF centres toward
+    /// where the electrode responds; 0 turns it off.
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    rf_encoding_weight: f64,
+    /// End-to-end: one U-Net input channel per electrode instead of per array (an
+    /// RF-learning experiment: the input grows from 15 to ~960 channels).
+    #[arg(long)]
+    channel_per_electrode: bool,
     /// Which engine runs a step: `auto` is monkeysee's CPU engine (gemm kernels) on the
     /// CPU and Burn's autodiff on CUDA; `burn` forces Burn's autodiff (slower on a CPU).
     #[arg(long, value_enum, default_value = "auto")]
@@ -613,6 +622,8 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         rf_start: args.rf_start,
         init_unet: args.init_unet.clone(),
         freeze_unet: args.freeze_unet,
+        channel_per_electrode: args.channel_per_electrode,
+        rf_encoding_weight: args.rf_encoding_weight,
     };
     match &opts.vgg_weights {
         Some(p) => eprintln!(

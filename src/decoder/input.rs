@@ -25,6 +25,7 @@ fn channel_of(config: &DecoderConfig, electrode: usize, window: usize) -> usize 
     match config.kind {
         DecoderKind::Spatiotemporal => spec.area * config.windows_per_electrode + window,
         DecoderKind::Baseline => spec.area,
+        DecoderKind::EndToEnd if config.channel_per_electrode => electrode,
         DecoderKind::Spatial | DecoderKind::EndToEnd => spec.array,
     }
 }
@@ -169,12 +170,13 @@ pub struct ArraySlots {
 }
 
 impl ArraySlots {
-    /// Groups the electrodes of `config` by array.
+    /// Groups the electrodes of `config` by input channel: by array (or one each, with
+    /// `channel_per_electrode`).
     pub fn new(config: &DecoderConfig) -> Self {
-        let n_arrays = config.n_arrays;
+        let n_arrays = config.map_channels();
         let mut per_array: Vec<Vec<usize>> = vec![Vec::new(); n_arrays];
-        for (e, spec) in config.electrodes.iter().enumerate() {
-            per_array[spec.array].push(e);
+        for e in 0..config.electrodes.len() {
+            per_array[channel_of(config, e, 0)].push(e);
         }
         let max_per_array = per_array.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let mut electrode = vec![0; n_arrays * max_per_array];
@@ -371,6 +373,22 @@ impl<B: Backend> GaussianRfLayer<B> {
         self.n_arrays
     }
 
+    /// Slots: arrays × the largest array's electrodes (see [`ArraySlots`]).
+    pub fn n_slots(&self) -> usize {
+        self.n_arrays * self.max_per_array
+    }
+
+    /// Responses `[batch, electrodes]` in slot order `[batch, slots]` (padding slots repeat
+    /// electrode 0; [`GaussianRfLayer::slot_mask_row`] masks them).
+    pub fn slot_responses(&self, r: Tensor<B, 2>) -> Tensor<B, 2> {
+        r.select(1, self.slot_electrode.clone())
+    }
+
+    /// 1 for a slot with an electrode, 0 for padding. `[1, slots]`
+    pub fn slot_mask_row(&self) -> Tensor<B, 2> {
+        self.slot_mask.clone().reshape([1, self.n_slots()])
+    }
+
     /// Image side in pixels.
     pub fn image_size(&self) -> usize {
         self.image_size
@@ -476,7 +494,9 @@ impl CachedGaussianMaps {
         Ok(Self {
             n_arrays: layer.n_arrays,
             image_size: size,
-            array: config.electrodes.iter().map(|s| s.array).collect(),
+            array: (0..config.electrodes.len())
+                .map(|e| channel_of(config, e, 0))
+                .collect(),
             gx,
             gy,
             boxes,
@@ -604,6 +624,7 @@ mod tests {
             window_names: (0..windows).map(|w| format!("w{w}")).collect(),
             electrodes,
             linear_pathway: None,
+            channel_per_electrode: false,
             input_scale: 1.0,
         }
     }

@@ -100,6 +100,10 @@ pub struct DecoderConfig {
     /// absent in the paper's four decoders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linear_pathway: Option<linear::LinearPathwayConfig>,
+    /// End-to-end only: one input channel per electrode instead of per array (each
+    /// electrode's Gaussian map on its own; an RF-learning experiment, ~60× the input).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub channel_per_electrode: bool,
     /// Factor applied to the RF-map input channels (chosen by `train` so they have unit
     /// variance over the training set; 1 in models trained before it existed).
     #[serde(default = "unit_scale")]
@@ -158,6 +162,12 @@ impl DecoderConfig {
                 }
             }
         }
+        if self.channel_per_electrode && self.kind != DecoderKind::EndToEnd {
+            return bad(format!(
+                "channel_per_electrode is for end-to-end decoders, not {}",
+                self.kind
+            ));
+        }
         if !(self.input_scale.is_finite() && self.input_scale > 0.0) {
             return bad(format!(
                 "input_scale {} is not a positive number",
@@ -178,6 +188,7 @@ impl DecoderConfig {
     /// Channels of the input layer's maps for this kind (the RF maps, learned or fixed).
     pub fn map_channels(&self) -> usize {
         match self.kind {
+            DecoderKind::EndToEnd if self.channel_per_electrode => self.electrodes.len(),
             DecoderKind::Spatial | DecoderKind::EndToEnd => self.n_arrays,
             DecoderKind::Spatiotemporal => N_AREAS * self.windows_per_electrode,
             DecoderKind::Baseline => N_AREAS,

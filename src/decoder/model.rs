@@ -432,12 +432,13 @@ fn check_model_fits<B: Backend>(
     let n_e = config.electrodes.len();
     if let Some(g) = &model.gaussian {
         let [n] = g.mu_x.dims();
-        if n != n_e || g.n_arrays() != config.n_arrays || g.image_size() != config.image_size {
+        if n != n_e || g.n_arrays() != config.map_channels() || g.image_size() != config.image_size
+        {
             return bad(format!(
                 "the Gaussian RF layer has {n} electrodes in {} arrays at {} px; the config has {n_e} in {} at {} px",
                 g.n_arrays(),
                 g.image_size(),
-                config.n_arrays,
+                config.map_channels(),
                 config.image_size
             ));
         }
@@ -532,6 +533,7 @@ pub fn check_matches(model: &DecoderConfig, rig: &DecoderConfig) -> Result<(), D
 mod tests {
     use super::*;
     use crate::decoder::{CpuBackend as B, ElectrodeSpec};
+    use burn::module::Param;
 
     /// 3 arrays (V1, V4, IT), 4 electrodes each, one without an RF; 32 px, width 4.
     fn config(kind: DecoderKind) -> DecoderConfig {
@@ -562,6 +564,7 @@ mod tests {
             window_names: (0..windows).map(|w| format!("w{w}")).collect(),
             electrodes,
             linear_pathway: None,
+            channel_per_electrode: false,
             input_scale: 1.0,
         }
     }
@@ -651,6 +654,116 @@ mod tests {
         let c = reconstruct(&Decoder::<B>::random(cfg, 8, &dev).unwrap(), &f, 1);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    /// A model with a linear pathway whose weights are random (as after a fit).
+    fn with_pathway(
+        kind: DecoderKind,
+        residual: bool,
+        seed: u64,
+    ) -> (DecoderConfig, DecoderModel<B>) {
+        use crate::decoder::linear::{LinearPathwayConfig, LinearPathwayLayer};
+        let dev = Default::default();
+        let mut cfg = config(kind);
+        cfg.linear_pathway = Some(LinearPathwayConfig { side: 8, residual });
+        cfg.input_scale = 3.5;
+        let mut model = DecoderModel::<B>::new(&cfg, seed, &dev).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let layer = LinearPathwayLayer::<B> {
+            weight: Param::from_tensor(crate::decoder::unet::normal_tensor(
+                [cfg.electrodes.len(), 3 * 8 * 8],
+                0.0,
+                0.05,
+                &mut rng,
+                &dev,
+            )),
+            bias: Param::from_tensor(Tensor::full([3 * 8 * 8], 0.5, &dev)),
+        };
+        model.linear = Some(layer);
+        (cfg, model)
+    }
+
+    #[test]
+    fn a_linear_pathway_adds_three_channels_and_round_trips_through_save_and_load() {
+        let dev = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        for (kind, residual) in [
+            (DecoderKind::Spatial, true),
+            (DecoderKind::Spatiotemporal, false),
+            (DecoderKind::EndToEnd, true),
+            (DecoderKind::Baseline, true),
+        ] {
+            let (cfg, model) = with_pathway(kind, residual, 3);
+            assert_eq!(cfg.in_channels(), cfg.map_channels() + 3);
+            let dec = Decoder::from_model(cfg.clone(), model, &dev).unwrap();
+            let path = dir.path().join(format!("{kind}-{residual}"));
+            dec.save(&path).unwrap();
+            let text = std::fs::read_to_string(path.join(CONFIG_FILE)).unwrap();
+            assert!(
+                text.contains("linear_pathway") && text.contains("input_scale"),
+                "{text}"
+            );
+            let loaded = Decoder::<B>::load(&path, &dev).unwrap();
+            assert_eq!(loaded.config(), &cfg);
+            let f = features(&cfg, 2, 7);
+            assert_eq!(
+                reconstruct(&dec, &f, 2),
+                reconstruct(&loaded, &f, 2),
+                "{kind}"
+            );
+            // The CPU path and Burn's ops agree with a pathway too.
+            let x = dec.input_image(&f, 2);
+            let ops = FoldedUNet::from_unet(&dec.model.unet)
+                .forward(x)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            let host = reconstruct(&dec, &f, 2);
+            let err = host
+                .iter()
+                .zip(&ops)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(err < 1e-5, "{kind}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_untrained_residual_decoder_shows_the_pathways_image() {
+        let dev = Default::default();
+        let (cfg, model) = with_pathway(DecoderKind::Spatial, true, 4);
+        let pathway = HostLinearPathway::new(model.linear.as_ref().unwrap(), &cfg).unwrap();
+        let dec = Decoder::from_model(cfg.clone(), model, &dev).unwrap();
+        let f = features(&cfg, 1, 2);
+        let want: Vec<f32> = pathway
+            .images(&f, 1)
+            .iter()
+            .map(|v| v.clamp(0.0, 1.0))
+            .collect();
+        let got = reconstruct(&dec, &f, 1);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-5, "{err}");
+        // And it is not a constant image: the pathway carries the features.
+        assert!(want.iter().any(|&v| (v - want[0]).abs() > 1e-3));
+    }
+
+    #[test]
+    fn one_channel_per_electrode_is_an_end_to_end_option() {
+        let dev = Default::default();
+        let mut cfg = config(DecoderKind::EndToEnd);
+        cfg.channel_per_electrode = true;
+        assert_eq!(cfg.in_channels(), cfg.electrodes.len());
+        let dec = Decoder::<B>::random(cfg.clone(), 1, &dev).unwrap();
+        let mut out = vec![0.0; cfg.image_len()];
+        dec.reconstruct(&features(&cfg, 1, 0), &mut out).unwrap();
+        assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
+        let mut spatial = config(DecoderKind::Spatial);
+        spatial.channel_per_electrode = true;
+        assert!(Decoder::<B>::random(spatial, 1, &dev).is_err());
     }
 
     #[test]

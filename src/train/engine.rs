@@ -23,6 +23,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::host::{HostGan, StepLosses};
+use super::rf_encoding::{feature_tensor, RfEncoder};
 use super::{Discriminator, LossWeights, PerceptualLoss};
 use crate::decoder::{DecoderModel, DenseMapLayer, GaussianRfLayer};
 
@@ -56,6 +57,8 @@ pub struct StepSettings {
     pub lr: f64,
     pub rf_lr: f64,
     pub losses: LossWeights,
+    /// Weight of the learned RF layer's encoding loss ([`RfEncoder`]; 0: off).
+    pub rf_encoding: f64,
 }
 
 /// A batch: the decoder input (built on the host for the fixed-RF kinds) or the
@@ -95,6 +98,7 @@ pub struct BurnEngine<B: AutodiffBackend> {
     opt_g: Opt<DecoderModel<B>, B>,
     opt_rf: Opt<GaussianRfLayer<B>, B>,
     opt_d: Opt<Discriminator<B>, B>,
+    rf_encoder: RfHead<B>,
     pool: HistoryPool<B>,
     bce: BinaryCrossEntropyLoss<B>,
 }
@@ -107,6 +111,59 @@ pub struct HostEngine<B: AutodiffBackend> {
     disc: Discriminator<B>,
     opt_rf: Opt<GaussianRfLayer<B>, B>,
     opt_dense: Opt<DenseMapLayer<B>, B>,
+    rf_encoder: RfHead<B>,
+}
+
+/// The RF layer's encoding head and its optimiser (made at the first step that uses it;
+/// not part of checkpoints: a resumed run starts it afresh).
+pub struct RfHead<B: AutodiffBackend> {
+    head: Option<(RfEncoder<B>, Opt<RfEncoder<B>, B>)>,
+}
+
+impl<B: AutodiffBackend> RfHead<B> {
+    fn none() -> Self {
+        Self { head: None }
+    }
+
+    /// The encoding loss of `layer` on `batch` (weighted), creating the head if needed.
+    fn loss(
+        &mut self,
+        layer: &GaussianRfLayer<B>,
+        batch: &Batch,
+        weight: f64,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let (head, _) = self
+            .head
+            .get_or_insert_with(|| (RfEncoder::new(layer, device), AdamConfig::new().init()));
+        let nf = batch.features.len() / batch.n.max(1);
+        let r = Tensor::<B, 2>::from_data(
+            TensorData::new(batch.features.clone(), [batch.n, nf]),
+            device,
+        );
+        let phi = feature_tensor::<B>(&batch.images, batch.size, device);
+        head.loss(layer, phi, r).mul_scalar(weight)
+    }
+
+    /// One Adam step of the head on `grads` (at 20× the network's learning rate: the head is
+    /// a small linear read-out that has to keep up with the moving RFs).
+    fn step(&mut self, grads: &mut B::Gradients, lr: f64) {
+        if let Some((head, opt)) = self.head.take() {
+            let g = GradientsParams::from_module(grads, &head);
+            let head = opt_step(opt, lr, head, g);
+            self.head = Some(head);
+        }
+    }
+}
+
+fn opt_step<B: AutodiffBackend>(
+    mut opt: Opt<RfEncoder<B>, B>,
+    lr: f64,
+    head: RfEncoder<B>,
+    grads: GradientsParams,
+) -> (RfEncoder<B>, Opt<RfEncoder<B>, B>) {
+    let head = opt.step(lr, head, grads);
+    (head, opt)
 }
 
 /// The pix2pix history pool of the Burn engine: half the time the discriminator sees an
@@ -138,6 +195,9 @@ impl<B: Backend> HistoryPool<B> {
         Tensor::stack(out, 0)
     }
 }
+
+/// Adam's ε for the learned RF layer (PyTorch's default).
+pub const RF_EPSILON: f32 = 1e-8;
 
 fn adam(beta1: f64) -> AdamConfig {
     AdamConfig::new().with_beta_1(beta1 as f32)
@@ -220,7 +280,9 @@ impl<B: AutodiffBackend> Engine<B> {
             EngineChoice::Auto => runs_on_host::<B>(),
         };
         let a = adam(optimisers.beta1);
-        let rf = adam(optimisers.rf_beta1);
+        // The RF centres' gradients are ~1e-6 per pixel: Burn's default ε (1e-5) would
+        // swamp Adam's normalisation and shrink their steps ~100×; PyTorch's ε (1e-8) does not.
+        let rf = adam(optimisers.rf_beta1).with_epsilon(RF_EPSILON);
         if host {
             let mut gan = HostGan::new(&model.unet, &disc, pool_size, optimisers.beta1);
             gan.freeze_generator = optimisers.freeze_unet;
@@ -230,6 +292,7 @@ impl<B: AutodiffBackend> Engine<B> {
                 disc,
                 opt_rf: rf.init(),
                 opt_dense: a.init(),
+                rf_encoder: RfHead::none(),
             }))
         } else {
             Engine::Burn(Box::new(BurnEngine {
@@ -239,6 +302,7 @@ impl<B: AutodiffBackend> Engine<B> {
                 opt_g: a.init(),
                 opt_rf: rf.init(),
                 opt_d: a.init(),
+                rf_encoder: RfHead::none(),
                 pool: HistoryPool {
                     size: pool_size,
                     items: Vec::new(),
@@ -513,7 +577,16 @@ impl<B: AutodiffBackend> BurnEngine<B> {
             g_extra = Some(mean_of(feat.clone()));
             loss_g = loss_g + feat.mul_scalar(w.vgg);
         }
+        let mut rf_encoding = None;
+        if let (Some(layer), true) = (&self.model.gaussian, settings.rf_encoding > 0.0) {
+            let enc = self
+                .rf_encoder
+                .loss(layer, batch, settings.rf_encoding, device);
+            rf_encoding = Some(mean_of(enc.clone()) / settings.rf_encoding);
+            loss_g = loss_g + enc;
+        }
         let mut grads = loss_g.backward();
+        self.rf_encoder.step(&mut grads, 20.0 * settings.lr);
         let model = self.model.clone();
         self.model = match model.gaussian.clone() {
             // The RF layer has a learning rate of its own.
@@ -541,6 +614,7 @@ impl<B: AutodiffBackend> BurnEngine<B> {
             g_adversarial,
             g_pixel_l1,
             g_extra,
+            rf_encoding,
         })
     }
 }
@@ -596,10 +670,20 @@ impl<B: AutodiffBackend> HostEngine<B> {
             learned,
             extra,
         )?;
+        let mut losses = losses;
         if let (Some(x_tensor), Some(dx)) = (x_tensor, dx) {
             // The learned input layer's backward pass, in Burn: d(Σ x·∂L/∂x) = ∂L/∂x.
             let dx = Tensor::<B, 4>::from_data(TensorData::new(dx, x_tensor.dims()), device);
-            let mut grads = (x_tensor * dx).sum().backward();
+            let mut total = (x_tensor * dx).sum();
+            if let (Some(layer), true) = (&self.model.gaussian, settings.rf_encoding > 0.0) {
+                let enc = self
+                    .rf_encoder
+                    .loss(layer, batch, settings.rf_encoding, device);
+                losses.rf_encoding = Some(mean_of(enc.clone()) / settings.rf_encoding);
+                total = total + enc;
+            }
+            let mut grads = total.backward();
+            self.rf_encoder.step(&mut grads, 20.0 * settings.lr);
             if let Some(layer) = self.model.gaussian.take() {
                 let g = GradientsParams::from_module(&mut grads, &layer);
                 self.model.gaussian = Some(self.opt_rf.step(settings.rf_lr, layer, g));

@@ -20,6 +20,7 @@
 pub mod discriminator;
 pub mod engine;
 pub mod host;
+pub mod rf_encoding;
 pub mod vgg;
 
 use std::path::{Path, PathBuf};
@@ -127,6 +128,12 @@ pub struct TrainOptions {
     /// Keep the U-Net's weights fixed (only the input layer learns).
     #[serde(default)]
     pub freeze_unet: bool,
+    /// End-to-end: one U-Net input channel per electrode instead of per array.
+    #[serde(default)]
+    pub channel_per_electrode: bool,
+    /// Weight of the learned RF layer's encoding loss ([`rf_encoding`]; 0: off).
+    #[serde(default)]
+    pub rf_encoding_weight: f64,
 }
 
 /// Where the learned RF layer's centres start.
@@ -161,6 +168,9 @@ pub struct EpochLog {
     /// Mean VGG19 feature L1 (with the perceptual loss).
     #[serde(default)]
     pub g_vgg: Option<f64>,
+    /// Mean encoding loss of the learned RF layer (when on).
+    #[serde(default)]
+    pub rf_encoding: Option<f64>,
     /// Pixel L1 of the first 64 test-split trials (single trials, running BatchNorm
     /// statistics), if there is a test split.
     pub test_pixel_l1: Option<f64>,
@@ -280,6 +290,7 @@ impl<'a> TrainingData<'a> {
         let stats = ds.norm_stats(&train_trials, &channels);
         let mut config = config;
         config.linear_pathway = opts.linear_pathway.clone();
+        config.channel_per_electrode = opts.channel_per_electrode;
         if opts.rf_start == RfStart::Centroids {
             array_centroids(&mut config);
         }
@@ -524,12 +535,14 @@ pub fn train<B: AutodiffBackend>(
             lr: opts.lr * factor,
             rf_lr: opts.rf_lr * factor,
             losses: opts.losses,
+            rf_encoding: opts.rf_encoding_weight,
         };
         let mut rng =
             rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(epoch as u64 * 7919));
         let mut order = data.train_trials.clone();
         order.shuffle(&mut rng);
         let (mut sum_d, mut sum_adv, mut sum_pix, mut sum_vgg) = (0.0, 0.0, 0.0, 0.0);
+        let mut sum_enc = None;
         // The next batches are cut on a thread of their own while a step runs.
         std::thread::scope(|scope| -> anyhow::Result<()> {
             let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
@@ -551,6 +564,9 @@ pub fn train<B: AutodiffBackend>(
                 sum_adv += l.g_adversarial.unwrap_or(0.0);
                 sum_pix += l.g_pixel_l1;
                 sum_vgg += l.g_extra.unwrap_or(0.0);
+                if let Some(e) = l.rf_encoding {
+                    *sum_enc.get_or_insert(0.0) += e;
+                }
                 bar.inc(1);
             }
             Ok(())
@@ -569,6 +585,7 @@ pub fn train<B: AutodiffBackend>(
             g_adversarial: adversarial.then_some(sum_adv / k),
             g_pixel_l1: sum_pix / k,
             g_vgg: perceptual.is_some().then_some(sum_vgg / k),
+            rf_encoding: sum_enc.map(|s| s / k),
             test_pixel_l1,
             seconds,
             samples_per_s: (steps_per_epoch * opts.batch) as f64 / seconds.max(1e-9),
@@ -773,11 +790,11 @@ fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<
         &serde_json::json!({ "options": opts, "summary": summary }),
     )?;
     let mut csv = String::from(
-        "epoch,d,g_adversarial,g_pixel_l1,g_vgg,test_pixel_l1,seconds,samples_per_s\n",
+        "epoch,d,g_adversarial,g_pixel_l1,g_vgg,test_pixel_l1,seconds,samples_per_s,rf_encoding\n",
     );
     for e in &summary.epochs {
         csv.push_str(&format!(
-            "{},{},{},{:.6},{},{},{:.2},{:.2}\n",
+            "{},{},{},{:.6},{},{},{:.2},{:.2},{}\n",
             e.epoch,
             e.d.map_or(String::new(), |v| format!("{v:.6}")),
             e.g_adversarial.map_or(String::new(), |v| format!("{v:.6}")),
@@ -785,7 +802,8 @@ fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<
             e.g_vgg.map_or(String::new(), |v| format!("{v:.6}")),
             e.test_pixel_l1.map_or(String::new(), |v| format!("{v:.6}")),
             e.seconds,
-            e.samples_per_s
+            e.samples_per_s,
+            e.rf_encoding.map_or(String::new(), |v| format!("{v:.6}")),
         ));
     }
     std::fs::write(opts.out.join("losses.csv"), csv)?;

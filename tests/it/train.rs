@@ -2,6 +2,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Tensor, TensorData};
 
 use monkeysee::dataset::Dataset;
+use monkeysee::decoder::linear::LinearPathwayConfig;
 use monkeysee::decoder::{
     CpuBackend, CpuTrainBackend, Decoder, DecoderConfig, DecoderKind, ElectrodeSpec,
     GaussianRfLayer,
@@ -66,6 +67,8 @@ fn options(
         rf_start: RfStart::Table,
         init_unet: None,
         freeze_unet: false,
+        channel_per_electrode: false,
+        rf_encoding_weight: 0.0,
     }
 }
 
@@ -76,16 +79,20 @@ fn training_lowers_the_loss_and_the_model_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let sim = tiny_dataset(dir.path());
     let out = dir.path().join("model");
-    for kind in [
-        DecoderKind::EndToEnd,
-        DecoderKind::Spatial,
-        DecoderKind::Spatiotemporal,
-        DecoderKind::Baseline,
+    let pathway = |residual| LinearPathwayConfig { side: 8, residual };
+    for (kind, linear) in [
+        (DecoderKind::EndToEnd, None),
+        (DecoderKind::Spatial, None),
+        (DecoderKind::Spatiotemporal, None),
+        (DecoderKind::Baseline, None),
+        (DecoderKind::Spatial, Some(pathway(true))),
+        (DecoderKind::EndToEnd, Some(pathway(false))),
     ] {
         // One batch of four trials, seen 40 times: the generator must start to fit it.
         let mut opts = options(&sim, &out, kind, 40);
         opts.max_trials = Some(4);
         opts.checkpoint_every = 0;
+        opts.linear_pathway = linear.clone();
         let summary = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
         let first = &summary.epochs[0];
         let last = summary.epochs.last().unwrap();
@@ -110,6 +117,16 @@ fn training_lowers_the_loss_and_the_model_round_trips() {
         let device = Default::default();
         let decoder = Decoder::<CpuBackend>::load(&out, &device).unwrap();
         assert_eq!(decoder.config().kind, kind);
+        assert_eq!(decoder.config().linear_pathway, linear);
+        // The maps were scaled to unit variance: fixed maps are mostly zeros and small
+        // values, summed Gaussians larger.
+        let scale = decoder.config().input_scale;
+        match kind {
+            DecoderKind::Spatial | DecoderKind::Spatiotemporal => {
+                assert!(scale > 1.0, "{kind}: {scale}")
+            }
+            _ => assert!(scale > 0.0 && scale != 1.0, "{kind}: {scale}"),
+        }
         let ds = Dataset::open(&opts.data).unwrap();
         let stats = monkeysee::daemon::load_norm_stats(&out, sim.rig.electrodes.len())
             .unwrap()
@@ -300,18 +317,22 @@ fn training_is_deterministic_for_a_seed() {
     };
     let (losses, img) = run("a", 5);
     let again = run("b", 5);
+    // Everything but the timing columns (seconds, samples/s).
+    let columns = |csv: &str| -> Vec<String> {
+        csv.lines()
+            .map(|l| {
+                l.split(',')
+                    .enumerate()
+                    .filter(|(i, _)| !matches!(i, 6 | 7))
+                    .map(|(_, v)| v)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect()
+    };
     assert_eq!(
-        losses
-            .lines()
-            .skip(1)
-            .map(|l| l.rsplitn(3, ',').nth(2).unwrap().to_string())
-            .collect::<Vec<_>>(),
-        again
-            .0
-            .lines()
-            .skip(1)
-            .map(|l| l.rsplitn(3, ',').nth(2).unwrap().to_string())
-            .collect::<Vec<_>>(),
+        columns(&losses),
+        columns(&again.0),
         "same seed, different losses"
     );
     assert!(img == again.1, "same seed, different reconstructions");
@@ -319,6 +340,33 @@ fn training_is_deterministic_for_a_seed() {
         img != run("c", 6).1,
         "another seed, the same reconstruction"
     );
+}
+
+/// `--rf-start centroids`: the learned RF layer starts every electrode at its array's mean
+/// RF, and the saved config says so (it is what eval measures recovery from).
+#[test]
+fn rf_layers_can_start_at_array_centroids() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tiny_dataset(dir.path());
+    let out = dir.path().join("centroids");
+    let mut opts = options(&sim, &out, DecoderKind::EndToEnd, 1);
+    opts.rf_start = RfStart::Centroids;
+    opts.checkpoint_every = 0;
+    train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
+    let config = Decoder::<CpuBackend>::load(&out, &Default::default())
+        .unwrap()
+        .config()
+        .clone();
+    for a in 0..config.n_arrays {
+        let rfs: Vec<[f32; 3]> = config
+            .electrodes
+            .iter()
+            .filter(|e| e.array == a)
+            .filter_map(|e| e.rf_px)
+            .collect();
+        assert!(rfs.len() > 1, "array {a}");
+        assert!(rfs.iter().all(|rf| rf == &rfs[0]), "array {a}: {rfs:?}");
+    }
 }
 
 /// Training on a dataset recorded with other channels fails, saying which.
@@ -363,6 +411,7 @@ fn gaussian_rf_gradients_move_mu_toward_the_truth() {
             })
             .collect(),
         linear_pathway: None,
+        channel_per_electrode: false,
         input_scale: 1.0,
     };
     let target_layer = GaussianRfLayer::<B>::new(&config(&truth), &device);

@@ -316,12 +316,20 @@ impl HostGenerator {
             mut ups,
             out,
         } = tape;
+        // A residual output passes its gradient straight to the base image (the input's
+        // last 3 channels) too.
+        let mut to_base = None;
         if self.residual {
             // clamp passes the gradient where it did not clip.
             for (d, &o) in dy.iter_mut().zip(&out) {
                 if o <= 0.0 || o >= 1.0 {
                     *d = 0.0;
                 }
+            }
+            if input_grad {
+                let mut copy = ws.take(dy.len());
+                copy.copy_from_slice(&dy);
+                to_base = Some(copy);
             }
         } else {
             activation_backward(&mut dy, &out, Activation::Sigmoid);
@@ -388,8 +396,13 @@ impl HostGenerator {
         if let Some(b) = self.stem.bias.clone() {
             add_row_sums(&mut g[b], &d_h, n);
         }
-        let dx = input_grad.then(|| x.input_grad(self.stem_weight(), &d_h, ws));
+        let mut dx = input_grad.then(|| x.input_grad(self.stem_weight(), &d_h, ws));
         ws.give(d_h);
+        if let (Some(dx), Some(base)) = (dx.as_mut(), to_base) {
+            let start = dx.len() - base.len();
+            dx[start..].iter_mut().zip(&base).for_each(|(d, b)| *d += b);
+            ws.give(base);
+        }
         dx
     }
 
@@ -445,8 +458,8 @@ fn drop_tape(tape: DownTape, ws: &mut Workspace) {
 ///
 /// Its first convolution sees `cat(x, image)`: `W₁·im2col(cat(x, ŷ)) = W₁ₓ·im2col(x) +
 /// W₁ᵢ·im2col(ŷ)`. A step runs the discriminator three times on the same condition x (real,
-/// fake, and for the generator), so the condition's share is a [`Condition`] computed once
-/// per batch (its columns) and once per weight update (its product); a fake drawn from the
+/// fake, and for the generator), so the condition's input is a [`ConvInput`] made once per
+/// batch and its product a [`Condition`] made once per weight update; a fake drawn from the
 /// history pool with another condition brings a [`Patch`] for its sample.
 #[derive(Debug, Clone)]
 pub struct HostDiscriminator {
@@ -556,11 +569,6 @@ impl HostDiscriminator {
             pre,
             dz: ws.zeros(self.convs[0].c_out * n),
         }
-    }
-
-    /// Recomputes the condition's product after a weight update.
-    pub fn refresh(&self, x: &ConvInput, cond: &mut Condition) {
-        x.product(self.first_weight(false), &mut cond.pre, false);
     }
 
     /// Sample `sample`'s condition replaced by `x [in][side²]` (a pooled fake's).
