@@ -117,8 +117,11 @@ pub struct HostEngine<B: AutodiffBackend> {
 /// The RF layer's encoding head and its optimiser (made at the first step that uses it;
 /// not part of checkpoints: a resumed run starts it afresh).
 pub struct RfHead<B: AutodiffBackend> {
-    head: Option<(RfEncoder<B>, Opt<RfEncoder<B>, B>)>,
+    head: Option<HeadState<B>>,
 }
+
+/// The head and its optimiser.
+type HeadState<B> = (RfEncoder<B>, Opt<RfEncoder<B>, B>);
 
 impl<B: AutodiffBackend> RfHead<B> {
     fn none() -> Self {
@@ -161,7 +164,7 @@ fn opt_step<B: AutodiffBackend>(
     lr: f64,
     head: RfEncoder<B>,
     grads: GradientsParams,
-) -> (RfEncoder<B>, Opt<RfEncoder<B>, B>) {
+) -> HeadState<B> {
     let head = opt.step(lr, head, grads);
     (head, opt)
 }
