@@ -2,9 +2,9 @@
 //!
 //! It simulates a short session of the synthetic monkey the shipped model was trained
 //! on (new images, the same animal), replays it over LSL on loopback at real time,
-//! and runs the daemon on it with the shipped end-to-end decoder: reconstructions
-//! beside the true stimuli in a window, or PNG frames and a contact sheet without a
-//! display, and the latency summary at the end.
+//! and runs the daemon on it with the shipped end-to-end decoder (with its linear
+//! pathway): reconstructions beside the true stimuli in a window, or PNG frames and a
+//! contact sheet without a display, and the latency summary at the end.
 //!
 //! The synthetic rig (`firmware-config/synthetic.toml` + its RF table) and the demo
 //! model (`models/demo-e2e`, rebuilt by `tools/train-demo-model`) are built into the

@@ -320,6 +320,14 @@ struct TrainArgs {
     /// Let the learning rate fall linearly to zero over the last N epochs.
     #[arg(long, default_value_t = 0, value_name = "N")]
     lr_decay_epochs: usize,
+    /// Hold out the images of the last N training trials as a validation set (not trained
+    /// on; its pixel L1 is logged every epoch, in losses.csv and loss.png).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    validation: usize,
+    /// Save the model of the epoch with the lowest validation L1 rather than the last one
+    /// (early stopping; needs --validation).
+    #[arg(long)]
+    keep_best: bool,
     /// Adam's beta1 for the learned RF layer (default: --beta1).
     #[arg(long)]
     rf_beta1: Option<f64>,
@@ -624,6 +632,8 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         freeze_unet: args.freeze_unet,
         channel_per_electrode: args.channel_per_electrode,
         rf_encoding_weight: args.rf_encoding_weight,
+        validation: args.validation,
+        keep_best: args.keep_best,
     };
     match &opts.vgg_weights {
         Some(p) => eprintln!(
@@ -672,7 +682,19 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             .map_or(String::new(), |t| format!(", test L1 {t:.4}")),
         last.samples_per_s
     );
-    println!("model written to {}", args.out.display());
+    match summary
+        .epochs
+        .iter()
+        .find(|e| e.epoch == summary.saved_epoch)
+    {
+        Some(e) if summary.saved_epoch != last.epoch => println!(
+            "model written to {} (epoch {}: the lowest validation L1, {:.4})",
+            args.out.display(),
+            e.epoch,
+            e.validation_pixel_l1.unwrap_or(f64::NAN)
+        ),
+        _ => println!("model written to {}", args.out.display()),
+    }
     Ok(())
 }
 

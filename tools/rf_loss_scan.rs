@@ -5,7 +5,8 @@
 //! For each of `--electrodes` electrodes of an area (random, seeded), with everything else
 //! frozen, the electrode's centre is moved along the line from its learned position toward
 //! its true one (the simulator's `rf-truth.csv`), `s` pixels at a time (s = 0 is the
-//! learned centre, s = d the truth), and the model's pixel L1 is measured on `--batches`
+//! learned centre, s = d the truth; along x for a centre already at the truth), and the
+//! model's pixel L1 is measured on `--batches`
 //! fixed batches of 8 training trials (inference mode). Reported per electrode: where the
 //! loss is lowest along the line (s*), the distance to the truth (d), and the loss slope at
 //! s = 0 against the spread of that slope over batches (what one training step sees).
@@ -157,8 +158,13 @@ fn main() -> anyhow::Result<()> {
         // The truth in pixels (y down).
         let (tx, ty) = (c + t.x_deg * ppd, c - t.y_deg * ppd);
         let (dx, dy) = (tx - mx[e] as f64, ty - my[e] as f64);
-        let d = (dx * dx + dy * dy).sqrt().max(1e-9);
-        let (ux, uy) = (dx / d, dy / d);
+        let d = (dx * dx + dy * dy).sqrt();
+        // At the truth already (a model trained on the true RFs): scan along x.
+        let (ux, uy) = if d < 0.5 {
+            (1.0, 0.0)
+        } else {
+            (dx / d, dy / d)
+        };
         let base = losses(model.clone())?;
         let mut curve = Vec::new();
         for s in -a.range..=a.range {

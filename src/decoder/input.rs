@@ -55,7 +55,7 @@ impl FixedRfMaps {
         let size = config.image_size;
         let n_e = config.electrodes.len();
         let wpe = config.windows_per_electrode;
-        let n_channels = config.in_channels();
+        let n_channels = config.map_channels();
         let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(n_e * wpe);
         let mut skipped = 0;
         for (e, spec) in config.electrodes.iter().enumerate() {

@@ -134,6 +134,14 @@ pub struct TrainOptions {
     /// Weight of the learned RF layer's encoding loss ([`rf_encoding`]; 0: off).
     #[serde(default)]
     pub rf_encoding_weight: f64,
+    /// Hold out the images of the last this many training trials (every trial showing one
+    /// of them) as a validation set: not trained on, its pixel L1 logged every epoch.
+    #[serde(default)]
+    pub validation: usize,
+    /// Save the model of the epoch with the lowest validation pixel L1 instead of the
+    /// last one (needs `validation`).
+    #[serde(default)]
+    pub keep_best: bool,
 }
 
 /// Where the learned RF layer's centres start.
@@ -174,6 +182,9 @@ pub struct EpochLog {
     /// Pixel L1 of the first 64 test-split trials (single trials, running BatchNorm
     /// statistics), if there is a test split.
     pub test_pixel_l1: Option<f64>,
+    /// Pixel L1 of the validation trials (with `TrainOptions::validation`).
+    #[serde(default)]
+    pub validation_pixel_l1: Option<f64>,
     pub seconds: f64,
     pub samples_per_s: f64,
 }
@@ -183,9 +194,15 @@ pub struct EpochLog {
 pub struct TrainSummary {
     pub epochs: Vec<EpochLog>,
     pub train_trials: usize,
+    #[serde(default)]
+    pub validation_trials: usize,
     pub test_trials: usize,
     pub parameters: usize,
     pub out: PathBuf,
+    /// The epoch whose model was saved (the last, or with `keep_best` the one with the
+    /// lowest validation L1).
+    #[serde(default)]
+    pub saved_epoch: usize,
 }
 
 /// Training state saved in `checkpoint/state.json`.
@@ -223,6 +240,7 @@ struct TrainingData<'a> {
     set: crate::config::WindowSetKind,
     stats: NormStats,
     train_trials: Vec<usize>,
+    validation_trials: Vec<usize>,
     test_trials: Vec<usize>,
     pathway: Option<Pathway>,
 }
@@ -279,10 +297,16 @@ impl<'a> TrainingData<'a> {
         if let Some(m) = opts.max_trials {
             train_trials.truncate(m);
         }
+        let validation_trials = hold_out(&ds, &mut train_trials, opts.validation);
         if train_trials.len() < opts.batch {
             bail!(
-                "the dataset has {} training trials, fewer than one batch of {}",
+                "the dataset has {} training trials{}, fewer than one batch of {}",
                 train_trials.len(),
+                if validation_trials.is_empty() {
+                    String::new()
+                } else {
+                    format!(" besides the {} validation trials", validation_trials.len())
+                },
                 opts.batch
             );
         }
@@ -303,6 +327,7 @@ impl<'a> TrainingData<'a> {
             fixed,
             stats,
             train_trials,
+            validation_trials,
             test_trials,
             pathway: None,
         };
@@ -465,6 +490,9 @@ pub fn train<B: AutodiffBackend>(
     if opts.epochs == 0 || opts.width == 0 || opts.disc_width == 0 {
         bail!("--epochs, --width and --disc-width must be at least 1");
     }
+    if opts.keep_best && opts.validation == 0 {
+        bail!("--keep-best picks the epoch by its validation loss: give --validation N too");
+    }
     let mut data = TrainingData::open(opts, rig)?;
     let mut model: DecoderModel<B> = DecoderModel::new(&data.config, opts.seed, device)?;
     if let Some(p) = &data.pathway {
@@ -517,6 +545,17 @@ pub fn train<B: AutodiffBackend>(
         history = state.epochs;
     }
     let test_batch = data.batch(&data.test_trials);
+    let validation_batches: Vec<Batch> = data
+        .validation_trials
+        .chunks(64)
+        .map(|t| data.batch(t))
+        .collect();
+    // With --keep-best the folder holds the best model so far (a resumed run goes on from
+    // the best in its history).
+    let mut best = history
+        .iter()
+        .filter_map(|e| e.validation_pixel_l1.map(|v| (v, e.epoch)))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
     let steps_per_epoch = data.train_trials.len() / opts.batch;
     let bar = progress_bar(
         opts.progress,
@@ -578,6 +617,15 @@ pub fn train<B: AutodiffBackend>(
         } else {
             Some(engine.test_l1(&test_batch, device)?)
         };
+        let validation_pixel_l1 = if validation_batches.is_empty() {
+            None
+        } else {
+            let mut sum = 0.0;
+            for b in &validation_batches {
+                sum += engine.test_l1(b, device)? * b.n as f64;
+            }
+            Some(sum / data.validation_trials.len() as f64)
+        };
         let adversarial = opts.losses.adversarial != 0.0;
         let log = EpochLog {
             epoch: epoch + 1,
@@ -587,11 +635,12 @@ pub fn train<B: AutodiffBackend>(
             g_vgg: perceptual.is_some().then_some(sum_vgg / k),
             rf_encoding: sum_enc.map(|s| s / k),
             test_pixel_l1,
+            validation_pixel_l1,
             seconds,
             samples_per_s: (steps_per_epoch * opts.batch) as f64 / seconds.max(1e-9),
         };
         bar.set_message(format!(
-            "epoch {}{} L1 {:.4}{}{}",
+            "epoch {}{} L1 {:.4}{}{}{}",
             log.epoch,
             match (log.d, log.g_adversarial) {
                 (Some(d), Some(g)) => format!(" D {d:.3} G adv {g:.3}"),
@@ -599,9 +648,17 @@ pub fn train<B: AutodiffBackend>(
             },
             log.g_pixel_l1,
             log.g_vgg.map_or(String::new(), |v| format!(" VGG {v:.4}")),
+            log.validation_pixel_l1
+                .map_or(String::new(), |t| format!(" validation L1 {t:.4}")),
             log.test_pixel_l1
                 .map_or(String::new(), |t| format!(" test L1 {t:.4}"))
         ));
+        if let (true, Some(v)) = (opts.keep_best, log.validation_pixel_l1) {
+            if best.is_none_or(|(b, _)| v < b) {
+                best = Some((v, log.epoch));
+                save_model(opts, &config, &mut engine, &data, device)?;
+            }
+        }
         history.push(log);
         let last = epoch + 1 == opts.epochs;
         if last || (opts.checkpoint_every > 0 && (epoch + 1) % opts.checkpoint_every == 0) {
@@ -621,19 +678,53 @@ pub fn train<B: AutodiffBackend>(
     }
     bar.finish();
 
-    // The model the daemon loads.
-    let decoder = Decoder::from_model(config.clone(), engine.model().valid(), device)?;
-    decoder.save(&opts.out)?;
-    write_json(&opts.out.join("normalization.json"), &data.stats)?;
+    // The model the daemon loads (with --keep-best, already saved at its epoch).
+    let saved_epoch = match best {
+        Some((_, epoch)) if opts.keep_best => epoch,
+        _ => {
+            save_model(opts, &config, &mut engine, &data, device)?;
+            opts.epochs
+        }
+    };
     let summary = TrainSummary {
         epochs: history,
         train_trials: data.train_trials.len(),
+        validation_trials: data.validation_trials.len(),
         test_trials: data.test_trials.len(),
         parameters,
         out: opts.out.clone(),
+        saved_epoch,
     };
     write_reports(opts, &summary)?;
     Ok(summary)
+}
+
+/// Writes the engine's current model and the normalisation into `opts.out`.
+fn save_model<B: AutodiffBackend>(
+    opts: &TrainOptions,
+    config: &DecoderConfig,
+    engine: &mut Engine<B>,
+    data: &TrainingData<'_>,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    let decoder = Decoder::from_model(config.clone(), engine.model().valid(), device)?;
+    decoder.save(&opts.out)?;
+    write_json(&opts.out.join("normalization.json"), &data.stats)
+}
+
+/// Takes the validation trials out of `train`: every trial showing the image of one of its
+/// last `n` trials (so no validation image is also trained on).
+fn hold_out(ds: &Dataset, train: &mut Vec<usize>, n: usize) -> Vec<usize> {
+    let n = n.min(train.len());
+    let images: std::collections::HashSet<usize> = train[train.len() - n..]
+        .iter()
+        .map(|&t| ds.trial_image[t])
+        .collect();
+    let (validation, kept): (Vec<usize>, Vec<usize>) = train
+        .iter()
+        .partition(|&&t| images.contains(&ds.trial_image[t]));
+    *train = kept;
+    validation
 }
 
 /// Copies the U-Net (and the linear pathway, if both have one) of the model in `dir`, which
@@ -790,11 +881,11 @@ fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<
         &serde_json::json!({ "options": opts, "summary": summary }),
     )?;
     let mut csv = String::from(
-        "epoch,d,g_adversarial,g_pixel_l1,g_vgg,test_pixel_l1,seconds,samples_per_s,rf_encoding\n",
+        "epoch,d,g_adversarial,g_pixel_l1,g_vgg,test_pixel_l1,seconds,samples_per_s,rf_encoding,validation_pixel_l1\n",
     );
     for e in &summary.epochs {
         csv.push_str(&format!(
-            "{},{},{},{:.6},{},{},{:.2},{:.2},{}\n",
+            "{},{},{},{:.6},{},{},{:.2},{:.2},{},{}\n",
             e.epoch,
             e.d.map_or(String::new(), |v| format!("{v:.6}")),
             e.g_adversarial.map_or(String::new(), |v| format!("{v:.6}")),
@@ -804,6 +895,8 @@ fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<
             e.seconds,
             e.samples_per_s,
             e.rf_encoding.map_or(String::new(), |v| format!("{v:.6}")),
+            e.validation_pixel_l1
+                .map_or(String::new(), |v| format!("{v:.6}")),
         ));
     }
     std::fs::write(opts.out.join("losses.csv"), csv)?;
@@ -837,6 +930,10 @@ fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<
             Series {
                 name: "train",
                 points: xy(&|e| Some(e.g_pixel_l1)),
+            },
+            Series {
+                name: "validation",
+                points: xy(&|e| e.validation_pixel_l1),
             },
             Series {
                 name: "test",

@@ -69,6 +69,8 @@ fn options(
         freeze_unet: false,
         channel_per_electrode: false,
         rf_encoding_weight: 0.0,
+        validation: 0,
+        keep_best: false,
     }
 }
 
@@ -344,6 +346,76 @@ fn training_is_deterministic_for_a_seed() {
 
 /// `--rf-start centroids`: the learned RF layer starts every electrode at its array's mean
 /// RF, and the saved config says so (it is what eval measures recovery from).
+/// `--validation` holds images out of training and logs their loss each epoch;
+/// `--keep-best` saves the model of the epoch where that loss was lowest: the same model a
+/// run stopped at that epoch saves (training is deterministic for a seed).
+#[test]
+fn keep_best_saves_the_epoch_with_the_lowest_validation_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = tiny_dataset(dir.path());
+    let ds = Dataset::open(&sim.out.join("dataset")).unwrap();
+    let n_train = ds.split(false).len();
+    let run = |name: &str, epochs: usize, keep_best: bool| {
+        let out = dir.path().join(name);
+        let mut opts = options(&sim, &out, DecoderKind::Spatial, epochs);
+        opts.checkpoint_every = 0;
+        opts.lr = 2e-2; // large steps, so the validation loss does not fall every epoch
+        opts.validation = 4;
+        opts.keep_best = keep_best;
+        let summary = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
+        let decoder = Decoder::<CpuBackend>::load(&out, &Default::default()).unwrap();
+        let stats = monkeysee::daemon::load_norm_stats(&out, sim.rig.electrodes.len())
+            .unwrap()
+            .unwrap();
+        let mut f = Vec::new();
+        let mut img = vec![0.0f32; decoder.config().image_len()];
+        ds.features(
+            0,
+            &sim.rig,
+            monkeysee::config::WindowSetKind::Tw15,
+            &stats,
+            &mut f,
+        );
+        decoder.reconstruct(&f, &mut img).unwrap();
+        (summary, img)
+    };
+    let (best, best_img) = run("best", 5, true);
+    assert_eq!(
+        best.validation_trials, 4,
+        "one presentation per training image"
+    );
+    assert_eq!(best.train_trials + best.validation_trials, n_train);
+    let losses: Vec<f64> = best
+        .epochs
+        .iter()
+        .map(|e| e.validation_pixel_l1.expect("logged every epoch"))
+        .collect();
+    let argmin = 1
+        + (0..losses.len())
+            .min_by(|&a, &b| losses[a].total_cmp(&losses[b]))
+            .unwrap();
+    assert_eq!(best.saved_epoch, argmin, "{losses:?}");
+    let csv = std::fs::read_to_string(dir.path().join("best/losses.csv")).unwrap();
+    assert!(csv
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",validation_pixel_l1"));
+    let (stopped, stopped_img) = run("stopped", argmin, false);
+    assert_eq!(stopped.saved_epoch, argmin);
+    assert_eq!(best_img, stopped_img);
+    if argmin < 5 {
+        let (_, last_img) = run("last", 5, false);
+        assert_ne!(best_img, last_img, "the last epoch's model differs");
+    }
+
+    // Without a validation set there is nothing to pick by.
+    let mut opts = options(&sim, &dir.path().join("x"), DecoderKind::Spatial, 1);
+    opts.keep_best = true;
+    let err = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("--validation"), "{err}");
+}
+
 #[test]
 fn rf_layers_can_start_at_array_centroids() {
     let dir = tempfile::tempdir().unwrap();

@@ -135,7 +135,13 @@ impl HostGan {
     ) -> anyhow::Result<(StepLosses, Option<Vec<f32>>)> {
         // The whole step runs on one of Rayon's workers: its many short parallel loops then
         // split by work stealing instead of each handing a job from this thread to the pool
-        // and waiting (a context switch each; ~12 % of a step on two cores).
+        // and waiting (a context switch each; ~12 % of a step on two cores). Not with an
+        // extra loss: that runs Burn's autodiff, whose graph lock must never be waited for on
+        // a worker (a thread holding it may be waiting for the workers: a deadlock, seen
+        // with two trainings in one process).
+        if extra.is_some() {
+            return self.step_on_worker(x, y, batch, size, lr, weights, rng, input_grad, extra);
+        }
         rayon::scope(|_| {
             self.step_on_worker(x, y, batch, size, lr, weights, rng, input_grad, extra)
         })
