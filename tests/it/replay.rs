@@ -708,7 +708,7 @@ fn run_record_writes_what_the_daemon_consumed() {
 fn clock_offsets_and_a_clock_reset_are_applied_like_pyxdf() {
     // LabRecorder file whose streams' clock was reset mid-session (see its README):
     // raw stamps run from ~653150 back to ~0, with offsets -652340 s, then +1121 s.
-    let path = super::common::repo().join("../shared/data/xdf-examples/clock_resets.xdf");
+    let path = super::common::repo().join("tests/fixtures/xdf-examples/clock_resets.xdf");
     let file = xdf::read_file(&path).unwrap();
     let eeg_file = file.stream(StreamId(2)).unwrap();
     let mk_file = file.stream(StreamId(1)).unwrap();

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/xdf-examples")
+        .join("tests/fixtures/xdf-examples")
         .join(name)
 }
 
