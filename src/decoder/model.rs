@@ -581,6 +581,21 @@ mod tests {
         out
     }
 
+    /// Largest difference between the CPU inference path and Burn's folded U-Net ops on the
+    /// same input image.
+    fn host_vs_burn_ops(dec: &Decoder<B>, f: &[f32], batch: usize) -> f32 {
+        let ops = FoldedUNet::from_unet(&dec.model.unet)
+            .forward(dec.input_image(f, batch))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        reconstruct(dec, f, batch)
+            .iter()
+            .zip(&ops)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    }
+
     #[test]
     fn every_kind_reconstructs_an_rgb_image_in_unit_range() {
         let dev = Default::default();
@@ -628,19 +643,7 @@ mod tests {
         let cfg = config(DecoderKind::Spatial);
         let dec = Decoder::<B>::random(cfg.clone(), 4, &dev).unwrap();
         assert!(matches!(dec.unet, Generator::Host(_)));
-        let f = features(&cfg, 2, 1);
-        let host = reconstruct(&dec, &f, 2);
-        let x = dec.input_image(&f, 2);
-        let ops = FoldedUNet::from_unet(&dec.model.unet)
-            .forward(x)
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
-        let err = host
-            .iter()
-            .zip(&ops)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let err = host_vs_burn_ops(&dec, &features(&cfg, 2, 1), 2);
         assert!(err < 1e-5, "{err}");
     }
 
@@ -712,18 +715,7 @@ mod tests {
                 "{kind}"
             );
             // The CPU path and Burn's ops agree with a pathway too.
-            let x = dec.input_image(&f, 2);
-            let ops = FoldedUNet::from_unet(&dec.model.unet)
-                .forward(x)
-                .into_data()
-                .to_vec::<f32>()
-                .unwrap();
-            let host = reconstruct(&dec, &f, 2);
-            let err = host
-                .iter()
-                .zip(&ops)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let err = host_vs_burn_ops(&dec, &f, 2);
             assert!(err < 1e-5, "{kind}: {err}");
         }
     }

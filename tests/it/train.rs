@@ -74,6 +74,25 @@ fn options(
     }
 }
 
+/// The saved model in `out` (a TW-15 decoder) reconstructing the dataset's first trial.
+fn first_trial_reconstruction(out: &std::path::Path, sim: &SimOptions, ds: &Dataset) -> Vec<f32> {
+    let decoder = Decoder::<CpuBackend>::load(out, &Default::default()).unwrap();
+    let stats = monkeysee::daemon::load_norm_stats(out, sim.rig.electrodes.len())
+        .unwrap()
+        .unwrap();
+    let mut f = Vec::new();
+    let mut img = vec![0.0f32; decoder.config().image_len()];
+    ds.features(
+        0,
+        &sim.rig,
+        monkeysee::config::WindowSetKind::Tw15,
+        &stats,
+        &mut f,
+    );
+    decoder.reconstruct(&f, &mut img).unwrap();
+    img
+}
+
 /// Training steps on a tiny dataset lower the pixel loss; the saved model loads, gives
 /// the test loss training reported, and saves/loads again bit for bit.
 #[test]
@@ -298,23 +317,9 @@ fn training_is_deterministic_for_a_seed() {
         opts.seed = seed;
         opts.checkpoint_every = 0;
         train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
-        let decoder = Decoder::<CpuBackend>::load(&out, &Default::default()).unwrap();
-        let stats = monkeysee::daemon::load_norm_stats(&out, sim.rig.electrodes.len())
-            .unwrap()
-            .unwrap();
-        let mut f = Vec::new();
-        let mut img = vec![0.0f32; decoder.config().image_len()];
-        ds.features(
-            0,
-            &sim.rig,
-            monkeysee::config::WindowSetKind::Tw15,
-            &stats,
-            &mut f,
-        );
-        decoder.reconstruct(&f, &mut img).unwrap();
         (
             std::fs::read_to_string(out.join("losses.csv")).unwrap(),
-            img,
+            first_trial_reconstruction(&out, &sim, &ds),
         )
     };
     let (losses, img) = run("a", 5);
@@ -363,21 +368,7 @@ fn keep_best_saves_the_epoch_with_the_lowest_validation_loss() {
         opts.validation = 4;
         opts.keep_best = keep_best;
         let summary = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
-        let decoder = Decoder::<CpuBackend>::load(&out, &Default::default()).unwrap();
-        let stats = monkeysee::daemon::load_norm_stats(&out, sim.rig.electrodes.len())
-            .unwrap()
-            .unwrap();
-        let mut f = Vec::new();
-        let mut img = vec![0.0f32; decoder.config().image_len()];
-        ds.features(
-            0,
-            &sim.rig,
-            monkeysee::config::WindowSetKind::Tw15,
-            &stats,
-            &mut f,
-        );
-        decoder.reconstruct(&f, &mut img).unwrap();
-        (summary, img)
+        (summary, first_trial_reconstruction(&out, &sim, &ds))
     };
     let (best, best_img) = run("best", 5, true);
     assert_eq!(
