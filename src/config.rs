@@ -195,11 +195,15 @@ pub struct DisplayConfig {
     pub status_every: Millis,
 }
 
-/// Causal normalisation settings.
+/// Online normalisation settings (see [`crate::norm`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NormalisationConfig {
-    /// Time constant of the running mean/variance per electrode.
-    pub time_constant: Millis,
+    /// Weight of the model's training statistics, in presentations, when the
+    /// session's own presentations are pooled with them.
+    pub prior_presentations: f64,
+    /// When > 0, a calibration block: once this many presentations were seen, the
+    /// model's statistics are dropped and the session's own are used.
+    pub calibration_presentations: u64,
 }
 
 /// A validated rig configuration.
@@ -670,11 +674,18 @@ impl Validator<'_> {
             ));
         }
         let norm = &raw.normalisation;
-        if !positive(norm.time_constant_s) {
+        if norm.time_constant_s.is_some() {
             return Err(self.err(
                 Some(("[normalisation]", 0)),
                 "normalisation.time_constant_s",
-                "must be > 0",
+                "is no longer used: the statistics are per electrode and window over stimulus presentations; remove it (prior_presentations and calibration_presentations set them)",
+            ));
+        }
+        if !(norm.prior_presentations >= 0.0 && norm.prior_presentations.is_finite()) {
+            return Err(self.err(
+                Some(("[normalisation]", 0)),
+                "normalisation.prior_presentations",
+                "must be a number >= 0",
             ));
         }
 
@@ -701,7 +712,8 @@ impl Validator<'_> {
                 status_every: Millis(disp.status_every_s * 1000.0),
             },
             normalisation: NormalisationConfig {
-                time_constant: Millis(norm.time_constant_s * 1000.0),
+                prior_presentations: norm.prior_presentations,
+                calibration_presentations: norm.calibration_presentations,
             },
         })
     }
@@ -820,19 +832,26 @@ pub mod raw {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Normalisation {
-        #[serde(default = "default_tau")]
-        pub time_constant_s: f64,
+        #[serde(default = "default_prior")]
+        pub prior_presentations: f64,
+        #[serde(default)]
+        pub calibration_presentations: u64,
+        /// Gone: statistics are over presentations now; named in an error.
+        #[serde(default)]
+        pub time_constant_s: Option<f64>,
     }
 
     impl Default for Normalisation {
         fn default() -> Self {
             Normalisation {
-                time_constant_s: default_tau(),
+                prior_presentations: default_prior(),
+                calibration_presentations: 0,
+                time_constant_s: None,
             }
         }
     }
 
-    fn default_tau() -> f64 {
-        300.0
+    fn default_prior() -> f64 {
+        200.0
     }
 }

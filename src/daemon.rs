@@ -10,6 +10,7 @@
 //! miss is counted in [`Counters`]; per-frame timestamps travel with the frame and
 //! land in the presenting thread's histograms.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -74,27 +75,34 @@ pub fn window_set(kind: DecoderKind) -> WindowSetKind {
     }
 }
 
-/// Normalisation statistics saved beside a model (`normalization.json`), if any.
-pub fn load_norm_stats(model_dir: &Path, n_electrodes: usize) -> anyhow::Result<Option<NormStats>> {
+/// Normalisation statistics saved beside a model (`normalization.json`), if any,
+/// checked against the inputs the model reads (`windows` per electrode).
+pub fn load_norm_stats(
+    model_dir: &Path,
+    windows: usize,
+    n_electrodes: usize,
+) -> anyhow::Result<Option<NormStats>> {
     let p = model_dir.join("normalization.json");
     if !p.exists() {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    let s: NormStats = serde_json::from_str(&text).with_context(|| {
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?;
+    if value.get("estimator").is_none() && value.get("mean").is_some() {
+        bail!(
+            "{} holds per-electrode sample statistics from an older monkeysee; inputs are now z-scored per electrode and window over stimulus presentations: retrain the model with monkeysee train",
+            p.display()
+        );
+    }
+    let s: NormStats = serde_json::from_value(value).with_context(|| {
         format!(
-            "parsing {}: expected {{\"mean\": [...], \"std\": [...]}}",
+            "parsing {}: expected {{\"estimator\", \"windows\", \"mean\", \"std\", \"baseline_mean\", \"baseline_std\", \"presentations\"}}",
             p.display()
         )
     })?;
-    if s.mean.len() != n_electrodes || s.std.len() != n_electrodes {
-        bail!(
-            "{} has statistics for {} electrodes but the rig has {}; the model was trained for another rig",
-            p.display(),
-            s.mean.len(),
-            n_electrodes
-        );
-    }
+    s.check_shape(windows, n_electrodes)
+        .map_err(|m| anyhow::anyhow!("{}: {m}", p.display()))?;
     Ok(Some(s))
 }
 
@@ -144,6 +152,8 @@ pub struct RunOptions {
     pub stimuli_dir: Option<PathBuf>,
     /// Record the consumed streams (MUA and markers) to this XDF file.
     pub record: Option<PathBuf>,
+    /// Save every decoded frame's inputs and reconstruction in this folder.
+    pub save_inputs: Option<PathBuf>,
     /// Seconds to wait for the streams at start-up.
     pub resolve_timeout: f64,
     /// Threads for the decoder's compute pool (0 = all cores but one).
@@ -376,6 +386,7 @@ fn decode_thread<B: burn::tensor::backend::Backend>(
     slot: Arc<LatestSlot>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    save_inputs: Option<PathBuf>,
 ) {
     let built: anyhow::Result<(Decoder<B>, Option<NormStats>)> = (|| match &model {
         ModelSource::Random { kind, width, seed } => {
@@ -394,17 +405,25 @@ fn decode_thread<B: burn::tensor::backend::Backend>(
                     rig.path.display()
                 )
             })?;
-            let stats = load_norm_stats(dir, rig.electrodes.len())?;
+            let windows = rig.windows.windows_per_electrode(window_set(c.kind));
+            let stats = load_norm_stats(dir, windows, rig.electrodes.len())?;
             Ok((dec, stats))
         }
     })();
-    let decoder = match built {
-        Ok((d, stats)) => {
+    let built = built.and_then(|(d, stats)| {
+        let saver = save_inputs
+            .as_deref()
+            .map(|dir| InputSaver::create(dir, d.config().n_features(), d.config().image_size))
+            .transpose()?;
+        Ok((d, stats, saver))
+    });
+    let (decoder, mut saver) = match built {
+        Ok((d, stats, saver)) => {
             let _ = ready.send(Ok(Ready::Decoder {
                 config: d.config().clone(),
                 stats,
             }));
-            d
+            (d, saver)
         }
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -433,6 +452,12 @@ fn decode_thread<B: burn::tensor::backend::Backend>(
         let mut rgb = vec![0.0f32; 3 * size * size];
         let result = decoder.reconstruct(&frame.features, &mut rgb);
         let done = Instant::now();
+        if let (Some(s), Ok(())) = (saver.as_mut(), &result) {
+            if let Err(e) = s.push(&frame, &rgb) {
+                eprintln!("saving the decoder inputs stopped: {e:#}");
+                saver = None;
+            }
+        }
         let timings = FrameTimings {
             lsl_to_arrival_us: (frame.transport_delay.max(0.0) * 1e6) as u64,
             arrival_to_window_us: micros_between(frame.last_arrival, frame.ready_at),
@@ -461,6 +486,56 @@ fn decode_thread<B: burn::tensor::backend::Backend>(
             }
             Err(_) => Counters::inc(&counters.decode_errors),
         }
+    }
+    if let Some(s) = saver {
+        if let Err(e) = s.finish() {
+            eprintln!("saving the decoder inputs failed: {e:#}");
+        }
+    }
+}
+
+/// `run --save-inputs DIR`: every decoded frame's inputs and reconstruction, for
+/// offline analysis (`inputs.npy` float32 `[frames, features]`, `reconstructions.npy`
+/// float32 `[frames, 3, H, W]`, `frames.csv`: seq, onset LSL time, image id).
+struct InputSaver {
+    inputs: crate::dataset::writer::NpyRows,
+    recons: crate::dataset::writer::NpyRows,
+    csv: std::io::BufWriter<std::fs::File>,
+}
+
+impl InputSaver {
+    fn create(dir: &Path, features: usize, size: usize) -> anyhow::Result<InputSaver> {
+        use crate::dataset::writer::NpyRows;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let csv = dir.join("frames.csv");
+        let mut csv = std::io::BufWriter::new(
+            std::fs::File::create(&csv).with_context(|| format!("creating {}", csv.display()))?,
+        );
+        writeln!(csv, "seq,onset_lsl,image")?;
+        Ok(InputSaver {
+            inputs: NpyRows::create(&dir.join("inputs.npy"), &[features])?,
+            recons: NpyRows::create(&dir.join("reconstructions.npy"), &[3, size, size])?,
+            csv,
+        })
+    }
+
+    fn push(&mut self, frame: &FeatureFrame, rgb: &[f32]) -> anyhow::Result<()> {
+        self.inputs.push(&frame.features)?;
+        self.recons.push(rgb)?;
+        writeln!(
+            self.csv,
+            "{},{:.6},{}",
+            frame.seq,
+            frame.onset_lsl,
+            frame.image.as_ref().map_or("", |i| i.as_str())
+        )?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        self.csv.flush()?;
+        self.inputs.finish()?;
+        self.recons.finish()
     }
 }
 
@@ -501,6 +576,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
             counters.clone(),
             stop.clone(),
         );
+        let save = opts.save_inputs.clone();
         let h = match opts.device {
             ComputeDevice::Cpu => spawn_named("decode", move || {
                 decode_thread::<crate::decoder::CpuBackend>(
@@ -513,6 +589,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
                     slot,
                     counters,
                     stop,
+                    save,
                 )
             })?,
             ComputeDevice::Cuda => {
@@ -521,13 +598,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
                     let device = probe_cuda()?;
                     spawn_named("decode", move || {
                         decode_thread::<burn::backend::Cuda>(
-                            device, model, rig, ready, frames, free, slot, counters, stop,
+                            device, model, rig, ready, frames, free, slot, counters, stop, save,
                         )
                     })?
                 }
                 #[cfg(not(feature = "cuda"))]
                 {
-                    let _ = (model, rig, ready, frames, free, slot, counters, stop);
+                    let _ = (model, rig, ready, frames, free, slot, counters, stop, save);
                     bail!("this monkeysee was built without CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu");
                 }
             }

@@ -131,6 +131,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
         status: opts.status,
         stop: opts.stop,
         record: None,
+        save_inputs: None,
     });
     replay.stop();
     let replayed = replay.join();

@@ -29,7 +29,7 @@
 //! `grid.png` (Figure-1 style: the stimulus, then each model's and the linear decoder's
 //! reconstruction).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -306,6 +306,33 @@ fn test_images(ds: &Dataset) -> BTreeMap<usize, Vec<usize>> {
 /// Repeat-averaged and single-trial reconstructions of the test images by `decode`
 /// (features `[windows][electrodes]` → image), features from `features(trial)`.
 #[allow(clippy::type_complexity)]
+/// The test trials' inputs as the daemon computes them live
+/// ([`Dataset::online_features`]).
+struct OnlineInputs {
+    slot: HashMap<usize, usize>,
+    features: Vec<Vec<f32>>,
+}
+
+impl OnlineInputs {
+    fn new(
+        ds: &Dataset,
+        by_image: &BTreeMap<usize, Vec<usize>>,
+        rig: &RigConfig,
+        set: crate::config::WindowSetKind,
+        prior: &crate::norm::NormStats,
+    ) -> OnlineInputs {
+        let wanted: Vec<usize> = by_image.values().flatten().copied().collect();
+        OnlineInputs {
+            features: ds.online_features(&wanted, rig, set, prior),
+            slot: wanted.iter().enumerate().map(|(k, &t)| (t, k)).collect(),
+        }
+    }
+
+    fn of(&self, t: usize) -> Vec<f32> {
+        self.features[self.slot[&t]].clone()
+    }
+}
+
 fn reconstruct_tests(
     by_image: &BTreeMap<usize, Vec<usize>>,
     n_features: usize,
@@ -391,18 +418,17 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
                     rig.path.display()
                 )
             })?;
-        let stats = load_norm_stats(dir, rig.electrodes.len())?.with_context(|| {
+        let set = window_set(cfg.kind);
+        let stats = load_norm_stats(dir, rig.windows.windows_per_electrode(set), rig.electrodes.len())?.with_context(|| {
             format!("{} has no normalization.json (the training statistics); retrain with monkeysee train", dir.display())
         })?;
-        let set = window_set(cfg.kind);
+        // The inputs the daemon would compute live: its estimator, started from the
+        // model's statistics, over the session's presentations in onset order.
+        let online = OnlineInputs::new(&ds, &by_image, rig, set, &stats);
         let (averaged, single) = reconstruct_tests(
             &by_image,
             cfg.n_features(),
-            |t| {
-                let mut f = Vec::new();
-                ds.features(t, rig, set, &stats, &mut f);
-                f
-            },
+            |t| online.of(t),
             |features, n| {
                 let mut out = vec![0.0f32; n * cfg.image_len()];
                 for (f, o) in features
@@ -487,14 +513,17 @@ fn linear_entries(
     }
     let size = ds.meta.image_size;
     let q = 3 * size * size;
-    let channels: Vec<usize> = rig.electrodes.iter().map(|e| e.channel).collect();
-    let stats = ds.norm_stats(&train, &channels);
     let set = crate::config::WindowSetKind::Tw15;
+    // As `train` does: statistics over every presentation of the session for the fit,
+    // and the daemon's estimator, started from them, for the test trials.
+    let all: Vec<usize> = (0..ds.n_trials()).collect();
+    let stats = ds.norm_stats(&all, rig, set);
     let features_of = |t: usize| {
         let mut f = Vec::new();
         ds.features(t, rig, set, &stats, &mut f);
         f
     };
+    let online = OnlineInputs::new(ds, by_image, rig, set, &stats);
     let p_all = rig.electrodes.len();
     let mut x_all = Vec::with_capacity(train.len() * p_all);
     let mut y = Vec::with_capacity(train.len() * q);
@@ -528,7 +557,7 @@ fn linear_entries(
         let (averaged, single) = reconstruct_tests(
             by_image,
             p,
-            |t| pick(&features_of(t)),
+            |t| pick(&online.of(t)),
             |f, m| {
                 let mut pred = decoder.predict(f, m);
                 pred.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
@@ -545,7 +574,7 @@ fn linear_entries(
                 areas: areas.iter().map(|a| a.name().to_string()).collect(),
                 electrodes: p,
                 features:
-                    "TW-15 window mean per electrode, z-scored with the train split's statistics"
+                    "TW-15 window mean per electrode, z-scored per electrode over the session's presentations (the daemon's estimator for the test trials)"
                         .into(),
                 train_trials: train.len(),
                 validation_trials: validation,

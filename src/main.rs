@@ -37,6 +37,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Simulate a recording session from a rig and images: XDF session, numpy dataset, RF truth.
     Simulate(SimulateArgs),
+    /// Turn a recorded XDF session (LabRecorder's or ours) into a training dataset.
+    Dataset(DatasetArgs),
     /// Train a decoder (pix2pix U-Net + PatchGAN) on a dataset from `simulate` (or the same layout).
     Train(Box<TrainArgs>),
     /// Evaluate models on a dataset's test split: pixel r, SSIM, chance levels, RF recovery, image grid.
@@ -81,6 +83,41 @@ struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     cortex: Option<PathBuf>,
     /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Cuts -100..+199 ms around every onset marker out of the MUA stream (clock offsets applied as pyxdf does) and writes OUT/responses.npy [trials, 300, channels] float32 as recorded, images.npy, image_ids.txt, trial_image.npy, trial_split.npy (0 train, 1 test), trial_onset.npy (clock-corrected LSL time), channels.csv and dataset.json: the layout `simulate` writes, for `train` and `eval`.\n\nSkipped and reported, never fatal: epochs across a gap or past either end of the stream, epochs with NaN samples, duplicate onsets, ids with no image file.\n\nExamples:\n  monkeysee dataset --rig firmware-config/synthetic.toml --session rec.xdf --images stimuli/ --out data\n  monkeysee dataset --rig my-rig.toml --session sub-01_ses-01.xdf --images things/ --out data \\\n      --marker-query \"name='PsychoPy'\" --onset-regex '^img (?P<id>\\S+) on$'"
+)]
+struct DatasetArgs {
+    /// Rig config the session was recorded with (channel count, rate, stream selectors).
+    #[arg(long, value_name = "RIG.toml")]
+    rig: PathBuf,
+    /// The recorded session (LabRecorder, `monkeysee run --record`, `simulate`).
+    #[arg(long, value_name = "FILE.xdf")]
+    session: PathBuf,
+    /// Folder of the stimuli; marker ids resolve to image files by file stem (subfolders searched).
+    #[arg(long, value_name = "DIR")]
+    images: PathBuf,
+    /// Output folder for the dataset (created; an existing dataset is never overwritten).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// XPath predicate picking the MUA stream by its header, as for `run` (default: the rig's [streams.mua]).
+    #[arg(long, value_name = "XPATH")]
+    mua_query: Option<String>,
+    /// XPath predicate picking the marker stream (default: the rig's [streams.markers]).
+    #[arg(long, value_name = "XPATH")]
+    marker_query: Option<String>,
+    /// Onset markers: a regular expression with a named group `id` for the image id
+    /// [default: ^\s*stim_on\s+(?P<id>\S+)\s*$].
+    #[arg(long, value_name = "RE")]
+    onset_regex: Option<String>,
+    /// Images shown at least this many times form the test split (as in TVSD); the rest train.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    min_repeats: usize,
+    /// No progress bar.
     #[arg(long)]
     quiet: bool,
 }
@@ -153,6 +190,10 @@ struct RunArgs {
     /// Record the consumed MUA and marker streams to this XDF file (clock-corrected stamps).
     #[arg(long, value_name = "FILE.xdf")]
     record: Option<PathBuf>,
+    /// Save every decoded frame's decoder inputs (inputs.npy), reconstruction
+    /// (reconstructions.npy) and onset/image (frames.csv) in this folder.
+    #[arg(long, value_name = "DIR")]
+    save_inputs: Option<PathBuf>,
     /// Seconds to wait for the LSL streams at start-up.
     #[arg(long, default_value_t = 10.0)]
     resolve_timeout: f64,
@@ -515,6 +556,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         hdr_log: args.hdr_log,
         stimuli_dir: args.stimuli,
         record: args.record,
+        save_inputs: args.save_inputs,
         resolve_timeout: args.resolve_timeout,
         decode_threads: args.decode_threads,
         status: !args.quiet,
@@ -572,6 +614,28 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         args.out.display(),
         summary.xdf_bytes as f64 / 1e6
     );
+    Ok(())
+}
+
+fn dataset(args: DatasetArgs) -> anyhow::Result<()> {
+    use monkeysee::dataset::from_xdf::{dataset_from_xdf, XdfDatasetOptions};
+    let rig = RigConfig::load(&args.rig)?;
+    let summary = dataset_from_xdf(&XdfDatasetOptions {
+        rig,
+        session: args.session,
+        images: args.images,
+        out: args.out.clone(),
+        mua_query: args.mua_query,
+        marker_query: args.marker_query,
+        onset_regex: args.onset_regex,
+        min_repeats: args.min_repeats,
+        progress: !args.quiet,
+    })?;
+    println!("{summary}");
+    std::fs::write(
+        args.out.join("import-summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
     Ok(())
 }
 
@@ -856,6 +920,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run(*a),
         Command::Replay(a) => replay(a),
         Command::Simulate(a) => simulate(a),
+        Command::Dataset(a) => dataset(a),
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),
         Command::RfTable(a) => rf_table(a),

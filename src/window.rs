@@ -8,13 +8,16 @@
 //! A frame holds, per electrode, the mean of its z-scored MUA in each latency window
 //! of the chosen set (TW-15: one window, TW-3: five), window-major
 //! (`features[k * n_electrodes + e]`), plus the mean over the pre-stimulus baseline.
-//! Normalisation is causal: each electrode's mean and variance are running
-//! estimates (exponential, time constant from the rig config) that start from the
-//! model's training statistics when it has them.
+//! Normalisation is [`crate::norm`]'s: per electrode and window, over stimulus
+//! presentations, starting from the model's training statistics when it has them and
+//! updated with every presentation the stage builds a frame for (event mode; sliding
+//! frames and the samples between presentations never change it).
 
 use std::time::Instant;
 
 use crate::config::{RigConfig, WindowSetKind};
+pub use crate::norm::NormStats;
+use crate::norm::PresentationNorm;
 use crate::telemetry::Counters;
 use crate::units::{Millis, Window};
 
@@ -141,13 +144,6 @@ impl FeatureFrame {
     }
 }
 
-/// Per-electrode normalisation statistics (training statistics, saved with a model).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct NormStats {
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-}
-
 /// Windows of one group of electrodes that share them (one area).
 #[derive(Debug, Clone)]
 struct Group {
@@ -168,7 +164,10 @@ pub struct AssemblerConfig {
     pub mode: Mode,
     pub hop: Millis,
     pub history: Millis,
-    pub norm_time_constant: Millis,
+    /// Weight of the model's statistics, in presentations.
+    pub prior_presentations: f64,
+    /// When > 0: the model's statistics are dropped once this many presentations were seen.
+    pub calibration_presentations: u64,
     /// Largest number of onsets waiting for their windows.
     pub max_pending: usize,
     /// Fraction of a window's expected samples that must be present.
@@ -190,7 +189,8 @@ impl AssemblerConfig {
             mode,
             hop: rig.windows.sliding_hop,
             history: rig.history,
-            norm_time_constant: rig.normalisation.time_constant,
+            prior_presentations: rig.normalisation.prior_presentations,
+            calibration_presentations: rig.normalisation.calibration_presentations,
             max_pending: 64,
             min_coverage: 0.9,
         }
@@ -216,36 +216,6 @@ impl AssemblerConfig {
     }
 }
 
-/// Running per-electrode mean and variance.
-#[derive(Debug, Clone)]
-struct RunningNorm {
-    mean: Vec<f64>,
-    var: Vec<f64>,
-    count: u64,
-    alpha_floor: f64,
-}
-
-impl RunningNorm {
-    fn update(&mut self, channels: &[usize], values: &[f32]) {
-        self.count += 1;
-        let alpha = (1.0 / self.count as f64).max(self.alpha_floor);
-        for (e, &c) in channels.iter().enumerate() {
-            let x = values[c] as f64;
-            if !x.is_finite() {
-                continue;
-            }
-            let d = x - self.mean[e];
-            self.mean[e] += alpha * d;
-            self.var[e] = (1.0 - alpha) * (self.var[e] + alpha * d * d);
-        }
-    }
-
-    fn z(&self, e: usize, raw_mean: f64) -> f32 {
-        let sd = self.var[e].sqrt().max(1e-6);
-        ((raw_mean - self.mean[e]) / sd) as f32
-    }
-}
-
 /// The window stage's state. See the module docs for the contract.
 pub struct WindowAssembler {
     cfg: AssemblerConfig,
@@ -258,7 +228,7 @@ pub struct WindowAssembler {
     head: usize,
     len: usize,
     period: f64,
-    norm: RunningNorm,
+    norm: PresentationNorm,
     pending: Vec<Onset>,
     pending_head: usize,
     pending_len: usize,
@@ -269,6 +239,9 @@ pub struct WindowAssembler {
     ranges: Vec<(usize, usize)>,
     /// Per-electrode sums, scratch.
     acc: Vec<f64>,
+    /// Raw window means `[window][electrode]` and baseline means, scratch.
+    raw: Vec<f64>,
+    raw_baseline: Vec<f64>,
     /// 0..n_electrodes, for the baseline.
     all_electrodes: Vec<usize>,
 }
@@ -292,15 +265,13 @@ impl WindowAssembler {
             }
         }
         let max_windows = cfg.windows_per_electrode().max(1);
-        let (mean, var, count) = match stats {
-            Some(s) if s.mean.len() == n_e && s.std.len() == n_e => (
-                s.mean.iter().map(|&m| m as f64).collect(),
-                s.std.iter().map(|&v| (v as f64) * (v as f64)).collect(),
-                u64::MAX / 2,
-            ),
-            _ => (vec![0.0; n_e], vec![1.0; n_e], 0),
-        };
-        let alpha_floor = (period / cfg.norm_time_constant.seconds()).min(1.0);
+        let norm = PresentationNorm::new(
+            cfg.windows_per_electrode(),
+            n_e,
+            stats,
+            cfg.prior_presentations,
+            cfg.calibration_presentations,
+        );
         let now = Instant::now();
         WindowAssembler {
             span_end: cfg.span_end().seconds(),
@@ -317,12 +288,7 @@ impl WindowAssembler {
             head: 0,
             len: 0,
             period,
-            norm: RunningNorm {
-                mean,
-                var,
-                count,
-                alpha_floor,
-            },
+            norm,
             pending: vec![
                 Onset {
                     lsl_time: 0.0,
@@ -336,6 +302,8 @@ impl WindowAssembler {
             seq: 0,
             ranges: Vec::with_capacity(max_windows + 1),
             acc: vec![0.0; n_e],
+            raw: vec![0.0; cfg.windows_per_electrode() * n_e],
+            raw_baseline: vec![0.0; n_e],
             all_electrodes: (0..n_e).collect(),
             groups,
             cfg,
@@ -351,12 +319,9 @@ impl WindowAssembler {
         FeatureFrame::new(self.cfg.windows_per_electrode(), self.cfg.n_electrodes())
     }
 
-    /// The current running normalisation statistics.
+    /// The current normalisation statistics.
     pub fn norm_stats(&self) -> NormStats {
-        NormStats {
-            mean: self.norm.mean.iter().map(|&m| m as f32).collect(),
-            std: self.norm.var.iter().map(|&v| v.sqrt() as f32).collect(),
-        }
+        self.norm.stats()
     }
 
     /// Appends one sample (all channels). Counts gaps and non-monotonic time.
@@ -381,7 +346,6 @@ impl WindowAssembler {
         self.meta[self.head] = meta;
         self.head = (self.head + 1) % self.capacity;
         self.len = (self.len + 1).min(self.capacity);
-        self.norm.update(&self.cfg.electrode_channels, values);
     }
 
     /// Queues a stimulus onset (event mode). Returns false (and counts it) if the
@@ -463,7 +427,7 @@ impl WindowAssembler {
                 (newest + self.period * 0.5 - self.span_end, None)
             }
         };
-        let status = self.fill(onset, out);
+        let status = self.fill(onset, image.is_some(), out);
         match status {
             FrameStatus::Ready => {
                 self.seq += 1;
@@ -516,7 +480,9 @@ impl WindowAssembler {
         }
     }
 
-    fn fill(&mut self, onset: f64, out: &mut FeatureFrame) -> FrameStatus {
+    /// Builds the frame of `onset`. A presentation (`presentation`: an event-mode
+    /// onset) first adds its raw window means to the normalisation statistics.
+    fn fill(&mut self, onset: f64, presentation: bool, out: &mut FeatureFrame) -> FrameStatus {
         let n_e = self.cfg.n_electrodes();
         let mut acc = std::mem::take(&mut self.acc);
         let mut last_needed = 0usize;
@@ -542,25 +508,33 @@ impl WindowAssembler {
                         self.acc = acc;
                         return FrameStatus::Skipped(SkipReason::BadSamples);
                     }
-                    out.features[k * n_e + e] = self.norm.z(e, acc[e] / (hi - lo) as f64);
+                    self.raw[k * n_e + e] = acc[e] / (hi - lo) as f64;
                 }
             }
         }
+        if presentation {
+            self.norm.add(&self.raw);
+        }
+        self.norm.z_all(&self.raw, &mut out.features);
         // The baseline: a frame whose baseline is gone or broken is still usable, so
         // a missing baseline is written as 0 (the normalised mean), not skipped.
-        match self.range(onset, self.cfg.baseline) {
-            Ok((lo, hi)) => {
-                self.accumulate(lo, hi, &self.all_electrodes, &mut acc);
-                for (e, (b, sum)) in out.baseline.iter_mut().zip(&acc).enumerate() {
-                    let m = sum / (hi - lo) as f64;
-                    *b = if m.is_finite() {
-                        self.norm.z(e, m)
-                    } else {
-                        0.0
-                    };
-                }
+        let mut baseline = false;
+        if let Ok((lo, hi)) = self.range(onset, self.cfg.baseline) {
+            self.accumulate(lo, hi, &self.all_electrodes, &mut acc);
+            for (r, sum) in self.raw_baseline.iter_mut().zip(&acc) {
+                *r = sum / (hi - lo) as f64;
             }
-            Err(_) => out.baseline.iter_mut().for_each(|b| *b = 0.0),
+            baseline = self.raw_baseline.iter().all(|m| m.is_finite());
+        }
+        if baseline {
+            if presentation {
+                self.norm.add_baseline(&self.raw_baseline);
+            }
+            for (e, (b, &m)) in out.baseline.iter_mut().zip(&self.raw_baseline).enumerate() {
+                *b = self.norm.z_baseline(e, m);
+            }
+        } else {
+            out.baseline.iter_mut().for_each(|b| *b = 0.0);
         }
         self.acc = acc;
         let last = self.meta[self.row_at(last_needed.max(1) - 1)];

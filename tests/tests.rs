@@ -15,6 +15,8 @@ mod it {
     mod display;
     /// The ingest and window loops allocate nothing after start-up.
     mod hot_loop;
+    /// A lab's path: datasets from recorded XDF sessions, online vs offline inputs.
+    mod lab_path;
     /// Model loading refuses models that do not fit the rig.
     mod model;
     /// Replaying XDF sessions as live LSL streams, and `run --record`.

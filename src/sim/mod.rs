@@ -613,7 +613,8 @@ fn write_dataset_index(dir: &Path, presentations: &[Presentation]) -> anyhow::Re
     Ok(())
 }
 
-fn write_channels_csv(path: &Path, rig: &RigConfig) -> anyhow::Result<()> {
+/// `channels.csv` of a dataset recorded with `rig`: channel, label, area, array, live.
+pub fn write_channels_csv(path: &Path, rig: &RigConfig) -> anyhow::Result<()> {
     let mut w = BufWriter::new(create(path)?);
     writeln!(w, "channel,label,area,array,live")?;
     for c in 0..rig.channel_count {

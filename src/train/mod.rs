@@ -238,7 +238,12 @@ struct TrainingData<'a> {
     config: DecoderConfig,
     fixed: Option<FixedRfMaps>,
     set: crate::config::WindowSetKind,
+    /// Statistics over all the dataset's presentations: saved with the model, where the
+    /// daemon starts from them.
     stats: NormStats,
+    /// Each session's own statistics (one per session), and each trial's session.
+    session_stats: Vec<NormStats>,
+    session_of: Vec<usize>,
     train_trials: Vec<usize>,
     validation_trials: Vec<usize>,
     test_trials: Vec<usize>,
@@ -292,7 +297,6 @@ impl<'a> TrainingData<'a> {
             })?),
             _ => None,
         };
-        let channels: Vec<usize> = rig.electrodes.iter().map(|e| e.channel).collect();
         let mut train_trials = ds.split(false);
         if let Some(m) = opts.max_trials {
             train_trials.truncate(m);
@@ -311,7 +315,22 @@ impl<'a> TrainingData<'a> {
             );
         }
         let test_trials: Vec<usize> = ds.split(true).into_iter().take(64).collect();
-        let stats = ds.norm_stats(&train_trials, &channels);
+        // One estimator (crate::norm): per electrode and window over the presentations
+        // of each session, every presentation (as the daemon counts them live).
+        let set = window_set(opts.kind);
+        let all: Vec<usize> = (0..ds.n_trials()).collect();
+        let stats = ds.norm_stats(&all, rig, set);
+        let sessions = ds.sessions();
+        let mut session_of = vec![0; ds.n_trials()];
+        let mut session_stats = Vec::with_capacity(sessions.len());
+        for (k, trials) in sessions.iter().enumerate() {
+            trials.iter().for_each(|&t| session_of[t] = k);
+            session_stats.push(if sessions.len() == 1 {
+                stats.clone()
+            } else {
+                ds.norm_stats(trials, rig, set)
+            });
+        }
         let mut config = config;
         config.linear_pathway = opts.linear_pathway.clone();
         config.channel_per_electrode = opts.channel_per_electrode;
@@ -320,12 +339,14 @@ impl<'a> TrainingData<'a> {
         }
         config.validate()?;
         let mut data = Self {
-            set: window_set(opts.kind),
+            set,
             ds,
             rig,
             config,
             fixed,
             stats,
+            session_stats,
+            session_of,
             train_trials,
             validation_trials,
             test_trials,
@@ -407,7 +428,8 @@ impl<'a> TrainingData<'a> {
         let mut all = Vec::with_capacity(trials.len() * nf);
         let mut f = Vec::new();
         for &t in trials {
-            self.ds.features(t, self.rig, self.set, &self.stats, &mut f);
+            let stats = &self.session_stats[self.session_of[t]];
+            self.ds.features(t, self.rig, self.set, stats, &mut f);
             all.extend_from_slice(&f);
         }
         all

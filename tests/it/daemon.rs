@@ -37,6 +37,7 @@ pub(crate) fn options(
         hdr_log: Some(out.join("latency.hlog")),
         stimuli_dir: None,
         record: None,
+        save_inputs: None,
         resolve_timeout: 15.0,
         decode_threads: 1,
         status: false,

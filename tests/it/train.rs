@@ -77,7 +77,7 @@ fn options(
 /// The saved model in `out` (a TW-15 decoder) reconstructing the dataset's first trial.
 fn first_trial_reconstruction(out: &std::path::Path, sim: &SimOptions, ds: &Dataset) -> Vec<f32> {
     let decoder = Decoder::<CpuBackend>::load(out, &Default::default()).unwrap();
-    let stats = monkeysee::daemon::load_norm_stats(out, sim.rig.electrodes.len())
+    let stats = monkeysee::daemon::load_norm_stats(out, 1, sim.rig.electrodes.len())
         .unwrap()
         .unwrap();
     let mut f = Vec::new();
@@ -149,10 +149,11 @@ fn training_lowers_the_loss_and_the_model_round_trips() {
             _ => assert!(scale > 0.0 && scale != 1.0, "{kind}: {scale}"),
         }
         let ds = Dataset::open(&opts.data).unwrap();
-        let stats = monkeysee::daemon::load_norm_stats(&out, sim.rig.electrodes.len())
+        let set = monkeysee::daemon::window_set(kind);
+        let windows = sim.rig.windows.windows_per_electrode(set);
+        let stats = monkeysee::daemon::load_norm_stats(&out, windows, sim.rig.electrodes.len())
             .unwrap()
             .unwrap();
-        let set = monkeysee::daemon::window_set(kind);
         let mut f = Vec::new();
         let mut img = vec![0.0f32; decoder.config().image_len()];
         let (mut sum, mut n) = (0.0f64, 0usize);

@@ -2,7 +2,6 @@ use std::time::Instant;
 
 use monkeysee::config::{RigConfig, WindowSetKind};
 use monkeysee::telemetry::Counters;
-use monkeysee::units::Millis;
 use monkeysee::window::{
     AssemblerConfig, FeatureFrame, FrameStatus, ImageId, Mode, NormStats, Onset, SampleMeta,
     SkipReason, WindowAssembler,
@@ -22,19 +21,28 @@ fn time(k: usize) -> f64 {
     T0 + k as f64 / 1000.0
 }
 
-fn stats(rig: &RigConfig) -> NormStats {
+/// Statistics that differ per electrode (the same in every window).
+fn stats(rig: &RigConfig, set: WindowSetKind) -> NormStats {
     let n = rig.electrodes.len();
+    let per = rig.windows.windows_per_electrode(set);
+    let mean: Vec<f32> = (0..n).map(|e| 1.0 + (e % 5) as f32 * 0.3).collect();
+    let std: Vec<f32> = (0..n).map(|e| 0.5 + (e % 7) as f32 * 0.1).collect();
     NormStats {
-        mean: (0..n).map(|e| 1.0 + (e % 5) as f32 * 0.3).collect(),
-        std: (0..n).map(|e| 0.5 + (e % 7) as f32 * 0.1).collect(),
+        estimator: monkeysee::norm::ESTIMATOR.into(),
+        windows: per,
+        mean: mean.repeat(per),
+        std: std.repeat(per),
+        baseline_mean: mean,
+        baseline_std: std,
+        presentations: 1000,
     }
 }
 
 fn assembler(rig: &RigConfig, set: WindowSetKind, mode: Mode) -> WindowAssembler {
     let mut cfg = AssemblerConfig::from_rig(rig, set, mode);
-    // Freeze the running normalisation so the reference can use the given statistics.
-    cfg.norm_time_constant = Millis(1e15);
-    WindowAssembler::new(cfg, Some(&stats(rig)))
+    // A prior so heavy that presentations do not move it: the reference can use it.
+    cfg.prior_presentations = 1e15;
+    WindowAssembler::new(cfg, Some(&stats(rig, set)))
 }
 
 fn push(
@@ -64,7 +72,7 @@ fn push(
 
 /// Direct computation: mean over samples with onset+start <= t < onset+end, z-scored.
 fn reference(rig: &RigConfig, set: WindowSetKind, onset: f64) -> (Vec<f32>, Vec<f32>) {
-    let s = stats(rig);
+    let s = stats(rig, set);
     let n = rig.electrodes.len();
     let kw = rig.windows.windows_per_electrode(set);
     let mut feats = vec![0.0f32; kw * n];
@@ -306,23 +314,97 @@ fn onsets_older_than_the_history_are_skipped_as_late() {
     assert_eq!(Counters::get(&counters.frames_skipped_late), 1);
 }
 
+/// The statistics move only with presentations: samples between them (blanks,
+/// inter-trial intervals) and sliding frames leave them alone; each presentation adds
+/// its raw window means, and with no prior they are exactly those presentations' own.
 #[test]
-fn running_normalisation_starts_from_the_data_without_statistics() {
+fn normalisation_is_updated_by_presentations_only() {
     let rig = RigConfig::load(&synthetic_rig_path()).unwrap();
     let counters = Counters::default();
-    let mut asm = WindowAssembler::new(
-        AssemblerConfig::from_rig(&rig, WindowSetKind::Tw15, Mode::Event),
-        None,
-    );
+    let cfg = AssemblerConfig::from_rig(&rig, WindowSetKind::Tw15, Mode::Event);
+    let mut asm = WindowAssembler::new(cfg, None);
+    let mut frame = asm.new_frame();
     push(&mut asm, 0..2000, &counters, |_, _| {});
-    let s = asm.norm_stats();
-    let c = rig.electrodes[3].channel;
-    let mean: f64 = (0..2000).map(|k| value(k, c) as f64).sum::<f64>() / 2000.0;
-    assert!(
-        (s.mean[3] as f64 - mean).abs() < 0.05,
-        "running mean {} vs {}",
-        s.mean[3],
-        mean
+    let before = asm.norm_stats();
+    assert_eq!(
+        before.presentations, 0,
+        "samples alone are no presentations"
     );
-    assert!(s.std[3] > 0.5 && s.std[3] < 1.2, "running std {}", s.std[3]);
+    assert!(before.mean.iter().all(|&m| m == 0.0));
+    // Three presentations, each with a constant offset on every channel.
+    let onsets = [2100usize, 2500, 2900];
+    let mut frames = 0;
+    for (i, &k) in onsets.iter().enumerate() {
+        asm.push_onset(
+            Onset {
+                lsl_time: time(k),
+                image: ImageId::new("x"),
+            },
+            &counters,
+        );
+        let shift = i as f32 * 2.0;
+        push(
+            &mut asm,
+            2000 + i * 400..2400 + i * 400,
+            &counters,
+            |_, row| row.iter_mut().for_each(|v| *v += shift),
+        );
+        while asm.next_frame(&mut frame, &counters) == FrameStatus::Ready {
+            frames += 1;
+        }
+    }
+    push(&mut asm, 3200..3400, &counters, |_, row| {
+        row.iter_mut().for_each(|v| *v += 4.0)
+    });
+    while asm.next_frame(&mut frame, &counters) == FrameStatus::Ready {
+        frames += 1;
+    }
+    assert_eq!(frames, 3);
+    let s = asm.norm_stats();
+    assert_eq!(s.presentations, 3);
+    // Electrode 3's window means, directly.
+    let (e, el) = (3, &rig.electrodes[3]);
+    let w = rig.windows.windows_for(WindowSetKind::Tw15, el.area)[0];
+    let raw: Vec<f64> = onsets
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| {
+            let lo = k + w.start.0 as usize;
+            let hi = k + w.end().0 as usize;
+            (lo..hi)
+                .map(|j| value(j, el.channel) as f64 + i as f64 * 2.0)
+                .sum::<f64>()
+                / (hi - lo) as f64
+        })
+        .collect();
+    let mean = raw.iter().sum::<f64>() / 3.0;
+    let sd = (raw.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / 3.0).sqrt();
+    assert!(
+        (s.mean[e] as f64 - mean).abs() < 1e-4,
+        "{} vs {mean}",
+        s.mean[e]
+    );
+    assert!((s.std[e] as f64 - sd).abs() < 1e-4, "{} vs {sd}", s.std[e]);
+    // The last frame, z-scored with statistics that include it.
+    let z = ((raw[2] - mean) / sd) as f32;
+    assert!(
+        (frame.features[e] - z).abs() < 1e-3,
+        "{} vs {z}",
+        frame.features[e]
+    );
+
+    // Sliding frames are no presentations.
+    let cfg = AssemblerConfig::from_rig(&rig, WindowSetKind::Tw15, Mode::Sliding);
+    let mut sliding = WindowAssembler::new(cfg, Some(&s));
+    let mut frame = sliding.new_frame();
+    push(&mut sliding, 0..1500, &counters, |_, _| {});
+    let mut built = 0;
+    for k in 1500..1800 {
+        push(&mut sliding, k..k + 1, &counters, |_, _| {});
+        while sliding.next_frame(&mut frame, &counters) == FrameStatus::Ready {
+            built += 1;
+        }
+    }
+    assert!(built > 5);
+    assert_eq!(sliding.norm_stats().mean, s.mean);
 }

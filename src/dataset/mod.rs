@@ -1,9 +1,18 @@
 //! Training datasets in the layout `monkeysee simulate` writes (see [`crate::sim`]):
 //! memory-mapped `.npy` arrays, so a dataset far larger than memory can be trained on.
 //!
-//! [`Dataset::features`] cuts a trial into the decoder's input exactly as the daemon's
-//! window stage does live (mean of each latency window of z-scored samples, features
-//! ordered `[window][electrode]`), so a model sees the same numbers offline and online.
+//! [`Dataset::features`] cuts a trial into the decoder's input as the daemon's window
+//! stage does live (the mean of each latency window, z-scored per electrode and window
+//! with [`crate::norm`]'s statistics, features ordered `[window][electrode]`), and
+//! [`Dataset::online_features`] replays the daemon's running estimator itself, so a
+//! model sees the same numbers offline and online.
+//!
+//! [`from_xdf`] builds a dataset from a recorded XDF session, [`writer`] writes one
+//! trial at a time; `trial_session.npy` (int32, optional) names each trial's session
+//! (TVSD: recording day), over which statistics are taken.
+
+pub mod from_xdf;
+pub mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,7 +21,7 @@ use memmap2::Mmap;
 use serde::Deserialize;
 
 use crate::config::{RigConfig, WindowSetKind};
-use crate::window::NormStats;
+use crate::norm::{NormStats, PresentationNorm};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -123,6 +132,10 @@ pub struct Dataset {
     pub trial_image: Vec<usize>,
     /// True for test-split trials.
     pub trial_test: Vec<bool>,
+    /// Session (recording day) of each trial, from `trial_session.npy` (all 0 without).
+    pub trial_session: Vec<u32>,
+    /// Onset time stamp of each trial (`trial_onset.npy`; the trial index without).
+    pub trial_onset: Vec<f64>,
     pub channels: Vec<ChannelRow>,
     responses: NpyMap,
     images: NpyMap,
@@ -201,6 +214,7 @@ impl Dataset {
                 "i4" => f
                     .into_vec::<i32>()
                     .map(|v| v.into_iter().map(i64::from).collect()),
+
                 _ => f
                     .into_vec::<u8>()
                     .map(|v| v.into_iter().map(i64::from).collect()),
@@ -225,6 +239,34 @@ impl Dataset {
             .into_iter()
             .map(|v| v != 0)
             .collect();
+        let trial_session: Vec<u32> = if dir.join("trial_session.npy").exists() {
+            index("trial_session.npy", "i4")?
+                .into_iter()
+                .map(|v| v as u32)
+                .collect()
+        } else {
+            vec![0; meta.trials]
+        };
+        let trial_onset: Vec<f64> = if dir.join("trial_onset.npy").exists() {
+            let p = dir.join("trial_onset.npy");
+            let f = npyz::NpyFile::new(std::io::BufReader::new(File::open(&p).map_err(
+                |source| DatasetError::Io {
+                    path: p.clone(),
+                    source,
+                },
+            )?))
+            .map_err(|e| bad("trial_onset.npy", e.to_string()))?;
+            if f.shape() != [meta.trials as u64] {
+                return Err(bad(
+                    "trial_onset.npy",
+                    format!("shape {:?}, expected [{}]", f.shape(), meta.trials),
+                ));
+            }
+            f.into_vec::<f64>()
+                .map_err(|e| bad("trial_onset.npy", e.to_string()))?
+        } else {
+            (0..meta.trials).map(|t| t as f64).collect()
+        };
         let channels =
             parse_channels(&read("channels.csv")?).map_err(|m| bad("channels.csv", m))?;
         if channels.len() != meta.channels {
@@ -241,6 +283,8 @@ impl Dataset {
             dir,
             trial_image: trial_image.into_iter().map(|i| i as usize).collect(),
             trial_test,
+            trial_session,
+            trial_onset,
             image_ids,
             channels,
             meta,
@@ -361,36 +405,44 @@ impl Dataset {
             .collect()
     }
 
-    /// Per-electrode mean and SD of the raw samples over `trials` (the daemon's
-    /// z-score statistics; `electrode_channels` gives each electrode's stream channel).
-    pub fn norm_stats(&self, trials: &[usize], electrode_channels: &[usize]) -> NormStats {
-        let n_e = electrode_channels.len();
-        let (mut sum, mut sq) = (vec![0.0f64; n_e], vec![0.0f64; n_e]);
-        let ch = self.meta.channels;
-        let mut n = 0u64;
-        for &t in trials {
-            for row in self.trial(t).chunks_exact(ch) {
-                for (e, &c) in electrode_channels.iter().enumerate() {
-                    let v = row[c] as f64;
-                    sum[e] += v;
-                    sq[e] += v * v;
-                }
-                n += 1;
-            }
-        }
-        let n = n.max(1) as f64;
-        NormStats {
-            mean: sum.iter().map(|s| (s / n) as f32).collect(),
-            std: sum
-                .iter()
-                .zip(&sq)
-                .map(|(s, q)| ((q / n - (s / n).powi(2)).max(0.0).sqrt().max(1e-6)) as f32)
-                .collect(),
-        }
+    /// Raw means of trial `t` in the windows of `set` (`[window][electrode]`, rig
+    /// electrode order) and in the baseline window (`[electrode]`): the numbers the
+    /// statistics of [`crate::norm`] are taken over.
+    pub fn raw_means(
+        &self,
+        t: usize,
+        rig: &RigConfig,
+        set: WindowSetKind,
+        raw: &mut Vec<f64>,
+        baseline: &mut Vec<f64>,
+    ) {
+        raw_window_means(
+            self.trial(t),
+            self.meta.channels,
+            self.meta.onset_sample,
+            rig,
+            set,
+            raw,
+            baseline,
+        )
     }
 
-    /// The decoder input of trial `t`: per electrode (rig order) and window of `set`,
-    /// the mean of the z-scored samples in the window, `[window][electrode]`.
+    /// The statistics of [`crate::norm`] over `trials` (presentations of one session),
+    /// without a prior: what `train` normalises a session with and saves.
+    pub fn norm_stats(&self, trials: &[usize], rig: &RigConfig, set: WindowSetKind) -> NormStats {
+        let per = rig.windows.windows_per_electrode(set);
+        let mut norm = PresentationNorm::new(per, rig.electrodes.len(), None, 0.0, 0);
+        let (mut raw, mut base) = (Vec::new(), Vec::new());
+        for &t in trials {
+            self.raw_means(t, rig, set, &mut raw, &mut base);
+            norm.add(&raw);
+            norm.add_baseline(&base);
+        }
+        norm.stats()
+    }
+
+    /// The decoder input of trial `t` with fixed statistics: per electrode (rig order)
+    /// and window of `set`, the window mean z-scored, `[window][electrode]`.
     pub fn features(
         &self,
         t: usize,
@@ -399,47 +451,119 @@ impl Dataset {
         stats: &NormStats,
         out: &mut Vec<f32>,
     ) {
-        window_features(
-            self.trial(t),
-            self.meta.channels,
-            self.meta.onset_sample,
-            rig,
-            set,
-            stats,
-            out,
-        )
+        let (mut raw, mut base) = (Vec::new(), Vec::new());
+        self.raw_means(t, rig, set, &mut raw, &mut base);
+        out.clear();
+        out.extend(
+            raw.iter().enumerate().map(|(i, &r)| {
+                ((r - stats.mean[i] as f64) / (stats.std[i] as f64).max(1e-6)) as f32
+            }),
+        );
+    }
+
+    /// Session (TVSD: recording day) of each trial; one session when the dataset has
+    /// no `trial_session.npy`.
+    pub fn sessions(&self) -> Vec<Vec<usize>> {
+        let mut order: Vec<u32> = Vec::new();
+        let mut out: Vec<Vec<usize>> = Vec::new();
+        for (t, &s) in self.trial_session.iter().enumerate() {
+            let k = match order.iter().position(|&o| o == s) {
+                Some(k) => k,
+                None => {
+                    order.push(s);
+                    out.push(Vec::new());
+                    order.len() - 1
+                }
+            };
+            out[k].push(t);
+        }
+        // Presentation order inside a session: by onset time where the dataset has it.
+        for trials in &mut out {
+            trials.sort_by(|&a, &b| {
+                self.trial_onset[a]
+                    .total_cmp(&self.trial_onset[b])
+                    .then(a.cmp(&b))
+            });
+        }
+        out
+    }
+
+    /// The inputs the daemon computes live for the trials in `wanted`: every
+    /// presentation of each session in onset order through [`PresentationNorm`],
+    /// starting from `prior` (a model's statistics) as the daemon does, restarted at
+    /// each session. Returns the inputs of `wanted`, in its order.
+    pub fn online_features(
+        &self,
+        wanted: &[usize],
+        rig: &RigConfig,
+        set: WindowSetKind,
+        prior: &NormStats,
+    ) -> Vec<Vec<f32>> {
+        let per = rig.windows.windows_per_electrode(set);
+        let n_e = rig.electrodes.len();
+        let mut slot = vec![usize::MAX; self.n_trials()];
+        for (k, &t) in wanted.iter().enumerate() {
+            slot[t] = k;
+        }
+        let mut out = vec![Vec::new(); wanted.len()];
+        let (mut raw, mut base) = (Vec::new(), Vec::new());
+        for session in self.sessions() {
+            if !session.iter().any(|&t| slot[t] != usize::MAX) {
+                continue;
+            }
+            let mut norm = PresentationNorm::new(
+                per,
+                n_e,
+                Some(prior),
+                rig.normalisation.prior_presentations,
+                rig.normalisation.calibration_presentations,
+            );
+            for t in session {
+                self.raw_means(t, rig, set, &mut raw, &mut base);
+                norm.add(&raw);
+                norm.add_baseline(&base);
+                if slot[t] != usize::MAX {
+                    let f = &mut out[slot[t]];
+                    f.resize(raw.len(), 0.0);
+                    norm.z_all(&raw, f);
+                }
+            }
+        }
+        out
     }
 }
 
-/// [`Dataset::features`] on any `[time][channel]` trial whose onset is row `onset`.
-pub fn window_features(
+/// [`Dataset::raw_means`] on any `[time][channel]` trial whose onset is row `onset`.
+pub fn raw_window_means(
     trial: &[f32],
     channels: usize,
     onset: usize,
     rig: &RigConfig,
     set: WindowSetKind,
-    stats: &NormStats,
-    out: &mut Vec<f32>,
+    raw: &mut Vec<f64>,
+    baseline: &mut Vec<f64>,
 ) {
     let n_e = rig.electrodes.len();
     let per = rig.windows.windows_per_electrode(set);
     let ms = rig.sampling_rate_hz / 1000.0;
-    out.clear();
-    out.resize(per * n_e, 0.0);
+    let rows = trial.len() / channels;
+    let range = |w: crate::units::Window| {
+        let lo = onset as isize + (w.start.0 * ms).round() as isize;
+        let hi = onset as isize + (w.end().0 * ms).round() as isize;
+        (lo.max(0) as usize, (hi.max(0) as usize).min(rows))
+    };
+    let mean = |(lo, hi): (usize, usize), c: usize| {
+        let sum: f64 = (lo..hi).map(|i| trial[i * channels + c] as f64).sum();
+        sum / (hi - lo).max(1) as f64
+    };
+    raw.clear();
+    raw.resize(per * n_e, 0.0);
+    baseline.clear();
     for (e, el) in rig.electrodes.iter().enumerate() {
         for (k, w) in rig.windows.windows_for(set, el.area).iter().enumerate() {
-            let lo = onset as isize + (w.start.0 * ms).round() as isize;
-            let hi = onset as isize + (w.end().0 * ms).round() as isize;
-            let (lo, hi) = (
-                lo.max(0) as usize,
-                (hi.max(0) as usize).min(trial.len() / channels),
-            );
-            let sum: f64 = (lo..hi)
-                .map(|i| trial[i * channels + el.channel] as f64)
-                .sum();
-            let mean = sum / (hi - lo).max(1) as f64;
-            out[k * n_e + e] = ((mean - stats.mean[e] as f64) / stats.std[e] as f64) as f32;
+            raw[k * n_e + e] = mean(range(*w), el.channel);
         }
+        baseline.push(mean(range(rig.windows.baseline), el.channel));
     }
 }
 

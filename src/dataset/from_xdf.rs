@@ -1,0 +1,623 @@
+//! `monkeysee dataset`: a training dataset from a recorded XDF session — LabRecorder's
+//! or our own (`run --record`, `simulate`).
+//!
+//! Two passes over the file, neither holding more than a chunk of samples:
+//! 1. headers, clock offsets and the marker stream: picks the MUA and marker streams
+//!    (the rig's selectors or XPath queries, evaluated as liblsl does, on each stream's
+//!    header), fits each stream's clock correction as pyxdf does
+//!    (`synchronize_clocks`, clock resets handled), and finds the onsets.
+//! 2. the MUA samples, clock-corrected one at a time: every onset's −100…+199 ms epoch
+//!    (at the stream's rate) is cut out of a ring of recent samples as soon as its last
+//!    sample has been read, and appended to the dataset.
+//!
+//! The onset row is the first sample stamped at or after the onset (less a tenth of a
+//! sample period), the rule the daemon's window stage uses, so a dataset's sample 100
+//! is the sample the daemon treats as the onset.
+//!
+//! Counted, reported, never fatal: onsets whose epoch runs past a gap or either end of
+//! the stream, epochs with NaN/Inf samples, ids without an image file (listed),
+//! duplicate onsets (a second onset within half a sample of the one before), markers
+//! the onset pattern does not match. A damaged file: everything before the damage is
+//! kept and the damage reported. Fatal: no (or more than one) MUA stream, no onsets,
+//! a channel count or rate that is not the rig's.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use regex::Regex;
+
+use super::writer::{self, DatasetInfo, DatasetWriter, Split, TrialInfo, WrittenDataset};
+use crate::config::RigConfig;
+use crate::xdf::{
+    Chunk, ClockCorrection, ClockOffset, StreamId, StreamInfo, SyncOptions, Values, XdfReader,
+};
+
+/// The default onset pattern: the markers `simulate` writes and the daemon reads.
+pub const DEFAULT_ONSET_REGEX: &str = r"^\s*stim_on\s+(?P<id>\S+)\s*$";
+
+/// Epoch before the onset, and from it, in milliseconds (TVSD's −100…+199 ms).
+const PRE_MS: f64 = 100.0;
+const POST_MS: f64 = 200.0;
+
+/// What `monkeysee dataset` was asked for.
+#[derive(Debug, Clone)]
+pub struct XdfDatasetOptions {
+    pub rig: RigConfig,
+    pub session: PathBuf,
+    /// Folder of the stimuli; ids resolve to files by stem (searched recursively).
+    pub images: PathBuf,
+    pub out: PathBuf,
+    /// XPath predicates on the stream headers (as for `run --mua-query`); default: the
+    /// rig's `[streams]` selectors.
+    pub mua_query: Option<String>,
+    pub marker_query: Option<String>,
+    /// Onset markers: a regex with a named group `id`.
+    pub onset_regex: Option<String>,
+    /// Images shown at least this many times form the test split.
+    pub min_repeats: usize,
+    pub progress: bool,
+}
+
+/// What was cut, what was skipped and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct XdfDatasetSummary {
+    pub dataset: WrittenDataset,
+    pub mua_stream: String,
+    pub marker_stream: String,
+    /// Onset markers found (before any skip).
+    pub onsets: usize,
+    /// Markers the onset pattern did not match (`stim_off`, other events).
+    pub other_markers: usize,
+    pub duplicate_onsets: usize,
+    /// Onsets whose image id names no file in the image folder, and those ids.
+    pub missing_image_onsets: usize,
+    pub missing_images: Vec<String>,
+    /// Image files sharing a stem with an earlier one (ignored).
+    pub duplicate_image_files: Vec<PathBuf>,
+    /// Epochs across a gap in the stream's time stamps.
+    pub skipped_gap: usize,
+    /// Epochs that start before the first sample or end after the last.
+    pub skipped_edge: usize,
+    /// Epochs with NaN/Inf samples.
+    pub skipped_nan: usize,
+    /// Where the file was damaged, if it was; everything before it was used.
+    pub damage: Option<String>,
+    /// Clock-offset runs (clock resets + 1) of the MUA and marker streams.
+    pub clock_segments: (usize, usize),
+    /// Seconds of MUA read, and how long it took.
+    pub recorded_s: f64,
+    pub wall_s: f64,
+}
+
+impl XdfDatasetSummary {
+    /// Recorded seconds per wall-clock second.
+    pub fn throughput(&self) -> f64 {
+        self.recorded_s / self.wall_s.max(1e-9)
+    }
+}
+
+impl std::fmt::Display for XdfDatasetSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = &self.dataset;
+        writeln!(
+            f,
+            "{}: {} trials ({} train, {} test) of {} images ({} repeated >= min-repeats), from {} onsets",
+            d.dir.display(),
+            d.trials,
+            d.train_trials,
+            d.test_trials,
+            d.images,
+            d.test_images,
+            self.onsets
+        )?;
+        writeln!(
+            f,
+            "streams: MUA {:?}, markers {:?}; clock-offset runs {} / {}",
+            self.mua_stream, self.marker_stream, self.clock_segments.0, self.clock_segments.1
+        )?;
+        writeln!(
+            f,
+            "skipped: {} across a gap, {} past the stream's start or end, {} with NaN samples, {} duplicate onsets, {} with no image file; {} other markers",
+            self.skipped_gap,
+            self.skipped_edge,
+            self.skipped_nan,
+            self.duplicate_onsets,
+            self.missing_image_onsets,
+            self.other_markers
+        )?;
+        if !self.missing_images.is_empty() {
+            let shown: Vec<&str> = self
+                .missing_images
+                .iter()
+                .take(20)
+                .map(String::as_str)
+                .collect();
+            writeln!(
+                f,
+                "ids with no image file ({}): {}{}",
+                self.missing_images.len(),
+                shown.join(", "),
+                if self.missing_images.len() > 20 {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )?;
+        }
+        if !self.duplicate_image_files.is_empty() {
+            writeln!(
+                f,
+                "{} image files share a stem with another and were ignored, e.g. {}",
+                self.duplicate_image_files.len(),
+                self.duplicate_image_files[0].display()
+            )?;
+        }
+        if let Some(d) = &self.damage {
+            writeln!(f, "the file is damaged: {d}; everything before it was used")?;
+        }
+        write!(
+            f,
+            "{:.1} s of MUA in {:.2} s ({:.0} recorded s per wall s)",
+            self.recorded_s,
+            self.wall_s,
+            self.throughput()
+        )
+    }
+}
+
+/// True when the stream header matches an LSL XPath predicate, evaluated as liblsl
+/// does (`/info[PREDICATE]` on the header XML).
+pub fn header_matches(info: &StreamInfo, predicate: &str) -> anyhow::Result<bool> {
+    let package = sxd_document::parser::parse(info.xml())
+        .map_err(|e| anyhow::anyhow!("stream {:?}: its header is not XML: {e:?}", info.name()))?;
+    let doc = package.as_document();
+    let value = sxd_xpath::evaluate_xpath(&doc, &format!("/info[{predicate}]"))
+        .map_err(|e| anyhow::anyhow!("the stream query {predicate:?} is not valid XPath: {e}"))?;
+    Ok(match value {
+        sxd_xpath::Value::Nodeset(nodes) => nodes.size() > 0,
+        sxd_xpath::Value::Boolean(b) => b,
+        _ => false,
+    })
+}
+
+/// Pass 1's findings.
+struct Scan {
+    streams: Vec<(StreamId, StreamInfo)>,
+    offsets: HashMap<StreamId, Vec<ClockOffset>>,
+    /// Marker texts and raw stamps per stream (strings streams only).
+    markers: HashMap<StreamId, Vec<(f64, String)>>,
+    damage: Option<String>,
+}
+
+fn scan(path: &Path, bar: &indicatif::ProgressBar) -> anyhow::Result<Scan> {
+    let mut reader = XdfReader::open(path)
+        .with_context(|| format!("{} is not a readable XDF file", path.display()))?;
+    let mut s = Scan {
+        streams: Vec::new(),
+        offsets: HashMap::new(),
+        markers: HashMap::new(),
+        damage: None,
+    };
+    loop {
+        match reader.next_chunk() {
+            Ok(None) => break,
+            Ok(Some(Chunk::StreamHeader { stream, info })) => s.streams.push((stream, info)),
+            Ok(Some(Chunk::ClockOffset {
+                stream,
+                collection_time,
+                value,
+            })) => s.offsets.entry(stream).or_default().push(ClockOffset {
+                collection_time,
+                value,
+            }),
+            Ok(Some(Chunk::Samples(chunk))) => {
+                if let Values::String(texts) = &chunk.values {
+                    let m = s.markers.entry(chunk.stream).or_default();
+                    let ch = chunk.channel_count.max(1);
+                    for (k, &t) in chunk.stamps.iter().enumerate() {
+                        m.push((t, texts[k * ch].clone()));
+                    }
+                }
+            }
+            Ok(Some(_)) => {}
+            Err(e) => {
+                s.damage = Some(e.to_string());
+                break;
+            }
+        }
+        bar.set_position(reader.position());
+    }
+    Ok(s)
+}
+
+/// The one stream of the scan matching `predicate`.
+fn pick<'a>(
+    scan: &'a Scan,
+    predicate: &str,
+    what: &str,
+    flag: &str,
+) -> anyhow::Result<&'a (StreamId, StreamInfo)> {
+    let mut found = Vec::new();
+    for s in &scan.streams {
+        if header_matches(&s.1, predicate)? {
+            found.push(s);
+        }
+    }
+    let list = || {
+        scan.streams
+            .iter()
+            .map(|(id, i)| {
+                format!(
+                    "{id}: name={:?} type={:?} source_id={:?} ({} ch, {} Hz)",
+                    i.name(),
+                    i.content_type(),
+                    i.source_id(),
+                    i.channel_count(),
+                    i.nominal_srate()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match found.len() {
+        1 => Ok(found[0]),
+        0 => bail!(
+            "no {what} stream in the file matches {predicate}; the file has: {}. Give {flag} or fix the rig's [streams] selector",
+            list()
+        ),
+        n => bail!(
+            "{n} streams match {predicate} for the {what}: {}; make it unique with {flag} (e.g. \"name='...' and source_id='...'\")",
+            found
+                .iter()
+                .map(|(id, i)| format!("{id}: {:?}", i.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// An onset waiting for its epoch.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    time: f64,
+    image: usize,
+    /// Index of its onset sample, once read.
+    row: Option<u64>,
+}
+
+/// The last `cap` samples, their stamps and running index.
+struct Ring {
+    channels: usize,
+    cap: usize,
+    values: Vec<f32>,
+    stamps: Vec<f64>,
+    /// Samples pushed so far.
+    count: u64,
+}
+
+impl Ring {
+    fn push(&mut self, row: &[f32], stamp: f64) {
+        let i = (self.count % self.cap as u64) as usize;
+        self.values[i * self.channels..(i + 1) * self.channels].copy_from_slice(row);
+        self.stamps[i] = stamp;
+        self.count += 1;
+    }
+
+    fn stamp(&self, n: u64) -> f64 {
+        self.stamps[(n % self.cap as u64) as usize]
+    }
+
+    fn row(&self, n: u64) -> &[f32] {
+        let i = (n % self.cap as u64) as usize;
+        &self.values[i * self.channels..(i + 1) * self.channels]
+    }
+}
+
+/// Converts one chunk's values to f32 into `out`.
+fn to_f32(values: &Values, out: &mut Vec<f32>) {
+    out.clear();
+    match values {
+        Values::Float32(v) => out.extend_from_slice(v),
+        Values::Double64(v) => out.extend(v.iter().map(|&x| x as f32)),
+        Values::Int8(v) => out.extend(v.iter().map(|&x| x as f32)),
+        Values::Int16(v) => out.extend(v.iter().map(|&x| x as f32)),
+        Values::Int32(v) => out.extend(v.iter().map(|&x| x as f32)),
+        Values::Int64(v) => out.extend(v.iter().map(|&x| x as f32)),
+        Values::String(_) => {}
+    }
+}
+
+/// Builds the dataset. See the module docs.
+pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSummary> {
+    let clock_start = Instant::now();
+    let rig = &opts.rig;
+    let pattern = opts.onset_regex.as_deref().unwrap_or(DEFAULT_ONSET_REGEX);
+    let regex = Regex::new(pattern).with_context(|| format!("--onset-regex {pattern:?}"))?;
+    if !regex.capture_names().any(|n| n == Some("id")) {
+        bail!("--onset-regex {pattern:?} has no group named id; write the image id's part as (?P<id>...)");
+    }
+    if opts.min_repeats == 0 {
+        bail!("--min-repeats must be at least 1");
+    }
+    writer::check_out(&opts.out)?;
+    let file_len = std::fs::metadata(&opts.session)
+        .with_context(|| format!("reading {}", opts.session.display()))?
+        .len();
+    let bar = progress_bar(
+        opts.progress,
+        file_len,
+        "pass 1/2: markers and clock offsets",
+    );
+
+    // Pass 1.
+    let scan = scan(&opts.session, &bar)?;
+    let mua_pred = opts
+        .mua_query
+        .clone()
+        .unwrap_or_else(|| rig.mua.predicate());
+    let marker_pred = opts
+        .marker_query
+        .clone()
+        .unwrap_or_else(|| rig.markers.predicate());
+    let (mua_id, mua_info) = pick(&scan, &mua_pred, "MUA", "--mua-query")?;
+    let (marker_id, marker_info) = pick(&scan, &marker_pred, "marker", "--marker-query")?;
+    let (mua_id, marker_id) = (*mua_id, *marker_id);
+    if mua_info.channel_count() != rig.channel_count {
+        bail!(
+            "the MUA stream {:?} has {} channels, the rig {} {} (rig.channels); record with the rig the session was recorded with",
+            mua_info.name(),
+            mua_info.channel_count(),
+            rig.path.display(),
+            rig.channel_count
+        );
+    }
+    let srate = mua_info.nominal_srate();
+    if (srate - rig.sampling_rate_hz).abs() > 1e-6 {
+        bail!(
+            "the MUA stream {:?} is sampled at {srate} Hz, the rig {} at {} Hz (rig.sampling_rate_hz)",
+            mua_info.name(),
+            rig.path.display(),
+            rig.sampling_rate_hz
+        );
+    }
+    let sync = SyncOptions::default();
+    let correction = |id: StreamId| {
+        scan.offsets
+            .get(&id)
+            .and_then(|o| ClockCorrection::new(o, &sync))
+    };
+    let mut marker_clock = correction(marker_id);
+    let mut mua_clock = correction(mua_id);
+    let clock_segments = (
+        mua_clock.as_ref().map_or(0, ClockCorrection::segment_count),
+        marker_clock
+            .as_ref()
+            .map_or(0, ClockCorrection::segment_count),
+    );
+
+    // Onsets, their images.
+    let (by_stem, duplicate_image_files) = writer::index_images(&opts.images)?;
+    let mut image_ids: Vec<String> = Vec::new();
+    let mut image_files: Vec<PathBuf> = Vec::new();
+    let mut row_of: HashMap<String, usize> = HashMap::new();
+    let mut missing: Vec<String> = Vec::new();
+    let (mut onsets, mut other_markers, mut missing_image_onsets) = (Vec::new(), 0, 0);
+    let mut n_onsets = 0;
+    for (raw, text) in scan
+        .markers
+        .get(&marker_id)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let t = marker_clock.as_mut().map_or(*raw, |c| c.correct(*raw));
+        let Some(id) = regex.captures(text).and_then(|c| c.name("id")) else {
+            other_markers += 1;
+            continue;
+        };
+        n_onsets += 1;
+        let id = id.as_str().to_string();
+        let image = match row_of.get(&id) {
+            Some(&r) => r,
+            None => match by_stem.get(&id) {
+                Some(path) => {
+                    row_of.insert(id.clone(), image_ids.len());
+                    image_ids.push(id);
+                    image_files.push(path.clone());
+                    image_ids.len() - 1
+                }
+                None => {
+                    if !missing.contains(&id) {
+                        missing.push(id);
+                    }
+                    missing_image_onsets += 1;
+                    continue;
+                }
+            },
+        };
+        onsets.push(Pending {
+            time: t,
+            image,
+            row: None,
+        });
+    }
+    if n_onsets == 0 {
+        bail!(
+            "no onset markers in stream {:?}: none of its {} markers matches {pattern:?}{}",
+            marker_info.name(),
+            other_markers,
+            if opts.onset_regex.is_none() {
+                "; give --onset-regex for your stimulus program's markers, e.g. '^img (?P<id>\\S+) on$'"
+            } else {
+                ""
+            }
+        );
+    }
+    if onsets.is_empty() {
+        bail!(
+            "none of the {n_onsets} onsets' image ids names a file in {} (by file stem), e.g. {:?}",
+            opts.images.display(),
+            missing.first().map(String::as_str).unwrap_or("")
+        );
+    }
+    onsets.sort_by(|a, b| a.time.total_cmp(&b.time));
+    let period = 1.0 / srate;
+    let mut duplicate_onsets = 0;
+    onsets.dedup_by(|b, a| {
+        let dup = b.time - a.time < period / 2.0;
+        duplicate_onsets += dup as usize;
+        dup
+    });
+
+    // Pass 2.
+    let pre = (PRE_MS / 1000.0 * srate).round() as u64;
+    let post = (POST_MS / 1000.0 * srate).round() as u64;
+    let trial_len = (pre + post) as usize;
+    let channels = rig.channel_count;
+    let dataset_dir = opts.out.clone();
+    let mut out = DatasetWriter::create(&dataset_dir, channels, trial_len, pre as usize)?;
+    let mut ring = Ring {
+        channels,
+        cap: trial_len + 1,
+        values: vec![0.0; (trial_len + 1) * channels],
+        stamps: vec![0.0; trial_len + 1],
+        count: 0,
+    };
+    let mut waiting: VecDeque<Pending> = onsets.into_iter().collect();
+    let mut started: VecDeque<Pending> = VecDeque::new();
+    let (mut skipped_gap, mut skipped_edge, mut skipped_nan) = (0, 0, 0);
+    let mut epoch = vec![0.0f32; trial_len * channels];
+    let mut row_f32 = Vec::new();
+    let tol = period * 0.1;
+    let (mut first_stamp, mut last_stamp) = (None, 0.0);
+    bar.set_length(file_len);
+    bar.set_position(0);
+    bar.set_message("pass 2/2: epochs");
+    let mut reader = XdfReader::open(&opts.session)?;
+    let mut damage = scan.damage.clone();
+    loop {
+        let chunk = match reader.next_chunk() {
+            Ok(None) => break,
+            Ok(Some(Chunk::Samples(c))) if c.stream == mua_id => c,
+            Ok(Some(_)) => continue,
+            Err(e) => {
+                // Pass 1 met it too (the same bytes); keep what came before.
+                damage.get_or_insert_with(|| e.to_string());
+                match reader.take_partial_samples() {
+                    Some(c) if c.stream == mua_id => c,
+                    _ => break,
+                }
+            }
+        };
+        to_f32(&chunk.values, &mut row_f32);
+        for (k, &raw) in chunk.stamps.iter().enumerate() {
+            let t = mua_clock.as_mut().map_or(raw, |c| c.correct(raw));
+            first_stamp.get_or_insert(t);
+            last_stamp = t;
+            ring.push(&row_f32[k * channels..(k + 1) * channels], t);
+            let n = ring.count - 1;
+            while waiting.front().is_some_and(|p| p.time - tol <= t) {
+                let mut p = waiting.pop_front().unwrap();
+                p.row = Some(n);
+                started.push_back(p);
+            }
+            while started
+                .front()
+                .is_some_and(|p| p.row.unwrap() + post <= n + 1)
+            {
+                let p = started.pop_front().unwrap();
+                let row = p.row.unwrap();
+                if row < pre {
+                    skipped_edge += 1;
+                    continue;
+                }
+                let first = row - pre;
+                // The epoch's samples must be evenly spaced (no gap, no reset), and the
+                // onset sample must be the one right after the onset, not after a gap.
+                let gap = (first + 1..first + trial_len as u64).any(|i| {
+                    let dt = ring.stamp(i) - ring.stamp(i - 1);
+                    !(dt > 0.0 && dt <= 1.5 * period)
+                }) || ring.stamp(row) - p.time > period * 1.5;
+                if gap {
+                    skipped_gap += 1;
+                    continue;
+                }
+                for (i, dst) in epoch.chunks_exact_mut(channels).enumerate() {
+                    dst.copy_from_slice(ring.row(first + i as u64));
+                }
+                if epoch.iter().any(|v| !v.is_finite()) {
+                    skipped_nan += 1;
+                    continue;
+                }
+                out.push(
+                    &epoch,
+                    TrialInfo {
+                        image: p.image,
+                        onset: p.time,
+                        session: 0,
+                        test: None,
+                    },
+                )?;
+            }
+        }
+        bar.set_position(reader.position());
+    }
+    // Onsets whose epoch the stream never completed.
+    skipped_edge += waiting.len() + started.len();
+    bar.set_message("images");
+    bar.set_length(image_files.len() as u64);
+    bar.set_position(0);
+    writer::write_images(&dataset_dir, &image_files, rig.image_size, &bar)?;
+    bar.finish_and_clear();
+    let recorded_s = first_stamp.map_or(0.0, |f| last_stamp - f + period);
+    let source = serde_json::json!({
+        "kind": "xdf",
+        "session": opts.session,
+        "mua_stream": mua_info.name(),
+        "marker_stream": marker_info.name(),
+        "onset_regex": pattern,
+        "min_repeats": opts.min_repeats,
+        "clock_corrected": true,
+    });
+    let dataset = out.finish(DatasetInfo {
+        rig,
+        image_ids: &image_ids,
+        split: Split::MinRepeats(opts.min_repeats),
+        sampling_rate_hz: srate,
+        source,
+    })?;
+    Ok(XdfDatasetSummary {
+        dataset,
+        mua_stream: mua_info.name().to_string(),
+        marker_stream: marker_info.name().to_string(),
+        onsets: n_onsets,
+        other_markers,
+        duplicate_onsets,
+        missing_image_onsets,
+        missing_images: missing,
+        duplicate_image_files,
+        skipped_gap,
+        skipped_edge,
+        skipped_nan,
+        damage,
+        clock_segments,
+        recorded_s,
+        wall_s: clock_start.elapsed().as_secs_f64(),
+    })
+}
+
+fn progress_bar(show: bool, len: u64, message: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {msg} {wide_bar} {percent}% (eta {eta})",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
