@@ -24,6 +24,7 @@ pub mod rf;
 pub mod sim;
 pub mod telemetry;
 pub mod train;
+pub mod tvsd;
 pub mod units;
 pub mod window;
 pub mod xdf;

@@ -39,6 +39,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// Turn a recorded XDF session (LabRecorder's or ours) into a training dataset.
     Dataset(DatasetArgs),
+    /// Import the published THINGS Ventral Stream Spiking Dataset (TVSD) as training datasets.
+    ImportTvsd(ImportTvsdArgs),
     /// Train a decoder (pix2pix U-Net + PatchGAN) on a dataset from `simulate` (or the same layout).
     Train(Box<TrainArgs>),
     /// Evaluate models on a dataset's test split: pixel r, SSIM, chance levels, RF recovery, image grid.
@@ -118,6 +120,43 @@ struct DatasetArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     min_repeats: usize,
     /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Writes OUT/trials/ from THINGS_MUA_trials.mat: every trial's -100..+199 ms MUA in electrode order (the mapping applied), TVSD's split (test images = test split), the recording day as each trial's session (trial_session.npy; statistics are per day). The file (~58 GB) is read a block of trials at a time.\n\nWrites OUT/normmua/ from THINGS_normMUA.mat: TVSD's time-averaged, normalised per-image responses, for the TW-15 decoders (spatial, end-to-end, baseline). With it both datasets get electrodes.csv (SNR, reliability, latency, oracle per electrode) for `train --min-snr`.\n\nAll files are MATLAB v7.3 (HDF5, read with the HDF5 C library); the mapping file may be MAT v5.\n\nExample:\n  monkeysee import-tvsd --rig firmware-config/monkey-n.toml --trials THINGS_MUA_trials.mat \\\n      --mapping _logs/1024chns_mapping_20220105.mat --image-list _logs/things_imgs.mat \\\n      --norm-mua THINGS_normMUA.mat --images THINGS/object_images --out tvsd-N"
+)]
+struct ImportTvsdArgs {
+    /// Rig config of the monkey (firmware-config/monkey-n.toml or monkey-f.toml): 1024 channels at 1 kHz.
+    #[arg(long, value_name = "RIG.toml")]
+    rig: PathBuf,
+    /// THINGS_MUA_trials.mat (ALLMUA, ALLMAT[, tb]).
+    #[arg(long, value_name = "FILE.mat", requires = "mapping")]
+    trials: Option<PathBuf>,
+    /// The channel mapping (1024chns_mapping_20220105.mat, variable `mapping`, 1-based).
+    #[arg(long, value_name = "FILE.mat")]
+    mapping: Option<PathBuf>,
+    /// things_imgs.mat: the THINGS path of every train and test image.
+    #[arg(long, value_name = "FILE.mat")]
+    image_list: PathBuf,
+    /// THINGS_normMUA.mat: time-averaged responses, SNR and reliability per electrode.
+    #[arg(long, value_name = "FILE.mat")]
+    norm_mua: Option<PathBuf>,
+    /// The THINGS image folder the image list's paths are relative to (object_images).
+    #[arg(long, value_name = "DIR")]
+    images: PathBuf,
+    /// Output folder: OUT/trials/ and OUT/normmua/ (an existing dataset is never overwritten).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Recording days to import (ALLMAT's day column, 1-based), e.g. 1,2,5; default: all.
+    #[arg(long, value_name = "D,..", value_delimiter = ',')]
+    days: Option<Vec<u32>>,
+    /// Trials per read of ALLMUA (memory: N x 300 x 1024 x 8 bytes, twice).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    block: usize,
+    /// No progress bars.
     #[arg(long)]
     quiet: bool,
 }
@@ -369,6 +408,11 @@ struct TrainArgs {
     /// (early stopping; needs --validation).
     #[arg(long)]
     keep_best: bool,
+    /// Leave out electrodes with an SNR below this (the dataset's electrodes.csv, from
+    /// `import-tvsd --norm-mua`): their inputs are 0 in training and in the daemon. The
+    /// MonkeySee paper kept 561 of monkey N's 1024 electrodes (RF fit and reliability > 0.4).
+    #[arg(long, value_name = "SNR")]
+    min_snr: Option<f64>,
     /// Adam's beta1 for the learned RF layer (default: --beta1).
     #[arg(long)]
     rf_beta1: Option<f64>,
@@ -639,6 +683,29 @@ fn dataset(args: DatasetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn import_tvsd(args: ImportTvsdArgs) -> anyhow::Result<()> {
+    use monkeysee::dataset::tvsd_import::{import_tvsd, TvsdImportOptions};
+    let rig = RigConfig::load(&args.rig)?;
+    let summary = import_tvsd(&TvsdImportOptions {
+        rig,
+        trials: args.trials,
+        mapping: args.mapping,
+        image_list: args.image_list,
+        images: args.images,
+        norm_mua: args.norm_mua,
+        out: args.out.clone(),
+        days: args.days,
+        block: args.block,
+        progress: !args.quiet,
+    })?;
+    println!("{summary}");
+    std::fs::write(
+        args.out.join("import-summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    Ok(())
+}
+
 fn train(args: TrainArgs) -> anyhow::Result<()> {
     let mut rig = RigConfig::load(&args.rig)?;
     if let Some(p) = &args.rf_table {
@@ -698,6 +765,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         rf_encoding_weight: args.rf_encoding_weight,
         validation: args.validation,
         keep_best: args.keep_best,
+        min_snr: args.min_snr,
     };
     match &opts.vgg_weights {
         Some(p) => eprintln!(
@@ -921,6 +989,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => replay(a),
         Command::Simulate(a) => simulate(a),
         Command::Dataset(a) => dataset(a),
+        Command::ImportTvsd(a) => import_tvsd(a),
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),
         Command::RfTable(a) => rf_table(a),

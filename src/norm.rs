@@ -48,6 +48,10 @@ pub struct NormStats {
     pub baseline_std: Vec<f32>,
     /// Presentations the statistics were computed over.
     pub presentations: u64,
+    /// Electrodes (rig order) left out of the decoder (`train --min-snr`): their inputs
+    /// are always 0, offline and online.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<usize>,
 }
 
 impl NormStats {
@@ -193,6 +197,8 @@ pub struct PresentationNorm {
     features: Group,
     baseline: Group,
     calibration: u64,
+    /// Per electrode: false for the prior's dropped electrodes (always z = 0).
+    keep: Vec<bool>,
 }
 
 impl PresentationNorm {
@@ -222,6 +228,9 @@ impl PresentationNorm {
                 prior_weight,
             ),
             calibration,
+            keep: (0..electrodes)
+                .map(|e| !prior.is_some_and(|p| p.dropped.contains(&e)))
+                .collect(),
         }
     }
 
@@ -238,18 +247,26 @@ impl PresentationNorm {
 
     /// Feature `i` (`window * electrodes + electrode`) of a raw window mean, z-scored.
     pub fn z(&self, i: usize, raw: f64) -> f32 {
-        self.features.z(i, raw)
+        if self.keep[i % self.electrodes.max(1)] {
+            self.features.z(i, raw)
+        } else {
+            0.0
+        }
     }
 
     /// Electrode `e`'s raw baseline mean, z-scored.
     pub fn z_baseline(&self, e: usize, raw: f64) -> f32 {
-        self.baseline.z(e, raw)
+        if self.keep[e] {
+            self.baseline.z(e, raw)
+        } else {
+            0.0
+        }
     }
 
     /// Z-scores a whole presentation into `out`.
     pub fn z_all(&self, raw: &[f64], out: &mut [f32]) {
         for (i, (o, &r)) in out.iter_mut().zip(raw).enumerate() {
-            *o = self.features.z(i, r);
+            *o = self.z(i, r);
         }
     }
 
@@ -269,6 +286,7 @@ impl PresentationNorm {
             baseline_mean: f32s(&self.baseline.mean),
             baseline_std: f32s(&self.baseline.sd),
             presentations: (self.features.prior_weight() + self.features.session.weight) as u64,
+            dropped: (0..self.electrodes).filter(|&e| !self.keep[e]).collect(),
         }
     }
 }
@@ -337,6 +355,7 @@ mod tests {
             baseline_mean: vec![0.0],
             baseline_std: vec![1.0],
             presentations: 1000,
+            dropped: Vec::new(),
         };
         let mut n = PresentationNorm::new(1, 1, Some(&prior), 1000.0, 3);
         n.add(&[1.0]);
@@ -346,6 +365,25 @@ mod tests {
         let s = n.stats();
         assert!((s.mean[0] - 2.0).abs() < 1e-6, "{s:?}");
         assert!((s.std[0] as f64 - (2.0f64 / 3.0).sqrt()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn dropped_electrodes_are_always_zero_and_stay_dropped() {
+        let mut pa = PresentationNorm::new(2, 3, None, 0.0, 0);
+        pa.add(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        pa.add(&[2.0, 4.0, 1.0, 3.0, 9.0, 2.0]);
+        pa.add_baseline(&[1.0, 1.0, 1.0]);
+        pa.add_baseline(&[2.0, 3.0, 4.0]);
+        let mut prior = pa.stats();
+        prior.dropped = vec![1];
+        let mut n = PresentationNorm::new(2, 3, Some(&prior), 10.0, 0);
+        n.add(&[7.0, 7.0, 7.0, 7.0, 7.0, 7.0]);
+        let mut out = [9.0f32; 6];
+        n.z_all(&[5.0, 5.0, 5.0, 5.0, 5.0, 5.0], &mut out);
+        assert_eq!((out[1], out[4]), (0.0, 0.0), "electrode 1 in both windows");
+        assert!(out[0] != 0.0 && out[5] != 0.0);
+        assert_eq!(n.z_baseline(1, 100.0), 0.0);
+        assert_eq!(n.stats().dropped, vec![1]);
     }
 
     #[test]

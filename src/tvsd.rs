@@ -4,9 +4,10 @@
 //!
 //! Not real-time: this is the offline side of `monkeysee import-tvsd`. The trials file
 //! is about 58 GB, so [`TvsdTrials`] never holds `ALLMUA`: [`TvsdTrials::read_trials`]
-//! reads a block of trials with one HDF5 hyperslab read into a staging buffer (one
-//! allocation per call, the block's size), then transposes and reorders it into the
-//! caller's buffer, which is reused.
+//! reads a block of trials as chunk-aligned HDF5 hyperslab reads of at most 16 MiB
+//! each into a staging buffer, and transposes and reorders each into the caller's
+//! buffer, which is reused. Decompression (MATLAB deflates every chunk) is most of the
+//! cost and runs on the calling thread; the HDF5 library allows one call at a time.
 //!
 //! # The files
 //!
@@ -58,12 +59,12 @@ const ALLMAT_COLUMNS_7: [&str; 7] = [
     "day",
 ];
 
-/// Bytes of HDF5 chunk cache for the trials file: holds a chunk that straddles two
-/// `read_trials` blocks until the second block is read, for chunks up to ~100 trials
-/// of 300 × 1024 doubles.
-const CHUNK_CACHE_BYTES: usize = 256 << 20;
-/// Hash slots of that cache (a prime, as HDF5 advises).
-const CHUNK_CACHE_SLOTS: usize = 10_007;
+/// Least and most bytes of HDF5 chunk cache for `ALLMUA` (see [`ChunkCache`]).
+const MIN_CHUNK_CACHE_BYTES: usize = 256 << 20;
+const MAX_CHUNK_CACHE_BYTES: usize = 4 << 30;
+/// Bytes of one staging read of `ALLMUA`: below glibc's largest mmap threshold (32 MiB),
+/// so the buffer is reused from the heap; bigger blocks measured no faster.
+const STAGE_BYTES: usize = 16 << 20;
 /// The mapping file is read whole; anything bigger is not a channel mapping.
 const MAX_MAPPING_FILE_BYTES: u64 = 64 << 20;
 /// The HDF5 format signature, found at byte 0 or at a power-of-two offset from 512.
@@ -230,6 +231,53 @@ enum SampleType {
     F64,
 }
 
+impl SampleType {
+    fn bytes(self) -> usize {
+        match self {
+            SampleType::F32 => 4,
+            SampleType::F64 => 8,
+        }
+    }
+}
+
+/// HDF5's chunk cache for `ALLMUA`, set when the file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChunkCache {
+    bytes: usize,
+    slots: usize,
+}
+
+impl ChunkCache {
+    /// Room for two rows of chunks along the trial axis (every chunk that holds some
+    /// trial of a chunk's range): a block of trials can end inside one row and the
+    /// next block start there, and each chunk is then decompressed once however the
+    /// blocks fall. At least [`MIN_CHUNK_CACHE_BYTES`], at most
+    /// [`MAX_CHUNK_CACHE_BYTES`]: beyond that (chunks spanning ~900 trials of 300 x
+    /// 1024 doubles) blocks should be whole rows, see [`TvsdTrials::chunk_trials`].
+    fn for_trial_rows(shape: &[usize], chunk: &[usize], sample_bytes: usize) -> ChunkCache {
+        let chunk_bytes = chunk.iter().product::<usize>().max(1) * sample_bytes;
+        let across = |dim: usize| shape[dim].div_ceil(chunk[dim].max(1));
+        let row_bytes = across(0) * across(2) * chunk_bytes;
+        let bytes = row_bytes
+            .saturating_mul(2)
+            .clamp(MIN_CHUNK_CACHE_BYTES, MAX_CHUNK_CACHE_BYTES);
+        // HDF5 advises ~100 hash slots per cached chunk, a prime number of them.
+        let slots = next_prime((100 * (bytes / chunk_bytes).max(1)).clamp(10_007, 1_000_003));
+        ChunkCache { bytes, slots }
+    }
+}
+
+/// The smallest prime `>= n` (n is at most a few million here).
+fn next_prime(n: usize) -> usize {
+    let is_prime = |k: usize| {
+        k >= 2
+            && (2..)
+                .take_while(|d| d * d <= k)
+                .all(|d| !k.is_multiple_of(d))
+    };
+    (n..).find(|&k| is_prime(k)).unwrap_or(n)
+}
+
 /// An open `THINGS_MUA_trials.mat` with its channel mapping: shapes validated, `ALLMAT`
 /// and `tb` read, `ALLMUA` left on disk and read a block of trials at a time.
 #[derive(Debug)]
@@ -244,6 +292,8 @@ pub struct TvsdTrials {
     rows: Vec<TrialRow>,
     time_base: Option<Vec<f64>>,
     chunk_trials: Option<usize>,
+    /// Most bytes of `ALLMUA` staged per HDF5 read (see [`TvsdTrials::with_stage_bytes`]).
+    stage_bytes: usize,
 }
 
 impl TvsdTrials {
@@ -253,7 +303,9 @@ impl TvsdTrials {
     /// the mapping is a permutation of as many channels as `ALLMUA` has.
     pub fn open(trials: &Path, mapping: &Path) -> Result<TvsdTrials> {
         let mapping_values = read_mapping(mapping)?;
-        let file = open_mat73(trials, true)?;
+        // A first look with HDF5's default chunk cache; reopened below with one sized
+        // for ALLMUA's chunks.
+        let file = open_mat73(trials, None)?;
 
         let allmua = dataset(
             &file,
@@ -294,7 +346,19 @@ impl TvsdTrials {
 
         let rows = read_allmat(&file, trials, n_trials)?;
         let time_base = read_time_base(&file, trials, n_time)?;
-        let chunk_trials = allmua.chunk().map(|c| c[1]);
+        let chunk = allmua.chunk();
+        let chunk_trials = chunk.as_ref().map(|c| c[1]);
+        let allmua = match chunk {
+            Some(chunk) => {
+                drop(allmua);
+                drop(file);
+                let cache = ChunkCache::for_trial_rows(&shape, &chunk, sample.bytes());
+                let file = open_mat73(trials, Some(cache))?;
+                file.dataset("ALLMUA")
+                    .map_err(|e| damaged(trials, "`ALLMUA`".into(), &e))?
+            }
+            None => allmua,
+        };
         Ok(TvsdTrials {
             path: trials.to_path_buf(),
             allmua,
@@ -305,7 +369,15 @@ impl TvsdTrials {
             rows,
             time_base,
             chunk_trials,
+            stage_bytes: STAGE_BYTES,
         })
+    }
+
+    /// Sets the most bytes of `ALLMUA` one HDF5 read stages (16 MiB by default; always
+    /// at least one trial). Bigger measured no faster; smaller bounds memory.
+    pub fn with_stage_bytes(mut self, bytes: usize) -> TvsdTrials {
+        self.stage_bytes = bytes;
+        self
     }
 
     /// Trials in `ALLMUA` (and rows in `ALLMAT`).
@@ -348,6 +420,7 @@ impl TvsdTrials {
     /// Reads trials `first..first + n` into `out` as `[trial][time][electrode]` f32,
     /// electrodes in mapped (physical) order. `out` is resized to `n * n_time *
     /// n_channels` and its allocation reused across calls; doubles are rounded to f32.
+    /// On error `out` has that length but unspecified contents.
     pub fn read_trials(&self, first: usize, n: usize, out: &mut Vec<f32>) -> Result<()> {
         let end = first.checked_add(n).filter(|&end| end <= self.n_trials);
         let Some(end) = end else {
@@ -358,12 +431,37 @@ impl TvsdTrials {
                 n_trials: self.n_trials,
             });
         };
-        out.clear();
-        if n == 0 {
-            return Ok(());
-        }
         let (t, c) = (self.n_time, self.mapping.len());
+        // Every element is overwritten below: only grow or shrink, no clearing.
         out.resize(n * t * c, 0.0);
+        // Sub-blocks aligned to chunk boundaries keep the staging buffer small, so the
+        // allocator reuses it instead of mapping fresh pages on every call.
+        let step = self.stage_trials();
+        let mut at = first;
+        while at < end {
+            let stop = ((at / step + 1) * step).min(end);
+            let dst = &mut out[(at - first) * t * c..(stop - first) * t * c];
+            self.read_sub_block(at, stop, dst)?;
+            at = stop;
+        }
+        Ok(())
+    }
+
+    /// Trials per staging read: as many as fit the stage size, rounded down to whole
+    /// chunks when chunks are smaller (bigger chunks stay in the chunk cache between
+    /// reads, see [`ChunkCache::for_trial_rows`]).
+    fn stage_trials(&self) -> usize {
+        let trial_bytes = self.n_time * self.mapping.len() * self.sample.bytes();
+        let fit = (self.stage_bytes / trial_bytes.max(1)).max(1);
+        match self.chunk_trials {
+            Some(chunk) if chunk <= fit => fit / chunk * chunk,
+            _ => fit,
+        }
+    }
+
+    /// Reads trials `first..end` with one hyperslab read and reorders them into `out`.
+    fn read_sub_block(&self, first: usize, end: usize, out: &mut [f32]) -> Result<()> {
+        let (t, c, n) = (self.n_time, self.mapping.len(), end - first);
         let selection = (0..t, first..end, 0..c);
         let reader = self.allmua.as_reader();
         let what = || format!("ALLMUA trials {first}..{end}");
@@ -554,7 +652,7 @@ fn read_time_base(file: &File, path: &Path, n_time: usize) -> Result<Option<Vec<
 pub fn read_mapping(path: &Path) -> Result<Vec<usize>> {
     let values = match sniff(path)? {
         Kind::Hdf5 => {
-            let file = open_mat73(path, false)?;
+            let file = open_mat73(path, None)?;
             let ds = dataset(&file, path, "mapping", "the electrode-to-channel mapping")?;
             let shape = ds.shape();
             if vector_len(&shape).is_none() {
@@ -569,24 +667,25 @@ pub fn read_mapping(path: &Path) -> Result<Vec<usize>> {
         }
         Kind::Mat5 => {
             let bytes = read_small_file(path)?;
-            let (dims, values) = mat5::read_numeric(&bytes, "mapping").map_err(|e| match e {
-                mat5::Error::Missing => TvsdError::Missing {
-                    file: path.to_path_buf(),
-                    variable: "mapping".into(),
-                    expected: "the electrode-to-channel mapping, a 1 x n double vector".into(),
-                },
-                mat5::Error::NotNumeric(found) => TvsdError::Type {
-                    file: path.to_path_buf(),
-                    variable: "mapping".into(),
-                    found,
-                    expected: "a real numeric vector".into(),
-                },
-                mat5::Error::Damaged(problem) => TvsdError::Damaged {
-                    file: path.to_path_buf(),
-                    what: "the MAT v5 data".into(),
-                    detail: problem,
-                },
-            })?;
+            let mat5::Numeric { dims, values } =
+                mat5::read_numeric(&bytes, "mapping").map_err(|e| match e {
+                    mat5::Error::Missing => TvsdError::Missing {
+                        file: path.to_path_buf(),
+                        variable: "mapping".into(),
+                        expected: "the electrode-to-channel mapping, a 1 x n double vector".into(),
+                    },
+                    mat5::Error::NotNumeric(found) => TvsdError::Type {
+                        file: path.to_path_buf(),
+                        variable: "mapping".into(),
+                        found,
+                        expected: "a real numeric vector".into(),
+                    },
+                    mat5::Error::Damaged(problem) => TvsdError::Damaged {
+                        file: path.to_path_buf(),
+                        what: "the MAT v5 data".into(),
+                        detail: problem,
+                    },
+                })?;
             if vector_len(&dims).is_none() {
                 return Err(TvsdError::Shape {
                     file: path.to_path_buf(),
@@ -665,7 +764,7 @@ pub struct ImageList {
 /// MATLAB cell arrays of char, stored as HDF5 object references to UTF-16 code unit
 /// arrays. Backslashes (Windows separators) become `/`, as the published loaders do.
 pub fn read_image_list(path: &Path) -> Result<ImageList> {
-    let file = open_mat73(path, false)?;
+    let file = open_mat73(path, None)?;
     Ok(ImageList {
         train: read_things_paths(&file, path, "train_imgs")?,
         test: read_things_paths(&file, path, "test_imgs")?,
@@ -798,9 +897,19 @@ pub struct TestRepetitions {
 /// (HDF5 (image, electrode), as `norm_MUA.m` saves them, or transposed): the electrode
 /// dimension is the one they share. No mapping is applied (see [`NormMua`]).
 pub fn read_norm_mua(path: &Path) -> Result<NormMua> {
-    let file = open_mat73(path, false)?;
-    let train = read_matrix(&file, path, "train_MUA", "train images x electrodes")?;
-    let test = read_matrix(&file, path, "test_MUA", "test images x electrodes")?;
+    let file = open_mat73(path, None)?;
+    let train = read_matrix(
+        &file,
+        path,
+        "train_MUA",
+        "the train-image responses, MATLAB [electrode x train image]",
+    )?;
+    let test = read_matrix(
+        &file,
+        path,
+        "test_MUA",
+        "the test-image responses, MATLAB [electrode x test image]",
+    )?;
     let (ts, es) = (&train.shape, &test.shape);
     if ts.len() != 2 || es.len() != 2 {
         let (name, shape) = if ts.len() != 2 {
@@ -880,7 +989,7 @@ pub fn read_norm_mua(path: &Path) -> Result<NormMua> {
         test_reps,
         channels,
         snr: required("SNR", "the signal-to-noise ratio")?,
-        reliab: required("reliab", "the split-repetition reliability")?,
+        reliab: required("reliab", "the reliability across test repetitions")?,
         lats: per_electrode("lats", "the response latency")?,
         oracle: per_electrode("oracle", "the oracle correlation")?,
     })
@@ -1059,9 +1168,9 @@ fn sniff(path: &Path) -> Result<Kind> {
 }
 
 /// Opens a MATLAB v7.3 file, after checking it is HDF5 at all (so a MAT v5 file or a
-/// stray text file gets a clear message rather than HDF5's). `big_reads` sizes the
-/// chunk cache for `ALLMUA`.
-fn open_mat73(path: &Path, big_reads: bool) -> Result<File> {
+/// stray text file gets a clear message rather than HDF5's), with `cache` as the
+/// chunk cache of its datasets (HDF5's default of 1 MiB without).
+fn open_mat73(path: &Path, cache: Option<ChunkCache>) -> Result<File> {
     match sniff(path)? {
         Kind::Hdf5 => {}
         Kind::Mat5 => {
@@ -1081,8 +1190,9 @@ fn open_mat73(path: &Path, big_reads: bool) -> Result<File> {
         }
     }
     let mut builder = File::with_options();
-    if big_reads {
-        builder.with_fapl(|p| p.chunk_cache(CHUNK_CACHE_SLOTS, CHUNK_CACHE_BYTES, 1.0));
+    if let Some(cache) = cache {
+        // w0 = 1: chunks already read in full are the first to go.
+        builder.with_fapl(|p| p.chunk_cache(cache.slots, cache.bytes, 1.0));
     }
     builder
         .open(path)
@@ -1214,6 +1324,13 @@ mod mat5 {
     /// Decompressed size limit for one element: far above any channel mapping.
     const MAX_INFLATED: u64 = 256 << 20;
 
+    /// A real numeric array: MATLAB dimensions, values column-major.
+    #[derive(Debug, PartialEq)]
+    pub struct Numeric {
+        pub dims: Vec<usize>,
+        pub values: Vec<f64>,
+    }
+
     #[derive(Debug, PartialEq)]
     pub enum Error {
         /// No variable of that name.
@@ -1226,7 +1343,7 @@ mod mat5 {
 
     /// Finds variable `name` and returns its MATLAB dimensions and values (column-major)
     /// as f64, whatever integer or float type MATLAB stored them as.
-    pub fn read_numeric(bytes: &[u8], name: &str) -> Result<(Vec<usize>, Vec<f64>), Error> {
+    pub fn read_numeric(bytes: &[u8], name: &str) -> Result<Numeric, Error> {
         if bytes.len() < 128 {
             return Err(Error::Damaged(
                 "shorter than the 128-byte MAT header".into(),
@@ -1306,12 +1423,7 @@ mod mat5 {
         })
     }
 
-    fn find_in(
-        r: &Endian,
-        bytes: &[u8],
-        name: &str,
-        depth: u32,
-    ) -> Result<(Vec<usize>, Vec<f64>), Error> {
+    fn find_in(r: &Endian, bytes: &[u8], name: &str, depth: u32) -> Result<Numeric, Error> {
         let mut at = 0;
         while at + 8 <= bytes.len() {
             let e = element(r, bytes, at)?;
@@ -1345,11 +1457,7 @@ mod mat5 {
     }
 
     /// Parses an miMATRIX payload; `None` if it is another variable.
-    fn matrix(
-        r: &Endian,
-        data: &[u8],
-        name: &str,
-    ) -> Result<Option<(Vec<usize>, Vec<f64>)>, Error> {
+    fn matrix(r: &Endian, data: &[u8], name: &str) -> Result<Option<Numeric>, Error> {
         let flags = element(r, data, 0)?;
         if flags.kind != MI_UINT32 || flags.data.len() < 8 {
             return Err(Error::Damaged("array flags missing".into()));
@@ -1395,7 +1503,7 @@ mod mat5 {
                 values.len()
             )));
         }
-        Ok(Some((dims, values)))
+        Ok(Some(Numeric { dims, values }))
     }
 
     fn numbers(r: &Endian, kind: u32, data: &[u8]) -> Result<Vec<f64>, Error> {
@@ -1483,7 +1591,10 @@ mod mat5 {
                 let bytes = file("mapping", &[1, 3], MI_UINT16, &payload, compress);
                 assert_eq!(
                     read_numeric(&bytes, "mapping"),
-                    Ok((vec![1, 3], vec![3.0, 1.0, 2.0]))
+                    Ok(Numeric {
+                        dims: vec![1, 3],
+                        values: vec![3.0, 1.0, 2.0]
+                    })
                 );
             }
         }
@@ -1495,7 +1606,10 @@ mod mat5 {
             assert_eq!(read_numeric(&bytes, "mapping"), Err(Error::Missing));
             assert_eq!(
                 read_numeric(&bytes, "other"),
-                Ok((vec![2, 1], vec![1.5, 2.0]))
+                Ok(Numeric {
+                    dims: vec![2, 1],
+                    values: vec![1.5, 2.0]
+                })
             );
             let cut = &bytes[..bytes.len() - 12];
             assert!(matches!(read_numeric(cut, "other"), Err(Error::Damaged(_))));
@@ -1614,6 +1728,21 @@ mod tests {
             ..row
         };
         assert_eq!(row.image(), None);
+    }
+
+    #[test]
+    fn the_chunk_cache_holds_two_rows_of_chunks_within_bounds() {
+        // One trial per chunk of 300 x 1024 doubles: two rows are 4.9 MB, so the minimum.
+        let c = ChunkCache::for_trial_rows(&[300, 25_000, 1024], &[300, 1, 1024], 8);
+        assert_eq!(c.bytes, MIN_CHUNK_CACHE_BYTES);
+        // Chunks of (19, 200, 64) doubles: a row is 16 x 16 chunks of 1.9 MB = 498 MB.
+        let c = ChunkCache::for_trial_rows(&[300, 25_000, 1024], &[19, 200, 64], 8);
+        assert_eq!(c.bytes, 2 * 16 * 16 * 19 * 200 * 64 * 8);
+        assert!(c.slots >= 100 * 2 * 256);
+        // Rows of thousands of trials: capped.
+        let c = ChunkCache::for_trial_rows(&[300, 25_000, 1024], &[300, 5000, 1024], 8);
+        assert_eq!(c.bytes, MAX_CHUNK_CACHE_BYTES);
+        assert_eq!(next_prime(10_000), 10_007);
     }
 
     #[test]

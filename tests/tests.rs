@@ -25,6 +25,8 @@ mod it {
     mod simulate;
     /// Training: the loss falls, models round-trip, resume, RF-layer gradients, rig mismatch.
     mod train;
+    /// TVSD files: trials reordered exactly, ALLMAT/tb, image paths, normMUA, damaged files (h5py fixtures).
+    mod tvsd;
     /// The VGG19 perceptual loss against torch's, and refused VGG files.
     mod vgg;
     /// Window means and z-scores against a direct reference computation.

@@ -10,8 +10,8 @@
     OUT/images/<things_path>                     one tiny PNG per image
     OUT/fixture.json                             the parameters, the 0-based mapping, every path
 
-The layout follows the dataset's own code (_code/norm_MUA.m) and the loaders that read it
-with h5py: MATLAB v7.3 files are HDF5 with a 512-byte user block holding MATLAB's text
+The layout follows the dataset's own code (_code/norm_MUA.m) and the loaders people
+published for it (h5py): MATLAB v7.3 files are HDF5 with a 512-byte user block holding MATLAB's text
 header; MATLAB writes arrays column-major, so each HDF5 shape is the MATLAB shape reversed:
 
     ALLMUA        MATLAB [electrode x trial x time]   HDF5 (time, trial, channel)
@@ -27,8 +27,8 @@ header; MATLAB writes arrays column-major, so each HDF5 shape is the MATLAB shap
     oracle        MATLAB [1 x electrode]              HDF5 (electrode, 1)
     things_path   MATLAB 1 x n cell of char           HDF5 (n, 1) object references into #refs#
 
-The mapping file is written as MAT v5 (what MATLAB's default `save` writes and what
-scipy.io.loadmat reads, as the published loaders do), compressed unless asked otherwise;
+The mapping file is written as MAT v5 (what MATLAB's default `save` writes; those loaders
+read it with scipy.io.loadmat, which reads no v7.3), compressed unless asked otherwise;
 --mapping-format v73 writes it as HDF5 instead.
 
 Values are formulas of their indices, exactly representable in float32, so a test can
@@ -37,8 +37,8 @@ check every element after the reader's transposition and channel reordering:
     ALLMUA of electrode e, trial i (0-based), time sample t:
         ((i*T + t)*C + e) mod 2^22 / 2 - 1024      stored at headstage channel mapping[e]
     ALLMAT row of trial i (0-based): trial i+1; every 4th trial (i % 4 == 3) is a test
-        trial: the k-th test trial shows test image k % n_test + 1, repetition
-        k // n_test + 1; the j-th train trial shows train image n_train - j; ncount
+        trial: test trial k (0-based) shows test image k % n_test + 1, repetition
+        k // n_test + 1; train trial j (0-based) shows train image n_train - j; ncount
         i % 3 + 1; correct (7 columns) 0 when i % 5 == 4, else 1; day 1 + i*days // n.
     train_MUA of train image j, electrode e (0-based):  j*C + e + 0.25
     test_MUA of test image k, electrode e:             -(k*C + e) - 0.5

@@ -12,6 +12,7 @@
 //! (TVSD: recording day), over which statistics are taken.
 
 pub mod from_xdf;
+pub mod tvsd_import;
 pub mod writer;
 
 use std::fs::File;
@@ -57,6 +58,17 @@ pub struct DatasetMeta {
     pub trials: usize,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// One value per trial and channel (`responses.npy` `[trials, 1, channels]`), already
+    /// averaged over each area's window (TVSD's normMUA): every window reads that value.
+    #[serde(default)]
+    pub time_averaged: bool,
+}
+
+/// One row of a dataset's `electrodes.csv` (TVSD imports): per-electrode quality.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElectrodeQuality {
+    pub snr: f32,
+    pub reliab: f32,
 }
 
 /// One row of `channels.csv`.
@@ -320,6 +332,9 @@ impl Dataset {
             )));
         }
         // Every window the rig's decoders read must lie inside the dataset's trials.
+        if self.meta.time_averaged {
+            return self.check_channels(rig);
+        }
         let ms = rig.sampling_rate_hz / 1000.0;
         let (onset, len) = (self.meta.onset_sample as f64, self.trial_len() as f64);
         for set in [WindowSetKind::Tw15, WindowSetKind::Tw3] {
@@ -341,6 +356,15 @@ impl Dataset {
                 }
             }
         }
+        self.check_channels(rig)
+    }
+
+    fn check_channels(&self, rig: &RigConfig) -> Result<(), DatasetError> {
+        let mismatch = |message: String| DatasetError::RigMismatch {
+            dataset: self.dir.clone(),
+            rig: rig.path.clone(),
+            message,
+        };
         for a in &rig.arrays {
             for c in a.channels.clone() {
                 let row = &self.channels[c];
@@ -370,6 +394,44 @@ impl Dataset {
 
     pub fn n_trials(&self) -> usize {
         self.meta.trials
+    }
+
+    /// Per-channel quality from `electrodes.csv`, when the dataset has one (TVSD imports
+    /// with the normMUA file): SNR and split-half reliability.
+    pub fn electrode_quality(&self) -> Result<Option<Vec<ElectrodeQuality>>, DatasetError> {
+        let p = self.dir.join("electrodes.csv");
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&p).map_err(|source| DatasetError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let bad = |message: String| DatasetError::Format {
+            path: p.clone(),
+            message,
+        };
+        let mut rows = Vec::new();
+        for (i, line) in text.lines().enumerate().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let num = |k: usize| -> Result<f32, DatasetError> {
+                f.get(k)
+                    .and_then(|v| v.trim().parse::<f32>().ok())
+                    .ok_or_else(|| bad(format!("line {}: field {} is not a number", i + 1, k + 1)))
+            };
+            rows.push(ElectrodeQuality {
+                snr: num(1)?,
+                reliab: num(2)?,
+            });
+        }
+        if rows.len() != self.meta.channels {
+            return Err(bad(format!(
+                "{} rows, the dataset has {} channels",
+                rows.len(),
+                self.meta.channels
+            )));
+        }
+        Ok(Some(rows))
     }
 
     /// Samples per trial (300 for −100…+199 ms at 1 kHz).
@@ -459,6 +521,13 @@ impl Dataset {
                 ((r - stats.mean[i] as f64) / (stats.std[i] as f64).max(1e-6)) as f32
             }),
         );
+        // Electrodes left out of the decoder (train --min-snr) carry no input.
+        let n_e = stats.electrodes();
+        for &e in &stats.dropped {
+            for k in 0..stats.windows {
+                out[k * n_e + e] = 0.0;
+            }
+        }
     }
 
     /// Session (TVSD: recording day) of each trial; one session when the dataset has
@@ -559,6 +628,16 @@ pub fn raw_window_means(
     raw.clear();
     raw.resize(per * n_e, 0.0);
     baseline.clear();
+    if rows == 1 {
+        // A time-averaged trial: every window reads its one value; no baseline.
+        for (e, el) in rig.electrodes.iter().enumerate() {
+            for k in 0..per {
+                raw[k * n_e + e] = trial[el.channel] as f64;
+            }
+            baseline.push(0.0);
+        }
+        return;
+    }
     for (e, el) in rig.electrodes.iter().enumerate() {
         for (k, w) in rig.windows.windows_for(set, el.area).iter().enumerate() {
             raw[k * n_e + e] = mean(range(*w), el.channel);

@@ -142,6 +142,10 @@ pub struct TrainOptions {
     /// last one (needs `validation`).
     #[serde(default)]
     pub keep_best: bool,
+    /// Leave out electrodes whose SNR (the dataset's `electrodes.csv`, TVSD imports) is
+    /// below this: their inputs are 0, offline and online (`normalization.json` lists them).
+    #[serde(default)]
+    pub min_snr: Option<f64>,
 }
 
 /// Where the learned RF layer's centres start.
@@ -282,6 +286,51 @@ fn array_centroids(config: &mut DecoderConfig) {
     }
 }
 
+/// Electrodes (rig order) whose SNR in the dataset's `electrodes.csv` is below `min`
+/// (or not a number); every electrode's quality is reported per area on stderr.
+fn low_snr_electrodes(ds: &Dataset, rig: &RigConfig, min: f64) -> anyhow::Result<Vec<usize>> {
+    let quality = ds.electrode_quality()?.with_context(|| {
+        format!(
+            "--min-snr needs per-electrode SNR: {} has no electrodes.csv (monkeysee import-tvsd writes one when given --norm-mua THINGS_normMUA.mat)",
+            ds.dir.display()
+        )
+    })?;
+    let dropped: Vec<usize> = rig
+        .electrodes
+        .iter()
+        .enumerate()
+        .filter(|(_, el)| !(quality[el.channel].snr as f64 >= min))
+        .map(|(e, _)| e)
+        .collect();
+    if dropped.len() == rig.electrodes.len() {
+        bail!(
+            "--min-snr {min} leaves no electrode (the highest SNR is {:.2})",
+            quality
+                .iter()
+                .map(|q| q.snr)
+                .fold(f32::NEG_INFINITY, f32::max)
+        );
+    }
+    let per_area: Vec<String> = crate::units::Area::ALL
+        .iter()
+        .map(|&a| {
+            let total = rig.electrodes.iter().filter(|el| el.area == a).count();
+            let gone = dropped
+                .iter()
+                .filter(|&&e| rig.electrodes[e].area == a)
+                .count();
+            format!("{a} {}/{total}", total - gone)
+        })
+        .collect();
+    eprintln!(
+        "monkeysee train: --min-snr {min}: keeping {} of {} electrodes ({})",
+        rig.electrodes.len() - dropped.len(),
+        rig.electrodes.len(),
+        per_area.join(", ")
+    );
+    Ok(dropped)
+}
+
 /// Folds of the pathway's cross-fitting.
 const PATHWAY_FOLDS: usize = 5;
 
@@ -318,18 +367,32 @@ impl<'a> TrainingData<'a> {
         // One estimator (crate::norm): per electrode and window over the presentations
         // of each session, every presentation (as the daemon counts them live).
         let set = window_set(opts.kind);
+        if ds.meta.time_averaged && set != crate::config::WindowSetKind::Tw15 {
+            bail!(
+                "{} is time-averaged (one value per electrode, e.g. TVSD's normMUA): it trains the TW-15 decoders (spatial, end-to-end, baseline), not {}",
+                ds.dir.display(),
+                opts.kind
+            );
+        }
+        let dropped = match opts.min_snr {
+            Some(min) => low_snr_electrodes(&ds, rig, min)?,
+            None => Vec::new(),
+        };
         let all: Vec<usize> = (0..ds.n_trials()).collect();
-        let stats = ds.norm_stats(&all, rig, set);
+        let mut stats = ds.norm_stats(&all, rig, set);
+        stats.dropped = dropped.clone();
         let sessions = ds.sessions();
         let mut session_of = vec![0; ds.n_trials()];
         let mut session_stats = Vec::with_capacity(sessions.len());
         for (k, trials) in sessions.iter().enumerate() {
             trials.iter().for_each(|&t| session_of[t] = k);
-            session_stats.push(if sessions.len() == 1 {
+            let mut own = if sessions.len() == 1 {
                 stats.clone()
             } else {
                 ds.norm_stats(trials, rig, set)
-            });
+            };
+            own.dropped = dropped.clone();
+            session_stats.push(own);
         }
         let mut config = config;
         config.linear_pathway = opts.linear_pathway.clone();

@@ -416,3 +416,146 @@ fn dataset_errors_are_clear() {
     let e = format!("{:#}", dataset_from_xdf(&o).unwrap_err());
     assert!(e.contains("already holds a dataset"), "{e}");
 }
+
+/// `import-tvsd` on fixtures in the published files' layout (h5py: user block, deflate,
+/// object references; the mapping as MAT v5), at TVSD's 1024 channels × 300 samples:
+/// the trials land in electrode order, split and day as TVSD says; normMUA becomes a
+/// time-averaged dataset; `train --min-snr` drops the electrodes below it, offline and
+/// in the daemon's statistics.
+#[test]
+fn import_tvsd_builds_both_datasets_and_min_snr_drops_electrodes() {
+    use monkeysee::dataset::tvsd_import::{import_tvsd, TvsdImportOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let rig = small_rig(dir.path());
+    let fx = dir.path().join("tvsd");
+    let (trials, test_images, reps, days) = (24usize, 2usize, 3usize, 2usize);
+    let out = Command::new(super::tvsd::python())
+        .arg(repo().join("tools/make-tvsd-fixture.py"))
+        .arg(&fx)
+        .args(["--channels", "1024", "--time", "300", "--image-ext", "png"])
+        .args([
+            "--trials",
+            &trials.to_string(),
+            "--test-images",
+            &test_images.to_string(),
+        ])
+        .args(["--reps", &reps.to_string(), "--days", &days.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("fixture.json")).unwrap()).unwrap();
+    let mapping: Vec<usize> =
+        serde_json::from_value(fixture["mapping_zero_based"].clone()).unwrap();
+
+    let data = dir.path().join("tvsd-data");
+    let opts = TvsdImportOptions {
+        rig: rig.clone(),
+        trials: Some(fx.join("THINGS_MUA_trials.mat")),
+        mapping: Some(fx.join("_logs/1024chns_mapping_20220105.mat")),
+        image_list: fx.join("_logs/things_imgs.mat"),
+        images: fx.join("images"),
+        norm_mua: Some(fx.join("THINGS_normMUA.mat")),
+        out: data.clone(),
+        days: None,
+        block: 5,
+        progress: false,
+    };
+    let s = import_tvsd(&opts).unwrap();
+    println!("{s}");
+    assert_eq!(s.file_trials, trials);
+    assert!(s.missing_images.is_empty(), "{:?}", s.missing_images);
+
+    // Trials: ALLMUA[t, i, mapping[e]] = ((i*T + t)*C + e) mod 2^22 / 2 - 1024 for
+    // electrode e, after the reorder.
+    let ds = Dataset::open(&data.join("trials")).unwrap();
+    ds.check_rig(&rig).unwrap();
+    assert_eq!((ds.n_trials(), ds.trial_len()), (trials, 300));
+    let (t_len, c) = (300usize, 1024usize);
+    for i in [0, 3, 7, trials - 1] {
+        let trial = ds.trial(i);
+        for t in [0, 99, 100, 299] {
+            for e in [0, 1, 511, 1023] {
+                let want = (((i * t_len + t) * c + e) % (1 << 22)) as f32 / 2.0 - 1024.0;
+                assert_eq!(trial[t * c + e], want, "trial {i} time {t} electrode {e}");
+            }
+        }
+        assert_eq!(ds.trial_test[i], i % 4 == 3, "trial {i}: TVSD's split");
+        assert_eq!(
+            ds.trial_session[i] as usize,
+            1 + i * days / trials,
+            "trial {i}: day"
+        );
+    }
+    assert_ne!(
+        mapping,
+        (0..1024).collect::<Vec<_>>(),
+        "the fixture's mapping reorders"
+    );
+    assert_eq!(ds.sessions().len(), days);
+
+    // normMUA: train image j, electrode e = j*C + e + 0.25; test repetitions separate.
+    let nm = Dataset::open(&data.join("normmua")).unwrap();
+    nm.check_rig(&rig).unwrap();
+    assert!(nm.meta.time_averaged);
+    let n_train = fixture["train_images"].as_u64().unwrap() as usize;
+    assert_eq!(nm.n_trials(), n_train + test_images * reps);
+    for j in 0..n_train {
+        let row = nm.trial(j);
+        assert_eq!(row[5], (j * c + 5) as f32 + 0.25, "train image {j}");
+        assert!(!nm.trial_test[j]);
+    }
+    let quality = nm.electrode_quality().unwrap().unwrap();
+    assert_eq!(quality[10].snr, 10.0 + (days - 1) as f32 / 8.0);
+
+    // --min-snr: electrodes below it get input 0 in training and in the saved statistics.
+    let model = dir.path().join("model");
+    let mut o = super::train::options_for(
+        &rig,
+        &data.join("normmua"),
+        &model,
+        DecoderKind::EndToEnd,
+        1,
+    );
+    o.min_snr = Some(500.0);
+    o.batch = 2;
+    monkeysee::train::train::<monkeysee::decoder::CpuTrainBackend>(&o, &Default::default())
+        .unwrap();
+    let stats = monkeysee::daemon::load_norm_stats(&model, 1, rig.electrodes.len())
+        .unwrap()
+        .unwrap();
+    let want: Vec<usize> = rig
+        .electrodes
+        .iter()
+        .enumerate()
+        .filter(|(_, el)| el.channel < 500)
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(stats.dropped, want);
+    let mut f = Vec::new();
+    nm.features(
+        0,
+        &rig,
+        monkeysee::config::WindowSetKind::Tw15,
+        &stats,
+        &mut f,
+    );
+    assert!(want.iter().all(|&e| f[e] == 0.0));
+    assert!(f.iter().any(|&v| v != 0.0));
+    let mut spatiotemporal = o.clone();
+    spatiotemporal.kind = DecoderKind::Spatiotemporal;
+    spatiotemporal.out = dir.path().join("st");
+    let e = format!(
+        "{:#}",
+        monkeysee::train::train::<monkeysee::decoder::CpuTrainBackend>(
+            &spatiotemporal,
+            &Default::default()
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("time-averaged"), "{e}");
+}

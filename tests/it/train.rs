@@ -37,10 +37,21 @@ fn options(
     kind: DecoderKind,
     epochs: usize,
 ) -> TrainOptions {
+    options_for(&sim.rig, &sim.out.join("dataset"), out, kind, epochs)
+}
+
+/// Small, quick training options for any dataset of `rig`.
+pub(crate) fn options_for(
+    rig: &monkeysee::config::RigConfig,
+    data: &std::path::Path,
+    out: &std::path::Path,
+    kind: DecoderKind,
+    epochs: usize,
+) -> TrainOptions {
     TrainOptions {
-        rig: Some(sim.rig.clone()),
-        rig_path: sim.rig.path.clone(),
-        data: sim.out.join("dataset"),
+        rig: Some(rig.clone()),
+        rig_path: rig.path.clone(),
+        data: data.to_path_buf(),
         out: out.to_path_buf(),
         kind,
         width: 4,
@@ -71,6 +82,7 @@ fn options(
         rf_encoding_weight: 0.0,
         validation: 0,
         keep_best: false,
+        min_snr: None,
     }
 }
 

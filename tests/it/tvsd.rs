@@ -21,7 +21,7 @@ const DAYS: usize = 2;
 const TRAIN_IMAGES: usize = TRIALS - TRIALS / 4;
 
 /// The Python that runs the fixture script: `MONKEYSEE_PYTHON`, else the interop venv.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("MONKEYSEE_PYTHON") {
         return p.into();
     }
@@ -127,18 +127,24 @@ fn check_all_trials(trials: &TvsdTrials, block: usize, out: &mut Vec<f32>) {
 }
 
 #[test]
-fn single_trials_come_back_in_electrode_order_whatever_the_block_size() {
+fn trials_come_back_in_electrode_order_whatever_the_block_size() {
     let f = Fixture::new(&["--no-images", "--chunk-trials", "3"]);
-    let trials = TvsdTrials::open(&trials_file(f.path()), &mapping_file(f.path())).unwrap();
+    let open = || TvsdTrials::open(&trials_file(f.path()), &mapping_file(f.path())).unwrap();
+    let trials = open();
     assert_eq!(
         (trials.n_trials(), trials.n_time(), trials.n_channels()),
         (TRIALS, TIME, CHANNELS)
     );
     assert_eq!(trials.chunk_trials(), Some(3));
     let mut out = Vec::new();
-    // Blocks that straddle the 3-trial chunks, and one read of everything.
-    for block in [1, 4, 5, 7, TRIALS] {
-        check_all_trials(&trials, block, &mut out);
+    // Blocks that straddle the 3-trial chunks, and one read of everything; staged in
+    // one read, a trial at a time, and two chunks at a time (7 trials' bytes).
+    let trial_bytes = TIME * CHANNELS * 4;
+    for stage in [None, Some(1), Some(7 * trial_bytes)] {
+        let trials = stage.map_or_else(open, |bytes| open().with_stage_bytes(bytes));
+        for block in [1, 4, 5, 7, TRIALS] {
+            check_all_trials(&trials, block, &mut out);
+        }
     }
     let rows: Vec<TrialRow> = (0..TRIALS).map(|i| row(i, false)).collect();
     assert_eq!(trials.rows(), &rows[..]);
@@ -171,6 +177,9 @@ fn double_allmua_and_seven_allmat_columns_read_the_same() {
     for block in [3, 8] {
         check_all_trials(&trials, block, &mut out);
     }
+    // Doubles staged a trial at a time from 5-trial chunks.
+    let trials = trials.with_stage_bytes(1);
+    check_all_trials(&trials, 12, &mut out);
     let rows: Vec<TrialRow> = (0..TRIALS).map(|i| row(i, true)).collect();
     assert_eq!(trials.rows(), &rows[..]);
     assert_eq!(trials.rows()[3].image(), Some(TrialImage::Test(0)));
@@ -195,7 +204,7 @@ fn reading_past_the_last_trial_is_refused() {
     let mut out = vec![1.0];
     let e = trials.read_trials(TRIALS - 2, 3, &mut out).unwrap_err();
     assert!(matches!(e, TvsdError::TrialRange { .. }), "{e}");
-    assert!(e.to_string().contains("ALLMUA has 37"), "{e}");
+    assert!(e.to_string().contains("`ALLMUA` has 37"), "{e}");
     trials.read_trials(TRIALS, 0, &mut out).unwrap();
     assert!(out.is_empty());
 }
@@ -375,6 +384,26 @@ fn each_damaged_variant_is_refused_naming_the_variable() {
             assert!(e.contains(s), "{}: {e:?} lacks {s:?}", case.kind);
         }
     }
+}
+
+#[test]
+fn a_corrupt_chunk_fails_only_the_blocks_that_need_it() {
+    let f = Fixture::new(&[
+        "--no-images",
+        "--broken",
+        "corrupt-chunk",
+        "--chunk-trials",
+        "3",
+    ]);
+    let trials = TvsdTrials::open(&trials_file(f.path()), &mapping_file(f.path())).unwrap();
+    let mut out = Vec::new();
+    trials.read_trials(0, 3, &mut out).unwrap();
+    assert_eq!(out[5], mua(0, 0, 5));
+    let e = trials.read_trials(2, 2, &mut out).unwrap_err();
+    assert!(matches!(e, TvsdError::Damaged { .. }), "{e}");
+    assert!(e.to_string().contains("ALLMUA trials 2..4"), "{e}");
+    trials.read_trials(6, 3, &mut out).unwrap();
+    assert_eq!(out[5], mua(6, 0, 5));
 }
 
 #[test]

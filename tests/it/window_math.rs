@@ -35,6 +35,7 @@ fn stats(rig: &RigConfig, set: WindowSetKind) -> NormStats {
         baseline_mean: mean,
         baseline_std: std,
         presentations: 1000,
+        dropped: Vec::new(),
     }
 }
 

@@ -1,0 +1,483 @@
+//! `monkeysee import-tvsd`: datasets from the published THINGS Ventral Stream Spiking
+//! Dataset (Papale et al., Neuron 2025), read by [`crate::tvsd`].
+//!
+//! - `THINGS_MUA_trials.mat` (+ the channel mapping, the image list, the THINGS images)
+//!   → `OUT/trials/`: every trial's −100…+199 ms MUA in electrode order, as recorded,
+//!   read a block of trials at a time (the file is ≈ 58 GB); the split is TVSD's own
+//!   (test-image trials are the test split) and each trial's recording day is its
+//!   session (`trial_session.npy`), so statistics are per day.
+//! - `THINGS_normMUA.mat` → `OUT/normmua/`: the per-image responses TVSD already
+//!   averaged over each area's window and normalised, as a time-averaged dataset
+//!   (`responses.npy` `[trials, 1, channels]`, `time_averaged` in `dataset.json`) for the
+//!   TW-15 decoders; test images once per repetition when `test_MUA_reps` is there.
+//! - With the normMUA file, both datasets get `electrodes.csv` (per electrode SNR,
+//!   reliability, latency, oracle), which `train --min-snr` reads.
+//!
+//! Counted and reported, never fatal: trials whose image file is missing (ids listed),
+//! trials with NaN samples, trials outside `--days`, `ALLMAT` rows naming no image.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use super::writer::{self, DatasetInfo, DatasetWriter, Split, TrialInfo, WrittenDataset};
+use crate::config::RigConfig;
+use crate::tvsd::{self, ImageList, NormMua, TrialImage, TvsdTrials};
+
+/// What `import-tvsd` was asked for.
+#[derive(Debug, Clone)]
+pub struct TvsdImportOptions {
+    pub rig: RigConfig,
+    /// `THINGS_MUA_trials.mat`, with the mapping file it needs.
+    pub trials: Option<PathBuf>,
+    pub mapping: Option<PathBuf>,
+    /// `things_imgs.mat`.
+    pub image_list: PathBuf,
+    /// The THINGS `object_images` folder the image list's paths are under.
+    pub images: PathBuf,
+    /// `THINGS_normMUA.mat`.
+    pub norm_mua: Option<PathBuf>,
+    pub out: PathBuf,
+    /// Recording days to keep (1-based, as in `ALLMAT`); all when `None`.
+    pub days: Option<Vec<u32>>,
+    /// Trials per HDF5 read.
+    pub block: usize,
+    pub progress: bool,
+}
+
+/// What was imported.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TvsdImportSummary {
+    pub trials: Option<WrittenDataset>,
+    pub norm_mua: Option<WrittenDataset>,
+    /// Trials in the file, and those skipped (and why).
+    pub file_trials: usize,
+    pub skipped_other_days: usize,
+    pub skipped_no_image: usize,
+    pub skipped_missing_file: usize,
+    pub skipped_nan: usize,
+    /// THINGS paths with no file under `--images`.
+    pub missing_images: Vec<String>,
+    pub wall_s: f64,
+    /// Trials read per wall-clock second (the trials file).
+    pub trials_per_s: f64,
+}
+
+impl std::fmt::Display for TvsdImportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for d in [&self.trials, &self.norm_mua].into_iter().flatten() {
+            writeln!(
+                f,
+                "{}: {} trials ({} train, {} test) of {} images ({} test), {} session(s)",
+                d.dir.display(),
+                d.trials,
+                d.train_trials,
+                d.test_trials,
+                d.images,
+                d.test_images,
+                d.sessions
+            )?;
+        }
+        if self.trials.is_some() {
+            writeln!(
+                f,
+                "of {} trials in the file, skipped: {} on other days, {} naming no image, {} whose image file is missing, {} with NaN samples",
+                self.file_trials,
+                self.skipped_other_days,
+                self.skipped_no_image,
+                self.skipped_missing_file,
+                self.skipped_nan
+            )?;
+        }
+        if !self.missing_images.is_empty() {
+            let shown: Vec<&str> = self
+                .missing_images
+                .iter()
+                .take(10)
+                .map(String::as_str)
+                .collect();
+            writeln!(
+                f,
+                "image files not found under --images ({}): {}{}",
+                self.missing_images.len(),
+                shown.join(", "),
+                if self.missing_images.len() > 10 {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )?;
+        }
+        write!(
+            f,
+            "{:.1} s ({:.0} trials/s from the trials file)",
+            self.wall_s, self.trials_per_s
+        )
+    }
+}
+
+/// The stem of a THINGS path (`aardvark/aardvark_01b.jpg` → `aardvark_01b`): the id.
+fn image_id(path: &str) -> String {
+    Path::new(path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(path)
+        .to_string()
+}
+
+/// Images of one dataset, in first-use order: ids, files, and where each list entry went.
+#[derive(Default)]
+struct Images {
+    ids: Vec<String>,
+    files: Vec<PathBuf>,
+    row: HashMap<String, Option<usize>>,
+    missing: Vec<String>,
+}
+
+impl Images {
+    /// The row of a THINGS path, or `None` when its file is missing (recorded once).
+    fn row(&mut self, things_dir: &Path, path: &str) -> Option<usize> {
+        if let Some(&r) = self.row.get(path) {
+            return r;
+        }
+        let file = things_dir.join(path);
+        let r = if file.is_file() {
+            self.ids.push(image_id(path));
+            self.files.push(file);
+            Some(self.ids.len() - 1)
+        } else {
+            self.missing.push(path.to_string());
+            None
+        };
+        self.row.insert(path.to_string(), r);
+        r
+    }
+}
+
+fn bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {what} {{wide_bar}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// Runs the import. See the module docs.
+pub fn import_tvsd(opts: &TvsdImportOptions) -> anyhow::Result<TvsdImportSummary> {
+    let start = Instant::now();
+    if opts.trials.is_none() && opts.norm_mua.is_none() {
+        bail!("give --trials THINGS_MUA_trials.mat (with --mapping), --norm-mua THINGS_normMUA.mat, or both");
+    }
+    let list = tvsd::read_image_list(&opts.image_list)?;
+    let norm = opts
+        .norm_mua
+        .as_deref()
+        .map(tvsd::read_norm_mua)
+        .transpose()?;
+    if let Some(n) = &norm {
+        check_channels(&opts.rig, n.channels, "THINGS_normMUA.mat")?;
+    }
+    let mut summary = TvsdImportSummary {
+        trials: None,
+        norm_mua: None,
+        file_trials: 0,
+        skipped_other_days: 0,
+        skipped_no_image: 0,
+        skipped_missing_file: 0,
+        skipped_nan: 0,
+        missing_images: Vec::new(),
+        wall_s: 0.0,
+        trials_per_s: 0.0,
+    };
+    let mut missing = Vec::new();
+    if let Some(trials) = &opts.trials {
+        let mapping = opts.mapping.as_deref().context(
+            "--trials needs --mapping 1024chns_mapping_20220105.mat (ALLMUA is in headstage order)",
+        )?;
+        let dir = opts.out.join("trials");
+        writer::check_out(&dir)?;
+        let t0 = Instant::now();
+        let (written, images_missing) =
+            import_trials(opts, trials, mapping, &list, &dir, &mut summary)?;
+        summary.trials_per_s = summary.file_trials as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        if let Some(n) = &norm {
+            write_electrodes(&dir, n)?;
+        }
+        summary.trials = Some(written);
+        missing.extend(images_missing);
+    }
+    if let Some(n) = &norm {
+        let dir = opts.out.join("normmua");
+        writer::check_out(&dir)?;
+        let (written, images_missing) = import_norm_mua(opts, n, &list, &dir)?;
+        write_electrodes(&dir, n)?;
+        summary.norm_mua = Some(written);
+        missing.extend(images_missing);
+    }
+    missing.sort();
+    missing.dedup();
+    summary.missing_images = missing;
+    summary.wall_s = start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn check_channels(rig: &RigConfig, channels: usize, what: &str) -> anyhow::Result<()> {
+    if channels != rig.channel_count {
+        bail!(
+            "{what} has {channels} electrodes, the rig {} {} (rig.channels); use firmware-config/monkey-n.toml or monkey-f.toml for TVSD",
+            rig.path.display(),
+            rig.channel_count
+        );
+    }
+    Ok(())
+}
+
+fn import_trials(
+    opts: &TvsdImportOptions,
+    path: &Path,
+    mapping: &Path,
+    list: &ImageList,
+    dir: &Path,
+    summary: &mut TvsdImportSummary,
+) -> anyhow::Result<(WrittenDataset, Vec<String>)> {
+    let rig = &opts.rig;
+    let file = TvsdTrials::open(path, mapping)?;
+    check_channels(rig, file.n_channels(), &path.display().to_string())?;
+    let samples_per_ms = rig.sampling_rate_hz / 1000.0;
+    let expected = (300.0 * samples_per_ms).round() as usize;
+    if file.n_time() != expected {
+        bail!(
+            "{}: ALLMUA has {} samples per trial; at the rig's {} Hz, -100..+199 ms is {expected}",
+            path.display(),
+            file.n_time(),
+            rig.sampling_rate_hz
+        );
+    }
+    let onset = (100.0 * samples_per_ms).round() as usize;
+    let (n, ch, time) = (file.n_trials(), file.n_channels(), file.n_time());
+    summary.file_trials = n;
+    let mut out = DatasetWriter::create(dir, ch, time, onset)?;
+    let mut images = Images::default();
+    let rows = file.rows().to_vec();
+    let progress = bar(opts.progress, n as u64, "trials");
+    let block = opts.block.max(1);
+    let mut buf = Vec::new();
+    for first in (0..n).step_by(block) {
+        let count = block.min(n - first);
+        // Blocks with no trial to keep are not read at all.
+        let wanted: Vec<bool> = rows[first..first + count]
+            .iter()
+            .map(|r| opts.days.as_ref().is_none_or(|d| d.contains(&r.day)))
+            .collect();
+        if wanted.iter().any(|&w| w) {
+            file.read_trials(first, count, &mut buf)?;
+        }
+        for (k, row) in rows[first..first + count].iter().enumerate() {
+            if !wanted[k] {
+                summary.skipped_other_days += 1;
+                continue;
+            }
+            let (path, test) = match row.image() {
+                Some(TrialImage::Train(i)) => (list.train.get(i), false),
+                Some(TrialImage::Test(i)) => (list.test.get(i), true),
+                None => (None, false),
+            };
+            let Some(path) = path else {
+                summary.skipped_no_image += 1;
+                continue;
+            };
+            let Some(image) = images.row(&opts.images, path) else {
+                summary.skipped_missing_file += 1;
+                continue;
+            };
+            let trial = &buf[k * time * ch..(k + 1) * time * ch];
+            if trial.iter().any(|v| !v.is_finite()) {
+                summary.skipped_nan += 1;
+                continue;
+            }
+            out.push(
+                trial,
+                TrialInfo {
+                    image,
+                    onset: f64::NAN,
+                    session: row.day,
+                    test: Some(test),
+                },
+            )?;
+        }
+        progress.inc(count as u64);
+    }
+    progress.finish_and_clear();
+    if out.trials().is_empty() {
+        bail!(
+            "no trial of {} could be imported ({} on other days, {} naming no image, {} with a missing image file under {}, {} with NaN samples)",
+            path.display(),
+            summary.skipped_other_days,
+            summary.skipped_no_image,
+            summary.skipped_missing_file,
+            opts.images.display(),
+            summary.skipped_nan
+        );
+    }
+    write_images(opts, dir, &images.files)?;
+    let written = out.finish(DatasetInfo {
+        rig,
+        image_ids: &images.ids,
+        split: Split::Given,
+        sampling_rate_hz: rig.sampling_rate_hz,
+        source: serde_json::json!({
+            "kind": "tvsd-trials",
+            "trials": path,
+            "mapping": mapping,
+            "image_list": opts.image_list,
+            "images": opts.images,
+            "days": opts.days,
+            "trial_onset": "NaN: TVSD trials carry no time stamps; trial_session.npy is the recording day",
+        }),
+    })?;
+    Ok((written, images.missing))
+}
+
+fn import_norm_mua(
+    opts: &TvsdImportOptions,
+    norm: &NormMua,
+    list: &ImageList,
+    dir: &Path,
+) -> anyhow::Result<(WrittenDataset, Vec<String>)> {
+    let rig = &opts.rig;
+    let ch = norm.channels;
+    if norm.n_train != list.train.len() || norm.n_test != list.test.len() {
+        bail!(
+            "THINGS_normMUA.mat has {} train and {} test images, things_imgs.mat lists {} and {}: files from different releases?",
+            norm.n_train,
+            norm.n_test,
+            list.train.len(),
+            list.test.len()
+        );
+    }
+    let mut out = DatasetWriter::create(dir, ch, 1, 0)?;
+    let mut images = Images::default();
+    let progress = bar(opts.progress, (norm.n_train + norm.n_test) as u64, "images");
+    for (i, path) in list.train.iter().enumerate() {
+        if let Some(image) = images.row(&opts.images, path) {
+            let r = &norm.train[i * ch..(i + 1) * ch];
+            if r.iter().all(|v| v.is_finite()) {
+                out.push(
+                    r,
+                    TrialInfo {
+                        image,
+                        onset: f64::NAN,
+                        session: 0,
+                        test: Some(false),
+                    },
+                )?;
+            }
+        }
+        progress.inc(1);
+    }
+    for (i, path) in list.test.iter().enumerate() {
+        if let Some(image) = images.row(&opts.images, path) {
+            match &norm.test_reps {
+                Some(reps) => {
+                    for k in 0..reps.n_reps {
+                        let at = (i * reps.n_reps + k) * ch;
+                        let r = &reps.values[at..at + ch];
+                        // MATLAB pads missing repetitions with zeros.
+                        if r.iter().all(|&v| v == 0.0) || !r.iter().all(|v| v.is_finite()) {
+                            continue;
+                        }
+                        out.push(
+                            r,
+                            TrialInfo {
+                                image,
+                                onset: f64::NAN,
+                                session: 0,
+                                test: Some(true),
+                            },
+                        )?;
+                    }
+                }
+                None => {
+                    let r = &norm.test[i * ch..(i + 1) * ch];
+                    out.push(
+                        r,
+                        TrialInfo {
+                            image,
+                            onset: f64::NAN,
+                            session: 0,
+                            test: Some(true),
+                        },
+                    )?;
+                }
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    if out.trials().is_empty() {
+        bail!(
+            "none of the normMUA images has a file under {}",
+            opts.images.display()
+        );
+    }
+    write_images(opts, dir, &images.files)?;
+    let written = out.finish(DatasetInfo {
+        rig,
+        image_ids: &images.ids,
+        split: Split::Given,
+        sampling_rate_hz: rig.sampling_rate_hz,
+        source: serde_json::json!({
+            "kind": "tvsd-normmua",
+            "norm_mua": opts.norm_mua,
+            "image_list": opts.image_list,
+            "images": opts.images,
+            "time_averaged": "TVSD's per-image responses, averaged over each area's window and normalised per day (norm_MUA.m): one value per electrode, for the TW-15 decoders",
+        }),
+    })?;
+    // Mark it time-averaged for Dataset::open.
+    let json_path = dir.join("dataset.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
+    json["time_averaged"] = serde_json::Value::Bool(true);
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+    Ok((written, images.missing))
+}
+
+fn write_images(opts: &TvsdImportOptions, dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+    let progress = bar(opts.progress, files.len() as u64, "images");
+    writer::write_images(dir, files, opts.rig.image_size, &progress)?;
+    progress.finish_and_clear();
+    Ok(())
+}
+
+/// `electrodes.csv`: per electrode (1-based channel) SNR, reliability, latency, oracle.
+fn write_electrodes(dir: &Path, n: &NormMua) -> anyhow::Result<()> {
+    let path = dir.join("electrodes.csv");
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    writeln!(w, "channel,snr,reliab,lats,oracle")?;
+    let opt =
+        |v: &Option<Vec<f32>>, c: usize| v.as_ref().map_or(String::new(), |v| v[c].to_string());
+    for c in 0..n.channels {
+        writeln!(
+            w,
+            "{},{},{},{},{}",
+            c + 1,
+            n.snr[c],
+            n.reliab[c],
+            opt(&n.lats, c),
+            opt(&n.oracle, c)
+        )?;
+    }
+    w.flush()?;
+    Ok(())
+}
