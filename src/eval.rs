@@ -303,9 +303,6 @@ fn test_images(ds: &Dataset) -> BTreeMap<usize, Vec<usize>> {
     by_image
 }
 
-/// Repeat-averaged and single-trial reconstructions of the test images by `decode`
-/// (features `[windows][electrodes]` → image), features from `features(trial)`.
-#[allow(clippy::type_complexity)]
 /// The test trials' inputs as the daemon computes them live
 /// ([`Dataset::online_features`]).
 struct OnlineInputs {
@@ -333,6 +330,9 @@ impl OnlineInputs {
     }
 }
 
+/// Repeat-averaged and single-trial reconstructions of the test images by `decode`
+/// (features `[windows][electrodes]` → image), features from `features(trial)`.
+#[allow(clippy::type_complexity)]
 fn reconstruct_tests(
     by_image: &BTreeMap<usize, Vec<usize>>,
     n_features: usize,

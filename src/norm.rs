@@ -12,8 +12,9 @@
 //! trained with, saved as `normalization.json`, weighted as that many presentations).
 //! - `train`: no prior, every training presentation of a session, then the final
 //!   statistics normalise that session's trials.
-//! - the daemon: starts from the model's statistics (the prior), updates on every
-//!   presentation it builds a frame for, z-scores each presentation after adding it.
+//! - the daemon: starts from the model's statistics (the prior), z-scores each
+//!   presentation it builds a frame for, then adds it (so an outlier never widens its
+//!   own SD).
 //!   With a calibration block of N presentations the prior is dropped once N were seen,
 //!   so from then on the session's own statistics are used.
 //! - `eval`: replays exactly that update over the dataset's presentations in onset

@@ -481,7 +481,8 @@ impl WindowAssembler {
     }
 
     /// Builds the frame of `onset`. A presentation (`presentation`: an event-mode
-    /// onset) first adds its raw window means to the normalisation statistics.
+    /// onset) adds its raw window means to the normalisation statistics after they
+    /// z-scored it.
     fn fill(&mut self, onset: f64, presentation: bool, out: &mut FeatureFrame) -> FrameStatus {
         let n_e = self.cfg.n_electrodes();
         let mut acc = std::mem::take(&mut self.acc);
@@ -512,10 +513,12 @@ impl WindowAssembler {
                 }
             }
         }
+        // Z-scored with the statistics before this presentation joins them (an outlier
+        // would otherwise widen its own SD).
+        self.norm.z_all(&self.raw, &mut out.features);
         if presentation {
             self.norm.add(&self.raw);
         }
-        self.norm.z_all(&self.raw, &mut out.features);
         // The baseline: a frame whose baseline is gone or broken is still usable, so
         // a missing baseline is written as 0 (the normalised mean), not skipped.
         let mut baseline = false;
@@ -527,11 +530,11 @@ impl WindowAssembler {
             baseline = self.raw_baseline.iter().all(|m| m.is_finite());
         }
         if baseline {
-            if presentation {
-                self.norm.add_baseline(&self.raw_baseline);
-            }
             for (e, (b, &m)) in out.baseline.iter_mut().zip(&self.raw_baseline).enumerate() {
                 *b = self.norm.z_baseline(e, m);
+            }
+            if presentation {
+                self.norm.add_baseline(&self.raw_baseline);
             }
         } else {
             out.baseline.iter_mut().for_each(|b| *b = 0.0);

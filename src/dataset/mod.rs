@@ -589,13 +589,13 @@ impl Dataset {
             );
             for t in session {
                 self.raw_means(t, rig, set, &mut raw, &mut base);
-                norm.add(&raw);
-                norm.add_baseline(&base);
                 if slot[t] != usize::MAX {
                     let f = &mut out[slot[t]];
                     f.resize(raw.len(), 0.0);
                     norm.z_all(&raw, f);
                 }
+                norm.add(&raw);
+                norm.add_baseline(&base);
             }
         }
         out

@@ -343,10 +343,11 @@ pub fn index_images(dir: &Path) -> anyhow::Result<(HashMap<String, PathBuf>, Vec
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        if by_stem.contains_key(&stem) {
-            duplicates.push(f);
-        } else {
-            by_stem.insert(stem, f);
+        match by_stem.entry(stem) {
+            std::collections::hash_map::Entry::Occupied(_) => duplicates.push(f),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(f);
+            }
         }
     }
     Ok((by_stem, duplicates))

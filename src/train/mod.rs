@@ -299,7 +299,11 @@ fn low_snr_electrodes(ds: &Dataset, rig: &RigConfig, min: f64) -> anyhow::Result
         .electrodes
         .iter()
         .enumerate()
-        .filter(|(_, el)| !(quality[el.channel].snr as f64 >= min))
+        // A NaN SNR (no fit) is below every threshold.
+        .filter(|(_, el)| {
+            let snr = quality[el.channel].snr as f64;
+            snr.is_nan() || snr < min
+        })
         .map(|(e, _)| e)
         .collect();
     if dropped.len() == rig.electrodes.len() {
