@@ -233,6 +233,11 @@ struct RunArgs {
     /// (reconstructions.npy) and onset/image (frames.csv) in this folder.
     #[arg(long, value_name = "DIR")]
     save_inputs: Option<PathBuf>,
+    /// A calibration block: after this many presentations, z-score with this session's own
+    /// statistics only, not the model's (overrides the rig's
+    /// normalisation.calibration_presentations; 0 = keep pooling with the model's).
+    #[arg(long, value_name = "N")]
+    calibrate: Option<u64>,
     /// Seconds to wait for the LSL streams at start-up.
     #[arg(long, default_value_t = 10.0)]
     resolve_timeout: f64,
@@ -567,6 +572,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(q) = args.marker_query {
         rig.markers.query = Some(q);
+    }
+    if let Some(n) = args.calibrate {
+        rig.normalisation.calibration_presentations = n;
     }
     let model = match (args.model, args.random_weights) {
         (Some(dir), false) => ModelSource::Dir(dir),

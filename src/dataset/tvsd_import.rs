@@ -14,7 +14,8 @@
 //!   reliability, latency, oracle), which `train --min-snr` reads.
 //!
 //! Counted and reported, never fatal: trials whose image file is missing (ids listed),
-//! trials with NaN samples, trials outside `--days`, `ALLMAT` rows naming no image.
+//! trials with NaN samples, trials outside `--days`, `ALLMAT` rows naming no image, and
+//! trials in damaged chunks of `ALLMUA` (the rest of the file is still read).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -59,6 +60,9 @@ pub struct TvsdImportSummary {
     pub skipped_no_image: usize,
     pub skipped_missing_file: usize,
     pub skipped_nan: usize,
+    /// Trials in damaged parts of the trials file, and the first such error.
+    pub skipped_damaged: usize,
+    pub damage: Option<String>,
     /// THINGS paths with no file under `--images`.
     pub missing_images: Vec<String>,
     pub wall_s: f64,
@@ -84,13 +88,20 @@ impl std::fmt::Display for TvsdImportSummary {
         if self.trials.is_some() {
             writeln!(
                 f,
-                "of {} trials in the file, skipped: {} on other days, {} naming no image, {} whose image file is missing, {} with NaN samples",
+                "of {} trials in the file, skipped: {} on other days, {} naming no image, {} whose image file is missing, {} with NaN samples, {} in damaged parts of the file",
                 self.file_trials,
                 self.skipped_other_days,
                 self.skipped_no_image,
                 self.skipped_missing_file,
-                self.skipped_nan
+                self.skipped_nan,
+                self.skipped_damaged
             )?;
+            if let Some(d) = &self.damage {
+                writeln!(
+                    f,
+                    "the trials file is damaged: {d}; every readable trial was kept"
+                )?;
+            }
         }
         if !self.missing_images.is_empty() {
             let shown: Vec<&str> = self
@@ -194,6 +205,8 @@ pub fn import_tvsd(opts: &TvsdImportOptions) -> anyhow::Result<TvsdImportSummary
         skipped_no_image: 0,
         skipped_missing_file: 0,
         skipped_nan: 0,
+        skipped_damaged: 0,
+        damage: None,
         missing_images: Vec::new(),
         wall_s: 0.0,
         trials_per_s: 0.0,
@@ -270,7 +283,7 @@ fn import_trials(
     let rows = file.rows().to_vec();
     let progress = bar(opts.progress, n as u64, "trials");
     let block = opts.block.max(1);
-    let mut buf = Vec::new();
+    let (mut buf, mut one) = (Vec::new(), Vec::new());
     for first in (0..n).step_by(block) {
         let count = block.min(n - first);
         // Blocks with no trial to keep are not read at all.
@@ -278,14 +291,26 @@ fn import_trials(
             .iter()
             .map(|r| opts.days.as_ref().is_none_or(|d| d.contains(&r.day)))
             .collect();
-        if wanted.iter().any(|&w| w) {
-            file.read_trials(first, count, &mut buf)?;
-        }
+        // A block that cannot be read (a damaged chunk) is read again trial by trial,
+        // so only the trials in the damaged chunks are lost.
+        let whole = wanted.iter().any(|&w| w) && file.read_trials(first, count, &mut buf).is_ok();
         for (k, row) in rows[first..first + count].iter().enumerate() {
             if !wanted[k] {
                 summary.skipped_other_days += 1;
                 continue;
             }
+            let trial = if whole {
+                &buf[k * time * ch..(k + 1) * time * ch]
+            } else {
+                match file.read_trials(first + k, 1, &mut one) {
+                    Ok(()) => &one[..],
+                    Err(e) => {
+                        summary.skipped_damaged += 1;
+                        summary.damage.get_or_insert_with(|| e.to_string());
+                        continue;
+                    }
+                }
+            };
             let (path, test) = match row.image() {
                 Some(TrialImage::Train(i)) => (list.train.get(i), false),
                 Some(TrialImage::Test(i)) => (list.test.get(i), true),
@@ -299,7 +324,6 @@ fn import_trials(
                 summary.skipped_missing_file += 1;
                 continue;
             };
-            let trial = &buf[k * time * ch..(k + 1) * time * ch];
             if trial.iter().any(|v| !v.is_finite()) {
                 summary.skipped_nan += 1;
                 continue;

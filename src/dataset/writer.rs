@@ -204,7 +204,7 @@ impl DatasetWriter {
             self.trials.iter().map(|t| t.onset),
         )?;
         let mut sessions: Vec<u32> = self.trials.iter().map(|t| t.session).collect();
-        if sessions.iter().any(|&s| s != sessions[0]) {
+        if sessions.iter().any(|&s| s != 0) {
             npyz::to_file_1d(
                 d.join("trial_session.npy"),
                 sessions.iter().map(|&s| s as i32),

@@ -559,3 +559,57 @@ fn import_tvsd_builds_both_datasets_and_min_snr_drops_electrodes() {
     );
     assert!(e.contains("time-averaged"), "{e}");
 }
+
+/// A damaged chunk of ALLMUA loses only its own trials; `--days` keeps those days only.
+#[test]
+fn import_tvsd_keeps_every_readable_trial_of_a_damaged_file() {
+    use monkeysee::dataset::tvsd_import::{import_tvsd, TvsdImportOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let rig = small_rig(dir.path());
+    let fx = dir.path().join("tvsd");
+    let out = Command::new(super::tvsd::python())
+        .arg(repo().join("tools/make-tvsd-fixture.py"))
+        .arg(&fx)
+        .args([
+            "--channels",
+            "1024",
+            "--time",
+            "300",
+            "--trials",
+            "12",
+            "--days",
+            "3",
+        ])
+        .args(["--chunk-trials", "3", "--broken", "corrupt-chunk"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opts = |days: Option<Vec<u32>>, out: &str| TvsdImportOptions {
+        rig: rig.clone(),
+        trials: Some(fx.join("THINGS_MUA_trials.mat")),
+        mapping: Some(fx.join("_logs/1024chns_mapping_20220105.mat")),
+        image_list: fx.join("_logs/things_imgs.mat"),
+        images: fx.join("images"),
+        norm_mua: None,
+        out: dir.path().join(out),
+        days,
+        block: 4,
+        progress: false,
+    };
+    let s = import_tvsd(&opts(None, "all")).unwrap();
+    println!("{s}");
+    assert_eq!(s.skipped_damaged, 3, "the second chunk's three trials");
+    assert!(s.damage.as_deref().unwrap().contains("ALLMUA"), "{s}");
+    let ds = Dataset::open(&dir.path().join("all/trials")).unwrap();
+    assert_eq!(ds.n_trials(), 9);
+    // Day 2 only (trials 4..8): the damaged trials 3..5 include 4 and 5.
+    let s = import_tvsd(&opts(Some(vec![2]), "day2")).unwrap();
+    assert_eq!((s.skipped_other_days, s.skipped_damaged), (8, 2), "{s}");
+    let ds = Dataset::open(&dir.path().join("day2/trials")).unwrap();
+    assert!(ds.trial_session.iter().all(|&d| d == 2));
+    assert_eq!(ds.n_trials(), 2);
+}
