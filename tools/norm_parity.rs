@@ -50,14 +50,15 @@ impl OldRunningNorm {
 /// training inputs over the trials.
 fn scaled(pairs: &[(f64, f64)], n_f: usize) -> Vec<f64> {
     let n = (pairs.len() / n_f) as f64;
-    let mut sd = vec![0.0f64; n_f];
-    for f in 0..n_f {
-        let xs = pairs.iter().skip(f).step_by(n_f).map(|p| p.0);
-        let mean = xs.clone().sum::<f64>() / n;
-        sd[f] = (xs.map(|x| (x - mean).powi(2)).sum::<f64>() / n)
-            .sqrt()
-            .max(1e-9);
-    }
+    let sd: Vec<f64> = (0..n_f)
+        .map(|f| {
+            let xs = pairs.iter().skip(f).step_by(n_f).map(|p| p.0);
+            let mean = xs.clone().sum::<f64>() / n;
+            (xs.map(|x| (x - mean).powi(2)).sum::<f64>() / n)
+                .sqrt()
+                .max(1e-9)
+        })
+        .collect();
     pairs
         .iter()
         .enumerate()
