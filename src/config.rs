@@ -681,6 +681,13 @@ impl Validator<'_> {
                 "is no longer used: the statistics are per electrode and window over stimulus presentations; remove it (prior_presentations and calibration_presentations set them)",
             ));
         }
+        if norm.calibration_presentations == 1 {
+            return Err(self.err(
+                Some(("[normalisation]", 0)),
+                "normalisation.calibration_presentations",
+                "must be 0 (none) or at least 2: statistics need two presentations",
+            ));
+        }
         if !(norm.prior_presentations >= 0.0 && norm.prior_presentations.is_finite()) {
             return Err(self.err(
                 Some(("[normalisation]", 0)),

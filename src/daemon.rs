@@ -75,37 +75,6 @@ pub fn window_set(kind: DecoderKind) -> WindowSetKind {
     }
 }
 
-/// Normalisation statistics saved beside a model (`normalization.json`), if any,
-/// checked against the inputs the model reads (`windows` per electrode).
-pub fn load_norm_stats(
-    model_dir: &Path,
-    windows: usize,
-    n_electrodes: usize,
-) -> anyhow::Result<Option<NormStats>> {
-    let p = model_dir.join("normalization.json");
-    if !p.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?;
-    if value.get("estimator").is_none() && value.get("mean").is_some() {
-        bail!(
-            "{} holds per-electrode sample statistics from an older monkeysee; inputs are now z-scored per electrode and window over stimulus presentations: retrain the model with monkeysee train",
-            p.display()
-        );
-    }
-    let s: NormStats = serde_json::from_value(value).with_context(|| {
-        format!(
-            "parsing {}: expected {{\"estimator\", \"windows\", \"mean\", \"std\", \"baseline_mean\", \"baseline_std\", \"presentations\"}}",
-            p.display()
-        )
-    })?;
-    s.check_shape(windows, n_electrodes)
-        .map_err(|m| anyhow::anyhow!("{}: {m}", p.display()))?;
-    Ok(Some(s))
-}
-
 /// Where the decoder comes from.
 #[derive(Debug, Clone)]
 pub enum ModelSource {
@@ -406,7 +375,7 @@ fn decode_thread<B: burn::tensor::backend::Backend>(
                 )
             })?;
             let windows = rig.windows.windows_per_electrode(window_set(c.kind));
-            let stats = load_norm_stats(dir, windows, rig.electrodes.len())?;
+            let stats = NormStats::load(dir, windows, rig.electrodes.len())?;
             Ok((dec, stats))
         }
     })();

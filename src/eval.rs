@@ -12,9 +12,9 @@
 //! pairings (each reconstruction against the other test images).
 //!
 //! Beside the models, the **linear decoder** ([`crate::decoder::linear`]): ridge regression
-//! from the TW-15 window means (one value per electrode, z-scored with the training split's
-//! statistics) to the pixels, fitted on the dataset's train split with λ chosen on its last
-//! fifth; `linear` uses every electrode, `linear_V1`, `linear_V4` and `linear_IT` one area's.
+//! from the TW-15 window means (one value per electrode, z-scored over the session's
+//! presentations as `train` does; the test trials' inputs as the daemon computes them) to
+//! the pixels, fitted on the dataset's train split with λ chosen on its last fifth; `linear` uses every electrode, `linear_V1`, `linear_V4` and `linear_IT` one area's.
 //! A dataset without a train split gets no linear entries (a note says so).
 //!
 //! For a model with learned Gaussian RFs, the learned centres are compared with the
@@ -36,9 +36,10 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::config::RigConfig;
-use crate::daemon::{decoder_config, load_norm_stats, window_set};
+use crate::daemon::{decoder_config, window_set};
 use crate::dataset::Dataset;
 use crate::decoder::{CpuBackend, Decoder};
+use crate::norm::NormStats;
 use crate::rf::RfTable;
 use crate::units::Area;
 
@@ -419,7 +420,15 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
                 )
             })?;
         let set = window_set(cfg.kind);
-        let stats = load_norm_stats(dir, rig.windows.windows_per_electrode(set), rig.electrodes.len())?.with_context(|| {
+        if ds.meta.time_averaged && set != crate::config::WindowSetKind::Tw15 {
+            bail!(
+                "{} is time-averaged (one value per electrode): it has no time windows for the {} model {}",
+                ds.dir.display(),
+                cfg.kind,
+                dir.display()
+            );
+        }
+        let stats = NormStats::load(dir, rig.windows.windows_per_electrode(set), rig.electrodes.len())?.with_context(|| {
             format!("{} has no normalization.json (the training statistics); retrain with monkeysee train", dir.display())
         })?;
         // The inputs the daemon would compute live: its estimator, started from the

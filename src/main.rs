@@ -230,7 +230,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILE.xdf")]
     record: Option<PathBuf>,
     /// Save every decoded frame's decoder inputs (inputs.npy), reconstruction
-    /// (reconstructions.npy) and onset/image (frames.csv) in this folder.
+    /// (reconstructions.npy) and onset/image (frames.csv) in this folder, for offline
+    /// analysis (the decode thread then also writes ~0.1 MB per frame to disk).
     #[arg(long, value_name = "DIR")]
     save_inputs: Option<PathBuf>,
     /// A calibration block: after this many presentations, z-score with this session's own
@@ -414,8 +415,9 @@ struct TrainArgs {
     #[arg(long)]
     keep_best: bool,
     /// Leave out electrodes with an SNR below this (the dataset's electrodes.csv, from
-    /// `import-tvsd --norm-mua`): their inputs are 0 in training and in the daemon. The
-    /// MonkeySee paper kept 561 of monkey N's 1024 electrodes (RF fit and reliability > 0.4).
+    /// `import-tvsd --norm-mua`): their inputs are 0 in training and in the daemon.
+    /// (MonkeySee kept 561 of monkey N's 1024 electrodes by RF fit and split-half
+    /// reliability > 0.4, a different criterion.)
     #[arg(long, value_name = "SNR")]
     min_snr: Option<f64>,
     /// Adam's beta1 for the learned RF layer (default: --beta1).
@@ -574,6 +576,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         rig.markers.query = Some(q);
     }
     if let Some(n) = args.calibrate {
+        if n == 1 {
+            bail!("--calibrate must be 0 (none) or at least 2: statistics need two presentations");
+        }
         rig.normalisation.calibration_presentations = n;
     }
     let model = match (args.model, args.random_weights) {

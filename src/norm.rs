@@ -9,9 +9,10 @@
 //!
 //! [`PresentationNorm`] is that estimator: a weighted Welford accumulator over the
 //! session's presentations, optionally on top of a prior (the statistics a model was
-//! trained with, saved as `normalization.json`, weighted as that many presentations).
-//! - `train`: no prior, every training presentation of a session, then the final
-//!   statistics normalise that session's trials.
+//! trained with, saved as `normalization.json`), weighted as the rig's
+//! `prior_presentations` presentations.
+//! - `train`: no prior, every presentation of a session, then the final statistics
+//!   normalise that session's trials; the model keeps their average over sessions.
 //! - the daemon: starts from the model's statistics (the prior), z-scores each
 //!   presentation it builds a frame for, then adds it (so an outlier never widens its
 //!   own SD).
@@ -47,7 +48,8 @@ pub struct NormStats {
     /// `[electrode]` mean of the raw baseline-window means.
     pub baseline_mean: Vec<f32>,
     pub baseline_std: Vec<f32>,
-    /// Presentations the statistics were computed over.
+    /// Presentations the statistics were computed over (informational: the daemon weighs
+    /// a model's statistics as the rig's `prior_presentations`).
     pub presentations: u64,
     /// Electrodes (rig order) left out of the decoder (`train --min-snr`): their inputs
     /// are always 0, offline and online.
@@ -83,7 +85,83 @@ impl NormStats {
                 self.std.len()
             ));
         }
+        if let Some(&e) = self.dropped.iter().find(|&&e| e >= electrodes) {
+            return Err(format!(
+                "dropped electrode {e} does not exist (the decoder reads {electrodes} electrodes)"
+            ));
+        }
         Ok(())
+    }
+}
+
+impl NormStats {
+    /// The statistics saved beside a model (`DIR/normalization.json`), if any, checked
+    /// against the inputs the model reads (`windows` per electrode).
+    pub fn load(
+        model_dir: &std::path::Path,
+        windows: usize,
+        electrodes: usize,
+    ) -> anyhow::Result<Option<NormStats>> {
+        use anyhow::Context;
+        let p = model_dir.join("normalization.json");
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?;
+        if value.get("estimator").is_none() && value.get("mean").is_some() {
+            anyhow::bail!(
+                "{} holds per-electrode sample statistics from an older monkeysee; inputs are now z-scored per electrode and window over stimulus presentations: retrain the model with monkeysee train",
+                p.display()
+            );
+        }
+        let s: NormStats = serde_json::from_value(value).with_context(|| {
+            format!(
+                "parsing {}: expected {{\"estimator\", \"windows\", \"mean\", \"std\", \"baseline_mean\", \"baseline_std\", \"presentations\"}}",
+                p.display()
+            )
+        })?;
+        s.check_shape(windows, electrodes)
+            .map_err(|m| anyhow::anyhow!("{}: {m}", p.display()))?;
+        Ok(Some(s))
+    }
+
+    /// The statistics a model keeps from several sessions: the mean of their means and
+    /// of their variances (the within-session spread the daemon will meet in one
+    /// session, not the day-to-day drift on top of it).
+    pub fn average(sessions: &[NormStats]) -> NormStats {
+        let avg = |pick: &dyn Fn(&NormStats) -> &Vec<f32>, sd: bool| -> Vec<f32> {
+            let n = sessions.len() as f64;
+            (0..pick(&sessions[0]).len())
+                .map(|i| {
+                    let v: f64 = sessions
+                        .iter()
+                        .map(|s| {
+                            let x = pick(s)[i] as f64;
+                            if sd {
+                                x * x
+                            } else {
+                                x
+                            }
+                        })
+                        .sum::<f64>()
+                        / n;
+                    (if sd { v.sqrt() } else { v }) as f32
+                })
+                .collect()
+        };
+        NormStats {
+            estimator: ESTIMATOR.to_string(),
+            windows: sessions[0].windows,
+            mean: avg(&|s| &s.mean, false),
+            std: avg(&|s| &s.std, true),
+            baseline_mean: avg(&|s| &s.baseline_mean, false),
+            baseline_std: avg(&|s| &s.baseline_std, true),
+            presentations: sessions.iter().map(|s| s.presentations).sum(),
+            dropped: sessions[0].dropped.clone(),
+        }
     }
 }
 
@@ -167,9 +245,12 @@ impl Group {
                         (w0 * (pv[i] + (pm[i] - m).powi(2)) + m2 + n * (ms - m).powi(2)) / total;
                     (m, var)
                 }
-                // Statistics need two presentations; before that, leave inputs raw.
                 _ if n >= 2.0 => (ms, m2 / n),
-                _ => (0.0, 1.0),
+                // Fewer than two presentations and no weight on the prior (a calibration
+                // block just ended, or prior_presentations = 0): the prior still serves.
+                Some((pm, pv)) => (pm[i], pv[i]),
+                // No statistics at all (an untrained decoder): inputs stay raw.
+                None => (0.0, 1.0),
             };
             self.mean[i] = mean;
             self.sd[i] = var.max(0.0).sqrt().max(MIN_SD);
@@ -214,6 +295,10 @@ impl PresentationNorm {
         prior_weight: f64,
         calibration: u64,
     ) -> PresentationNorm {
+        debug_assert!(
+            prior.is_none_or(|p| p.check_shape(windows, electrodes).is_ok()),
+            "check a prior with NormStats::check_shape first"
+        );
         let prior = prior.filter(|p| p.check_shape(windows, electrodes).is_ok());
         PresentationNorm {
             windows,

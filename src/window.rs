@@ -5,7 +5,7 @@
 //! [`WindowAssembler::next_frame`] never allocate, lock or print. Problems are
 //! counted in [`Counters`] and reported by telemetry.
 //!
-//! A frame holds, per electrode, the mean of its z-scored MUA in each latency window
+//! A frame holds, per electrode, the z-scored mean of its MUA in each latency window
 //! of the chosen set (TW-15: one window, TW-3: five), window-major
 //! (`features[k * n_electrodes + e]`), plus the mean over the pre-stimulus baseline.
 //! Normalisation is [`crate::norm`]'s: per electrode and window, over stimulus

@@ -24,9 +24,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use monkeysee::config::{RigConfig, WindowSetKind};
-use monkeysee::daemon::load_norm_stats;
 use monkeysee::dataset::Dataset;
 use monkeysee::decoder::{CpuBackend, Decoder, DecoderModel};
+use monkeysee::norm::NormStats;
 use monkeysee::rf::RfTable;
 
 struct Args {
@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         .context("the model has no learned RF layer (train --kind end-to-end)")?;
     let host = |t: Tensor<CpuBackend, 1>| t.into_data().to_vec::<f32>().unwrap();
     let (mx, my) = (host(layer.mu_x.val()), host(layer.mu_y.val()));
-    let stats = load_norm_stats(&a.model, 1, rig.electrodes.len())?
+    let stats = NormStats::load(&a.model, 1, rig.electrodes.len())?
         .context("the model has no normalization.json")?;
 
     // Fixed batches of training trials, their features and images.

@@ -373,6 +373,13 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
             rig.channel_count
         );
     }
+    if mua_info.channel_format().value_size().is_none() {
+        bail!(
+            "the stream picked as MUA, {:?}, holds {} values, not numbers; pick the MUA stream with --mua-query",
+            mua_info.name(),
+            mua_info.channel_format().as_str()
+        );
+    }
     let srate = mua_info.nominal_srate();
     if (srate - rig.sampling_rate_hz).abs() > 1e-6 {
         bail!(
@@ -565,6 +572,12 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
     }
     // Onsets whose epoch the stream never completed.
     skipped_edge += waiting.len() + started.len();
+    if out.trials().is_empty() {
+        bail!(
+            "none of the {n_onsets} onsets gave an epoch: {skipped_gap} across a gap, {skipped_edge} past the stream's start or end, {skipped_nan} with NaN samples, {missing_image_onsets} with no image file{}",
+            damage.as_ref().map_or(String::new(), |d| format!("; the file is damaged: {d}"))
+        );
+    }
     bar.set_message("images");
     bar.set_length(image_files.len() as u64);
     bar.set_position(0);

@@ -478,6 +478,22 @@ impl Dataset {
         raw: &mut Vec<f64>,
         baseline: &mut Vec<f64>,
     ) {
+        if self.meta.time_averaged {
+            // One value per electrode: every window reads it; no baseline.
+            let row = self.trial(t);
+            let n_e = rig.electrodes.len();
+            let per = rig.windows.windows_per_electrode(set);
+            raw.clear();
+            raw.resize(per * n_e, 0.0);
+            for (e, el) in rig.electrodes.iter().enumerate() {
+                for k in 0..per {
+                    raw[k * n_e + e] = row[el.channel] as f64;
+                }
+            }
+            baseline.clear();
+            baseline.resize(n_e, 0.0);
+            return;
+        }
         raw_window_means(
             self.trial(t),
             self.meta.channels,
@@ -497,10 +513,34 @@ impl Dataset {
         let (mut raw, mut base) = (Vec::new(), Vec::new());
         for &t in trials {
             self.raw_means(t, rig, set, &mut raw, &mut base);
-            norm.add(&raw);
-            norm.add_baseline(&base);
+            // As the daemon: a presentation with NaN/Inf samples is no presentation.
+            if raw.iter().all(|v| v.is_finite()) {
+                norm.add(&raw);
+                if base.iter().all(|v| v.is_finite()) {
+                    norm.add_baseline(&base);
+                }
+            }
         }
         norm.stats()
+    }
+
+    /// The trials among `trials` with NaN/Inf samples in a window of `set` (the daemon
+    /// skips such presentations; training leaves them out).
+    pub fn non_finite_trials(
+        &self,
+        trials: &[usize],
+        rig: &RigConfig,
+        set: WindowSetKind,
+    ) -> Vec<usize> {
+        let (mut raw, mut base) = (Vec::new(), Vec::new());
+        trials
+            .iter()
+            .copied()
+            .filter(|&t| {
+                self.raw_means(t, rig, set, &mut raw, &mut base);
+                !raw.iter().all(|v| v.is_finite())
+            })
+            .collect()
     }
 
     /// The decoder input of trial `t` with fixed statistics: per electrode (rig order)
@@ -594,8 +634,14 @@ impl Dataset {
                     f.resize(raw.len(), 0.0);
                     norm.z_all(&raw, f);
                 }
-                norm.add(&raw);
-                norm.add_baseline(&base);
+                // The daemon's conditions: NaN/Inf presentations are skipped (no frame,
+                // no update); a broken baseline does not update the baseline statistics.
+                if raw.iter().all(|v| v.is_finite()) {
+                    norm.add(&raw);
+                    if base.iter().all(|v| v.is_finite()) {
+                        norm.add_baseline(&base);
+                    }
+                }
             }
         }
         out
@@ -628,16 +674,6 @@ pub fn raw_window_means(
     raw.clear();
     raw.resize(per * n_e, 0.0);
     baseline.clear();
-    if rows == 1 {
-        // A time-averaged trial: every window reads its one value; no baseline.
-        for (e, el) in rig.electrodes.iter().enumerate() {
-            for k in 0..per {
-                raw[k * n_e + e] = trial[el.channel] as f64;
-            }
-            baseline.push(0.0);
-        }
-        return;
-    }
     for (e, el) in rig.electrodes.iter().enumerate() {
         for (k, w) in rig.windows.windows_for(set, el.area).iter().enumerate() {
             raw[k * n_e + e] = mean(range(*w), el.channel);

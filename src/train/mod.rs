@@ -10,8 +10,10 @@
 //! learning rate of their own (`rf_lr`).
 //!
 //! Inputs are cut from each trial exactly as the daemon cuts them live
-//! ([`Dataset::features`]), z-scored with statistics of the training split that are
-//! saved beside the model (`normalization.json`), so the daemon normalises the same way.
+//! ([`Dataset::features`]) and z-scored with [`crate::norm`]'s statistics over each
+//! session's presentations; their average over sessions is saved beside the model
+//! (`normalization.json`), where the daemon starts. Trials with NaN/Inf samples in a
+//! window are left out, as the daemon skips them.
 //!
 //! Output folder: `decoder.json` + `weights.mpk` (+ `normalization.json`) — a model
 //! `monkeysee run --model` loads — and `training.json` (options and per-epoch losses),
@@ -42,7 +44,7 @@ use crate::daemon::{decoder_config, window_set};
 use crate::dataset::Dataset;
 use crate::decoder::linear::{self, LinearDecoder, LinearPathwayConfig, LinearPathwayLayer};
 use crate::decoder::{Decoder, DecoderConfig, DecoderKind, DecoderModel, FixedRfMaps};
-use crate::window::NormStats;
+use crate::norm::NormStats;
 use engine::{Batch, Engine, HostOptimSteps, OptimiserSettings, StepSettings};
 
 /// Loss weights (MonkeySee: pixel 0.5, adversarial 0.01, VGG 1.0).
@@ -308,10 +310,10 @@ fn low_snr_electrodes(ds: &Dataset, rig: &RigConfig, min: f64) -> anyhow::Result
         .collect();
     if dropped.len() == rig.electrodes.len() {
         bail!(
-            "--min-snr {min} leaves no electrode (the highest SNR is {:.2})",
-            quality
+            "--min-snr {min} leaves no electrode (the highest SNR of the rig's electrodes is {:.2})",
+            rig.electrodes
                 .iter()
-                .map(|q| q.snr)
+                .map(|el| quality[el.channel].snr)
                 .fold(f32::NEG_INFINITY, f32::max)
         );
     }
@@ -350,7 +352,27 @@ impl<'a> TrainingData<'a> {
             })?),
             _ => None,
         };
-        let mut train_trials = ds.split(false);
+        let set = window_set(opts.kind);
+        if ds.meta.time_averaged && set != crate::config::WindowSetKind::Tw15 {
+            bail!(
+                "{} is time-averaged (one value per electrode, e.g. TVSD's normMUA): it trains the TW-15 decoders (spatial, end-to-end, baseline), not {}",
+                ds.dir.display(),
+                opts.kind
+            );
+        }
+        let all: Vec<usize> = (0..ds.n_trials()).collect();
+        // Presentations with NaN/Inf samples in a window: the daemon skips them, and so
+        // does training.
+        let broken = ds.non_finite_trials(&all, rig, set);
+        if !broken.is_empty() {
+            eprintln!(
+                "monkeysee train: leaving out {} trials with NaN/Inf samples in a window (e.g. trial {})",
+                broken.len(),
+                broken[0]
+            );
+        }
+        let usable = |t: &usize| broken.binary_search(t).is_err();
+        let mut train_trials: Vec<usize> = ds.split(false).into_iter().filter(usable).collect();
         if let Some(m) = opts.max_trials {
             train_trials.truncate(m);
         }
@@ -367,37 +389,46 @@ impl<'a> TrainingData<'a> {
                 opts.batch
             );
         }
-        let test_trials: Vec<usize> = ds.split(true).into_iter().take(64).collect();
-        // One estimator (crate::norm): per electrode and window over the presentations
-        // of each session, every presentation (as the daemon counts them live).
-        let set = window_set(opts.kind);
-        if ds.meta.time_averaged && set != crate::config::WindowSetKind::Tw15 {
-            bail!(
-                "{} is time-averaged (one value per electrode, e.g. TVSD's normMUA): it trains the TW-15 decoders (spatial, end-to-end, baseline), not {}",
-                ds.dir.display(),
-                opts.kind
-            );
-        }
+        let test_trials: Vec<usize> = ds.split(true).into_iter().filter(usable).take(64).collect();
         let dropped = match opts.min_snr {
             Some(min) => low_snr_electrodes(&ds, rig, min)?,
             None => Vec::new(),
         };
-        let all: Vec<usize> = (0..ds.n_trials()).collect();
-        let mut stats = ds.norm_stats(&all, rig, set);
-        stats.dropped = dropped.clone();
+        // One estimator (crate::norm): per electrode and window over the presentations
+        // of each session, every presentation (as the daemon counts them live). The
+        // model keeps the average over sessions, the daemon's start in a new one.
         let sessions = ds.sessions();
         let mut session_of = vec![0; ds.n_trials()];
-        let mut session_stats = Vec::with_capacity(sessions.len());
+        let mut own: Vec<Option<NormStats>> = Vec::with_capacity(sessions.len());
         for (k, trials) in sessions.iter().enumerate() {
             trials.iter().for_each(|&t| session_of[t] = k);
-            let mut own = if sessions.len() == 1 {
-                stats.clone()
-            } else {
-                ds.norm_stats(trials, rig, set)
-            };
-            own.dropped = dropped.clone();
-            session_stats.push(own);
+            let s = ds.norm_stats(trials, rig, set);
+            own.push((s.presentations >= 2).then_some(s));
         }
+        let measured: Vec<NormStats> = own.iter().flatten().cloned().collect();
+        if measured.is_empty() {
+            bail!(
+                "{} has no session with two presentations to take normalisation statistics over",
+                ds.dir.display()
+            );
+        }
+        let mut stats = NormStats::average(&measured);
+        stats.dropped = dropped.clone();
+        if measured.len() < sessions.len() {
+            eprintln!(
+                "monkeysee train: {} of {} sessions have fewer than two usable presentations; they are normalised with the average of the others",
+                sessions.len() - measured.len(),
+                sessions.len()
+            );
+        }
+        let session_stats: Vec<NormStats> = own
+            .into_iter()
+            .map(|s| {
+                let mut s = s.unwrap_or_else(|| stats.clone());
+                s.dropped = dropped.clone();
+                s
+            })
+            .collect();
         let mut config = config;
         config.linear_pathway = opts.linear_pathway.clone();
         config.channel_per_electrode = opts.channel_per_electrode;
@@ -860,9 +891,9 @@ fn init_unet_from<B: AutodiffBackend>(
 }
 
 /// The factor that gives the input layer's maps unit standard deviation over (up to 256
-/// of) the training trials, all pixels and channels together (a fixed map is ~1 % nonzero
-/// and its values are window means of z-scored samples, ≈ 0.05 SD; summed Gaussians are
-/// larger): the pix2pix network was designed for inputs of unit scale.
+/// of) the training trials, all pixels and channels together (a fixed map is ~1 % nonzero,
+/// so its SD is far below its values' ~1; summed Gaussians are larger): the pix2pix
+/// network was designed for inputs of unit scale.
 fn auto_input_scale<B: AutodiffBackend>(
     data: &TrainingData<'_>,
     model: &DecoderModel<B>,

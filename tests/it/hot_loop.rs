@@ -18,7 +18,23 @@ fn window_stage_allocates_nothing(mode: Mode, set: WindowSetKind) {
     let ch = rig.channel_count;
     let (mut producer, consumer) = SampleRing::new(ch, 4000);
     let (marker_tx, marker_rx) = bounded::<MarkerEvent>(64);
-    let assembler = WindowAssembler::new(AssemblerConfig::from_rig(&rig, set, mode), None);
+    // A model's statistics with a dropped electrode, and a calibration block that ends
+    // inside the run: every path of the estimator, after start-up.
+    let mut cfg = AssemblerConfig::from_rig(&rig, set, mode);
+    cfg.calibration_presentations = 3;
+    let per = rig.windows.windows_per_electrode(set);
+    let n_e = rig.electrodes.len();
+    let stats = monkeysee::norm::NormStats {
+        estimator: monkeysee::norm::ESTIMATOR.into(),
+        windows: per,
+        mean: vec![6.0; per * n_e],
+        std: vec![2.0; per * n_e],
+        baseline_mean: vec![6.0; n_e],
+        baseline_std: vec![2.0; n_e],
+        presentations: 100,
+        dropped: vec![0, 5],
+    };
+    let assembler = WindowAssembler::new(cfg, Some(&stats));
     let template = assembler.new_frame();
     let (work_tx, work_rx) = bounded::<FeatureFrame>(FRAME_POOL);
     let (free_tx, free_rx) = bounded::<FeatureFrame>(FRAME_POOL);

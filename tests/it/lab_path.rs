@@ -2,7 +2,7 @@
 //! (simulate → replay → `run --record`) and on an independent writer's XDF file with
 //! clock offsets; the daemon's inputs against `eval`'s offline inputs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -92,8 +92,7 @@ fn a_recorded_replay_becomes_simulates_dataset_and_online_inputs_match_offline()
         .save(&model)
         .unwrap();
     let first: Vec<usize> = (0..4).collect();
-    let mut stats = simulated.norm_stats(&first, &rig, set);
-    stats.presentations = 4;
+    let stats = simulated.norm_stats(&first, &rig, set);
     std::fs::write(
         model.join("normalization.json"),
         serde_json::to_string(&stats).unwrap(),
@@ -225,24 +224,18 @@ fn a_recorded_replay_becomes_simulates_dataset_and_online_inputs_match_offline()
         lowest_r = lowest_r.min(pearson(&img, &recons[t * image_len..(t + 1) * image_len]));
     }
     println!("online vs offline inputs: largest difference {worst:.2e}; reconstructions r >= {lowest_r:.6}");
-    assert!(
-        worst < 1e-3,
+    // The same samples, summed in the same order: the same numbers, to the bit.
+    assert_eq!(
+        worst, 0.0,
         "online and offline inputs differ by up to {worst}"
     );
     assert!(lowest_r > 0.99, "reconstruction r {lowest_r}");
 }
 
-/// The python3 to run the test tooling with.
-fn python() -> PathBuf {
-    std::env::var_os("MONKEYSEE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
 /// Writes `tools/xdf_session.py`'s session (an independent XDF writer).
 fn independent_session(path: &Path, seconds: f64, onsets: &[(usize, &str)], extra: &[&str]) {
     let list: Vec<String> = onsets.iter().map(|(s, id)| format!("{s}:{id}")).collect();
-    let status = Command::new(python())
+    let status = Command::new(super::tvsd::python())
         .arg(repo().join("tools/xdf_session.py"))
         .arg(path)
         .arg("1024")
@@ -250,7 +243,7 @@ fn independent_session(path: &Path, seconds: f64, onsets: &[(usize, &str)], extr
         .arg(list.join(","))
         .args(extra)
         .status()
-        .expect("python3 runs (set MONKEYSEE_PYTHON to another interpreter)");
+        .expect("the test tooling's Python runs");
     assert!(status.success());
 }
 
@@ -525,7 +518,7 @@ fn import_tvsd_builds_both_datasets_and_min_snr_drops_electrodes() {
     o.batch = 2;
     monkeysee::train::train::<monkeysee::decoder::CpuTrainBackend>(&o, &Default::default())
         .unwrap();
-    let stats = monkeysee::daemon::load_norm_stats(&model, 1, rig.electrodes.len())
+    let stats = monkeysee::norm::NormStats::load(&model, 1, rig.electrodes.len())
         .unwrap()
         .unwrap();
     let want: Vec<usize> = rig

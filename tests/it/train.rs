@@ -89,7 +89,7 @@ pub(crate) fn options_for(
 /// The saved model in `out` (a TW-15 decoder) reconstructing the dataset's first trial.
 fn first_trial_reconstruction(out: &std::path::Path, sim: &SimOptions, ds: &Dataset) -> Vec<f32> {
     let decoder = Decoder::<CpuBackend>::load(out, &Default::default()).unwrap();
-    let stats = monkeysee::daemon::load_norm_stats(out, 1, sim.rig.electrodes.len())
+    let stats = monkeysee::norm::NormStats::load(out, 1, sim.rig.electrodes.len())
         .unwrap()
         .unwrap();
     let mut f = Vec::new();
@@ -163,7 +163,7 @@ fn training_lowers_the_loss_and_the_model_round_trips() {
         let ds = Dataset::open(&opts.data).unwrap();
         let set = monkeysee::daemon::window_set(kind);
         let windows = sim.rig.windows.windows_per_electrode(set);
-        let stats = monkeysee::daemon::load_norm_stats(&out, windows, sim.rig.electrodes.len())
+        let stats = monkeysee::norm::NormStats::load(&out, windows, sim.rig.electrodes.len())
             .unwrap()
             .unwrap();
         let mut f = Vec::new();
