@@ -133,11 +133,15 @@ impl RfTable {
         let mut entries = Vec::new();
         for array in &rig.arrays {
             // Array centre: eccentricity grows from V1 to V4; IT sits near the fovea.
-            let (ecc_range, scatter, size_at_1deg, floor) = match array.area {
-                Area::V1 => ((0.4, 0.6 * half_field), 0.25, 0.25, 0.12),
-                Area::V4 => ((0.6, 0.8 * half_field), 0.6, 0.55, 0.4),
-                Area::IT => ((0.0, 0.35 * half_field), 1.0, 1.0, 1.2),
-            };
+            let (ecc_range, scatter, size_at_1deg, floor): ((f64, f64), f64, f64, f64) =
+                match array.area {
+                    Area::V1 => ((0.4, 0.6 * half_field), 0.25, 0.25, 0.12),
+                    Area::V4 => ((0.6, 0.8 * half_field), 0.6, 0.55, 0.4),
+                    Area::IT => ((0.0, 0.35 * half_field), 1.0, 1.0, 1.2),
+                };
+            // A rig whose image spans under ~1.5° (a large pixels_per_degree) has no room
+            // for the usual minimum eccentricity: start the range at half its end.
+            let ecc_range = (ecc_range.0.min(ecc_range.1 / 2.0), ecc_range.1);
             let ecc = rng.random_range(ecc_range.0..ecc_range.1);
             // Lower-left quadrant, angle from 180° to 270°.
             let angle = rng.random_range(std::f64::consts::PI..1.5 * std::f64::consts::PI);
@@ -168,5 +172,32 @@ impl RfTable {
             (c - entry.y_deg * pixels_per_degree) as f32,
             (entry.size_deg * pixels_per_degree) as f32,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any positive `pixels_per_degree` gives a table (it once drew eccentricities from
+    /// an empty range above ~64 px/° at 96 px), every centre inside the image.
+    #[test]
+    fn synthetic_tables_fit_any_field_of_view() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/synthetic.toml");
+        let mut rig = RigConfig::load(&path).unwrap();
+        for ppd in [0.5, 12.0, 64.0, 100.0, 1000.0] {
+            rig.rf.pixels_per_degree = ppd;
+            let table = RfTable::synthetic(&rig, 3);
+            let half = rig.image_size as f64 / ppd / 2.0;
+            assert_eq!(table.entries.len(), rig.channel_count, "{ppd} px/deg");
+            for e in &table.entries {
+                assert!(
+                    e.x_deg.abs() <= half && e.y_deg.abs() <= half,
+                    "{ppd}: {e:?}"
+                );
+                assert!(e.size_deg > 0.0);
+            }
+        }
     }
 }

@@ -280,3 +280,43 @@ pub fn init_compute_threads(n: usize) -> bool {
             .build_global()
             .is_ok()
 }
+
+/// The decoder's view of a rig: electrodes, arrays, RF positions, windows.
+pub fn decoder_config(
+    rig: &crate::config::RigConfig,
+    kind: DecoderKind,
+    width: usize,
+) -> DecoderConfig {
+    let set = window_set(kind);
+    let table = rig.rf.table.as_ref();
+    DecoderConfig {
+        kind,
+        width,
+        image_size: rig.image_size,
+        n_arrays: rig.n_live_arrays(),
+        windows_per_electrode: rig.windows.windows_per_electrode(set),
+        window_names: rig.windows.window_names(set),
+        electrodes: rig
+            .electrodes
+            .iter()
+            .map(|e| ElectrodeSpec {
+                array: e.array,
+                area: e.area.index(),
+                rf_px: table.and_then(|t| t.get(e.channel)).map(|rf| {
+                    crate::rf::RfTable::to_pixels(rf, rig.image_size, rig.rf.pixels_per_degree)
+                }),
+            })
+            .collect(),
+        linear_pathway: None,
+        channel_per_electrode: false,
+        input_scale: 1.0,
+    }
+}
+
+/// The window set a decoder kind reads.
+pub fn window_set(kind: DecoderKind) -> crate::config::WindowSetKind {
+    match kind {
+        DecoderKind::Spatiotemporal => crate::config::WindowSetKind::Tw3,
+        _ => crate::config::WindowSetKind::Tw15,
+    }
+}
