@@ -21,8 +21,8 @@ use anyhow::{anyhow, bail, Context};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::config::{RigConfig, WindowSetKind};
-use crate::decoder::{Decoder, DecoderConfig, DecoderKind, ElectrodeSpec};
+use crate::config::RigConfig;
+use crate::decoder::{decoder_config, window_set, Decoder, DecoderConfig, DecoderKind};
 use crate::display::{
     rgb_planes_to_image, side_by_side, HeadlessPresenter, Presenter, Shown, StimulusStore,
     WindowPresenter,
@@ -31,49 +31,12 @@ use crate::ingest::{
     self, MarkerEvent, MuaInlet, RawMarker, SampleConsumer, SampleRing, StreamDescription,
 };
 use crate::record::{Recorder, RecordingSummary};
-use crate::rf::RfTable;
 use crate::telemetry::{
     micros_between, Counters, FrameTimings, LatencyRecorder, Stage, StageSummary,
 };
 use crate::window::{
     AssemblerConfig, FeatureFrame, FrameStatus, ImageId, Mode, NormStats, WindowAssembler,
 };
-
-/// The decoder's view of a rig: electrodes, arrays, RF positions, windows.
-pub fn decoder_config(rig: &RigConfig, kind: DecoderKind, width: usize) -> DecoderConfig {
-    let set = window_set(kind);
-    let table = rig.rf.table.as_ref();
-    DecoderConfig {
-        kind,
-        width,
-        image_size: rig.image_size,
-        n_arrays: rig.n_live_arrays(),
-        windows_per_electrode: rig.windows.windows_per_electrode(set),
-        window_names: rig.windows.window_names(set),
-        electrodes: rig
-            .electrodes
-            .iter()
-            .map(|e| ElectrodeSpec {
-                array: e.array,
-                area: e.area.index(),
-                rf_px: table
-                    .and_then(|t| t.get(e.channel))
-                    .map(|rf| RfTable::to_pixels(rf, rig.image_size, rig.rf.pixels_per_degree)),
-            })
-            .collect(),
-        linear_pathway: None,
-        channel_per_electrode: false,
-        input_scale: 1.0,
-    }
-}
-
-/// The window set a decoder kind reads.
-pub fn window_set(kind: DecoderKind) -> WindowSetKind {
-    match kind {
-        DecoderKind::Spatiotemporal => WindowSetKind::Tw3,
-        _ => WindowSetKind::Tw15,
-    }
-}
 
 /// Where the decoder comes from.
 #[derive(Debug, Clone)]
@@ -520,8 +483,16 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     };
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let record_stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = bounded::<anyhow::Result<Ready>>(8);
-    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    // Every thread started from here on is stopped and joined when `pipeline` drops:
+    // an error return at any step leaves none behind.
+    let mut pipeline = PipelineThreads {
+        stop: stop.clone(),
+        handles: Vec::new(),
+        record_stop: record_stop.clone(),
+        recorder: None,
+    };
 
     // Decoder first: it decides the window set.
     let threads = if opts.decode_threads == 0 {
@@ -578,25 +549,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
                 }
             }
         };
-        handles.push(h);
+        pipeline.handles.push(h);
     }
-    let decode_thread_handle = handles[0].thread().clone();
-    let shutdown = |handles: Vec<JoinHandle<()>>| {
-        stop.store(true, Ordering::Relaxed);
-        for h in handles {
-            let _ = h.join();
-        }
-    };
+    let decode_thread_handle = pipeline.handles[0].thread().clone();
     let (dec_config, stats) = match ready_rx.recv_timeout(Duration::from_secs(600)) {
         Ok(Ok(Ready::Decoder { config, stats })) => (config, stats),
-        Ok(Err(e)) => {
-            shutdown(handles);
-            return Err(e);
-        }
-        _ => {
-            shutdown(handles);
-            bail!("the decoder did not start");
-        }
+        Ok(Err(e)) => return Err(e),
+        _ => bail!("the decoder did not start"),
     };
     let set = window_set(dec_config.kind);
     let assembler = WindowAssembler::new(
@@ -629,7 +588,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
             stop.clone(),
         );
         let timeout = opts.resolve_timeout;
-        handles.push(spawn_named("ingest", move || {
+        pipeline.handles.push(spawn_named("ingest", move || {
             let max_chunk = ((rig.sampling_rate_hz * 0.1).ceil() as usize).max(16);
             let mut inlet = match MuaInlet::connect(
                 &rig.mua,
@@ -690,7 +649,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         } else {
             opts.resolve_timeout.min(2.0)
         };
-        handles.push(spawn_named("markers", move || {
+        pipeline.handles.push(spawn_named("markers", move || {
             ingest::run_markers(
                 &rig.markers,
                 timeout,
@@ -725,12 +684,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
                 if is_marker && !markers_needed {
                     marker_error = Some(e);
                 } else {
-                    shutdown(handles);
                     return Err(e);
                 }
             }
             Err(_) => {
-                shutdown(handles);
                 bail!(
                     "the streams did not come up within {:.0} s",
                     opts.resolve_timeout + 5.0
@@ -741,11 +698,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     let mua_desc = mua_desc.expect("loop ends with the MUA stream");
     if marker_error.is_some() {
         // Sliding mode without markers: the marker thread has ended by design.
-        if let Some(i) = handles
+        if let Some(i) = pipeline
+            .handles
             .iter()
             .position(|h| h.thread().name() == Some("markers"))
         {
-            let _ = handles.swap_remove(i).join();
+            let _ = pipeline.handles.swap_remove(i).join();
         }
     }
     if opts.status {
@@ -790,15 +748,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     }
 
     // Recorder.
-    let record_stop = Arc::new(AtomicBool::new(false));
-    let mut record_handle: Option<JoinHandle<RecordingSummary>> = None;
     if let (Some(mut rec), Some(mut samples)) = (record_file.take(), record_consumer.take()) {
         let headers = rec.add_mua(&mua_desc).and_then(|()| match &marker_desc {
             Some(d) => rec.add_markers(d),
             None => Ok(()),
         });
         if let Err(e) = headers {
-            shutdown(handles);
             return Err(anyhow!(e).context(format!("recording to {}", rec.path().display())));
         }
         if opts.status {
@@ -806,15 +761,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         }
         let markers = record_marker_rx.take().filter(|_| marker_desc.is_some());
         let (stop, counters) = (record_stop.clone(), counters.clone());
-        match spawn_named("record", move || {
+        pipeline.recorder = Some(spawn_named("record", move || {
             rec.run(&mut samples, markers.as_ref(), &stop, &counters)
-        }) {
-            Ok(h) => record_handle = Some(h),
-            Err(e) => {
-                shutdown(handles);
-                return Err(e);
-            }
-        }
+        })?);
     }
     drop(record_marker_rx);
 
@@ -839,7 +788,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
             }
         })?;
         let _ = wake_tx.send(h.thread().clone());
-        handles.push(h);
+        pipeline.handles.push(h);
     }
 
     // Display on this thread.
@@ -883,7 +832,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         {
             break;
         }
-        if handles.iter().any(|h| h.is_finished()) {
+        if pipeline.handles.iter().any(|h| h.is_finished()) {
             result = Err(anyhow!("a pipeline thread stopped unexpectedly"));
             break;
         }
@@ -934,10 +883,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
             }
         }
     }
-    shutdown(handles);
-    // The producers have ended: the recorder's last drain gets everything they sent.
-    record_stop.store(true, Ordering::Release);
-    let recording = record_handle.and_then(|h| h.join().ok());
+    let recording = pipeline.stop();
     if let Some(r) = &recording {
         if let Some(e) = &r.error {
             eprintln!(
@@ -964,6 +910,34 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         table,
         recording,
     })
+}
+
+/// The pipeline's threads. Dropping it (every return from [`run`], early or not) tells
+/// them to stop and joins them, the recorder last so that its final drain gets
+/// everything the producers sent.
+struct PipelineThreads {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+    record_stop: Arc<AtomicBool>,
+    recorder: Option<JoinHandle<RecordingSummary>>,
+}
+
+impl PipelineThreads {
+    /// Stops and joins every thread; the recording's summary, if recording.
+    fn stop(&mut self) -> Option<RecordingSummary> {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+        self.record_stop.store(true, Ordering::Release);
+        self.recorder.take().and_then(|h| h.join().ok())
+    }
+}
+
+impl Drop for PipelineThreads {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 fn status_line(elapsed: Duration, c: &Counters, rec: &LatencyRecorder) -> String {

@@ -254,6 +254,52 @@ fn a_missing_stream_is_a_clear_error() {
     );
 }
 
+/// An error after the pipeline started (here: an HdrHistogram log in a folder that does
+/// not exist, found after the threads are up) stops and joins every pipeline thread:
+/// the daemon's inlets are gone, so the outlets see no consumer.
+#[test]
+fn an_error_after_start_up_leaves_no_pipeline_thread_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = small_rig(dir.path());
+    let fake = FakeRig::new("late-error", rig.channel_count);
+    let mut opts = options(
+        rig,
+        &fake,
+        &dir.path().join("out"),
+        Mode::Event,
+        Arc::new(AtomicBool::new(false)),
+    );
+    opts.hdr_log = Some(dir.path().join("no-such-folder/latency.hlog"));
+    opts.record = Some(dir.path().join("recorded.xdf"));
+    let err = format!("{:#}", daemon::run(opts).unwrap_err());
+    assert!(err.contains("HdrHistogram log"), "{err}");
+    // The inlets were connected (the error came after start-up) and are now dropped. An
+    // outlet notices a closed connection when it next sends, so keep sending.
+    use lsl::ExPushable;
+    let row = vec![0.0f32; fake.channels];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (fake.mua.have_consumers() || fake.markers.have_consumers())
+        && std::time::Instant::now() < deadline
+    {
+        let _ = fake.mua.push_sample_ex(&row, lsl::local_clock(), true);
+        let _ =
+            fake.markers
+                .push_sample_ex(&vec!["stim_off".to_string()], lsl::local_clock(), true);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !fake.mua.have_consumers() && !fake.markers.have_consumers(),
+        "an inlet outlived run(): a pipeline thread is still running"
+    );
+    // The recorder was joined too: its file has its headers.
+    let file = monkeysee::xdf::read_file(dir.path().join("recorded.xdf"));
+    let streams = match file {
+        Ok(f) => f.streams.len(),
+        Err(p) => p.file.streams.len(),
+    };
+    assert_eq!(streams, 2);
+}
+
 #[test]
 fn sliding_mode_runs_without_a_marker_stream() {
     let run = Running::start("sliding", Mode::Sliding, |o| {
