@@ -72,6 +72,19 @@ impl StreamSelector {
         }
         parts.join(" and ")
     }
+
+    /// Why this selector could match a stream it was not meant for, if it could: LSL has
+    /// no authentication, and any host on the network can publish a stream with a given
+    /// name and type. `None` when it names a `source_id` (or is a query that does).
+    pub fn weakness(&self) -> Option<String> {
+        let predicate = self.predicate();
+        if predicate.contains("source_id") {
+            return None;
+        }
+        Some(format!(
+            "the selector {predicate} names no source_id: any host on the network that publishes a stream with that name and type would match it; add the device's source_id to the rig's [streams] section"
+        ))
+    }
 }
 
 /// One Utah array.

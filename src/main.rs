@@ -575,6 +575,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(q) = args.marker_query {
         rig.markers.query = Some(q);
     }
+    if !args.quiet {
+        for (what, s) in [("MUA", &rig.mua), ("marker", &rig.markers)] {
+            if let Some(w) = s.weakness() {
+                eprintln!("monkeysee: warning: {what} stream: {w}");
+            }
+        }
+    }
     if let Some(n) = args.calibrate {
         if n == 1 {
             bail!("--calibrate must be 0 (none) or at least 2: statistics need two presentations");

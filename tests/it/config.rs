@@ -166,3 +166,19 @@ fn malformed_rf_table_rows_are_located() {
         "{e}"
     );
 }
+
+/// A selector without a source_id is flagged (LSL has no authentication); one with it,
+/// or a query naming it, is not.
+#[test]
+fn selectors_without_a_source_id_are_flagged() {
+    let rig = RigConfig::load(&synthetic_rig_path()).unwrap();
+    let mut s = rig.mua.clone();
+    s.source_id = None;
+    s.query = None;
+    assert!(s.weakness().unwrap().contains("names no source_id"));
+    s.source_id = Some("amp-7".into());
+    assert_eq!(s.weakness(), None);
+    s.source_id = None;
+    s.query = Some("name='x' and source_id='amp-7'".into());
+    assert_eq!(s.weakness(), None);
+}
