@@ -217,7 +217,10 @@ fn scan(path: &Path, bar: &indicatif::ProgressBar) -> anyhow::Result<Scan> {
                     let m = s.markers.entry(chunk.stream).or_default();
                     let ch = chunk.channel_count.max(1);
                     for (k, &t) in chunk.stamps.iter().enumerate() {
-                        m.push((t, texts[k * ch].clone()));
+                        // The first channel is the marker (a 0-channel stream has none).
+                        if let Some(text) = texts.get(k * ch) {
+                            m.push((t, text.clone()));
+                        }
                     }
                 }
             }
