@@ -496,6 +496,10 @@ struct ReplayArgs {
     /// Publish only these streams (stream name or the file's stream id); repeatable.
     #[arg(long = "stream", value_name = "NAME_OR_ID")]
     streams: Vec<String>,
+    /// Append this to every published stream's name and source_id (e.g. "-replay"), so
+    /// the replay cannot be mistaken for the live device on a lab network.
+    #[arg(long, value_name = "SUFFIX", default_value = "")]
+    name_suffix: String,
     /// Before sending, wait until every outlet has a consumer.
     #[arg(long)]
     wait_for_consumer: bool,
@@ -927,6 +931,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         spin: std::time::Duration::from_micros(args.spin_us),
         stop,
+        name_suffix: args.name_suffix,
     });
     let summary = match &result {
         Ok(s) => Some(s),

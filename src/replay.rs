@@ -198,6 +198,11 @@ pub struct ReplayOptions {
     pub spin: Duration,
     /// Set to stop; [`run`] then returns what it sent so far.
     pub stop: Arc<AtomicBool>,
+    /// Appended to every published stream's name and `source_id`, so a replay on a lab
+    /// network is never mistaken for the live device it was recorded from (LSL has no
+    /// authentication: a daemon selecting the device's name or `source_id` would take
+    /// the replay). Empty: the recorded names.
+    pub name_suffix: String,
 }
 
 impl ReplayOptions {
@@ -213,6 +218,7 @@ impl ReplayOptions {
             progress: false,
             spin: Duration::ZERO,
             stop: Arc::new(AtomicBool::new(false)),
+            name_suffix: String::new(),
         }
     }
 }
@@ -827,6 +833,15 @@ impl Replayer<'_> {
             if info.channel_format() == ChannelFormat::Int64 {
                 set_field(&mut xml, "channel_format", "double64");
                 note = Some(INT64_NOTE);
+            }
+            let suffix = &self.opts.name_suffix;
+            if !suffix.is_empty() {
+                set_field(&mut xml, "name", &format!("{}{suffix}", info.name()));
+                set_field(
+                    &mut xml,
+                    "source_id",
+                    &format!("{}{suffix}", info.source_id()),
+                );
             }
             Some(
                 Outlet::create(&xml, info.channel_count()).map_err(|reason| {

@@ -712,9 +712,17 @@ fn clock_offsets_and_a_clock_reset_are_applied_like_pyxdf() {
     let file = xdf::read_file(&path).unwrap();
     let eeg_file = file.stream(StreamId(2)).unwrap();
     let mk_file = file.stream(StreamId(1)).unwrap();
-    let handle = replay::spawn(opts(&path, Speed::Max)).unwrap();
-    let eeg = receive::<f32>("BioSemi", eeg_file.sample_count(), 60.0);
-    let markers = receive::<String>("MyMarkerStream", mk_file.sample_count(), 60.0);
+    // Published under unique names: "BioSemi" could be a real amplifier on the network.
+    let suffix = format!("-{}", unique("resets"));
+    let mut o = opts(&path, Speed::Max);
+    o.name_suffix = suffix.clone();
+    let handle = replay::spawn(o).unwrap();
+    let eeg = receive::<f32>(&format!("BioSemi{suffix}"), eeg_file.sample_count(), 60.0);
+    let markers = receive::<String>(
+        &format!("MyMarkerStream{suffix}"),
+        mk_file.sample_count(),
+        60.0,
+    );
     let summary = handle.join().unwrap();
     let (eeg, markers) = (eeg.join().unwrap(), markers.join().unwrap());
     println!("{summary}");
