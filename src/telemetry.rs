@@ -16,6 +16,38 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
+/// A progress bar for long offline work (`simulate`, `dataset`, `import-tvsd`, `train`):
+/// elapsed time, an optional message (`set_message`), position of `len` in `unit`, rate
+/// and ETA. Hidden when `show` is false.
+pub fn progress_bar(show: bool, len: u64, unit: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {{msg}} {{wide_bar}} {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, eta {{eta}})"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// At most `n` of `items`, comma-separated, with ", ..." when some are left out: for
+/// summaries that list skipped ids.
+pub fn some_of(items: &[String], n: usize) -> String {
+    let mut text = items
+        .iter()
+        .take(n)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > n {
+        text.push_str(", ...");
+    }
+    text
+}
+
 /// Event counters shared by all stages. Incrementing never allocates or locks.
 #[derive(Debug, Default)]
 pub struct Counters {

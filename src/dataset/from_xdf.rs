@@ -30,6 +30,7 @@ use regex::Regex;
 
 use super::writer::{self, DatasetInfo, DatasetWriter, Split, TrialInfo, WrittenDataset};
 use crate::config::RigConfig;
+use crate::telemetry::{progress_bar, some_of};
 use crate::xdf::{
     Chunk, ClockCorrection, ClockOffset, StreamId, StreamInfo, SyncOptions, Values, XdfReader,
 };
@@ -128,22 +129,11 @@ impl std::fmt::Display for XdfDatasetSummary {
             self.other_markers
         )?;
         if !self.missing_images.is_empty() {
-            let shown: Vec<&str> = self
-                .missing_images
-                .iter()
-                .take(20)
-                .map(String::as_str)
-                .collect();
             writeln!(
                 f,
-                "ids with no image file ({}): {}{}",
+                "ids with no image file ({}): {}",
                 self.missing_images.len(),
-                shown.join(", "),
-                if self.missing_images.len() > 20 {
-                    ", ..."
-                } else {
-                    ""
-                }
+                some_of(&self.missing_images, 20)
             )?;
         }
         if !self.duplicate_image_files.is_empty() {
@@ -348,11 +338,8 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
     let file_len = std::fs::metadata(&opts.session)
         .with_context(|| format!("reading {}", opts.session.display()))?
         .len();
-    let bar = progress_bar(
-        opts.progress,
-        file_len,
-        "pass 1/2: markers and clock offsets",
-    );
+    let bar = progress_bar(opts.progress, file_len, "bytes");
+    bar.set_message("pass 1/2: markers and clock offsets");
 
     // Pass 1.
     let scan = scan(&opts.session, &bar)?;
@@ -581,9 +568,8 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
             damage.as_ref().map_or(String::new(), |d| format!("; the file is damaged: {d}"))
         );
     }
-    bar.set_message("images");
-    bar.set_length(image_files.len() as u64);
-    bar.set_position(0);
+    bar.finish_and_clear();
+    let bar = progress_bar(opts.progress, image_files.len() as u64, "images");
     writer::write_images(&dataset_dir, &image_files, rig.image_size, &bar)?;
     bar.finish_and_clear();
     let recorded_s = first_stamp.map_or(0.0, |f| last_stamp - f + period);
@@ -621,19 +607,4 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
         recorded_s,
         wall_s: clock_start.elapsed().as_secs_f64(),
     })
-}
-
-fn progress_bar(show: bool, len: u64, message: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {msg} {wide_bar} {percent}% (eta {eta})",
-        )
-        .expect("valid template"),
-    );
-    bar.set_message(message.to_string());
-    bar
 }

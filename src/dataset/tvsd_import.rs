@@ -26,6 +26,7 @@ use anyhow::{bail, Context};
 
 use super::writer::{self, DatasetInfo, DatasetWriter, Split, TrialInfo, WrittenDataset};
 use crate::config::RigConfig;
+use crate::telemetry::{progress_bar, some_of};
 use crate::tvsd::{self, ImageList, NormMua, TrialImage, TvsdTrials};
 
 /// What `import-tvsd` was asked for.
@@ -105,22 +106,11 @@ impl std::fmt::Display for TvsdImportSummary {
             }
         }
         if !self.missing_images.is_empty() {
-            let shown: Vec<&str> = self
-                .missing_images
-                .iter()
-                .take(10)
-                .map(String::as_str)
-                .collect();
             writeln!(
                 f,
-                "image files not found under --images ({}): {}{}",
+                "image files not found under --images ({}): {}",
                 self.missing_images.len(),
-                shown.join(", "),
-                if self.missing_images.len() > 10 {
-                    ", ..."
-                } else {
-                    ""
-                }
+                some_of(&self.missing_images, 10)
             )?;
         }
         write!(
@@ -167,20 +157,6 @@ impl Images {
         self.row.insert(path.to_string(), r);
         r
     }
-}
-
-fn bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} [{{elapsed_precise}}] {what} {{wide_bar}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})"
-        ))
-        .expect("valid template"),
-    );
-    bar
 }
 
 /// Runs the import. See the module docs.
@@ -280,7 +256,7 @@ fn import_trials(
     let mut out = DatasetWriter::create(dir, ch, time, onset)?;
     let mut images = Images::default();
     let rows = file.rows().to_vec();
-    let progress = bar(opts.progress, n as u64, "trials");
+    let progress = progress_bar(opts.progress, n as u64, "trials");
     let block = opts.block.max(1);
     let (mut buf, mut one) = (Vec::new(), Vec::new());
     let reading = Instant::now();
@@ -391,7 +367,7 @@ fn import_norm_mua(
     }
     let mut out = DatasetWriter::create(dir, ch, 1, 0)?;
     let mut images = Images::default();
-    let progress = bar(opts.progress, (norm.n_train + norm.n_test) as u64, "images");
+    let progress = progress_bar(opts.progress, (norm.n_train + norm.n_test) as u64, "images");
     for (i, path) in list.train.iter().enumerate() {
         if let Some(image) = images.row(&opts.images, path) {
             let r = &norm.train[i * ch..(i + 1) * ch];
@@ -477,7 +453,7 @@ fn import_norm_mua(
 }
 
 fn write_images(opts: &TvsdImportOptions, dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
-    let progress = bar(opts.progress, files.len() as u64, "images");
+    let progress = progress_bar(opts.progress, files.len() as u64, "images");
     writer::write_images(dir, files, opts.rig.image_size, &progress)?;
     progress.finish_and_clear();
     Ok(())

@@ -55,6 +55,7 @@ pub use images::ImageSource;
 
 use crate::config::RigConfig;
 use crate::rf::{RfEntry, RfTable};
+use crate::telemetry::progress_bar;
 use crate::units::Area;
 use crate::xdf::{ChannelFormat, StreamId, StreamSpec, XdfWriter};
 
@@ -349,20 +350,6 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
 
 fn create(path: &Path) -> anyhow::Result<File> {
     File::create(path).with_context(|| format!("creating {}", path.display()))
-}
-
-fn progress_bar(show: bool, len: u64, unit: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
-        ))
-        .expect("valid template"),
-    );
-    bar
 }
 
 /// Train images once, test images `repeats` times, shuffled, in trials of

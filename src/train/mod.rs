@@ -677,9 +677,10 @@ pub fn train<B: AutodiffBackend>(
         .filter_map(|e| e.validation_pixel_l1.map(|v| (v, e.epoch)))
         .min_by(|a, b| a.0.total_cmp(&b.0));
     let steps_per_epoch = data.train_trials.len() / opts.batch;
-    let bar = progress_bar(
+    let bar = crate::telemetry::progress_bar(
         opts.progress,
         (opts.epochs.saturating_sub(first_epoch) * steps_per_epoch) as u64,
+        "steps",
     );
     for epoch in first_epoch..opts.epochs {
         let started = Instant::now();
@@ -978,20 +979,6 @@ fn resume_state(
         );
     }
     Ok(state)
-}
-
-fn progress_bar(show: bool, steps: u64) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let b = indicatif::ProgressBar::new(steps);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
-        )
-        .expect("valid template"),
-    );
-    b
 }
 
 /// `training.json`, `losses.csv` and `loss.png`.
