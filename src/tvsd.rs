@@ -1003,18 +1003,7 @@ struct Matrix {
 
 fn read_matrix(file: &File, path: &Path, name: &str, what: &str) -> Result<Matrix> {
     let ds = dataset(file, path, name, what)?;
-    let ty = type_of(&ds, path, name)?;
-    if !matches!(
-        ty,
-        TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)
-    ) {
-        return Err(TvsdError::Type {
-            file: path.to_path_buf(),
-            variable: name.into(),
-            found: describe(&ty),
-            expected: "numbers".into(),
-        });
-    }
+    check_numeric(&ds, path, name)?;
     let values: Vec<f32> = ds
         .read_raw()
         .map_err(|e| damaged(path, format!("`{name}`"), &e))?;
@@ -1224,8 +1213,8 @@ fn type_of(ds: &Dataset, path: &Path, name: &str) -> Result<TypeDescriptor> {
         .map_err(|e| damaged(path, format!("the type of `{name}`"), &e))
 }
 
-/// Reads a whole numeric variable as f64.
-fn read_f64(ds: &Dataset, path: &Path, name: &str) -> Result<Vec<f64>> {
+/// Refuses a variable that does not hold numbers (floats or integers).
+fn check_numeric(ds: &Dataset, path: &Path, name: &str) -> Result<()> {
     let ty = type_of(ds, path, name)?;
     if !matches!(
         ty,
@@ -1238,6 +1227,12 @@ fn read_f64(ds: &Dataset, path: &Path, name: &str) -> Result<Vec<f64>> {
             expected: "numbers".into(),
         });
     }
+    Ok(())
+}
+
+/// Reads a whole numeric variable as f64.
+fn read_f64(ds: &Dataset, path: &Path, name: &str) -> Result<Vec<f64>> {
+    check_numeric(ds, path, name)?;
     ds.read_raw()
         .map_err(|e| damaged(path, format!("`{name}`"), &e))
 }

@@ -368,20 +368,24 @@ fn import_norm_mua(
     let mut out = DatasetWriter::create(dir, ch, 1, 0)?;
     let mut images = Images::default();
     let progress = progress_bar(opts.progress, (norm.n_train + norm.n_test) as u64, "images");
+    // One trial per row of responses; non-finite rows are skipped.
+    let mut push = |row: &[f32], image: usize, test: bool| -> anyhow::Result<()> {
+        if !row.iter().all(|v| v.is_finite()) {
+            return Ok(());
+        }
+        out.push(
+            row,
+            TrialInfo {
+                image,
+                onset: f64::NAN,
+                session: 0,
+                test: Some(test),
+            },
+        )
+    };
     for (i, path) in list.train.iter().enumerate() {
         if let Some(image) = images.row(&opts.images, path) {
-            let r = &norm.train[i * ch..(i + 1) * ch];
-            if r.iter().all(|v| v.is_finite()) {
-                out.push(
-                    r,
-                    TrialInfo {
-                        image,
-                        onset: f64::NAN,
-                        session: 0,
-                        test: Some(false),
-                    },
-                )?;
-            }
+            push(&norm.train[i * ch..(i + 1) * ch], image, false)?;
         }
         progress.inc(1);
     }
@@ -391,34 +395,14 @@ fn import_norm_mua(
                 Some(reps) => {
                     for k in 0..reps.n_reps {
                         let at = (i * reps.n_reps + k) * ch;
-                        let r = &reps.values[at..at + ch];
+                        let row = &reps.values[at..at + ch];
                         // MATLAB pads missing repetitions with zeros.
-                        if r.iter().all(|&v| v == 0.0) || !r.iter().all(|v| v.is_finite()) {
-                            continue;
+                        if !row.iter().all(|&v| v == 0.0) {
+                            push(row, image, true)?;
                         }
-                        out.push(
-                            r,
-                            TrialInfo {
-                                image,
-                                onset: f64::NAN,
-                                session: 0,
-                                test: Some(true),
-                            },
-                        )?;
                     }
                 }
-                None => {
-                    let r = &norm.test[i * ch..(i + 1) * ch];
-                    out.push(
-                        r,
-                        TrialInfo {
-                            image,
-                            onset: f64::NAN,
-                            session: 0,
-                            test: Some(true),
-                        },
-                    )?;
-                }
+                None => push(&norm.test[i * ch..(i + 1) * ch], image, true)?,
             }
         }
         progress.inc(1);
@@ -444,11 +428,6 @@ fn import_norm_mua(
             "time_averaged": "TVSD's per-image responses, averaged over each area's window and normalised per day (norm_MUA.m): one value per electrode, for the TW-15 decoders",
         }),
     })?;
-    // Mark it time-averaged for Dataset::open.
-    let json_path = dir.join("dataset.json");
-    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
-    json["time_averaged"] = serde_json::Value::Bool(true);
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
     Ok((written, images.missing))
 }
 

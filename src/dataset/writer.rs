@@ -248,6 +248,8 @@ impl DatasetWriter {
             "image_size": info.rig.image_size,
             "trial_time_ms": [-pre_ms, post_ms - 1000.0 / info.sampling_rate_hz],
             "onset_sample": self.onset_sample,
+            // One value per trial: already averaged over each area's window.
+            "time_averaged": self.trial_len == 1,
             "images": written.images,
             "train_images": written.images - written.test_images,
             "test_images": written.test_images,
