@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
     let set = WindowSetKind::Tw15;
     let n_e = rig.electrodes.len();
     let channels: Vec<usize> = rig.electrodes.iter().map(|e| e.channel).collect();
-    let (mut raw, mut base) = (Vec::new(), Vec::new());
+    let mut raw = Vec::new();
 
     // Before: sample statistics of the training epochs.
     let train = ds.split(false);
@@ -137,7 +137,7 @@ fn main() -> anyhow::Result<()> {
                     );
                     while next < trial_end.len() && trial_end[next].0 <= stamp + 1e-7 {
                         let t = trial_end[next].1;
-                        ds.raw_means(t, &rig, set, &mut raw, &mut base);
+                        ds.raw_means(t, &rig, set, &mut raw, None);
                         for e in 0..n_e {
                             let offline = (raw[e] - mean[e]) / sd[e];
                             let live = (raw[e] - old.mean[e]) / old.var[e].sqrt().max(1e-6);

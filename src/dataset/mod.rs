@@ -468,15 +468,15 @@ impl Dataset {
     }
 
     /// Raw means of trial `t` in the windows of `set` (`[window][electrode]`, rig
-    /// electrode order) and in the baseline window (`[electrode]`): the numbers the
-    /// statistics of [`crate::norm`] are taken over.
+    /// electrode order) and, when asked for, in the baseline window (`[electrode]`): the
+    /// numbers the statistics of [`crate::norm`] are taken over.
     pub fn raw_means(
         &self,
         t: usize,
         rig: &RigConfig,
         set: WindowSetKind,
         raw: &mut Vec<f64>,
-        baseline: &mut Vec<f64>,
+        baseline: Option<&mut Vec<f64>>,
     ) {
         if self.meta.time_averaged {
             // One value per electrode: every window reads it; no baseline.
@@ -490,8 +490,10 @@ impl Dataset {
                     raw[k * n_e + e] = row[el.channel] as f64;
                 }
             }
-            baseline.clear();
-            baseline.resize(n_e, 0.0);
+            if let Some(baseline) = baseline {
+                baseline.clear();
+                baseline.resize(n_e, 0.0);
+            }
             return;
         }
         raw_window_means(
@@ -508,39 +510,33 @@ impl Dataset {
     /// The statistics of [`crate::norm`] over `trials` (presentations of one session),
     /// without a prior: what `train` normalises a session with and saves.
     pub fn norm_stats(&self, trials: &[usize], rig: &RigConfig, set: WindowSetKind) -> NormStats {
-        let per = rig.windows.windows_per_electrode(set);
-        let mut norm = PresentationNorm::new(per, rig.electrodes.len(), None, 0.0, 0);
-        let (mut raw, mut base) = (Vec::new(), Vec::new());
-        for &t in trials {
-            self.raw_means(t, rig, set, &mut raw, &mut base);
-            // As the daemon: a presentation with NaN/Inf samples is no presentation.
-            if raw.iter().all(|v| v.is_finite()) {
-                norm.add(&raw);
-                if base.iter().all(|v| v.is_finite()) {
-                    norm.add_baseline(&base);
-                }
-            }
-        }
-        norm.stats()
+        self.norm_stats_and_skipped(trials, rig, set).0
     }
 
-    /// The trials among `trials` with NaN/Inf samples in a window of `set` (the daemon
-    /// skips such presentations; training leaves them out).
-    pub fn non_finite_trials(
+    /// [`Dataset::norm_stats`], and the trials it left out: those with NaN/Inf samples in
+    /// a window of `set` (the daemon skips such presentations; training leaves them out).
+    pub fn norm_stats_and_skipped(
         &self,
         trials: &[usize],
         rig: &RigConfig,
         set: WindowSetKind,
-    ) -> Vec<usize> {
+    ) -> (NormStats, Vec<usize>) {
+        let per = rig.windows.windows_per_electrode(set);
+        let mut norm = PresentationNorm::new(per, rig.electrodes.len(), None, 0.0, 0);
         let (mut raw, mut base) = (Vec::new(), Vec::new());
-        trials
-            .iter()
-            .copied()
-            .filter(|&t| {
-                self.raw_means(t, rig, set, &mut raw, &mut base);
-                !raw.iter().all(|v| v.is_finite())
-            })
-            .collect()
+        let mut skipped = Vec::new();
+        for &t in trials {
+            self.raw_means(t, rig, set, &mut raw, Some(&mut base));
+            if !raw.iter().all(|v| v.is_finite()) {
+                skipped.push(t);
+                continue;
+            }
+            norm.add(&raw);
+            if base.iter().all(|v| v.is_finite()) {
+                norm.add_baseline(&base);
+            }
+        }
+        (norm.stats(), skipped)
     }
 
     /// The decoder input of trial `t` with fixed statistics: per electrode (rig order)
@@ -553,8 +549,8 @@ impl Dataset {
         stats: &NormStats,
         out: &mut Vec<f32>,
     ) {
-        let (mut raw, mut base) = (Vec::new(), Vec::new());
-        self.raw_means(t, rig, set, &mut raw, &mut base);
+        let mut raw = Vec::new();
+        self.raw_means(t, rig, set, &mut raw, None);
         out.clear();
         out.extend(
             raw.iter().enumerate().map(|(i, &r)| {
@@ -628,7 +624,7 @@ impl Dataset {
                 rig.normalisation.calibration_presentations,
             );
             for t in session {
-                self.raw_means(t, rig, set, &mut raw, &mut base);
+                self.raw_means(t, rig, set, &mut raw, Some(&mut base));
                 if slot[t] != usize::MAX {
                     let f = &mut out[slot[t]];
                     f.resize(raw.len(), 0.0);
@@ -656,7 +652,7 @@ pub fn raw_window_means(
     rig: &RigConfig,
     set: WindowSetKind,
     raw: &mut Vec<f64>,
-    baseline: &mut Vec<f64>,
+    mut baseline: Option<&mut Vec<f64>>,
 ) {
     let n_e = rig.electrodes.len();
     let per = rig.windows.windows_per_electrode(set);
@@ -673,12 +669,16 @@ pub fn raw_window_means(
     };
     raw.clear();
     raw.resize(per * n_e, 0.0);
-    baseline.clear();
+    if let Some(b) = baseline.as_deref_mut() {
+        b.clear();
+    }
     for (e, el) in rig.electrodes.iter().enumerate() {
         for (k, w) in rig.windows.windows_for(set, el.area).iter().enumerate() {
             raw[k * n_e + e] = mean(range(*w), el.channel);
         }
-        baseline.push(mean(range(rig.windows.baseline), el.channel));
+        if let Some(b) = baseline.as_deref_mut() {
+            b.push(mean(range(rig.windows.baseline), el.channel));
+        }
     }
 }
 

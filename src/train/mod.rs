@@ -360,50 +360,32 @@ impl<'a> TrainingData<'a> {
                 opts.kind
             );
         }
-        let all: Vec<usize> = (0..ds.n_trials()).collect();
-        // Presentations with NaN/Inf samples in a window: the daemon skips them, and so
-        // does training.
-        let broken = ds.non_finite_trials(&all, rig, set);
-        if !broken.is_empty() {
-            eprintln!(
-                "monkeysee train: leaving out {} trials with NaN/Inf samples in a window (e.g. trial {})",
-                broken.len(),
-                broken[0]
-            );
-        }
-        let usable = |t: &usize| broken.binary_search(t).is_err();
-        let mut train_trials: Vec<usize> = ds.split(false).into_iter().filter(usable).collect();
-        if let Some(m) = opts.max_trials {
-            train_trials.truncate(m);
-        }
-        let validation_trials = hold_out(&ds, &mut train_trials, opts.validation);
-        if train_trials.len() < opts.batch {
-            bail!(
-                "the dataset has {} training trials{}, fewer than one batch of {}",
-                train_trials.len(),
-                if validation_trials.is_empty() {
-                    String::new()
-                } else {
-                    format!(" besides the {} validation trials", validation_trials.len())
-                },
-                opts.batch
-            );
-        }
-        let test_trials: Vec<usize> = ds.split(true).into_iter().filter(usable).take(64).collect();
         let dropped = match opts.min_snr {
             Some(min) => low_snr_electrodes(&ds, rig, min)?,
             None => Vec::new(),
         };
         // One estimator (crate::norm): per electrode and window over the presentations
         // of each session, every presentation (as the daemon counts them live). The
-        // model keeps the average over sessions, the daemon's start in a new one.
+        // model keeps the average over sessions, the daemon's start in a new one. The
+        // same pass finds the presentations with NaN/Inf samples in a window: the
+        // daemon skips them, and so does training.
         let sessions = ds.sessions();
         let mut session_of = vec![0; ds.n_trials()];
         let mut own: Vec<Option<NormStats>> = Vec::with_capacity(sessions.len());
+        let mut broken = Vec::new();
         for (k, trials) in sessions.iter().enumerate() {
             trials.iter().for_each(|&t| session_of[t] = k);
-            let s = ds.norm_stats(trials, rig, set);
+            let (s, skipped) = ds.norm_stats_and_skipped(trials, rig, set);
+            broken.extend(skipped);
             own.push((s.presentations >= 2).then_some(s));
+        }
+        broken.sort_unstable();
+        if !broken.is_empty() {
+            eprintln!(
+                "monkeysee train: leaving out {} trials with NaN/Inf samples in a window (e.g. trial {})",
+                broken.len(),
+                broken[0]
+            );
         }
         let measured: Vec<NormStats> = own.iter().flatten().cloned().collect();
         if measured.is_empty() {
@@ -429,6 +411,26 @@ impl<'a> TrainingData<'a> {
                 s
             })
             .collect();
+
+        let usable = |t: &usize| broken.binary_search(t).is_err();
+        let mut train_trials: Vec<usize> = ds.split(false).into_iter().filter(usable).collect();
+        if let Some(m) = opts.max_trials {
+            train_trials.truncate(m);
+        }
+        let validation_trials = hold_out(&ds, &mut train_trials, opts.validation);
+        if train_trials.len() < opts.batch {
+            bail!(
+                "the dataset has {} training trials{}, fewer than one batch of {}",
+                train_trials.len(),
+                if validation_trials.is_empty() {
+                    String::new()
+                } else {
+                    format!(" besides the {} validation trials", validation_trials.len())
+                },
+                opts.batch
+            );
+        }
+        let test_trials: Vec<usize> = ds.split(true).into_iter().filter(usable).take(64).collect();
         let mut config = config;
         config.linear_pathway = opts.linear_pathway.clone();
         config.channel_per_electrode = opts.channel_per_electrode;
