@@ -11,6 +11,7 @@ use std::thread;
 use monkeysee::config::RigConfig;
 use monkeysee::daemon::ModelSource;
 use monkeysee::dataset::from_xdf::{dataset_from_xdf, XdfDatasetOptions};
+use monkeysee::dataset::tvsd_import::{import_tvsd, TvsdImportOptions};
 use monkeysee::dataset::Dataset;
 use monkeysee::decoder::{decoder_config, window_set};
 use monkeysee::decoder::{CpuBackend, Decoder, DecoderKind};
@@ -411,6 +412,22 @@ fn dataset_errors_are_clear() {
     assert!(e.contains("already holds a dataset"), "{e}");
 }
 
+/// Import options for a `tools/make-tvsd-fixture.py` folder: every file, all days.
+fn tvsd_options(rig: &RigConfig, fx: &Path, out: &Path) -> TvsdImportOptions {
+    TvsdImportOptions {
+        rig: rig.clone(),
+        trials: Some(fx.join("THINGS_MUA_trials.mat")),
+        mapping: Some(fx.join("_logs/1024chns_mapping_20220105.mat")),
+        image_list: fx.join("_logs/things_imgs.mat"),
+        images: fx.join("images"),
+        norm_mua: Some(fx.join("THINGS_normMUA.mat")),
+        out: out.to_path_buf(),
+        days: None,
+        block: 5,
+        progress: false,
+    }
+}
+
 /// `import-tvsd` on fixtures in the published files' layout (h5py: user block, deflate,
 /// object references; the mapping as MAT v5), at TVSD's 1024 channels × 300 samples:
 /// the trials land in electrode order, split and day as TVSD says; normMUA becomes a
@@ -418,47 +435,33 @@ fn dataset_errors_are_clear() {
 /// in the daemon's statistics.
 #[test]
 fn import_tvsd_builds_both_datasets_and_min_snr_drops_electrodes() {
-    use monkeysee::dataset::tvsd_import::{import_tvsd, TvsdImportOptions};
     let dir = tempfile::tempdir().unwrap();
     let rig = small_rig(dir.path());
-    let fx = dir.path().join("tvsd");
     let (trials, test_images, reps, days) = (24usize, 2usize, 3usize, 2usize);
-    let out = Command::new(super::tvsd::python())
-        .arg(repo().join("tools/make-tvsd-fixture.py"))
-        .arg(&fx)
-        .args(["--channels", "1024", "--time", "300", "--image-ext", "png"])
-        .args([
-            "--trials",
-            &trials.to_string(),
-            "--test-images",
-            &test_images.to_string(),
-        ])
-        .args(["--reps", &reps.to_string(), "--days", &days.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let fixture_dir = super::tvsd::Fixture::new(&[
+        "--channels",
+        "1024",
+        "--time",
+        "300",
+        "--image-ext",
+        "png",
+        "--trials",
+        &trials.to_string(),
+        "--test-images",
+        &test_images.to_string(),
+        "--reps",
+        &reps.to_string(),
+        "--days",
+        &days.to_string(),
+    ]);
+    let fx = fixture_dir.path();
     let fixture: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fx.join("fixture.json")).unwrap()).unwrap();
     let mapping: Vec<usize> =
         serde_json::from_value(fixture["mapping_zero_based"].clone()).unwrap();
 
     let data = dir.path().join("tvsd-data");
-    let opts = TvsdImportOptions {
-        rig: rig.clone(),
-        trials: Some(fx.join("THINGS_MUA_trials.mat")),
-        mapping: Some(fx.join("_logs/1024chns_mapping_20220105.mat")),
-        image_list: fx.join("_logs/things_imgs.mat"),
-        images: fx.join("images"),
-        norm_mua: Some(fx.join("THINGS_normMUA.mat")),
-        out: data.clone(),
-        days: None,
-        block: 5,
-        progress: false,
-    };
+    let opts = tvsd_options(&rig, fx, &data);
     let s = import_tvsd(&opts).unwrap();
     println!("{s}");
     assert_eq!(s.file_trials, trials);
@@ -557,42 +560,27 @@ fn import_tvsd_builds_both_datasets_and_min_snr_drops_electrodes() {
 /// A damaged chunk of ALLMUA loses only its own trials; `--days` keeps those days only.
 #[test]
 fn import_tvsd_keeps_every_readable_trial_of_a_damaged_file() {
-    use monkeysee::dataset::tvsd_import::{import_tvsd, TvsdImportOptions};
     let dir = tempfile::tempdir().unwrap();
     let rig = small_rig(dir.path());
-    let fx = dir.path().join("tvsd");
-    let out = Command::new(super::tvsd::python())
-        .arg(repo().join("tools/make-tvsd-fixture.py"))
-        .arg(&fx)
-        .args([
-            "--channels",
-            "1024",
-            "--time",
-            "300",
-            "--trials",
-            "12",
-            "--days",
-            "3",
-        ])
-        .args(["--chunk-trials", "3", "--broken", "corrupt-chunk"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let fixture = super::tvsd::Fixture::new(&[
+        "--channels",
+        "1024",
+        "--time",
+        "300",
+        "--trials",
+        "12",
+        "--days",
+        "3",
+        "--chunk-trials",
+        "3",
+        "--broken",
+        "corrupt-chunk",
+    ]);
     let opts = |days: Option<Vec<u32>>, out: &str| TvsdImportOptions {
-        rig: rig.clone(),
-        trials: Some(fx.join("THINGS_MUA_trials.mat")),
-        mapping: Some(fx.join("_logs/1024chns_mapping_20220105.mat")),
-        image_list: fx.join("_logs/things_imgs.mat"),
-        images: fx.join("images"),
         norm_mua: None,
-        out: dir.path().join(out),
         days,
         block: 4,
-        progress: false,
+        ..tvsd_options(&rig, fixture.path(), &dir.path().join(out))
     };
     let s = import_tvsd(&opts(None, "all")).unwrap();
     println!("{s}");

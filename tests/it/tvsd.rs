@@ -36,12 +36,12 @@ pub(crate) fn python() -> PathBuf {
 }
 
 /// A fixture written into its own temporary folder.
-struct Fixture {
+pub(crate) struct Fixture {
     dir: tempfile::TempDir,
 }
 
 impl Fixture {
-    fn new(args: &[&str]) -> Fixture {
+    pub(crate) fn new(args: &[&str]) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/make-tvsd-fixture.py");
         let out = Command::new(python())
@@ -59,7 +59,7 @@ impl Fixture {
         Fixture { dir }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 }
