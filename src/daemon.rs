@@ -51,12 +51,7 @@ pub enum ModelSource {
     },
 }
 
-/// Which compute device decodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ComputeDevice {
-    Cpu,
-    Cuda,
-}
+pub use crate::decoder::ComputeDevice;
 
 /// Where frames go.
 #[derive(Debug, Clone)]
@@ -283,33 +278,9 @@ fn spawn_named<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
         .with_context(|| format!("spawning the {name} thread"))
 }
 
-/// Checks that a CUDA device can be used, turning Burn's panic into an error.
-#[cfg(feature = "cuda")]
-fn probe_cuda() -> anyhow::Result<burn::backend::cuda::CudaDevice> {
-    use burn::tensor::Tensor;
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(|| {
-        let device = burn::backend::cuda::CudaDevice::default();
-        let t = Tensor::<burn::backend::Cuda, 1>::zeros([4], &device);
-        let _ = t.into_data();
-        device
-    });
-    std::panic::set_hook(hook);
-    r.map_err(|e| {
-        let msg = e
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown error".into());
-        anyhow!("no usable CUDA GPU (Burn's CUDA runtime failed to start: {msg}); run with --device cpu, or on a machine with an NVIDIA GPU and driver")
-    })
-}
-
-/// Builds the decoder for `opts` on backend `B` and runs the decode loop.
-#[allow(clippy::too_many_arguments)]
-fn decode_thread<B: burn::tensor::backend::Backend>(
-    device: B::Device,
+/// The decode thread: builds the decoder on backend `B`, reports it (or the error) on
+/// `ready`, then decodes until `stop`.
+struct DecodeJob {
     model: ModelSource,
     rig: RigConfig,
     ready: Sender<anyhow::Result<Ready>>,
@@ -319,7 +290,27 @@ fn decode_thread<B: burn::tensor::backend::Backend>(
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     save_inputs: Option<PathBuf>,
-) {
+}
+
+impl crate::decoder::OnBackend for DecodeJob {
+    type Output = ();
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) {
+        decode_thread::<B>(self, device)
+    }
+}
+
+fn decode_thread<B: burn::tensor::backend::Backend>(job: DecodeJob, device: B::Device) {
+    let DecodeJob {
+        model,
+        rig,
+        ready,
+        frames,
+        free,
+        slot,
+        counters,
+        stop,
+        save_inputs,
+    } = job;
     let built: anyhow::Result<(Decoder<B>, Option<NormStats>)> = (|| match &model {
         ModelSource::Random { kind, width, seed } => {
             let cfg = decoder_config(&rig, *kind, *width);
@@ -495,12 +486,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     };
 
     // Decoder first: it decides the window set.
-    let threads = if opts.decode_threads == 0 {
-        thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
-    } else {
-        opts.decode_threads
-    };
-    crate::decoder::init_compute_threads(threads);
+    crate::decoder::init_compute_threads(crate::decoder::compute_threads(
+        opts.decode_threads,
+        crate::decoder::PoolRole::Live,
+    ));
     let slot = Arc::new(LatestSlot::new());
     // The frame pool is filled once the decoder reported its window set.
     let (work_tx, work_rx) = bounded::<FeatureFrame>(FRAME_POOL);
@@ -517,38 +506,23 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
             stop.clone(),
         );
         let save = opts.save_inputs.clone();
-        let h = match opts.device {
-            ComputeDevice::Cpu => spawn_named("decode", move || {
-                decode_thread::<crate::decoder::CpuBackend>(
-                    Default::default(),
-                    model,
-                    rig,
-                    ready,
-                    frames,
-                    free,
-                    slot,
-                    counters,
-                    stop,
-                    save,
-                )
-            })?,
-            ComputeDevice::Cuda => {
-                #[cfg(feature = "cuda")]
-                {
-                    let device = probe_cuda()?;
-                    spawn_named("decode", move || {
-                        decode_thread::<burn::backend::Cuda>(
-                            device, model, rig, ready, frames, free, slot, counters, stop, save,
-                        )
-                    })?
-                }
-                #[cfg(not(feature = "cuda"))]
-                {
-                    let _ = (model, rig, ready, frames, free, slot, counters, stop, save);
-                    bail!("this monkeysee was built without CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu");
-                }
+        let device = opts.device;
+        let h = spawn_named("decode", move || {
+            let job = DecodeJob {
+                model,
+                rig,
+                ready: ready.clone(),
+                frames,
+                free,
+                slot,
+                counters,
+                stop,
+                save_inputs: save,
+            };
+            if let Err(e) = crate::decoder::dispatch(device, job) {
+                let _ = ready.send(Err(e));
             }
-        };
+        })?;
         pipeline.handles.push(h);
     }
     let decode_thread_handle = pipeline.handles[0].thread().clone();

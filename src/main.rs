@@ -736,12 +736,10 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         rig.rf.table = Some(RfTable::load(p)?);
         rig.rf.table_path = Some(p.clone());
     }
-    let threads = if args.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        args.threads
-    };
-    monkeysee::decoder::init_compute_threads(threads);
+    monkeysee::decoder::init_compute_threads(monkeysee::decoder::compute_threads(
+        args.threads,
+        monkeysee::decoder::PoolRole::Offline,
+    ));
     let opts = TrainOptions {
         rig_path: args.rig.clone(),
         rig: Some(rig),
@@ -803,23 +801,14 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
 (pixel L1 + adversarial only). Pass torchvision's vgg19-dcbb9e9d.pth to add it."
         ),
     }
-    let summary = match args.device {
-        ComputeDevice::Cpu => monkeysee::train::train::<monkeysee::decoder::CpuTrainBackend>(
-            &opts,
-            &Default::default(),
-        )?,
-        ComputeDevice::Cuda => {
-            #[cfg(feature = "cuda")]
-            {
-                monkeysee::train::train::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                    &opts,
-                    &Default::default(),
-                )?
-            }
-            #[cfg(not(feature = "cuda"))]
-            bail!("this monkeysee was built without CUDA support: rebuild with `cargo build --release --features cuda`, or use --device cpu");
+    struct Train<'a>(&'a TrainOptions);
+    impl monkeysee::decoder::OnTrainBackend for Train<'_> {
+        type Output = anyhow::Result<monkeysee::train::TrainSummary>;
+        fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> Self::Output {
+            monkeysee::train::train::<B>(self.0, &device)
         }
-    };
+    }
+    let summary = monkeysee::decoder::dispatch_training(args.device, Train(&opts))??;
     let last = summary.epochs.last().context("no epoch ran")?;
     println!(
         "trained {} ({} parameters) on {} trials: epoch {}{}, pixel L1 {:.4}{}{}, {:.1} samples/s",

@@ -15,6 +15,7 @@
 //! whose record is what `weights.mpk` holds; [`input::FixedRfMaps`] builds the fixed
 //! RF-map input of the spatial and spatiotemporal models.
 
+pub mod backend;
 pub mod infer;
 pub mod input;
 pub mod kernels;
@@ -24,6 +25,10 @@ pub mod unet;
 
 use std::path::PathBuf;
 
+pub use backend::{
+    compute_threads, dispatch, dispatch_training, ComputeDevice, OnBackend, OnTrainBackend,
+    PoolRole,
+};
 pub use input::{DenseMapLayer, FixedRfMaps, GaussianRfLayer};
 pub use model::{Decoder, DecoderModel};
 pub use unet::{UNet, UNetConfig};
