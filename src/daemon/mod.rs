@@ -1,0 +1,588 @@
+//! The `run` daemon: the pipeline's threads, their queues, and shutdown.
+//!
+//! ```text
+//! LSL MUA ─► [ingest] ─ringbuf─► [window] ─bounded─► [decode] ─latest-wins─► [display: main thread]
+//! LSL markers ─► [markers] ─bounded─┘
+//!     (--record: ingest ─ringbuf─► [record] ◄─bounded─ markers; see crate::record)
+//! ```
+//! [`run`] is a handful of steps, in the order the data needs them: open the recording,
+//! start the decoder (it decides the window set), connect the streams, start the
+//! recorder and the window stage, then present frames on the calling thread until a
+//! stop condition. Every thread belongs to one [`Pipeline`], which stops and joins them
+//! when dropped: no return path, early or not, leaves a thread behind.
+//!
+//! The stages themselves live in [`stages`] (window, decode, the hand-over to the
+//! display) and [`present`] (the display loop). Every drop, overrun, gap and deadline
+//! miss is counted in [`Counters`]; per-frame timestamps travel with the frame and land
+//! in the presenting thread's histograms.
+
+mod present;
+mod save_inputs;
+pub mod stages;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+pub use crate::decoder::ComputeDevice;
+pub use stages::{DecodedFrame, LatestSlot, WindowStage, FRAME_POOL};
+
+use crate::config::RigConfig;
+use crate::decoder::{window_set, DecoderConfig, DecoderKind};
+use crate::ingest::{
+    self, MarkerEvent, MuaInlet, RawMarker, SampleConsumer, SampleRing, StreamDescription,
+};
+use crate::record::{Recorder, RecordingSummary};
+use crate::telemetry::{Counters, Stage, StageSummary};
+use crate::window::{AssemblerConfig, FeatureFrame, Mode, WindowAssembler};
+use stages::{DecodeJob, DecoderReady};
+
+/// Where the decoder comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A trained model folder (decoder.json + weights.mpk [+ normalization.json]).
+    Dir(PathBuf),
+    /// Untrained weights, to exercise the pipeline.
+    Random {
+        kind: DecoderKind,
+        width: usize,
+        seed: u64,
+    },
+}
+
+/// Where frames go.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A window; falls back to headless in `fallback` when no display is available.
+    Window {
+        fallback: PathBuf,
+    },
+    Headless(PathBuf),
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub rig: RigConfig,
+    pub model: ModelSource,
+    pub mode: Mode,
+    pub device: ComputeDevice,
+    pub output: Output,
+    pub frames: Option<u64>,
+    pub seconds: Option<f64>,
+    pub hdr_log: Option<PathBuf>,
+    /// Folder of `<image_id>.png` shown beside reconstructions. When `None`, the marker
+    /// stream's header `<desc><stimuli><directory>` is used if it names a folder.
+    pub stimuli_dir: Option<PathBuf>,
+    /// Record the consumed streams (MUA and markers) to this XDF file.
+    pub record: Option<PathBuf>,
+    /// Save every decoded frame's inputs and reconstruction in this folder.
+    pub save_inputs: Option<PathBuf>,
+    /// Seconds to wait for the streams at start-up.
+    pub resolve_timeout: f64,
+    /// Threads for the decoder's compute pool (0 = all cores but one).
+    pub decode_threads: usize,
+    /// Print the periodic status line.
+    pub status: bool,
+    /// Set from outside (Ctrl-C) to stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    pub frames_shown: u64,
+    pub counters: Vec<(&'static str, u64)>,
+    pub stages: Vec<(&'static str, StageSummary)>,
+    pub images: Vec<String>,
+    pub mua_stream: String,
+    pub marker_stream: Option<String>,
+    pub elapsed_s: f64,
+    pub table: String,
+    /// The `--record` file, if recording.
+    pub recording: Option<RecordingSummary>,
+}
+
+impl RunSummary {
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    pub fn stage(&self, name: &str) -> Option<StageSummary> {
+        self.stages
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
+    }
+}
+
+/// Runs the daemon until `--frames`, `--seconds`, Ctrl-C or the window closes.
+pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
+    // Opened before any thread starts: a bad path costs nothing.
+    let recording = match &opts.record {
+        Some(p) => Some(
+            Recorder::create(p)
+                .with_context(|| format!("starting the recording {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let mut pipeline = Pipeline::new();
+    let decoding = pipeline.start_decoder(&opts)?;
+    let mut inputs = pipeline.connect_streams(&opts, recording.is_some())?;
+    announce(&opts, &inputs, &decoding.config);
+    if let Some(rec) = recording {
+        pipeline.start_recorder(&opts, rec, &mut inputs)?;
+    }
+    let stimuli_dir = stimuli_dir(&opts, &inputs);
+    let size = decoding.config.image_size;
+    let slot = decoding.slot.clone();
+    pipeline.start_window(decoding, inputs.samples, inputs.markers, inputs.wake_ingest)?;
+    let presented = present::present(&opts, &pipeline, &slot, size, stimuli_dir);
+    let recording = pipeline.stop();
+    if let Some(e) = recording.as_ref().and_then(|r| r.error.as_ref()) {
+        eprintln!(
+            "monkeysee: the recording {} stopped early: {e}",
+            recording
+                .as_ref()
+                .map_or_else(Default::default, |r| r.path.display().to_string())
+        );
+    }
+    let p = presented?;
+    Ok(RunSummary {
+        frames_shown: p.shown,
+        counters: pipeline.counters.snapshot(),
+        stages: Stage::ALL
+            .iter()
+            .map(|s| (s.name(), p.latency.summary(*s)))
+            .collect(),
+        images: p.images,
+        mua_stream: inputs.mua.to_string(),
+        marker_stream: inputs.marker_stream.map(|d| d.to_string()),
+        elapsed_s: p.elapsed_s,
+        table: p.latency.table(),
+        recording,
+    })
+}
+
+/// The decode thread's ends of the window→decode queues, and what it reported.
+struct Decoding {
+    config: DecoderConfig,
+    /// The window assembler for the decoder's window set, seeded with the model's
+    /// normalisation statistics.
+    assembler: WindowAssembler,
+    frames: Sender<FeatureFrame>,
+    free: Receiver<FeatureFrame>,
+    slot: Arc<LatestSlot>,
+    thread: Thread,
+}
+
+/// The live streams and the window stage's (and recorder's) ends of their queues.
+struct Inputs {
+    mua: StreamDescription,
+    marker_stream: Option<StreamDescription>,
+    samples: SampleConsumer,
+    markers: Receiver<MarkerEvent>,
+    /// Tells the ingest thread which thread to wake after each chunk.
+    wake_ingest: Sender<Thread>,
+    record_samples: Option<SampleConsumer>,
+    record_markers: Option<Receiver<RawMarker>>,
+}
+
+/// A stream thread's report once its stream is live (or why it is not).
+enum Live {
+    Mua(StreamDescription),
+    Markers(StreamDescription),
+}
+
+/// The pipeline's threads. Dropping it (every return from [`run`], early or not) tells
+/// them to stop and joins them, the recorder last so that its final drain gets
+/// everything the producers sent.
+struct Pipeline {
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    record_stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    recorder: Option<JoinHandle<RecordingSummary>>,
+}
+
+impl Pipeline {
+    fn new() -> Self {
+        Pipeline {
+            counters: Arc::new(Counters::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+            record_stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            recorder: None,
+        }
+    }
+
+    /// Starts a named pipeline thread that ends when [`Pipeline::stop`] is called.
+    fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> anyhow::Result<Thread> {
+        let h = spawn_named(name, f)?;
+        let t = h.thread().clone();
+        self.threads.push(h);
+        Ok(t)
+    }
+
+    /// True when a thread has ended without being told to: the run cannot go on.
+    fn any_finished(&self) -> bool {
+        self.threads.iter().any(|h| h.is_finished())
+    }
+
+    /// Step 1: the decode thread builds the decoder (on the chosen backend) and reports
+    /// its window set; the frame pool is filled for it.
+    fn start_decoder(&mut self, opts: &RunOptions) -> anyhow::Result<Decoding> {
+        crate::decoder::init_compute_threads(crate::decoder::compute_threads(
+            opts.decode_threads,
+            crate::decoder::PoolRole::Live,
+        ));
+        let (ready_tx, ready_rx) = bounded::<anyhow::Result<DecoderReady>>(1);
+        let (work_tx, work_rx) = bounded::<FeatureFrame>(FRAME_POOL);
+        let (free_tx, free_rx) = bounded::<FeatureFrame>(FRAME_POOL);
+        let slot = Arc::new(LatestSlot::new());
+        let job = DecodeJob {
+            model: opts.model.clone(),
+            rig: opts.rig.clone(),
+            ready: ready_tx.clone(),
+            frames: work_rx,
+            free: free_tx.clone(),
+            slot: slot.clone(),
+            counters: self.counters.clone(),
+            stop: self.stop.clone(),
+            save_inputs: opts.save_inputs.clone(),
+        };
+        let device = opts.device;
+        let thread = self.spawn("decode", move || {
+            if let Err(e) = crate::decoder::dispatch(device, job) {
+                let _ = ready_tx.send(Err(e));
+            }
+        })?;
+        let DecoderReady { config, stats } = match ready_rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(r) => r?,
+            Err(_) => bail!("the decoder did not start"),
+        };
+        let set = window_set(config.kind);
+        let assembler = WindowAssembler::new(
+            AssemblerConfig::from_rig(&opts.rig, set, opts.mode),
+            stats.as_ref(),
+        );
+        let template = assembler.new_frame();
+        for _ in 0..FRAME_POOL {
+            let _ = free_tx.send(template.clone());
+        }
+        Ok(Decoding {
+            config,
+            assembler,
+            frames: work_tx,
+            free: free_rx,
+            slot,
+            thread,
+        })
+    }
+
+    /// Step 2: the ingest and marker threads connect to their streams; returns once both
+    /// are live. In sliding mode the marker stream is optional.
+    fn connect_streams(&mut self, opts: &RunOptions, record: bool) -> anyhow::Result<Inputs> {
+        let rig = &opts.rig;
+        let (ready_tx, ready_rx) = bounded::<anyhow::Result<Live>>(2);
+        let ring_samples = (rig.sampling_rate_hz * 2.0).ceil() as usize; // 2 s of slack
+        let (producer, samples) = SampleRing::new(rig.channel_count, ring_samples);
+        // The recorder's ring: 5 s of slack for a slow disk.
+        let (record_producer, record_samples) = if record {
+            let n = (rig.sampling_rate_hz * 5.0).ceil() as usize;
+            let (p, c) = SampleRing::new(rig.channel_count, n);
+            (Some(p), Some(c))
+        } else {
+            (None, None)
+        };
+        let (wake_ingest, wake_rx) = bounded::<Thread>(1);
+        self.start_ingest(opts, ready_tx.clone(), producer, record_producer, wake_rx)?;
+
+        let markers_needed = opts.mode == Mode::Event;
+        let (marker_tx, markers) = bounded::<MarkerEvent>(256);
+        let (record_marker_tx, record_markers) = if record {
+            let (tx, rx) = bounded::<RawMarker>(4096);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let timeout = if markers_needed {
+            opts.resolve_timeout
+        } else {
+            opts.resolve_timeout.min(2.0)
+        };
+        let (selector, counters, stop) = (
+            rig.markers.clone(),
+            self.counters.clone(),
+            self.stop.clone(),
+        );
+        self.spawn("markers", move || {
+            ingest::run_markers(
+                &selector,
+                timeout,
+                &stop,
+                &counters,
+                &marker_tx,
+                record_marker_tx.as_ref(),
+                |r| {
+                    let _ =
+                        ready_tx
+                            .send(r.map(Live::Markers).map_err(|e| {
+                                anyhow!(e).context("connecting to the marker stream")
+                            }));
+                },
+            );
+        })?;
+
+        let (mua, marker_stream, marker_error) =
+            wait_for_streams(&ready_rx, opts.resolve_timeout + 5.0, markers_needed)?;
+        if let Some(e) = marker_error {
+            // Sliding mode without markers: the marker thread has ended by design.
+            if let Some(i) = self
+                .threads
+                .iter()
+                .position(|h| h.thread().name() == Some("markers"))
+            {
+                let _ = self.threads.swap_remove(i).join();
+            }
+            if opts.status {
+                eprintln!(
+                    "monkeysee: no marker stream ({e:#}); sliding mode runs without stimulus ids"
+                );
+            }
+        }
+        Ok(Inputs {
+            mua,
+            record_markers: record_markers.filter(|_| marker_stream.is_some()),
+            marker_stream,
+            samples,
+            markers,
+            wake_ingest,
+            record_samples,
+        })
+    }
+
+    /// The ingest thread: connects to the MUA stream, reports it, waits for the window
+    /// thread to exist, then runs [`ingest::run_mua`] until stopped.
+    fn start_ingest(
+        &mut self,
+        opts: &RunOptions,
+        ready: Sender<anyhow::Result<Live>>,
+        mut producer: ingest::SampleProducer,
+        mut record: Option<ingest::SampleProducer>,
+        wake_rx: Receiver<Thread>,
+    ) -> anyhow::Result<()> {
+        let (rig, counters, stop) = (opts.rig.clone(), self.counters.clone(), self.stop.clone());
+        let timeout = opts.resolve_timeout;
+        self.spawn("ingest", move || {
+            let max_chunk = ((rig.sampling_rate_hz * 0.1).ceil() as usize).max(16);
+            let connected = MuaInlet::connect(
+                &rig.mua,
+                rig.channel_count,
+                rig.sampling_rate_hz,
+                timeout,
+                max_chunk,
+            );
+            let mut inlet = match connected {
+                Ok(i) => i,
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow!(e).context("connecting to the MUA stream")));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(Live::Mua(inlet.description.clone())));
+            // The window thread starts once every stream is live; until then the
+            // inlet buffers (10 s). Give up if the run is called off meanwhile.
+            let mut window_thread = None;
+            while window_thread.is_none() && !stop.load(Ordering::Relaxed) {
+                window_thread = wake_rx.recv_timeout(Duration::from_millis(50)).ok();
+            }
+            let wake = || {
+                if let Some(t) = &window_thread {
+                    t.unpark();
+                }
+            };
+            ingest::run_mua(
+                &mut inlet,
+                &mut producer,
+                record.as_mut(),
+                &stop,
+                &counters,
+                1.0,
+                &wake,
+            );
+        })?;
+        Ok(())
+    }
+
+    /// Step 3 (`--record`): the recorder writes both streams' headers now and their
+    /// samples from its own rings until the pipeline stops.
+    fn start_recorder(
+        &mut self,
+        opts: &RunOptions,
+        mut rec: Recorder,
+        inputs: &mut Inputs,
+    ) -> anyhow::Result<()> {
+        let headers = rec
+            .add_mua(&inputs.mua)
+            .and_then(|()| match &inputs.marker_stream {
+                Some(d) => rec.add_markers(d),
+                None => Ok(()),
+            });
+        if let Err(e) = headers {
+            return Err(anyhow!(e).context(format!("recording to {}", rec.path().display())));
+        }
+        if opts.status {
+            eprintln!("monkeysee: recording to {}", rec.path().display());
+        }
+        let mut samples = inputs
+            .record_samples
+            .take()
+            .context("the recorder's ring was not made")?;
+        let markers = inputs.record_markers.take();
+        let (stop, counters) = (self.record_stop.clone(), self.counters.clone());
+        self.recorder = Some(spawn_named("record", move || {
+            rec.run(&mut samples, markers.as_ref(), &stop, &counters)
+        })?);
+        Ok(())
+    }
+
+    /// Step 4: the window thread, last, so that it finds every stream live; ingest is
+    /// told whom to wake.
+    fn start_window(
+        &mut self,
+        decoding: Decoding,
+        samples: SampleConsumer,
+        markers: Receiver<MarkerEvent>,
+        wake_ingest: Sender<Thread>,
+    ) -> anyhow::Result<()> {
+        let mut stage = WindowStage::new(
+            decoding.assembler,
+            samples,
+            Some(markers),
+            decoding.frames,
+            decoding.free,
+            self.counters.clone(),
+        );
+        stage.wake_on_frame(decoding.thread);
+        let stop = self.stop.clone();
+        let t = self.spawn("window", move || stage.run(&stop))?;
+        let _ = wake_ingest.send(t);
+        Ok(())
+    }
+
+    /// Stops and joins every thread; the recording's summary, if recording.
+    fn stop(&mut self) -> Option<RecordingSummary> {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+        self.record_stop.store(true, Ordering::Release);
+        self.recorder.take().and_then(|h| h.join().ok())
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_named<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
+    name: &str,
+    f: F,
+) -> anyhow::Result<JoinHandle<T>> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .with_context(|| format!("spawning the {name} thread"))
+}
+
+/// Waits until the MUA stream and (unless optional and absent) the marker stream are
+/// live. Returns the MUA stream, the marker stream, and why there is none when it was
+/// optional.
+fn wait_for_streams(
+    ready: &Receiver<anyhow::Result<Live>>,
+    timeout_s: f64,
+    markers_needed: bool,
+) -> anyhow::Result<(
+    StreamDescription,
+    Option<StreamDescription>,
+    Option<anyhow::Error>,
+)> {
+    let mut mua = None;
+    let mut markers = None;
+    let mut marker_error = None;
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_s);
+    loop {
+        if markers.is_some() || marker_error.is_some() {
+            if let Some(m) = mua.take() {
+                return Ok((m, markers, marker_error));
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ready.recv_timeout(left) {
+            Ok(Ok(Live::Mua(d))) => mua = Some(d),
+            Ok(Ok(Live::Markers(d))) => markers = Some(d),
+            Ok(Err(e)) => {
+                let is_marker = format!("{e:#}").contains("marker stream");
+                if is_marker && !markers_needed {
+                    marker_error = Some(e);
+                } else {
+                    return Err(e);
+                }
+            }
+            Err(_) => bail!("the streams did not come up within {timeout_s:.0} s"),
+        }
+    }
+}
+
+/// The start-up report (unless `--quiet`).
+fn announce(opts: &RunOptions, inputs: &Inputs, c: &DecoderConfig) {
+    if !opts.status {
+        return;
+    }
+    eprintln!("monkeysee: MUA stream live: {}", inputs.mua);
+    if let Some(d) = &inputs.marker_stream {
+        eprintln!("monkeysee: marker stream live: {d}");
+    }
+    eprintln!(
+        "monkeysee: decoding {} ({} windows/electrode, {} electrodes, width {}, {} px) in {:?} mode; budget {} ms",
+        c.kind,
+        c.windows_per_electrode,
+        c.electrodes.len(),
+        c.width,
+        c.image_size,
+        opts.mode,
+        opts.rig.latency_budget.0
+    );
+}
+
+/// Stimulus images: `--stimuli`, else the folder the marker stream's header names (a
+/// replayed session publishes its image folder there).
+fn stimuli_dir(opts: &RunOptions, inputs: &Inputs) -> Option<PathBuf> {
+    if opts.stimuli_dir.is_some() {
+        return opts.stimuli_dir.clone();
+    }
+    let dir = inputs
+        .marker_stream
+        .as_ref()
+        .and_then(|d| d.full_xml.as_deref())
+        .and_then(crate::replay::stimuli_directory)
+        .filter(|d| d.is_dir())?;
+    if opts.status {
+        eprintln!(
+            "monkeysee: stimulus images from the marker stream's header: {}",
+            dir.display()
+        );
+    }
+    Some(dir)
+}
