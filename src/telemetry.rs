@@ -78,6 +78,9 @@ pub struct Counters {
     pub frames_shown: AtomicU64,
     /// Decoded frames the display never showed because a newer one replaced them.
     pub frames_superseded: AtomicU64,
+    /// Frames shown without their stimulus: a stimulus folder is set but holds no
+    /// image for the frame's id.
+    pub stimuli_missing: AtomicU64,
     /// The MUA stream went silent (or liblsl reported it lost).
     pub stream_lost: AtomicU64,
     /// Data flowed again after a loss.
@@ -130,6 +133,7 @@ impl Counters {
             ("deadline_misses", g(&self.deadline_misses)),
             ("frames_shown", g(&self.frames_shown)),
             ("frames_superseded", g(&self.frames_superseded)),
+            ("stimuli_missing", g(&self.stimuli_missing)),
             ("stream_lost", g(&self.stream_lost)),
             ("stream_restored", g(&self.stream_restored)),
             ("marker_stream_lost", g(&self.marker_stream_lost)),

@@ -13,6 +13,8 @@ mod it {
     mod demo;
     /// Headless frames, contact sheet, and a real window under Xvfb.
     mod display;
+    /// Faults injected over real liblsl: pauses, NaN bursts, storms, clock jumps, rates.
+    mod faults;
     /// The ingest and window loops allocate nothing after start-up.
     mod hot_loop;
     /// A lab's path: datasets from recorded XDF sessions, online vs offline inputs.

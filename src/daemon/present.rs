@@ -58,6 +58,9 @@ pub(super) fn present(
                 let recon = rgb_planes_to_image(&f.rgb, size);
                 let id = f.image.as_ref().map(|i| i.as_str().to_string());
                 let stim = id.as_deref().and_then(|i| stimuli.get(i)).cloned();
+                if id.is_some() && stim.is_none() && stimuli.has_folder() {
+                    Counters::inc(&counters.stimuli_missing);
+                }
                 let picture = side_by_side(&recon, stim.as_ref());
                 let latency_ms = micros_between(f.last_arrival, Instant::now()) as f64 / 1000.0;
                 let shown_ok = presenter.present(&Shown {
