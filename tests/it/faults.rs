@@ -123,7 +123,7 @@ impl Script {
             let n = self.rows_sent;
             for (c, v) in row.iter_mut().enumerate() {
                 *v = if phase.non_finite {
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         f32::INFINITY
                     } else {
                         f32::NAN
