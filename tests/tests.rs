@@ -1,6 +1,8 @@
 //! monkeysee integration tests: one binary, one module per area of behaviour.
 
 mod it {
+    /// The command line: bad flags are refused with a message naming them, never a panic.
+    mod cli;
     /// Shared helpers: test rigs, LSL outlets, the counting allocator.
     pub mod common;
     /// Rig configs: the shipped ones load, bad ones give located errors.

@@ -1,0 +1,96 @@
+//! `monkeysee simulate`: a synthetic recording session, its dataset and RF truth.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use monkeysee::config::RigConfig;
+use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
+
+#[derive(Args)]
+#[command(
+    after_help = "Writes OUT/session.xdf (MUA + markers), OUT/dataset/ (numpy .npy arrays: images, responses [trials, 300, channels] over -100..+199 ms, trial_image, trial_split, trial_onset; dataset.json describes them), OUT/images/<id>.png, OUT/rf-truth.csv and OUT/rf-table.csv.\n\nExample:\n  monkeysee simulate --rig firmware-config/synthetic.toml --images procedural:200 --test-images 10 --repeats 5 --out sim"
+)]
+pub struct SimulateArgs {
+    /// Rig config: arrays, areas, channel count, image size, RF table (generated when it has none).
+    #[arg(long, value_name = "RIG.toml")]
+    rig: PathBuf,
+    /// `procedural:N` for N coloured dead-leaves images, or a folder of PNG/JPEG images.
+    #[arg(long, value_name = "procedural:N|DIR")]
+    images: String,
+    /// Output folder (created).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Session seed (images, trial order, noise): the same seeds give the same session, byte for byte.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The simulated animal (electrode tuning, latencies, generated RFs). Keep it fixed to
+    /// decode one session with a model trained on another.
+    #[arg(long, default_value_t = 1)]
+    animal_seed: u64,
+    /// Images in the test split, each shown --repeats times (the rest are shown once).
+    /// Default: a tenth of the images.
+    #[arg(long, value_name = "N")]
+    test_images: Option<usize>,
+    /// Presentations of each test image.
+    #[arg(long, value_name = "R", default_value_t = 10)]
+    repeats: usize,
+    /// SD (degrees) of the error added to each RF centre in the table handed to the decoder
+    /// (OUT/rf-table.csv), as a real RF mapping has; OUT/rf-truth.csv keeps the truth.
+    #[arg(long, value_name = "DEG", default_value_t = 0.0)]
+    rf_jitter: f64,
+    /// Simulator parameters (TOML); default: firmware-config/synthetic-cortex.toml, built in.
+    #[arg(long, value_name = "FILE")]
+    cortex: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl SimulateArgs {
+    /// The simulator's options: the rig, the cortex parameters and the images loaded.
+    fn options(self) -> anyhow::Result<SimOptions> {
+        let rig = RigConfig::load(&self.rig)?;
+        let config = match &self.cortex {
+            Some(p) => SimConfig::load(p)?,
+            None => SimConfig::default(),
+        };
+        let images = ImageSource::parse(&self.images, &config.leaves, self.seed)?;
+        let test_images = self.test_images.unwrap_or(images.len() / 10);
+        Ok(SimOptions {
+            rig,
+            config,
+            images,
+            out: self.out,
+            seed: self.seed,
+            animal_seed: self.animal_seed,
+            test_images,
+            repeats: self.repeats,
+            rf_jitter_deg: self.rf_jitter,
+            progress: !self.quiet,
+        })
+    }
+}
+
+/// Simulates the session and prints its size and speed.
+pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let opts = args.options()?;
+    let summary = sim::simulate(&opts)?;
+    println!(
+        "simulated {:.1} s ({} trials: {} train images once, {} test images x {}) of {} channels in {:.1} s: {:.1}x real time",
+        summary.simulated_s,
+        summary.trials,
+        summary.train_images,
+        summary.test_images,
+        summary.repeats,
+        summary.channels,
+        summary.wall_s,
+        summary.realtime_factor
+    );
+    println!(
+        "wrote {}/session.xdf ({:.1} MB), dataset/, images/, rf-truth.csv, rf-table.csv",
+        opts.out.display(),
+        summary.xdf_bytes as f64 / 1e6
+    );
+    Ok(())
+}
