@@ -16,6 +16,7 @@ pub mod demo;
 pub mod display;
 pub mod eval;
 pub mod ingest;
+pub mod lsl;
 pub mod norm;
 pub mod plot;
 pub mod record;
