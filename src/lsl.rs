@@ -597,3 +597,69 @@ pub fn protocol_version() -> i32 {
     // SAFETY: no arguments, no state.
     unsafe { lsl_sys::lsl_protocol_version() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header liblsl publishes: two float32 channels, irregular rate, every
+    /// instance field present.
+    fn header(channels: usize) -> String {
+        format!(
+            "<?xml version=\"1.0\"?><info><name>lsl-unit</name><type>Test</type>\
+             <channel_count>{channels}</channel_count><nominal_srate>0</nominal_srate>\
+             <channel_format>float32</channel_format><source_id>lsl-unit-test</source_id>\
+             <version>1.10</version><created_at>0</created_at><uid>u</uid>\
+             <session_id>default</session_id><hostname>h</hostname>\
+             <v4data_port>0</v4data_port><v4service_port>0</v4service_port>\
+             <v6data_port>0</v6data_port><v6service_port>0</v6service_port><desc/></info>"
+        )
+    }
+
+    #[test]
+    fn a_header_is_read_back_with_its_fields() {
+        let info = StreamInfo::from_xml(&header(2)).unwrap();
+        assert_eq!(info.name(), "lsl-unit");
+        assert_eq!(info.channel_count(), 2);
+        assert_eq!(info.channel_format(), ChannelFormat::Float32);
+        let d = info.describe();
+        assert_eq!(
+            (d.stream_type.as_str(), d.source_id.as_str()),
+            ("Test", "lsl-unit-test")
+        );
+        assert!(info.to_xml().unwrap().contains("<name>lsl-unit</name>"));
+    }
+
+    #[test]
+    fn a_header_with_a_nul_byte_is_refused_before_liblsl_sees_it() {
+        assert_eq!(
+            StreamInfo::from_xml("<info>\0</info>").err(),
+            Some(LslError::XmlNul)
+        );
+    }
+
+    #[test]
+    fn an_outlet_takes_whole_samples_with_one_stamp_each_and_refuses_the_rest() {
+        let info = StreamInfo::from_xml(&header(2)).unwrap();
+        let outlet = Outlet::create(&info, 0, 1).unwrap();
+        let argument = lsl_sys::lsl_error_code_t_lsl_argument_error;
+        assert_eq!(
+            outlet.push_chunk(&[1.0f32, 2.0, 3.0, 4.0], &[1.0, 2.0]),
+            Ok(())
+        );
+        assert_eq!(
+            outlet.push_chunk(&[1.0f32, 2.0, 3.0], &[1.0]),
+            Err(argument)
+        );
+        assert_eq!(
+            outlet.push_chunk(&[1.0f32, 2.0], &[1.0, 2.0]),
+            Err(argument)
+        );
+        let mut scratch = StringChunk::default();
+        let strings = ["a".to_string(), "b".to_string()];
+        assert_eq!(
+            outlet.push_strings(&strings, &[1.0, 2.0], &mut scratch),
+            Err(argument)
+        );
+    }
+}
