@@ -26,7 +26,8 @@ use crate::window::{ImageId, Onset, SampleMeta};
 
 pub use crate::lsl::{local_clock, StreamDescription};
 
-/// Why a stream could not be used. `retry` says whether trying again can help.
+/// Why a stream could not be used. Only [`IngestError::NotFound`] can go away by trying
+/// again (once the source runs); the others need a different selector, config or stream.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("no LSL stream matches {predicate} (waited {waited:.1} s); is the source running? Check the rig config's [streams] selectors or --mua-query/--marker-query")]
