@@ -3,17 +3,15 @@
 //! Real-time contract: [`MuaInlet::connect`] and [`SampleRing::new`] allocate; after
 //! that, [`MuaInlet::pull`], [`SampleProducer::push_chunk`] and [`hand_on`] (which
 //! also feeds the recorder's ring when recording) never allocate, lock or print. The
-//! MUA inlet is driven through the `lsl-sys` chunk functions into a
-//! flat reused buffer, because the `lsl` crate's safe `pull_chunk` allocates a
-//! `Vec` per sample. The marker inlet uses the safe crate: markers arrive a few
-//! times a second on their own thread, off the hot path.
+//! MUA inlet pulls through [`crate::lsl::Inlet`]'s chunk calls into flat buffers
+//! sized in `connect` and reused. The marker inlet allocates a `String` per marker
+//! (liblsl hands strings over as copies): markers arrive a few times a second on
+//! their own thread, off the hot path.
 //!
 //! Both inlets apply liblsl's clock synchronisation (`proc_clocksync`), so sample
 //! and marker timestamps are in this machine's `local_clock()` time base.
 //! liblsl handles are not `Send`: create each inlet inside the thread that uses it.
 
-use std::ffi::{CStr, CString};
-use std::os::raw::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +20,14 @@ use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
 use crate::config::StreamSelector;
+use crate::lsl::{self, ChannelFormat, Inlet, LslError, Pulled};
 use crate::telemetry::Counters;
 use crate::window::{ImageId, Onset, SampleMeta};
 
-/// Why a stream could not be used. `retry` says whether trying again can help.
+pub use crate::lsl::{local_clock, StreamDescription};
+
+/// Why a stream could not be used. Only [`IngestError::NotFound`] can go away by trying
+/// again (once the source runs); the others need a different selector, config or stream.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("no LSL stream matches {predicate} (waited {waited:.1} s); is the source running? Check the rig config's [streams] selectors or --mua-query/--marker-query")]
@@ -58,140 +60,62 @@ pub enum IngestError {
     Lsl(&'static str),
 }
 
-/// What was found on the network for a selector.
-#[derive(Debug, Clone)]
-pub struct StreamDescription {
-    pub name: String,
-    pub stream_type: String,
-    pub source_id: String,
-    pub hostname: String,
-    pub channels: usize,
-    pub nominal_rate: f64,
-    /// The stream's full header XML (`lsl_get_fullinfo`, with `<desc>`: channel labels,
-    /// stimulus folder, …) once an inlet is open; `None` before, or if liblsl did not
-    /// deliver it in time.
-    pub full_xml: Option<String>,
-}
-
-impl std::fmt::Display for StreamDescription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "'{}' (type {}, source_id '{}', host {}, {} ch @ {} Hz)",
-            self.name,
-            self.stream_type,
-            self.source_id,
-            self.hostname,
-            self.channels,
-            self.nominal_rate
-        )
-    }
-}
-
-/// # Safety
-/// `p` must be null or a NUL-terminated string owned by liblsl.
-unsafe fn cstr(p: *const c_char) -> String {
-    if p.is_null() {
-        String::new()
-    } else {
-        // SAFETY: non-null and NUL-terminated per the caller's contract.
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-    }
-}
-
-/// An owned `lsl_streaminfo` handle.
-struct RawInfo(lsl_sys::lsl_streaminfo);
-
-impl RawInfo {
-    fn describe(&self) -> StreamDescription {
-        // SAFETY: self.0 is a valid streaminfo handle for the lifetime of self; the
-        // getters return library-owned strings that we copy immediately.
-        unsafe {
-            StreamDescription {
-                name: cstr(lsl_sys::lsl_get_name(self.0)),
-                stream_type: cstr(lsl_sys::lsl_get_type(self.0)),
-                source_id: cstr(lsl_sys::lsl_get_source_id(self.0)),
-                hostname: cstr(lsl_sys::lsl_get_hostname(self.0)),
-                channels: lsl_sys::lsl_get_channel_count(self.0).max(0) as usize,
-                nominal_rate: lsl_sys::lsl_get_nominal_srate(self.0),
-                full_xml: None,
-            }
-        }
-    }
-
-    fn format(&self) -> lsl_sys::lsl_channel_format_t {
-        // SAFETY: valid handle.
-        unsafe { lsl_sys::lsl_get_channel_format(self.0) }
-    }
-}
-
-impl Drop for RawInfo {
-    fn drop(&mut self) {
-        // SAFETY: we own the handle and drop it once.
-        unsafe { lsl_sys::lsl_destroy_streaminfo(self.0) }
-    }
-}
-
-/// Finds exactly one stream for a selector. Waits up to `timeout` seconds for the
-/// first; a second match within the first second makes the choice ambiguous.
-fn resolve_unique(selector: &StreamSelector, timeout: f64) -> Result<RawInfo, IngestError> {
-    let predicate = selector.predicate();
-    let pred =
-        CString::new(predicate.clone()).map_err(|_| IngestError::Predicate(predicate.clone()))?;
-    let started = Instant::now();
-    let mut found: Vec<RawInfo> = Vec::new();
-    let mut buf: [lsl_sys::lsl_streaminfo; 16] = [std::ptr::null_mut(); 16];
-    while found.is_empty() && started.elapsed().as_secs_f64() < timeout {
-        let wait = (timeout - started.elapsed().as_secs_f64()).clamp(0.05, 1.0);
-        // SAFETY: buf has 16 slots; liblsl fills at most buffer_elements handles that
-        // we then own (and free through RawInfo's Drop).
-        let n = unsafe {
-            lsl_sys::lsl_resolve_bypred(buf.as_mut_ptr(), buf.len() as u32, pred.as_ptr(), 2, wait)
-        };
-        if n < 0 {
-            return Err(IngestError::Predicate(predicate));
-        }
-        found.extend(buf[..n as usize].iter().map(|&h| RawInfo(h)));
-    }
-    match found.len() {
-        0 => Err(IngestError::NotFound {
+/// Finds exactly one stream for a selector (see [`lsl::resolve_unique`]).
+fn resolve_unique(selector: &StreamSelector, timeout: f64) -> Result<lsl::StreamInfo, IngestError> {
+    lsl::resolve_unique(&selector.predicate(), timeout).map_err(|e| match e {
+        LslError::NotFound { predicate, waited } => IngestError::NotFound { predicate, waited },
+        LslError::Ambiguous {
             predicate,
-            waited: started.elapsed().as_secs_f64(),
-        }),
-        1 => Ok(found.pop().expect("one element")),
-        n => {
-            let descs: Vec<StreamDescription> = found.iter().map(RawInfo::describe).collect();
-            // The same outlet can answer twice (IPv4 and IPv6): that is one stream.
-            let same = descs.iter().all(|d| {
-                d.name == descs[0].name
-                    && d.source_id == descs[0].source_id
-                    && d.hostname == descs[0].hostname
-            });
-            if same {
-                return Ok(found.swap_remove(0));
-            }
-            Err(IngestError::Ambiguous {
-                predicate,
-                count: n,
-                list: descs
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })
-        }
-    }
+            count,
+            list,
+        } => IngestError::Ambiguous {
+            predicate,
+            count,
+            list,
+        },
+        LslError::Predicate(predicate) => IngestError::Predicate(predicate),
+        _ => IngestError::Lsl("resolve the stream"),
+    })
+}
+
+/// What an inlet's set-up failures are called in an [`IngestError::Lsl`].
+struct InletSteps {
+    create: &'static str,
+    open: &'static str,
+}
+
+/// Opens an inlet on a resolved stream (so nothing sent after this returns is missed)
+/// with clock sync, takes the first clock offset and the full header into
+/// `description.full_xml`.
+fn open_inlet(
+    info: &lsl::StreamInfo,
+    max_buflen: i32,
+    timeout: f64,
+    steps: InletSteps,
+    description: &mut StreamDescription,
+) -> Result<Inlet, IngestError> {
+    let mut inlet = Inlet::create(info, max_buflen).map_err(|_| IngestError::Lsl(steps.create))?;
+    inlet.enable_clock_sync();
+    inlet
+        .open_stream(timeout.max(1.0))
+        .map_err(|_| IngestError::Lsl(steps.open))?;
+    // Obtains the first clock-offset estimate now. Otherwise liblsl's clock-sync
+    // post-processing makes the first pull wait for it (measured here: the first
+    // chunk arrived ≈550 ms late, every later one within ≈2 ms). A failure only means
+    // the estimate arrives with the first pull instead.
+    let _ = inlet.time_correction(timeout.max(2.0));
+    description.full_xml = inlet.full_info_xml(timeout.clamp(1.0, 5.0));
+    Ok(inlet)
 }
 
 /// An open LSL inlet on the MUA stream, pulling into reused buffers.
 pub struct MuaInlet {
-    handle: lsl_sys::lsl_inlet,
+    inlet: Inlet,
     pub description: StreamDescription,
     channels: usize,
     /// `[max_chunk][channels]` values.
     values: Vec<f32>,
     stamps: Vec<f64>,
-    max_chunk: usize,
 }
 
 /// The result of one [`MuaInlet::pull`].
@@ -216,101 +140,37 @@ impl MuaInlet {
         max_chunk: usize,
     ) -> Result<MuaInlet, IngestError> {
         let info = resolve_unique(selector, timeout)?;
-        let description = info.describe();
-        if description.channels != expected_channels {
-            return Err(IngestError::ChannelCount {
-                name: description.name,
-                found: description.channels,
-                expected: expected_channels,
-            });
-        }
-        let fmt = info.format();
-        if fmt != lsl_sys::lsl_channel_format_t_cft_float32
-            && fmt != lsl_sys::lsl_channel_format_t_cft_double64
-        {
-            return Err(IngestError::Format {
-                name: description.name,
-                format: format!("{:?}", lsl::ChannelFormat::from_native(fmt)),
-            });
-        }
-        if description.nominal_rate > 0.0
-            && (description.nominal_rate - expected_rate).abs() > 1e-6 * expected_rate
-        {
-            return Err(IngestError::Rate {
-                name: description.name,
-                found: description.nominal_rate,
-                expected: expected_rate,
-            });
-        }
-        // SAFETY: info is a valid resolved streaminfo; the inlet copies what it needs.
-        // Buffer 10 s, sender's chunking, recover when the source has a source_id.
-        let handle = unsafe { lsl_sys::lsl_create_inlet(info.0, 10, 0, 1) };
-        if handle.is_null() {
-            return Err(IngestError::Lsl("create the MUA inlet"));
-        }
-        let mut inlet = MuaInlet {
-            handle,
+        let mut description = info.describe();
+        check_mua(&info, &description, expected_channels, expected_rate)?;
+        let steps = InletSteps {
+            create: "create the MUA inlet",
+            open: "open the MUA stream",
+        };
+        // Buffer 10 s.
+        let inlet = open_inlet(&info, 10, timeout, steps, &mut description)?;
+        Ok(MuaInlet {
+            inlet,
             description,
             channels: expected_channels,
             values: vec![0.0; max_chunk * expected_channels],
             stamps: vec![0.0; max_chunk],
-            max_chunk,
-        };
-        let mut ec = 0i32;
-        // SAFETY: valid inlet handle; ec is a valid out-pointer.
-        unsafe {
-            lsl_sys::lsl_set_postprocessing(
-                inlet.handle,
-                lsl_sys::lsl_processing_options_t_proc_clocksync,
-            );
-            lsl_sys::lsl_open_stream(inlet.handle, timeout.max(1.0), &mut ec);
-        }
-        if ec != 0 {
-            return Err(IngestError::Lsl("open the MUA stream"));
-        }
-        warm_up_clock_sync(inlet.handle, timeout);
-        inlet.description.full_xml = full_info_xml(inlet.handle, timeout.clamp(1.0, 5.0));
-        Ok(inlet)
+        })
     }
 
     /// Waits up to `wait` seconds for the first sample, then takes whatever else is
     /// ready, up to the chunk capacity. Never allocates.
     pub fn pull(&mut self, wait: f64) -> Pull {
         let ch = self.channels;
-        let mut ec = 0i32;
-        // SAFETY: values has max_chunk*ch >= ch elements; the handle is valid.
-        let ts = unsafe {
-            lsl_sys::lsl_pull_sample_f(
-                self.handle,
-                self.values.as_mut_ptr(),
-                ch as i32,
-                wait,
-                &mut ec,
-            )
-        };
-        if ec == lsl_sys::lsl_error_code_t_lsl_lost_error {
-            return Pull::Lost;
+        let (first, rest) = self.values.split_at_mut(ch);
+        match self.inlet.pull_sample_f32(first, wait) {
+            Pulled::Lost => return Pull::Lost,
+            Pulled::Timeout => return Pull::Timeout,
+            Pulled::Sample(stamp) => self.stamps[0] = stamp,
         }
-        if ts == 0.0 {
-            return Pull::Timeout;
-        }
-        self.stamps[0] = ts;
-        let rest = self.max_chunk - 1;
-        if rest == 0 {
+        if self.stamps.len() == 1 {
             return Pull::Samples(1);
         }
-        // SAFETY: the slices past the first sample hold rest*ch values and rest stamps.
-        let written = unsafe {
-            lsl_sys::lsl_pull_chunk_f(
-                self.handle,
-                self.values.as_mut_ptr().add(ch),
-                self.stamps.as_mut_ptr().add(1),
-                (rest * ch) as _,
-                rest as _,
-                0.0,
-                &mut ec,
-            )
-        } as usize;
+        let written = self.inlet.pull_chunk_f32(rest, &mut self.stamps[1..], 0.0);
         Pull::Samples(1 + written / ch)
     }
 
@@ -329,51 +189,39 @@ impl MuaInlet {
     }
 }
 
-impl Drop for MuaInlet {
-    fn drop(&mut self) {
-        // SAFETY: we own the inlet and destroy it once.
-        unsafe { lsl_sys::lsl_destroy_inlet(self.handle) }
+/// Checks a resolved MUA stream against the rig: channel count, a numeric float
+/// format, and the nominal rate (when the stream declares one).
+fn check_mua(
+    info: &lsl::StreamInfo,
+    description: &StreamDescription,
+    expected_channels: usize,
+    expected_rate: f64,
+) -> Result<(), IngestError> {
+    let name = || description.name.clone();
+    if description.channels != expected_channels {
+        return Err(IngestError::ChannelCount {
+            name: name(),
+            found: description.channels,
+            expected: expected_channels,
+        });
     }
-}
-
-/// Obtains the first clock-offset estimate now. Otherwise liblsl's clock-sync
-/// post-processing makes the first pull wait for it (measured here: the first
-/// chunk arrived ≈550 ms late, every later one within ≈2 ms).
-fn warm_up_clock_sync(inlet: lsl_sys::lsl_inlet, timeout: f64) {
-    let mut ec = 0i32;
-    // SAFETY: valid inlet handle and out-pointer. A failure here only means the
-    // estimate arrives with the first pull instead, so the result is not needed.
-    unsafe { lsl_sys::lsl_time_correction(inlet, timeout.max(2.0), &mut ec) };
-}
-
-/// The full header XML of an open inlet's stream (with `<desc>`), or `None` if liblsl
-/// cannot deliver it within `timeout` seconds.
-fn full_info_xml(inlet: lsl_sys::lsl_inlet, timeout: f64) -> Option<String> {
-    let mut ec = 0i32;
-    // SAFETY: valid inlet handle and out-pointer; the returned handle is owned by us
-    // and destroyed by RawInfo's Drop.
-    let info = unsafe { lsl_sys::lsl_get_fullinfo(inlet, timeout, &mut ec) };
-    if ec != 0 || info.is_null() {
-        return None;
+    let format = info.channel_format();
+    if !matches!(format, ChannelFormat::Float32 | ChannelFormat::Double64) {
+        return Err(IngestError::Format {
+            name: name(),
+            format: format!("{format:?}"),
+        });
     }
-    let info = RawInfo(info);
-    // SAFETY: valid info handle; lsl_get_xml returns a string we own and free with
-    // lsl_destroy_string after copying it.
-    unsafe {
-        let xml = lsl_sys::lsl_get_xml(info.0);
-        if xml.is_null() {
-            return None;
-        }
-        let text = CStr::from_ptr(xml).to_string_lossy().into_owned();
-        lsl_sys::lsl_destroy_string(xml);
-        Some(text)
+    if description.nominal_rate > 0.0
+        && (description.nominal_rate - expected_rate).abs() > 1e-6 * expected_rate
+    {
+        return Err(IngestError::Rate {
+            name: name(),
+            found: description.nominal_rate,
+            expected: expected_rate,
+        });
     }
-}
-
-/// liblsl's clock: seconds, the time base of corrected timestamps.
-pub fn local_clock() -> f64 {
-    // SAFETY: no arguments, no state.
-    unsafe { lsl_sys::lsl_local_clock() }
+    Ok(())
 }
 
 /// The ingest→window queue: values and per-sample metadata in two SPSC rings.
@@ -562,87 +410,36 @@ pub fn run_markers(
     record: Option<&crossbeam_channel::Sender<RawMarker>>,
     on_live: impl FnOnce(Result<StreamDescription, IngestError>),
 ) {
-    let info = match resolve_unique(selector, timeout) {
-        Ok(i) => i,
+    let mut inlet = match open_markers(selector, timeout) {
+        Ok((inlet, desc)) => {
+            on_live(Ok(desc));
+            inlet
+        }
         Err(e) => return on_live(Err(e)),
     };
-    let mut desc = info.describe();
-    // SAFETY: valid resolved info; 360 s buffer, sender's chunking, recover on.
-    let handle = unsafe { lsl_sys::lsl_create_inlet(info.0, 360, 0, 1) };
-    if handle.is_null() {
-        return on_live(Err(IngestError::Lsl("create the marker inlet")));
-    }
-    struct Inlet(lsl_sys::lsl_inlet);
-    impl Drop for Inlet {
-        fn drop(&mut self) {
-            // SAFETY: owned handle, destroyed once.
-            unsafe { lsl_sys::lsl_destroy_inlet(self.0) }
-        }
-    }
-    let inlet = Inlet(handle);
-    let mut ec = 0i32;
-    // SAFETY: valid handle and out-pointer.
-    unsafe {
-        lsl_sys::lsl_set_postprocessing(inlet.0, lsl_sys::lsl_processing_options_t_proc_clocksync);
-        lsl_sys::lsl_open_stream(inlet.0, timeout.max(1.0), &mut ec);
-    }
-    if ec != 0 {
-        return on_live(Err(IngestError::Lsl("open the marker stream")));
-    }
-    warm_up_clock_sync(inlet.0, timeout);
-    desc.full_xml = full_info_xml(inlet.0, timeout.clamp(1.0, 5.0));
-    on_live(Ok(desc.clone()));
-    let channels = desc.channels.max(1);
-    let mut strings: Vec<*mut c_char> = vec![std::ptr::null_mut(); channels];
+    let mut values: Vec<String> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut ec = 0i32;
-        // SAFETY: strings has `channels` slots; liblsl allocates each string, which we
-        // free with lsl_destroy_string below.
-        let ts = unsafe {
-            lsl_sys::lsl_pull_sample_str(
-                inlet.0,
-                strings.as_mut_ptr(),
-                channels as i32,
-                0.05,
-                &mut ec,
-            )
-        };
-        if ec == lsl_sys::lsl_error_code_t_lsl_lost_error {
-            Counters::inc(&counters.marker_stream_lost);
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        if ts == 0.0 {
-            continue;
-        }
-        // SAFETY: after a successful pull, every slot holds a liblsl string.
-        let raw: Vec<String> = match record {
-            Some(_) => strings.iter().map(|&s| unsafe { cstr(s) }).collect(),
-            None => Vec::new(),
-        };
-        let text = match raw.first() {
-            Some(t) => t.clone(),
-            // SAFETY: as above.
-            None => unsafe { cstr(strings[0]) },
-        };
-        for s in strings.iter_mut() {
-            if !s.is_null() {
-                // SAFETY: allocated by liblsl for this pull; freed once, then nulled.
-                unsafe { lsl_sys::lsl_destroy_string(*s) };
-                *s = std::ptr::null_mut();
+        let lsl_time = match inlet.pull_strings(&mut values, 0.05) {
+            Pulled::Sample(stamp) => stamp,
+            Pulled::Timeout => continue,
+            Pulled::Lost => {
+                Counters::inc(&counters.marker_stream_lost);
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
             }
-        }
+        };
         Counters::inc(&counters.markers);
+        let event = parse_marker(values.first().map_or("", String::as_str), lsl_time);
         if let Some(rec) = record {
             let marker = RawMarker {
-                values: raw,
-                lsl_time: ts,
+                values: std::mem::take(&mut values),
+                lsl_time,
             };
             if let Err(crossbeam_channel::TrySendError::Full(_)) = rec.try_send(marker) {
                 Counters::inc(&counters.record_marker_drops);
             }
         }
-        match parse_marker(&text, ts) {
+        match event {
             Some(ev) => match tx.try_send(ev) {
                 Ok(()) => {}
                 Err(crossbeam_channel::TrySendError::Full(_)) => {
@@ -654,6 +451,21 @@ pub fn run_markers(
             None => Counters::inc(&counters.unknown_markers),
         }
     }
+}
+
+/// Resolves the selector's unique marker stream and opens it (360 s of buffer).
+fn open_markers(
+    selector: &StreamSelector,
+    timeout: f64,
+) -> Result<(Inlet, StreamDescription), IngestError> {
+    let info = resolve_unique(selector, timeout)?;
+    let mut desc = info.describe();
+    let steps = InletSteps {
+        create: "create the marker inlet",
+        open: "open the marker stream",
+    };
+    let inlet = open_inlet(&info, 360, timeout, steps, &mut desc)?;
+    Ok((inlet, desc))
 }
 
 /// Runs the MUA ingest loop until `stop`: pull, stamp, push (to the window stage,

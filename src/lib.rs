@@ -7,6 +7,7 @@
 //! image with a Burn U-Net, [`display`] shows or writes the images, and
 //! [`telemetry`] measures every stage with HDR histograms. [`replay`] republishes a
 //! recorded XDF session as live LSL streams; [`xdf`] reads and writes sessions.
+//! [`lsl`] is the one place liblsl is called (every `unsafe` LSL call and handle).
 
 pub mod config;
 pub mod daemon;
@@ -16,6 +17,7 @@ pub mod demo;
 pub mod display;
 pub mod eval;
 pub mod ingest;
+pub mod lsl;
 pub mod norm;
 pub mod plot;
 pub mod record;

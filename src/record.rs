@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use crate::ingest::{RawMarker, SampleConsumer, StreamDescription};
+use crate::ingest::{RawMarker, SampleConsumer};
+use crate::lsl::StreamDescription;
 use crate::telemetry::Counters;
 use crate::xdf::{ChannelFormat, StreamId, StreamInfo, StreamSpec, WriteError, XdfWriter};
 

@@ -39,6 +39,7 @@ pub use clock::{
 };
 pub use error::{ChunkLocation, ErrorKind, HeaderError, PartialRead, WriteError, XdfError};
 pub use file::{read_file, read_file_with, read_from, ReadOptions, XdfFile, XdfStream};
+pub(crate) use header::Element;
 pub use header::{StreamFooter, StreamInfo, StreamSpec};
 pub use reader::{Chunk, SampleChunk, XdfReader};
 pub use writer::{Stamps, XdfWriter};

@@ -1,6 +1,7 @@
 //! Stream header and footer XML: parsing into typed views, rendering for the writer.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use quick_xml::events::Event;
 
@@ -12,12 +13,18 @@ pub const MAX_XML_BYTES: u64 = 64 << 20;
 /// Most channels a stream header may declare; bounds what one sample can allocate.
 pub const MAX_CHANNELS: usize = 1 << 20;
 
-/// A parsed XML element: tag name, its own text, and child elements.
+/// A parsed XML element: tag name, its own text, child elements, and where it sits in
+/// the parsed text (so a caller can rewrite one element in place).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Element {
     pub name: String,
+    /// Its own text (not its children's), entities resolved.
     pub text: String,
     pub children: Vec<Element>,
+    /// Bytes of the whole element, from `<` of its start tag to `>` of its end tag.
+    pub span: Range<usize>,
+    /// Bytes of its content between the tags; `None` for an empty element `<x/>`.
+    pub inner: Option<Range<usize>>,
 }
 
 impl Element {
@@ -27,14 +34,18 @@ impl Element {
         let mut stack: Vec<Element> = Vec::new();
         let mut root: Option<Element> = None;
         loop {
+            let before = reader.buffer_position() as usize;
             let event = reader
                 .read_event()
                 .map_err(|e| format!("{e} near byte {}", reader.buffer_position()))?;
+            let after = reader.buffer_position() as usize;
             match event {
                 Event::Start(start) => {
                     let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
                     stack.push(Element {
                         name,
+                        span: before..after,
+                        inner: Some(after..after),
                         ..Element::default()
                     });
                 }
@@ -45,12 +56,17 @@ impl Element {
                         &mut root,
                         Element {
                             name,
+                            span: before..after,
                             ..Element::default()
                         },
                     )?;
                 }
                 Event::End(_) => {
-                    let done = stack.pop().ok_or("end tag without a start tag")?;
+                    let mut done = stack.pop().ok_or("end tag without a start tag")?;
+                    done.span.end = after;
+                    if let Some(inner) = &mut done.inner {
+                        inner.end = before;
+                    }
                     close(&mut stack, &mut root, done)?;
                 }
                 Event::Text(text) => {
@@ -97,6 +113,20 @@ impl Element {
     /// The element at a path of child names below this one.
     pub fn at(&self, path: &[&str]) -> Option<&Element> {
         path.iter().try_fold(self, |e, name| e.child(name))
+    }
+
+    /// The first element in document order at a path of names starting with this
+    /// one's (e.g. `["info", "desc"]` on the root): unlike [`Element::at`], a first
+    /// `<desc>` without the rest of the path does not hide a later one that has it.
+    pub fn find(&self, path: &[&str]) -> Option<&Element> {
+        let (first, rest) = path.split_first()?;
+        if self.name != *first {
+            return None;
+        }
+        if rest.is_empty() {
+            return Some(self);
+        }
+        self.children.iter().find_map(|c| c.find(rest))
     }
 }
 
