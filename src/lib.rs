@@ -1,32 +1,62 @@
 //! monkeysee: real-time image reconstruction from macaque multi-unit activity.
 //!
-//! The library is the daemon's parts, usable on their own:
-//! [`config`] reads and validates a rig's firmware config, [`ingest`] pulls MUA
-//! and markers from Lab Streaming Layer into a lock-free ring, [`window`] cuts the
-//! per-area latency windows into feature frames, [`decoder`] turns a frame into an
-//! image with a Burn U-Net, [`display`] shows or writes the images, and
-//! [`telemetry`] measures every stage with HDR histograms. [`replay`] republishes a
-//! recorded XDF session as live LSL streams; [`xdf`] reads and writes sessions.
-//! [`lsl`] is the one place liblsl is called (every `unsafe` LSL call and handle).
+//! The library is the daemon's parts, usable on their own. The modules below are
+//! listed in the order the data flows through them.
+//!
+//! **The rig.** [`config`] reads and validates a rig's firmware config (arrays,
+//! electrodes, streams, latency windows, budget); [`units`] holds its typed quantities;
+//! [`rf`] the receptive-field tables.
+//!
+//! **The live loop** (`monkeysee run`; [`daemon`] owns its threads):
+//! 1. [`ingest`] pulls MUA and markers from Lab Streaming Layer into a lock-free ring
+//!    (through [`lsl`], which holds every liblsl call);
+//! 2. [`window`] cuts each area's latency windows into a feature frame, normalised by
+//!    [`norm`];
+//! 3. [`decoder`] turns a frame into an image (a Burn U-Net behind an RF-map input);
+//! 4. [`display`] shows it or writes it; [`telemetry`] measures every stage with HDR
+//!    histograms and counts every fault; [`record`] writes what came in to XDF.
+//!
+//! **Sessions.** [`xdf`] reads and writes XDF files; [`replay`] republishes one as live
+//! LSL streams; [`sim`] simulates a session from a synthetic cortex.
+//!
+//! **Offline.** [`dataset`] turns a session (ours, a lab's XDF, or TVSD via [`tvsd`])
+//! into training trials; [`train`] fits a decoder; [`eval`] scores it beside a linear
+//! read-out; [`plot`] draws the figures; [`demo`] runs the whole loop on the shipped
+//! model.
 
+// The rig.
 pub mod config;
-pub mod daemon;
-pub mod dataset;
-pub mod decoder;
-pub mod demo;
-pub mod display;
-pub mod eval;
-pub mod ingest;
-pub mod lsl;
-pub mod norm;
-pub mod plot;
-pub mod record;
-pub mod replay;
 pub mod rf;
-pub mod sim;
+pub mod units;
+
+// The live loop, in data order (one item per group, so rustfmt keeps the order).
+pub mod lsl;
+
+pub mod ingest;
+
+pub mod window;
+
+pub mod norm;
+
+pub mod decoder;
+
+pub mod daemon;
+
+pub mod display;
+
 pub mod telemetry;
+
+pub mod record;
+
+// Sessions.
+pub mod replay;
+pub mod sim;
+pub mod xdf;
+
+// Offline.
+pub mod dataset;
+pub mod demo;
+pub mod eval;
+pub mod plot;
 pub mod train;
 pub mod tvsd;
-pub mod units;
-pub mod window;
-pub mod xdf;
