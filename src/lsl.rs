@@ -64,6 +64,8 @@ pub struct StreamDescription {
     pub hostname: String,
     pub channels: usize,
     pub nominal_rate: f64,
+    /// liblsl's unique id of this outlet instance (a restarted source gets a new one).
+    pub uid: String,
     /// The stream's full header XML (`lsl_get_fullinfo`, with `<desc>`: channel labels,
     /// stimulus folder, …) once an inlet is open; `None` before, or if liblsl did not
     /// deliver it in time.
@@ -165,6 +167,7 @@ impl StreamInfo {
                 hostname: copy_str(lsl_sys::lsl_get_hostname(self.0)),
                 channels: self.channel_count(),
                 nominal_rate: lsl_sys::lsl_get_nominal_srate(self.0),
+                uid: copy_str(lsl_sys::lsl_get_uid(self.0)),
                 full_xml: None,
             }
         }
@@ -178,6 +181,11 @@ impl StreamInfo {
         (!xml.is_null()).then(|| unsafe { take_str(xml) })
     }
 }
+
+// SAFETY: a streaminfo handle is a heap object that liblsl does not tie to the thread
+// that made it; this wrapper owns it alone (no Clone) and liblsl's getters on one handle
+// are only ever called from the thread that holds the wrapper.
+unsafe impl Send for StreamInfo {}
 
 impl Drop for StreamInfo {
     fn drop(&mut self) {
@@ -220,6 +228,13 @@ pub fn resolve_unique(predicate: &str, timeout: f64) -> Result<StreamInfo, LslEr
             })
         }
     }
+}
+
+/// Every stream matching `predicate` that answers within `wait` seconds (at most 16;
+/// one outlet heard over IPv4 and IPv6 appears twice). Allocates; for watching the
+/// network, not for a hot loop.
+pub fn resolve_all(predicate: &str, wait: f64) -> Result<Vec<StreamInfo>, LslError> {
+    resolve(predicate, wait, Instant::now())
 }
 
 /// Every stream matching `predicate` that answers in the first round that finds any
@@ -422,6 +437,13 @@ impl Inlet {
         pulled
     }
 }
+
+// SAFETY: liblsl does not tie an inlet to the thread that created it (its own worker
+// threads are internal); this wrapper owns the handle alone and needs `&mut self` for
+// every call, so moving it to another thread (the stream watch opens a replacement
+// inlet and hands it to the ingest thread) never lets two threads use it at once. The
+// string slots are null between pulls.
+unsafe impl Send for Inlet {}
 
 impl Drop for Inlet {
     fn drop(&mut self) {

@@ -85,6 +85,15 @@ pub struct Counters {
     pub stream_lost: AtomicU64,
     /// Data flowed again after a loss.
     pub stream_restored: AtomicU64,
+    /// The lost MUA stream was replaced by another that matches the selector and fits
+    /// the rig (a new source_id: the acquisition software restarted differently).
+    pub stream_switched: AtomicU64,
+    /// Streams matching a selector that appeared while the selected one was live:
+    /// refused (LSL has no authentication; see the README's lab-network notes).
+    pub rival_streams: AtomicU64,
+    /// Streams offered as a replacement for the lost MUA stream that do not fit the rig
+    /// (channel count, format or rate): refused.
+    pub streams_refused: AtomicU64,
     /// liblsl reported the marker stream lost.
     pub marker_stream_lost: AtomicU64,
     /// Samples written to the `--record` file.
@@ -136,6 +145,9 @@ impl Counters {
             ("stimuli_missing", g(&self.stimuli_missing)),
             ("stream_lost", g(&self.stream_lost)),
             ("stream_restored", g(&self.stream_restored)),
+            ("stream_switched", g(&self.stream_switched)),
+            ("rival_streams", g(&self.rival_streams)),
+            ("streams_refused", g(&self.streams_refused)),
             ("marker_stream_lost", g(&self.marker_stream_lost)),
             ("recorded_samples", g(&self.recorded_samples)),
             ("recorded_markers", g(&self.recorded_markers)),

@@ -304,7 +304,20 @@ impl Pipeline {
             (None, None)
         };
         let (wake_ingest, wake_rx) = bounded::<Thread>(1);
-        self.start_ingest(opts, ready_tx.clone(), producer, record_producer, wake_rx)?;
+        let (handover_tx, replacement) = bounded::<MuaInlet>(1);
+        let (retired, retired_rx) = bounded::<MuaInlet>(2);
+        let handover = ingest::Handover {
+            replacement,
+            retired,
+        };
+        self.start_ingest(
+            opts,
+            ready_tx.clone(),
+            producer,
+            record_producer,
+            wake_rx,
+            handover,
+        )?;
 
         let markers_needed = opts.mode == Mode::Event;
         let (marker_tx, markers) = bounded::<MarkerEvent>(256);
@@ -359,6 +372,7 @@ impl Pipeline {
                 );
             }
         }
+        self.start_watch(opts, &mua, marker_stream.as_ref(), handover_tx, retired_rx)?;
         Ok(Inputs {
             mua,
             record_markers: record_markers.filter(|_| marker_stream.is_some()),
@@ -379,11 +393,12 @@ impl Pipeline {
         mut producer: ingest::SampleProducer,
         mut record: Option<ingest::SampleProducer>,
         wake_rx: Receiver<Thread>,
+        handover: ingest::Handover,
     ) -> anyhow::Result<()> {
         let (rig, counters, stop) = (opts.rig.clone(), self.counters.clone(), self.stop.clone());
         let timeout = opts.resolve_timeout;
         self.spawn("ingest", move || {
-            let max_chunk = ((rig.sampling_rate_hz * 0.1).ceil() as usize).max(16);
+            let max_chunk = max_chunk(&rig);
             let connected = MuaInlet::connect(
                 &rig.mua,
                 rig.channel_count,
@@ -418,7 +433,44 @@ impl Pipeline {
                 &counters,
                 1.0,
                 &wake,
+                Some(&handover),
             );
+        })?;
+        Ok(())
+    }
+
+    /// The stream watch ([`ingest::watch`]): rivals refused, a lost MUA stream replaced
+    /// by one that fits.
+    fn start_watch(
+        &mut self,
+        opts: &RunOptions,
+        mua: &StreamDescription,
+        markers: Option<&StreamDescription>,
+        handover: Sender<MuaInlet>,
+        retired: Receiver<MuaInlet>,
+    ) -> anyhow::Result<()> {
+        let rig = &opts.rig;
+        let cfg = ingest::watch::WatchConfig {
+            mua: rig.mua.clone(),
+            markers: markers.map(|_| rig.markers.clone()),
+            channels: rig.channel_count,
+            rate_hz: rig.sampling_rate_hz,
+            max_chunk: max_chunk(rig),
+            every: Duration::from_secs(1),
+            report: opts.status,
+        };
+        let (mua, markers) = (mua.clone(), markers.cloned());
+        let (counters, stop) = (self.counters.clone(), self.stop.clone());
+        self.spawn("watch", move || {
+            ingest::watch::run(
+                &cfg,
+                &mua,
+                markers.as_ref(),
+                &counters,
+                &stop,
+                handover,
+                retired,
+            )
         })?;
         Ok(())
     }
@@ -494,6 +546,11 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Samples the ingest thread pulls at most at once: 100 ms' worth, at least 16.
+fn max_chunk(rig: &RigConfig) -> usize {
+    ((rig.sampling_rate_hz * 0.1).ceil() as usize).max(16)
 }
 
 fn spawn_named<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(

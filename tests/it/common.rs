@@ -164,6 +164,41 @@ impl FakeRig {
         self.mua = fresh;
     }
 
+    /// Closes the MUA outlet and, after `silence`, opens another under the same name
+    /// with `source_id` and `channels` (a restarted source, configured differently).
+    pub fn replace_mua(&mut self, silence: std::time::Duration, source_id: &str, channels: usize) {
+        let placeholder = lsl::StreamInfo::new(
+            &unique("placeholder"),
+            "none",
+            1,
+            1.0,
+            lsl::ChannelFormat::Float32,
+            "",
+        )
+        .unwrap();
+        drop(std::mem::replace(
+            &mut self.mua,
+            lsl::StreamOutlet::new(&placeholder, 1, 1).unwrap(),
+        ));
+        std::thread::sleep(silence);
+        self.mua = self.outlet_like_mua(source_id, channels);
+    }
+
+    /// An outlet with the MUA stream's name and rate and the given source_id and
+    /// channel count.
+    pub fn outlet_like_mua(&self, source_id: &str, channels: usize) -> lsl::StreamOutlet {
+        let info = lsl::StreamInfo::new(
+            &self.mua_name,
+            "MUA",
+            channels as u32,
+            1000.0,
+            lsl::ChannelFormat::Float32,
+            source_id,
+        )
+        .unwrap();
+        lsl::StreamOutlet::new(&info, 10, 360).unwrap()
+    }
+
     pub fn mua_query(&self) -> String {
         format!("name='{}'", self.mua_name)
     }

@@ -83,6 +83,19 @@ impl Script {
         }
     }
 
+    fn fake_mut(&mut self) -> &mut FakeRig {
+        match &mut self.target {
+            Target::Daemon(r) => &mut r.fake,
+            Target::Bare(f) => f,
+        }
+    }
+
+    /// Moves stream time up to the wall clock (after waiting on something else): the
+    /// rows sent next leave a gap, as a real sender's would.
+    fn catch_up(&mut self) {
+        self.now = self.now.max(self.wall0.elapsed().as_secs_f64());
+    }
+
     fn stamp(&self, t: f64) -> f64 {
         self.t0 + self.jump + t
     }
@@ -448,6 +461,7 @@ fn the_real_ingest_and_window_loops_allocate_nothing_through_faults() {
                     &counters,
                     1.0,
                     &|| wake.unpark(),
+                    None,
                 )
             })
             .1
@@ -533,4 +547,78 @@ fn the_real_ingest_and_window_loops_allocate_nothing_through_faults() {
         window_allocs, 0,
         "WindowStage::run allocated after start-up"
     );
+}
+
+#[test]
+fn a_source_back_under_a_new_source_id_replaces_the_lost_stream() {
+    let mut sc = Script::start("fault-newid", |_| {});
+    let before = sc.play(1.0, CLEAN);
+    // The acquisition software dies and comes back configured differently (a new
+    // source_id): liblsl cannot recover the inlet; the watch switches to it.
+    let channels = sc.fake().channels;
+    sc.fake_mut()
+        .replace_mua(Duration::from_millis(1600), "another-source-id", channels);
+    assert!(
+        sc.fake().mua.wait_for_consumers(20.0),
+        "the daemon never switched to the new stream"
+    );
+    sc.catch_up();
+    let after = sc.play(1.0, CLEAN);
+    let s = sc.finish();
+    assert_eq!(s.images, ids(&[before, after]), "{:?}", s.counters);
+    assert_eq!(s.counter("stream_switched"), 1, "{:?}", s.counters);
+    assert_eq!(s.counter("stream_restored"), 1, "{:?}", s.counters);
+    assert_eq!(s.counter("rival_streams"), 0, "{:?}", s.counters);
+}
+
+#[test]
+fn a_source_back_with_the_wrong_channel_count_is_refused_until_it_is_right() {
+    let mut sc = Script::start("fault-wrongch", |_| {});
+    let before = sc.play(1.0, CLEAN);
+    let (channels, source_id) = (sc.fake().channels, sc.fake().mua_name.clone());
+    // Back under its own source_id but with 100 channels: refused, counted, not read.
+    sc.fake_mut()
+        .replace_mua(Duration::from_millis(1600), &source_id, 100);
+    let wrong = Instant::now();
+    while wrong.elapsed() < Duration::from_secs(3) {
+        let row = vec![1.0f32; 100];
+        let _ = sc.fake().mua.push_sample_ex(&row, lsl::local_clock(), true);
+        thread::sleep(Duration::from_millis(10));
+    }
+    // ...then back as the rig expects: liblsl recovers the inlet.
+    sc.fake_mut()
+        .replace_mua(Duration::from_millis(100), &source_id, channels);
+    assert!(
+        sc.fake().mua.wait_for_consumers(20.0),
+        "the inlet never recovered"
+    );
+    sc.catch_up();
+    let after = sc.play(1.0, CLEAN);
+    let s = sc.finish();
+    assert_eq!(s.images, ids(&[before, after]), "{:?}", s.counters);
+    assert_eq!(s.counter("streams_refused"), 1, "{:?}", s.counters);
+    assert_eq!(s.counter("stream_switched"), 0, "{:?}", s.counters);
+    assert_eq!(s.counter("bad_samples"), 0, "{:?}", s.counters);
+}
+
+#[test]
+fn a_second_matching_stream_mid_session_is_refused_and_reported() {
+    let mut sc = Script::start("fault-rival", |_| {});
+    let before = sc.play(1.0, CLEAN);
+    // Another host (here: another outlet) starts publishing under the same name.
+    let rival = sc
+        .fake()
+        .outlet_like_mua("someone-elses-amplifier", sc.fake().channels);
+    let during = sc.play(2.5, CLEAN);
+    let nan = vec![f32::NAN; sc.fake().channels];
+    rival
+        .push_sample_ex(&nan, lsl::local_clock(), true)
+        .unwrap();
+    let after = sc.play(1.0, CLEAN);
+    let s = sc.finish();
+    drop(rival);
+    assert_eq!(s.images, ids(&[before, during, after]), "{:?}", s.counters);
+    assert_eq!(s.counter("rival_streams"), 1, "{:?}", s.counters);
+    assert_eq!(s.counter("stream_switched"), 0, "{:?}", s.counters);
+    assert_eq!(s.counter("bad_samples"), 0, "{:?}", s.counters);
 }

@@ -8,9 +8,14 @@
 //! (liblsl hands strings over as copies): markers arrive a few times a second on
 //! their own thread, off the hot path.
 //!
+//! [`watch`] looks at the network once a second from its own thread: it reports
+//! (and refuses) a second stream matching a selector mid-session, and when the MUA
+//! stream is lost it opens a replacement that fits the rig and hands it over.
+//!
 //! Both inlets apply liblsl's clock synchronisation (`proc_clocksync`), so sample
 //! and marker timestamps are in this machine's `local_clock()` time base.
-//! liblsl handles are not `Send`: create each inlet inside the thread that uses it.
+//! The marker inlet is made inside its thread; a MUA inlet may be made on another
+//! thread and moved (the watch does so).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +30,8 @@ use crate::telemetry::Counters;
 use crate::window::{ImageId, Onset, SampleMeta};
 
 pub use crate::lsl::{local_clock, StreamDescription};
+
+pub mod watch;
 
 /// Why a stream could not be used. Only [`IngestError::NotFound`] can go away by trying
 /// again (once the source runs); the others need a different selector, config or stream.
@@ -140,14 +147,27 @@ impl MuaInlet {
         max_chunk: usize,
     ) -> Result<MuaInlet, IngestError> {
         let info = resolve_unique(selector, timeout)?;
+        MuaInlet::open(&info, expected_channels, expected_rate, timeout, max_chunk)
+    }
+
+    /// Checks a resolved stream against the rig and opens it, as [`MuaInlet::connect`]
+    /// does after resolving. The stream watch uses it for a replacement stream.
+    pub fn open(
+        info: &lsl::StreamInfo,
+        expected_channels: usize,
+        expected_rate: f64,
+        timeout: f64,
+        max_chunk: usize,
+    ) -> Result<MuaInlet, IngestError> {
+        let max_chunk = max_chunk.max(1);
         let mut description = info.describe();
-        check_mua(&info, &description, expected_channels, expected_rate)?;
+        check_mua(info, &description, expected_channels, expected_rate)?;
         let steps = InletSteps {
             create: "create the MUA inlet",
             open: "open the MUA stream",
         };
         // Buffer 10 s.
-        let inlet = open_inlet(&info, 10, timeout, steps, &mut description)?;
+        let inlet = open_inlet(info, 10, timeout, steps, &mut description)?;
         Ok(MuaInlet {
             inlet,
             description,
@@ -191,7 +211,7 @@ impl MuaInlet {
 
 /// Checks a resolved MUA stream against the rig: channel count, a numeric float
 /// format, and the nominal rate (when the stream declares one).
-fn check_mua(
+pub(crate) fn check_mua(
     info: &lsl::StreamInfo,
     description: &StreamDescription,
     expected_channels: usize,
@@ -468,9 +488,20 @@ fn open_markers(
     Ok((inlet, desc))
 }
 
+/// The ingest thread's end of the [`watch`]: a replacement inlet when the stream was
+/// lost and another that fits the rig took its place, and where the old one goes to be
+/// closed (closing an inlet blocks while liblsl joins its threads).
+pub struct Handover {
+    pub replacement: crossbeam_channel::Receiver<MuaInlet>,
+    pub retired: crossbeam_channel::Sender<MuaInlet>,
+}
+
 /// Runs the MUA ingest loop until `stop`: pull, stamp, push (to the window stage,
 /// and to the recorder when `record` is given). Detects a stream that goes silent for
-/// `silence` seconds (counted as lost) and comes back (restored).
+/// `silence` seconds (counted as lost) and comes back (restored). While nothing
+/// arrives, takes a replacement inlet from `handover` if the watch sent one
+/// (`stream_switched`); the swap moves two pointers and never allocates.
+#[allow(clippy::too_many_arguments)]
 pub fn run_mua(
     inlet: &mut MuaInlet,
     producer: &mut SampleProducer,
@@ -479,6 +510,7 @@ pub fn run_mua(
     counters: &Counters,
     silence: f64,
     wake: &dyn Fn(),
+    handover: Option<&Handover>,
 ) {
     let mut last_data = Instant::now();
     let mut lost = false;
@@ -508,6 +540,14 @@ pub fn run_mua(
                 if !lost && last_data.elapsed().as_secs_f64() > silence {
                     lost = true;
                     Counters::inc(&counters.stream_lost);
+                }
+                if let Some(new) = handover.and_then(|h| h.replacement.try_recv().ok()) {
+                    let old = std::mem::replace(inlet, new);
+                    Counters::inc(&counters.stream_switched);
+                    if let Some(h) = handover {
+                        // The watch closes it; if it is gone, the run is ending anyway.
+                        let _ = h.retired.try_send(old);
+                    }
                 }
             }
         }
