@@ -785,7 +785,7 @@ mod tests {
         let mut header = dict.to_string();
         // Magic, version and length take 10 bytes; the header ends in '\n' and the data
         // starts on a 64-byte boundary.
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');

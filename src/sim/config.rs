@@ -307,45 +307,8 @@ impl SimConfig {
                 message: message.to_string(),
             })
         };
-        let d = &self.design;
-        if d.on_ms == 0 {
-            return bad("design.on_ms".into(), "must be at least 1 ms");
-        }
-        if d.images_per_trial == 0 {
-            return bad("design.images_per_trial".into(), "must be at least 1");
-        }
-        // Bounded so that a trial's length in samples cannot overflow.
-        for (key, ms) in [
-            ("design.on_ms", d.on_ms),
-            ("design.off_ms", d.off_ms),
-            ("design.inter_trial_ms", d.inter_trial_ms),
-            ("design.lead_in_ms", d.lead_in_ms),
-        ] {
-            if ms > MAX_DESIGN_MS {
-                return bad(
-                    key.into(),
-                    &format!("must be at most {MAX_DESIGN_MS} ms (one minute)"),
-                );
-            }
-        }
-        if d.images_per_trial > MAX_IMAGES_PER_TRIAL {
-            return bad(
-                "design.images_per_trial".into(),
-                &format!("must be at most {MAX_IMAGES_PER_TRIAL}"),
-            );
-        }
-        if d.on_ms + d.off_ms < super::POST_MS as u32 {
-            return bad(
-                "design.on_ms + design.off_ms".into(),
-                "must be at least 200 ms so each image's response window (−100…+199 ms) ends before the next onset",
-            );
-        }
-        if d.inter_trial_ms + d.off_ms < super::PRE_MS as u32 || d.lead_in_ms < super::PRE_MS as u32
-        {
-            return bad(
-                "design.inter_trial_ms / design.lead_in_ms".into(),
-                "the 100 ms pre-stimulus baseline must fit before each trial's first image",
-            );
+        if let Some((key, message)) = design_problem(&self.design) {
+            return bad(key.into(), &message);
         }
         let l = &self.leaves;
         if !(l.min_radius > 0.0 && l.min_radius <= l.max_radius && l.max_radius.is_finite()) {
@@ -432,6 +395,49 @@ fn merge(base: &mut toml::Value, over: &toml::Value) {
         }
         (b, o) => *b = o.clone(),
     }
+}
+
+/// What is wrong with a design, if anything: the key and the fix.
+fn design_problem(d: &Design) -> Option<(&'static str, String)> {
+    if d.on_ms == 0 {
+        return Some(("design.on_ms", "must be at least 1 ms".into()));
+    }
+    if d.images_per_trial == 0 {
+        return Some(("design.images_per_trial", "must be at least 1".into()));
+    }
+    // Bounded so that a trial's length in samples cannot overflow.
+    for (key, ms) in [
+        ("design.on_ms", d.on_ms),
+        ("design.off_ms", d.off_ms),
+        ("design.inter_trial_ms", d.inter_trial_ms),
+        ("design.lead_in_ms", d.lead_in_ms),
+    ] {
+        if ms > MAX_DESIGN_MS {
+            return Some((
+                key,
+                format!("must be at most {MAX_DESIGN_MS} ms (one minute)"),
+            ));
+        }
+    }
+    if d.images_per_trial > MAX_IMAGES_PER_TRIAL {
+        return Some((
+            "design.images_per_trial",
+            format!("must be at most {MAX_IMAGES_PER_TRIAL}"),
+        ));
+    }
+    if d.on_ms + d.off_ms < super::POST_MS as u32 {
+        return Some((
+            "design.on_ms + design.off_ms",
+            "must be at least 200 ms so each image's response window (−100…+199 ms) ends before the next onset".into(),
+        ));
+    }
+    if d.inter_trial_ms + d.off_ms < super::PRE_MS as u32 || d.lead_in_ms < super::PRE_MS as u32 {
+        return Some((
+            "design.inter_trial_ms / design.lead_in_ms",
+            "the 100 ms pre-stimulus baseline must fit before each trial's first image".into(),
+        ));
+    }
+    None
 }
 
 #[cfg(test)]

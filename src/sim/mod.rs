@@ -385,7 +385,7 @@ impl<'a> SessionWriter<'a> {
         let mut marker_stamps = Vec::new();
         while self.next_marker < 2 * self.presentations.len() {
             let p = &self.presentations[self.next_marker / 2];
-            let onset = self.next_marker % 2 == 0;
+            let onset = self.next_marker.is_multiple_of(2);
             let at = if onset { p.onset } else { p.onset + on_ms };
             if at >= end {
                 break;
