@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::rf::{RfError, RfTable};
+use crate::rf::{ArrayChannels, RfError, RfLayout, RfTable};
 use crate::units::{Area, Millis, Window};
 
 /// A configuration problem, located as precisely as the text allows.
@@ -317,6 +317,32 @@ impl RigConfig {
     }
 }
 
+/// Most samples per channel the window stage may be asked to keep (`history_ms` × the
+/// rate): 1000 s at 1 kHz, far above what any window set needs, and low enough that
+/// sizing its buffers cannot overflow.
+const MAX_HISTORY_SAMPLES: f64 = 1e6;
+
+/// Longest status line period, in seconds.
+const MAX_STATUS_EVERY_S: f64 = 3600.0;
+
+/// The rig's image geometry and arrays, as [`RfTable::synthetic`] draws a table for them.
+impl From<&RigConfig> for RfLayout {
+    fn from(rig: &RigConfig) -> RfLayout {
+        RfLayout {
+            image_size: rig.image_size,
+            pixels_per_degree: rig.rf.pixels_per_degree,
+            arrays: rig
+                .arrays
+                .iter()
+                .map(|a| ArrayChannels {
+                    area: a.area,
+                    channels: a.channels.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// True for a finite number above zero (NaN is not positive).
 fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
@@ -423,9 +449,44 @@ impl Validator<'_> {
         Ok(Window::new(v[0], v[1] - v[0]))
     }
 
+    /// Checks every section in file order and builds the typed config; the first
+    /// problem found is the error.
     fn validate(&self, raw: raw::Rig) -> Result<RigConfig, ConfigError> {
         let r = &raw.rig;
-        if !(r.sampling_rate_hz.is_finite() && r.sampling_rate_hz > 0.0) {
+        self.rig_section(r)?;
+        let arrays = self.arrays(&raw.arrays, r.channels)?;
+        let electrodes = self.electrodes(&arrays)?;
+        let mua = self.selector(&raw.streams.mua, "mua")?;
+        let markers = self.selector(&raw.streams.markers, "markers")?;
+        let windows = self.windows(&raw.windows)?;
+        let history = self.history(&raw.windows, &windows, r.sampling_rate_hz)?;
+        let d = &raw.decoder;
+        self.decoder(d)?;
+        let rf = self.receptive_fields(&raw.receptive_fields, r.channels)?;
+        let display = self.display(&raw.display)?;
+        let normalisation = self.normalisation(&raw.normalisation)?;
+        Ok(RigConfig {
+            path: self.path.to_path_buf(),
+            name: r.name.clone(),
+            sampling_rate_hz: r.sampling_rate_hz,
+            channel_count: r.channels,
+            arrays,
+            electrodes,
+            mua,
+            markers,
+            windows,
+            history,
+            image_size: d.image_size,
+            latency_budget: Millis(d.latency_budget_ms),
+            rf,
+            display,
+            normalisation,
+        })
+    }
+
+    /// `[rig]`: the stream's rate and channel count.
+    fn rig_section(&self, r: &raw::RigSection) -> Result<(), ConfigError> {
+        if !positive(r.sampling_rate_hz) {
             return Err(self.err(
                 Some(("[rig]", 0)),
                 "rig.sampling_rate_hz",
@@ -439,17 +500,22 @@ impl Validator<'_> {
                 "must be the number of channels in the MUA stream (> 0)",
             ));
         }
-        if raw.arrays.is_empty() {
+        Ok(())
+    }
+
+    /// `[[arrays]]`: known areas, channel ranges inside the stream that no two arrays
+    /// share, unique ids.
+    fn arrays(&self, raw: &[raw::Array], channels: usize) -> Result<Vec<ArrayConfig>, ConfigError> {
+        if raw.is_empty() {
             return Err(self.err(
                 None,
                 "arrays",
                 "no [[arrays]] entries: list every array with its id, area and channel range",
             ));
         }
-
-        let mut arrays = Vec::with_capacity(raw.arrays.len());
-        let mut owner: Vec<Option<u32>> = vec![None; r.channels];
-        for (i, a) in raw.arrays.iter().enumerate() {
+        let mut arrays = Vec::with_capacity(raw.len());
+        let mut owner: Vec<Option<u32>> = vec![None; channels];
+        for (i, a) in raw.iter().enumerate() {
             let here = Some(("[[arrays]]", i));
             let area = Area::parse(&a.area).ok_or_else(|| {
                 self.err(
@@ -459,13 +525,12 @@ impl Validator<'_> {
                 )
             })?;
             let [first, last] = a.channels;
-            if first == 0 || last < first || last > r.channels {
+            if first == 0 || last < first || last > channels {
                 return Err(self.err(
                     here,
                     &format!("arrays[{i}].channels"),
                     format!(
-                        "channel range [{first}, {last}] must be 1-based, inclusive, with first <= last <= rig.channels ({})",
-                        r.channels
+                        "channel range [{first}, {last}] must be 1-based, inclusive, with first <= last <= rig.channels ({channels})"
                     ),
                 ));
             }
@@ -498,7 +563,11 @@ impl Validator<'_> {
                 dead: a.dead,
             });
         }
+        Ok(arrays)
+    }
 
+    /// The live electrodes in channel order; every area needs at least one.
+    fn electrodes(&self, arrays: &[ArrayConfig]) -> Result<Vec<Electrode>, ConfigError> {
         let mut electrodes = Vec::new();
         for (live_index, a) in arrays.iter().filter(|a| !a.dead).enumerate() {
             for channel in a.channels.clone() {
@@ -526,27 +595,30 @@ impl Validator<'_> {
                 ));
             }
         }
+        Ok(electrodes)
+    }
 
-        let selector = |s: &raw::Stream, which: &str| -> Result<StreamSelector, ConfigError> {
-            let sel = StreamSelector {
-                name: s.name.clone(),
-                stream_type: s.stream_type.clone(),
-                source_id: s.source_id.clone(),
-                query: None,
-            };
-            if sel.name.is_none() && sel.stream_type.is_none() && sel.source_id.is_none() {
-                return Err(self.err(
-                    Some((&format!("[streams.{which}]"), 0)),
-                    &format!("streams.{which}"),
-                    "give at least one of name, type, source_id (a stream is never picked as 'the first one seen')",
-                ));
-            }
-            Ok(sel)
+    /// `[streams.<which>]`: a selector that names at least one field.
+    fn selector(&self, s: &raw::Stream, which: &str) -> Result<StreamSelector, ConfigError> {
+        let sel = StreamSelector {
+            name: s.name.clone(),
+            stream_type: s.stream_type.clone(),
+            source_id: s.source_id.clone(),
+            query: None,
         };
-        let mua = selector(&raw.streams.mua, "mua")?;
-        let markers = selector(&raw.streams.markers, "markers")?;
+        if sel.name.is_none() && sel.stream_type.is_none() && sel.source_id.is_none() {
+            return Err(self.err(
+                Some((&format!("[streams.{which}]"), 0)),
+                &format!("streams.{which}"),
+                "give at least one of name, type, source_id (a stream is never picked as 'the first one seen')",
+            ));
+        }
+        Ok(sel)
+    }
 
-        let w = &raw.windows;
+    /// `[windows]`: the latency windows, each finite, non-empty and starting at or
+    /// after onset; the baseline ending at or before it.
+    fn windows(&self, w: &raw::Windows) -> Result<WindowConfig, ConfigError> {
         let t = "[windows]";
         let tw15 = [
             self.window(t, "windows.tw15_v1", w.tw15_v1)?,
@@ -559,6 +631,22 @@ impl Validator<'_> {
                 "windows.tw3_starts",
                 "needs at least one window start",
             ));
+        }
+        let finite = [
+            ("windows.tw3_offset_v1", w.tw3_offset_v1),
+            ("windows.tw3_offset_v4", w.tw3_offset_v4),
+            ("windows.tw3_offset_it", w.tw3_offset_it),
+        ]
+        .into_iter()
+        .chain(w.tw3_starts.iter().map(|&s| ("windows.tw3_starts", s)));
+        for (key, v) in finite {
+            if !v.is_finite() {
+                return Err(self.err(
+                    Some((t, 0)),
+                    key,
+                    format!("{v} is not a finite number of ms"),
+                ));
+            }
         }
         if !positive(w.tw3_length_ms) {
             return Err(self.err(Some((t, 0)), "windows.tw3_length_ms", "must be > 0"));
@@ -601,24 +689,57 @@ impl Validator<'_> {
                 }
             }
         }
+        Ok(windows)
+    }
+
+    /// `windows.history_ms`: enough to hold the baseline and every window plus 50 ms of
+    /// slack, and no more samples per channel than [`MAX_HISTORY_SAMPLES`].
+    fn history(
+        &self,
+        w: &raw::Windows,
+        windows: &WindowConfig,
+        sampling_rate_hz: f64,
+    ) -> Result<Millis, ConfigError> {
         let needed = windows
             .span_end(WindowSetKind::Tw15)
             .0
             .max(windows.span_end(WindowSetKind::Tw3).0)
-            - baseline.start.0;
+            - windows.baseline.start.0;
         let history = Millis(w.history_ms.unwrap_or(1000.0));
+        let key = "windows.history_ms";
+        if !history.0.is_finite() {
+            return Err(self.err(
+                Some(("[windows]", 0)),
+                key,
+                format!("{} is not a finite number of ms", history.0),
+            ));
+        }
         if history.0 < needed + 50.0 {
             return Err(self.err(
-                Some((t, 0)),
-                "windows.history_ms",
+                Some(("[windows]", 0)),
+                key,
                 format!(
                     "{} ms of history cannot hold baseline + windows ({} ms) plus 50 ms of slack",
                     history.0, needed
                 ),
             ));
         }
+        let samples = history.seconds() * sampling_rate_hz;
+        if samples > MAX_HISTORY_SAMPLES {
+            return Err(self.err(
+                Some(("[windows]", 0)),
+                key,
+                format!(
+                    "{} ms at {sampling_rate_hz} Hz is {samples:.0} samples per channel, more than the {MAX_HISTORY_SAMPLES:.0} the window stage keeps; a few hundred ms past the last window is enough",
+                    history.0
+                ),
+            ));
+        }
+        Ok(history)
+    }
 
-        let d = &raw.decoder;
+    /// `[decoder]`: an image side the U-Net can halve five times, a positive budget.
+    fn decoder(&self, d: &raw::Decoder) -> Result<(), ConfigError> {
         if d.image_size == 0 || !d.image_size.is_multiple_of(32) {
             return Err(self.err(
                 Some(("[decoder]", 0)),
@@ -636,49 +757,57 @@ impl Validator<'_> {
                 "must be > 0",
             ));
         }
+        Ok(())
+    }
 
-        let rf_raw = &raw.receptive_fields;
-        if !positive(rf_raw.pixels_per_degree) {
-            return Err(self.err(
-                Some(("[receptive_fields]", 0)),
-                "receptive_fields.pixels_per_degree",
-                "must be > 0",
-            ));
+    /// `[receptive_fields]`: the scale, and the RF table (read when asked to) whose
+    /// electrodes must all be stream channels.
+    fn receptive_fields(
+        &self,
+        rf: &raw::ReceptiveFields,
+        channels: usize,
+    ) -> Result<RfConfig, ConfigError> {
+        let here = Some(("[receptive_fields]", 0));
+        if !positive(rf.pixels_per_degree) {
+            return Err(self.err(here, "receptive_fields.pixels_per_degree", "must be > 0"));
         }
-        let (table, table_path) = match &rf_raw.table {
+        let (table, table_path) = match &rf.table {
             None => (None, None),
             Some(_) if !self.read_rf_table => (None, None),
             Some(rel) => {
                 let p = self.path.parent().unwrap_or(Path::new(".")).join(rel);
                 let table = RfTable::load(&p).map_err(|e| match e {
                     RfError::Io(..) => self.err(
-                        Some(("[receptive_fields]", 0)),
+                        here,
                         "receptive_fields.table",
                         format!("{e}; the path is relative to this config file"),
                     ),
-                    other => self.err(
-                        Some(("[receptive_fields]", 0)),
-                        "receptive_fields.table",
-                        other.to_string(),
-                    ),
+                    other => self.err(here, "receptive_fields.table", other.to_string()),
                 })?;
-                if let Some(bad) = table.entries.iter().find(|en| en.channel >= r.channels) {
+                if let Some(bad) = table.entries.iter().find(|en| en.channel >= channels) {
                     return Err(self.err(
-                        Some(("[receptive_fields]", 0)),
+                        here,
                         "receptive_fields.table",
                         format!(
                             "{} lists electrode {} but the rig has {} channels",
                             p.display(),
                             bad.channel + 1,
-                            r.channels
+                            channels
                         ),
                     ));
                 }
                 (Some(table), Some(p))
             }
         };
+        Ok(RfConfig {
+            table,
+            table_path,
+            pixels_per_degree: rf.pixels_per_degree,
+        })
+    }
 
-        let disp = &raw.display;
+    /// `[display]`: the upscaling and the status line period.
+    fn display(&self, disp: &raw::Display) -> Result<DisplayConfig, ConfigError> {
         if disp.scale == 0 || disp.scale > 16 {
             return Err(self.err(
                 Some(("[display]", 0)),
@@ -686,7 +815,24 @@ impl Validator<'_> {
                 "must be between 1 and 16",
             ));
         }
-        let norm = &raw.normalisation;
+        if !(positive(disp.status_every_s) && disp.status_every_s <= MAX_STATUS_EVERY_S) {
+            return Err(self.err(
+                Some(("[display]", 0)),
+                "display.status_every_s",
+                format!(
+                    "{} is not a number of seconds above 0 and at most {MAX_STATUS_EVERY_S}",
+                    disp.status_every_s
+                ),
+            ));
+        }
+        Ok(DisplayConfig {
+            scale: disp.scale,
+            status_every: Millis(disp.status_every_s * 1000.0),
+        })
+    }
+
+    /// `[normalisation]`: the prior's weight and the calibration block.
+    fn normalisation(&self, norm: &raw::Normalisation) -> Result<NormalisationConfig, ConfigError> {
         if norm.time_constant_s.is_some() {
             return Err(self.err(
                 Some(("[normalisation]", 0)),
@@ -708,33 +854,9 @@ impl Validator<'_> {
                 "must be a number >= 0",
             ));
         }
-
-        Ok(RigConfig {
-            path: self.path.to_path_buf(),
-            name: r.name.clone(),
-            sampling_rate_hz: r.sampling_rate_hz,
-            channel_count: r.channels,
-            arrays,
-            electrodes,
-            mua,
-            markers,
-            windows,
-            history,
-            image_size: d.image_size,
-            latency_budget: Millis(d.latency_budget_ms),
-            rf: RfConfig {
-                table,
-                table_path,
-                pixels_per_degree: rf_raw.pixels_per_degree,
-            },
-            display: DisplayConfig {
-                scale: disp.scale,
-                status_every: Millis(disp.status_every_s * 1000.0),
-            },
-            normalisation: NormalisationConfig {
-                prior_presentations: norm.prior_presentations,
-                calibration_presentations: norm.calibration_presentations,
-            },
+        Ok(NormalisationConfig {
+            prior_presentations: norm.prior_presentations,
+            calibration_presentations: norm.calibration_presentations,
         })
     }
 }
@@ -873,5 +995,75 @@ pub mod raw {
 
     fn default_prior() -> f64 {
         200.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synthetic_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/synthetic.toml")
+    }
+
+    /// The synthetic rig's text with `from` replaced by `to` (which must occur).
+    fn load_with(from: &str, to: &str) -> Result<RigConfig, ConfigError> {
+        let path = synthetic_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from:?} is not in {}", path.display());
+        RigConfig::from_toml_str(&text.replacen(from, to, 1), &path)
+    }
+
+    /// A history the window stage could not size (infinite, or more samples than it
+    /// keeps) is refused by name instead of overflowing its buffer size.
+    #[test]
+    fn unsizeable_histories_are_refused() {
+        for history in ["inf", "nan", "1e300", "2000000"] {
+            let e = load_with("history_ms = 1000", &format!("history_ms = {history}")).unwrap_err();
+            assert_eq!(e.key, "windows.history_ms", "{history}: {e}");
+            assert!(e.line.is_some(), "{e}");
+        }
+        let rig = load_with("history_ms = 1000", "history_ms = 60000").unwrap();
+        assert_eq!(rig.history, Millis(60000.0));
+    }
+
+    /// A status period `Duration::from_secs_f64` cannot take (negative, NaN, infinite,
+    /// huge) is refused instead of panicking in the daemon.
+    #[test]
+    fn status_periods_must_be_positive_and_bounded() {
+        for every in ["0", "-1", "nan", "inf", "1e30"] {
+            let e =
+                load_with("status_every_s = 2", &format!("status_every_s = {every}")).unwrap_err();
+            assert_eq!(e.key, "display.status_every_s", "{every}: {e}");
+        }
+        let rig = load_with("status_every_s = 2", "status_every_s = 0.5").unwrap();
+        assert_eq!(rig.display.status_every, Millis(500.0));
+    }
+
+    /// A NaN offset or start would put a TW-3 window nowhere (NaN passes `< 0`).
+    #[test]
+    fn non_finite_tw3_offsets_and_starts_are_refused() {
+        let text = std::fs::read_to_string(synthetic_path()).unwrap();
+        let offset = text
+            .lines()
+            .find(|l| l.starts_with("tw3_offset_v4"))
+            .unwrap();
+        let e = load_with(offset, "tw3_offset_v4 = nan").unwrap_err();
+        assert_eq!(e.key, "windows.tw3_offset_v4", "{e}");
+        let starts = text.lines().find(|l| l.starts_with("tw3_starts")).unwrap();
+        let e = load_with(starts, "tw3_starts = [0, nan]").unwrap_err();
+        assert_eq!(e.key, "windows.tw3_starts", "{e}");
+    }
+
+    /// The rig converts into the layout a synthetic RF table is drawn for, one RF per
+    /// stream channel.
+    #[test]
+    fn a_rig_draws_a_synthetic_rf_table() {
+        let rig = RigConfig::load_without_rf_table(&synthetic_path()).unwrap();
+        let layout = RfLayout::from(&rig);
+        assert_eq!(layout.arrays.len(), rig.arrays.len());
+        let table = RfTable::synthetic(&rig, 7);
+        assert_eq!(table.entries.len(), rig.channel_count);
+        assert_eq!(table, RfTable::synthetic(layout, 7));
     }
 }

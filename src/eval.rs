@@ -367,25 +367,15 @@ fn reconstruct_tests(
     ))
 }
 
+/// Scores every model and the linear decoders on the dataset's test images and writes
+/// `metrics.json` and `grid.png` (see the module docs).
 pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     if opts.models.is_empty() {
         bail!("give at least one --model DIR");
     }
     let ds = Dataset::open(&opts.data)?;
-    let rig = &match &opts.rig {
-        Some(rig) => rig.clone(),
-        None => {
-            let path = ds.meta.rig_config.as_ref().with_context(|| {
-                format!(
-                    "{}/dataset.json names no rig_config; give the rig",
-                    ds.dir.display()
-                )
-            })?;
-            RigConfig::load(path)?
-        }
-    };
+    let rig = &eval_rig(opts, &ds)?;
     ds.check_rig(rig)?;
-    let size = ds.meta.image_size;
     let by_image = test_images(&ds);
     if by_image.len() < 2 {
         bail!(
@@ -394,19 +384,95 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
             by_image.len()
         );
     }
-    let originals: Vec<Vec<f32>> = by_image.keys().map(|&i| ds.image_chw(i)).collect();
+    let tests = TestImages {
+        originals: by_image.keys().map(|&i| ds.image_chw(i)).collect(),
+        by_image,
+        truth: rf_truth(opts, &ds)?,
+        ds: &ds,
+        rig,
+    };
+    let mut entries = Vec::new();
+    let mut recons: Vec<Vec<Vec<f32>>> = Vec::new();
+    for dir in &opts.models {
+        let (entry, averaged) = tests.evaluate_model(dir)?;
+        entries.push(entry);
+        recons.push(averaged);
+    }
+    let mut notes = Vec::new();
+    let mut titles = vec!["stimulus".to_string()];
+    titles.extend(entries.iter().map(|m| m.name.clone()));
+    match linear_entries(&ds, rig, &tests.by_image, &tests.originals)? {
+        Some(linear) => {
+            for (entry, averaged) in linear {
+                if entry.name == "linear" {
+                    titles.push(entry.name.clone());
+                    recons.push(averaged);
+                }
+                entries.push(entry);
+            }
+        }
+        None => notes.push(format!(
+            "no linear decoder: {} has no train split to fit it on (trial_split.npy has no 0)",
+            ds.dir.display()
+        )),
+    }
+    write_metrics(&opts.out, &entries, &notes)?;
+    let rows: Vec<Vec<&[f32]>> = (0..tests.originals.len().min(opts.grid_images))
+        .map(|i| {
+            std::iter::once(tests.originals[i].as_slice())
+                .chain(recons.iter().map(|r| r[i].as_slice()))
+                .collect()
+        })
+        .collect();
+    let size = ds.meta.image_size;
+    crate::plot::image_grid(&opts.out.join("grid.png"), &titles, &rows, size, 2)?;
+    Ok(EvalReport { entries, notes })
+}
+
+/// The rig to evaluate with: the one given, or the one the dataset names.
+fn eval_rig(opts: &EvalOptions, ds: &Dataset) -> anyhow::Result<RigConfig> {
+    if let Some(rig) = &opts.rig {
+        return Ok(rig.clone());
+    }
+    let path = ds.meta.rig_config.as_ref().with_context(|| {
+        format!(
+            "{}/dataset.json names no rig_config; give the rig",
+            ds.dir.display()
+        )
+    })?;
+    Ok(RigConfig::load(path)?)
+}
+
+/// The ground-truth RFs, when the file (given, or `rf-truth.csv` beside the dataset
+/// folder) exists.
+fn rf_truth(opts: &EvalOptions, ds: &Dataset) -> anyhow::Result<Option<RfTable>> {
     let truth_path = opts
         .rf_truth
         .clone()
         .unwrap_or_else(|| ds.dir.join("..").join("rf-truth.csv"));
-    let truth = truth_path
+    Ok(truth_path
         .exists()
         .then(|| RfTable::load(&truth_path))
-        .transpose()?;
-    let device = Default::default();
-    let mut entries = Vec::new();
-    let mut recons: Vec<Vec<Vec<f32>>> = Vec::new();
-    for dir in &opts.models {
+        .transpose()?)
+}
+
+/// The dataset's test images, what every model is scored on.
+struct TestImages<'a> {
+    ds: &'a Dataset,
+    rig: &'a RigConfig,
+    /// Each test image's trials, by image row.
+    by_image: BTreeMap<usize, Vec<usize>>,
+    /// The images, `[3][H][W]`, in `by_image`'s order.
+    originals: Vec<Vec<f32>>,
+    truth: Option<RfTable>,
+}
+
+impl TestImages<'_> {
+    /// Loads the model in `dir`, checks it against the rig and the dataset, and scores
+    /// its reconstructions; returns its entry and its repeat-averaged reconstructions.
+    fn evaluate_model(&self, dir: &Path) -> anyhow::Result<(ModelMetrics, Vec<Vec<f32>>)> {
+        let (ds, rig) = (self.ds, self.rig);
+        let device = Default::default();
         let decoder = Decoder::<CpuBackend>::load(dir, &device)
             .with_context(|| format!("loading model {}", dir.display()))?;
         let cfg = decoder.config().clone();
@@ -433,9 +499,9 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         })?;
         // The inputs the daemon would compute live: its estimator, started from the
         // model's statistics, over the session's presentations in onset order.
-        let online = OnlineInputs::new(&ds, &by_image, rig, set, &stats);
+        let online = OnlineInputs::new(ds, &self.by_image, rig, set, &stats);
         let (averaged, single) = reconstruct_tests(
-            &by_image,
+            &self.by_image,
             cfg.n_features(),
             |t| online.of(t),
             |features, n| {
@@ -449,61 +515,36 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
                 Ok(out)
             },
         )?;
-        let rf_recovery = match (decoder.model().gaussian.as_ref(), &truth) {
+        let rf_recovery = match (decoder.model().gaussian.as_ref(), &self.truth) {
             (Some(layer), Some(truth)) => Some(rf_recovery(layer, &cfg, truth, rig)?),
             _ => None,
         };
-        entries.push(ModelMetrics {
+        let entry = ModelMetrics {
             name: model_name(dir),
-            model: Some(dir.clone()),
+            model: Some(dir.to_path_buf()),
             kind: cfg.kind.to_string(),
             width: Some(cfg.width),
-            scores: score(&averaged, &single, &originals, size),
+            scores: score(&averaged, &single, &self.originals, ds.meta.image_size),
             linear: None,
             rf_recovery,
-        });
-        recons.push(averaged);
+        };
+        Ok((entry, averaged))
     }
-    let mut notes = Vec::new();
-    let mut titles = vec!["stimulus".to_string()];
-    titles.extend(entries.iter().map(|m| m.name.clone()));
-    match linear_entries(&ds, rig, &by_image, &originals)? {
-        Some(linear) => {
-            for (entry, averaged) in linear {
-                if entry.name == "linear" {
-                    titles.push(entry.name.clone());
-                    recons.push(averaged);
-                }
-                entries.push(entry);
-            }
-        }
-        None => notes.push(format!(
-            "no linear decoder: {} has no train split to fit it on (trial_split.npy has no 0)",
-            ds.dir.display()
-        )),
-    }
+}
 
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("creating {}", opts.out.display()))?;
+/// Writes `out/metrics.json`: one entry per model and linear decoder, and the notes.
+fn write_metrics(out: &Path, entries: &[ModelMetrics], notes: &[String]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut json = serde_json::Map::new();
-    for m in &entries {
+    for m in entries {
         json.insert(m.name.clone(), serde_json::to_value(m)?);
     }
     if !notes.is_empty() {
-        json.insert("notes".into(), serde_json::to_value(&notes)?);
+        json.insert("notes".into(), serde_json::to_value(notes)?);
     }
-    let p = opts.out.join("metrics.json");
+    let p = out.join("metrics.json");
     std::fs::write(&p, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", p.display()))?;
-    let rows: Vec<Vec<&[f32]>> = (0..originals.len().min(opts.grid_images))
-        .map(|i| {
-            std::iter::once(originals[i].as_slice())
-                .chain(recons.iter().map(|r| r[i].as_slice()))
-                .collect()
-        })
-        .collect();
-    crate::plot::image_grid(&opts.out.join("grid.png"), &titles, &rows, size, 2)?;
-    Ok(EvalReport { entries, notes })
+        .with_context(|| format!("writing {}", p.display()))
 }
 
 /// The linear decoders (all electrodes, then each area's) fitted on the train split and

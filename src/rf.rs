@@ -9,12 +9,12 @@
 //! `electrode` is the 1-based channel number of the MUA stream (as in TVSD).
 
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use crate::config::RigConfig;
 use crate::units::Area;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,27 @@ pub enum RfError {
         line: usize,
         message: String,
     },
+}
+
+/// What [`RfTable::synthetic`] draws a table for: the image's field of view and the
+/// channels of each array. A rig config converts into one
+/// (`impl From<&RigConfig> for RfLayout` lives in [`crate::config`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RfLayout {
+    /// Image side in pixels; the image centre is the fixation point.
+    pub image_size: usize,
+    /// Image pixels per degree of visual angle; finite and above zero, as a validated
+    /// rig's is.
+    pub pixels_per_degree: f64,
+    /// Every array, dead ones included (their channels get RFs too).
+    pub arrays: Vec<ArrayChannels>,
+}
+
+/// One array's area and its zero-based, half-open channel range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArrayChannels {
+    pub area: Area,
+    pub channels: Range<usize>,
 }
 
 /// One electrode's receptive field.
@@ -123,15 +144,16 @@ impl RfTable {
             .map(|i| &self.entries[i])
     }
 
-    /// A plausible RF table for a rig with none: RF centres clustered per array
-    /// (V1 small and parafoveal, V4 larger, IT large and central), in the lower-left
-    /// visual field as for arrays in the right hemisphere, size growing with
-    /// eccentricity. Deterministic for a seed.
-    pub fn synthetic(rig: &RigConfig, seed: u64) -> RfTable {
+    /// A plausible RF table for a rig with none (`layout` is usually `&RigConfig`): RF
+    /// centres clustered per array (V1 small and parafoveal, V4 larger, IT large and
+    /// central), in the lower-left visual field as for arrays in the right hemisphere,
+    /// size growing with eccentricity. Deterministic for a seed.
+    pub fn synthetic(layout: impl Into<RfLayout>, seed: u64) -> RfTable {
+        let layout = layout.into();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let half_field = rig.image_size as f64 / rig.rf.pixels_per_degree / 2.0;
+        let half_field = layout.image_size as f64 / layout.pixels_per_degree / 2.0;
         let mut entries = Vec::new();
-        for array in &rig.arrays {
+        for array in &layout.arrays {
             // Array centre: eccentricity grows from V1 to V4; IT sits near the fovea.
             let (ecc_range, scatter, size_at_1deg, floor): ((f64, f64), f64, f64, f64) =
                 match array.area {
@@ -179,18 +201,32 @@ impl RfTable {
 mod tests {
     use super::*;
 
+    /// 16 arrays of 64 channels as on the synthetic rig: 8 in V1, 4 in V4, 4 in IT.
+    fn sixteen_arrays(image_size: usize, pixels_per_degree: f64) -> RfLayout {
+        RfLayout {
+            image_size,
+            pixels_per_degree,
+            arrays: (0..16)
+                .map(|i| ArrayChannels {
+                    area: match i {
+                        0..8 => Area::V1,
+                        8..12 => Area::V4,
+                        _ => Area::IT,
+                    },
+                    channels: i * 64..(i + 1) * 64,
+                })
+                .collect(),
+        }
+    }
+
     /// Any positive `pixels_per_degree` gives a table (it once drew eccentricities from
     /// an empty range above ~64 px/° at 96 px), every centre inside the image.
     #[test]
     fn synthetic_tables_fit_any_field_of_view() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/synthetic.toml");
-        let mut rig = RigConfig::load(&path).unwrap();
         for ppd in [0.5, 12.0, 64.0, 100.0, 1000.0] {
-            rig.rf.pixels_per_degree = ppd;
-            let table = RfTable::synthetic(&rig, 3);
-            let half = rig.image_size as f64 / ppd / 2.0;
-            assert_eq!(table.entries.len(), rig.channel_count, "{ppd} px/deg");
+            let table = RfTable::synthetic(sixteen_arrays(96, ppd), 3);
+            let half = 96.0 / ppd / 2.0;
+            assert_eq!(table.entries.len(), 1024, "{ppd} px/deg");
             for e in &table.entries {
                 assert!(
                     e.x_deg.abs() <= half && e.y_deg.abs() <= half,

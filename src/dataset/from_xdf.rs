@@ -276,8 +276,6 @@ fn pick<'a>(
 struct Pending {
     time: f64,
     image: usize,
-    /// Index of its onset sample, once read.
-    row: Option<u64>,
 }
 
 /// The last `cap` samples, their stamps and running index.
@@ -326,14 +324,7 @@ fn to_f32(values: &Values, out: &mut Vec<f32>) {
 pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSummary> {
     let clock_start = Instant::now();
     let rig = &opts.rig;
-    let pattern = opts.onset_regex.as_deref().unwrap_or(DEFAULT_ONSET_REGEX);
-    let regex = Regex::new(pattern).with_context(|| format!("--onset-regex {pattern:?}"))?;
-    if !regex.capture_names().any(|n| n == Some("id")) {
-        bail!("--onset-regex {pattern:?} has no group named id; write the image id's part as (?P<id>...)");
-    }
-    if opts.min_repeats == 0 {
-        bail!("--min-repeats must be at least 1");
-    }
+    let (pattern, regex) = onset_pattern(opts)?;
     writer::check_out(&opts.out)?;
     let file_len = std::fs::metadata(&opts.session)
         .with_context(|| format!("reading {}", opts.session.display()))?
@@ -343,268 +334,452 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
 
     // Pass 1.
     let scan = scan(&opts.session, &bar)?;
-    let mua_pred = opts
-        .mua_query
-        .clone()
-        .unwrap_or_else(|| rig.mua.predicate());
-    let marker_pred = opts
-        .marker_query
-        .clone()
-        .unwrap_or_else(|| rig.markers.predicate());
-    let (mua_id, mua_info) = pick(&scan, &mua_pred, "MUA", "--mua-query")?;
-    let (marker_id, marker_info) = pick(&scan, &marker_pred, "marker", "--marker-query")?;
-    let (mua_id, marker_id) = (*mua_id, *marker_id);
-    if mua_info.channel_count() != rig.channel_count {
-        bail!(
-            "the MUA stream {:?} has {} channels, the rig {} {} (rig.channels); record with the rig the session was recorded with",
-            mua_info.name(),
-            mua_info.channel_count(),
-            rig.path.display(),
-            rig.channel_count
-        );
-    }
-    if mua_info.channel_format().value_size().is_none() {
-        bail!(
-            "the stream picked as MUA, {:?}, holds {} values, not numbers; pick the MUA stream with --mua-query",
-            mua_info.name(),
-            mua_info.channel_format().as_str()
-        );
-    }
-    let srate = mua_info.nominal_srate();
-    if (srate - rig.sampling_rate_hz).abs() > 1e-6 {
-        bail!(
-            "the MUA stream {:?} is sampled at {srate} Hz, the rig {} at {} Hz (rig.sampling_rate_hz)",
-            mua_info.name(),
-            rig.path.display(),
-            rig.sampling_rate_hz
-        );
-    }
+    let streams = Streams::pick(&scan, opts)?;
     let sync = SyncOptions::default();
     let correction = |id: StreamId| {
         scan.offsets
             .get(&id)
             .and_then(|o| ClockCorrection::new(o, &sync))
     };
-    let mut marker_clock = correction(marker_id);
-    let mut mua_clock = correction(mua_id);
+    let mut marker_clock = correction(streams.marker_id);
+    let mua_clock = correction(streams.mua_id);
     let clock_segments = (
         mua_clock.as_ref().map_or(0, ClockCorrection::segment_count),
         marker_clock
             .as_ref()
             .map_or(0, ClockCorrection::segment_count),
     );
-
-    // Onsets, their images.
-    let (by_stem, duplicate_image_files) = writer::index_images(&opts.images)?;
-    let mut image_ids: Vec<String> = Vec::new();
-    let mut image_files: Vec<PathBuf> = Vec::new();
-    let mut row_of: HashMap<String, usize> = HashMap::new();
-    let mut missing: Vec<String> = Vec::new();
-    let (mut onsets, mut other_markers, mut missing_image_onsets) = (Vec::new(), 0, 0);
-    let mut n_onsets = 0;
-    for (raw, text) in scan
-        .markers
-        .get(&marker_id)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-    {
-        let t = marker_clock.as_mut().map_or(*raw, |c| c.correct(*raw));
-        let Some(id) = regex.captures(text).and_then(|c| c.name("id")) else {
-            other_markers += 1;
-            continue;
-        };
-        n_onsets += 1;
-        let id = id.as_str().to_string();
-        let image = match row_of.get(&id) {
-            Some(&r) => r,
-            None => match by_stem.get(&id) {
-                Some(path) => {
-                    row_of.insert(id.clone(), image_ids.len());
-                    image_ids.push(id);
-                    image_files.push(path.clone());
-                    image_ids.len() - 1
-                }
-                None => {
-                    if !missing.contains(&id) {
-                        missing.push(id);
-                    }
-                    missing_image_onsets += 1;
-                    continue;
-                }
-            },
-        };
-        onsets.push(Pending {
-            time: t,
-            image,
-            row: None,
-        });
-    }
-    if n_onsets == 0 {
-        bail!(
-            "no onset markers in stream {:?}: none of its {} markers matches {pattern:?}{}",
-            marker_info.name(),
-            other_markers,
-            if opts.onset_regex.is_none() {
-                "; give --onset-regex for your stimulus program's markers, e.g. '^img (?P<id>\\S+) on$'"
-            } else {
-                ""
-            }
-        );
-    }
-    if onsets.is_empty() {
-        bail!(
-            "none of the {n_onsets} onsets' image ids names a file in {} (by file stem), e.g. {:?}",
-            opts.images.display(),
-            missing.first().map(String::as_str).unwrap_or("")
-        );
-    }
-    onsets.sort_by(|a, b| a.time.total_cmp(&b.time));
-    let period = 1.0 / srate;
-    let mut duplicate_onsets = 0;
-    onsets.dedup_by(|b, a| {
-        let dup = b.time - a.time < period / 2.0;
-        duplicate_onsets += dup as usize;
-        dup
-    });
+    let onsets = Onsets::find(opts, &scan, &streams, &regex, marker_clock.as_mut())?;
 
     // Pass 2.
-    let pre = (PRE_MS / 1000.0 * srate).round() as u64;
-    let post = (POST_MS / 1000.0 * srate).round() as u64;
-    let trial_len = (pre + post) as usize;
-    let channels = rig.channel_count;
-    let dataset_dir = opts.out.clone();
-    let mut out = DatasetWriter::create(&dataset_dir, channels, trial_len, pre as usize)?;
-    let mut ring = Ring {
-        channels,
-        cap: trial_len + 1,
-        values: vec![0.0; (trial_len + 1) * channels],
-        stamps: vec![0.0; trial_len + 1],
-        count: 0,
-    };
-    let mut waiting: VecDeque<Pending> = onsets.into_iter().collect();
-    let mut started: VecDeque<Pending> = VecDeque::new();
-    let (mut skipped_gap, mut skipped_edge, mut skipped_nan) = (0, 0, 0);
-    let mut epoch = vec![0.0f32; trial_len * channels];
-    let mut row_f32 = Vec::new();
-    let tol = period * 0.1;
-    let (mut first_stamp, mut last_stamp) = (None, 0.0);
+    let mut epochs = Epochs::new(streams.srate, rig.channel_count, mua_clock, &onsets.pending);
+    let mut out = DatasetWriter::create(
+        &opts.out,
+        rig.channel_count,
+        epochs.trial_len,
+        epochs.pre as usize,
+    )?;
     bar.set_length(file_len);
     bar.set_position(0);
     bar.set_message("pass 2/2: epochs");
-    let mut reader = XdfReader::open(&opts.session)?;
-    let mut damage = scan.damage.clone();
-    loop {
-        let chunk = match reader.next_chunk() {
-            Ok(None) => break,
-            Ok(Some(Chunk::Samples(c))) if c.stream == mua_id => c,
-            Ok(Some(_)) => continue,
-            Err(e) => {
-                // Pass 1 met it too (the same bytes); keep what came before.
-                damage.get_or_insert_with(|| e.to_string());
-                match reader.take_partial_samples() {
-                    Some(c) if c.stream == mua_id => c,
-                    _ => break,
-                }
-            }
-        };
-        to_f32(&chunk.values, &mut row_f32);
-        for (k, &raw) in chunk.stamps.iter().enumerate() {
-            let t = mua_clock.as_mut().map_or(raw, |c| c.correct(raw));
-            first_stamp.get_or_insert(t);
-            last_stamp = t;
-            ring.push(&row_f32[k * channels..(k + 1) * channels], t);
-            let n = ring.count - 1;
-            while waiting.front().is_some_and(|p| p.time - tol <= t) {
-                let mut p = waiting.pop_front().unwrap();
-                p.row = Some(n);
-                started.push_back(p);
-            }
-            while started
-                .front()
-                .is_some_and(|p| p.row.unwrap() + post <= n + 1)
-            {
-                let p = started.pop_front().unwrap();
-                let row = p.row.unwrap();
-                if row < pre {
-                    skipped_edge += 1;
-                    continue;
-                }
-                let first = row - pre;
-                // The epoch's samples must be evenly spaced (no gap, no reset), and the
-                // onset sample must be the one right after the onset, not after a gap.
-                let gap = (first + 1..first + trial_len as u64).any(|i| {
-                    let dt = ring.stamp(i) - ring.stamp(i - 1);
-                    !(dt > 0.0 && dt <= 1.5 * period)
-                }) || ring.stamp(row) - p.time > period * 1.5;
-                if gap {
-                    skipped_gap += 1;
-                    continue;
-                }
-                for (i, dst) in epoch.chunks_exact_mut(channels).enumerate() {
-                    dst.copy_from_slice(ring.row(first + i as u64));
-                }
-                if epoch.iter().any(|v| !v.is_finite()) {
-                    skipped_nan += 1;
-                    continue;
-                }
-                out.push(
-                    &epoch,
-                    TrialInfo {
-                        image: p.image,
-                        onset: p.time,
-                        session: 0,
-                        test: None,
-                    },
-                )?;
-            }
-        }
-        bar.set_position(reader.position());
-    }
-    // Onsets whose epoch the stream never completed.
-    skipped_edge += waiting.len() + started.len();
+    let damage = epochs.cut(&opts.session, streams.mua_id, &mut out, &bar)?;
+    // Pass 1 met the same damage, if any; keep its message.
+    let damage = scan.damage.clone().or(damage);
     if out.trials().is_empty() {
         bail!(
-            "none of the {n_onsets} onsets gave an epoch: {skipped_gap} across a gap, {skipped_edge} past the stream's start or end, {skipped_nan} with NaN samples, {missing_image_onsets} with no image file{}",
+            "none of the {} onsets gave an epoch: {} across a gap, {} past the stream's start or end, {} with NaN samples, {} with no image file{}",
+            onsets.found,
+            epochs.skipped_gap,
+            epochs.skipped_edge,
+            epochs.skipped_nan,
+            onsets.missing_image_onsets,
             damage.as_ref().map_or(String::new(), |d| format!("; the file is damaged: {d}"))
         );
     }
     bar.finish_and_clear();
-    let bar = progress_bar(opts.progress, image_files.len() as u64, "images");
-    writer::write_images(&dataset_dir, &image_files, rig.image_size, &bar)?;
+
+    let bar = progress_bar(opts.progress, onsets.image_files.len() as u64, "images");
+    writer::write_images(&opts.out, &onsets.image_files, rig.image_size, &bar)?;
     bar.finish_and_clear();
-    let recorded_s = first_stamp.map_or(0.0, |f| last_stamp - f + period);
     let source = serde_json::json!({
         "kind": "xdf",
         "session": opts.session,
-        "mua_stream": mua_info.name(),
-        "marker_stream": marker_info.name(),
+        "mua_stream": streams.mua.name(),
+        "marker_stream": streams.marker.name(),
         "onset_regex": pattern,
         "min_repeats": opts.min_repeats,
         "clock_corrected": true,
     });
     let dataset = out.finish(DatasetInfo {
         rig,
-        image_ids: &image_ids,
+        image_ids: &onsets.image_ids,
         split: Split::MinRepeats(opts.min_repeats),
-        sampling_rate_hz: srate,
+        sampling_rate_hz: streams.srate,
         source,
     })?;
     Ok(XdfDatasetSummary {
         dataset,
-        mua_stream: mua_info.name().to_string(),
-        marker_stream: marker_info.name().to_string(),
-        onsets: n_onsets,
-        other_markers,
-        duplicate_onsets,
-        missing_image_onsets,
-        missing_images: missing,
-        duplicate_image_files,
-        skipped_gap,
-        skipped_edge,
-        skipped_nan,
+        mua_stream: streams.mua.name().to_string(),
+        marker_stream: streams.marker.name().to_string(),
+        onsets: onsets.found,
+        other_markers: onsets.other_markers,
+        duplicate_onsets: onsets.duplicate_onsets,
+        missing_image_onsets: onsets.missing_image_onsets,
+        missing_images: onsets.missing,
+        duplicate_image_files: onsets.duplicate_image_files,
+        skipped_gap: epochs.skipped_gap,
+        skipped_edge: epochs.skipped_edge,
+        skipped_nan: epochs.skipped_nan,
         damage,
         clock_segments,
-        recorded_s,
+        recorded_s: epochs.recorded_s(),
         wall_s: clock_start.elapsed().as_secs_f64(),
     })
+}
+
+/// The onset pattern (`--onset-regex` or the default) and its regex, which must name a
+/// group `id`; also checks `--min-repeats`.
+fn onset_pattern(opts: &XdfDatasetOptions) -> anyhow::Result<(&str, Regex)> {
+    let pattern = opts.onset_regex.as_deref().unwrap_or(DEFAULT_ONSET_REGEX);
+    let regex = Regex::new(pattern).with_context(|| format!("--onset-regex {pattern:?}"))?;
+    if !regex.capture_names().any(|n| n == Some("id")) {
+        bail!("--onset-regex {pattern:?} has no group named id; write the image id's part as (?P<id>...)");
+    }
+    if opts.min_repeats == 0 {
+        bail!("--min-repeats must be at least 1");
+    }
+    Ok((pattern, regex))
+}
+
+/// The MUA and marker streams picked, the MUA stream checked against the rig.
+struct Streams<'a> {
+    mua_id: StreamId,
+    mua: &'a StreamInfo,
+    marker_id: StreamId,
+    marker: &'a StreamInfo,
+    /// The MUA stream's nominal rate, the rig's.
+    srate: f64,
+}
+
+impl<'a> Streams<'a> {
+    /// Picks the streams by the queries (default: the rig's selectors); the MUA stream
+    /// must have the rig's channel count and rate and hold numbers.
+    fn pick(scan: &'a Scan, opts: &XdfDatasetOptions) -> anyhow::Result<Streams<'a>> {
+        let rig = &opts.rig;
+        let mua_pred = opts
+            .mua_query
+            .clone()
+            .unwrap_or_else(|| rig.mua.predicate());
+        let marker_pred = opts
+            .marker_query
+            .clone()
+            .unwrap_or_else(|| rig.markers.predicate());
+        let (mua_id, mua) = pick(scan, &mua_pred, "MUA", "--mua-query")?;
+        let (marker_id, marker) = pick(scan, &marker_pred, "marker", "--marker-query")?;
+        if mua.channel_count() != rig.channel_count {
+            bail!(
+                "the MUA stream {:?} has {} channels, the rig {} {} (rig.channels); record with the rig the session was recorded with",
+                mua.name(),
+                mua.channel_count(),
+                rig.path.display(),
+                rig.channel_count
+            );
+        }
+        if mua.channel_format().value_size().is_none() {
+            bail!(
+                "the stream picked as MUA, {:?}, holds {} values, not numbers; pick the MUA stream with --mua-query",
+                mua.name(),
+                mua.channel_format().as_str()
+            );
+        }
+        let srate = mua.nominal_srate();
+        if (srate - rig.sampling_rate_hz).abs() > 1e-6 {
+            bail!(
+                "the MUA stream {:?} is sampled at {srate} Hz, the rig {} at {} Hz (rig.sampling_rate_hz)",
+                mua.name(),
+                rig.path.display(),
+                rig.sampling_rate_hz
+            );
+        }
+        Ok(Streams {
+            mua_id: *mua_id,
+            mua,
+            marker_id: *marker_id,
+            marker,
+            srate,
+        })
+    }
+}
+
+/// The onsets the marker stream names, with their images, and what was left out.
+struct Onsets {
+    /// Onsets with an image file, in time order, duplicates removed.
+    pending: Vec<Pending>,
+    /// The images shown, in order of first onset, and their files.
+    image_ids: Vec<String>,
+    image_files: Vec<PathBuf>,
+    /// Image files sharing a stem with an earlier one (ignored).
+    duplicate_image_files: Vec<PathBuf>,
+    /// Ids without an image file.
+    missing: Vec<String>,
+    /// Markers the onset pattern matched.
+    found: usize,
+    other_markers: usize,
+    missing_image_onsets: usize,
+    duplicate_onsets: usize,
+}
+
+impl Onsets {
+    /// The marker stream's onsets, clock-corrected, resolved to image files by stem;
+    /// an error when no marker matches or no onset has an image.
+    fn find(
+        opts: &XdfDatasetOptions,
+        scan: &Scan,
+        streams: &Streams<'_>,
+        regex: &Regex,
+        mut marker_clock: Option<&mut ClockCorrection>,
+    ) -> anyhow::Result<Onsets> {
+        let (by_stem, duplicate_image_files) = writer::index_images(&opts.images)?;
+        let mut o = Onsets {
+            pending: Vec::new(),
+            image_ids: Vec::new(),
+            image_files: Vec::new(),
+            duplicate_image_files,
+            missing: Vec::new(),
+            found: 0,
+            other_markers: 0,
+            missing_image_onsets: 0,
+            duplicate_onsets: 0,
+        };
+        let mut row_of: HashMap<String, usize> = HashMap::new();
+        let markers = scan.markers.get(&streams.marker_id);
+        for (raw, text) in markers.map(Vec::as_slice).unwrap_or(&[]) {
+            let t = marker_clock.as_mut().map_or(*raw, |c| c.correct(*raw));
+            let Some(id) = regex.captures(text).and_then(|c| c.name("id")) else {
+                o.other_markers += 1;
+                continue;
+            };
+            o.found += 1;
+            let id = id.as_str().to_string();
+            let image = match row_of.get(&id) {
+                Some(&r) => r,
+                None => match by_stem.get(&id) {
+                    Some(path) => {
+                        row_of.insert(id.clone(), o.image_ids.len());
+                        o.image_ids.push(id);
+                        o.image_files.push(path.clone());
+                        o.image_ids.len() - 1
+                    }
+                    None => {
+                        if !o.missing.contains(&id) {
+                            o.missing.push(id);
+                        }
+                        o.missing_image_onsets += 1;
+                        continue;
+                    }
+                },
+            };
+            o.pending.push(Pending { time: t, image });
+        }
+        o.check_found(opts, streams, regex)?;
+        o.pending.sort_by(|a, b| a.time.total_cmp(&b.time));
+        let period = 1.0 / streams.srate;
+        let mut duplicates = 0;
+        o.pending.dedup_by(|b, a| {
+            let dup = b.time - a.time < period / 2.0;
+            duplicates += dup as usize;
+            dup
+        });
+        o.duplicate_onsets = duplicates;
+        Ok(o)
+    }
+
+    /// Errors when no marker matched the pattern, or no onset's id names an image file.
+    fn check_found(
+        &self,
+        opts: &XdfDatasetOptions,
+        streams: &Streams<'_>,
+        regex: &Regex,
+    ) -> anyhow::Result<()> {
+        if self.found == 0 {
+            bail!(
+                "no onset markers in stream {:?}: none of its {} markers matches {:?}{}",
+                streams.marker.name(),
+                self.other_markers,
+                regex.as_str(),
+                if opts.onset_regex.is_none() {
+                    "; give --onset-regex for your stimulus program's markers, e.g. '^img (?P<id>\\S+) on$'"
+                } else {
+                    ""
+                }
+            );
+        }
+        if self.pending.is_empty() {
+            bail!(
+                "none of the {} onsets' image ids names a file in {} (by file stem), e.g. {:?}",
+                self.found,
+                opts.images.display(),
+                self.missing.first().map(String::as_str).unwrap_or("")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Pass 2: cuts every onset's epoch out of the MUA samples as they are read, and counts
+/// the epochs it skips.
+struct Epochs {
+    /// Samples before the onset sample, and from it to the epoch's end.
+    pre: u64,
+    post: u64,
+    trial_len: usize,
+    channels: usize,
+    period: f64,
+    clock: Option<ClockCorrection>,
+    ring: Ring,
+    /// Onsets whose onset sample has not been read yet, in time order.
+    waiting: VecDeque<Pending>,
+    /// Onsets whose onset sample (the index beside each) was read, waiting for their
+    /// epoch's last sample.
+    started: VecDeque<(Pending, u64)>,
+    /// One epoch, `[time][channel]`.
+    epoch: Vec<f32>,
+    skipped_gap: usize,
+    skipped_edge: usize,
+    skipped_nan: usize,
+    first_stamp: Option<f64>,
+    last_stamp: f64,
+}
+
+impl Epochs {
+    fn new(
+        srate: f64,
+        channels: usize,
+        clock: Option<ClockCorrection>,
+        onsets: &[Pending],
+    ) -> Epochs {
+        let pre = (PRE_MS / 1000.0 * srate).round() as u64;
+        let post = (POST_MS / 1000.0 * srate).round() as u64;
+        let trial_len = (pre + post) as usize;
+        Epochs {
+            pre,
+            post,
+            trial_len,
+            channels,
+            period: 1.0 / srate,
+            clock,
+            ring: Ring {
+                channels,
+                cap: trial_len + 1,
+                values: vec![0.0; (trial_len + 1) * channels],
+                stamps: vec![0.0; trial_len + 1],
+                count: 0,
+            },
+            waiting: onsets.iter().copied().collect(),
+            started: VecDeque::new(),
+            epoch: vec![0.0f32; trial_len * channels],
+            skipped_gap: 0,
+            skipped_edge: 0,
+            skipped_nan: 0,
+            first_stamp: None,
+            last_stamp: 0.0,
+        }
+    }
+
+    /// Reads the MUA stream's samples from `session` and appends every complete epoch to
+    /// `out`. Returns the damage met, if any: the samples before it were used.
+    fn cut(
+        &mut self,
+        session: &Path,
+        mua: StreamId,
+        out: &mut DatasetWriter,
+        bar: &indicatif::ProgressBar,
+    ) -> anyhow::Result<Option<String>> {
+        let mut reader = XdfReader::open(session)?;
+        let mut damage = None;
+        let mut row_f32 = Vec::new();
+        loop {
+            let chunk = match reader.next_chunk() {
+                Ok(None) => break,
+                Ok(Some(Chunk::Samples(c))) if c.stream == mua => c,
+                Ok(Some(_)) => continue,
+                Err(e) => {
+                    // Pass 1 met it too (the same bytes); keep what came before.
+                    damage.get_or_insert_with(|| e.to_string());
+                    match reader.take_partial_samples() {
+                        Some(c) if c.stream == mua => c,
+                        _ => break,
+                    }
+                }
+            };
+            to_f32(&chunk.values, &mut row_f32);
+            for (k, &raw) in chunk.stamps.iter().enumerate() {
+                let t = self.clock.as_mut().map_or(raw, |c| c.correct(raw));
+                let row = &row_f32[k * self.channels..(k + 1) * self.channels];
+                self.push(row, t, out)?;
+            }
+            bar.set_position(reader.position());
+        }
+        // Onsets whose epoch the stream never completed.
+        self.skipped_edge += self.waiting.len() + self.started.len();
+        self.waiting.clear();
+        self.started.clear();
+        Ok(damage)
+    }
+
+    /// One sample at (corrected) time `t`: starts the onsets it is the onset sample of,
+    /// and finishes the epochs it completes.
+    fn push(&mut self, row: &[f32], t: f64, out: &mut DatasetWriter) -> anyhow::Result<()> {
+        self.first_stamp.get_or_insert(t);
+        self.last_stamp = t;
+        self.ring.push(row, t);
+        let n = self.ring.count - 1;
+        let tol = self.period * 0.1;
+        while self.waiting.front().is_some_and(|p| p.time - tol <= t) {
+            if let Some(p) = self.waiting.pop_front() {
+                self.started.push_back((p, n));
+            }
+        }
+        while self
+            .started
+            .front()
+            .is_some_and(|&(_, row)| row + self.post <= n + 1)
+        {
+            if let Some((p, row)) = self.started.pop_front() {
+                self.finish_epoch(p, row, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The epoch of onset `p`, whose onset sample is `row` and whose last sample was just
+    /// read: appended to `out`, or counted as skipped (past the start, across a gap,
+    /// NaN/Inf).
+    fn finish_epoch(
+        &mut self,
+        p: Pending,
+        row: u64,
+        out: &mut DatasetWriter,
+    ) -> anyhow::Result<()> {
+        if row < self.pre {
+            self.skipped_edge += 1;
+            return Ok(());
+        }
+        let first = row - self.pre;
+        let ring = &self.ring;
+        let period = self.period;
+        // The epoch's samples must be evenly spaced (no gap, no reset), and the onset
+        // sample must be the one right after the onset, not after a gap.
+        let gap = (first + 1..first + self.trial_len as u64).any(|i| {
+            let dt = ring.stamp(i) - ring.stamp(i - 1);
+            !(dt > 0.0 && dt <= 1.5 * period)
+        }) || ring.stamp(row) - p.time > period * 1.5;
+        if gap {
+            self.skipped_gap += 1;
+            return Ok(());
+        }
+        for (i, dst) in self.epoch.chunks_exact_mut(self.channels).enumerate() {
+            dst.copy_from_slice(ring.row(first + i as u64));
+        }
+        if self.epoch.iter().any(|v| !v.is_finite()) {
+            self.skipped_nan += 1;
+            return Ok(());
+        }
+        out.push(
+            &self.epoch,
+            TrialInfo {
+                image: p.image,
+                onset: p.time,
+                session: 0,
+                test: None,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Seconds of MUA read (first to last stamp, plus one sample).
+    fn recorded_s(&self) -> f64 {
+        self.first_stamp
+            .map_or(0.0, |f| self.last_stamp - f + self.period)
+    }
 }

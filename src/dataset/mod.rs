@@ -112,21 +112,33 @@ impl NpyMap {
         }
         // Data starts after magic (6), version (2), header length (2 in v1, 4 after).
         let offset = match map.get(6) {
-            Some(1) => 10 + u16::from_le_bytes([map[8], map[9]]) as usize,
-            Some(_) if map.len() >= 12 => {
+            Some(1) if map.len() >= 10 => 10 + u16::from_le_bytes([map[8], map[9]]) as usize,
+            Some(v) if *v != 1 && map.len() >= 12 => {
                 12 + u32::from_le_bytes([map[8], map[9], map[10], map[11]]) as usize
             }
             _ => return Err(bad("truncated header".into())),
         };
         let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
         let elem = descr[2..].parse::<usize>().unwrap_or(1);
-        let need = offset + shape.iter().product::<usize>() * elem;
-        if map.len() < need {
-            return Err(bad(format!(
-                "truncated: {} bytes, the header's shape {:?} needs {need}",
-                map.len(),
-                shape
-            )));
+        // A damaged header can state a shape whose size does not fit in a usize.
+        let need = shape
+            .iter()
+            .try_fold(elem, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_add(offset));
+        match need {
+            Some(need) if map.len() >= need => {}
+            Some(need) => {
+                return Err(bad(format!(
+                    "truncated: {} bytes, the header's shape {:?} needs {need}",
+                    map.len(),
+                    shape
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "the header's shape {shape:?} is larger than memory can address"
+                )))
+            }
         }
         Ok(NpyMap { map, offset, shape })
     }
@@ -161,128 +173,21 @@ impl Dataset {
         } else {
             dir.join("dataset")
         };
-        let read = |name: &str| {
-            let p = dir.join(name);
-            std::fs::read_to_string(&p).map_err(|source| DatasetError::Io { path: p, source })
-        };
-        let bad = |name: &str, message: String| DatasetError::Format {
-            path: dir.join(name),
-            message,
-        };
-        let meta: DatasetMeta = serde_json::from_str(&read("dataset.json")?)
-            .map_err(|e| bad("dataset.json", e.to_string()))?;
-        if meta.format != "monkeysee-dataset" || meta.version != 1 {
-            return Err(bad(
-                "dataset.json",
-                format!(
-                    "format {:?} version {} (expected monkeysee-dataset 1)",
-                    meta.format, meta.version
-                ),
-            ));
-        }
-        let image_ids: Vec<String> = read("image_ids.txt")?.lines().map(String::from).collect();
+        let files = DatasetFiles { dir: &dir };
+        let meta = files.meta()?;
+        let image_ids: Vec<String> = files
+            .text("image_ids.txt")?
+            .lines()
+            .map(String::from)
+            .collect();
         let responses = NpyMap::open(&dir.join("responses.npy"), "<f4")?;
         let images = NpyMap::open(&dir.join("images.npy"), "|u1")?;
-        let s = meta.image_size;
-        if images.shape != [meta.images, s, s, 3] || image_ids.len() != meta.images {
-            return Err(bad(
-                "images.npy",
-                format!(
-                    "shape {:?} with {} ids; dataset.json says {} images of {s}×{s}×3",
-                    images.shape,
-                    image_ids.len(),
-                    meta.images
-                ),
-            ));
-        }
-        if responses.shape.len() != 3
-            || responses.shape[0] != meta.trials
-            || responses.shape[2] != meta.channels
-        {
-            return Err(bad(
-                "responses.npy",
-                format!(
-                    "shape {:?}; dataset.json says [{}, time, {}]",
-                    responses.shape, meta.trials, meta.channels
-                ),
-            ));
-        }
-        let index = |name: &str, descr: &str| -> Result<Vec<i64>, DatasetError> {
-            let p = dir.join(name);
-            let f = npyz::NpyFile::new(std::io::BufReader::new(File::open(&p).map_err(
-                |source| DatasetError::Io {
-                    path: p.clone(),
-                    source,
-                },
-            )?))
-            .map_err(|e| bad(name, e.to_string()))?;
-            if f.shape() != [meta.trials as u64] {
-                return Err(bad(
-                    name,
-                    format!("shape {:?}, expected [{}]", f.shape(), meta.trials),
-                ));
-            }
-            let v: Vec<i64> = match descr {
-                "i4" => f
-                    .into_vec::<i32>()
-                    .map(|v| v.into_iter().map(i64::from).collect()),
-
-                _ => f
-                    .into_vec::<u8>()
-                    .map(|v| v.into_iter().map(i64::from).collect()),
-            }
-            .map_err(|e| bad(name, e.to_string()))?;
-            Ok(v)
-        };
-        let trial_image = index("trial_image.npy", "i4")?;
-        if let Some(bad_row) = trial_image
-            .iter()
-            .position(|&i| i < 0 || i as usize >= meta.images)
-        {
-            return Err(bad(
-                "trial_image.npy",
-                format!(
-                    "trial {bad_row} names image {} of {}",
-                    trial_image[bad_row], meta.images
-                ),
-            ));
-        }
-        let trial_test = index("trial_split.npy", "u1")?
-            .into_iter()
-            .map(|v| v != 0)
-            .collect();
-        let trial_session: Vec<u32> = if dir.join("trial_session.npy").exists() {
-            index("trial_session.npy", "i4")?
-                .into_iter()
-                .map(|v| v as u32)
-                .collect()
-        } else {
-            vec![0; meta.trials]
-        };
-        let trial_onset: Vec<f64> = if dir.join("trial_onset.npy").exists() {
-            let p = dir.join("trial_onset.npy");
-            let f = npyz::NpyFile::new(std::io::BufReader::new(File::open(&p).map_err(
-                |source| DatasetError::Io {
-                    path: p.clone(),
-                    source,
-                },
-            )?))
-            .map_err(|e| bad("trial_onset.npy", e.to_string()))?;
-            if f.shape() != [meta.trials as u64] {
-                return Err(bad(
-                    "trial_onset.npy",
-                    format!("shape {:?}, expected [{}]", f.shape(), meta.trials),
-                ));
-            }
-            f.into_vec::<f64>()
-                .map_err(|e| bad("trial_onset.npy", e.to_string()))?
-        } else {
-            (0..meta.trials).map(|t| t as f64).collect()
-        };
-        let channels =
-            parse_channels(&read("channels.csv")?).map_err(|m| bad("channels.csv", m))?;
+        files.check_shapes(&meta, &image_ids, &images, &responses)?;
+        let trials = files.trial_columns(&meta)?;
+        let channels = parse_channels(&files.text("channels.csv")?)
+            .map_err(|m| files.bad("channels.csv", m))?;
         if channels.len() != meta.channels {
-            return Err(bad(
+            return Err(files.bad(
                 "channels.csv",
                 format!(
                     "{} rows, dataset.json says {} channels",
@@ -293,10 +198,10 @@ impl Dataset {
         }
         Ok(Dataset {
             dir,
-            trial_image: trial_image.into_iter().map(|i| i as usize).collect(),
-            trial_test,
-            trial_session,
-            trial_onset,
+            trial_image: trials.image,
+            trial_test: trials.test,
+            trial_session: trials.session,
+            trial_onset: trials.onset,
             image_ids,
             channels,
             meta,
@@ -682,6 +587,175 @@ pub fn raw_window_means(
     }
 }
 
+/// The per-trial columns of a dataset: `trial_*.npy`.
+struct TrialColumns {
+    image: Vec<usize>,
+    test: Vec<bool>,
+    session: Vec<u32>,
+    onset: Vec<f64>,
+}
+
+/// The files of one dataset folder, read and checked for [`Dataset::open`]; every error
+/// names the file.
+struct DatasetFiles<'a> {
+    dir: &'a Path,
+}
+
+impl DatasetFiles<'_> {
+    fn bad(&self, name: &str, message: String) -> DatasetError {
+        DatasetError::Format {
+            path: self.dir.join(name),
+            message,
+        }
+    }
+
+    fn text(&self, name: &str) -> Result<String, DatasetError> {
+        let p = self.dir.join(name);
+        std::fs::read_to_string(&p).map_err(|source| DatasetError::Io { path: p, source })
+    }
+
+    /// `dataset.json`, of the one format and version this reader knows.
+    fn meta(&self) -> Result<DatasetMeta, DatasetError> {
+        let meta: DatasetMeta = serde_json::from_str(&self.text("dataset.json")?)
+            .map_err(|e| self.bad("dataset.json", e.to_string()))?;
+        if meta.format != "monkeysee-dataset" || meta.version != 1 {
+            return Err(self.bad(
+                "dataset.json",
+                format!(
+                    "format {:?} version {} (expected monkeysee-dataset 1)",
+                    meta.format, meta.version
+                ),
+            ));
+        }
+        if meta.channels == 0 {
+            return Err(self.bad(
+                "dataset.json",
+                "0 channels: a dataset needs the rig's channel count".into(),
+            ));
+        }
+        Ok(meta)
+    }
+
+    /// The images and responses have the shapes `dataset.json` states (a time-averaged
+    /// dataset: one sample per trial).
+    fn check_shapes(
+        &self,
+        meta: &DatasetMeta,
+        image_ids: &[String],
+        images: &NpyMap,
+        responses: &NpyMap,
+    ) -> Result<(), DatasetError> {
+        let s = meta.image_size;
+        if images.shape != [meta.images, s, s, 3] || image_ids.len() != meta.images {
+            return Err(self.bad(
+                "images.npy",
+                format!(
+                    "shape {:?} with {} ids; dataset.json says {} images of {s}×{s}×3",
+                    images.shape,
+                    image_ids.len(),
+                    meta.images
+                ),
+            ));
+        }
+        if responses.shape.len() != 3
+            || responses.shape[0] != meta.trials
+            || responses.shape[2] != meta.channels
+        {
+            return Err(self.bad(
+                "responses.npy",
+                format!(
+                    "shape {:?}; dataset.json says [{}, time, {}]",
+                    responses.shape, meta.trials, meta.channels
+                ),
+            ));
+        }
+        if meta.time_averaged && responses.shape[1] != 1 {
+            return Err(self.bad(
+                "responses.npy",
+                format!(
+                    "shape {:?}; dataset.json says time_averaged, one value per trial and channel: [{}, 1, {}]",
+                    responses.shape, meta.trials, meta.channels
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The per-trial columns, one value per trial each; `trial_session.npy` (all 0)
+    /// and `trial_onset.npy` (the trial index) are optional.
+    fn trial_columns(&self, meta: &DatasetMeta) -> Result<TrialColumns, DatasetError> {
+        let trial_image = self.index("trial_image.npy", "i4", meta.trials)?;
+        if let Some(bad_row) = trial_image
+            .iter()
+            .position(|&i| i < 0 || i as usize >= meta.images)
+        {
+            return Err(self.bad(
+                "trial_image.npy",
+                format!(
+                    "trial {bad_row} names image {} of {}",
+                    trial_image[bad_row], meta.images
+                ),
+            ));
+        }
+        let test = self
+            .index("trial_split.npy", "u1", meta.trials)?
+            .into_iter()
+            .map(|v| v != 0)
+            .collect();
+        let session: Vec<u32> = if self.dir.join("trial_session.npy").exists() {
+            self.index("trial_session.npy", "i4", meta.trials)?
+                .into_iter()
+                .map(|v| v as u32)
+                .collect()
+        } else {
+            vec![0; meta.trials]
+        };
+        let onset: Vec<f64> = if self.dir.join("trial_onset.npy").exists() {
+            self.column("trial_onset.npy", meta.trials)?
+                .into_vec::<f64>()
+                .map_err(|e| self.bad("trial_onset.npy", e.to_string()))?
+        } else {
+            (0..meta.trials).map(|t| t as f64).collect()
+        };
+        Ok(TrialColumns {
+            image: trial_image.into_iter().map(|i| i as usize).collect(),
+            test,
+            session,
+            onset,
+        })
+    }
+
+    /// A one-dimensional `.npy` of `trials` values, opened.
+    fn column(
+        &self,
+        name: &str,
+        trials: usize,
+    ) -> Result<npyz::NpyFile<std::io::BufReader<File>>, DatasetError> {
+        let p = self.dir.join(name);
+        let file = File::open(&p).map_err(|source| DatasetError::Io { path: p, source })?;
+        let f = npyz::NpyFile::new(std::io::BufReader::new(file))
+            .map_err(|e| self.bad(name, e.to_string()))?;
+        if f.shape() != [trials as u64] {
+            return Err(self.bad(name, format!("shape {:?}, expected [{trials}]", f.shape())));
+        }
+        Ok(f)
+    }
+
+    /// An integer column (`descr` "i4" for int32, otherwise uint8), widened to i64.
+    fn index(&self, name: &str, descr: &str, trials: usize) -> Result<Vec<i64>, DatasetError> {
+        let f = self.column(name, trials)?;
+        match descr {
+            "i4" => f
+                .into_vec::<i32>()
+                .map(|v| v.into_iter().map(i64::from).collect()),
+            _ => f
+                .into_vec::<u8>()
+                .map(|v| v.into_iter().map(i64::from).collect()),
+        }
+        .map_err(|e| self.bad(name, e.to_string()))
+    }
+}
+
 fn parse_channels(text: &str) -> Result<Vec<ChannelRow>, String> {
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
@@ -700,4 +774,100 @@ fn parse_channels(text: &str) -> Result<Vec<ChannelRow>, String> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `.npy` file with a hand-written v1 header (`dict` is the header's Python dict).
+    fn write_npy(path: &Path, dict: &str, data: &[u8]) {
+        let mut header = dict.to_string();
+        // Magic, version and length take 10 bytes; the header ends in '\n' and the data
+        // starts on a 64-byte boundary.
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        bytes.extend(data);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// A header whose shape multiplies past `usize::MAX` is an error naming the file,
+    /// not an arithmetic overflow.
+    #[test]
+    fn npy_shapes_too_large_to_address_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("responses.npy");
+        write_npy(
+            &p,
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }",
+            &[],
+        );
+        let e = NpyMap::open(&p, "<f4").err().unwrap();
+        assert!(e.to_string().contains("larger than memory"), "{e}");
+        assert!(e.to_string().contains("responses.npy"), "{e}");
+        // The ordinary case still maps.
+        write_npy(
+            &p,
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1), }",
+            &[0; 8],
+        );
+        assert_eq!(NpyMap::open(&p, "<f4").unwrap().shape, [2, 1]);
+    }
+
+    /// A dataset of `trials` trials of `time` samples on 2 channels, 1 image of 4×4 px.
+    fn write_dataset(dir: &Path, trials: usize, time: usize, time_averaged: bool) {
+        let json = serde_json::json!({
+            "format": "monkeysee-dataset", "version": 1, "rig": "test",
+            "channels": 2, "sampling_rate_hz": 1000.0, "image_size": 4,
+            "onset_sample": 0, "images": 1, "trials": trials,
+            "time_averaged": time_averaged,
+        });
+        std::fs::write(dir.join("dataset.json"), json.to_string()).unwrap();
+        std::fs::write(dir.join("image_ids.txt"), "a\n").unwrap();
+        write_npy(
+            &dir.join("responses.npy"),
+            &format!(
+                "{{'descr': '<f4', 'fortran_order': False, 'shape': ({trials}, {time}, 2), }}"
+            ),
+            &vec![0; trials * time * 2 * 4],
+        );
+        write_npy(
+            &dir.join("images.npy"),
+            "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 4, 4, 3), }",
+            &[0; 48],
+        );
+        npyz::to_file_1d(dir.join("trial_image.npy"), vec![0i32; trials]).unwrap();
+        npyz::to_file_1d(dir.join("trial_split.npy"), vec![0u8; trials]).unwrap();
+        std::fs::write(
+            dir.join("channels.csv"),
+            "channel,label,area,array,live\n1,e1,V1,1,1\n2,e2,V1,1,1\n",
+        )
+        .unwrap();
+    }
+
+    /// A time-averaged dataset holds one value per trial and channel; more samples
+    /// (or none) is an error naming `responses.npy`, not a wrong read or an index
+    /// past the end later.
+    #[test]
+    fn time_averaged_datasets_hold_one_sample_per_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        write_dataset(dir.path(), 3, 1, true);
+        let ds = Dataset::open(dir.path()).unwrap();
+        assert_eq!((ds.n_trials(), ds.trial_len()), (3, 1));
+        for time in [0, 5] {
+            write_dataset(dir.path(), 3, time, true);
+            let e = Dataset::open(dir.path()).err().unwrap().to_string();
+            assert!(
+                e.contains("responses.npy") && e.contains("time_averaged"),
+                "{e}"
+            );
+        }
+        write_dataset(dir.path(), 3, 5, false);
+        assert_eq!(Dataset::open(dir.path()).unwrap().trial_len(), 5);
+    }
 }

@@ -238,6 +238,11 @@ impl Default for SimConfig {
     }
 }
 
+/// Longest on, off, inter-trial and lead-in time of the design, in ms.
+const MAX_DESIGN_MS: u32 = 60_000;
+/// Most images in one trial.
+const MAX_IMAGES_PER_TRIAL: u32 = 1000;
+
 impl SimConfig {
     pub fn area(&self, area: Area) -> &AreaModel {
         match area {
@@ -302,25 +307,8 @@ impl SimConfig {
                 message: message.to_string(),
             })
         };
-        let d = &self.design;
-        if d.on_ms == 0 {
-            return bad("design.on_ms".into(), "must be at least 1 ms");
-        }
-        if d.images_per_trial == 0 {
-            return bad("design.images_per_trial".into(), "must be at least 1");
-        }
-        if d.on_ms + d.off_ms < super::POST_MS as u32 {
-            return bad(
-                "design.on_ms + design.off_ms".into(),
-                "must be at least 200 ms so each image's response window (−100…+199 ms) ends before the next onset",
-            );
-        }
-        if d.inter_trial_ms + d.off_ms < super::PRE_MS as u32 || d.lead_in_ms < super::PRE_MS as u32
-        {
-            return bad(
-                "design.inter_trial_ms / design.lead_in_ms".into(),
-                "the 100 ms pre-stimulus baseline must fit before each trial's first image",
-            );
+        if let Some((key, message)) = design_problem(&self.design) {
+            return bad(key.into(), &message);
         }
         let l = &self.leaves;
         if !(l.min_radius > 0.0 && l.min_radius <= l.max_radius && l.max_radius.is_finite()) {
@@ -409,12 +397,79 @@ fn merge(base: &mut toml::Value, over: &toml::Value) {
     }
 }
 
+/// What is wrong with a design, if anything: the key and the fix.
+fn design_problem(d: &Design) -> Option<(&'static str, String)> {
+    if d.on_ms == 0 {
+        return Some(("design.on_ms", "must be at least 1 ms".into()));
+    }
+    if d.images_per_trial == 0 {
+        return Some(("design.images_per_trial", "must be at least 1".into()));
+    }
+    // Bounded so that a trial's length in samples cannot overflow.
+    for (key, ms) in [
+        ("design.on_ms", d.on_ms),
+        ("design.off_ms", d.off_ms),
+        ("design.inter_trial_ms", d.inter_trial_ms),
+        ("design.lead_in_ms", d.lead_in_ms),
+    ] {
+        if ms > MAX_DESIGN_MS {
+            return Some((
+                key,
+                format!("must be at most {MAX_DESIGN_MS} ms (one minute)"),
+            ));
+        }
+    }
+    if d.images_per_trial > MAX_IMAGES_PER_TRIAL {
+        return Some((
+            "design.images_per_trial",
+            format!("must be at most {MAX_IMAGES_PER_TRIAL}"),
+        ));
+    }
+    if d.on_ms + d.off_ms < super::POST_MS as u32 {
+        return Some((
+            "design.on_ms + design.off_ms",
+            "must be at least 200 ms so each image's response window (−100…+199 ms) ends before the next onset".into(),
+        ));
+    }
+    if d.inter_trial_ms + d.off_ms < super::PRE_MS as u32 || d.lead_in_ms < super::PRE_MS as u32 {
+        return Some((
+            "design.inter_trial_ms / design.lead_in_ms",
+            "the 100 ms pre-stimulus baseline must fit before each trial's first image".into(),
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<SimConfig, SimConfigError> {
         SimConfig::from_toml_str(text, Path::new("cortex.toml"))
+    }
+
+    /// Design times whose sums would overflow a u32 (the trial length is computed in
+    /// one) are refused by name.
+    #[test]
+    fn design_times_are_bounded() {
+        for (text, key) in [
+            ("[design]\non_ms = 4294967295\n", "design.on_ms"),
+            ("[design]\noff_ms = 4294967000\n", "design.off_ms"),
+            (
+                "[design]\ninter_trial_ms = 4294967000\n",
+                "design.inter_trial_ms",
+            ),
+            ("[design]\nlead_in_ms = 60001\n", "design.lead_in_ms"),
+            (
+                "[design]\nimages_per_trial = 4000000\n",
+                "design.images_per_trial",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+        let c = parse("[design]\non_ms = 60000\noff_ms = 60000\n").unwrap();
+        assert_eq!(c.design.on_ms + c.design.off_ms, 120_000);
     }
 
     /// The documented file and the built-in defaults are the same thing.

@@ -124,6 +124,91 @@ struct Presentation {
 
 /// Runs the simulation and writes everything under `opts.out`.
 pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
+    check_options(opts)?;
+    let rig = &opts.rig;
+    let n_images = opts.images.len();
+    let out = &opts.out;
+    let dataset = out.join("dataset");
+    let image_dir = out.join("images");
+    for d in [out, &dataset, &image_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+
+    // Ground truth and the decoder's table.
+    let truth = write_rf_tables(opts)?;
+    std::fs::write(
+        out.join("cortex.toml"),
+        toml::to_string_pretty(&opts.config).context("serialising the simulator config")?,
+    )?;
+    let cortex = Cortex::new(rig, &truth, &opts.config, opts.animal_seed)?;
+
+    // Images: render, save, and compute every unit's drive components.
+    let features = render_images(opts, &cortex, &dataset, &image_dir)?;
+    let amplitudes = cortex.amplitudes(&features);
+    drop(features);
+
+    // Design: which image when.
+    let design = &opts.config.design;
+    let presentations = schedule(n_images, opts.test_images, opts.repeats, design, opts.seed);
+    let trial_len =
+        (design.inter_trial_ms + design.images_per_trial * (design.on_ms + design.off_ms)) as usize;
+    let n_trials = presentations
+        .len()
+        .div_ceil(design.images_per_trial as usize);
+    let total = 2 * design.lead_in_ms as usize + n_trials * trial_len;
+
+    write_dataset_index(&dataset, &presentations)?;
+    write_channels_csv(&dataset.join("channels.csv"), rig)?;
+
+    // The session, block by block: MUA and markers into the XDF, trial windows into
+    // responses.npy.
+    let started = Instant::now();
+    let xdf_path = out.join("session.xdf");
+    let generator = BlockGenerator {
+        cortex: &cortex,
+        amplitudes: &amplitudes,
+        presentations: &presentations,
+        seed: opts.seed,
+        total,
+    };
+    let mut session = SessionWriter::create(opts, &xdf_path, &dataset, &presentations)?;
+    let n_blocks = total.div_ceil(BLOCK);
+    let bar = progress_bar(opts.progress, total as u64 / 1000, "simulated s");
+    let batch = rayon::current_num_threads().max(1) * 2;
+    for first in (0..n_blocks).step_by(batch) {
+        let blocks: Vec<Vec<f32>> = (first..(first + batch).min(n_blocks))
+            .into_par_iter()
+            .map(|b| generator.block(b))
+            .collect();
+        for (k, block) in blocks.into_iter().enumerate() {
+            let end = session.write_block(first + k, block)?;
+            bar.set_position(end as u64 / 1000);
+        }
+    }
+    session.finish()?;
+    bar.finish_and_clear();
+    let wall_s = started.elapsed().as_secs_f64();
+    let simulated_s = total as f64 / 1000.0;
+    let summary = SimSummary {
+        images: n_images,
+        train_images: n_images - opts.test_images,
+        test_images: opts.test_images,
+        repeats: opts.repeats,
+        trials: presentations.len(),
+        channels: rig.channel_count,
+        simulated_s,
+        wall_s,
+        realtime_factor: simulated_s / wall_s.max(1e-9),
+        xdf_bytes: std::fs::metadata(&xdf_path).map(|m| m.len()).unwrap_or(0),
+        out: out.clone(),
+    };
+    write_dataset_json(&dataset.join("dataset.json"), opts, &summary)?;
+    Ok(summary)
+}
+
+/// The options a simulation can run with: the simulator's rate, no more test images than
+/// images, repeats for them, a finite RF jitter.
+fn check_options(opts: &SimOptions) -> anyhow::Result<()> {
     let rig = &opts.rig;
     if (rig.sampling_rate_hz - 1000.0).abs() > 1e-9 {
         bail!(
@@ -146,28 +231,31 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     if !(opts.rf_jitter_deg.is_finite() && opts.rf_jitter_deg >= 0.0) {
         bail!("--rf-jitter must be a number of degrees ≥ 0");
     }
-    let out = &opts.out;
-    let dataset = out.join("dataset");
-    let image_dir = out.join("images");
-    for d in [out, &dataset, &image_dir] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
+    Ok(())
+}
 
-    // Ground truth and the decoder's table.
-    let truth = match &rig.rf.table {
+/// Writes `rf-truth.csv` (the rig's table, or a synthetic one for the animal) and
+/// `rf-table.csv` (the truth with mapping error); returns the truth.
+fn write_rf_tables(opts: &SimOptions) -> anyhow::Result<RfTable> {
+    let truth = match &opts.rig.rf.table {
         Some(t) => t.clone(),
-        None => RfTable::synthetic(rig, opts.animal_seed),
+        None => RfTable::synthetic(&opts.rig, opts.animal_seed),
     };
-    truth.save(&out.join("rf-truth.csv"))?;
-    jittered(&truth, opts.rf_jitter_deg, opts.seed).save(&out.join("rf-table.csv"))?;
-    std::fs::write(
-        out.join("cortex.toml"),
-        toml::to_string_pretty(&opts.config).context("serialising the simulator config")?,
-    )?;
-    let cortex = Cortex::new(rig, &truth, &opts.config, opts.animal_seed)?;
+    truth.save(&opts.out.join("rf-truth.csv"))?;
+    jittered(&truth, opts.rf_jitter_deg, opts.seed).save(&opts.out.join("rf-table.csv"))?;
+    Ok(truth)
+}
 
-    // Images: render, save, and compute every unit's drive components.
-    let size = rig.image_size;
+/// Renders every image in parallel batches, saves it as `image_dir/<id>.png` and into
+/// `images.npy` with its id in `image_ids.txt`; returns each image's unit features.
+fn render_images(
+    opts: &SimOptions,
+    cortex: &Cortex,
+    dataset: &Path,
+    image_dir: &Path,
+) -> anyhow::Result<Vec<cortex::UnitFeatures>> {
+    let n_images = opts.images.len();
+    let size = opts.rig.image_size;
     let bar = progress_bar(opts.progress, n_images as u64, "images");
     let mut images_npy = npyz::WriteOptions::<u8>::new()
         .default_dtype()
@@ -209,143 +297,144 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     images_npy.finish()?;
     bar.finish_and_clear();
     std::fs::write(dataset.join("image_ids.txt"), &ids)?;
-    let amplitudes = cortex.amplitudes(&features);
-    drop(features);
+    Ok(features)
+}
 
-    // Design: which image when.
-    let design = &opts.config.design;
-    let presentations = schedule(n_images, opts.test_images, opts.repeats, design, opts.seed);
-    let trial_len =
-        (design.inter_trial_ms + design.images_per_trial * (design.on_ms + design.off_ms)) as usize;
-    let n_trials = presentations
-        .len()
-        .div_ceil(design.images_per_trial as usize);
-    let total = 2 * design.lead_in_ms as usize + n_trials * trial_len;
+/// Writes the session's blocks, in order: MUA samples and markers into `session.xdf`
+/// (with a clock offset every 5 s, as LabRecorder measures them), and every trial
+/// window, once its last sample is written, into `responses.npy`.
+struct SessionWriter<'a> {
+    opts: &'a SimOptions,
+    presentations: &'a [Presentation],
+    xdf: XdfWriter<BufWriter<File>>,
+    responses: npyz::NpyWriter<f32, BufWriter<File>>,
+    /// The block before the current one (a trial window starts at most one block back).
+    previous: Vec<f32>,
+    /// Next presentation to cut out of the blocks.
+    next_cut: usize,
+    /// Next marker (2 per presentation: on, off).
+    next_marker: usize,
+    next_offset_at: f64,
+    stamps: Vec<f64>,
+}
 
-    write_dataset_index(&dataset, &presentations)?;
-    write_channels_csv(&dataset.join("channels.csv"), rig)?;
-
-    // The session, block by block: MUA and markers into the XDF, trial windows into
-    // responses.npy.
-    let started = Instant::now();
-    let xdf_path = out.join("session.xdf");
-    let mut xdf = XdfWriter::create(&xdf_path)?;
-    xdf.add_stream(MUA_STREAM, mua_spec(rig, opts))?;
-    xdf.add_stream(MARKER_STREAM, marker_spec(rig, n_images))?;
-    let channels = rig.channel_count;
-    let mut responses = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(&[
-            presentations.len() as u64,
-            TRIAL_SAMPLES as u64,
-            channels as u64,
-        ])
-        .writer(BufWriter::with_capacity(
-            1 << 20,
-            create(&dataset.join("responses.npy"))?,
-        ))
-        .begin_nd()?;
-    let n_blocks = total.div_ceil(BLOCK);
-    let bar = progress_bar(opts.progress, total as u64 / 1000, "simulated s");
-    let generator = BlockGenerator {
-        cortex: &cortex,
-        amplitudes: &amplitudes,
-        presentations: &presentations,
-        seed: opts.seed,
-        total,
-    };
-    let mut previous: Vec<f32> = Vec::new();
-    let mut next_cut = 0; // next presentation to cut out of the blocks
-    let mut next_marker = 0; // next marker (2 per presentation: on, off)
-    let mut stamps = Vec::with_capacity(BLOCK);
-    let mut next_offset_at = 0.0;
-    let batch = rayon::current_num_threads().max(1) * 2;
-    for first in (0..n_blocks).step_by(batch) {
-        let blocks: Vec<Vec<f32>> = (first..(first + batch).min(n_blocks))
-            .into_par_iter()
-            .map(|b| generator.block(b))
-            .collect();
-        for (k, block) in blocks.into_iter().enumerate() {
-            let b = first + k;
-            let start = b * BLOCK;
-            let len = block.len() / channels;
-            stamps.clear();
-            stamps.extend((start..start + len).map(|n| SESSION_T0 + n as f64 / 1000.0));
-            xdf.write_samples_f32(MUA_STREAM, &block, &stamps)?;
-            let end_t = SESSION_T0 + (start + len) as f64 / 1000.0;
-            // Markers whose time falls in this block.
-            let mut texts = Vec::new();
-            let mut marker_stamps = Vec::new();
-            while next_marker < 2 * presentations.len() {
-                let p = &presentations[next_marker / 2];
-                let at = if next_marker % 2 == 0 {
-                    p.onset
-                } else {
-                    p.onset + design.on_ms as usize
-                };
-                if at >= start + len {
-                    break;
-                }
-                texts.push(if next_marker % 2 == 0 {
-                    format!("stim_on {}", opts.images.id(p.image))
-                } else {
-                    "stim_off".to_string()
-                });
-                marker_stamps.push(SESSION_T0 + at as f64 / 1000.0);
-                next_marker += 1;
-            }
-            if !texts.is_empty() {
-                xdf.write_samples_str(MARKER_STREAM, &texts, &marker_stamps)?;
-            }
-            // LabRecorder measures clock offsets every 5 s; a simulation has none.
-            if end_t >= next_offset_at {
-                xdf.write_clock_offset(MUA_STREAM, end_t, 0.0)?;
-                xdf.write_clock_offset(MARKER_STREAM, end_t, 0.0)?;
-                next_offset_at = end_t + 5.0;
-            }
-            // Trial windows that end inside this block (they start at most one block back).
-            while next_cut < presentations.len() {
-                let p = &presentations[next_cut];
-                let (lo, hi) = (p.onset - PRE_MS, p.onset + POST_MS);
-                if hi > start + len {
-                    break;
-                }
-                for n in lo..hi {
-                    let row = if n >= start {
-                        &block[(n - start) * channels..(n - start + 1) * channels]
-                    } else {
-                        let prev_start = start - BLOCK;
-                        &previous[(n - prev_start) * channels..(n - prev_start + 1) * channels]
-                    };
-                    responses.extend(row.iter().copied())?;
-                }
-                next_cut += 1;
-            }
-            previous = block;
-            bar.set_position((start + len) as u64 / 1000);
-        }
+impl<'a> SessionWriter<'a> {
+    fn create(
+        opts: &'a SimOptions,
+        xdf_path: &Path,
+        dataset: &Path,
+        presentations: &'a [Presentation],
+    ) -> anyhow::Result<SessionWriter<'a>> {
+        let rig = &opts.rig;
+        let mut xdf = XdfWriter::create(xdf_path)?;
+        xdf.add_stream(MUA_STREAM, mua_spec(rig, opts))?;
+        xdf.add_stream(MARKER_STREAM, marker_spec(rig, opts.images.len()))?;
+        let responses = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&[
+                presentations.len() as u64,
+                TRIAL_SAMPLES as u64,
+                rig.channel_count as u64,
+            ])
+            .writer(BufWriter::with_capacity(
+                1 << 20,
+                create(&dataset.join("responses.npy"))?,
+            ))
+            .begin_nd()?;
+        Ok(SessionWriter {
+            opts,
+            presentations,
+            xdf,
+            responses,
+            previous: Vec::new(),
+            next_cut: 0,
+            next_marker: 0,
+            next_offset_at: 0.0,
+            stamps: Vec::with_capacity(BLOCK),
+        })
     }
-    responses.finish()?;
-    xdf.finish()?;
-    bar.finish_and_clear();
-    let wall_s = started.elapsed().as_secs_f64();
-    let simulated_s = total as f64 / 1000.0;
-    let train_images = n_images - opts.test_images;
-    let summary = SimSummary {
-        images: n_images,
-        train_images,
-        test_images: opts.test_images,
-        repeats: opts.repeats,
-        trials: presentations.len(),
-        channels,
-        simulated_s,
-        wall_s,
-        realtime_factor: simulated_s / wall_s.max(1e-9),
-        xdf_bytes: std::fs::metadata(&xdf_path).map(|m| m.len()).unwrap_or(0),
-        out: out.clone(),
-    };
-    write_dataset_json(&dataset.join("dataset.json"), opts, &summary)?;
-    Ok(summary)
+
+    /// Writes block `b` (the samples from `b·BLOCK` on, row-major); returns the sample
+    /// index it ends at.
+    fn write_block(&mut self, b: usize, block: Vec<f32>) -> anyhow::Result<usize> {
+        let channels = self.opts.rig.channel_count;
+        let start = b * BLOCK;
+        let end = start + block.len() / channels;
+        self.stamps.clear();
+        self.stamps
+            .extend((start..end).map(|n| SESSION_T0 + n as f64 / 1000.0));
+        self.xdf
+            .write_samples_f32(MUA_STREAM, &block, &self.stamps)?;
+        self.write_markers(end)?;
+        // LabRecorder measures clock offsets every 5 s; a simulation has none.
+        let end_t = SESSION_T0 + end as f64 / 1000.0;
+        if end_t >= self.next_offset_at {
+            self.xdf.write_clock_offset(MUA_STREAM, end_t, 0.0)?;
+            self.xdf.write_clock_offset(MARKER_STREAM, end_t, 0.0)?;
+            self.next_offset_at = end_t + 5.0;
+        }
+        self.cut_trials(start, end, &block)?;
+        self.previous = block;
+        Ok(end)
+    }
+
+    /// The markers whose time falls before sample `end` and that are not written yet.
+    fn write_markers(&mut self, end: usize) -> anyhow::Result<()> {
+        let on_ms = self.opts.config.design.on_ms as usize;
+        let mut texts = Vec::new();
+        let mut marker_stamps = Vec::new();
+        while self.next_marker < 2 * self.presentations.len() {
+            let p = &self.presentations[self.next_marker / 2];
+            let onset = self.next_marker.is_multiple_of(2);
+            let at = if onset { p.onset } else { p.onset + on_ms };
+            if at >= end {
+                break;
+            }
+            texts.push(if onset {
+                format!("stim_on {}", self.opts.images.id(p.image))
+            } else {
+                "stim_off".to_string()
+            });
+            marker_stamps.push(SESSION_T0 + at as f64 / 1000.0);
+            self.next_marker += 1;
+        }
+        if !texts.is_empty() {
+            self.xdf
+                .write_samples_str(MARKER_STREAM, &texts, &marker_stamps)?;
+        }
+        Ok(())
+    }
+
+    /// Appends to `responses.npy` the trial windows that end inside the block
+    /// `[start, end)` (they start at most one block back).
+    fn cut_trials(&mut self, start: usize, end: usize, block: &[f32]) -> anyhow::Result<()> {
+        let channels = self.opts.rig.channel_count;
+        while self.next_cut < self.presentations.len() {
+            let p = &self.presentations[self.next_cut];
+            let (lo, hi) = (p.onset - PRE_MS, p.onset + POST_MS);
+            if hi > end {
+                break;
+            }
+            for n in lo..hi {
+                let row = if n >= start {
+                    &block[(n - start) * channels..(n - start + 1) * channels]
+                } else {
+                    let prev_start = start - BLOCK;
+                    &self.previous[(n - prev_start) * channels..(n - prev_start + 1) * channels]
+                };
+                self.responses.extend(row.iter().copied())?;
+            }
+            self.next_cut += 1;
+        }
+        Ok(())
+    }
+
+    /// Closes `responses.npy` and `session.xdf`.
+    fn finish(self) -> anyhow::Result<()> {
+        self.responses.finish()?;
+        self.xdf.finish()?;
+        Ok(())
+    }
 }
 
 fn create(path: &Path) -> anyhow::Result<File> {

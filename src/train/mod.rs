@@ -606,41 +606,12 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
 ) -> anyhow::Result<TrainSummary> {
     let rig = opts.rig.as_ref().context("train needs a loaded rig")?;
-    if opts.batch < 2 {
-        bail!("--batch must be at least 2 (BatchNorm needs batch statistics)");
-    }
-    if opts.epochs == 0 || opts.width == 0 || opts.disc_width == 0 {
-        bail!("--epochs, --width and --disc-width must be at least 1");
-    }
-    if opts.keep_best && opts.validation == 0 {
-        bail!("--keep-best picks the epoch by its validation loss: give --validation N too");
-    }
+    check_options(opts)?;
     let mut data = TrainingData::open(opts, rig)?;
-    let mut model: DecoderModel<B> = DecoderModel::new(&data.config, opts.seed, device)?;
-    if let Some(p) = &data.pathway {
-        model.linear = Some(LinearPathwayLayer::from_fit(&p.fit, device));
-    }
-    if let Some(dir) = &opts.init_unet {
-        init_unet_from(&mut model, &data.config, dir, device)?;
-    }
-    data.config.input_scale = match opts.input_scale {
-        Some(s) => s,
-        None => auto_input_scale(&data, &model, device)?,
-    };
+    let model = build_model::<B>(opts, &mut data, device)?;
     let config = data.config.clone();
     config.validate()?;
-    let perceptual = match &opts.vgg_weights {
-        Some(path) => Some(
-            PerceptualLoss::new(
-                Vgg19::<B>::load(path, device)?,
-                config.image_size,
-                opts.vgg_size,
-                device,
-            )
-            .context("--vgg-size")?,
-        ),
-        None => None,
-    };
+    let perceptual = perceptual_loss::<B>(opts, &config, device)?;
     let objective = Objective {
         losses: opts.losses,
         vgg_size: perceptual.as_ref().map(|_| opts.vgg_size),
@@ -666,116 +637,21 @@ pub fn train<B: AutodiffBackend>(
         first_epoch = state.next_epoch;
         history = state.epochs;
     }
-    let test_batch = data.batch(&data.test_trials);
-    let validation_batches: Vec<Batch> = data
-        .validation_trials
-        .chunks(64)
-        .map(|t| data.batch(t))
-        .collect();
+    let epochs = EpochRunner::new(opts, &data, perceptual.as_ref(), device);
     // With --keep-best the folder holds the best model so far (a resumed run goes on from
     // the best in its history).
     let mut best = history
         .iter()
         .filter_map(|e| e.validation_pixel_l1.map(|v| (v, e.epoch)))
         .min_by(|a, b| a.0.total_cmp(&b.0));
-    let steps_per_epoch = data.train_trials.len() / opts.batch;
     let bar = crate::telemetry::progress_bar(
         opts.progress,
-        (opts.epochs.saturating_sub(first_epoch) * steps_per_epoch) as u64,
+        (opts.epochs.saturating_sub(first_epoch) * epochs.steps_per_epoch) as u64,
         "steps",
     );
     for epoch in first_epoch..opts.epochs {
-        let started = Instant::now();
-        // The last `lr_decay_epochs` epochs step down linearly toward zero.
-        let decay = opts.lr_decay_epochs.min(opts.epochs);
-        let factor = if epoch + decay >= opts.epochs && decay > 0 {
-            (opts.epochs - epoch) as f64 / (decay + 1) as f64
-        } else {
-            1.0
-        };
-        let settings = StepSettings {
-            lr: opts.lr * factor,
-            rf_lr: opts.rf_lr * factor,
-            losses: opts.losses,
-            rf_encoding: opts.rf_encoding_weight,
-        };
-        let mut rng =
-            rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(epoch as u64 * 7919));
-        let mut order = data.train_trials.clone();
-        order.shuffle(&mut rng);
-        let (mut sum_d, mut sum_adv, mut sum_pix, mut sum_vgg) = (0.0, 0.0, 0.0, 0.0);
-        let mut sum_enc = None;
-        // The next batches are cut on a thread of their own while a step runs.
-        std::thread::scope(|scope| -> anyhow::Result<()> {
-            let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
-            let data = &data;
-            let order = &order;
-            std::thread::Builder::new()
-                .name("batches".into())
-                .spawn_scoped(scope, move || {
-                    for trials in order.chunks_exact(opts.batch) {
-                        if tx.send(data.batch(trials)).is_err() {
-                            break; // the step failed; its error is reported below
-                        }
-                    }
-                })
-                .context("starting the batch thread")?;
-            for batch in rx {
-                let l = engine.step(&batch, settings, perceptual.as_ref(), &mut rng, device)?;
-                sum_d += l.d.unwrap_or(0.0);
-                sum_adv += l.g_adversarial.unwrap_or(0.0);
-                sum_pix += l.g_pixel_l1;
-                sum_vgg += l.g_extra.unwrap_or(0.0);
-                if let Some(e) = l.rf_encoding {
-                    *sum_enc.get_or_insert(0.0) += e;
-                }
-                bar.inc(1);
-            }
-            Ok(())
-        })?;
-        let seconds = started.elapsed().as_secs_f64();
-        let k = steps_per_epoch.max(1) as f64;
-        let test_pixel_l1 = if data.test_trials.is_empty() {
-            None
-        } else {
-            Some(engine.test_l1(&test_batch, device)?)
-        };
-        let validation_pixel_l1 = if validation_batches.is_empty() {
-            None
-        } else {
-            let mut sum = 0.0;
-            for b in &validation_batches {
-                sum += engine.test_l1(b, device)? * b.n as f64;
-            }
-            Some(sum / data.validation_trials.len() as f64)
-        };
-        let adversarial = opts.losses.adversarial != 0.0;
-        let log = EpochLog {
-            epoch: epoch + 1,
-            d: adversarial.then_some(sum_d / k),
-            g_adversarial: adversarial.then_some(sum_adv / k),
-            g_pixel_l1: sum_pix / k,
-            g_vgg: perceptual.is_some().then_some(sum_vgg / k),
-            rf_encoding: sum_enc.map(|s| s / k),
-            test_pixel_l1,
-            validation_pixel_l1,
-            seconds,
-            samples_per_s: (steps_per_epoch * opts.batch) as f64 / seconds.max(1e-9),
-        };
-        bar.set_message(format!(
-            "epoch {}{} L1 {:.4}{}{}{}",
-            log.epoch,
-            match (log.d, log.g_adversarial) {
-                (Some(d), Some(g)) => format!(" D {d:.3} G adv {g:.3}"),
-                _ => String::new(),
-            },
-            log.g_pixel_l1,
-            log.g_vgg.map_or(String::new(), |v| format!(" VGG {v:.4}")),
-            log.validation_pixel_l1
-                .map_or(String::new(), |t| format!(" validation L1 {t:.4}")),
-            log.test_pixel_l1
-                .map_or(String::new(), |t| format!(" test L1 {t:.4}"))
-        ));
+        let log = epochs.run(&mut engine, epoch, &bar)?;
+        bar.set_message(progress_message(&log));
         if let (true, Some(v)) = (opts.keep_best, log.validation_pixel_l1) {
             if best.is_none_or(|(b, _)| v < b) {
                 best = Some((v, log.epoch));
@@ -820,6 +696,229 @@ pub fn train<B: AutodiffBackend>(
     };
     write_reports(opts, &summary)?;
     Ok(summary)
+}
+
+/// The options `train` refuses before reading the dataset.
+fn check_options(opts: &TrainOptions) -> anyhow::Result<()> {
+    if opts.batch < 2 {
+        bail!("--batch must be at least 2 (BatchNorm needs batch statistics)");
+    }
+    if opts.epochs == 0 || opts.width == 0 || opts.disc_width == 0 {
+        bail!("--epochs, --width and --disc-width must be at least 1");
+    }
+    if opts.keep_best && opts.validation == 0 {
+        bail!("--keep-best picks the epoch by its validation loss: give --validation N too");
+    }
+    Ok(())
+}
+
+/// The decoder to train: fresh from the seed, with the linear pathway's fit and the
+/// U-Net of `--init-unet` when given; sets the config's input scale (given, or measured
+/// on the model).
+fn build_model<B: AutodiffBackend>(
+    opts: &TrainOptions,
+    data: &mut TrainingData<'_>,
+    device: &B::Device,
+) -> anyhow::Result<DecoderModel<B>> {
+    let mut model: DecoderModel<B> = DecoderModel::new(&data.config, opts.seed, device)?;
+    if let Some(p) = &data.pathway {
+        model.linear = Some(LinearPathwayLayer::from_fit(&p.fit, device));
+    }
+    if let Some(dir) = &opts.init_unet {
+        init_unet_from(&mut model, &data.config, dir, device)?;
+    }
+    data.config.input_scale = match opts.input_scale {
+        Some(s) => s,
+        None => auto_input_scale(data, &model, device)?,
+    };
+    Ok(model)
+}
+
+/// The VGG19 perceptual loss, when `--vgg-weights` names the weights.
+fn perceptual_loss<B: AutodiffBackend>(
+    opts: &TrainOptions,
+    config: &DecoderConfig,
+    device: &B::Device,
+) -> anyhow::Result<Option<PerceptualLoss<B>>> {
+    let Some(path) = &opts.vgg_weights else {
+        return Ok(None);
+    };
+    let loss = PerceptualLoss::new(
+        Vgg19::<B>::load(path, device)?,
+        config.image_size,
+        opts.vgg_size,
+        device,
+    )
+    .context("--vgg-size")?;
+    Ok(Some(loss))
+}
+
+/// One training epoch's steps and its evaluation on the test and validation trials
+/// (their batches cut once, at the start).
+struct EpochRunner<'a, B: AutodiffBackend> {
+    opts: &'a TrainOptions,
+    data: &'a TrainingData<'a>,
+    perceptual: Option<&'a PerceptualLoss<B>>,
+    device: &'a B::Device,
+    test_batch: Batch,
+    validation_batches: Vec<Batch>,
+    steps_per_epoch: usize,
+}
+
+/// Sums of a step's losses over an epoch.
+#[derive(Default)]
+struct LossSums {
+    d: f64,
+    adversarial: f64,
+    pixel: f64,
+    vgg: f64,
+    rf_encoding: Option<f64>,
+}
+
+impl<'a, B: AutodiffBackend> EpochRunner<'a, B> {
+    fn new(
+        opts: &'a TrainOptions,
+        data: &'a TrainingData<'a>,
+        perceptual: Option<&'a PerceptualLoss<B>>,
+        device: &'a B::Device,
+    ) -> Self {
+        EpochRunner {
+            opts,
+            data,
+            perceptual,
+            device,
+            test_batch: data.batch(&data.test_trials),
+            validation_batches: data
+                .validation_trials
+                .chunks(64)
+                .map(|t| data.batch(t))
+                .collect(),
+            steps_per_epoch: data.train_trials.len() / opts.batch,
+        }
+    }
+
+    /// Trains epoch `epoch` (0-based) and returns its log.
+    fn run(
+        &self,
+        engine: &mut Engine<B>,
+        epoch: usize,
+        bar: &indicatif::ProgressBar,
+    ) -> anyhow::Result<EpochLog> {
+        let opts = self.opts;
+        let started = Instant::now();
+        let sums = self.steps(engine, epoch, bar)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let k = self.steps_per_epoch.max(1) as f64;
+        let (test_pixel_l1, validation_pixel_l1) = self.evaluate(engine)?;
+        let adversarial = opts.losses.adversarial != 0.0;
+        Ok(EpochLog {
+            epoch: epoch + 1,
+            d: adversarial.then_some(sums.d / k),
+            g_adversarial: adversarial.then_some(sums.adversarial / k),
+            g_pixel_l1: sums.pixel / k,
+            g_vgg: self.perceptual.is_some().then_some(sums.vgg / k),
+            rf_encoding: sums.rf_encoding.map(|s| s / k),
+            test_pixel_l1,
+            validation_pixel_l1,
+            seconds,
+            samples_per_s: (self.steps_per_epoch * opts.batch) as f64 / seconds.max(1e-9),
+        })
+    }
+
+    /// The epoch's steps over the shuffled training trials; the next batches are cut on
+    /// a thread of their own while a step runs.
+    fn steps(
+        &self,
+        engine: &mut Engine<B>,
+        epoch: usize,
+        bar: &indicatif::ProgressBar,
+    ) -> anyhow::Result<LossSums> {
+        let opts = self.opts;
+        // The last `lr_decay_epochs` epochs step down linearly toward zero.
+        let decay = opts.lr_decay_epochs.min(opts.epochs);
+        let factor = if epoch + decay >= opts.epochs && decay > 0 {
+            (opts.epochs - epoch) as f64 / (decay + 1) as f64
+        } else {
+            1.0
+        };
+        let settings = StepSettings {
+            lr: opts.lr * factor,
+            rf_lr: opts.rf_lr * factor,
+            losses: opts.losses,
+            rf_encoding: opts.rf_encoding_weight,
+        };
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(opts.seed.wrapping_add(epoch as u64 * 7919));
+        let mut order = self.data.train_trials.clone();
+        order.shuffle(&mut rng);
+        let mut sums = LossSums::default();
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let (tx, rx) = crossbeam_channel::bounded::<Batch>(2);
+            let data = self.data;
+            let order = &order;
+            std::thread::Builder::new()
+                .name("batches".into())
+                .spawn_scoped(scope, move || {
+                    for trials in order.chunks_exact(opts.batch) {
+                        if tx.send(data.batch(trials)).is_err() {
+                            break; // the step failed; its error is reported below
+                        }
+                    }
+                })
+                .context("starting the batch thread")?;
+            for batch in rx {
+                let l = engine.step(&batch, settings, self.perceptual, &mut rng, self.device)?;
+                sums.d += l.d.unwrap_or(0.0);
+                sums.adversarial += l.g_adversarial.unwrap_or(0.0);
+                sums.pixel += l.g_pixel_l1;
+                sums.vgg += l.g_extra.unwrap_or(0.0);
+                if let Some(e) = l.rf_encoding {
+                    *sums.rf_encoding.get_or_insert(0.0) += e;
+                }
+                bar.inc(1);
+            }
+            Ok(())
+        })?;
+        Ok(sums)
+    }
+
+    /// Mean pixel L1 on the test trials and on the validation trials (`None` for a split
+    /// without trials).
+    fn evaluate(&self, engine: &mut Engine<B>) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+        let test = if self.data.test_trials.is_empty() {
+            None
+        } else {
+            Some(engine.test_l1(&self.test_batch, self.device)?)
+        };
+        let validation = if self.validation_batches.is_empty() {
+            None
+        } else {
+            let mut sum = 0.0;
+            for b in &self.validation_batches {
+                sum += engine.test_l1(b, self.device)? * b.n as f64;
+            }
+            Some(sum / self.data.validation_trials.len() as f64)
+        };
+        Ok((test, validation))
+    }
+}
+
+/// The progress bar's line for an epoch: its losses.
+fn progress_message(log: &EpochLog) -> String {
+    format!(
+        "epoch {}{} L1 {:.4}{}{}{}",
+        log.epoch,
+        match (log.d, log.g_adversarial) {
+            (Some(d), Some(g)) => format!(" D {d:.3} G adv {g:.3}"),
+            _ => String::new(),
+        },
+        log.g_pixel_l1,
+        log.g_vgg.map_or(String::new(), |v| format!(" VGG {v:.4}")),
+        log.validation_pixel_l1
+            .map_or(String::new(), |t| format!(" validation L1 {t:.4}")),
+        log.test_pixel_l1
+            .map_or(String::new(), |t| format!(" test L1 {t:.4}"))
+    )
 }
 
 /// Writes the engine's current model and the normalisation into `opts.out`.

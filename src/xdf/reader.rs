@@ -374,160 +374,214 @@ impl<R: Read> XdfReader<R> {
 
     fn read_chunk(&mut self) -> Result<Option<Chunk>, XdfError> {
         loop {
-            let start = self.input.pos;
-            let mut loc = ChunkLocation {
-                offset: start,
-                tag: None,
-            };
-            let Some(width) = self.input.byte_or_eof()? else {
+            let Some(head) = self.read_chunk_head()? else {
                 return Ok(None);
             };
-            let length = match width {
-                1 => {
-                    let mut b = [0u8; 1];
-                    self.input.fill(&mut b, "chunk length", Some(loc))?;
-                    u64::from(b[0])
-                }
-                4 => {
-                    let mut b = [0u8; 4];
-                    self.input.fill(&mut b, "chunk length", Some(loc))?;
-                    u64::from(u32::from_le_bytes(b))
-                }
-                8 => {
-                    let mut b = [0u8; 8];
-                    self.input.fill(&mut b, "chunk length", Some(loc))?;
-                    u64::from_le_bytes(b)
-                }
-                other => {
-                    return Err(XdfError::new(
-                        start,
-                        Some(loc),
-                        ErrorKind::BadLengthWidth(other),
-                    ))
-                }
-            };
-            let body = self.input.pos;
-            if length < 2 {
-                return Err(XdfError::new(
-                    body,
-                    Some(loc),
-                    ErrorKind::LengthTooShort { length, min: 2 },
-                ));
-            }
-            let mut tag = [0u8; 2];
-            self.input.fill(&mut tag, "chunk tag", Some(loc))?;
-            let tag = u16::from_le_bytes(tag);
-            loc.tag = Some(tag);
-
-            // A Samples chunk is decoded anyway, to keep its complete samples and name
-            // the byte where it breaks off; other chunks are refused up front.
-            if let (Some(file_len), false) = (self.file_len, tag == ChunkTag::Samples as u16) {
-                let remaining = file_len.saturating_sub(body);
-                if length > remaining {
-                    return Err(XdfError::new(
-                        body,
-                        Some(loc),
-                        ErrorKind::LengthPastEnd { length, remaining },
-                    ));
-                }
-            }
-            let Some(kind) = ChunkTag::from_u16(tag) else {
-                self.input.skip(length - 2, "unknown chunk", Some(loc))?;
+            let Some(kind) = ChunkTag::from_u16(head.tag) else {
+                self.input
+                    .skip(head.length - 2, "unknown chunk", Some(head.loc))?;
                 self.unknown_chunks += 1;
                 continue;
             };
-            let min = match kind {
-                ChunkTag::FileHeader => 2,
-                ChunkTag::StreamHeader | ChunkTag::StreamFooter | ChunkTag::Samples => 6,
-                ChunkTag::ClockOffset => 22,
-                ChunkTag::Boundary => 18,
-            };
-            if length < min {
-                return Err(XdfError::new(
-                    body,
-                    Some(loc),
-                    ErrorKind::LengthTooShort { length, min },
-                ));
-            }
-            let mut content = Content {
-                end: body.saturating_add(length),
-                declared: length,
-                loc,
+            head.check_min_length(kind)?;
+            let content = Content {
+                end: head.body.saturating_add(head.length),
+                declared: head.length,
+                loc: head.loc,
                 input: &mut self.input,
             };
             let chunk = match kind {
-                ChunkTag::FileHeader => Chunk::FileHeader {
-                    xml: content.xml()?,
-                },
-                ChunkTag::StreamHeader => {
-                    let id_at = content.input.pos;
-                    let id = content.u32("stream id")?;
-                    let xml_at = content.input.pos;
-                    let xml = content.xml()?;
-                    let info = StreamInfo::from_xml(&xml)
-                        .map_err(|e| XdfError::new(xml_at, Some(loc), ErrorKind::Header(e)))?;
-                    if self.streams.contains_key(&id) {
-                        return Err(XdfError::new(
-                            id_at,
-                            Some(loc),
-                            ErrorKind::DuplicateStream(id),
-                        ));
-                    }
-                    let srate = info.nominal_srate();
-                    self.streams.insert(
-                        id,
-                        StreamState {
-                            info: info.clone(),
-                            tdiff: if srate > 0.0 { 1.0 / srate } else { 0.0 },
-                            last_stamp: 0.0,
-                        },
-                    );
-                    Chunk::StreamHeader {
-                        stream: StreamId(id),
-                        info,
-                    }
-                }
-                ChunkTag::Samples => {
-                    let samples = read_samples(
-                        content,
-                        &mut self.streams,
-                        &mut self.lossy_strings,
-                        &mut self.partial,
-                    )?;
-                    Chunk::Samples(samples)
-                }
-                ChunkTag::ClockOffset => {
-                    let stream = StreamId(content.u32("stream id")?);
-                    let collection_time = content.f64("clock offset time")?;
-                    let value = content.f64("clock offset value")?;
-                    content.finish()?;
-                    Chunk::ClockOffset {
-                        stream,
-                        collection_time,
-                        value,
-                    }
-                }
-                ChunkTag::Boundary => {
-                    let at = content.input.pos;
-                    let mut uuid = [0u8; 16];
-                    content.fill(&mut uuid, "boundary UUID")?;
-                    content.finish()?;
-                    if uuid != BOUNDARY_UUID {
-                        return Err(XdfError::new(at, Some(loc), ErrorKind::BadBoundary));
-                    }
-                    Chunk::Boundary
-                }
-                ChunkTag::StreamFooter => {
-                    let stream = StreamId(content.u32("stream id")?);
-                    Chunk::StreamFooter {
-                        stream,
-                        xml: content.xml()?,
-                    }
-                }
+                ChunkTag::FileHeader => read_file_header(content)?,
+                ChunkTag::StreamHeader => read_stream_header(content, &mut self.streams)?,
+                ChunkTag::Samples => Chunk::Samples(read_samples(
+                    content,
+                    &mut self.streams,
+                    &mut self.lossy_strings,
+                    &mut self.partial,
+                )?),
+                ChunkTag::ClockOffset => read_clock_offset(content)?,
+                ChunkTag::Boundary => read_boundary(content)?,
+                ChunkTag::StreamFooter => read_stream_footer(content)?,
             };
             return Ok(Some(chunk));
         }
     }
+
+    /// The next chunk's Length and Tag fields; `None` at a clean end of file. Refuses a
+    /// length under 2 and, when the file's size is known, a chunk other than Samples
+    /// whose length runs past the end (a Samples chunk is decoded anyway, to keep its
+    /// complete samples and name the byte where it breaks off).
+    fn read_chunk_head(&mut self) -> Result<Option<ChunkHead>, XdfError> {
+        let start = self.input.pos;
+        let mut loc = ChunkLocation {
+            offset: start,
+            tag: None,
+        };
+        let Some(width) = self.input.byte_or_eof()? else {
+            return Ok(None);
+        };
+        let length = match width {
+            1 => {
+                let mut b = [0u8; 1];
+                self.input.fill(&mut b, "chunk length", Some(loc))?;
+                u64::from(b[0])
+            }
+            4 => {
+                let mut b = [0u8; 4];
+                self.input.fill(&mut b, "chunk length", Some(loc))?;
+                u64::from(u32::from_le_bytes(b))
+            }
+            8 => {
+                let mut b = [0u8; 8];
+                self.input.fill(&mut b, "chunk length", Some(loc))?;
+                u64::from_le_bytes(b)
+            }
+            other => {
+                return Err(XdfError::new(
+                    start,
+                    Some(loc),
+                    ErrorKind::BadLengthWidth(other),
+                ))
+            }
+        };
+        let body = self.input.pos;
+        if length < 2 {
+            return Err(XdfError::new(
+                body,
+                Some(loc),
+                ErrorKind::LengthTooShort { length, min: 2 },
+            ));
+        }
+        let mut tag = [0u8; 2];
+        self.input.fill(&mut tag, "chunk tag", Some(loc))?;
+        let tag = u16::from_le_bytes(tag);
+        loc.tag = Some(tag);
+        if let (Some(file_len), false) = (self.file_len, tag == ChunkTag::Samples as u16) {
+            let remaining = file_len.saturating_sub(body);
+            if length > remaining {
+                return Err(XdfError::new(
+                    body,
+                    Some(loc),
+                    ErrorKind::LengthPastEnd { length, remaining },
+                ));
+            }
+        }
+        Ok(Some(ChunkHead {
+            loc,
+            tag,
+            body,
+            length,
+        }))
+    }
+}
+
+/// A chunk's Length and Tag fields, read; its content comes next.
+struct ChunkHead {
+    loc: ChunkLocation,
+    tag: u16,
+    /// File offset of the content's first byte (the Tag field's).
+    body: u64,
+    /// The Length field: tag and content bytes.
+    length: u64,
+}
+
+impl ChunkHead {
+    /// Errors when the length cannot hold the fixed fields of a `kind` chunk.
+    fn check_min_length(&self, kind: ChunkTag) -> Result<(), XdfError> {
+        let min = match kind {
+            ChunkTag::FileHeader => 2,
+            ChunkTag::StreamHeader | ChunkTag::StreamFooter | ChunkTag::Samples => 6,
+            ChunkTag::ClockOffset => 22,
+            ChunkTag::Boundary => 18,
+        };
+        if self.length < min {
+            return Err(XdfError::new(
+                self.body,
+                Some(self.loc),
+                ErrorKind::LengthTooShort {
+                    length: self.length,
+                    min,
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a FileHeader chunk: its XML.
+fn read_file_header<R: Read>(mut content: Content<'_, R>) -> Result<Chunk, XdfError> {
+    Ok(Chunk::FileHeader {
+        xml: content.xml()?,
+    })
+}
+
+/// Decodes a StreamHeader chunk and registers the stream (a second header for the same
+/// id is an error).
+fn read_stream_header<R: Read>(
+    mut content: Content<'_, R>,
+    streams: &mut HashMap<u32, StreamState>,
+) -> Result<Chunk, XdfError> {
+    let loc = content.loc;
+    let id_at = content.input.pos;
+    let id = content.u32("stream id")?;
+    let xml_at = content.input.pos;
+    let xml = content.xml()?;
+    let info = StreamInfo::from_xml(&xml)
+        .map_err(|e| XdfError::new(xml_at, Some(loc), ErrorKind::Header(e)))?;
+    if streams.contains_key(&id) {
+        return Err(XdfError::new(
+            id_at,
+            Some(loc),
+            ErrorKind::DuplicateStream(id),
+        ));
+    }
+    let srate = info.nominal_srate();
+    streams.insert(
+        id,
+        StreamState {
+            info: info.clone(),
+            tdiff: if srate > 0.0 { 1.0 / srate } else { 0.0 },
+            last_stamp: 0.0,
+        },
+    );
+    Ok(Chunk::StreamHeader {
+        stream: StreamId(id),
+        info,
+    })
+}
+
+/// Decodes a ClockOffset chunk: stream id, collection time and offset value, exactly.
+fn read_clock_offset<R: Read>(mut content: Content<'_, R>) -> Result<Chunk, XdfError> {
+    let stream = StreamId(content.u32("stream id")?);
+    let collection_time = content.f64("clock offset time")?;
+    let value = content.f64("clock offset value")?;
+    content.finish()?;
+    Ok(Chunk::ClockOffset {
+        stream,
+        collection_time,
+        value,
+    })
+}
+
+/// Decodes a Boundary chunk: exactly the XDF boundary UUID.
+fn read_boundary<R: Read>(mut content: Content<'_, R>) -> Result<Chunk, XdfError> {
+    let at = content.input.pos;
+    let mut uuid = [0u8; 16];
+    content.fill(&mut uuid, "boundary UUID")?;
+    content.finish()?;
+    if uuid != BOUNDARY_UUID {
+        return Err(XdfError::new(at, Some(content.loc), ErrorKind::BadBoundary));
+    }
+    Ok(Chunk::Boundary)
+}
+
+/// Decodes a StreamFooter chunk: stream id and XML.
+fn read_stream_footer<R: Read>(mut content: Content<'_, R>) -> Result<Chunk, XdfError> {
+    let stream = StreamId(content.u32("stream id")?);
+    Ok(Chunk::StreamFooter {
+        stream,
+        xml: content.xml()?,
+    })
 }
 
 impl<R: Read> Iterator for XdfReader<R> {
