@@ -166,26 +166,7 @@ impl EvalReport {
     }
 }
 
-/// Pearson correlation; 0 when either side is constant.
-pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
-    let n = a.len().min(b.len()) as f64;
-    let (ma, mb) = (
-        a.iter().map(|&v| v as f64).sum::<f64>() / n,
-        b.iter().map(|&v| v as f64).sum::<f64>() / n,
-    );
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        sab += dx * dy;
-        saa += dx * dx;
-        sbb += dy * dy;
-    }
-    if saa <= 0.0 || sbb <= 0.0 {
-        0.0
-    } else {
-        sab / (saa * sbb).sqrt()
-    }
-}
+pub use crate::decoder::linear::pearson;
 
 /// Mean SSIM of the R, G and B planes (`image-compare`'s MSSIM on 8-bit planes; its
 /// own RGB variant reports the worst channel, not the mean).

@@ -439,7 +439,7 @@ pub fn fit_validated(
                                 *v = v.clamp(lo, hi);
                             }
                         }
-                        crate::eval::pearson(pr, t)
+                        pearson(pr, t)
                     })
                     .sum::<f64>()
                     / validation as f64;
@@ -484,6 +484,27 @@ impl LinearDecoder {
             }
         }
         out
+    }
+}
+
+/// Pearson correlation; 0 when either side is constant.
+pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len().min(b.len()) as f64;
+    let (ma, mb) = (
+        a.iter().map(|&v| v as f64).sum::<f64>() / n,
+        b.iter().map(|&v| v as f64).sum::<f64>() / n,
+    );
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    if saa <= 0.0 || sbb <= 0.0 {
+        0.0
+    } else {
+        sab / (saa * sbb).sqrt()
     }
 }
 
