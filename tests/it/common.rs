@@ -148,22 +148,6 @@ impl FakeRig {
         }
     }
 
-    /// Closes the MUA outlet and opens a new one under the same name and source_id,
-    /// as a rig whose acquisition software restarted.
-    pub fn restart_mua(&mut self) {
-        let info = lsl::StreamInfo::new(
-            &self.mua_name,
-            "MUA",
-            self.channels as u32,
-            1000.0,
-            lsl::ChannelFormat::Float32,
-            &self.mua_name,
-        )
-        .unwrap();
-        let fresh = lsl::StreamOutlet::new(&info, 10, 360).unwrap();
-        self.mua = fresh;
-    }
-
     /// Closes the MUA outlet and, after `silence`, opens another under the same name
     /// with `source_id` and `channels` (a restarted source, configured differently).
     pub fn replace_mua(&mut self, silence: std::time::Duration, source_id: &str, channels: usize) {

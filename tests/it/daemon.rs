@@ -354,23 +354,11 @@ fn a_stream_that_vanishes_and_comes_back_is_counted_and_decoding_resumes() {
     let mut run = Running::start("vanish", Mode::Event, |_| {});
     assert!(run.fake.wait_for_daemon(30.0));
     stream(&run.fake, 0.6, &[0.2], |_, _| {}, |_| false);
-    // The acquisition software dies; the daemon notices the silence...
-    let placeholder = lsl::StreamInfo::new(
-        "placeholder-not-used",
-        "none",
-        1,
-        1.0,
-        lsl::ChannelFormat::Float32,
-        "",
-    )
-    .unwrap();
-    drop(std::mem::replace(
-        &mut run.fake.mua,
-        lsl::StreamOutlet::new(&placeholder, 1, 1).unwrap(),
-    ));
-    thread::sleep(Duration::from_millis(1600));
-    // ...and it comes back under the same name and source_id: liblsl recovers the inlet.
-    run.fake.restart_mua();
+    // The acquisition software dies; the daemon notices the silence; it comes back
+    // under the same name and source_id: liblsl recovers the inlet.
+    let (source_id, channels) = (run.fake.mua_name.clone(), run.fake.channels);
+    run.fake
+        .replace_mua(Duration::from_millis(1600), &source_id, channels);
     assert!(
         run.fake.mua.wait_for_consumers(30.0),
         "the inlet never recovered"
