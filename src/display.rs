@@ -103,6 +103,15 @@ pub trait Presenter {
     }
 }
 
+/// Shows nothing and keeps nothing: for runs whose frames only need counting and timing.
+pub struct DiscardPresenter;
+
+impl Presenter for DiscardPresenter {
+    fn present(&mut self, _shown: &Shown<'_>) -> anyhow::Result<bool> {
+        Ok(true)
+    }
+}
+
 /// A minifb window, scaled up by an integer factor.
 pub struct WindowPresenter {
     window: minifb::Window,

@@ -17,7 +17,8 @@
 //!    histograms and counts every fault; [`record`] writes what came in to XDF.
 //!
 //! **Sessions.** [`xdf`] reads and writes XDF files; [`replay`] republishes one as live
-//! LSL streams; [`sim`] simulates a session from a synthetic cortex.
+//! LSL streams; [`sim`] simulates a session from a synthetic cortex; [`soak`] streams
+//! hours of one into the daemon with faults injected at random.
 //!
 //! **Offline.** [`dataset`] turns a session (ours, a lab's XDF, or TVSD via [`tvsd`])
 //! into training trials; [`train`] fits a decoder; [`eval`] scores it beside a linear
@@ -51,6 +52,7 @@ pub mod record;
 // Sessions.
 pub mod replay;
 pub mod sim;
+pub mod soak;
 pub mod xdf;
 
 // Offline.

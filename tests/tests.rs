@@ -27,6 +27,8 @@ mod it {
     mod replay;
     /// The synthetic cortex: session, dataset and truth agree; responses look cortical.
     mod simulate;
+    /// The soak, one minute at 10×: no sample lost, no frame lost unexplained.
+    mod soak;
     /// Training: the loss falls, models round-trip, resume, RF-layer gradients, rig mismatch.
     mod train;
     /// TVSD files: trials reordered exactly, ALLMAT/tb, image paths, normMUA, damaged files (h5py fixtures).

@@ -7,6 +7,7 @@
 //! the result. A check of a single value (a number of seconds) is a clap value parser,
 //! so clap reports it with the flag's name.
 
+mod bench;
 mod dataset;
 mod demo;
 mod eval;
@@ -55,6 +56,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write a synthetic receptive-field table for a rig (electrode,x_deg,y_deg,size_deg).
     RfTable(rf_table::RfTableArgs),
+    /// Soak the daemon: hours of a rig's stream at N× speed with faults injected at random.
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -70,6 +73,7 @@ impl Cli {
             Command::Train(a) => train::run(*a),
             Command::Eval(a) => eval::run(a),
             Command::RfTable(a) => rf_table::run(a),
+            Command::Bench(a) => bench::run(a),
         }
     }
 }

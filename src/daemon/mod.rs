@@ -63,6 +63,8 @@ pub enum Output {
         fallback: PathBuf,
     },
     Headless(PathBuf),
+    /// Nowhere: frames are counted and timed but not kept (the soak's hours of frames).
+    Discard,
 }
 
 /// Everything `run` needs.

@@ -11,8 +11,8 @@ use anyhow::{anyhow, Context};
 
 use super::{LatestSlot, Output, Pipeline, RunOptions};
 use crate::display::{
-    rgb_planes_to_image, side_by_side, HeadlessPresenter, Presenter, Shown, StimulusStore,
-    WindowPresenter,
+    rgb_planes_to_image, side_by_side, DiscardPresenter, HeadlessPresenter, Presenter, Shown,
+    StimulusStore, WindowPresenter,
 };
 use crate::telemetry::{micros_between, Counters, LatencyRecorder, Stage};
 
@@ -126,6 +126,7 @@ fn open_presenter(
 ) -> anyhow::Result<Box<dyn Presenter>> {
     Ok(match &opts.output {
         Output::Headless(dir) => Box::new(HeadlessPresenter::new(dir)?),
+        Output::Discard => Box::new(DiscardPresenter),
         Output::Window { fallback } => {
             match WindowPresenter::open(size, with_stimuli, opts.rig.display.scale) {
                 Ok(w) => Box::new(w),
