@@ -317,6 +317,9 @@ impl RigConfig {
     }
 }
 
+/// Most channels a rig's MUA stream may have (as many as an XDF stream header may declare).
+const MAX_CHANNELS: usize = 1 << 20;
+
 /// True for a finite number above zero (NaN is not positive).
 fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
@@ -432,11 +435,11 @@ impl Validator<'_> {
                 "must be a positive number of samples per second (e.g. 1000)",
             ));
         }
-        if r.channels == 0 {
+        if r.channels == 0 || r.channels > MAX_CHANNELS {
             return Err(self.err(
                 Some(("[rig]", 0)),
                 "rig.channels",
-                "must be the number of channels in the MUA stream (> 0)",
+                format!("must be the number of channels in the MUA stream (1 to {MAX_CHANNELS})"),
             ));
         }
         if raw.arrays.is_empty() {
@@ -619,12 +622,13 @@ impl Validator<'_> {
         }
 
         let d = &raw.decoder;
-        if d.image_size == 0 || !d.image_size.is_multiple_of(32) {
+        let max_size = crate::decoder::MAX_IMAGE_SIZE;
+        if d.image_size == 0 || d.image_size > max_size || !d.image_size.is_multiple_of(32) {
             return Err(self.err(
                 Some(("[decoder]", 0)),
                 "decoder.image_size",
                 format!(
-                    "{} is not a positive multiple of 32 (the U-Net halves it five times)",
+                    "{} is not a multiple of 32 (the U-Net halves it five times) between 32 and {max_size}",
                     d.image_size
                 ),
             ));

@@ -101,6 +101,7 @@ impl NpyMap {
         // reads it (if it were, values would change, never memory safety of our code,
         // which only copies plain numbers out of the map).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        npy_header_fits(&map, map.len() as u64).map_err(bad)?;
         let header = npyz::NpyHeader::from_reader(&map[..])
             .map_err(|e| bad(format!("not a .npy file: {e}")))?;
         let dtype = header.dtype();
@@ -120,12 +121,16 @@ impl NpyMap {
         };
         let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
         let elem = descr[2..].parse::<usize>().unwrap_or(1);
-        let need = offset + shape.iter().product::<usize>() * elem;
-        if map.len() < need {
+        let need = shape
+            .iter()
+            .try_fold(elem, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_add(offset));
+        if need.is_none_or(|need| map.len() < need) {
             return Err(bad(format!(
-                "truncated: {} bytes, the header's shape {:?} needs {need}",
+                "truncated: {} bytes, the header's shape {:?} needs {}",
                 map.len(),
-                shape
+                shape,
+                need.map_or("more than 2^64".into(), |n| n.to_string())
             )));
         }
         Ok(NpyMap { map, offset, shape })
@@ -208,14 +213,7 @@ impl Dataset {
             ));
         }
         let index = |name: &str, descr: &str| -> Result<Vec<i64>, DatasetError> {
-            let p = dir.join(name);
-            let f = npyz::NpyFile::new(std::io::BufReader::new(File::open(&p).map_err(
-                |source| DatasetError::Io {
-                    path: p.clone(),
-                    source,
-                },
-            )?))
-            .map_err(|e| bad(name, e.to_string()))?;
+            let f = open_npy(&dir.join(name))?;
             if f.shape() != [meta.trials as u64] {
                 return Err(bad(
                     name,
@@ -260,14 +258,7 @@ impl Dataset {
             vec![0; meta.trials]
         };
         let trial_onset: Vec<f64> = if dir.join("trial_onset.npy").exists() {
-            let p = dir.join("trial_onset.npy");
-            let f = npyz::NpyFile::new(std::io::BufReader::new(File::open(&p).map_err(
-                |source| DatasetError::Io {
-                    path: p.clone(),
-                    source,
-                },
-            )?))
-            .map_err(|e| bad("trial_onset.npy", e.to_string()))?;
+            let f = open_npy(&dir.join("trial_onset.npy"))?;
             if f.shape() != [meta.trials as u64] {
                 return Err(bad(
                     "trial_onset.npy",
@@ -680,6 +671,49 @@ pub fn raw_window_means(
             b.push(mean(range(rig.windows.baseline), el.channel));
         }
     }
+}
+
+/// Checks that the header length of a `.npy` file (its first bytes in `head`) fits in
+/// its `len` bytes: npyz allocates the declared length before reading it.
+fn npy_header_fits(head: &[u8], len: u64) -> Result<(), String> {
+    let declared = match (head.get(6), head.get(8..12)) {
+        (Some(1), Some(b)) => 10 + u64::from(u16::from_le_bytes([b[0], b[1]])),
+        (Some(_), Some(b)) => 12 + u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        _ => return Err("not a .npy file: truncated header".into()),
+    };
+    if declared > len {
+        return Err(format!(
+            "not a .npy file: its header claims {declared} bytes, the file has {len}"
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a small `.npy` file for npyz, its header length checked first.
+fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<File>>, DatasetError> {
+    let bad = |message: String| DatasetError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = File::open(path).map_err(|source| DatasetError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut head = Vec::with_capacity(12);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&file, 12), &mut head).map_err(
+        |source| DatasetError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
+    npy_header_fits(&head, len).map_err(bad)?;
+    let mut reader = std::io::BufReader::new(file);
+    std::io::Seek::rewind(&mut reader).map_err(|source| DatasetError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    npyz::NpyFile::new(reader).map_err(|e| bad(e.to_string()))
 }
 
 fn parse_channels(text: &str) -> Result<Vec<ChannelRow>, String> {
