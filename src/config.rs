@@ -678,6 +678,21 @@ impl Validator<'_> {
                         ),
                     ));
                 }
+                let ppd = rf_raw.pixels_per_degree;
+                if let Some(bad) = table.entries.iter().find(|en| {
+                    let px = RfTable::to_pixels(en, d.image_size, ppd);
+                    px.iter().any(|v| !v.is_finite())
+                }) {
+                    return Err(self.err(
+                        Some(("[receptive_fields]", 0)),
+                        "receptive_fields.table",
+                        format!(
+                            "{}: electrode {} at {ppd} pixels per degree lies outside any image (its RF in pixels is not a finite number)",
+                            p.display(),
+                            bad.channel + 1
+                        ),
+                    ));
+                }
                 (Some(table), Some(p))
             }
         };
