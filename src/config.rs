@@ -325,6 +325,9 @@ const MAX_HISTORY_SAMPLES: f64 = 1e6;
 /// Longest status line period, in seconds.
 const MAX_STATUS_EVERY_S: f64 = 3600.0;
 
+/// Most channels a rig's MUA stream may have (as many as an XDF stream header may declare).
+const MAX_CHANNELS: usize = 1 << 20;
+
 /// The rig's image geometry and arrays, as [`RfTable::synthetic`] draws a table for them.
 impl From<&RigConfig> for RfLayout {
     fn from(rig: &RigConfig) -> RfLayout {
@@ -462,7 +465,7 @@ impl Validator<'_> {
         let history = self.history(&raw.windows, &windows, r.sampling_rate_hz)?;
         let d = &raw.decoder;
         self.decoder(d)?;
-        let rf = self.receptive_fields(&raw.receptive_fields, r.channels)?;
+        let rf = self.receptive_fields(&raw.receptive_fields, r.channels, raw.decoder.image_size)?;
         let display = self.display(&raw.display)?;
         let normalisation = self.normalisation(&raw.normalisation)?;
         Ok(RigConfig {
@@ -493,11 +496,11 @@ impl Validator<'_> {
                 "must be a positive number of samples per second (e.g. 1000)",
             ));
         }
-        if r.channels == 0 {
+        if r.channels == 0 || r.channels > MAX_CHANNELS {
             return Err(self.err(
                 Some(("[rig]", 0)),
                 "rig.channels",
-                "must be the number of channels in the MUA stream (> 0)",
+                format!("must be the number of channels in the MUA stream (1 to {MAX_CHANNELS})"),
             ));
         }
         Ok(())
@@ -740,12 +743,13 @@ impl Validator<'_> {
 
     /// `[decoder]`: an image side the U-Net can halve five times, a positive budget.
     fn decoder(&self, d: &raw::Decoder) -> Result<(), ConfigError> {
-        if d.image_size == 0 || !d.image_size.is_multiple_of(32) {
+        let max_size = crate::decoder::MAX_IMAGE_SIZE;
+        if d.image_size == 0 || d.image_size > max_size || !d.image_size.is_multiple_of(32) {
             return Err(self.err(
                 Some(("[decoder]", 0)),
                 "decoder.image_size",
                 format!(
-                    "{} is not a positive multiple of 32 (the U-Net halves it five times)",
+                    "{} is not a multiple of 32 (the U-Net halves it five times) between 32 and {max_size}",
                     d.image_size
                 ),
             ));
@@ -766,6 +770,7 @@ impl Validator<'_> {
         &self,
         rf: &raw::ReceptiveFields,
         channels: usize,
+        image_size: usize,
     ) -> Result<RfConfig, ConfigError> {
         let here = Some(("[receptive_fields]", 0));
         if !positive(rf.pixels_per_degree) {
@@ -793,6 +798,21 @@ impl Validator<'_> {
                             p.display(),
                             bad.channel + 1,
                             channels
+                        ),
+                    ));
+                }
+                let ppd = rf.pixels_per_degree;
+                if let Some(bad) = table.entries.iter().find(|en| {
+                    let px = RfTable::to_pixels(en, image_size, ppd);
+                    px.iter().any(|v| !v.is_finite())
+                }) {
+                    return Err(self.err(
+                        here,
+                        "receptive_fields.table",
+                        format!(
+                            "{}: electrode {} at {ppd} pixels per degree lies outside any image (its RF in pixels is not a finite number)",
+                            p.display(),
+                            bad.channel + 1
                         ),
                     ));
                 }

@@ -17,6 +17,8 @@ mod it {
     mod display;
     /// Faults injected over real liblsl: pauses, NaN bursts, storms, clock jumps, rates.
     mod faults;
+    /// The file readers (XDF, rig config, decoder.json, datasets, normalization.json) fuzzed: no panic, hang or huge allocation.
+    mod fuzz;
     /// The ingest and window loops allocate nothing after start-up.
     mod hot_loop;
     /// A lab's path: datasets from recorded XDF sessions, online vs offline inputs.

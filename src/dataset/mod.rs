@@ -101,6 +101,7 @@ impl NpyMap {
         // reads it (if it were, values would change, never memory safety of our code,
         // which only copies plain numbers out of the map).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        npy_header_fits(&map, map.len() as u64).map_err(bad)?;
         let header = npyz::NpyHeader::from_reader(&map[..])
             .map_err(|e| bad(format!("not a .npy file: {e}")))?;
         let dtype = header.dtype();
@@ -731,10 +732,7 @@ impl DatasetFiles<'_> {
         name: &str,
         trials: usize,
     ) -> Result<npyz::NpyFile<std::io::BufReader<File>>, DatasetError> {
-        let p = self.dir.join(name);
-        let file = File::open(&p).map_err(|source| DatasetError::Io { path: p, source })?;
-        let f = npyz::NpyFile::new(std::io::BufReader::new(file))
-            .map_err(|e| self.bad(name, e.to_string()))?;
+        let f = open_npy(&self.dir.join(name))?;
         if f.shape() != [trials as u64] {
             return Err(self.bad(name, format!("shape {:?}, expected [{trials}]", f.shape())));
         }
@@ -754,6 +752,42 @@ impl DatasetFiles<'_> {
         }
         .map_err(|e| self.bad(name, e.to_string()))
     }
+}
+
+/// Checks that the header length of a `.npy` file (its first bytes in `head`) fits in
+/// its `len` bytes: npyz allocates the declared length before reading it.
+fn npy_header_fits(head: &[u8], len: u64) -> Result<(), String> {
+    let declared = match (head.get(6), head.get(8..12)) {
+        (Some(1), Some(b)) => 10 + u64::from(u16::from_le_bytes([b[0], b[1]])),
+        (Some(_), Some(b)) => 12 + u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        _ => return Err("not a .npy file: truncated header".into()),
+    };
+    if declared > len {
+        return Err(format!(
+            "not a .npy file: its header claims {declared} bytes, the file has {len}"
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a small `.npy` file for npyz, its header length checked first.
+fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<File>>, DatasetError> {
+    let io = |source| DatasetError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bad = |message: String| DatasetError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut head = Vec::with_capacity(12);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&file, 12), &mut head).map_err(io)?;
+    npy_header_fits(&head, len).map_err(bad)?;
+    let mut reader = std::io::BufReader::new(file);
+    std::io::Seek::rewind(&mut reader).map_err(io)?;
+    npyz::NpyFile::new(reader).map_err(|e| bad(e.to_string()))
 }
 
 fn parse_channels(text: &str) -> Result<Vec<ChannelRow>, String> {

@@ -87,6 +87,13 @@ pub struct ElectrodeSpec {
     pub rf_px: Option<[f32; 3]>,
 }
 
+/// Largest U-Net base width a config may ask for (64 in the paper).
+pub const MAX_WIDTH: usize = 1024;
+/// Largest image side a config may ask for (96 in the paper).
+pub const MAX_IMAGE_SIZE: usize = 1024;
+/// Most latency windows per electrode a config may ask for (5 for TW-3).
+pub const MAX_WINDOWS_PER_ELECTRODE: usize = 64;
+
 /// Everything needed to rebuild a decoder; saved beside the weights as `decoder.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DecoderConfig {
@@ -123,24 +130,39 @@ impl DecoderConfig {
     /// Checks every invariant the decoder relies on.
     pub fn validate(&self) -> Result<(), DecoderError> {
         let bad = |msg: String| Err(DecoderError::InvalidConfig(msg));
-        if self.width == 0 {
-            return bad("width must be at least 1".into());
-        }
-        if self.image_size == 0 || !self.image_size.is_multiple_of(unet::SIZE_MULTIPLE) {
+        if self.width == 0 || self.width > MAX_WIDTH {
             return bad(format!(
-                "image_size {} is not a positive multiple of {} (the U-Net halves it five times)",
+                "width {} is not between 1 and {MAX_WIDTH}",
+                self.width
+            ));
+        }
+        if self.image_size == 0
+            || self.image_size > MAX_IMAGE_SIZE
+            || !self.image_size.is_multiple_of(unet::SIZE_MULTIPLE)
+        {
+            return bad(format!(
+                "image_size {} is not a multiple of {1} (the U-Net halves it five times) between {1} and {MAX_IMAGE_SIZE}",
                 self.image_size,
                 unet::SIZE_MULTIPLE
             ));
         }
-        if self.n_arrays == 0 {
-            return bad("n_arrays must be at least 1".into());
-        }
         if self.electrodes.is_empty() {
             return bad("the electrode list is empty".into());
         }
-        if self.windows_per_electrode == 0 {
-            return bad("windows_per_electrode must be at least 1".into());
+        // Every live array holds at least one electrode.
+        if self.n_arrays == 0 || self.n_arrays > self.electrodes.len() {
+            return bad(format!(
+                "n_arrays {} is not between 1 and the number of electrodes ({})",
+                self.n_arrays,
+                self.electrodes.len()
+            ));
+        }
+        if self.windows_per_electrode == 0 || self.windows_per_electrode > MAX_WINDOWS_PER_ELECTRODE
+        {
+            return bad(format!(
+                "windows_per_electrode {} is not between 1 and {MAX_WINDOWS_PER_ELECTRODE}",
+                self.windows_per_electrode
+            ));
         }
         if self.kind != DecoderKind::Spatiotemporal && self.windows_per_electrode != 1 {
             return bad(format!(
@@ -213,6 +235,34 @@ impl DecoderConfig {
     /// Length of one output image: 3 × H × W.
     pub fn image_len(&self) -> usize {
         3 * self.image_size * self.image_size
+    }
+
+    /// A lower bound on the size of `weights.mpk` for this (valid) config: 4 bytes for
+    /// every weight of the U-Net's convolutions and of the learned dense or linear maps;
+    /// biases, norms and names come on top. A smaller file was saved for another config,
+    /// and checking it first keeps a damaged config from allocating a model far larger
+    /// than its file.
+    pub fn min_weight_bytes(&self) -> u64 {
+        let w = self.width as u64;
+        let mut weights = self.in_channels() as u64 * w; // stem
+        for (i, (outer, inner)) in unet::block_widths(self.width).into_iter().enumerate() {
+            let up_in = if i == unet::N_BLOCKS - 1 {
+                inner
+            } else {
+                2 * inner
+            };
+            weights += (outer * inner + up_in * outer) as u64;
+        }
+        weights += 2 * w * 3; // head
+        weights *= 16; // 4×4 kernels
+        let electrodes = self.electrodes.len() as u64;
+        if self.kind == DecoderKind::Baseline {
+            weights += electrodes * (self.image_size * self.image_size) as u64;
+        }
+        if let Some(p) = &self.linear_pathway {
+            weights += electrodes * 3 * (p.side * p.side) as u64;
+        }
+        weights.saturating_mul(4)
     }
 
     /// The generator's shape.

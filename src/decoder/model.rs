@@ -195,6 +195,16 @@ impl<B: Backend> Decoder<B> {
                 message: "file not found".into(),
             });
         }
+        let size = std::fs::metadata(&weights_path).map_or(0, |m| m.len());
+        let need = config.min_weight_bytes();
+        if size < need {
+            return Err(DecoderError::Weights {
+                path: weights_path,
+                message: format!(
+                    "{size} bytes, but the model {CONFIG_FILE} describes needs at least {need}"
+                ),
+            });
+        }
         let model = DecoderModel::new(&config, 0, device)?;
         let expected = param_shapes(&model);
         // Burn's recorder panics on some malformed records instead of returning an error;

@@ -4,44 +4,107 @@ use std::path::{Path, PathBuf};
 
 use monkeysee::config::RigConfig;
 
-/// Counts allocations made by the current thread while counting is switched on.
+/// Counts allocations made by the current thread while counting is switched on and,
+/// while a byte limit is set ([`allocation_peak_in`]), tracks the thread's live heap
+/// bytes and refuses any single allocation above the limit.
 pub struct CountingAlloc;
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static COUNT: Cell<u64> = const { Cell::new(0) };
+    /// Largest single allocation this thread may make (`usize::MAX`: no limit, no tracking).
+    static LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Bytes this thread allocated minus those it freed, since tracking began.
+    static LIVE: Cell<i64> = const { Cell::new(0) };
+    /// Highest `LIVE` since tracking began.
+    static PEAK: Cell<i64> = const { Cell::new(0) };
 }
 
-// SAFETY: defers every operation to the system allocator; only bumps thread-local
-// counters (const-initialised Cells without destructors) on the side.
+// SAFETY: defers every operation to the system allocator; only reads and bumps
+// thread-local counters (const-initialised Cells without destructors) on the side, and
+// returns null (allocation failure, which the caller must handle) for a request above
+// the thread's limit.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
+        if !admit(0, layout.size()) {
+            return std::ptr::null_mut();
+        }
         // SAFETY: forwarded with the caller's layout.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        track(-(layout.size() as i64));
         // SAFETY: ptr came from System.alloc with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
+        if !admit(0, layout.size()) {
+            return std::ptr::null_mut();
+        }
         // SAFETY: forwarded.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
+        if !admit(layout.size(), new_size) {
+            return std::ptr::null_mut();
+        }
         // SAFETY: forwarded.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
-fn note() {
+/// Counts an allocation growing a block from `old` to `new` bytes; false (refused) when
+/// `new` is above the thread's limit.
+fn admit(old: usize, new: usize) -> bool {
     let _ = COUNTING.try_with(|c| {
         if c.get() {
             let _ = COUNT.try_with(|n| n.set(n.get() + 1));
         }
     });
+    let limit = LIMIT.try_with(Cell::get).unwrap_or(usize::MAX);
+    if limit == usize::MAX {
+        return true;
+    }
+    if new > limit {
+        refused(new, limit);
+        return false;
+    }
+    track(new as i64 - old as i64);
+    true
+}
+
+fn track(delta: i64) {
+    if LIMIT.try_with(Cell::get).unwrap_or(usize::MAX) == usize::MAX {
+        return;
+    }
+    let _ = LIVE.try_with(|live| {
+        live.set(live.get() + delta);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+    });
+}
+
+/// Says on stderr (without allocating) that a request was refused: the caller will
+/// most likely abort the process with "memory allocation of N bytes failed".
+fn refused(size: usize, limit: usize) {
+    use std::io::Write as _;
+    struct Buf([u8; 256], usize);
+    impl std::fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let end = (self.1 + s.len()).min(self.0.len());
+            self.0[self.1..end].copy_from_slice(&s.as_bytes()[..end - self.1]);
+            self.1 = end;
+            Ok(())
+        }
+    }
+    let mut b = Buf([0; 256], 0);
+    let _ = std::fmt::Write::write_fmt(
+        &mut b,
+        format_args!(
+            "\nrefused a single allocation of {size} bytes (the limit is {limit}): \
+             the input is the last case written under target/tmp/fuzz-*\n"
+        ),
+    );
+    let _ = std::io::stderr().write_all(&b.0[..b.1]);
 }
 
 #[global_allocator]
@@ -54,6 +117,27 @@ pub fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, u64) {
     let r = f();
     COUNTING.with(|c| c.set(false));
     (r, COUNT.with(|n| n.get()))
+}
+
+/// Runs `f` with every single allocation of this thread limited to `limit` bytes (a
+/// larger request fails, which aborts the process unless the caller handles it), and
+/// returns the peak of the heap bytes this thread held inside it.
+pub fn allocation_peak_in<R>(limit: usize, f: impl FnOnce() -> R) -> (R, u64) {
+    LIVE.with(|n| n.set(0));
+    PEAK.with(|n| n.set(0));
+    LIMIT.with(|l| l.set(limit.min(usize::MAX - 1)));
+    let r = f();
+    LIMIT.with(|l| l.set(usize::MAX));
+    (r, PEAK.with(|n| n.get()).max(0) as u64)
+}
+
+/// Runs `f` with this thread's byte limit and peak tracking off (a panic hook's
+/// backtrace is not the reader's memory).
+pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
+    let limit = LIMIT.with(|l| l.replace(usize::MAX));
+    let r = f();
+    LIMIT.with(|l| l.set(limit));
+    r
 }
 
 pub fn repo() -> PathBuf {
