@@ -465,7 +465,8 @@ impl Validator<'_> {
         let history = self.history(&raw.windows, &windows, r.sampling_rate_hz)?;
         let d = &raw.decoder;
         self.decoder(d)?;
-        let rf = self.receptive_fields(&raw.receptive_fields, r.channels, raw.decoder.image_size)?;
+        let rf =
+            self.receptive_fields(&raw.receptive_fields, r.channels, raw.decoder.image_size)?;
         let display = self.display(&raw.display)?;
         let normalisation = self.normalisation(&raw.normalisation)?;
         Ok(RigConfig {
