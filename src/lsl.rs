@@ -5,13 +5,14 @@
 //! - [`StreamInfo`]: an owned `lsl_streaminfo` (from a resolve, or parsed from header
 //!   XML), with the fields [`StreamDescription`] shows;
 //! - [`resolve_unique`]: the one stream an XPath predicate selects, or why there is none;
+//!   [`resolve_all`]: every stream it matches (for the stream watch);
 //! - [`Inlet`]: an owned `lsl_inlet` (open, clock sync, pulls, the full header XML);
 //! - [`Outlet`]: an owned `lsl_outlet` (create, consumers, chunk pushes);
 //! - [`local_clock`] and [`protocol_version`].
 //!
-//! Each handle is destroyed exactly once, by its `Drop`. liblsl handles are not `Send`
-//! (the types here hold raw pointers): create each inlet or outlet in the thread that
-//! uses it.
+//! Each handle is destroyed exactly once, by its `Drop`. [`Inlet`] is `Send` (see its
+//! SAFETY note: the stream watch opens replacement inlets for the ingest thread); the
+//! other handles are not: create each in the thread that uses it.
 //!
 //! Real-time contract: resolving, creating and opening allocate (and block up to their
 //! timeouts), and so do [`StreamInfo::describe`], [`Inlet::full_info_xml`] and
@@ -181,11 +182,6 @@ impl StreamInfo {
         (!xml.is_null()).then(|| unsafe { take_str(xml) })
     }
 }
-
-// SAFETY: a streaminfo handle is a heap object that liblsl does not tie to the thread
-// that made it; this wrapper owns it alone (no Clone) and liblsl's getters on one handle
-// are only ever called from the thread that holds the wrapper.
-unsafe impl Send for StreamInfo {}
 
 impl Drop for StreamInfo {
     fn drop(&mut self) {
@@ -441,8 +437,9 @@ impl Inlet {
 // SAFETY: liblsl does not tie an inlet to the thread that created it (its own worker
 // threads are internal); this wrapper owns the handle alone and needs `&mut self` for
 // every call, so moving it to another thread (the stream watch opens a replacement
-// inlet and hands it to the ingest thread) never lets two threads use it at once. The
-// string slots are null between pulls.
+// inlet and hands it to the ingest thread, which hands the old one back to be dropped
+// there: `lsl_destroy_inlet` blocks while liblsl joins its threads) never lets two
+// threads use it at once. The string slots are null between pulls.
 unsafe impl Send for Inlet {}
 
 impl Drop for Inlet {

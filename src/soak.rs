@@ -182,8 +182,9 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
     }
     sender_stop.store(true, Ordering::Relaxed);
     let sender_result = sender.join();
-    // Let the last onsets' frames through, then stop the daemon as Ctrl-C would.
-    thread::sleep(Duration::from_millis(1500));
+    // Let the last onsets' frames through (3 s: nothing may be left in flight when
+    // the counts are compared), then stop the daemon as Ctrl-C would.
+    thread::sleep(Duration::from_secs(3));
     let wall_s = started.elapsed().as_secs_f64();
     rss.push((wall_s, resident_mib().unwrap_or(f64::NAN)));
     daemon_stop.store(true, Ordering::Relaxed);
@@ -296,6 +297,9 @@ struct Sender<'a> {
     sent: &'a Sent,
     channels: usize,
     period: f64,
+    /// Stream seconds an onset's windows reach after it, and before it.
+    after: f64,
+    before: f64,
     speed: f64,
     /// LSL time of stream time 0.
     t0: f64,
@@ -346,7 +350,9 @@ fn send(
         }
     };
     let _ = ready.send(Ok(()));
-    // Wait for the daemon's inlets.
+    // Wait for the daemon's inlets, then for its start-up to finish: the MUA inlet
+    // buffers 10 s of stream (1 s of wall time at 10×) until the window thread runs,
+    // and liblsl drops what does not fit.
     let waited = Instant::now();
     while !(mua.have_consumers() && markers.have_consumers()) {
         if stop.load(Ordering::Relaxed) || waited.elapsed() > Duration::from_secs(120) {
@@ -354,13 +360,23 @@ fn send(
         }
         thread::sleep(Duration::from_millis(20));
     }
+    thread::sleep(Duration::from_secs(3));
+    let assembler = crate::window::AssemblerConfig::from_rig(
+        rig,
+        crate::config::WindowSetKind::Tw15,
+        Mode::Event,
+    );
+    let period = 1.0 / rig.sampling_rate_hz;
     let mut s = Sender {
         mua,
         markers,
         scratch: StringChunk::default(),
         sent,
         channels: rig.channel_count,
-        period: 1.0 / rig.sampling_rate_hz,
+        period,
+        // The latest window's end (TW-3 ends no later) and the baseline's start.
+        after: assembler.span_end().seconds().max(0.0) + period,
+        before: (-assembler.baseline.start.seconds()).max(0.0),
         speed: opts.speed,
         t0: lsl::local_clock() + 0.05,
         wall0: Instant::now() + Duration::from_millis(50),
@@ -432,11 +448,11 @@ impl Sender<'_> {
             .push_chunk(values, stamps)
             .map_err(|code| anyhow::anyhow!("liblsl refused a chunk (error {code})"))?;
         let end = self.now + n as f64 * self.period;
-        // An onset's marker goes out once the samples through its last window (0.2 s
-        // after it) are sent, so no later fault can touch its windows; its baseline
-        // (0.1 s before it) must follow the last fault.
-        while self.next_onset + 0.2 <= end {
-            if self.next_onset - 0.1 >= self.clean_after && !non_finite {
+        // An onset's marker goes out once the samples through its last window are
+        // sent, so no later fault can touch its windows; its baseline must follow the
+        // last fault.
+        while self.next_onset + self.after <= end {
+            if self.next_onset - self.before >= self.clean_after && !non_finite {
                 let id = format!("soak_{}", self.sent.onsets.load(Ordering::Relaxed));
                 self.marker(&format!("stim_on {id}"), self.next_onset)?;
                 self.sent.onsets.fetch_add(1, Ordering::Relaxed);

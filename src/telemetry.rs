@@ -66,6 +66,9 @@ pub struct Counters {
     pub frames_built: AtomicU64,
     pub frames_skipped_gap: AtomicU64,
     pub frames_skipped_bad: AtomicU64,
+    /// Onsets waiting for their windows when the stream's time went backwards (a clock
+    /// reset or a restarted sender): their windows no longer exist.
+    pub onsets_dropped_reset: AtomicU64,
     /// Onsets whose windows had already left the history (marker too late).
     pub frames_skipped_late: AtomicU64,
     /// Frames the window stage could not hand on (no free frame buffer).
@@ -135,6 +138,7 @@ impl Counters {
             ("frames_skipped_gap", g(&self.frames_skipped_gap)),
             ("frames_skipped_bad", g(&self.frames_skipped_bad)),
             ("frames_skipped_late", g(&self.frames_skipped_late)),
+            ("onsets_dropped_reset", g(&self.onsets_dropped_reset)),
             ("frames_dropped_window", g(&self.frames_dropped_window)),
             ("frames_dropped_decode", g(&self.frames_dropped_decode)),
             ("frames_decoded", g(&self.frames_decoded)),

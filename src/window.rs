@@ -337,6 +337,7 @@ impl WindowAssembler {
                 // Time went backwards (clock reset or a restarted stream): start over,
                 // pending onsets included, since they no longer fit the timeline.
                 self.len = 0;
+                Counters::add(&counters.onsets_dropped_reset, self.pending_len as u64);
                 self.pending_len = 0;
                 self.next_slide = None;
             }

@@ -4,6 +4,8 @@
 //! LSL MUA ─► [ingest] ─ringbuf─► [window] ─bounded─► [decode] ─latest-wins─► [display: main thread]
 //! LSL markers ─► [markers] ─bounded─┘
 //!     (--record: ingest ─ringbuf─► [record] ◄─bounded─ markers; see crate::record)
+//!     ([watch]: looks at the network once a second; hands ingest a replacement
+//!      inlet when the MUA stream is lost; see crate::ingest::watch)
 //! ```
 //! [`run`] is a handful of steps, in the order the data needs them: open the recording,
 //! start the decoder (it decides the window set), connect the streams, start the
@@ -198,6 +200,14 @@ struct Inputs {
     record_markers: Option<Receiver<RawMarker>>,
 }
 
+/// The watch's ends of the ingest thread's inlet hand-over.
+struct WatchEnds {
+    handover: Sender<MuaInlet>,
+    /// A clone of ingest's receiving end, to take back a replacement it did not need.
+    unused: Receiver<MuaInlet>,
+    retired: Receiver<MuaInlet>,
+}
+
 /// A stream thread's report once its stream is live (or why it is not).
 enum Live {
     Mua(StreamDescription),
@@ -307,6 +317,7 @@ impl Pipeline {
         };
         let (wake_ingest, wake_rx) = bounded::<Thread>(1);
         let (handover_tx, replacement) = bounded::<MuaInlet>(1);
+        let unused = replacement.clone();
         let (retired, retired_rx) = bounded::<MuaInlet>(2);
         let handover = ingest::Handover {
             replacement,
@@ -374,7 +385,12 @@ impl Pipeline {
                 );
             }
         }
-        self.start_watch(opts, &mua, marker_stream.as_ref(), handover_tx, retired_rx)?;
+        let ends = WatchEnds {
+            handover: handover_tx,
+            unused,
+            retired: retired_rx,
+        };
+        self.start_watch(opts, &mua, marker_stream.as_ref(), ends)?;
         Ok(Inputs {
             mua,
             record_markers: record_markers.filter(|_| marker_stream.is_some()),
@@ -448,8 +464,7 @@ impl Pipeline {
         opts: &RunOptions,
         mua: &StreamDescription,
         markers: Option<&StreamDescription>,
-        handover: Sender<MuaInlet>,
-        retired: Receiver<MuaInlet>,
+        ends: WatchEnds,
     ) -> anyhow::Result<()> {
         let rig = &opts.rig;
         let cfg = ingest::watch::WatchConfig {
@@ -470,8 +485,9 @@ impl Pipeline {
                 markers.as_ref(),
                 &counters,
                 &stop,
-                handover,
-                retired,
+                ends.handover,
+                ends.unused,
+                ends.retired,
             )
         })?;
         Ok(())

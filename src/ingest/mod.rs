@@ -438,16 +438,21 @@ pub fn run_markers(
         Err(e) => return on_live(Err(e)),
     };
     let mut values: Vec<String> = Vec::new();
+    let mut lost = false;
     while !stop.load(Ordering::Relaxed) {
         let lsl_time = match inlet.pull_strings(&mut values, 0.05) {
             Pulled::Sample(stamp) => stamp,
             Pulled::Timeout => continue,
             Pulled::Lost => {
-                Counters::inc(&counters.marker_stream_lost);
+                if !lost {
+                    lost = true;
+                    Counters::inc(&counters.marker_stream_lost);
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
+        lost = false;
         Counters::inc(&counters.markers);
         let event = parse_marker(values.first().map_or("", String::as_str), lsl_time);
         if let Some(rec) = record {
@@ -536,18 +541,24 @@ pub fn run_mua(
                 );
                 wake();
             }
-            Pull::Timeout | Pull::Lost => {
+            pulled @ (Pull::Timeout | Pull::Lost) => {
                 if !lost && last_data.elapsed().as_secs_f64() > silence {
                     lost = true;
                     Counters::inc(&counters.stream_lost);
                 }
-                if let Some(new) = handover.and_then(|h| h.replacement.try_recv().ok()) {
-                    let old = std::mem::replace(inlet, new);
-                    Counters::inc(&counters.stream_switched);
-                    if let Some(h) = handover {
-                        // The watch closes it; if it is gone, the run is ending anyway.
+                // A replacement only while lost, and only when the old inlet can go
+                // to the watch to be closed (never closed here: that blocks).
+                if let Some(h) = handover.filter(|h| lost && !h.retired.is_full()) {
+                    if let Ok(new) = h.replacement.try_recv() {
+                        let old = std::mem::replace(inlet, new);
+                        Counters::inc(&counters.stream_switched);
                         let _ = h.retired.try_send(old);
                     }
+                }
+                if pulled == Pull::Lost {
+                    // liblsl returns at once for a stream it cannot recover: wait here
+                    // instead of spinning a core.
+                    std::thread::sleep(Duration::from_millis(20));
                 }
             }
         }

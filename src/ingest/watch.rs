@@ -4,14 +4,16 @@
 //! LSL has no authentication: any host on the lab network can publish a stream that
 //! matches a selector. The daemon refuses an ambiguous selector at start-up; the watch
 //! covers the rest of the session:
-//! - a second stream matching a selector while the selected one is live is a rival:
-//!   refused, counted once per outlet (`rival_streams`) and reported;
-//! - when the MUA stream is lost and liblsl cannot recover it (the source came back
-//!   under a new source_id, or on another host), a single matching stream that fits the
-//!   rig (channel count, format, rate) replaces it: the watch opens the inlet here and
-//!   hands it to the ingest thread (`stream_switched`); one that does not fit is
-//!   refused and counted (`streams_refused`). A source that returns under its own
-//!   name, source_id and host is liblsl's to recover, not the watch's.
+//! - a second stream matching a selector while the selected one delivers data is a
+//!   rival: refused, counted once per outlet (`rival_streams`) and reported;
+//! - when the MUA stream is lost (silent past the daemon's limit) and has been gone
+//!   from the network for two looks in a row, so liblsl cannot recover it (the source
+//!   came back under a new source_id, or without one), a single matching stream that
+//!   fits the rig (channel count, format, rate) and was never reported as a rival
+//!   replaces it: the watch opens the inlet here and the ingest thread takes it while
+//!   the stream is still lost (`stream_switched`); one that does not fit is refused and
+//!   counted (`streams_refused`). A source that returns under its own name and
+//!   source_id (on any host) is liblsl's to recover, not the watch's.
 //!
 //! Real-time contract: none needed; the watch allocates (resolving returns new
 //! handles) and prints its reports, on its own thread, off the data path.
@@ -42,9 +44,9 @@ pub struct WatchConfig {
     pub report: bool,
 }
 
-/// One outlet as the watch tells them apart: a source that restarts keeps its name,
-/// source_id and host (and liblsl recovers it); without a source_id, only liblsl's
-/// per-instance uid identifies it.
+/// One outlet as the watch tells them apart: liblsl recovers a source by its name and
+/// source_id (on any host), so those two identify it; without a source_id, only
+/// liblsl's per-instance uid (with the name and host) does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Source {
     name: String,
@@ -55,11 +57,16 @@ struct Source {
 
 impl Source {
     fn of(d: &StreamDescription) -> Source {
+        let anonymous = d.source_id.is_empty();
         Source {
             name: d.name.clone(),
             source_id: d.source_id.clone(),
-            hostname: d.hostname.clone(),
-            uid: if d.source_id.is_empty() {
+            hostname: if anonymous {
+                d.hostname.clone()
+            } else {
+                String::new()
+            },
+            uid: if anonymous {
                 d.uid.clone()
             } else {
                 String::new()
@@ -74,13 +81,26 @@ struct Watch<'a> {
     counters: &'a Counters,
     mua: Source,
     markers: Option<Source>,
-    /// Outlet uids already counted (as rivals or refused), so each counts once.
-    reported: HashSet<String>,
+    /// Outlet uids counted as rivals.
+    rivals: HashSet<String>,
+    /// Outlet uids counted as refused.
+    refused: HashSet<String>,
+    /// Looks in a row that did not find the selected MUA source.
+    absent_looks: u32,
+    /// `samples` at the last look: data flowed since if it grew.
+    samples_seen: u64,
+    /// A replacement sent to the ingest thread, and `stream_switched` when it was sent:
+    /// it becomes the selected source once ingest has taken it.
+    pending: Option<(Source, u64)>,
     handover: Sender<MuaInlet>,
+    /// The ingest thread's end of `handover`, to take back a replacement it did not
+    /// need (the old stream came back first).
+    unused: Receiver<MuaInlet>,
 }
 
 /// Runs the watch until `stop`. `mua` and `markers` are the streams the run selected;
 /// `retired` brings back the inlets the ingest thread replaced, to be closed here.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     cfg: &WatchConfig,
     mua: &StreamDescription,
@@ -88,6 +108,7 @@ pub fn run(
     counters: &Counters,
     stop: &AtomicBool,
     handover: Sender<MuaInlet>,
+    unused: Receiver<MuaInlet>,
     retired: Receiver<MuaInlet>,
 ) {
     let mut w = Watch {
@@ -95,8 +116,13 @@ pub fn run(
         counters,
         mua: Source::of(mua),
         markers: markers.map(Source::of),
-        reported: HashSet::new(),
+        rivals: HashSet::new(),
+        refused: HashSet::new(),
+        absent_looks: 0,
+        samples_seen: Counters::get(&counters.samples),
+        pending: None,
         handover,
+        unused,
     };
     let mut next = Instant::now() + cfg.every;
     while !stop.load(Ordering::Relaxed) {
@@ -108,8 +134,12 @@ pub fn run(
             continue;
         }
         next = Instant::now() + cfg.every;
-        w.look_at_mua();
-        w.look_at_markers();
+        let samples = Counters::get(&counters.samples);
+        let flowing = samples > w.samples_seen;
+        w.samples_seen = samples;
+        w.settle_switch();
+        w.look_at_mua(flowing);
+        w.look_at_markers(flowing);
     }
 }
 
@@ -118,43 +148,78 @@ impl Watch<'_> {
         Counters::get(&self.counters.stream_lost) > Counters::get(&self.counters.stream_restored)
     }
 
-    fn look_at_mua(&mut self) {
-        let found = match lsl::resolve_all(&self.cfg.mua.predicate(), 0.5) {
+    /// The selected source becomes the replacement once ingest took it; a replacement
+    /// still waiting when the old stream is back is taken back and closed.
+    fn settle_switch(&mut self) {
+        let Some((source, switched)) = self.pending.clone() else {
+            return;
+        };
+        if Counters::get(&self.counters.stream_switched) > switched {
+            self.mua = source;
+            self.pending = None;
+        } else if !self.mua_lost() {
+            while let Ok(spare) = self.unused.try_recv() {
+                drop(spare);
+            }
+            self.pending = None;
+        }
+    }
+
+    fn look_at_mua(&mut self, flowing: bool) {
+        let predicate = self.cfg.mua.predicate();
+        let found = match lsl::resolve_all(&predicate, 0.5) {
             Ok(f) => f,
             Err(_) => return,
         };
+        let described: Vec<_> = found.iter().map(|i| i.describe()).collect();
+        let present = described.iter().any(|d| Source::of(d) == self.mua);
+        self.absent_looks = if present { 0 } else { self.absent_looks + 1 };
         let lost = self.mua_lost();
         let mut fitting = Vec::new();
-        for info in found {
-            let d = info.describe();
-            let source = Source::of(&d);
-            if !lost {
-                if source != self.mua {
-                    self.rival("MUA", &d, &self.cfg.mua.predicate());
+        for (info, d) in found.iter().zip(&described) {
+            let source = Source::of(d);
+            if self.rivals.contains(&d.uid) {
+                continue;
+            }
+            if source == self.mua {
+                // liblsl's to recover; but say so if it came back unfit for the rig.
+                if lost {
+                    if let Err(e) = check_mua(info, d, self.cfg.channels, self.cfg.rate_hz) {
+                        self.refuse(d, &e.to_string());
+                    }
                 }
                 continue;
             }
-            match check_mua(&info, &d, self.cfg.channels, self.cfg.rate_hz) {
-                Err(e) => self.refuse(&d, &e.to_string()),
-                Ok(()) if source != self.mua => fitting.push((info, d, source)),
-                // The same source back and fitting: liblsl's recovery takes it.
-                Ok(()) => {}
+            if flowing && !lost {
+                self.rival("MUA", d, &predicate);
+                continue;
+            }
+            if !lost {
+                // Silent but not yet lost: a restart in progress, or a pause. Wait.
+                continue;
+            }
+            match check_mua(info, d, self.cfg.channels, self.cfg.rate_hz) {
+                Err(e) => self.refuse(d, &e.to_string()),
+                Ok(()) => fitting.push((info, d, source)),
             }
         }
         // One outlet may be heard twice (IPv4 and IPv6): count distinct sources.
         let mut seen = HashSet::new();
         fitting.retain(|(_, _, s)| seen.insert(s.clone()));
+        if !lost || self.absent_looks < 2 || self.pending.is_some() {
+            return;
+        }
         if fitting.len() == 1 {
             let (info, d, source) = fitting.remove(0);
-            self.switch_to(&info, &d, source);
-        } else if fitting.len() > 1 {
+            self.switch_to(info, d, source);
+        } else {
             for (_, d, _) in &fitting {
-                self.rival("MUA", d, &self.cfg.mua.predicate());
+                self.rival("MUA", d, &predicate);
             }
         }
     }
 
-    fn look_at_markers(&mut self) {
+    fn look_at_markers(&mut self, flowing: bool) {
         let (Some(selector), Some(current)) = (&self.cfg.markers, &self.markers) else {
             return;
         };
@@ -166,7 +231,7 @@ impl Watch<'_> {
         let current = current.clone();
         for info in found {
             let d = info.describe();
-            if Source::of(&d) != current {
+            if flowing && Source::of(&d) != current {
                 self.rival("marker", &d, &predicate);
             }
         }
@@ -175,15 +240,16 @@ impl Watch<'_> {
     /// Opens the replacement and hands it to the ingest thread.
     fn switch_to(&mut self, info: &lsl::StreamInfo, d: &StreamDescription, source: Source) {
         let c = self.cfg;
-        match MuaInlet::open(info, c.channels, c.rate_hz, 2.0, c.max_chunk) {
+        match MuaInlet::open(info, c.channels, c.rate_hz, 1.0, c.max_chunk) {
             Ok(inlet) => {
+                let switched = Counters::get(&self.counters.stream_switched);
                 if self.handover.try_send(inlet).is_ok() {
                     if c.report {
                         eprintln!(
                             "monkeysee: the MUA stream was lost; switching to {d}, which matches the selector and fits the rig"
                         );
                     }
-                    self.mua = source;
+                    self.pending = Some((source, switched));
                 }
             }
             Err(e) => self.refuse(d, &e.to_string()),
@@ -191,7 +257,7 @@ impl Watch<'_> {
     }
 
     fn rival(&mut self, what: &str, d: &StreamDescription, predicate: &str) {
-        if self.reported.insert(d.uid.clone()) {
+        if self.rivals.insert(d.uid.clone()) {
             Counters::inc(&self.counters.rival_streams);
             if self.cfg.report {
                 eprintln!(
@@ -202,7 +268,7 @@ impl Watch<'_> {
     }
 
     fn refuse(&mut self, d: &StreamDescription, why: &str) {
-        if self.reported.insert(d.uid.clone()) {
+        if self.refused.insert(d.uid.clone()) {
             Counters::inc(&self.counters.streams_refused);
             if self.cfg.report {
                 eprintln!(

@@ -210,6 +210,30 @@ fn assert_frames_accounted_for(s: &RunSummary) {
     assert_eq!(c("frames_shown"), s.frames_shown);
 }
 
+/// The frames shown are the expected onsets' images, in order, less those a newer
+/// frame replaced (newest wins: a burst of data after a recovery can ready two frames
+/// at once), and each of those is counted.
+fn assert_shown(s: &RunSummary, expected: &[String]) {
+    let mut left = expected.iter();
+    for id in &s.images {
+        assert!(
+            left.any(|e| e == id),
+            "shown {id} out of order or unexpected: shown {:?}, expected {expected:?}",
+            s.images
+        );
+    }
+    let replaced = s.counter("frames_dropped_decode")
+        + s.counter("frames_superseded")
+        + s.counter("frames_dropped_window");
+    assert_eq!(
+        (expected.len() - s.images.len()) as u64,
+        replaced,
+        "an expected frame is missing without a count: shown {:?}, expected {expected:?}, {:?}",
+        s.images,
+        s.counters
+    );
+}
+
 fn ids(v: &[Vec<String>]) -> Vec<String> {
     v.concat()
 }
@@ -223,7 +247,7 @@ fn a_pause_in_the_stream_is_counted_as_lost_and_restored_and_decoding_resumes() 
     sc.pause(2.0);
     let after = sc.play(1.0, CLEAN);
     let s = sc.finish();
-    assert_eq!(s.images, ids(&[before, after]), "{:?}", s.counters);
+    assert_shown(&s, &ids(&[before, after]));
     // The silence after the last sample (before the stop) may count as a second loss.
     assert!(
         (1..=2).contains(&s.counter("stream_lost")),
@@ -260,7 +284,7 @@ fn a_burst_of_nan_and_inf_is_counted_and_its_frames_skipped() {
     let s = sc.finish();
     assert_eq!(s.counter("bad_samples"), 200, "{:?}", s.counters);
     assert_eq!(s.counter("frames_skipped_bad"), 1, "{:?}", s.counters);
-    assert_eq!(s.images, ids(&[before, after]), "{:?}", s.counters);
+    assert_shown(&s, &ids(&[before, after]));
     assert_eq!(s.counter("decode_errors"), 0);
 }
 
@@ -290,11 +314,11 @@ fn a_marker_storm_is_counted_and_onsets_around_it_decode() {
     let after = sc.play(1.0, CLEAN);
     let s = sc.finish();
     let onsets = before.len() + after.len();
-    assert_eq!(s.images, ids(&[before, after]), "{:?}", s.counters);
-    // Every marker was either read and classified, or dropped from the full queue and
-    // counted; none vanished.
+    assert_shown(&s, &ids(&[before, after]));
+    // Every marker was read and classified (one dropped at the full onset queue is
+    // counted in marker_overruns as well; none may vanish).
     assert_eq!(
-        s.counter("markers") + s.counter("marker_overruns"),
+        s.counter("markers"),
         (storm_markers + onsets) as u64,
         "{:?}",
         s.counters
@@ -348,7 +372,7 @@ fn clock_jumps_forward_and_back_are_counted_and_decoding_resumes() {
     sc.jump -= 120.0;
     let after = sc.play(1.0, CLEAN);
     let s = sc.finish();
-    assert_eq!(s.images, ids(&[before, middle, after]), "{:?}", s.counters);
+    assert_shown(&s, &ids(&[before, middle, after]));
     assert_eq!(s.counter("gaps"), 2, "{:?}", s.counters);
 }
 
@@ -368,7 +392,7 @@ fn a_sender_at_the_wrong_rate_is_counted_and_decoding_resumes_when_it_recovers()
     let after = sc.play(1.0, CLEAN);
     let s = sc.finish();
     assert!(!slow.is_empty());
-    assert_eq!(s.images, ids(&[before, after]), "{:?}", s.counters);
+    assert_shown(&s, &ids(&[before, after]));
     assert!(s.counter("gaps") >= 500, "{:?}", s.counters);
     assert_eq!(
         s.counter("frames_skipped_gap"),
@@ -388,10 +412,10 @@ fn onsets_for_unknown_images_decode_and_are_counted() {
     let mut sc = Script::start("fault-unknown", move |o| o.stimuli_dir = Some(dir));
     let shown = sc.play(1.0, CLEAN);
     let s = sc.finish();
-    assert_eq!(s.images, shown, "{:?}", s.counters);
+    assert_shown(&s, &shown);
     assert_eq!(
         s.counter("stimuli_missing"),
-        shown.len() as u64 - 1,
+        s.images.iter().filter(|i| *i != "img_0").count() as u64,
         "{:?}",
         s.counters
     );
@@ -565,7 +589,7 @@ fn a_source_back_under_a_new_source_id_replaces_the_lost_stream() {
     sc.catch_up();
     let after = sc.play(1.0, CLEAN);
     let s = sc.finish();
-    assert_eq!(s.images, ids(&[before, after]), "{:?}", s.counters);
+    assert_shown(&s, &ids(&[before, after]));
     assert_eq!(s.counter("stream_switched"), 1, "{:?}", s.counters);
     assert_eq!(s.counter("stream_restored"), 1, "{:?}", s.counters);
     assert_eq!(s.counter("rival_streams"), 0, "{:?}", s.counters);
@@ -595,7 +619,7 @@ fn a_source_back_with_the_wrong_channel_count_is_refused_until_it_is_right() {
     sc.catch_up();
     let after = sc.play(1.0, CLEAN);
     let s = sc.finish();
-    assert_eq!(s.images, ids(&[before, after]), "{:?}", s.counters);
+    assert_shown(&s, &ids(&[before, after]));
     assert_eq!(s.counter("streams_refused"), 1, "{:?}", s.counters);
     assert_eq!(s.counter("stream_switched"), 0, "{:?}", s.counters);
     assert_eq!(s.counter("bad_samples"), 0, "{:?}", s.counters);
@@ -617,7 +641,7 @@ fn a_second_matching_stream_mid_session_is_refused_and_reported() {
     let after = sc.play(1.0, CLEAN);
     let s = sc.finish();
     drop(rival);
-    assert_eq!(s.images, ids(&[before, during, after]), "{:?}", s.counters);
+    assert_shown(&s, &ids(&[before, during, after]));
     assert_eq!(s.counter("rival_streams"), 1, "{:?}", s.counters);
     assert_eq!(s.counter("stream_switched"), 0, "{:?}", s.counters);
     assert_eq!(s.counter("bad_samples"), 0, "{:?}", s.counters);
