@@ -212,6 +212,7 @@ fn report(
             + c("frames_skipped_gap")
             + c("frames_skipped_bad")
             + c("frames_skipped_late")
+            + c("onsets_dropped_reset")
             + c("marker_overruns")) as i64;
     // ...and frames that went neither to the display nor to a counted drop.
     let not_shown = c("frames_built") as i64

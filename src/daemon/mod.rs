@@ -103,6 +103,8 @@ pub struct RunSummary {
     pub frames_shown: u64,
     pub counters: Vec<(&'static str, u64)>,
     pub stages: Vec<(&'static str, StageSummary)>,
+    /// The image id of each frame shown, in order: the first 10,000 (a long run's
+    /// summary does not grow with every frame; `frames_shown` counts them all).
     pub images: Vec<String>,
     pub mua_stream: String,
     pub marker_stream: Option<String>,

@@ -16,10 +16,13 @@ use crate::display::{
 };
 use crate::telemetry::{micros_between, Counters, LatencyRecorder, Stage};
 
+/// Image ids the run summary lists, at most (the first ones shown).
+pub(super) const MAX_LISTED: usize = 10_000;
+
 /// What the display loop saw.
 pub(super) struct Presented {
     pub shown: u64,
-    /// The image id of every frame shown, in order.
+    /// The image id of each frame shown, in order (the first [`MAX_LISTED`]).
     pub images: Vec<String>,
     pub latency: LatencyRecorder,
     pub elapsed_s: f64,
@@ -84,7 +87,11 @@ pub(super) fn present(
                 latency.record(&t);
                 shown += 1;
                 Counters::inc(&counters.frames_shown);
-                images.extend(id);
+                // The first MAX_LISTED ids only: an hours-long run's summary must not
+                // grow with every frame.
+                if images.len() < MAX_LISTED {
+                    images.extend(id);
+                }
             }
             None if !presenter.idle() => break,
             None => {}
