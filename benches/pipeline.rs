@@ -1,6 +1,8 @@
-//! Hot-path benchmarks: the ingest ring and window assembly at 1024 channels.
+//! Hot-path benchmarks: the ingest ring, window assembly and broadband → MUA extraction
+//! at 1024 channels.
 //!
-//! `cargo bench --bench pipeline`
+//! `cargo bench --bench pipeline`. The broadband bench filters 100 ms of 30 kHz: its
+//! time over 100 ms is the extraction's real-time factor on one core.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -8,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use monkeysee::config::{RigConfig, WindowSetKind};
+use monkeysee::ingest::broadband::MuaExtractor;
 use monkeysee::ingest::SampleRing;
 use monkeysee::telemetry::Counters;
 use monkeysee::window::{
     AssemblerConfig, FrameStatus, ImageId, Mode, Onset, SampleMeta, WindowAssembler,
 };
+use rand::{Rng, SeedableRng};
 
 fn rig() -> RigConfig {
     RigConfig::load(
@@ -84,9 +88,28 @@ fn bench_window(c: &mut Criterion) {
     });
 }
 
+fn bench_broadband(c: &mut Criterion) {
+    let rig = rig();
+    let ch = rig.channel_count;
+    let mut x = MuaExtractor::new(&rig.broadband, ch, rig.sampling_rate_hz).expect("filters");
+    let rows = (rig.broadband.sampling_rate_hz * 0.1) as usize;
+    // Spiky noise, like a headstage's signal.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let input: Vec<f32> = (0..rows * ch)
+        .map(|_| rng.random_range(-50.0..50.0))
+        .collect();
+    let mut out = vec![0.0f32; (rows / x.decimation() + 1) * ch];
+    let mut taken = vec![0usize; rows / x.decimation() + 1];
+    let simd = if x.uses_avx2() { "avx2" } else { "sse2" };
+    c.bench_function(
+        &format!("broadband/extract_100ms_1024ch_30khz_{simd}"),
+        |b| b.iter(|| black_box(x.process(black_box(&input), rows, &mut out, &mut taken))),
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = bench_window
+    targets = bench_window, bench_broadband
 }
 criterion_main!(benches);

@@ -219,6 +219,41 @@ pub struct NormalisationConfig {
     pub calibration_presentations: u64,
 }
 
+/// How `run --input broadband` makes MUA from the raw stream: TVSD's extraction as
+/// causal Butterworth filters (see [`crate::ingest::broadband`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadbandConfig {
+    /// `[streams.broadband]`: the raw stream's selector, when the rig has one.
+    pub selector: Option<StreamSelector>,
+    /// The raw stream's rate; a whole multiple of the MUA rate (the decimation).
+    pub sampling_rate_hz: f64,
+    /// Band-pass edges, Hz.
+    pub band_hz: [f64; 2],
+    /// Butterworth order of the band-pass (scipy's `N`: 2N poles).
+    pub band_order: usize,
+    /// Low-pass cut-off after rectification, Hz; below half the MUA rate.
+    pub lowpass_hz: f64,
+    pub lowpass_order: usize,
+    /// Stamp each MUA sample earlier by the low-pass's group delay, so the latency
+    /// windows see the envelope where zero-phase offline filtering would put it.
+    pub compensate_delay: bool,
+}
+
+impl Default for BroadbandConfig {
+    /// TVSD's bands (500–9000 Hz, 200 Hz) at 30 kHz; the orders are ours.
+    fn default() -> Self {
+        BroadbandConfig {
+            selector: None,
+            sampling_rate_hz: 30_000.0,
+            band_hz: [500.0, 9000.0],
+            band_order: 2,
+            lowpass_hz: 200.0,
+            lowpass_order: 4,
+            compensate_delay: true,
+        }
+    }
+}
+
 /// A validated rig configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RigConfig {
@@ -239,6 +274,7 @@ pub struct RigConfig {
     pub rf: RfConfig,
     pub display: DisplayConfig,
     pub normalisation: NormalisationConfig,
+    pub broadband: BroadbandConfig,
 }
 
 impl RigConfig {
@@ -469,6 +505,7 @@ impl Validator<'_> {
             self.receptive_fields(&raw.receptive_fields, r.channels, raw.decoder.image_size)?;
         let display = self.display(&raw.display)?;
         let normalisation = self.normalisation(&raw.normalisation)?;
+        let broadband = self.broadband(&raw, r.sampling_rate_hz)?;
         Ok(RigConfig {
             path: self.path.to_path_buf(),
             name: r.name.clone(),
@@ -485,6 +522,7 @@ impl Validator<'_> {
             rf,
             display,
             normalisation,
+            broadband,
         })
     }
 
@@ -852,6 +890,77 @@ impl Validator<'_> {
         })
     }
 
+    /// `[streams.broadband]` and `[broadband]`: a selector when given; a rate that is a
+    /// whole multiple of the MUA rate, a band inside its Nyquist range, a low-pass
+    /// below half the MUA rate (the decimation must not alias), orders 1 to 8.
+    fn broadband(&self, raw: &raw::Rig, mua_hz: f64) -> Result<BroadbandConfig, ConfigError> {
+        let selector = match &raw.streams.broadband {
+            Some(s) => Some(self.selector(s, "broadband")?),
+            None => None,
+        };
+        let d = BroadbandConfig::default();
+        let Some(b) = &raw.broadband else {
+            return Ok(BroadbandConfig { selector, ..d });
+        };
+        let t = Some(("[broadband]", 0));
+        let cfg = BroadbandConfig {
+            selector,
+            sampling_rate_hz: b.sampling_rate_hz.unwrap_or(d.sampling_rate_hz),
+            band_hz: b.band_hz.unwrap_or(d.band_hz),
+            band_order: b.band_order.unwrap_or(d.band_order),
+            lowpass_hz: b.lowpass_hz.unwrap_or(d.lowpass_hz),
+            lowpass_order: b.lowpass_order.unwrap_or(d.lowpass_order),
+            compensate_delay: b.compensate_delay.unwrap_or(d.compensate_delay),
+        };
+        if let Some(f) = b
+            .filter
+            .as_deref()
+            .filter(|f| !f.eq_ignore_ascii_case("butterworth"))
+        {
+            return Err(self.err(
+                t,
+                "broadband.filter",
+                format!("unknown filter {f:?}: only \"butterworth\" is implemented"),
+            ));
+        }
+        let rate = cfg.sampling_rate_hz;
+        if !positive(rate) || crate::ingest::broadband::decimation(rate, mua_hz).is_err() {
+            return Err(self.err(
+                t,
+                "broadband.sampling_rate_hz",
+                format!("{rate} Hz must be a whole multiple of rig.sampling_rate_hz ({mua_hz} Hz), e.g. 30000"),
+            ));
+        }
+        let [lo, hi] = cfg.band_hz;
+        if !(positive(lo) && lo < hi && hi < rate / 2.0) {
+            return Err(self.err(
+                t,
+                "broadband.band_hz",
+                format!("[{lo}, {hi}] must be [low, high] Hz with 0 < low < high < half the broadband rate ({})", rate / 2.0),
+            ));
+        }
+        if !(positive(cfg.lowpass_hz) && cfg.lowpass_hz < mua_hz / 2.0) {
+            return Err(self.err(
+                t,
+                "broadband.lowpass_hz",
+                format!("{} Hz must be above 0 and below half the MUA rate ({} Hz), or the downsampling aliases", cfg.lowpass_hz, mua_hz / 2.0),
+            ));
+        }
+        for (key, order) in [
+            ("broadband.band_order", cfg.band_order),
+            ("broadband.lowpass_order", cfg.lowpass_order),
+        ] {
+            if !(1..=8).contains(&order) {
+                return Err(self.err(
+                    t,
+                    key,
+                    format!("{order} must be a Butterworth order from 1 to 8"),
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
     /// `[normalisation]`: the prior's weight and the calibration block.
     fn normalisation(&self, norm: &raw::Normalisation) -> Result<NormalisationConfig, ConfigError> {
         if norm.time_constant_s.is_some() {
@@ -899,6 +1008,19 @@ pub mod raw {
         pub display: Display,
         #[serde(default)]
         pub normalisation: Normalisation,
+        pub broadband: Option<Broadband>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Broadband {
+        pub sampling_rate_hz: Option<f64>,
+        pub band_hz: Option<[f64; 2]>,
+        pub band_order: Option<usize>,
+        pub lowpass_hz: Option<f64>,
+        pub lowpass_order: Option<usize>,
+        pub filter: Option<String>,
+        pub compensate_delay: Option<bool>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -916,6 +1038,7 @@ pub mod raw {
     pub struct Streams {
         pub mua: Stream,
         pub markers: Stream,
+        pub broadband: Option<Stream>,
     }
 
     #[derive(Debug, Deserialize)]

@@ -120,6 +120,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
         rig,
         model: ModelSource::Dir(model),
         mode: Mode::Event,
+        broadband: false,
         device: ComputeDevice::Cpu,
         output: opts.output,
         frames: Some(summary.trials as u64),

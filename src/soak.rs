@@ -136,6 +136,7 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
         rig,
         model: opts.model.clone(),
         mode: Mode::Event,
+        broadband: false,
         device: ComputeDevice::Cpu,
         output: Output::Discard,
         frames: None,

@@ -1,6 +1,8 @@
 //! monkeysee integration tests: one binary, one module per area of behaviour.
 
 mod it {
+    /// Broadband → MUA online against scipy's offline filtering.
+    mod broadband;
     /// The command line: bad flags are refused with a message naming them, never a panic.
     mod cli;
     /// Shared helpers: test rigs, LSL outlets, the counting allocator.

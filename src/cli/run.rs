@@ -49,6 +49,11 @@ pub struct RunArgs {
     /// event: one frame per `stim_on` marker; sliding: one frame per hop (rig windows.sliding_hop_ms).
     #[arg(long, value_enum, default_value = "event")]
     mode: Mode,
+    /// mua: read the MUA stream ([streams.mua]). broadband: read the raw stream
+    /// ([streams.broadband], e.g. 30 kHz int16) and extract MUA online as TVSD did
+    /// (band-pass, rectify, low-pass, downsample; filters in the rig's [broadband]).
+    #[arg(long, value_enum, default_value = "mua")]
+    input: InputArg,
     /// Where the decoder runs. `cuda` needs a build with `--features cuda` and an NVIDIA GPU.
     #[arg(long, value_enum, default_value = "cpu")]
     device: ComputeDevice,
@@ -71,6 +76,10 @@ pub struct RunArgs {
     /// e.g. "name='rig1' and type='MUA'".
     #[arg(long, value_name = "XPATH")]
     mua_query: Option<String>,
+    /// LSL XPath predicate selecting the raw stream for --input broadband; overrides the
+    /// rig's [streams.broadband].
+    #[arg(long, value_name = "XPATH")]
+    broadband_query: Option<String>,
     /// LSL XPath predicate selecting the marker stream; overrides the rig's [streams.markers].
     #[arg(long, value_name = "XPATH")]
     marker_query: Option<String>,
@@ -137,6 +146,12 @@ impl RunArgs {
         if let Some(q) = self.marker_query {
             rig.markers.query = Some(q);
         }
+        if let Some(q) = self.broadband_query {
+            rig.broadband.selector = Some(monkeysee::config::StreamSelector {
+                query: Some(q),
+                ..Default::default()
+            });
+        }
         if let Some(n) = self.calibrate {
             rig.normalisation.calibration_presentations = n;
         }
@@ -144,6 +159,7 @@ impl RunArgs {
             rig,
             model,
             mode: self.mode,
+            broadband: self.input == InputArg::Broadband,
             device: self.device,
             output,
             frames: self.frames,
@@ -160,12 +176,19 @@ impl RunArgs {
     }
 }
 
+/// What `run` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputArg {
+    Mua,
+    Broadband,
+}
+
 /// Runs the daemon until --frames, --seconds or Ctrl-C, then prints its summary.
 pub fn run(mut args: RunArgs) -> anyhow::Result<()> {
     let summary_json = args.summary_json.take();
     let opts = args.options()?;
     if opts.status {
-        warn_about_weak_stream_queries(&opts.rig);
+        warn_about_weak_stream_queries(&opts.rig, opts.broadband);
     }
     stop_on_ctrl_c(&opts.stop)?;
     let summary = daemon::run(opts)?;
@@ -185,8 +208,12 @@ pub fn run(mut args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Warns about stream selectors that another device on the network could also match.
-fn warn_about_weak_stream_queries(rig: &RigConfig) {
-    for (what, s) in [("MUA", &rig.mua), ("marker", &rig.markers)] {
+fn warn_about_weak_stream_queries(rig: &RigConfig, broadband: bool) {
+    let input = match (broadband, &rig.broadband.selector) {
+        (true, Some(b)) => ("broadband", b),
+        _ => ("MUA", &rig.mua),
+    };
+    for (what, s) in [input, ("marker", &rig.markers)] {
         if let Some(w) = s.weakness() {
             eprintln!("monkeysee: warning: {what} stream: {w}");
         }

@@ -75,6 +75,9 @@ pub struct RunOptions {
     pub rig: RigConfig,
     pub model: ModelSource,
     pub mode: Mode,
+    /// Read the rig's raw broadband stream (`[streams.broadband]`) and extract MUA
+    /// from it online ([`crate::ingest::broadband`]) instead of reading MUA.
+    pub broadband: bool,
     pub device: ComputeDevice,
     pub output: Output,
     pub frames: Option<u64>,
@@ -192,7 +195,10 @@ struct Decoding {
 
 /// The live streams and the window stage's (and recorder's) ends of their queues.
 struct Inputs {
+    /// The input stream: MUA, or broadband with `--input broadband`.
     mua: StreamDescription,
+    /// How a recording describes the MUA the ingest delivers.
+    mua_recorded: StreamDescription,
     marker_stream: Option<StreamDescription>,
     samples: SampleConsumer,
     markers: Receiver<MarkerEvent>,
@@ -200,6 +206,12 @@ struct Inputs {
     wake_ingest: Sender<Thread>,
     record_samples: Option<SampleConsumer>,
     record_markers: Option<Receiver<RawMarker>>,
+}
+
+/// The input stream as it came up, and how a recording describes the MUA it gives.
+struct MuaLive {
+    stream: StreamDescription,
+    recorded: StreamDescription,
 }
 
 /// The watch's ends of the ingest thread's inlet hand-over.
@@ -212,7 +224,7 @@ struct WatchEnds {
 
 /// A stream thread's report once its stream is live (or why it is not).
 enum Live {
-    Mua(StreamDescription),
+    Mua(MuaLive),
     Markers(StreamDescription),
 }
 
@@ -392,9 +404,10 @@ impl Pipeline {
             unused,
             retired: retired_rx,
         };
-        self.start_watch(opts, &mua, marker_stream.as_ref(), ends)?;
+        self.start_watch(opts, &mua.stream, marker_stream.as_ref(), ends)?;
         Ok(Inputs {
-            mua,
+            mua: mua.stream,
+            mua_recorded: mua.recorded,
             record_markers: record_markers.filter(|_| marker_stream.is_some()),
             marker_stream,
             samples,
@@ -417,15 +430,9 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let (rig, counters, stop) = (opts.rig.clone(), self.counters.clone(), self.stop.clone());
         let timeout = opts.resolve_timeout;
+        let (selector, spec) = input_stream(opts)?;
         self.spawn("ingest", move || {
-            let max_chunk = max_chunk(&rig);
-            let connected = MuaInlet::connect(
-                &rig.mua,
-                rig.channel_count,
-                rig.sampling_rate_hz,
-                timeout,
-                max_chunk,
-            );
+            let connected = MuaInlet::connect(&selector, &spec, timeout);
             let mut inlet = match connected {
                 Ok(i) => i,
                 Err(e) => {
@@ -433,7 +440,9 @@ impl Pipeline {
                     return;
                 }
             };
-            let _ = ready.send(Ok(Live::Mua(inlet.description.clone())));
+            let recorded = inlet.recorded_description(rig.sampling_rate_hz);
+            let stream = inlet.description.clone();
+            let _ = ready.send(Ok(Live::Mua(MuaLive { stream, recorded })));
             // The window thread starts once every stream is live; until then the
             // inlet buffers (10 s). Give up if the run is called off meanwhile.
             let mut window_thread = None;
@@ -469,12 +478,11 @@ impl Pipeline {
         ends: WatchEnds,
     ) -> anyhow::Result<()> {
         let rig = &opts.rig;
+        let (selector, spec) = input_stream(opts)?;
         let cfg = ingest::watch::WatchConfig {
-            mua: rig.mua.clone(),
+            mua: selector,
             markers: markers.map(|_| rig.markers.clone()),
-            channels: rig.channel_count,
-            rate_hz: rig.sampling_rate_hz,
-            max_chunk: max_chunk(rig),
+            spec,
             every: Duration::from_secs(1),
             report: opts.status,
         };
@@ -503,12 +511,12 @@ impl Pipeline {
         mut rec: Recorder,
         inputs: &mut Inputs,
     ) -> anyhow::Result<()> {
-        let headers = rec
-            .add_mua(&inputs.mua)
-            .and_then(|()| match &inputs.marker_stream {
-                Some(d) => rec.add_markers(d),
-                None => Ok(()),
-            });
+        let headers =
+            rec.add_mua(&inputs.mua_recorded)
+                .and_then(|()| match &inputs.marker_stream {
+                    Some(d) => rec.add_markers(d),
+                    None => Ok(()),
+                });
         if let Err(e) = headers {
             return Err(anyhow!(e).context(format!("recording to {}", rec.path().display())));
         }
@@ -568,9 +576,28 @@ impl Drop for Pipeline {
     }
 }
 
-/// Samples the ingest thread pulls at most at once: 100 ms' worth, at least 16.
+/// MUA samples the ingest thread pulls at most at once: 100 ms' worth, at least 16.
 fn max_chunk(rig: &RigConfig) -> usize {
     ((rig.sampling_rate_hz * 0.1).ceil() as usize).max(16)
+}
+
+/// The input stream's selector and what it must fit: the MUA stream, or with
+/// `broadband` the raw stream (which needs a `[streams.broadband]` selector).
+fn input_stream(
+    opts: &RunOptions,
+) -> anyhow::Result<(crate::config::StreamSelector, ingest::MuaSpec)> {
+    let rig = &opts.rig;
+    let spec = ingest::MuaSpec::for_rig(rig, opts.broadband, max_chunk(rig));
+    if !opts.broadband {
+        return Ok((rig.mua.clone(), spec));
+    }
+    let selector = rig.broadband.selector.clone().with_context(|| {
+        format!(
+            "{} has no [streams.broadband] selector: add one (name, type, source_id of the raw stream) or give --broadband-query",
+            rig.path.display()
+        )
+    })?;
+    Ok((selector, spec))
 }
 
 fn spawn_named<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
@@ -590,11 +617,7 @@ fn wait_for_streams(
     ready: &Receiver<anyhow::Result<Live>>,
     timeout_s: f64,
     markers_needed: bool,
-) -> anyhow::Result<(
-    StreamDescription,
-    Option<StreamDescription>,
-    Option<anyhow::Error>,
-)> {
+) -> anyhow::Result<(MuaLive, Option<StreamDescription>, Option<anyhow::Error>)> {
     let mut mua = None;
     let mut markers = None;
     let mut marker_error = None;
@@ -607,7 +630,7 @@ fn wait_for_streams(
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match ready.recv_timeout(left) {
-            Ok(Ok(Live::Mua(d))) => mua = Some(d),
+            Ok(Ok(Live::Mua(live))) => mua = Some(live),
             Ok(Ok(Live::Markers(d))) => markers = Some(d),
             Ok(Err(e)) => {
                 let is_marker = format!("{e:#}").contains("marker stream");
@@ -627,7 +650,24 @@ fn announce(opts: &RunOptions, inputs: &Inputs, c: &DecoderConfig) {
     if !opts.status {
         return;
     }
-    eprintln!("monkeysee: MUA stream live: {}", inputs.mua);
+    if !opts.broadband {
+        eprintln!("monkeysee: MUA stream live: {}", inputs.mua);
+    } else {
+        {
+            let b = &opts.rig.broadband;
+            eprintln!(
+                "monkeysee: broadband stream live: {}; MUA extracted online (band-pass {}–{} Hz order {}, rectified, low-pass {} Hz order {}, every {}th sample{})",
+                inputs.mua,
+                b.band_hz[0],
+                b.band_hz[1],
+                b.band_order,
+                b.lowpass_hz,
+                b.lowpass_order,
+                (b.sampling_rate_hz / opts.rig.sampling_rate_hz).round(),
+                if b.compensate_delay { "; stamps corrected for the low-pass's delay" } else { "" }
+            );
+        }
+    }
     if let Some(d) = &inputs.marker_stream {
         eprintln!("monkeysee: marker stream live: {d}");
     }

@@ -31,7 +31,11 @@ use crate::window::{ImageId, Onset, SampleMeta};
 
 pub use crate::lsl::{local_clock, StreamDescription};
 
+pub mod broadband;
 pub mod watch;
+
+use crate::config::{BroadbandConfig, RigConfig};
+use broadband::MuaExtractor;
 
 /// Why a stream could not be used. Only [`IngestError::NotFound`] can go away by trying
 /// again (once the source runs); the others need a different selector, config or stream.
@@ -51,16 +55,21 @@ pub enum IngestError {
         found: usize,
         expected: usize,
     },
-    #[error(
-        "stream '{name}' has channel format {format}; MUA must be float32 or double64 numbers"
-    )]
-    Format { name: String, format: String },
-    #[error("stream '{name}' has a nominal rate of {found} Hz but the rig config says {expected} Hz (rig.sampling_rate_hz)")]
+    #[error("stream '{name}' has channel format {format}; {allowed}")]
+    Format {
+        name: String,
+        format: String,
+        allowed: &'static str,
+    },
+    #[error("stream '{name}' has a nominal rate of {found} Hz but the rig config says {expected} Hz ({key})")]
     Rate {
         name: String,
         found: f64,
         expected: f64,
+        key: &'static str,
     },
+    #[error("cannot extract MUA from the broadband stream: {0}")]
+    Broadband(#[from] broadband::DesignError),
     #[error("invalid LSL predicate {0:?}")]
     Predicate(String),
     #[error("liblsl could not {0}")]
@@ -115,7 +124,51 @@ fn open_inlet(
     Ok(inlet)
 }
 
-/// An open LSL inlet on the MUA stream, pulling into reused buffers.
+/// What the MUA inlet reads and checks a stream against: the rig's channel count and
+/// MUA rate, and whether the stream is MUA itself or raw broadband that the inlet turns
+/// into MUA ([`broadband`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MuaSpec {
+    pub channels: usize,
+    /// The MUA rate (what the window stage gets).
+    pub mua_hz: f64,
+    /// `Some` for a raw broadband stream.
+    pub broadband: Option<BroadbandConfig>,
+    /// Most MUA samples one pull returns.
+    pub max_chunk: usize,
+}
+
+impl MuaSpec {
+    /// A MUA stream of `channels` at `mua_hz`.
+    pub fn mua(channels: usize, mua_hz: f64, max_chunk: usize) -> MuaSpec {
+        MuaSpec {
+            channels,
+            mua_hz,
+            broadband: None,
+            max_chunk,
+        }
+    }
+
+    /// The rig's MUA stream, or (`broadband`) its raw broadband stream.
+    pub fn for_rig(rig: &RigConfig, broadband: bool, max_chunk: usize) -> MuaSpec {
+        MuaSpec {
+            channels: rig.channel_count,
+            mua_hz: rig.sampling_rate_hz,
+            broadband: broadband.then(|| rig.broadband.clone()),
+            max_chunk,
+        }
+    }
+
+    /// The rate the stream itself must declare.
+    pub fn stream_hz(&self) -> f64 {
+        self.broadband
+            .as_ref()
+            .map_or(self.mua_hz, |b| b.sampling_rate_hz)
+    }
+}
+
+/// An open LSL inlet on the MUA stream (or on a broadband stream it extracts MUA
+/// from), pulling into reused buffers.
 pub struct MuaInlet {
     inlet: Inlet,
     pub description: StreamDescription,
@@ -123,6 +176,19 @@ pub struct MuaInlet {
     /// `[max_chunk][channels]` values.
     values: Vec<f32>,
     stamps: Vec<f64>,
+    broadband: Option<Box<Broadband>>,
+}
+
+/// A broadband inlet's raw side: its pull buffers and the extractor.
+struct Broadband {
+    extractor: MuaExtractor,
+    /// `[raw rows][channels]`.
+    raw: Vec<f32>,
+    raw_stamps: Vec<f64>,
+    /// For each MUA row of a pull, the raw row it stands for.
+    taken: Vec<usize>,
+    /// Seconds taken off each MUA stamp (the low-pass's group delay, or 0).
+    shift: f64,
 }
 
 /// The result of one [`MuaInlet::pull`].
@@ -141,27 +207,42 @@ impl MuaInlet {
     /// (so nothing sent after this returns is missed) and enables clock sync.
     pub fn connect(
         selector: &StreamSelector,
-        expected_channels: usize,
-        expected_rate: f64,
+        spec: &MuaSpec,
         timeout: f64,
-        max_chunk: usize,
     ) -> Result<MuaInlet, IngestError> {
         let info = resolve_unique(selector, timeout)?;
-        MuaInlet::open(&info, expected_channels, expected_rate, timeout, max_chunk)
+        MuaInlet::open(&info, spec, timeout)
     }
 
     /// Checks a resolved stream against the rig and opens it, as [`MuaInlet::connect`]
     /// does after resolving. The stream watch uses it for a replacement stream.
     pub fn open(
         info: &lsl::StreamInfo,
-        expected_channels: usize,
-        expected_rate: f64,
+        spec: &MuaSpec,
         timeout: f64,
-        max_chunk: usize,
     ) -> Result<MuaInlet, IngestError> {
-        let max_chunk = max_chunk.max(1);
+        let max_chunk = spec.max_chunk.max(1);
+        let ch = spec.channels;
         let mut description = info.describe();
-        check_mua(info, &description, expected_channels, expected_rate)?;
+        check_mua(info, &description, spec)?;
+        let broadband = match &spec.broadband {
+            None => None,
+            Some(cfg) => {
+                let extractor = MuaExtractor::new(cfg, ch, spec.mua_hz)?;
+                let raw_rows = max_chunk * extractor.decimation();
+                Some(Box::new(Broadband {
+                    shift: if cfg.compensate_delay {
+                        extractor.group_delay_s()
+                    } else {
+                        0.0
+                    },
+                    extractor,
+                    raw: vec![0.0; raw_rows * ch],
+                    raw_stamps: vec![0.0; raw_rows],
+                    taken: vec![0; max_chunk + 1],
+                }))
+            }
+        };
         let steps = InletSteps {
             create: "create the MUA inlet",
             open: "open the MUA stream",
@@ -171,15 +252,47 @@ impl MuaInlet {
         Ok(MuaInlet {
             inlet,
             description,
-            channels: expected_channels,
-            values: vec![0.0; max_chunk * expected_channels],
-            stamps: vec![0.0; max_chunk],
+            channels: ch,
+            // One more row: a pull of whole raw rows can complete one extra MUA row.
+            values: vec![0.0; (max_chunk + usize::from(broadband.is_some())) * ch],
+            stamps: vec![0.0; max_chunk + usize::from(broadband.is_some())],
+            broadband,
         })
     }
 
+    /// How the MUA this inlet delivers is described in a recording: the stream itself,
+    /// or for a broadband input, MUA derived from it (its name with `-mua`, type MUA,
+    /// the MUA rate, float32).
+    pub fn recorded_description(&self, mua_hz: f64) -> StreamDescription {
+        match &self.broadband {
+            None => self.description.clone(),
+            Some(_) => StreamDescription {
+                name: format!("{}-mua", self.description.name),
+                stream_type: "MUA".into(),
+                source_id: if self.description.source_id.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}-mua", self.description.source_id)
+                },
+                nominal_rate: mua_hz,
+                full_xml: None,
+                ..self.description.clone()
+            },
+        }
+    }
+
+    /// The broadband extractor's stamp shift (seconds), when the input is broadband.
+    pub fn broadband_delay_s(&self) -> Option<f64> {
+        self.broadband.as_ref().map(|b| b.shift)
+    }
+
     /// Waits up to `wait` seconds for the first sample, then takes whatever else is
-    /// ready, up to the chunk capacity. Never allocates.
+    /// ready, up to the chunk capacity. A broadband inlet pulls raw rows and returns
+    /// the MUA rows they complete (possibly none). Never allocates.
     pub fn pull(&mut self, wait: f64) -> Pull {
+        if let Some(b) = self.broadband.as_deref_mut() {
+            return b.pull(&mut self.inlet, wait, &mut self.values, &mut self.stamps);
+        }
         let ch = self.channels;
         let (first, rest) = self.values.split_at_mut(ch);
         match self.inlet.pull_sample_f32(first, wait) {
@@ -209,36 +322,86 @@ impl MuaInlet {
     }
 }
 
-/// Checks a resolved MUA stream against the rig: channel count, a numeric float
-/// format, and the nominal rate (when the stream declares one).
+impl Broadband {
+    /// Pulls raw rows (up to the buffer) and runs them through the extractor into
+    /// `values`/`stamps`. Never allocates.
+    fn pull(
+        &mut self,
+        inlet: &mut Inlet,
+        wait: f64,
+        values: &mut [f32],
+        stamps: &mut [f64],
+    ) -> Pull {
+        let ch = self.extractor.channels();
+        let (first, rest) = self.raw.split_at_mut(ch);
+        match inlet.pull_sample_f32(first, wait) {
+            Pulled::Lost => return Pull::Lost,
+            Pulled::Timeout => return Pull::Timeout,
+            Pulled::Sample(stamp) => self.raw_stamps[0] = stamp,
+        }
+        let written = inlet.pull_chunk_f32(rest, &mut self.raw_stamps[1..], 0.0);
+        let n = 1 + written / ch;
+        let rows = self
+            .extractor
+            .process(&self.raw, n, values, &mut self.taken);
+        for (stamp, &r) in stamps.iter_mut().zip(&self.taken[..rows]) {
+            *stamp = self.raw_stamps[r] - self.shift;
+        }
+        Pull::Samples(rows)
+    }
+}
+
+/// Checks a resolved stream against the rig: channel count, a numeric format (float
+/// for MUA; integers too for broadband, which liblsl converts), and the nominal rate
+/// (when the stream declares one).
 pub(crate) fn check_mua(
     info: &lsl::StreamInfo,
     description: &StreamDescription,
-    expected_channels: usize,
-    expected_rate: f64,
+    spec: &MuaSpec,
 ) -> Result<(), IngestError> {
     let name = || description.name.clone();
-    if description.channels != expected_channels {
+    if description.channels != spec.channels {
         return Err(IngestError::ChannelCount {
             name: name(),
             found: description.channels,
-            expected: expected_channels,
+            expected: spec.channels,
         });
     }
     let format = info.channel_format();
-    if !matches!(format, ChannelFormat::Float32 | ChannelFormat::Double64) {
+    let (fits, allowed, key) = match spec.broadband {
+        None => (
+            matches!(format, ChannelFormat::Float32 | ChannelFormat::Double64),
+            "MUA must be float32 or double64 numbers",
+            "rig.sampling_rate_hz",
+        ),
+        Some(_) => (
+            matches!(
+                format,
+                ChannelFormat::Float32
+                    | ChannelFormat::Double64
+                    | ChannelFormat::Int16
+                    | ChannelFormat::Int32
+            ),
+            "broadband must be int16, int32, float32 or double64 numbers",
+            "broadband.sampling_rate_hz",
+        ),
+    };
+    if !fits {
         return Err(IngestError::Format {
             name: name(),
             format: format!("{format:?}"),
+            allowed,
         });
     }
+    let expected = spec.stream_hz();
     if description.nominal_rate > 0.0
-        && (description.nominal_rate - expected_rate).abs() > 1e-6 * expected_rate
+        && (description.nominal_rate - expected).abs() > 1e-6 * expected
     {
         return Err(IngestError::Rate {
             name: name(),
             found: description.nominal_rate,
-            expected: expected_rate,
+            expected,
+            key,
         });
     }
     Ok(())

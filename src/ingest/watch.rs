@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{check_mua, MuaInlet, StreamDescription};
+use super::{check_mua, MuaInlet, MuaSpec, StreamDescription};
 use crate::config::StreamSelector;
 use crate::lsl;
 use crate::telemetry::Counters;
@@ -35,9 +35,8 @@ pub struct WatchConfig {
     pub mua: StreamSelector,
     /// `None` when the run has no marker stream.
     pub markers: Option<StreamSelector>,
-    pub channels: usize,
-    pub rate_hz: f64,
-    pub max_chunk: usize,
+    /// What a replacement must fit and how it is opened.
+    pub spec: MuaSpec,
     /// Time between looks at the network.
     pub every: Duration,
     /// Print a line for each event (the counters count them either way).
@@ -184,7 +183,7 @@ impl Watch<'_> {
             if source == self.mua {
                 // liblsl's to recover; but say so if it came back unfit for the rig.
                 if lost {
-                    if let Err(e) = check_mua(info, d, self.cfg.channels, self.cfg.rate_hz) {
+                    if let Err(e) = check_mua(info, d, &self.cfg.spec) {
                         self.refuse(d, &e.to_string());
                     }
                 }
@@ -198,7 +197,7 @@ impl Watch<'_> {
                 // Silent but not yet lost: a restart in progress, or a pause. Wait.
                 continue;
             }
-            match check_mua(info, d, self.cfg.channels, self.cfg.rate_hz) {
+            match check_mua(info, d, &self.cfg.spec) {
                 Err(e) => self.refuse(d, &e.to_string()),
                 Ok(()) => fitting.push((info, d, source)),
             }
@@ -240,7 +239,7 @@ impl Watch<'_> {
     /// Opens the replacement and hands it to the ingest thread.
     fn switch_to(&mut self, info: &lsl::StreamInfo, d: &StreamDescription, source: Source) {
         let c = self.cfg;
-        match MuaInlet::open(info, c.channels, c.rate_hz, 1.0, c.max_chunk) {
+        match MuaInlet::open(info, &c.spec, 1.0) {
             Ok(inlet) => {
                 let switched = Counters::get(&self.counters.stream_switched);
                 if self.handover.try_send(inlet).is_ok() {

@@ -30,6 +30,7 @@ pub(crate) fn options(
             seed: 7,
         },
         mode,
+        broadband: false,
         device: ComputeDevice::Cpu,
         output: Output::Headless(out.to_path_buf()),
         frames: None,

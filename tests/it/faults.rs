@@ -430,7 +430,7 @@ fn the_real_ingest_and_window_loops_allocate_nothing_through_faults() {
     use crossbeam_channel::bounded;
     use monkeysee::config::WindowSetKind;
     use monkeysee::daemon::{WindowStage, FRAME_POOL};
-    use monkeysee::ingest::{self, MarkerEvent, MuaInlet, SampleRing};
+    use monkeysee::ingest::{self, MarkerEvent, MuaInlet, MuaSpec, SampleRing};
     use monkeysee::telemetry::Counters;
     use monkeysee::window::{AssemblerConfig, FeatureFrame, WindowAssembler};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -475,7 +475,8 @@ fn the_real_ingest_and_window_loops_allocate_nothing_through_faults() {
         let channels = rig.channel_count;
         thread::spawn(move || {
             // Connecting is start-up (the inlet is not Send: made on its thread).
-            let mut inlet = MuaInlet::connect(&selector, channels, 1000.0, 10.0, 100).unwrap();
+            let mut inlet =
+                MuaInlet::connect(&selector, &MuaSpec::mua(channels, 1000.0, 100), 10.0).unwrap();
             allocations_in(|| {
                 ingest::run_mua(
                     &mut inlet,

@@ -4,7 +4,7 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 use monkeysee::config::{RigConfig, WindowSetKind};
 use monkeysee::daemon::{WindowStage, FRAME_POOL};
-use monkeysee::ingest::{hand_on, local_clock, MarkerEvent, MuaInlet, Pull, SampleRing};
+use monkeysee::ingest::{hand_on, local_clock, MarkerEvent, MuaInlet, MuaSpec, Pull, SampleRing};
 use monkeysee::telemetry::Counters;
 use monkeysee::window::{AssemblerConfig, FeatureFrame, ImageId, Mode, Onset, WindowAssembler};
 
@@ -130,7 +130,7 @@ fn inlet_with_500_samples(tag: &str, scale: f32) -> (FakeRig, MuaInlet, Vec<f32>
         query: Some(rig.mua_query()),
         ..Default::default()
     };
-    let inlet = MuaInlet::connect(&sel, 64, 1000.0, 10.0, 100).unwrap();
+    let inlet = MuaInlet::connect(&sel, &MuaSpec::mua(64, 1000.0, 100), 10.0).unwrap();
     assert!(rig.mua.wait_for_consumers(5.0));
     let sample: Vec<f32> = (0..64).map(|c| c as f32 * scale).collect();
     use lsl::Pushable;

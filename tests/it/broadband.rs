@@ -1,0 +1,172 @@
+//! Broadband → MUA: the online extractor against an offline reference (scipy's
+//! `lfilter`, float64, with the same coefficients) on a simulated headstage signal,
+//! sample for sample; the coefficients against scipy's own `butter`.
+
+use std::path::Path;
+use std::process::Command;
+
+use monkeysee::config::RigConfig;
+use monkeysee::ingest::broadband::{design, MuaExtractor};
+use npyz::WriterBuilder;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+
+use super::tvsd::python;
+
+/// `seconds` of a 30 kHz signal on `channels`: Gaussian noise, 50 Hz line pickup and
+/// biphasic 1 ms spikes whose rate follows a slow envelope, different per channel.
+fn headstage_signal(channels: usize, rate: f64, seconds: f64, seed: u64) -> Vec<f32> {
+    let rows = (rate * seconds) as usize;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let noise = Normal::new(0.0, 8.0).unwrap();
+    let mut x = vec![0.0f32; rows * channels];
+    let spike_len = (rate * 1e-3) as usize;
+    for c in 0..channels {
+        let phase = c as f64 * 0.7;
+        let mut k = 0;
+        while k < rows {
+            let t = k as f64 / rate;
+            let envelope =
+                20.0 + 180.0 * (0.5 + 0.5 * (2.0 * std::f64::consts::PI * 3.0 * t + phase).sin());
+            if rng.random_bool((envelope / rate).min(1.0)) {
+                let amp = rng.random_range(40.0..120.0);
+                for j in 0..spike_len.min(rows - k) {
+                    let u = j as f64 / spike_len as f64;
+                    let w = if u < 0.3 {
+                        -(u / 0.3 * std::f64::consts::PI).sin()
+                    } else {
+                        0.4 * ((u - 0.3) / 0.7 * std::f64::consts::PI).sin()
+                    };
+                    x[(k + j) * channels + c] += (amp * w) as f32;
+                }
+                k += spike_len;
+            } else {
+                k += 1;
+            }
+        }
+        for k in 0..rows {
+            let t = k as f64 / rate;
+            let line = 30.0 * (2.0 * std::f64::consts::PI * 50.0 * t + phase).sin();
+            x[k * channels + c] += (line + noise.sample(&mut rng)) as f32;
+        }
+    }
+    x
+}
+
+fn rig() -> RigConfig {
+    RigConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/synthetic.toml"))
+        .unwrap()
+}
+
+#[test]
+fn the_online_extractor_matches_scipys_lfilter_sample_for_sample() {
+    let rig = rig();
+    let cfg = rig.broadband.clone();
+    let (ch, rate) = (6, cfg.sampling_rate_hz);
+    let input = headstage_signal(ch, rate, 2.0, 11);
+    let rows = input.len() / ch;
+
+    // Online, in uneven chunks as LSL delivers them.
+    let mut x = MuaExtractor::new(&cfg, ch, rig.sampling_rate_hz).unwrap();
+    let d = x.decimation();
+    let mut online = Vec::new();
+    let mut taken_all = Vec::new();
+    let mut out = vec![0.0f32; (2000 / d + 1) * ch];
+    let mut taken = vec![0usize; 2000 / d + 1];
+    let (mut at, mut step) = (0, 0);
+    let sizes = [1, 7, 29, 30, 31, 300, 1999, 2000];
+    while at < rows {
+        let n = sizes[step % sizes.len()].min(rows - at);
+        let got = x.process(&input[at * ch..(at + n) * ch], n, &mut out, &mut taken);
+        online.extend_from_slice(&out[..got * ch]);
+        taken_all.extend(taken[..got].iter().map(|r| at + r));
+        at += n;
+        step += 1;
+    }
+    assert_eq!(taken_all.len(), rows / d);
+    assert!(taken_all
+        .iter()
+        .enumerate()
+        .all(|(i, &r)| r == (i + 1) * d - 1));
+
+    // Offline: scipy.
+    let dir = tempfile::tempdir().unwrap();
+    let write_npy = |path: &Path, data: &[f32], shape: &[u64]| {
+        let f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(shape)
+            .writer(f)
+            .begin_nd()
+            .unwrap();
+        w.extend(data.iter().copied()).unwrap();
+        w.finish().unwrap();
+    };
+    write_npy(
+        &dir.path().join("input.npy"),
+        &input,
+        &[rows as u64, ch as u64],
+    );
+    let filters = design(&cfg).unwrap();
+    let job = serde_json::json!({
+        "input": dir.path().join("input.npy"),
+        "output": dir.path().join("mua.npy"),
+        "report": dir.path().join("report.json"),
+        "rate_hz": rate,
+        "band_hz": cfg.band_hz,
+        "band_order": cfg.band_order,
+        "lowpass_hz": cfg.lowpass_hz,
+        "lowpass_order": cfg.lowpass_order,
+        "decimation": d,
+        "band": filters.band,
+        "lowpass": filters.lowpass,
+    });
+    std::fs::write(dir.path().join("job.json"), job.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mua_reference.py");
+    let run = Command::new(python())
+        .arg(&script)
+        .arg(dir.path().join("job.json"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "tools/mua_reference.py failed (does this Python have numpy and scipy? run .ci/run, or set MONKEYSEE_PYTHON):\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    let design_diff = report["design_max_abs_diff"].as_f64().unwrap();
+    assert!(
+        design_diff < 1e-10,
+        "our Butterworth sections differ from scipy's by {design_diff}"
+    );
+
+    let bytes = std::fs::read(dir.path().join("mua.npy")).unwrap();
+    let reference: Vec<f64> = npyz::NpyFile::new(&bytes[..]).unwrap().into_vec().unwrap();
+    assert_eq!(reference.len(), online.len());
+    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let worst = online
+        .iter()
+        .zip(&reference)
+        .map(|(&a, &b)| (a as f64 - b).abs())
+        .fold(0.0f64, f64::max);
+    eprintln!(
+        "broadband: {} MUA samples, largest difference {worst:.3e} (MUA peak {scale:.1})",
+        online.len()
+    );
+    // Both filter in float64; ours reads and writes float32 (7 digits).
+    assert!(
+        worst <= 1e-6 * scale,
+        "online vs scipy differ by {worst} (peak {scale})"
+    );
+    // The MUA follows the spike-rate envelope: not a constant.
+    let first: Vec<f64> = reference.iter().step_by(ch).copied().collect();
+    let (lo, hi) = first
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    assert!(
+        hi > 1.5 * lo.max(1e-9),
+        "the MUA does not follow the spike rate ({lo}..{hi})"
+    );
+}
