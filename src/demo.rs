@@ -106,6 +106,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
         test_images: 0,
         repeats: 1,
         rf_jitter_deg: 0.0,
+        broadband: false,
         progress: false,
     })?;
 
@@ -116,6 +117,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
     let replay = replay::spawn(replay_opts).context("starting the replay thread")?;
 
     let model = opts.model.clone().unwrap_or(builtin_model);
+    let outlet_side = rig.image_size;
     let result = daemon::run(RunOptions {
         rig,
         model: ModelSource::Dir(model),
@@ -129,6 +131,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
         stimuli_dir: Some(session.join("images")),
         resolve_timeout: 15.0,
         decode_threads: opts.decode_threads,
+        outlet: Some(outlet_side),
         status: opts.status,
         stop: opts.stop,
         record: None,

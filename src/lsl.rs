@@ -560,6 +560,46 @@ impl Outlet {
         }
     }
 
+    /// One sample of a string stream from byte strings (each sent with its length, so
+    /// it may hold any bytes), stamped `stamp` and pushed through at once. `scratch`
+    /// holds the pointers, reused from push to push: no allocation once it has grown to
+    /// the channel count. `lsl_argument_error` when `values` is not one per channel.
+    pub fn push_sample_bytes<'a>(
+        &self,
+        values: impl Iterator<Item = &'a [u8]>,
+        stamp: f64,
+        scratch: &mut StringChunk,
+    ) -> Result<(), i32> {
+        scratch.ptrs.clear();
+        scratch.lens.clear();
+        for v in values {
+            scratch.ptrs.push(v.as_ptr().cast::<c_char>());
+            scratch
+                .lens
+                .push(u32::try_from(v.len()).unwrap_or(u32::MAX));
+        }
+        if scratch.ptrs.len() != self.channels {
+            return Err(lsl_sys::lsl_error_code_t_lsl_argument_error);
+        }
+        // SAFETY: valid outlet; ptrs and lens hold one entry per channel (checked), each
+        // pointer to at least its length in bytes, alive for the call (the iterator's
+        // items borrow from the caller). liblsl copies the strings.
+        let code = unsafe {
+            lsl_sys::lsl_push_sample_buftp(
+                self.handle,
+                scratch.ptrs.as_mut_ptr(),
+                scratch.lens.as_ptr(),
+                stamp,
+                1,
+            )
+        };
+        if code < 0 {
+            Err(code)
+        } else {
+            Ok(())
+        }
+    }
+
     /// [`Outlet::push_chunk`] for a string stream. Each string is sent with its length
     /// (it may hold NUL bytes); `scratch` holds the pointers, reused from push to push.
     pub fn push_strings(

@@ -10,8 +10,11 @@
 //! become a frame; the report says how many did and where the others went.
 //!
 //! The daemon runs in this process ([`crate::daemon::run`], frames discarded after
-//! timing). Every `sample_every_s` the soak reads the process's resident memory and
-//! prints a progress line. Not real-time code itself: it allocates freely.
+//! timing). Every `sample_every_s` the soak reads the process's resident memory and the
+//! bytes the C heap has handed out and not taken back (glibc's `mallinfo2`; every Rust
+//! and liblsl allocation goes through it), and prints a progress line. Resident memory
+//! that grows while the heap in use stays flat is the allocator's fragmentation, not a
+//! leak. Not real-time code itself: it allocates freely.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -83,8 +86,13 @@ pub struct SoakReport {
     pub faults: Faults,
     /// `[wall seconds, resident MiB]` at each sample.
     pub rss_mib: Vec<(f64, f64)>,
+    /// `[wall seconds, heap in use MiB]` at each sample (NaN where glibc cannot say).
+    pub heap_mib: Vec<(f64, f64)>,
+    /// Heap in use at the same warm sample as `rss_start_mib`, and at the end.
+    pub heap_start_mib: f64,
+    pub heap_end_mib: f64,
     /// Resident memory at the first sample after the first tenth of the run (warm-up
-    /// done) and at the end.
+    /// done) and at the last sample, taken while the stream still flowed.
     pub rss_start_mib: f64,
     pub rss_end_mib: f64,
     pub rss_max_mib: f64,
@@ -147,6 +155,7 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
         save_inputs: None,
         resolve_timeout: 30.0,
         decode_threads: opts.decode_threads,
+        outlet: None,
         status: false,
         stop: daemon_stop.clone(),
     };
@@ -157,6 +166,7 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
 
     let started = Instant::now();
     let mut rss = Vec::new();
+    let mut heap = Vec::new();
     let mut next_sample = Duration::ZERO;
     while started.elapsed().as_secs_f64() < opts.seconds
         && !opts.stop.load(Ordering::Relaxed)
@@ -167,40 +177,45 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
             let t = started.elapsed().as_secs_f64();
             let mib = resident_mib().unwrap_or(f64::NAN);
             rss.push((t, mib));
+            heap.push((t, heap_in_use_mib().unwrap_or(f64::NAN)));
             if opts.progress {
                 eprintln!(
-                    "soak [{:>7.0} s] {:.2} h of recording sent, {} samples, {} onsets, {:.0} MiB resident",
+                    "soak [{:>7.0} s] {:.2} h of recording sent, {} samples, {} onsets, {:.1} MiB resident, {:.1} MiB heap in use",
                     t,
                     sent.stream_us.load(Ordering::Relaxed) as f64 / 3.6e9,
                     sent.samples.load(Ordering::Relaxed),
                     sent.onsets.load(Ordering::Relaxed),
-                    mib
+                    mib,
+                    heap.last().map_or(f64::NAN, |h| h.1)
                 );
             }
             next_sample += Duration::from_secs_f64(opts.sample_every_s.max(0.1));
         }
         thread::sleep(Duration::from_millis(50));
     }
+    // The last memory sample while the stream still flows.
+    let t = started.elapsed().as_secs_f64();
+    rss.push((t, resident_mib().unwrap_or(f64::NAN)));
+    heap.push((t, heap_in_use_mib().unwrap_or(f64::NAN)));
     sender_stop.store(true, Ordering::Relaxed);
     let sender_result = sender.join();
     // Let the last onsets' frames through (3 s: nothing may be left in flight when
     // the counts are compared), then stop the daemon as Ctrl-C would.
     thread::sleep(Duration::from_secs(3));
     let wall_s = started.elapsed().as_secs_f64();
-    rss.push((wall_s, resident_mib().unwrap_or(f64::NAN)));
     daemon_stop.store(true, Ordering::Relaxed);
     let summary = daemon
         .join()
         .map_err(|_| anyhow::anyhow!("the daemon thread panicked"))??;
     sender_result.map_err(|_| anyhow::anyhow!("the soak's sender panicked"))??;
-    Ok(report(&opts, &sent, summary, rss, wall_s))
+    Ok(report(&opts, &sent, summary, [rss, heap], wall_s))
 }
 
 fn report(
     opts: &SoakOptions,
     sent: &Sent,
     run: RunSummary,
-    rss: Vec<(f64, f64)>,
+    [rss, heap]: [Vec<(f64, f64)>; 2],
     wall_s: f64,
 ) -> SoakReport {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -222,11 +237,13 @@ fn report(
             + c("frames_dropped_decode")
             + c("frames_dropped_window")
             + c("decode_errors")) as i64;
-    let warm = rss
+    // The first sample after the first tenth of the run (warm-up done).
+    let warm_at = rss
         .iter()
-        .find(|(t, _)| *t >= wall_s / 10.0)
-        .or(rss.first())
-        .map_or(f64::NAN, |r| r.1);
+        .position(|(t, _)| *t >= wall_s / 10.0)
+        .unwrap_or(0);
+    let at = |v: &[(f64, f64)], i: usize| v.get(i).map_or(f64::NAN, |r| r.1);
+    let warm = at(&rss, warm_at);
     let stream_s = g(&sent.stream_us) as f64 / 1e6;
     SoakReport {
         speed: opts.speed,
@@ -253,22 +270,43 @@ fn report(
         rss_end_mib: rss.last().map_or(f64::NAN, |r| r.1),
         rss_max_mib: rss.iter().map(|r| r.1).fold(f64::NAN, f64::max),
         rss_mib: rss,
+        heap_start_mib: at(&heap, warm_at),
+        heap_end_mib: heap.last().map_or(f64::NAN, |r| r.1),
+        heap_mib: heap,
         run,
     }
 }
 
-/// Writes `soak.json` and `rss.csv` into `dir`.
+/// Writes `soak.json` and `rss.csv` (resident and heap in use over time) into `dir`.
 pub fn write_report(report: &SoakReport, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = dir.join("soak.json");
     std::fs::write(&json, serde_json::to_string_pretty(report)?)
         .with_context(|| format!("writing {}", json.display()))?;
-    let mut csv = String::from("wall_s,rss_mib\n");
-    for (t, m) in &report.rss_mib {
-        csv.push_str(&format!("{t:.1},{m:.1}\n"));
+    let mut csv = String::from("wall_s,rss_mib,heap_in_use_mib\n");
+    for (i, (t, m)) in report.rss_mib.iter().enumerate() {
+        let h = report.heap_mib.get(i).map_or(f64::NAN, |h| h.1);
+        csv.push_str(&format!("{t:.1},{m:.2},{h:.3}\n"));
     }
     let path = dir.join("rss.csv");
     std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Bytes the C heap has handed out and not taken back, in MiB: glibc's `mallinfo2`
+/// (`uordblks`, small blocks in use, plus `hblkhd`, the blocks it mapped on their own).
+/// `None` off glibc.
+pub fn heap_in_use_mib() -> Option<f64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value; it
+        // only reads the allocator's own statistics (under its locks).
+        let info = unsafe { libc::mallinfo2() };
+        Some((info.uordblks + info.hblkhd) as f64 / (1024.0 * 1024.0))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
 }
 
 /// This process's resident memory (Linux `/proc/self/status`), in MiB.

@@ -212,7 +212,8 @@ pub struct FrameTimings {
 }
 
 impl FrameTimings {
-    fn get(&self, s: Stage) -> u64 {
+    /// The latency of stage `s`, µs.
+    pub fn get(&self, s: Stage) -> u64 {
         match s {
             Stage::LslToArrival => self.lsl_to_arrival_us,
             Stage::ArrivalToWindow => self.arrival_to_window_us,

@@ -27,6 +27,8 @@ mod it {
     mod lab_path;
     /// Model loading refuses models that do not fit the rig.
     mod model;
+    /// Decoded frames and events as LSL streams, received by pylsl.
+    mod outlet;
     /// Replaying XDF sessions as live LSL streams, and `run --record`.
     mod replay;
     /// The synthetic cortex: session, dataset and truth agree; responses look cortical.

@@ -114,7 +114,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "soak: {:.2} h of recording in {:.1} min at {}x; samples sent {} received {} (lost {}, overruns {}); \
 onsets {} → frames built {} decoded {} shown {} (unexplained losses {}); faults: {} NaN bursts, {} short and \
-{} long pauses, {} marker storms, {} clock jumps; resident {:.0} MiB after warm-up, {:.0} at the end, {:.0} at most",
+{} long pauses, {} marker storms, {} clock jumps; resident {:.1} MiB after warm-up, {:.1} at the end, {:.1} at most; \
+heap in use {:.2} MiB after warm-up, {:.2} at the end",
         r.equivalent_hours,
         r.wall_s / 60.0,
         r.speed,
@@ -134,7 +135,9 @@ onsets {} → frames built {} decoded {} shown {} (unexplained losses {}); fault
         r.faults.clock_jumps,
         r.rss_start_mib,
         r.rss_end_mib,
-        r.rss_max_mib
+        r.rss_max_mib,
+        r.heap_start_mib,
+        r.heap_end_mib
     );
     println!("wrote {}/soak.json and rss.csv", out.display());
     Ok(())

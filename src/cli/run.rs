@@ -76,6 +76,14 @@ pub struct RunArgs {
     /// e.g. "name='rig1' and type='MUA'".
     #[arg(long, value_name = "XPATH")]
     mua_query: Option<String>,
+    /// Do not publish the decoded frames (`monkeysee-frames`) and the run's events
+    /// (`monkeysee-events`) as LSL streams.
+    #[arg(long)]
+    no_outlet: bool,
+    /// Side in pixels of the image each `monkeysee-frames` sample carries (default: the
+    /// rig's decoder.image_size); smaller sends a preview.
+    #[arg(long, value_name = "PX", conflicts_with = "no_outlet", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    outlet_size: Option<u16>,
     /// LSL XPath predicate selecting the raw stream for --input broadband; overrides the
     /// rig's [streams.broadband].
     #[arg(long, value_name = "XPATH")]
@@ -155,11 +163,14 @@ impl RunArgs {
         if let Some(n) = self.calibrate {
             rig.normalisation.calibration_presentations = n;
         }
+        let outlet =
+            (!self.no_outlet).then(|| self.outlet_size.map_or(rig.image_size, usize::from));
         Ok(RunOptions {
             rig,
             model,
             mode: self.mode,
             broadband: self.input == InputArg::Broadband,
+            outlet,
             device: self.device,
             output,
             frames: self.frames,

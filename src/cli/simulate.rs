@@ -39,6 +39,11 @@ pub struct SimulateArgs {
     /// (OUT/rf-table.csv), as a real RF mapping has; OUT/rf-truth.csv keeps the truth.
     #[arg(long, value_name = "DEG", default_value_t = 0.0)]
     rf_jitter: f64,
+    /// Also write the raw headstage signal the MUA came from (the rig's [broadband] rate,
+    /// int16, named as its [streams.broadband] selector says), for `run --input broadband`.
+    /// About 61 MB per recorded second at 1024 channels × 30 kHz.
+    #[arg(long)]
+    broadband: bool,
     /// Simulator parameters (TOML); default: firmware-config/synthetic-cortex.toml, built in.
     #[arg(long, value_name = "FILE")]
     cortex: Option<PathBuf>,
@@ -67,6 +72,7 @@ impl SimulateArgs {
             test_images,
             repeats: self.repeats,
             rf_jitter_deg: self.rf_jitter,
+            broadband: self.broadband,
             progress: !self.quiet,
         })
     }

@@ -18,6 +18,7 @@
 //! miss is counted in [`Counters`]; per-frame timestamps travel with the frame and land
 //! in the presenting thread's histograms.
 
+pub mod outlet;
 mod present;
 mod save_inputs;
 pub mod stages;
@@ -94,6 +95,9 @@ pub struct RunOptions {
     pub resolve_timeout: f64,
     /// Threads for the decoder's compute pool (0 = all cores but one).
     pub decode_threads: usize,
+    /// Publish `monkeysee-frames` (images of this side, pixels) and `monkeysee-events`
+    /// over LSL ([`outlet`]); `None`: no outlets.
+    pub outlet: Option<usize>,
     /// Print the periodic status line.
     pub status: bool,
     /// Set from outside (Ctrl-C) to stop.
@@ -115,6 +119,8 @@ pub struct RunSummary {
     pub table: String,
     /// The `--record` file, if recording.
     pub recording: Option<RecordingSummary>,
+    /// The frames outlet, when publishing.
+    pub frames_outlet: Option<outlet::OutletSummary>,
 }
 
 impl RunSummary {
@@ -154,7 +160,17 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     let size = decoding.config.image_size;
     let slot = decoding.slot.clone();
     pipeline.start_window(decoding, inputs.samples, inputs.markers, inputs.wake_ingest)?;
-    let presented = present::present(&opts, &pipeline, &slot, size, stimuli_dir);
+    // The outlets are named after the stream they decode.
+    let input = match inputs.mua.source_id.as_str() {
+        "" => inputs.mua.name.clone(),
+        id => id.to_string(),
+    };
+    let where_to = present::Where {
+        size,
+        stimuli_dir,
+        outlet_source: format!("monkeysee-{input}"),
+    };
+    let presented = present::present(&opts, &pipeline, &slot, where_to);
     let recording = pipeline.stop();
     if let Some(e) = recording.as_ref().and_then(|r| r.error.as_ref()) {
         eprintln!(
@@ -178,6 +194,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         elapsed_s: p.elapsed_s,
         table: p.latency.table(),
         recording,
+        frames_outlet: p.outlet,
     })
 }
 

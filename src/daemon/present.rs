@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 
+use super::outlet::{FrameOutlets, OutletSummary};
 use super::{LatestSlot, Output, Pipeline, RunOptions};
 use crate::display::{
     rgb_planes_to_image, side_by_side, DiscardPresenter, HeadlessPresenter, Presenter, Shown,
@@ -26,6 +27,16 @@ pub(super) struct Presented {
     pub images: Vec<String>,
     pub latency: LatencyRecorder,
     pub elapsed_s: f64,
+    pub outlet: Option<OutletSummary>,
+}
+
+/// What the display loop shows and publishes.
+pub(super) struct Where {
+    /// Side of the reconstruction, pixels.
+    pub size: usize,
+    pub stimuli_dir: Option<PathBuf>,
+    /// The LSL outlets' source_id stem (`-frames` / `-events` added).
+    pub outlet_source: String,
 }
 
 /// Presents frames until a stop condition; see the module doc.
@@ -33,9 +44,13 @@ pub(super) fn present(
     opts: &RunOptions,
     pipeline: &Pipeline,
     slot: &LatestSlot,
-    size: usize,
-    stimuli_dir: Option<PathBuf>,
+    to: Where,
 ) -> anyhow::Result<Presented> {
+    let Where {
+        size,
+        stimuli_dir,
+        outlet_source,
+    } = to;
     let started = Instant::now();
     let mut stimuli = StimulusStore::new(stimuli_dir.clone(), size);
     let mut presenter = open_presenter(opts, size, stimuli_dir.is_some())?;
@@ -46,6 +61,14 @@ pub(super) fn present(
             .with_context(|| format!("creating the HdrHistogram log {}", p.display()))?;
     }
     let counters = &pipeline.counters;
+    let mut outlets = match opts.outlet {
+        None => None,
+        Some(side) => Some(
+            FrameOutlets::open(side, &outlet_source, &opts.rig.name, counters)
+                .context("publishing the monkeysee-frames and monkeysee-events LSL streams (--no-outlet runs without)")?,
+        ),
+    };
+    let mut last_events = Instant::now();
     let mut shown = 0u64;
     let mut images = Vec::new();
     let mut last_status = Instant::now();
@@ -85,6 +108,9 @@ pub(super) fn present(
                 t.present_us = micros_between(f.decoded_at, now);
                 t.end_to_end_us = micros_between(f.last_arrival, now);
                 latency.record(&t);
+                if let Some(o) = outlets.as_mut() {
+                    o.publish(id.as_deref(), f.seq, f.onset_lsl, &t, &recon);
+                }
                 shown += 1;
                 Counters::inc(&counters.frames_shown);
                 // The first MAX_LISTED ids only: an hours-long run's summary must not
@@ -95,6 +121,13 @@ pub(super) fn present(
             }
             None if !presenter.idle() => break,
             None => {}
+        }
+        if let Some(o) = outlets
+            .as_mut()
+            .filter(|_| last_events.elapsed() >= Duration::from_millis(50))
+        {
+            o.events(counters);
+            last_events = Instant::now();
         }
         if last_status.elapsed() >= status_every {
             last_status = Instant::now();
@@ -114,6 +147,10 @@ pub(super) fn present(
         images,
         latency,
         elapsed_s: started.elapsed().as_secs_f64(),
+        outlet: outlets.map(|mut o| {
+            o.events(counters);
+            o.summary()
+        }),
     })
 }
 

@@ -137,6 +137,8 @@ impl WindowStage {
 /// A reconstruction on its way to the display.
 pub struct DecodedFrame {
     pub seq: u64,
+    /// The onset (real, or a sliding frame's virtual one), LSL seconds.
+    pub onset_lsl: f64,
     pub image: Option<ImageId>,
     pub rgb: Vec<f32>,
     pub last_arrival: Instant,
@@ -322,6 +324,7 @@ impl<B: burn::tensor::backend::Backend> DecodeStage<B> {
         };
         let out = DecodedFrame {
             seq: frame.seq,
+            onset_lsl: frame.onset_lsl,
             image: frame.image,
             rgb,
             last_arrival: frame.last_arrival,

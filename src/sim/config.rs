@@ -37,6 +37,44 @@ pub struct SimConfig {
     pub v4: AreaModel,
     #[serde(rename = "IT")]
     pub it: AreaModel,
+    pub broadband: BroadbandModel,
+}
+
+/// The raw headstage signal `simulate --broadband` writes beside the MUA, at the rig's
+/// `[broadband]` rate: multi-unit spikes whose rate follows each electrode's simulated
+/// MUA, Gaussian noise and mains pickup, stored as int16 counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BroadbandModel {
+    /// Spikes per second per unit of MUA (the MUA floored at 0): with the default
+    /// spontaneous MUA of 1.5–2, 300–400 small spikes/s from the many neurons near a tip
+    /// (multi-unit activity is their summed envelope, not one cell's train).
+    pub spikes_per_s_per_unit: f64,
+    /// Range of a spike's trough depth, µV (uniform).
+    pub spike_uv: [f64; 2],
+    /// Spike duration, ms: a trough over its first 30 %, then a peak of 40 % of its depth.
+    pub spike_ms: f64,
+    /// Gaussian noise SD, µV.
+    pub noise_uv: f64,
+    /// Mains pickup: amplitude (µV, ±50 % between electrodes) and frequency.
+    pub line_uv: f64,
+    pub line_hz: f64,
+    /// µV per int16 count in the file (Blackrock Cerebus headstages: 0.25).
+    pub uv_per_count: f64,
+}
+
+impl Default for BroadbandModel {
+    fn default() -> Self {
+        BroadbandModel {
+            spikes_per_s_per_unit: 200.0,
+            spike_uv: [15.0, 45.0],
+            spike_ms: 1.0,
+            noise_uv: 8.0,
+            line_uv: 20.0,
+            line_hz: 50.0,
+            uv_per_count: 0.25,
+        }
+    }
 }
 
 /// Trial design (TVSD: 200 ms on, 200 ms off, 4 images per trial).
@@ -234,6 +272,7 @@ impl Default for SimConfig {
             v1: AreaModel::default_for(Area::V1),
             v4: AreaModel::default_for(Area::V4),
             it: AreaModel::default_for(Area::IT),
+            broadband: BroadbandModel::default(),
         }
     }
 }
@@ -309,6 +348,25 @@ impl SimConfig {
         };
         if let Some((key, message)) = design_problem(&self.design) {
             return bad(key.into(), &message);
+        }
+        let b = &self.broadband;
+        let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
+        if !(finite_nonneg(b.spikes_per_s_per_unit)
+            && finite_nonneg(b.spike_uv[0])
+            && b.spike_uv[0] <= b.spike_uv[1]
+            && b.spike_uv[1].is_finite()
+            && b.spike_ms > 0.0
+            && b.spike_ms <= 10.0
+            && finite_nonneg(b.noise_uv)
+            && finite_nonneg(b.line_uv)
+            && finite_nonneg(b.line_hz)
+            && b.uv_per_count > 0.0
+            && b.uv_per_count.is_finite())
+        {
+            return bad(
+                "broadband".into(),
+                "needs rates, amplitudes and noise ≥ 0, spike_uv = [low, high] with low ≤ high, 0 < spike_ms ≤ 10, uv_per_count > 0",
+            );
         }
         let l = &self.leaves;
         if !(l.min_radius > 0.0 && l.min_radius <= l.max_radius && l.max_radius.is_finite()) {

@@ -40,6 +40,7 @@ pub(crate) const DOMAIN_NOISE: u64 = 0x5eed_0003;
 pub(crate) const DOMAIN_DESIGN: u64 = 0x5eed_0004;
 pub(crate) const DOMAIN_JITTER: u64 = 0x5eed_0005;
 pub(crate) const DOMAIN_REFERENCE: u64 = 0x5eed_0006;
+pub(crate) const DOMAIN_BROADBAND: u64 = 0x5eed_0007;
 
 /// Images in the reference set that fixes each unit's operating range.
 const REFERENCE_IMAGES: usize = 64;

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! OUT/session.xdf         MUA (1 kHz, float32, labels + area + array per channel) and
-//!                         markers (`stim_on <image_id>` / `stim_off`), as LabRecorder writes
+//!                         markers (`stim_on <image_id>` / `stim_off`), as LabRecorder writes;
+//!                         with `--broadband` also the raw headstage signal (see below)
 //! OUT/images/<id>.png     the stimuli (the marker stream's header points here)
 //! OUT/rf-truth.csv        the RFs the simulation used (rig RF-table format)
 //! OUT/rf-table.csv        the RFs handed to a decoder (truth + --rf-jitter)
@@ -27,6 +28,17 @@
 //! | `trial_onset.npy` | float64 `[trials]` | onset time stamp in `session.xdf` |
 //! | `channels.csv` | | channel, label, area, array, live |
 //! | `dataset.json` | | shapes, rig, seed, split sizes, file names |
+//!
+//! With `--broadband` the session also holds a third stream, named as the rig's
+//! `[streams.broadband]` selector says: the signal a headstage would have recorded, at
+//! the rig's `[broadband]` rate (30 kHz), int16 (`uv_per_count` µV per count). Each
+//! electrode fires multi-unit spikes (biphasic, 1 ms): in each MUA millisecond a
+//! Poisson count with mean `spikes_per_s_per_unit` × MUA / 1000 (the simulated MUA,
+//! noise included, floored at 0), each at a random sample within it, plus Gaussian
+//! noise and mains pickup ([`config::BroadbandModel`]). Blocks of 1 s
+//! are generated independently, so a spike that starts in a block's last millisecond is
+//! cut at the block's end. `monkeysee run --input broadband` on its replay extracts MUA
+//! that follows the same envelope.
 //!
 //! A "trial" here is one image presentation, as in TVSD's per-image arrays.
 //! Everything is deterministic for a seed, whatever the thread count. The animal
@@ -69,6 +81,8 @@ pub const TRIAL_SAMPLES: usize = PRE_MS + POST_MS;
 /// Stream ids in `session.xdf`.
 pub const MUA_STREAM: StreamId = StreamId(1);
 pub const MARKER_STREAM: StreamId = StreamId(2);
+/// The raw broadband stream, with `--broadband`.
+pub const BROADBAND_STREAM: StreamId = StreamId(3);
 
 /// First time stamp of a simulated session (an LSL clock reading, seconds).
 const SESSION_T0: f64 = 100.0;
@@ -93,6 +107,8 @@ pub struct SimOptions {
     /// SD in degrees of the error added to each RF centre in `rf-table.csv` (and a
     /// 20 % log-normal error on its size when > 0), as a real RF mapping would have.
     pub rf_jitter_deg: f64,
+    /// Also write the raw broadband signal (see the module doc).
+    pub broadband: bool,
     pub progress: bool,
 }
 
@@ -109,6 +125,8 @@ pub struct SimSummary {
     pub wall_s: f64,
     /// Simulated seconds per wall-clock second, session part only.
     pub realtime_factor: f64,
+    /// The broadband stream's rate, when written.
+    pub broadband_hz: Option<f64>,
     pub xdf_bytes: u64,
     pub out: PathBuf,
 }
@@ -175,12 +193,20 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     let n_blocks = total.div_ceil(BLOCK);
     let bar = progress_bar(opts.progress, total as u64 / 1000, "simulated s");
     let batch = rayon::current_num_threads().max(1) * 2;
+    let raw = opts.broadband.then(|| RawSignal::new(opts, &cortex));
     for first in (0..n_blocks).step_by(batch) {
-        let blocks: Vec<Vec<f32>> = (first..(first + batch).min(n_blocks))
+        let blocks: Vec<(Vec<f32>, Option<Vec<i16>>)> = (first..(first + batch).min(n_blocks))
             .into_par_iter()
-            .map(|b| generator.block(b))
+            .map(|b| {
+                let mua = generator.block(b);
+                let broadband = raw.as_ref().map(|r| r.block(b, &mua));
+                (mua, broadband)
+            })
             .collect();
-        for (k, block) in blocks.into_iter().enumerate() {
+        for (k, (block, broadband)) in blocks.into_iter().enumerate() {
+            if let Some(raw) = broadband {
+                session.write_broadband(first + k, &raw)?;
+            }
             let end = session.write_block(first + k, block)?;
             bar.set_position(end as u64 / 1000);
         }
@@ -199,6 +225,7 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         simulated_s,
         wall_s,
         realtime_factor: simulated_s / wall_s.max(1e-9),
+        broadband_hz: opts.broadband.then_some(rig.broadband.sampling_rate_hz),
         xdf_bytes: std::fs::metadata(&xdf_path).map(|m| m.len()).unwrap_or(0),
         out: out.clone(),
     };
@@ -230,6 +257,10 @@ fn check_options(opts: &SimOptions) -> anyhow::Result<()> {
     }
     if !(opts.rf_jitter_deg.is_finite() && opts.rf_jitter_deg >= 0.0) {
         bail!("--rf-jitter must be a number of degrees ≥ 0");
+    }
+    if opts.broadband {
+        crate::ingest::broadband::decimation(rig.broadband.sampling_rate_hz, rig.sampling_rate_hz)
+            .with_context(|| format!("--broadband: rig {} [broadband]", rig.path.display()))?;
     }
     Ok(())
 }
@@ -329,6 +360,9 @@ impl<'a> SessionWriter<'a> {
         let mut xdf = XdfWriter::create(xdf_path)?;
         xdf.add_stream(MUA_STREAM, mua_spec(rig, opts))?;
         xdf.add_stream(MARKER_STREAM, marker_spec(rig, opts.images.len()))?;
+        if opts.broadband {
+            xdf.add_stream(BROADBAND_STREAM, broadband_spec(rig, opts))?;
+        }
         let responses = npyz::WriteOptions::<f32>::new()
             .default_dtype()
             .shape(&[
@@ -371,11 +405,32 @@ impl<'a> SessionWriter<'a> {
         if end_t >= self.next_offset_at {
             self.xdf.write_clock_offset(MUA_STREAM, end_t, 0.0)?;
             self.xdf.write_clock_offset(MARKER_STREAM, end_t, 0.0)?;
+            if self.opts.broadband {
+                self.xdf.write_clock_offset(BROADBAND_STREAM, end_t, 0.0)?;
+            }
             self.next_offset_at = end_t + 5.0;
         }
         self.cut_trials(start, end, &block)?;
         self.previous = block;
         Ok(end)
+    }
+
+    /// Writes the raw signal under MUA block `b`, in chunks of 1000 raw samples.
+    fn write_broadband(&mut self, b: usize, raw: &[i16]) -> anyhow::Result<()> {
+        let channels = self.opts.rig.channel_count;
+        let rate = self.opts.rig.broadband.sampling_rate_hz;
+        let per_ms = (rate / 1000.0).round() as usize;
+        let first = b * BLOCK * per_ms;
+        for (k, chunk) in raw.chunks(1000 * channels).enumerate() {
+            let start = first + k * 1000;
+            let rows = chunk.len() / channels;
+            self.stamps.clear();
+            self.stamps
+                .extend((start..start + rows).map(|n| SESSION_T0 + n as f64 / rate));
+            self.xdf
+                .write_samples_i16(BROADBAND_STREAM, chunk, &self.stamps)?;
+        }
+        Ok(())
     }
 
     /// The markers whose time falls before sample `end` and that are not written yet.
@@ -543,6 +598,96 @@ impl BlockGenerator<'_> {
     }
 }
 
+/// The raw headstage signal under the MUA (see the module doc).
+struct RawSignal {
+    model: config::BroadbandModel,
+    rate: f64,
+    /// Raw samples per MUA sample.
+    per_ms: usize,
+    /// One spike, in µV per µV of depth.
+    spike: Vec<f32>,
+    /// Each electrode's mains amplitude, µV.
+    line_uv: Vec<f32>,
+    seed: u64,
+}
+
+impl RawSignal {
+    fn new(opts: &SimOptions, cortex: &Cortex) -> RawSignal {
+        let model = opts.config.broadband.clone();
+        let rate = opts.rig.broadband.sampling_rate_hz;
+        let len = ((model.spike_ms * rate / 1000.0).round() as usize).max(2);
+        let spike = (0..len)
+            .map(|j| {
+                let u = j as f64 / len as f64;
+                let w = if u < 0.3 {
+                    -(u / 0.3 * std::f64::consts::PI).sin()
+                } else {
+                    0.4 * ((u - 0.3) / 0.7 * std::f64::consts::PI).sin()
+                };
+                w as f32
+            })
+            .collect();
+        let mut rng = cortex::rng(opts.seed, cortex::DOMAIN_BROADBAND, u64::MAX);
+        let line_uv = (0..cortex.channels.len())
+            .map(|_| (model.line_uv * rand::Rng::random_range(&mut rng, 0.5..1.5)) as f32)
+            .collect();
+        RawSignal {
+            per_ms: (rate / 1000.0).round() as usize,
+            model,
+            rate,
+            spike,
+            line_uv,
+            seed: opts.seed,
+        }
+    }
+
+    /// The raw rows under MUA block `b` (`mua`: its rows), int16 counts, row-major.
+    fn block(&self, b: usize, mua: &[f32]) -> Vec<i16> {
+        use rand::Rng;
+        let channels = self.line_uv.len();
+        let rows = mua.len() / channels * self.per_ms;
+        let first = b * BLOCK * self.per_ms;
+        let mut uv = vec![0.0f32; rows * channels];
+        let mut rng = cortex::rng(self.seed, cortex::DOMAIN_BROADBAND, b as u64);
+        let w = 2.0 * std::f64::consts::PI * self.model.line_hz / self.rate;
+        let noise = self.model.noise_uv as f32;
+        for (r, row) in uv.chunks_exact_mut(channels).enumerate() {
+            let line = ((first + r) as f64 * w).sin() as f32;
+            for (v, amp) in row.iter_mut().zip(&self.line_uv) {
+                let z: f32 =
+                    rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
+                *v = line * amp + noise * z;
+            }
+        }
+        let per_ms = self.model.spikes_per_s_per_unit / 1000.0;
+        let [lo, hi] = self.model.spike_uv;
+        for (m, mua_row) in mua.chunks_exact(channels).enumerate() {
+            for (c, &level) in mua_row.iter().enumerate() {
+                let mean = per_ms * f64::from(level.max(0.0));
+                let spikes = match rand_distr::Poisson::new(mean) {
+                    Ok(p) => rand_distr::Distribution::<f64>::sample(&p, &mut rng) as usize,
+                    Err(_) => 0, // a mean of 0
+                };
+                for _ in 0..spikes {
+                    let at = m * self.per_ms + rng.random_range(0..self.per_ms);
+                    let depth = rng.random_range(lo..=hi) as f32;
+                    for (j, s) in self.spike.iter().enumerate().take(rows.saturating_sub(at)) {
+                        uv[(at + j) * channels + c] += depth * s;
+                    }
+                }
+            }
+        }
+        let scale = 1.0 / self.model.uv_per_count as f32;
+        uv.iter()
+            .map(|v| {
+                (v * scale)
+                    .round()
+                    .clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16
+            })
+            .collect()
+    }
+}
+
 /// Trial-to-trial variability of one presentation: latency jitter per area (samples)
 /// and a multiplicative gain per unit (mean 1), shared in part by an area's units.
 struct PresentationDraw {
@@ -644,6 +789,45 @@ fn mua_spec(rig: &RigConfig, opts: &SimOptions) -> StreamSpec {
             opts.animal_seed.to_string(),
         ),
     ];
+    spec
+}
+
+/// The raw stream's header: named as the rig's `[streams.broadband]` selector says,
+/// int16 at the rig's broadband rate, with each channel's label, area, array and scale.
+fn broadband_spec(rig: &RigConfig, opts: &SimOptions) -> StreamSpec {
+    let selector = rig.broadband.selector.clone().unwrap_or_default();
+    let mua = mua_spec(rig, opts);
+    let mut spec = StreamSpec::new(
+        selector
+            .name
+            .as_deref()
+            .unwrap_or("monkeysee-synthetic-broadband"),
+        selector.stream_type.as_deref().unwrap_or("Broadband"),
+        rig.channel_count,
+        rig.broadband.sampling_rate_hz,
+        ChannelFormat::Int16,
+    );
+    spec.source_id = selector
+        .source_id
+        .unwrap_or_else(|| format!("monkeysee-simulate-{}-broadband", opts.seed));
+    spec.channel_labels = mua.channel_labels;
+    let scale = opts.config.broadband.uv_per_count.to_string();
+    spec.channel_fields = mua
+        .channel_fields
+        .into_iter()
+        .map(|fields| {
+            fields
+                .into_iter()
+                .map(|(k, v)| match k.as_str() {
+                    "type" => (k, "Broadband".to_string()),
+                    "unit" => (k, "microvolts".to_string()),
+                    _ => (k, v),
+                })
+                .chain([("scaling_factor".to_string(), scale.clone())])
+                .collect()
+        })
+        .collect();
+    spec.desc_fields = mua.desc_fields;
     spec
 }
 

@@ -170,3 +170,98 @@ fn the_online_extractor_matches_scipys_lfilter_sample_for_sample() {
         "the MUA does not follow the spike rate ({lo}..{hi})"
     );
 }
+
+/// simulate --broadband → replay (all three streams) → `run --input broadband` (random
+/// weights): the daemon extracts MUA from the raw 30 kHz stream, 1024 channels, and
+/// decodes one frame per simulated onset, in onset order.
+#[test]
+fn a_broadband_replay_decodes_one_frame_per_onset() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use monkeysee::replay::{self, ReplayOptions, Speed};
+    use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
+    use monkeysee::window::Mode;
+
+    use super::common::{small_rig, unique, FakeRig};
+    use super::daemon::options;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = small_rig(dir.path());
+    let tag = unique("broadband");
+    rig.mua.source_id = Some(format!("{tag}-mua"));
+    rig.markers.source_id = Some(format!("{tag}-markers"));
+    if let Some(b) = rig.broadband.selector.as_mut() {
+        b.source_id = Some(format!("{tag}-broadband"));
+    }
+    let config = SimConfig::default();
+    let sim_opts = SimOptions {
+        images: ImageSource::parse("procedural:8", &config.leaves, 5).unwrap(),
+        rig: rig.clone(),
+        config,
+        out: dir.path().join("sim"),
+        seed: 5,
+        animal_seed: 1,
+        test_images: 0,
+        repeats: 1,
+        rf_jitter_deg: 0.0,
+        broadband: true,
+        progress: false,
+    };
+    let s = sim::simulate(&sim_opts).unwrap();
+    assert_eq!(s.broadband_hz, Some(30_000.0));
+    let ids: Vec<String> = std::fs::read_to_string(sim_opts.out.join("dataset/image_ids.txt"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let trial_image: Vec<i32> = npyz::NpyFile::new(
+        std::fs::File::open(sim_opts.out.join("dataset/trial_image.npy")).unwrap(),
+    )
+    .unwrap()
+    .into_vec()
+    .unwrap();
+    let shown: Vec<String> = trial_image
+        .iter()
+        .map(|&i| ids[i as usize].clone())
+        .collect();
+
+    let mut o = ReplayOptions::new(sim_opts.out.join("session.xdf"));
+    o.speed = Speed::Factor(1.0);
+    o.wait_for_consumer = Some(60.0);
+    o.start_delay = 0.3;
+    let handle = replay::spawn(o).unwrap();
+    let out = dir.path().join("out");
+    let stop = Arc::new(AtomicBool::new(false));
+    let fake = FakeRig::new("broadband-unused", 1);
+    let mut run = options(rig, &fake, &out, Mode::Event, stop.clone());
+    run.broadband = true;
+    run.rig.mua.query = None;
+    run.rig.markers.query = Some(format!("source_id='{tag}-markers'"));
+    run.frames = Some(s.trials as u64);
+    let daemon = std::thread::spawn(move || monkeysee::daemon::run(run));
+    let sent = handle.join().unwrap();
+    let summary = daemon.join().unwrap().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(
+        sent.samples("monkeysee-synthetic-broadband") as f64,
+        s.simulated_s * 30_000.0,
+        "every raw sample sent"
+    );
+    assert!(
+        summary.mua_stream.contains("monkeysee-synthetic-broadband"),
+        "{}",
+        summary.mua_stream
+    );
+    assert_eq!(
+        summary.frames_shown, s.trials as u64,
+        "{:?}",
+        summary.counters
+    );
+    assert_eq!(
+        summary.images, shown,
+        "frames in onset order, one per onset"
+    );
+    assert_eq!(summary.counter("overruns"), 0);
+    assert_eq!(summary.counter("bad_samples"), 0);
+}

@@ -25,6 +25,7 @@ fn simulated(dir: &std::path::Path) -> SimOptions {
         test_images: 1,
         repeats: 2,
         rf_jitter_deg: 0.0,
+        broadband: false,
         progress: false,
     };
     sim::simulate(&opts).unwrap();

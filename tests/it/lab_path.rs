@@ -80,6 +80,7 @@ fn a_recorded_replay_becomes_simulates_dataset_and_online_inputs_match_offline()
         test_images: 2,
         repeats: 3,
         rf_jitter_deg: 0.0,
+        broadband: false,
         progress: false,
     };
     let s = sim::simulate(&sim_opts).unwrap();

@@ -770,6 +770,7 @@ fn a_simulated_session_replays_into_one_frame_per_onset() {
         test_images: 0,
         repeats: 1,
         rf_jitter_deg: 0.0,
+        broadband: false,
         progress: false,
     };
     let s = sim::simulate(&sim_opts).unwrap();

@@ -22,6 +22,7 @@ fn options(dir: &Path, images: &str, seed: u64) -> SimOptions {
         test_images: 2,
         repeats: 3,
         rf_jitter_deg: 0.0,
+        broadband: false,
         progress: false,
     }
 }
