@@ -84,6 +84,12 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
     rig.mua.source_id = Some(format!("{tag}-mua"));
     rig.markers.source_id = Some(format!("{tag}-markers"));
 
+    // Size the decoder's compute pool before simulating: the simulator's rayon work
+    // would otherwise create the global pool at its default size.
+    crate::decoder::init_compute_threads(crate::decoder::compute_threads(
+        opts.decode_threads,
+        crate::decoder::PoolRole::Live,
+    ));
     let config = SimConfig::default();
     let session = work.path().join("session");
     if opts.status {

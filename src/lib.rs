@@ -50,6 +50,7 @@ pub mod telemetry;
 pub mod record;
 
 // Sessions.
+pub mod bench;
 pub mod replay;
 pub mod sim;
 pub mod soak;

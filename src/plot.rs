@@ -110,6 +110,119 @@ pub fn loss_curves(path: &Path, panels: &[Panel<'_>]) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// Two panels: each stage's latency CDF (log ms), and each stage's p99 against
+/// replay speed. `cdf` and `p99` hold `(stage, points)`. False (nothing drawn) without
+/// a font.
+pub fn latency_plot(
+    path: &Path,
+    cdf: &[(String, Vec<(f64, f64)>)],
+    p99: &[(String, Vec<(f64, f64)>)],
+) -> anyhow::Result<bool> {
+    if !have_font() {
+        return Ok(false);
+    }
+    let (w, h) = (1100u32, 450u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    let colours = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    let positive = |pts: &[(f64, f64)], x: bool| {
+        pts.iter()
+            .map(|p| if x { p.0 } else { p.1 })
+            .filter(|v| *v > 0.0 && v.is_finite())
+            .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)))
+    };
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let areas = root.split_evenly((1, 2));
+        let (lo, hi) = cdf
+            .iter()
+            .map(|(_, p)| positive(p, true))
+            .fold((f64::MAX, f64::MIN), |(a, b), (c, d)| (a.min(c), b.max(d)));
+        if lo <= hi {
+            let mut chart = ChartBuilder::on(&areas[0])
+                .caption("latency per stage (CDF)", ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0.0..1.0)
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .configure_mesh()
+                .x_desc("ms")
+                .y_desc("fraction of frames")
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+            for ((name, pts), colour) in cdf.iter().zip(colours) {
+                chart
+                    .draw_series(LineSeries::new(
+                        pts.iter().copied().filter(|p| p.0 > 0.0),
+                        colour.stroke_width(2),
+                    ))
+                    .map_err(|e| anyhow!("{e}"))?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        let (slo, shi) = p99
+            .iter()
+            .map(|(_, p)| positive(p, true))
+            .fold((f64::MAX, f64::MIN), |(a, b), (c, d)| (a.min(c), b.max(d)));
+        let (ylo, yhi) = p99
+            .iter()
+            .map(|(_, p)| positive(p, false))
+            .fold((f64::MAX, f64::MIN), |(a, b), (c, d)| (a.min(c), b.max(d)));
+        if slo <= shi && ylo <= yhi {
+            let mut chart = ChartBuilder::on(&areas[1])
+                .caption("p99 against replay speed", ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .build_cartesian_2d(
+                    (slo * 0.8..shi * 1.25).log_scale(),
+                    (ylo * 0.8..yhi * 1.25).log_scale(),
+                )
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .configure_mesh()
+                .x_desc("speed (x real time)")
+                .y_desc("p99 ms")
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+            for ((name, pts), colour) in p99.iter().zip(colours) {
+                chart
+                    .draw_series(LineSeries::new(
+                        pts.iter().copied().filter(|p| p.0 > 0.0 && p.1 > 0.0),
+                        colour.stroke_width(2),
+                    ))
+                    .map_err(|e| anyhow!("{e}"))?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
 /// A grid of RGB images (`[3][H][W]` floats in [0, 1], all `size` px): one column per
 /// title, `rows[r][c]` the image in row r, column c; scaled up by `scale`.
 pub fn image_grid(

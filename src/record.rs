@@ -10,6 +10,10 @@
 //! then lacks only the footers). On stop the recorder drains what is left and writes
 //! the footers.
 //!
+//! With the frames outlet on, the display thread also forwards every `monkeysee-frames`
+//! and `monkeysee-events` sample it publishes (bounded queues; a full one counts
+//! `record_marker_drops`), recorded under the outlets' own headers as streams 3 and 4.
+//!
 //! Headers are each stream's full LSL header (`lsl_get_fullinfo`), so channel labels
 //! and `<desc>` survive. Time stamps are the clock-corrected LSL stamps the daemon
 //! used (liblsl's `proc_clocksync`: this machine's `local_clock()`), not the
@@ -39,6 +43,9 @@ const MAX_CHUNK: usize = 1000;
 /// Stream ids in a recording.
 pub const MUA_STREAM: StreamId = StreamId(1);
 pub const MARKER_STREAM: StreamId = StreamId(2);
+/// The daemon's own outlets, when recorded.
+pub const FRAMES_STREAM: StreamId = StreamId(3);
+pub const EVENTS_STREAM: StreamId = StreamId(4);
 
 /// The comment put before `<info>` in each recorded header.
 pub const STAMP_NOTE: &str = "<!-- monkeysee recording: time stamps are clock-corrected to the recording machine's LSL clock (liblsl proc_clocksync); no ClockOffset chunks follow -->\n";
@@ -65,6 +72,8 @@ pub struct Recorder {
     writer: XdfWriter<BufWriter<File>>,
     mua: Option<Track>,
     markers: Option<Track>,
+    /// String streams the daemon publishes itself (frames, events), with their queues.
+    outputs: Vec<(Track, Receiver<RawMarker>)>,
     values: Vec<f32>,
     wide: Vec<f64>,
     stamps: Vec<f64>,
@@ -82,6 +91,7 @@ impl Recorder {
             writer: XdfWriter::create(path)?,
             mua: None,
             markers: None,
+            outputs: Vec::new(),
             values: Vec::new(),
             wide: Vec::new(),
             stamps: Vec::new(),
@@ -109,6 +119,19 @@ impl Recorder {
     pub fn add_markers(&mut self, desc: &StreamDescription) -> Result<(), WriteError> {
         let info = header(desc, ChannelFormat::String, |f| f == ChannelFormat::String);
         self.markers = Some(self.add(MARKER_STREAM, info)?);
+        Ok(())
+    }
+
+    /// Adds a string stream the daemon publishes (its header as published), whose
+    /// samples arrive on `rx`.
+    pub fn add_output(
+        &mut self,
+        id: StreamId,
+        info: StreamInfo,
+        rx: Receiver<RawMarker>,
+    ) -> Result<(), WriteError> {
+        let track = self.add(id, info)?;
+        self.outputs.push((track, rx));
         Ok(())
     }
 
@@ -213,6 +236,22 @@ impl Recorder {
                 )?;
                 self.marker_count += n as u64;
                 Counters::add(&counters.recorded_markers, n as u64);
+            }
+        }
+        for (track, rx) in &self.outputs {
+            self.marker_values.clear();
+            self.marker_stamps.clear();
+            while let Ok(mut m) = rx.try_recv() {
+                m.values.resize(track.channels, String::new());
+                self.marker_values.append(&mut m.values);
+                self.marker_stamps.push(m.lsl_time);
+            }
+            if !self.marker_stamps.is_empty() {
+                self.writer.write_samples_str(
+                    track.id,
+                    &self.marker_values,
+                    &self.marker_stamps,
+                )?;
             }
         }
         Ok(())

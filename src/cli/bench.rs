@@ -1,96 +1,151 @@
-//! `monkeysee bench --soak`: hours of a rig's stream into the daemon, faults at random.
+//! `monkeysee bench`: the latency benchmark (default) and `--soak`.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use anyhow::{bail, Context};
 use clap::Args;
 
+use monkeysee::bench::{self, BenchOptions, BenchReport};
 use monkeysee::config::RigConfig;
 use monkeysee::daemon::ModelSource;
-use monkeysee::decoder::DecoderKind;
+use monkeysee::decoder::{ComputeDevice, DecoderKind};
 use monkeysee::soak::{self, SoakOptions};
+use monkeysee::window::Mode;
 
+use super::run::InputArg;
 use super::{positive_seconds, print_summary, stop_on_ctrl_c};
 
 #[derive(Args)]
 #[command(
-    after_help = "--soak streams a synthetic session for the rig over loopback LSL into \
-the daemon (in this process) at --speed times real time for --minutes, injecting a fault at \
-random on average every --fault-every seconds: NaN bursts, short and long pauses, marker storms, \
-clock jumps. It reports samples sent vs received, onsets sent vs frames, resident memory over \
-time and every counter, and writes soak.json and rss.csv into --out. Eight hours of recording at \
-10x: --speed 10 --minutes 48."
+    after_help = "Without --soak: simulates a session for the rig (or replays --session), \
+replays it over loopback LSL into the daemon at each --speeds in turn until frames are lost, and \
+times the decoder's forward pass at each --widths. It prints per-stage latency (p50/p90/p99/p99.9/max), \
+deadline misses, CPU per thread and the highest speed with no frame lost, and writes bench.json, \
+latency-<speed>x.hlog (HdrHistogram) and bench.png into --out. Without --rig and --model it uses \
+the built-in synthetic rig and demo model; with --rig alone, random weights of --width.
+
+--soak streams a synthetic session for the rig over loopback LSL into the daemon (in this process) at \
+--speed times real time for --minutes, injecting a fault at random on average every --fault-every \
+seconds: NaN bursts, short and long pauses, marker storms, clock jumps. It reports samples sent vs \
+received, onsets sent vs frames, resident memory and heap in use over time and every counter, and \
+writes soak.json and rss.csv into --out. Eight hours of recording at 10x: --speed 10 --minutes 48."
 )]
 pub struct BenchArgs {
-    /// Run the soak (the only mode so far).
+    /// Run the soak instead of the latency benchmark.
     #[arg(long)]
     soak: bool,
-    /// Rig config: the stream's channel count and rate, windows and budget.
-    #[arg(
-        long,
-        value_name = "RIG.toml",
-        default_value = "firmware-config/synthetic.toml"
-    )]
-    rig: PathBuf,
-    /// A trained model folder; without it, random weights (--width) exercise the pipeline.
+    /// Rig config: the stream's channel count and rate, windows and budget (default: the
+    /// built-in synthetic rig).
+    #[arg(long, value_name = "RIG.toml")]
+    rig: Option<PathBuf>,
+    /// A trained model folder (default: the built-in demo model, or random weights of
+    /// --width when --rig is given).
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
     /// U-Net width of the random-weights decoder.
     #[arg(long, default_value_t = 16)]
     width: usize,
-    /// Stream seconds per wall second.
-    #[arg(long, default_value_t = 10.0)]
-    speed: f64,
-    /// Wall minutes to run.
-    #[arg(long, default_value_t = 1.0)]
-    minutes: f64,
-    /// Mean wall seconds between injected faults (0: none).
-    #[arg(long, default_value_t = 20.0)]
-    fault_every: f64,
-    /// Wall seconds between memory samples and progress lines.
-    #[arg(long, default_value = "30", value_parser = positive_seconds)]
-    sample_every: f64,
-    /// Seed of the fault schedule.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Threads for the decoder (0: all cores but one).
     #[arg(long, default_value_t = 1)]
     decode_threads: usize,
-    /// Folder for soak.json and rss.csv.
-    #[arg(long, value_name = "DIR", default_value = "monkeysee-soak")]
-    out: PathBuf,
+    /// Output folder (default: monkeysee-bench, or monkeysee-soak with --soak).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+
+    /// A recorded session to replay (its streams must match the rig's selectors);
+    /// default: a simulated one.
+    #[arg(long, value_name = "FILE.xdf", conflicts_with = "soak")]
+    session: Option<PathBuf>,
+    /// Images in the simulated session (4 per trial, 1.9 s a trial).
+    #[arg(long, default_value_t = 24, conflicts_with = "soak")]
+    images: usize,
+    /// event: one frame per onset; sliding: one frame per hop.
+    #[arg(long, value_enum, default_value = "event", conflicts_with = "soak")]
+    mode: Mode,
+    /// mua: replay the MUA stream; broadband: the raw 30 kHz stream, MUA extracted online.
+    #[arg(long, value_enum, default_value = "mua", conflicts_with = "soak")]
+    input: InputArg,
+    /// Where the decoder runs (`cuda` needs a build with --features cuda).
+    #[arg(long, value_enum, default_value = "cpu", conflicts_with = "soak")]
+    device: ComputeDevice,
+    /// Replay speeds to try, in order; the bench stops at the first that loses frames.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2,4,8,16,32,64",
+        conflicts_with = "soak"
+    )]
+    speeds: Vec<f64>,
+    /// U-Net widths whose forward pass is timed.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "16,32,64",
+        conflicts_with = "soak"
+    )]
+    widths: Vec<usize>,
+
+    /// Soak: stream seconds per wall second.
+    #[arg(long, default_value_t = 10.0, requires = "soak")]
+    speed: f64,
+    /// Soak: wall minutes to run.
+    #[arg(long, default_value_t = 1.0, requires = "soak")]
+    minutes: f64,
+    /// Soak: mean wall seconds between injected faults (0: none).
+    #[arg(long, default_value_t = 20.0, requires = "soak")]
+    fault_every: f64,
+    /// Soak: wall seconds between memory samples and progress lines.
+    #[arg(long, default_value = "30", value_parser = positive_seconds, requires = "soak")]
+    sample_every: f64,
+    /// Soak: seed of the fault schedule.
+    #[arg(long, default_value_t = 1, requires = "soak")]
+    seed: u64,
+}
+
+/// The rig and model a bench runs: as given, or the built-in ones (unpacked into
+/// `work`, which must outlive the run).
+fn rig_and_model(
+    args: &BenchArgs,
+    work: &std::path::Path,
+) -> anyhow::Result<(RigConfig, ModelSource)> {
+    if args.width == 0 {
+        bail!("--width must be at least 1");
+    }
+    let random = ModelSource::Random {
+        kind: DecoderKind::EndToEnd,
+        width: args.width,
+        seed: 7,
+    };
+    match (&args.rig, &args.model) {
+        (Some(rig), Some(model)) => Ok((RigConfig::load(rig)?, ModelSource::Dir(model.clone()))),
+        (Some(rig), None) => Ok((RigConfig::load(rig)?, random)),
+        (None, model) => {
+            let (rig, builtin) = monkeysee::demo::unpack(work)?;
+            let model = match (model, args.soak) {
+                (Some(m), _) => ModelSource::Dir(m.clone()),
+                (None, true) => random,
+                (None, false) => ModelSource::Dir(builtin),
+            };
+            Ok((RigConfig::load(&rig)?, model))
+        }
+    }
 }
 
 impl BenchArgs {
-    fn options(self) -> anyhow::Result<SoakOptions> {
-        if !self.soak {
-            anyhow::bail!(
-                "monkeysee bench has one mode so far: give --soak (the latency benchmark is not built yet)"
-            );
-        }
+    fn soak_options(&self, rig: RigConfig, model: ModelSource) -> anyhow::Result<SoakOptions> {
         if !(self.minutes > 0.0 && self.minutes <= 7.0 * 24.0 * 60.0) {
-            anyhow::bail!("--minutes must be above 0 and at most a week");
+            bail!("--minutes must be above 0 and at most a week");
         }
         if !(self.speed > 0.0 && self.speed <= 1000.0) {
-            anyhow::bail!("--speed must be above 0 and at most 1000");
+            bail!("--speed must be above 0 and at most 1000");
         }
         if !(self.fault_every >= 0.0 && self.fault_every.is_finite()) {
-            anyhow::bail!("--fault-every must be 0 (no faults) or a positive number of seconds");
+            bail!("--fault-every must be 0 (no faults) or a positive number of seconds");
         }
-        if self.width == 0 {
-            anyhow::bail!("--width must be at least 1");
-        }
-        let model = match self.model {
-            Some(dir) => ModelSource::Dir(dir),
-            None => ModelSource::Random {
-                kind: DecoderKind::EndToEnd,
-                width: self.width,
-                seed: 7,
-            },
-        };
         Ok(SoakOptions {
-            rig: RigConfig::load(&self.rig)?,
+            rig,
             model,
             speed: self.speed,
             seconds: self.minutes * 60.0,
@@ -102,11 +157,68 @@ impl BenchArgs {
             stop: Arc::new(AtomicBool::new(false)),
         })
     }
+
+    fn bench_options(
+        &self,
+        rig: RigConfig,
+        model: ModelSource,
+        out: PathBuf,
+    ) -> anyhow::Result<BenchOptions> {
+        if self.speeds.is_empty() || self.speeds.iter().any(|s| !(*s > 0.0 && *s <= 1000.0)) {
+            bail!("--speeds must be a list of speeds above 0 and at most 1000, e.g. 1,2,4,8");
+        }
+        if self.widths.iter().any(|w| *w == 0 || *w > 256) {
+            bail!("--widths must be U-Net widths from 1 to 256, e.g. 16,32,64");
+        }
+        if self.session.is_none() && self.images == 0 {
+            bail!("--images must be at least 1");
+        }
+        if let Some(s) = &self.session {
+            if !s.is_file() {
+                bail!("--session {}: no such file", s.display());
+            }
+        }
+        Ok(BenchOptions {
+            rig,
+            model,
+            session: self.session.clone(),
+            images: self.images,
+            mode: self.mode,
+            broadband: self.input == InputArg::Broadband,
+            device: self.device,
+            speeds: self.speeds.clone(),
+            widths: self.widths.clone(),
+            decode_threads: self.decode_threads,
+            out,
+            progress: true,
+        })
+    }
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let out = args.out.clone();
-    let opts = args.options()?;
+    let work = tempfile::Builder::new()
+        .prefix("monkeysee-bench-")
+        .tempdir()
+        .context("creating a temporary folder")?;
+    let (rig, model) = rig_and_model(&args, work.path())?;
+    if !args.soak {
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("monkeysee-bench"));
+        let report = bench::run(&args.bench_options(rig, model, out.clone())?)?;
+        print_bench(&report);
+        println!(
+            "wrote {}/bench.json, latency-<speed>x.hlog and bench.png",
+            out.display()
+        );
+        return Ok(());
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("monkeysee-soak"));
+    let opts = args.soak_options(rig, model)?;
     stop_on_ctrl_c(&opts.stop)?;
     let r = soak::run(opts)?;
     soak::write_report(&r, &out)?;
@@ -141,4 +253,71 @@ heap in use {:.2} MiB after warm-up, {:.2} at the end",
     );
     println!("wrote {}/soak.json and rss.csv", out.display());
     Ok(())
+}
+
+/// The bench's findings as a few tables.
+fn print_bench(r: &BenchReport) {
+    println!(
+        "bench: {} ({} mode, {} input, {}, {} decode thread(s)) on {}",
+        r.model, r.mode, r.input, r.device, r.decode_threads, r.session
+    );
+    println!(
+        "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}   (ms, at {}x)",
+        "stage",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        r.speeds.first().map_or(0.0, |s| s.speed)
+    );
+    for s in &r.stages {
+        println!(
+            "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            s.stage, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms
+        );
+    }
+    println!("speed   frames    e2e p99 ms   misses   lost to");
+    for s in &r.speeds {
+        let losses: Vec<String> = s.losses.iter().map(|(n, v)| format!("{n} {v}")).collect();
+        println!(
+            "{:>5}x  {:>4}/{:<4} {:>10.2}   {:>6}   {}",
+            s.speed,
+            s.frames_shown,
+            s.frames_expected,
+            s.stages.last().map_or(f64::NAN, |x| x.p99_ms),
+            s.deadline_misses,
+            if losses.is_empty() {
+                "-".to_string()
+            } else {
+                losses.join(", ")
+            }
+        );
+    }
+    if let Some(first) = r.speeds.first() {
+        let cpu: Vec<String> = first
+            .cpu
+            .iter()
+            .take(8)
+            .map(|c| format!("{} {:.0} %", c.thread, 100.0 * c.core_share))
+            .collect();
+        println!(
+            "CPU per thread at {}x (share of one core): {}",
+            first.speed,
+            cpu.join(", ")
+        );
+    }
+    match r.max_lossless_speed {
+        Some(s) => println!("highest speed with no frame lost: {s}x"),
+        None => println!(
+            "frames were lost even at {}x",
+            r.speeds.first().map_or(0.0, |s| s.speed)
+        ),
+    }
+    for f in &r.forward {
+        println!(
+            "decoder forward pass, width {} on {}: p50 {:.2} ms, p99 {:.2} ms ({} runs)",
+            f.width, f.device, f.p50_ms, f.p99_ms, f.runs
+        );
+    }
 }

@@ -56,7 +56,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write a synthetic receptive-field table for a rig (electrode,x_deg,y_deg,size_deg).
     RfTable(rf_table::RfTableArgs),
-    /// Soak the daemon: hours of a rig's stream at N× speed with faults injected at random.
+    /// Measure what this machine does with a rig and model: per-stage latency, highest
+    /// loss-free replay speed, CPU per thread, decoder forward time; or --soak the daemon.
     Bench(bench::BenchArgs),
 }
 

@@ -110,6 +110,9 @@ pub struct RunSummary {
     pub frames_shown: u64,
     pub counters: Vec<(&'static str, u64)>,
     pub stages: Vec<(&'static str, StageSummary)>,
+    /// Each stage's latency distribution, `(ms, fraction at or below)` (see
+    /// [`crate::telemetry::LatencyRecorder::cdf`]).
+    pub cdf: Vec<(&'static str, Vec<(f64, f64)>)>,
     /// The image id of each frame shown, in order: the first 10,000 (a long run's
     /// summary does not grow with every frame; `frames_shown` counts them all).
     pub images: Vec<String>,
@@ -153,22 +156,25 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     let decoding = pipeline.start_decoder(&opts)?;
     let mut inputs = pipeline.connect_streams(&opts, recording.is_some())?;
     announce(&opts, &inputs, &decoding.config);
-    if let Some(rec) = recording {
-        pipeline.start_recorder(&opts, rec, &mut inputs)?;
-    }
-    let stimuli_dir = stimuli_dir(&opts, &inputs);
-    let size = decoding.config.image_size;
-    let slot = decoding.slot.clone();
-    pipeline.start_window(decoding, inputs.samples, inputs.markers, inputs.wake_ingest)?;
     // The outlets are named after the stream they decode.
     let input = match inputs.mua.source_id.as_str() {
         "" => inputs.mua.name.clone(),
         id => id.to_string(),
     };
+    let outlet_source = format!("monkeysee-{input}");
+    let mut record_outputs = None;
+    if let Some(rec) = recording {
+        record_outputs = pipeline.start_recorder(&opts, rec, &mut inputs, &outlet_source)?;
+    }
+    let stimuli_dir = stimuli_dir(&opts, &inputs);
+    let size = decoding.config.image_size;
+    let slot = decoding.slot.clone();
+    pipeline.start_window(decoding, inputs.samples, inputs.markers, inputs.wake_ingest)?;
     let where_to = present::Where {
         size,
         stimuli_dir,
-        outlet_source: format!("monkeysee-{input}"),
+        outlet_source,
+        record_outputs,
     };
     let presented = present::present(&opts, &pipeline, &slot, where_to);
     let recording = pipeline.stop();
@@ -187,6 +193,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         stages: Stage::ALL
             .iter()
             .map(|s| (s.name(), p.latency.summary(*s)))
+            .collect(),
+        cdf: Stage::ALL
+            .iter()
+            .map(|s| (s.name(), p.latency.cdf(*s)))
             .collect(),
         images: p.images,
         mua_stream: inputs.mua.to_string(),
@@ -520,14 +530,17 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Step 3 (`--record`): the recorder writes both streams' headers now and their
-    /// samples from its own rings until the pipeline stops.
+    /// Step 3 (`--record`): the recorder writes the streams' headers now and their
+    /// samples from its own rings until the pipeline stops. With the frames outlet on,
+    /// it records `monkeysee-frames` and `monkeysee-events` too: the returned senders
+    /// are the display loop's ends.
     fn start_recorder(
         &mut self,
         opts: &RunOptions,
         mut rec: Recorder,
         inputs: &mut Inputs,
-    ) -> anyhow::Result<()> {
+        outlet_source: &str,
+    ) -> anyhow::Result<Option<outlet::RecordEnds>> {
         let headers =
             rec.add_mua(&inputs.mua_recorded)
                 .and_then(|()| match &inputs.marker_stream {
@@ -536,6 +549,21 @@ impl Pipeline {
                 });
         if let Err(e) = headers {
             return Err(anyhow!(e).context(format!("recording to {}", rec.path().display())));
+        }
+        let mut ends = None;
+        if let Some(side) = opts.outlet {
+            let (frames_tx, frames_rx) = bounded::<RawMarker>(64);
+            let (events_tx, events_rx) = bounded::<RawMarker>(1024);
+            let headers = outlet::recorded_headers(side, outlet_source, &opts.rig.name)?;
+            rec.add_output(crate::record::FRAMES_STREAM, headers.0, frames_rx)
+                .and_then(|()| rec.add_output(crate::record::EVENTS_STREAM, headers.1, events_rx))
+                .map_err(|e| {
+                    anyhow!(e).context(format!("recording to {}", rec.path().display()))
+                })?;
+            ends = Some(outlet::RecordEnds {
+                frames: frames_tx,
+                events: events_tx,
+            });
         }
         if opts.status {
             eprintln!("monkeysee: recording to {}", rec.path().display());
@@ -549,7 +577,7 @@ impl Pipeline {
         self.recorder = Some(spawn_named("record", move || {
             rec.run(&mut samples, markers.as_ref(), &stop, &counters)
         })?);
-        Ok(())
+        Ok(ends)
     }
 
     /// Step 4: the window thread, last, so that it finds every stream live; ingest is

@@ -23,6 +23,9 @@
 //! the run's problem counters (deadline misses, drops, gaps, skipped frames, the stream
 //! lost, restored or switched, …) rose by `n`, stamped when the display loop saw it.
 //!
+//! With `--record`, every sample published also goes to the recorder (streams 3 and 4
+//! of the file, under these headers; a full queue counts `record_marker_drops`).
+//!
 //! Both are published on the display thread, after a frame is shown: the push's own time
 //! is measured (`RunSummary::frames_outlet`). Pixel text comes from a table of the 256
 //! values, and the pointers liblsl reads from a buffer reused from frame to frame.
@@ -34,6 +37,9 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use image::{imageops, RgbImage};
 
+use crossbeam_channel::Sender;
+
+use crate::ingest::RawMarker;
 use crate::lsl::{self, Outlet, StringChunk};
 use crate::telemetry::{Counters, FrameTimings, Stage};
 use crate::xdf::{ChannelFormat, StreamSpec};
@@ -67,6 +73,28 @@ pub struct OutletSummary {
     pub push_max_ms: f64,
 }
 
+/// The recorder's queues for the published samples.
+pub struct RecordEnds {
+    pub frames: Sender<RawMarker>,
+    pub events: Sender<RawMarker>,
+}
+
+/// The frames and events headers as recorded (XDF), from what is published.
+pub fn recorded_headers(
+    size: usize,
+    source_id: &str,
+    rig: &str,
+) -> anyhow::Result<(crate::xdf::StreamInfo, crate::xdf::StreamInfo)> {
+    let parse = |xml: String| {
+        crate::xdf::StreamInfo::from_xml(&xml)
+            .map_err(|e| anyhow::anyhow!("the outlet's own header does not parse: {e}"))
+    };
+    Ok((
+        parse(frames_header(size, source_id, rig))?,
+        parse(events_header(source_id))?,
+    ))
+}
+
 /// The two outlets and the buffers reused across frames.
 pub struct FrameOutlets {
     frames: Outlet,
@@ -80,6 +108,7 @@ pub struct FrameOutlets {
     events_sent: u64,
     /// The watched counters' values at the last look.
     seen: Vec<u64>,
+    record: Option<RecordEnds>,
 }
 
 /// The counters whose rises are events.
@@ -173,6 +202,7 @@ impl FrameOutlets {
         source_id: &str,
         rig: &str,
         counters: &Counters,
+        record: Option<RecordEnds>,
     ) -> Result<FrameOutlets, lsl::LslError> {
         let frames = Outlet::create(
             &lsl::StreamInfo::from_xml(&frames_header(size, source_id, rig))?,
@@ -197,6 +227,7 @@ impl FrameOutlets {
                 .iter()
                 .map(|(_, c)| Counters::get(c))
                 .collect(),
+            record,
         })
     }
 
@@ -208,6 +239,7 @@ impl FrameOutlets {
         onset_lsl: f64,
         timings: &FrameTimings,
         recon: &RgbImage,
+        counters: &Counters,
     ) {
         let started = Instant::now();
         let resized;
@@ -255,6 +287,21 @@ impl FrameOutlets {
         let _ = self
             .push_us
             .record(crate::telemetry::micros_between(started, Instant::now()).max(1));
+        if let Some(r) = &self.record {
+            let values = self
+                .meta
+                .iter()
+                .cloned()
+                .chain(img.as_raw().iter().map(|&v| pixels[usize::from(v)].clone()))
+                .collect();
+            let sample = RawMarker {
+                values,
+                lsl_time: onset_lsl,
+            };
+            if r.frames.try_send(sample).is_err() {
+                Counters::inc(&counters.record_marker_drops);
+            }
+        }
     }
 
     /// Pushes an event for each watched counter that rose since the last look.
@@ -270,6 +317,15 @@ impl FrameOutlets {
                     .is_ok()
                 {
                     self.events_sent += 1;
+                }
+                if let Some(r) = &self.record {
+                    let sample = RawMarker {
+                        values: vec![text],
+                        lsl_time: now,
+                    };
+                    if r.events.try_send(sample).is_err() {
+                        Counters::inc(&counters.record_marker_drops);
+                    }
                 }
                 *seen = value;
             }

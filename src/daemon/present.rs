@@ -37,6 +37,8 @@ pub(super) struct Where {
     pub stimuli_dir: Option<PathBuf>,
     /// The LSL outlets' source_id stem (`-frames` / `-events` added).
     pub outlet_source: String,
+    /// With `--record`: where the published samples go to be recorded.
+    pub record_outputs: Option<super::outlet::RecordEnds>,
 }
 
 /// Presents frames until a stop condition; see the module doc.
@@ -50,6 +52,7 @@ pub(super) fn present(
         size,
         stimuli_dir,
         outlet_source,
+        record_outputs,
     } = to;
     let started = Instant::now();
     let mut stimuli = StimulusStore::new(stimuli_dir.clone(), size);
@@ -64,7 +67,7 @@ pub(super) fn present(
     let mut outlets = match opts.outlet {
         None => None,
         Some(side) => Some(
-            FrameOutlets::open(side, &outlet_source, &opts.rig.name, counters)
+            FrameOutlets::open(side, &outlet_source, &opts.rig.name, counters, record_outputs)
                 .context("publishing the monkeysee-frames and monkeysee-events LSL streams (--no-outlet runs without)")?,
         ),
     };
@@ -109,7 +112,7 @@ pub(super) fn present(
                 t.end_to_end_us = micros_between(f.last_arrival, now);
                 latency.record(&t);
                 if let Some(o) = outlets.as_mut() {
-                    o.publish(id.as_deref(), f.seq, f.onset_lsl, &t, &recon);
+                    o.publish(id.as_deref(), f.seq, f.onset_lsl, &t, &recon, counters);
                 }
                 shown += 1;
                 Counters::inc(&counters.frames_shown);

@@ -19,9 +19,11 @@ use super::tvsd::python;
 fn a_pylsl_inlet_receives_every_frame_with_its_id_stamp_and_pixels() {
     let saved = tempfile::tempdir().unwrap();
     let inputs = saved.path().join("inputs");
+    let recording = saved.path().join("run.xdf");
     let running = Running::start("outlet", Mode::Event, |o| {
         o.outlet = Some(o.rig.image_size);
         o.save_inputs = Some(inputs.clone());
+        o.record = Some(recording.clone());
     });
     let size = 32; // small_rig's image size
     assert!(
@@ -144,6 +146,35 @@ fn a_pylsl_inlet_receives_every_frame_with_its_id_stamp_and_pixels() {
         let pixels: Vec<u8> = v[8..].iter().map(|x| x.parse().unwrap()).collect();
         assert_eq!(pixels, expected.into_raw(), "frame {k}'s pixels");
     }
+
+    // `--record` kept both streams beside the MUA, under the published headers.
+    let file = monkeysee::xdf::read_file(&recording).unwrap();
+    let by_name = |n: &str| file.streams.iter().find(|s| s.info.name() == n).unwrap();
+    let recorded = by_name("monkeysee-frames");
+    assert_eq!(recorded.info.channel_count(), channels);
+    assert_eq!(recorded.time_stamps.len(), onsets.len());
+    let monkeysee::xdf::Values::String(values) = &recorded.values else {
+        panic!("the frames stream is not strings");
+    };
+    for (k, f) in frames.iter().enumerate() {
+        let sent: Vec<&str> = f["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &values[k * channels..(k + 1) * channels],
+            &sent[..],
+            "recorded frame {k}"
+        );
+        assert!((recorded.time_stamps[k] - f["stamp"].as_f64().unwrap()).abs() < 1e-6);
+    }
+    let events = by_name("monkeysee-events");
+    let monkeysee::xdf::Values::String(texts) = &events.values else {
+        panic!("the events stream is not strings");
+    };
+    assert!(texts.iter().any(|e| e.starts_with("gaps ")), "{texts:?}");
 
     // The gap went out as events, stamped in this machine's LSL time.
     let events: Vec<&str> = got["events"]

@@ -1,0 +1,598 @@
+//! `monkeysee bench`: what this machine can do with a rig and a model.
+//!
+//! It simulates a session for the rig (or takes a recorded one), replays it over
+//! loopback LSL into the daemon (in this process, frames timed and discarded) at 1×,
+//! then at each faster speed in turn until frames are lost, and times the decoder's
+//! forward pass alone at several widths. For each speed it keeps every stage's latency
+//! (HDR histograms: p50, p90, p99, p99.9, max), the deadline misses, every loss counter
+//! and the CPU each thread used (Linux `/proc/self/task`, sampled every 100 ms while
+//! the daemon runs). The highest speed with no frame lost is `max_lossless_speed`.
+//!
+//! Output in `out`: `bench.json` (the report), `latency-<speed>x.hlog` (HdrHistogram
+//! interval logs, microseconds, one tag per stage), and `bench.png` (latency CDF per
+//! stage at 1×, and p99 per stage against speed).
+//!
+//! A frame is lost when an onset gives no frame shown (event mode), or when a frame is
+//! dropped, superseded or skipped, or a sample overruns the ingest ring (both modes).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::config::RigConfig;
+use crate::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions, RunSummary};
+use crate::decoder::{decoder_config, Decoder, DecoderKind, OnBackend};
+use crate::replay::{self, ReplayOptions, Speed};
+use crate::sim::{self, ImageSource, SimConfig, SimOptions};
+use crate::telemetry::StageSummary;
+use crate::window::Mode;
+
+/// Everything a bench needs.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub rig: RigConfig,
+    pub model: ModelSource,
+    /// A recorded session whose streams the rig's selectors find; `None`: simulate one.
+    pub session: Option<PathBuf>,
+    /// Images in the simulated session (4 per trial).
+    pub images: usize,
+    pub mode: Mode,
+    /// Feed the raw broadband stream (`run --input broadband`).
+    pub broadband: bool,
+    pub device: ComputeDevice,
+    /// Speeds to try, in order; the bench stops at the first one that loses frames.
+    pub speeds: Vec<f64>,
+    /// U-Net widths whose forward pass is timed.
+    pub widths: Vec<usize>,
+    pub decode_threads: usize,
+    pub out: PathBuf,
+    pub progress: bool,
+}
+
+/// One stage's latency at one speed, ms.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageLatency {
+    pub stage: String,
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl StageLatency {
+    fn new(stage: &str, s: &StageSummary) -> StageLatency {
+        StageLatency {
+            stage: stage.to_string(),
+            count: s.count,
+            p50_ms: s.p50_ms,
+            p90_ms: s.p90_ms,
+            p99_ms: s.p99_ms,
+            p999_ms: s.p999_ms,
+            max_ms: s.max_ms,
+        }
+    }
+}
+
+/// One thread's CPU use during a run: seconds, and the share of one core.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadCpu {
+    pub thread: String,
+    pub cpu_s: f64,
+    pub core_share: f64,
+}
+
+/// What one speed showed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeedRun {
+    pub speed: f64,
+    pub lossless: bool,
+    /// Frames the session should give (onsets in event mode; hops in sliding mode).
+    pub frames_expected: u64,
+    pub frames_shown: u64,
+    /// The loss counters that were not 0.
+    pub losses: Vec<(String, u64)>,
+    pub deadline_misses: u64,
+    pub stages: Vec<StageLatency>,
+    pub cpu: Vec<ThreadCpu>,
+    pub wall_s: f64,
+    pub hdr_log: PathBuf,
+    /// Each stage's latency distribution, `(ms, fraction at or below)`.
+    pub cdf: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// The decoder's forward pass alone: one frame, after warm-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardTime {
+    pub width: usize,
+    pub device: String,
+    pub runs: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// `bench.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub rig: String,
+    pub model: String,
+    pub mode: String,
+    pub input: String,
+    pub device: String,
+    pub decode_threads: usize,
+    /// The session: seconds, and where it came from.
+    pub session_s: f64,
+    pub session: String,
+    /// Every stage at 1× (the first speed).
+    pub stages: Vec<StageLatency>,
+    pub max_lossless_speed: Option<f64>,
+    pub speeds: Vec<SpeedRun>,
+    pub forward: Vec<ForwardTime>,
+    pub plot: Option<PathBuf>,
+    pub wall_s: f64,
+}
+
+/// Runs the bench; see the module doc.
+pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("monkeysee-bench-")
+        .tempdir()
+        .context("creating a temporary folder")?;
+    // Size the decoder's compute pool before simulating: the simulator's rayon work
+    // would otherwise create the global pool at its default size.
+    crate::decoder::init_compute_threads(crate::decoder::compute_threads(
+        opts.decode_threads,
+        crate::decoder::PoolRole::Live,
+    ));
+    let mut rig = opts.rig.clone();
+    let session = prepare_session(opts, &mut rig, work.path())?;
+    let mut speeds = Vec::new();
+    for &speed in &opts.speeds {
+        if opts.progress {
+            eprintln!("monkeysee bench: {speed}x …");
+        }
+        let r = run_speed(opts, &rig, &session, speed)?;
+        let lossless = r.lossless;
+        if opts.progress {
+            eprintln!(
+                "monkeysee bench: {speed}x: {} of {} frames, end-to-end p99 {:.2} ms{}",
+                r.frames_shown,
+                r.frames_expected,
+                r.stages.last().map_or(f64::NAN, |s| s.p99_ms),
+                if lossless { "" } else { ": frames lost" }
+            );
+        }
+        speeds.push(r);
+        if !lossless {
+            break;
+        }
+    }
+    let forward = forward_times(opts, &rig)?;
+    let mut report = BenchReport {
+        rig: rig.path.display().to_string(),
+        model: match &opts.model {
+            ModelSource::Dir(d) => d.display().to_string(),
+            ModelSource::Random { kind, width, .. } => {
+                format!("random weights, {kind}, width {width}")
+            }
+        },
+        mode: format!("{:?}", opts.mode).to_lowercase(),
+        input: if opts.broadband { "broadband" } else { "mua" }.into(),
+        device: format!("{:?}", opts.device).to_lowercase(),
+        decode_threads: opts.decode_threads,
+        session_s: session.seconds,
+        session: session.source.clone(),
+        stages: speeds.first().map(|s| s.stages.clone()).unwrap_or_default(),
+        max_lossless_speed: speeds
+            .iter()
+            .take_while(|s| s.lossless)
+            .map(|s| s.speed)
+            .last(),
+        speeds,
+        forward,
+        plot: None,
+        wall_s: 0.0,
+    };
+    let plot = opts.out.join("bench.png");
+    let cdf = report
+        .speeds
+        .first()
+        .map(|s| s.cdf.clone())
+        .unwrap_or_default();
+    let p99: Vec<(String, Vec<(f64, f64)>)> = report
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let points = report
+                .speeds
+                .iter()
+                .filter_map(|s| s.stages.get(i).map(|x| (s.speed, x.p99_ms)))
+                .collect();
+            (st.stage.clone(), points)
+        })
+        .collect();
+    if crate::plot::latency_plot(&plot, &cdf, &p99)? {
+        report.plot = Some(plot);
+    }
+    report.wall_s = started.elapsed().as_secs_f64();
+    let json = opts.out.join("bench.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    Ok(report)
+}
+
+/// The session to replay: its file, length, onsets and where it came from.
+struct Session {
+    path: PathBuf,
+    seconds: f64,
+    onsets: u64,
+    source: String,
+    /// Stream names to replay (the input and the markers).
+    streams: Vec<String>,
+}
+
+/// Simulates a session for the rig (streams named for this run only), or reads how long
+/// the given one is and how many onsets it holds.
+fn prepare_session(
+    opts: &BenchOptions,
+    rig: &mut RigConfig,
+    work: &Path,
+) -> anyhow::Result<Session> {
+    if let Some(path) = &opts.session {
+        let (seconds, onsets) = session_extent(path)?;
+        return Ok(Session {
+            path: path.clone(),
+            seconds,
+            onsets,
+            source: path.display().to_string(),
+            streams: Vec::new(),
+        });
+    }
+    let tag = format!("monkeysee-bench-{}", std::process::id());
+    rig.mua.source_id = Some(format!("{tag}-mua"));
+    rig.markers.source_id = Some(format!("{tag}-markers"));
+    let mut broadband = rig.broadband.selector.clone().unwrap_or_default();
+    broadband
+        .name
+        .get_or_insert_with(|| "monkeysee-synthetic-broadband".into());
+    broadband.source_id = Some(format!("{tag}-broadband"));
+    rig.broadband.selector = Some(broadband.clone());
+    let config = SimConfig::default();
+    if opts.progress {
+        eprintln!(
+            "monkeysee bench: simulating {} images for rig {}",
+            opts.images, rig.name
+        );
+    }
+    let s = sim::simulate(&SimOptions {
+        images: ImageSource::parse(
+            &format!("procedural:{}", opts.images.max(1)),
+            &config.leaves,
+            3,
+        )?,
+        rig: rig.clone(),
+        config,
+        out: work.join("session"),
+        seed: 3,
+        animal_seed: crate::demo::DEMO_ANIMAL_SEED,
+        test_images: 0,
+        repeats: 1,
+        rf_jitter_deg: 0.0,
+        broadband: opts.broadband,
+        progress: false,
+    })?;
+    let input = if opts.broadband {
+        broadband.name
+    } else {
+        rig.mua.name.clone()
+    };
+    Ok(Session {
+        path: work.join("session/session.xdf"),
+        seconds: s.simulated_s,
+        onsets: s.trials as u64,
+        source: format!("simulated: {} images, {:.1} s", opts.images, s.simulated_s),
+        streams: input.into_iter().chain(rig.markers.name.clone()).collect(),
+    })
+}
+
+/// A recorded session's length (first to last raw stamp of any stream) and its
+/// `stim_on` markers, read chunk by chunk.
+fn session_extent(path: &Path) -> anyhow::Result<(f64, u64)> {
+    use crate::xdf::{Chunk, Values, XdfReader};
+    let reader = XdfReader::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let (mut first, mut last, mut onsets) = (f64::INFINITY, f64::NEG_INFINITY, 0u64);
+    for chunk in reader {
+        if let Chunk::Samples(c) = chunk.with_context(|| format!("reading {}", path.display()))? {
+            if let (Some(a), Some(b)) = (c.stamps.first(), c.stamps.last()) {
+                first = first.min(*a);
+                last = last.max(*b);
+            }
+            if let Values::String(v) = &c.values {
+                onsets += v
+                    .iter()
+                    .filter(|m| m.trim_start().starts_with("stim_on"))
+                    .count() as u64;
+            }
+        }
+    }
+    anyhow::ensure!(last > first, "{} holds no samples", path.display());
+    Ok((last - first, onsets))
+}
+
+/// Replays the session at `speed` into the daemon and measures it.
+fn run_speed(
+    opts: &BenchOptions,
+    rig: &RigConfig,
+    session: &Session,
+    speed: f64,
+) -> anyhow::Result<SpeedRun> {
+    let mut replay_opts = ReplayOptions::new(&session.path);
+    replay_opts.speed = Speed::Factor(speed);
+    replay_opts.wait_for_consumer = Some(60.0);
+    replay_opts.start_delay = 0.5;
+    replay_opts.streams = session.streams.clone();
+    let replay = replay::spawn(replay_opts).context("starting the replay")?;
+    let hdr_log = opts.out.join(format!("latency-{speed}x.hlog"));
+    let expected = match opts.mode {
+        Mode::Event => session.onsets,
+        Mode::Sliding => (session.seconds / rig.windows.sliding_hop.seconds()).floor() as u64,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_opts = RunOptions {
+        rig: rig.clone(),
+        model: opts.model.clone(),
+        mode: opts.mode,
+        broadband: opts.broadband,
+        device: opts.device,
+        output: Output::Discard,
+        frames: (opts.mode == Mode::Event).then_some(expected),
+        seconds: Some(session.seconds / speed + 10.0),
+        hdr_log: Some(hdr_log.clone()),
+        stimuli_dir: None,
+        record: None,
+        save_inputs: None,
+        resolve_timeout: 30.0,
+        decode_threads: opts.decode_threads,
+        outlet: None,
+        status: false,
+        stop: stop.clone(),
+    };
+    let cpu = CpuSampler::start();
+    let started = Instant::now();
+    // Sliding mode has no frame count to reach: stop once the replay is done.
+    let watcher = {
+        let stop = stop.clone();
+        let sliding = opts.mode == Mode::Sliding;
+        thread::spawn(move || {
+            while sliding && !replay.is_finished() && !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            if sliding {
+                thread::sleep(Duration::from_millis(500));
+                stop.store(true, Ordering::Relaxed);
+            }
+            replay
+        })
+    };
+    let summary = daemon::run(run_opts);
+    let wall_s = started.elapsed().as_secs_f64();
+    let cpu = cpu.finish(wall_s);
+    stop.store(true, Ordering::Relaxed);
+    let replay = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the replay watcher panicked"))?;
+    replay.stop();
+    let replayed = replay.join();
+    let summary = summary.with_context(|| format!("running the daemon at {speed}x"))?;
+    replayed.with_context(|| format!("replaying at {speed}x"))?;
+    Ok(speed_run(speed, expected, &summary, cpu, wall_s, hdr_log))
+}
+
+fn speed_run(
+    speed: f64,
+    expected: u64,
+    s: &RunSummary,
+    cpu: Vec<ThreadCpu>,
+    wall_s: f64,
+    hdr_log: PathBuf,
+) -> SpeedRun {
+    let losses: Vec<(String, u64)> = [
+        "overruns",
+        "frames_skipped_gap",
+        "frames_skipped_bad",
+        "frames_skipped_late",
+        "frames_dropped_window",
+        "frames_dropped_decode",
+        "frames_superseded",
+        "decode_errors",
+        "marker_overruns",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), s.counter(n)))
+    .filter(|(_, v)| *v > 0)
+    .collect();
+    let enough = s.frames_shown >= expected;
+    SpeedRun {
+        speed,
+        lossless: losses.is_empty() && enough,
+        frames_expected: expected,
+        frames_shown: s.frames_shown,
+        losses,
+        deadline_misses: s.counter("deadline_misses"),
+        stages: s
+            .stages
+            .iter()
+            .map(|(n, st)| StageLatency::new(n, st))
+            .collect(),
+        cpu,
+        wall_s,
+        hdr_log,
+        cdf: s
+            .cdf
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.clone()))
+            .collect(),
+    }
+}
+
+/// Samples every thread's CPU time (`/proc/self/task/*/stat`) until finished; a
+/// thread's use is its last reading minus its first (0 for one born during the run).
+struct CpuSampler {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<HashMap<u64, (String, f64, f64)>>,
+}
+
+impl CpuSampler {
+    fn start() -> CpuSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = thread::spawn(move || {
+            // tid → (name, first seconds, last seconds)
+            let mut seen: HashMap<u64, (String, f64, f64)> = HashMap::new();
+            let mut first_look = true;
+            loop {
+                for (tid, name, secs) in thread_times() {
+                    let e = seen.entry(tid).or_insert((
+                        name,
+                        if first_look { secs } else { 0.0 },
+                        secs,
+                    ));
+                    e.2 = secs;
+                }
+                first_look = false;
+                if s.load(Ordering::Relaxed) {
+                    return seen;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        CpuSampler { stop, thread }
+    }
+
+    /// CPU per thread name, most first.
+    fn finish(self, wall_s: f64) -> Vec<ThreadCpu> {
+        self.stop.store(true, Ordering::Relaxed);
+        let seen = self.thread.join().unwrap_or_default();
+        let mut by_name: HashMap<String, f64> = HashMap::new();
+        for (_, (name, first, last)) in seen {
+            *by_name.entry(name).or_default() += (last - first).max(0.0);
+        }
+        let mut cpu: Vec<ThreadCpu> = by_name
+            .into_iter()
+            .filter(|(_, s)| *s > 0.0)
+            .map(|(thread, cpu_s)| ThreadCpu {
+                core_share: cpu_s / wall_s.max(1e-9),
+                thread,
+                cpu_s,
+            })
+            .collect();
+        cpu.sort_by(|a, b| b.cpu_s.total_cmp(&a.cpu_s));
+        cpu
+    }
+}
+
+/// Every thread of this process: id, name, user + system CPU seconds.
+fn thread_times() -> Vec<(u64, String, f64)> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid: u64 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // "tid (name) state ... utime stime": the name may hold spaces; split after ')'.
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((tid, name, (utime + stime) / ticks))
+    })
+    .collect()
+}
+
+/// Times the forward pass at each width (random weights, the rig's electrodes, the
+/// model's kind), on the bench's device.
+fn forward_times(opts: &BenchOptions, rig: &RigConfig) -> anyhow::Result<Vec<ForwardTime>> {
+    let kind = match &opts.model {
+        ModelSource::Random { kind, .. } => *kind,
+        ModelSource::Dir(d) => model_kind(d),
+    };
+    let mut out = Vec::new();
+    for &width in &opts.widths {
+        if opts.progress {
+            eprintln!("monkeysee bench: decoder forward pass, width {width} …");
+        }
+        let job = ForwardJob {
+            rig: rig.clone(),
+            kind,
+            width,
+            runs: 30,
+        };
+        let mut times = crate::decoder::dispatch(opts.device, job)??;
+        times.sort_by(f64::total_cmp);
+        let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+        out.push(ForwardTime {
+            width,
+            device: format!("{:?}", opts.device).to_lowercase(),
+            runs: times.len(),
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            max_ms: *times.last().unwrap_or(&f64::NAN),
+        });
+    }
+    Ok(out)
+}
+
+/// The kind a model folder's `decoder.json` names (end-to-end when unreadable: the
+/// daemon's run will have said why).
+fn model_kind(dir: &Path) -> DecoderKind {
+    std::fs::read_to_string(dir.join(crate::decoder::model::CONFIG_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<crate::decoder::DecoderConfig>(&t).ok())
+        .map_or(DecoderKind::EndToEnd, |c| c.kind)
+}
+
+struct ForwardJob {
+    rig: RigConfig,
+    kind: DecoderKind,
+    width: usize,
+    runs: usize,
+}
+
+impl OnBackend for ForwardJob {
+    type Output = anyhow::Result<Vec<f64>>;
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
+        let cfg = decoder_config(&self.rig, self.kind, self.width);
+        let dec = Decoder::<B>::random(cfg.clone(), 0, &device)?;
+        let input: Vec<f32> = (0..cfg.n_features())
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let mut image = vec![0.0f32; cfg.image_len()];
+        for _ in 0..3 {
+            dec.reconstruct(&input, &mut image)?;
+        }
+        (0..self.runs)
+            .map(|_| {
+                let t = Instant::now();
+                dec.reconstruct(&input, &mut image)?;
+                Ok(t.elapsed().as_secs_f64() * 1000.0)
+            })
+            .collect()
+    }
+}
