@@ -234,3 +234,77 @@ fn a_full_record_ring_counts_record_overruns_not_window_overruns() {
     assert_eq!(Counters::get(&counters.overruns), 0);
     assert_eq!(Counters::get(&counters.record_overruns), 12);
 }
+
+/// A broadband inlet (int16, 30 kHz, 64 channels) pulls raw chunks, extracts MUA and
+/// hands it on without allocating: the extractor's buffers are sized at connect.
+#[test]
+fn broadband_pull_loop_allocates_nothing_after_connect() {
+    use lsl::Pushable;
+    let name = super::common::unique("alloc-broadband");
+    let info = lsl::StreamInfo::new(
+        &name,
+        "Broadband",
+        64,
+        30_000.0,
+        lsl::ChannelFormat::Int16,
+        &name,
+    )
+    .unwrap();
+    let outlet = lsl::StreamOutlet::new(&info, 300, 60).unwrap();
+    let sel = monkeysee::config::StreamSelector {
+        query: Some(format!("name='{name}'")),
+        ..Default::default()
+    };
+    let rig = RigConfig::load(&synthetic_rig_path()).unwrap();
+    let spec = MuaSpec {
+        channels: 64,
+        mua_hz: 1000.0,
+        broadband: Some(rig.broadband.clone()),
+        max_chunk: 100,
+    };
+    let mut inlet = MuaInlet::connect(&sel, &spec, 10.0).unwrap();
+    assert_eq!(
+        inlet.broadband_delay_s().map(|d| (d * 1e4).round()),
+        Some(21.0),
+        "≈2.1 ms"
+    );
+    assert!(outlet.wait_for_consumers(5.0));
+    // 0.5 s of a 2 kHz tone, amplitude 1000 counts: in band, so the MUA is its
+    // rectified mean, 2/π · 1000.
+    for k in 0..15_000 {
+        let v = (1000.0 * (2.0 * std::f64::consts::PI * 2000.0 * k as f64 / 30_000.0).sin()) as i16;
+        outlet.push_sample(&vec![v; 64]).unwrap();
+    }
+    let counters = Counters::default();
+    let (mut producer, mut consumer) = SampleRing::new(64, 4000);
+    let mut got = 0usize;
+    let mut out = vec![0.0f32; 64];
+    let ((), allocs) = allocations_in(|| {
+        let start = Instant::now();
+        while got < 500 && start.elapsed().as_secs() < 10 {
+            if let Pull::Samples(n) = inlet.pull(0.05) {
+                producer.push_chunk(
+                    inlet.values(),
+                    inlet.stamps(),
+                    n,
+                    Instant::now(),
+                    local_clock(),
+                    &counters,
+                );
+                while consumer.pop(&mut out).is_some() {
+                    got += 1;
+                }
+            }
+        }
+    });
+    assert_eq!(got, 500, "one MUA sample per 30 raw samples");
+    let mean = 2000.0 / std::f32::consts::PI;
+    assert!(
+        out.iter().all(|v| (v - mean).abs() < 0.02 * mean),
+        "{out:?}"
+    );
+    assert_eq!(
+        allocs, 0,
+        "the broadband pull loop allocated {allocs} times"
+    );
+}
