@@ -899,10 +899,16 @@ impl Validator<'_> {
             None => None,
         };
         let d = BroadbandConfig::default();
-        let Some(b) = &raw.broadband else {
-            return Ok(BroadbandConfig { selector, ..d });
-        };
-        let t = Some(("[broadband]", 0));
+        let given = raw.broadband.is_some();
+        let none = raw::Broadband::default();
+        let b = raw.broadband.as_ref().unwrap_or(&none);
+        // Where a bad value comes from: the [broadband] section, or (defaults in use)
+        // the selector that will use them.
+        let t = Some(if given {
+            ("[broadband]", 0)
+        } else {
+            ("[streams.broadband]", 0)
+        });
         let cfg = BroadbandConfig {
             selector,
             sampling_rate_hz: b.sampling_rate_hz.unwrap_or(d.sampling_rate_hz),
@@ -912,6 +918,10 @@ impl Validator<'_> {
             lowpass_order: b.lowpass_order.unwrap_or(d.lowpass_order),
             compensate_delay: b.compensate_delay.unwrap_or(d.compensate_delay),
         };
+        // No raw stream and no settings: nothing here will run, whatever the MUA rate.
+        if !given && cfg.selector.is_none() {
+            return Ok(cfg);
+        }
         if let Some(f) = b
             .filter
             .as_deref()
@@ -1011,7 +1021,7 @@ pub mod raw {
         pub broadband: Option<Broadband>,
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Broadband {
         pub sampling_rate_hz: Option<f64>,
@@ -1156,6 +1166,37 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(from), "{from:?} is not in {}", path.display());
         RigConfig::from_toml_str(&text.replacen(from, to, 1), &path)
+    }
+
+    /// Broadband settings that would alias, not divide, or not filter are refused by
+    /// key; a rig that selects a raw stream is checked with the defaults too.
+    #[test]
+    fn broadband_settings_are_checked() {
+        let rig = RigConfig::load(&synthetic_path()).unwrap();
+        assert_eq!(rig.broadband.sampling_rate_hz, 30_000.0);
+        assert!(
+            rig.broadband.selector.is_some(),
+            "the shipped rig selects a raw stream"
+        );
+        for (section, key) in [
+            ("sampling_rate_hz = 30500", "broadband.sampling_rate_hz"),
+            ("band_hz = [9000, 500]", "broadband.band_hz"),
+            ("band_hz = [500, 16000]", "broadband.band_hz"),
+            ("lowpass_hz = 600", "broadband.lowpass_hz"),
+            ("lowpass_order = 0", "broadband.lowpass_order"),
+            ("band_order = 9", "broadband.band_order"),
+            ("filter = \"bessel\"", "broadband.filter"),
+        ] {
+            let e = load_with(
+                "[[arrays]]\nid = 1\n",
+                &format!("[broadband]\n{section}\n\n[[arrays]]\nid = 1\n"),
+            )
+            .unwrap_err();
+            assert_eq!(e.key, key, "{section}: {e}");
+        }
+        // A 250 Hz MUA rate with the default 200 Hz low-pass would alias.
+        let e = load_with("sampling_rate_hz = 1000.0", "sampling_rate_hz = 250.0").unwrap_err();
+        assert_eq!(e.key, "broadband.lowpass_hz", "{e}");
     }
 
     /// A history the window stage could not size (infinite, or more samples than it

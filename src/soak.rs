@@ -12,9 +12,11 @@
 //! The daemon runs in this process ([`crate::daemon::run`], frames discarded after
 //! timing). Every `sample_every_s` the soak reads the process's resident memory and the
 //! bytes the C heap has handed out and not taken back (glibc's `mallinfo2`; every Rust
-//! and liblsl allocation goes through it), and prints a progress line. Resident memory
-//! that grows while the heap in use stays flat is the allocator's fragmentation, not a
-//! leak. Not real-time code itself: it allocates freely.
+//! and liblsl allocation goes through it), and prints a progress line. The two tell
+//! apart a heap that grows (allocations kept) from resident memory that grows around
+//! a flat heap (the allocator's fragmentation, thread stacks, mappings). Sampling
+//! locks the allocator's arenas for a moment, once per sample. Not real-time code
+//! itself: it allocates freely.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -294,16 +296,48 @@ pub fn write_report(report: &SoakReport, dir: &Path) -> anyhow::Result<()> {
 
 /// Bytes the C heap has handed out and not taken back, in MiB: glibc's `mallinfo2`
 /// (`uordblks`, small blocks in use, plus `hblkhd`, the blocks it mapped on their own).
-/// `None` off glibc.
+/// `None` where the C library has no `mallinfo2` (glibc before 2.33, musl): it is
+/// looked up at run time, so the binary runs there too.
 pub fn heap_in_use_mib() -> Option<f64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(target_os = "linux")]
     {
-        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value; it
-        // only reads the allocator's own statistics (under its locks).
-        let info = unsafe { libc::mallinfo2() };
+        /// glibc's `struct mallinfo2`: ten `size_t` fields.
+        #[repr(C)]
+        struct MallInfo2 {
+            arena: usize,
+            ordblks: usize,
+            smblks: usize,
+            hblks: usize,
+            hblkhd: usize,
+            usmblks: usize,
+            fsmblks: usize,
+            uordblks: usize,
+            fordblks: usize,
+            keepcost: usize,
+        }
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks a symbol
+        // up; a null result means the C library has none.
+        let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"mallinfo2".as_ptr()) };
+        if sym.is_null() {
+            return None;
+        }
+        // SAFETY: glibc's mallinfo2 takes no arguments and returns `struct mallinfo2`
+        // by value, laid out as above; it only reads the allocator's statistics.
+        let f: extern "C" fn() -> MallInfo2 = unsafe { std::mem::transmute(sym) };
+        let info = f();
+        let _ = (
+            info.arena,
+            info.ordblks,
+            info.smblks,
+            info.hblks,
+            info.usmblks,
+            info.fsmblks,
+            info.fordblks,
+            info.keepcost,
+        );
         Some((info.uordblks + info.hblkhd) as f64 / (1024.0 * 1024.0))
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(not(target_os = "linux"))]
     {
         None
     }

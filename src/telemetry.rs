@@ -306,13 +306,14 @@ impl LatencyRecorder {
     }
 
     /// The stage's latency distribution as `(ms, fraction of frames at or below)` at
-    /// 102 quantiles (every percent, 99.9 % and the maximum); empty without frames.
+    /// 102 points in rising order (every percent, 99.9 % and the maximum); empty
+    /// without frames.
     pub fn cdf(&self, stage: Stage) -> Vec<(f64, f64)> {
         let h = &self.total[Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)];
         if h.is_empty() {
             return Vec::new();
         }
-        (0..=100)
+        (0..100)
             .map(|p| f64::from(p) / 100.0)
             .chain([0.999])
             .map(|q| (h.value_at_quantile(q) as f64 / 1000.0, q))

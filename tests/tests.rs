@@ -1,6 +1,8 @@
 //! monkeysee integration tests: one binary, one module per area of behaviour.
 
 mod it {
+    /// `monkeysee bench`: the report of a short run.
+    mod bench;
     /// Broadband → MUA online against scipy's offline filtering.
     mod broadband;
     /// The command line: bad flags are refused with a message naming them, never a panic.

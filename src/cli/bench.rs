@@ -47,8 +47,8 @@ pub struct BenchArgs {
     /// U-Net width of the random-weights decoder.
     #[arg(long, default_value_t = 16)]
     width: usize,
-    /// Threads for the decoder (0: all cores but one).
-    #[arg(long, default_value_t = 1)]
+    /// Threads for the decoder (0: all cores but one, as `run`).
+    #[arg(long, default_value_t = 0)]
     decode_threads: usize,
     /// Output folder (default: monkeysee-bench, or monkeysee-soak with --soak).
     #[arg(long, value_name = "DIR")]
@@ -164,8 +164,11 @@ impl BenchArgs {
         model: ModelSource,
         out: PathBuf,
     ) -> anyhow::Result<BenchOptions> {
-        if self.speeds.is_empty() || self.speeds.iter().any(|s| !(*s > 0.0 && *s <= 1000.0)) {
-            bail!("--speeds must be a list of speeds above 0 and at most 1000, e.g. 1,2,4,8");
+        if self.speeds.is_empty()
+            || self.speeds.iter().any(|s| !(*s > 0.0 && *s <= 1000.0))
+            || self.speeds.windows(2).any(|w| w[1] <= w[0])
+        {
+            bail!("--speeds must be rising speeds above 0 and at most 1000, e.g. 1,2,4,8");
         }
         if self.widths.iter().any(|w| *w == 0 || *w > 256) {
             bail!("--widths must be U-Net widths from 1 to 256, e.g. 16,32,64");

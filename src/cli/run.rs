@@ -163,6 +163,15 @@ impl RunArgs {
         if let Some(n) = self.calibrate {
             rig.normalisation.calibration_presentations = n;
         }
+        if let Some(px) = self
+            .outlet_size
+            .filter(|&px| usize::from(px) > rig.image_size)
+        {
+            bail!(
+                "--outlet-size {px} is larger than the reconstruction ({} px, the rig's decoder.image_size): give at most that",
+                rig.image_size
+            );
+        }
         let outlet =
             (!self.no_outlet).then(|| self.outlet_size.map_or(rig.image_size, usize::from));
         Ok(RunOptions {

@@ -698,20 +698,23 @@ fn announce(opts: &RunOptions, inputs: &Inputs, c: &DecoderConfig) {
     if !opts.broadband {
         eprintln!("monkeysee: MUA stream live: {}", inputs.mua);
     } else {
-        {
-            let b = &opts.rig.broadband;
-            eprintln!(
-                "monkeysee: broadband stream live: {}; MUA extracted online (band-pass {}–{} Hz order {}, rectified, low-pass {} Hz order {}, every {}th sample{})",
-                inputs.mua,
-                b.band_hz[0],
-                b.band_hz[1],
-                b.band_order,
-                b.lowpass_hz,
-                b.lowpass_order,
-                (b.sampling_rate_hz / opts.rig.sampling_rate_hz).round(),
-                if b.compensate_delay { "; stamps corrected for the low-pass's delay" } else { "" }
-            );
-        }
+        let b = &opts.rig.broadband;
+        eprintln!(
+            "monkeysee: broadband stream live: {}; MUA extracted online: band-pass {}–{} Hz (Butterworth order {}), rectified, low-pass {} Hz (order {}), downsampled {}:1 to {} Hz{}",
+            inputs.mua,
+            b.band_hz[0],
+            b.band_hz[1],
+            b.band_order,
+            b.lowpass_hz,
+            b.lowpass_order,
+            (b.sampling_rate_hz / opts.rig.sampling_rate_hz).round(),
+            opts.rig.sampling_rate_hz,
+            if b.compensate_delay {
+                "; stamps corrected for the low-pass's delay"
+            } else {
+                ""
+            }
+        );
     }
     if let Some(d) = &inputs.marker_stream {
         eprintln!("monkeysee: marker stream live: {d}");

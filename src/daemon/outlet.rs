@@ -12,19 +12,21 @@
 //! |---|---|---|
 //! | 0 | `image_id` | the stimulus id (event mode) or `sliding:<seq>` |
 //! | 1 | `onset_lsl_time` | the onset, LSL seconds, 6 decimals (also the sample's stamp) |
-//! | 2–7 | `<stage>_ms` | lsl→arrival, arrival→window, queue, decode, present, end-to-end (ms; present and end-to-end up to the moment the frame is published) |
+//! | 2–7 | `<stage>_ms` | lsl→arrival, arrival→window, queue, decode, present, end-to-end (ms; present and end-to-end up to the moment the frame was shown, just before it is published) |
 //! | 8… | `r_<y>_<x>`, `g_…`, `b_…` | the reconstruction, row by row, R G B, decimal 0–255 |
 //!
 //! `run --outlet-size N` sends an N×N preview instead of the full image (Triangle
 //! resampling). In Python: `id = s[0]`, `np.array(s[8:], np.uint8).reshape(N, N, 3)`.
 //! Every label is in the header's `<desc><channels>`, as LabRecorder expects.
 //!
-//! `monkeysee-events`: markers (one string channel) `<counter> <n>`, pushed when one of
+//! `monkeysee-events` (type `Events`): one string channel, `<counter> <n>`, pushed when one of
 //! the run's problem counters (deadline misses, drops, gaps, skipped frames, the stream
 //! lost, restored or switched, …) rose by `n`, stamped when the display loop saw it.
 //!
 //! With `--record`, every sample published also goes to the recorder (streams 3 and 4
-//! of the file, under these headers; a full queue counts `record_marker_drops`).
+//! of the file, under these headers; a full queue counts `record_marker_drops`). That
+//! copy allocates (a `String` per channel) on the display thread, after the push is
+//! timed.
 //!
 //! Both are published on the display thread, after a frame is shown: the push's own time
 //! is measured (`RunSummary::frames_outlet`). Pixel text comes from a table of the 256
@@ -184,7 +186,8 @@ fn frames_header(size: usize, source_id: &str, rig: &str) -> String {
 }
 
 fn events_header(source_id: &str) -> String {
-    let mut spec = StreamSpec::new(EVENTS_STREAM, "Markers", 1, 0.0, ChannelFormat::String);
+    // Not "Markers": a rig selecting its marker stream by type alone must not find this.
+    let mut spec = StreamSpec::new(EVENTS_STREAM, "Events", 1, 0.0, ChannelFormat::String);
     spec.source_id = format!("{source_id}-events");
     spec.channel_labels = vec!["event".into()];
     crate::replay::outlet_header(
@@ -207,7 +210,9 @@ impl FrameOutlets {
         let frames = Outlet::create(
             &lsl::StreamInfo::from_xml(&frames_header(size, source_id, rig))?,
             1,
-            60,
+            // For an irregular stream liblsl buffers 100 samples per unit: a frame is
+            // ~28k strings, so a consumer that stops pulling pins at most ~100 of them.
+            1,
         )?;
         let events = Outlet::create(
             &lsl::StreamInfo::from_xml(&events_header(source_id))?,

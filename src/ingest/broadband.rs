@@ -5,29 +5,38 @@
 //! (200 Hz) and downsampling it to 1 kHz. [`MuaExtractor`] does the same, sample by
 //! sample, as Butterworth filters in second-order sections (transposed direct form
 //! II): band-pass, `|x|`, low-pass, then every `decimation`-th filtered sample is one
-//! MUA sample. Offline pipelines usually filter forwards and backwards (zero phase);
-//! online filters can only look back, so the MUA lags the offline one by the
-//! low-pass's group delay, [`MuaExtractor::group_delay_s`] (≈2 ms for the default
-//! 4th-order 200 Hz low-pass), which the ingest subtracts from the stamps when
-//! `compensate_delay` is set.
+//! MUA sample.
+//!
+//! Offline pipelines usually filter forwards and backwards (zero phase, which also
+//! squares the magnitude response: −6 dB at the cut-offs where one causal pass gives
+//! −3 dB). Online filters can only look back, so the MUA lags a zero-phase one by the
+//! low-pass's group delay, [`MuaExtractor::group_delay_s`] (2.1 ms for the default
+//! 4th-order 200 Hz low-pass, taken at 10 Hz, where stimulus responses live), which the
+//! ingest subtracts from the stamps when `compensate_delay` is set. The band-pass's own
+//! sub-millisecond delay is not compensated. The MUA is in the raw stream's units (ADC
+//! counts for an int16 stream): a model trained on MUA from another pipeline needs the
+//! session's own statistics (`run --calibrate N`).
 //!
 //! Filter design is `sci-rs`'s port of scipy's `butter(…, output='sos')`; the
-//! coefficients are then exactly what `scipy.signal.butter` gives (checked in the
-//! tests against scipy itself).
+//! coefficients are then what `scipy.signal.butter` gives (checked in the tests against
+//! scipy itself).
 //!
 //! Layout: a row is one sample of every channel (LSL's `[samples][channels]`), and each
 //! section runs over a whole row, so the inner loop is over channels, with no
 //! dependency between iterations: the compiler vectorises it (SSE2 on any x86-64,
-//! AVX2 where the CPU has it, picked at run time). Samples arrive and leave as
-//! `f32`; the filters compute in `f64` (two state values per channel and section), so
-//! even high orders at low cut-offs stay stable and the result agrees with scipy's
-//! float64 filtering to ~1e-9 of the signal. At 1024 channels × 30 kHz that still costs
-//! a few percent of one core (`cargo bench --bench pipeline -- broadband`).
+//! AVX2 where the CPU has it, picked at run time). Samples arrive and leave as `f32`;
+//! the filters compute in `f64` (two state values per channel and section), so even
+//! high orders at low cut-offs stay stable, and the result agrees with scipy's float64
+//! filtering to the output's float32 rounding. At 1024 channels × 30 kHz that costs a
+//! few percent of one core (`cargo bench --bench pipeline -- broadband`).
 //!
 //! A non-finite input sample (NaN, ±Inf) would poison a recursive filter for good: the
-//! channel's MUA is NaN until the next output sample, which goes out as NaN (the window
-//! stage skips frames that touch it), and that channel's filters then restart from
-//! rest.
+//! channel's filters restart from rest at the next output sample. A filter started from
+//! rest needs time to settle (the low-pass ramps up from 0), so a channel's MUA is NaN
+//! from the bad sample until [`MuaExtractor::settle_rows`] output samples after the
+//! restart (25 ms for the default low-pass), and the window stage skips (and counts)
+//! the frames that touch them. The same holds for every channel when the extractor
+//! starts (a new stream, or a switch to another).
 //!
 //! Real-time contract: [`MuaExtractor::new`] allocates; [`MuaExtractor::process`] never
 //! allocates, locks or prints.
@@ -147,6 +156,9 @@ pub struct MuaExtractor {
     lowpass: Vec<Section>,
     /// The row being filtered.
     work: Vec<f64>,
+    /// Per channel: output rows still to send as NaN while its filters settle.
+    settling: Vec<u32>,
+    settle_rows: u32,
     group_delay_s: f64,
     simd: Simd,
 }
@@ -178,6 +190,11 @@ impl MuaExtractor {
         // MUA's stimulus responses live.
         let w = 2.0 * std::f64::consts::PI * 10.0 / cfg.sampling_rate_hz;
         let group_delay_s = group_delay_samples(&d.lowpass, w) / cfg.sampling_rate_hz;
+        // Five time constants of the low-pass's slowest pole pair (per pair ≈ 1 / (2 fc)):
+        // its step response is then within ~1 %.
+        let pairs = (cfg.lowpass_order as f64 / 2.0).ceil();
+        let settle_s = 5.0 * pairs / (2.0 * cfg.lowpass_hz);
+        let settle_rows = (settle_s * mua_hz).ceil().max(1.0) as u32;
         Ok(MuaExtractor {
             channels,
             decimation,
@@ -185,9 +202,16 @@ impl MuaExtractor {
             band: sections(&d.band),
             lowpass: sections(&d.lowpass),
             work: vec![0.0; channels],
+            settling: vec![settle_rows; channels],
+            settle_rows,
             group_delay_s,
             simd: Simd::detect(),
         })
+    }
+
+    /// MUA samples sent as NaN after a channel's filters (re)start.
+    pub fn settle_rows(&self) -> u32 {
+        self.settle_rows
     }
 
     pub fn decimation(&self) -> usize {
@@ -226,15 +250,18 @@ impl MuaExtractor {
             self.phase += 1;
             if self.phase == self.decimation {
                 self.phase = 0;
-                for (o, &w) in out[written * ch..(written + 1) * ch]
-                    .iter_mut()
-                    .zip(&self.work)
-                {
-                    *o = w as f32;
+                self.restart_poisoned();
+                let row = &mut out[written * ch..(written + 1) * ch];
+                for ((o, &w), settling) in row.iter_mut().zip(&self.work).zip(&mut self.settling) {
+                    if *settling > 0 {
+                        *settling -= 1;
+                        *o = f32::NAN;
+                    } else {
+                        *o = w as f32;
+                    }
                 }
                 taken[written] = r;
                 written += 1;
-                self.restart_poisoned();
             }
         }
         written
@@ -255,7 +282,7 @@ impl MuaExtractor {
     }
 
     /// Restarts from rest the channels whose filtered value went non-finite (a NaN or
-    /// Inf arrived since the last output row).
+    /// Inf arrived since the last output row); they settle again.
     fn restart_poisoned(&mut self) {
         for c in 0..self.channels {
             if !self.work[c].is_finite() {
@@ -263,6 +290,8 @@ impl MuaExtractor {
                     s.s1[c] = 0.0;
                     s.s2[c] = 0.0;
                 }
+                // This row goes out as NaN too, before the settling rows.
+                self.settling[c] = self.settle_rows + 1;
             }
         }
     }
@@ -423,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn a_nan_costs_one_output_sample_and_the_channel_recovers() {
+    fn a_nan_costs_the_settling_time_and_the_channel_recovers() {
         let ch = 2;
         let mut x = MuaExtractor::new(&cfg(), ch, 1000.0).unwrap();
         let n = 3000;
@@ -436,13 +465,28 @@ mod tests {
         let mut out = vec![0.0f32; (n / 30 + 1) * ch];
         let mut taken = vec![0usize; n / 30 + 1];
         let rows = x.process(&input, n, &mut out, &mut taken);
+        let settle = x.settle_rows() as usize;
+        assert_eq!(
+            settle, 25,
+            "5 time constants of the 200 Hz low-pass's two pole pairs"
+        );
         let bad: Vec<usize> = (0..rows).filter(|&r| !out[r * ch].is_finite()).collect();
-        assert_eq!(bad, vec![1000 / 30]);
-        assert!((0..rows).all(|r| out[r * ch + 1].is_finite()));
-        // Recovered: the last rows of both channels agree again.
-        let r = rows - 1;
+        let hit = 1000 / 30;
+        let expected: Vec<usize> = (0..settle).chain(hit..=hit + settle).collect();
+        assert_eq!(
+            bad, expected,
+            "start-up, then the NaN's row and the settling after it"
+        );
+        let good: Vec<usize> = (0..rows).filter(|&r| out[r * ch + 1].is_finite()).collect();
+        assert_eq!(
+            good,
+            (settle..rows).collect::<Vec<_>>(),
+            "the other channel: start-up only"
+        );
+        // Settled: the first row after the NaN's settling is within 1 % of the other's.
+        let r = hit + settle + 1;
         assert!(
-            (out[r * ch] - out[r * ch + 1]).abs() < 1e-3,
+            (out[r * ch] - out[r * ch + 1]).abs() < 0.01 * out[r * ch + 1],
             "{} {}",
             out[r * ch],
             out[r * ch + 1]

@@ -173,7 +173,7 @@ pub struct MuaInlet {
     inlet: Inlet,
     pub description: StreamDescription,
     channels: usize,
-    /// `[max_chunk][channels]` values.
+    /// `[rows][channels]` values: `max_chunk` rows, one more for a broadband inlet.
     values: Vec<f32>,
     stamps: Vec<f64>,
     broadband: Option<Box<Broadband>>,
@@ -684,6 +684,8 @@ pub fn run_mua(
     let mut lost = false;
     while !stop.load(Ordering::Relaxed) {
         match inlet.pull(0.02) {
+            // Raw broadband that completed no MUA sample yet: data flows, nothing to hand on.
+            Pull::Samples(0) => last_data = Instant::now(),
             Pull::Samples(n) => {
                 let arrival = Instant::now();
                 let now_lsl = local_clock();

@@ -103,3 +103,29 @@ fn import_tvsd_counts_days_from_one() {
     ];
     assert_refused(&args, "--days", "from 1");
 }
+
+/// `bench` refuses speeds that do not rise and widths it cannot build; `run` refuses an
+/// outlet image larger than the reconstruction.
+#[test]
+fn bench_and_outlet_sizes_are_checked() {
+    let rig = synthetic_rig_path();
+    let rig = rig.to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().to_str().unwrap();
+    for speeds in ["4,2", "1,1", "0", "-1"] {
+        let speeds = format!("--speeds={speeds}");
+        assert_refused(
+            &["bench", "--rig", rig, "--out", out, &speeds],
+            "--speeds",
+            "rising speeds",
+        );
+    }
+    assert_refused(
+        &["bench", "--rig", rig, "--out", out, "--widths", "0"],
+        "--widths",
+        "U-Net widths",
+    );
+    let mut args = run_args(rig, out);
+    args.extend(["--outlet-size", "200"]);
+    assert_refused(&args, "--outlet-size", "larger than the reconstruction");
+}
