@@ -150,4 +150,10 @@ fn print_summary(summary: &RunSummary) {
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     println!("counts: {}", counts.join(", "));
+    if let Some(o) = &summary.frames_outlet {
+        println!(
+            "LSL outlets: {} frames ({} px) and {} events published; a frame's push took p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            o.frames, o.size, o.events, o.push_p50_ms, o.push_p99_ms, o.push_max_ms
+        );
+    }
 }
