@@ -138,6 +138,7 @@ pub struct BenchReport {
     pub mode: String,
     pub input: String,
     pub device: String,
+    /// Threads of the decoder's compute pool (as `run` sizes it from `--decode-threads`).
     pub decode_threads: usize,
     /// The session: seconds, and where it came from.
     pub session_s: f64,
@@ -207,7 +208,10 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         mode: format!("{:?}", opts.mode).to_lowercase(),
         input: if opts.broadband { "broadband" } else { "mua" }.into(),
         device: format!("{:?}", opts.device).to_lowercase(),
-        decode_threads: opts.decode_threads,
+        decode_threads: crate::decoder::compute_threads(
+            opts.decode_threads,
+            crate::decoder::PoolRole::Live,
+        ),
         session_s: session.seconds,
         session: session.source.clone(),
         stages: speeds.first().map(|s| s.stages.clone()).unwrap_or_default(),
@@ -543,11 +547,10 @@ impl CpuSampler {
             let mut first_look = true;
             loop {
                 for (tid, name, secs) in thread_times() {
-                    let e = seen.entry(tid).or_insert((
-                        name,
-                        if first_look { secs } else { 0.0 },
-                        secs,
-                    ));
+                    let first = if first_look { secs } else { 0.0 };
+                    let e = seen.entry(tid).or_insert((String::new(), first, secs));
+                    // The latest name: a new thread names itself just after it starts.
+                    e.0 = name;
                     e.2 = secs;
                 }
                 first_look = false;
