@@ -66,30 +66,12 @@ pub struct BenchOptions {
     pub progress: bool,
 }
 
-/// One stage's latency at one speed, ms.
+/// One stage's latency at one speed (its fields flattened into the JSON: `p50_ms`, …).
 #[derive(Debug, Clone, Serialize)]
 pub struct StageLatency {
     pub stage: String,
-    pub count: u64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-}
-
-impl StageLatency {
-    fn new(stage: &str, s: &StageSummary) -> StageLatency {
-        StageLatency {
-            stage: stage.to_string(),
-            count: s.count,
-            p50_ms: s.p50_ms,
-            p90_ms: s.p90_ms,
-            p99_ms: s.p99_ms,
-            p999_ms: s.p999_ms,
-            max_ms: s.max_ms,
-        }
-    }
+    #[serde(flatten)]
+    pub latency: StageSummary,
 }
 
 /// One thread's CPU use during a run: seconds, and the share of one core.
@@ -187,7 +169,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                 "monkeysee bench: {speed}x: {} of {} frames, end-to-end p99 {:.2} ms{}",
                 r.frames_shown,
                 r.frames_expected,
-                r.stages.last().map_or(f64::NAN, |s| s.p99_ms),
+                r.stages.last().map_or(f64::NAN, |s| s.latency.p99_ms),
                 if lossless { "" } else { ": frames lost" }
             );
         }
@@ -239,7 +221,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             let points = report
                 .speeds
                 .iter()
-                .filter_map(|s| s.stages.get(i).map(|x| (s.speed, x.p99_ms)))
+                .filter_map(|s| s.stages.get(i).map(|x| (s.speed, x.latency.p99_ms)))
                 .collect();
             (st.stage.clone(), points)
         })
@@ -437,6 +419,7 @@ fn run_speed(
         save_inputs: None,
         resolve_timeout: 30.0,
         decode_threads: opts.decode_threads,
+        counters: None,
         outlet: None,
         status: false,
         stop: stop.clone(),
@@ -517,7 +500,10 @@ fn speed_run(
         stages: s
             .stages
             .iter()
-            .map(|(n, st)| StageLatency::new(n, st))
+            .map(|(n, st)| StageLatency {
+                stage: n.to_string(),
+                latency: *st,
+            })
             .collect(),
         cpu,
         wall_s,

@@ -137,6 +137,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
         stimuli_dir: Some(session.join("images")),
         resolve_timeout: 15.0,
         decode_threads: opts.decode_threads,
+        counters: None,
         outlet: Some(outlet_side),
         status: opts.status,
         stop: opts.stop,

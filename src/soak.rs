@@ -142,6 +142,7 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
         .context("the soak's sender stopped before publishing")??;
 
     let daemon_stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(crate::telemetry::Counters::default());
     let run_opts = RunOptions {
         rig,
         model: opts.model.clone(),
@@ -157,6 +158,7 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
         save_inputs: None,
         resolve_timeout: 30.0,
         decode_threads: opts.decode_threads,
+        counters: Some(counters.clone()),
         outlet: None,
         status: false,
         stop: daemon_stop.clone(),
@@ -201,9 +203,12 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
     heap.push((t, heap_in_use_mib().unwrap_or(f64::NAN)));
     sender_stop.store(true, Ordering::Relaxed);
     let sender_result = sender.join();
-    // Let the last onsets' frames through (3 s: nothing may be left in flight when
-    // the counts are compared), then stop the daemon as Ctrl-C would.
-    thread::sleep(Duration::from_secs(3));
+    // Let everything sent through before the counts are compared: wait until the
+    // daemon has received every sample and accounted for every onset (a frame shown,
+    // dropped or skipped), then 1 s more for the display, at most 60 s; then stop the
+    // daemon as Ctrl-C would.
+    drain(&sent, &counters, Duration::from_secs(60));
+    thread::sleep(Duration::from_secs(1));
     let wall_s = started.elapsed().as_secs_f64();
     daemon_stop.store(true, Ordering::Relaxed);
     let summary = daemon
@@ -211,6 +216,30 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
         .map_err(|_| anyhow::anyhow!("the daemon thread panicked"))??;
     sender_result.map_err(|_| anyhow::anyhow!("the soak's sender panicked"))??;
     Ok(report(&opts, &sent, summary, [rss, heap], wall_s))
+}
+
+/// Waits until the daemon's counters account for everything the sender sent, or
+/// `limit` passes.
+fn drain(sent: &Sent, c: &crate::telemetry::Counters, limit: Duration) {
+    use crate::telemetry::Counters as C;
+    let waited = Instant::now();
+    while waited.elapsed() < limit {
+        let onsets = sent.onsets.load(Ordering::Relaxed);
+        let accounted = C::get(&c.frames_shown)
+            + C::get(&c.frames_superseded)
+            + C::get(&c.frames_dropped_decode)
+            + C::get(&c.frames_dropped_window)
+            + C::get(&c.decode_errors)
+            + C::get(&c.frames_skipped_gap)
+            + C::get(&c.frames_skipped_bad)
+            + C::get(&c.frames_skipped_late)
+            + C::get(&c.onsets_dropped_reset)
+            + C::get(&c.marker_overruns);
+        if C::get(&c.samples) >= sent.samples.load(Ordering::Relaxed) && accounted >= onsets {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn report(

@@ -277,7 +277,12 @@ fn print_bench(r: &BenchReport) {
     for s in &r.stages {
         println!(
             "{:<16} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-            s.stage, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms
+            s.stage,
+            s.latency.p50_ms,
+            s.latency.p90_ms,
+            s.latency.p99_ms,
+            s.latency.p999_ms,
+            s.latency.max_ms
         );
     }
     println!("speed   frames    e2e p99 ms   misses   lost to");
@@ -288,7 +293,7 @@ fn print_bench(r: &BenchReport) {
             s.speed,
             s.frames_shown,
             s.frames_expected,
-            s.stages.last().map_or(f64::NAN, |x| x.p99_ms),
+            s.stages.last().map_or(f64::NAN, |x| x.latency.p99_ms),
             s.deadline_misses,
             if losses.is_empty() {
                 "-".to_string()

@@ -180,6 +180,7 @@ impl RunArgs {
             mode: self.mode,
             broadband: self.input == InputArg::Broadband,
             outlet,
+            counters: None,
             device: self.device,
             output,
             frames: self.frames,

@@ -102,6 +102,9 @@ pub struct RunOptions {
     pub status: bool,
     /// Set from outside (Ctrl-C) to stop.
     pub stop: Arc<AtomicBool>,
+    /// The run's counters, shared with a caller that watches them while it runs (the
+    /// soak); `None`: the run makes its own.
+    pub counters: Option<Arc<Counters>>,
 }
 
 /// What a run measured.
@@ -152,7 +155,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         ),
         None => None,
     };
-    let mut pipeline = Pipeline::new();
+    let mut pipeline = Pipeline::new(opts.counters.clone());
     let decoding = pipeline.start_decoder(&opts)?;
     let mut inputs = pipeline.connect_streams(&opts, recording.is_some())?;
     announce(&opts, &inputs, &decoding.config);
@@ -267,9 +270,9 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new() -> Self {
+    fn new(counters: Option<Arc<Counters>>) -> Self {
         Pipeline {
-            counters: Arc::new(Counters::default()),
+            counters: counters.unwrap_or_default(),
             stop: Arc::new(AtomicBool::new(false)),
             record_stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),

@@ -73,7 +73,7 @@ fn a_short_bench_reports_every_stage_speed_and_thread() {
         assert!(p50 <= p99 && p99 <= max, "{s}");
     }
     let decode = &report.stages[3];
-    assert!(decode.p50_ms > 0.0);
+    assert!(decode.latency.p50_ms > 0.0);
     assert_eq!(report.forward.len(), 1);
     assert!(report.forward[0].p50_ms > 0.0 && report.forward[0].runs == 30);
     if monkeysee::plot::have_font() {

@@ -41,6 +41,7 @@ pub(crate) fn options(
         save_inputs: None,
         resolve_timeout: 15.0,
         decode_threads: 1,
+        counters: None,
         outlet: None,
         status: false,
         stop,
