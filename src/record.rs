@@ -77,8 +77,7 @@ pub struct Recorder {
     values: Vec<f32>,
     wide: Vec<f64>,
     stamps: Vec<f64>,
-    marker_values: Vec<String>,
-    marker_stamps: Vec<f64>,
+    strings: StringBatch,
     samples: u64,
     marker_count: u64,
 }
@@ -95,8 +94,7 @@ impl Recorder {
             values: Vec::new(),
             wide: Vec::new(),
             stamps: Vec::new(),
-            marker_values: Vec::new(),
-            marker_stamps: Vec::new(),
+            strings: StringBatch::default(),
             samples: 0,
             marker_count: 0,
         })
@@ -220,41 +218,44 @@ impl Recorder {
             }
         }
         if let (Some(track), Some(rx)) = (&self.markers, markers) {
-            self.marker_values.clear();
-            self.marker_stamps.clear();
-            while let Ok(mut m) = rx.try_recv() {
-                m.values.resize(track.channels, String::new());
-                self.marker_values.append(&mut m.values);
-                self.marker_stamps.push(m.lsl_time);
-            }
-            let n = self.marker_stamps.len();
-            if n > 0 {
-                self.writer.write_samples_str(
-                    track.id,
-                    &self.marker_values,
-                    &self.marker_stamps,
-                )?;
-                self.marker_count += n as u64;
-                Counters::add(&counters.recorded_markers, n as u64);
-            }
+            let n = self.strings.write(&mut self.writer, track, rx)?;
+            self.marker_count += n as u64;
+            Counters::add(&counters.recorded_markers, n as u64);
         }
         for (track, rx) in &self.outputs {
-            self.marker_values.clear();
-            self.marker_stamps.clear();
-            while let Ok(mut m) = rx.try_recv() {
-                m.values.resize(track.channels, String::new());
-                self.marker_values.append(&mut m.values);
-                self.marker_stamps.push(m.lsl_time);
-            }
-            if !self.marker_stamps.is_empty() {
-                self.writer.write_samples_str(
-                    track.id,
-                    &self.marker_values,
-                    &self.marker_stamps,
-                )?;
-            }
+            self.strings.write(&mut self.writer, track, rx)?;
         }
         Ok(())
+    }
+}
+
+/// A string stream's waiting samples, gathered into one Samples chunk.
+#[derive(Default)]
+struct StringBatch {
+    values: Vec<String>,
+    stamps: Vec<f64>,
+}
+
+impl StringBatch {
+    /// Writes everything waiting on `rx` to `track` as one chunk; returns how many
+    /// samples.
+    fn write(
+        &mut self,
+        writer: &mut XdfWriter<BufWriter<File>>,
+        track: &Track,
+        rx: &Receiver<RawMarker>,
+    ) -> Result<usize, WriteError> {
+        self.values.clear();
+        self.stamps.clear();
+        while let Ok(mut m) = rx.try_recv() {
+            m.values.resize(track.channels, String::new());
+            self.values.append(&mut m.values);
+            self.stamps.push(m.lsl_time);
+        }
+        if !self.stamps.is_empty() {
+            writer.write_samples_str(track.id, &self.values, &self.stamps)?;
+        }
+        Ok(self.stamps.len())
     }
 }
 

@@ -53,15 +53,8 @@ pub const EVENTS_STREAM: &str = "monkeysee-events";
 /// Channels before the pixels.
 pub const META_CHANNELS: usize = 2 + TIMED_STAGES.len();
 
-/// The stages whose latency each frame carries, in channel order.
-const TIMED_STAGES: [Stage; 6] = [
-    Stage::LslToArrival,
-    Stage::ArrivalToWindow,
-    Stage::Queue,
-    Stage::Decode,
-    Stage::Present,
-    Stage::EndToEnd,
-];
+/// The stages whose latency each frame carries, in channel order: all of them.
+const TIMED_STAGES: [Stage; 6] = Stage::ALL;
 
 /// What the frames outlet measured: frames published and the time each push took.
 #[derive(Debug, Clone, Default, serde::Serialize)]

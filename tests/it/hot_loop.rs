@@ -140,16 +140,17 @@ fn inlet_with_500_samples(tag: &str, scale: f32) -> (FakeRig, MuaInlet, Vec<f32>
     (rig, inlet, sample)
 }
 
-#[test]
-fn lsl_pull_loop_allocates_nothing_after_connect() {
-    let (_rig, mut inlet, sample) = inlet_with_500_samples("alloc", 1.0);
+/// Pulls from a 64-channel inlet into a ring and out again until `want` samples came
+/// through (10 s at most), counting allocations; returns the count, the last sample and
+/// the allocations.
+fn pull_through_ring(inlet: &mut MuaInlet, want: usize) -> (usize, Vec<f32>, u64) {
     let counters = Counters::default();
     let (mut producer, mut consumer) = SampleRing::new(64, 4000);
     let mut got = 0usize;
     let mut out = vec![0.0f32; 64];
     let ((), allocs) = allocations_in(|| {
         let start = Instant::now();
-        while got < 500 && start.elapsed().as_secs() < 10 {
+        while got < want && start.elapsed().as_secs() < 10 {
             if let Pull::Samples(n) = inlet.pull(0.05) {
                 producer.push_chunk(
                     inlet.values(),
@@ -165,6 +166,13 @@ fn lsl_pull_loop_allocates_nothing_after_connect() {
             }
         }
     });
+    (got, out, allocs)
+}
+
+#[test]
+fn lsl_pull_loop_allocates_nothing_after_connect() {
+    let (_rig, mut inlet, sample) = inlet_with_500_samples("alloc", 1.0);
+    let (got, out, allocs) = pull_through_ring(&mut inlet, 500);
     assert_eq!(got, 500, "every sample pushed by the outlet arrives");
     assert_eq!(out, sample);
     assert_eq!(allocs, 0, "the LSL pull loop allocated {allocs} times");
@@ -275,28 +283,7 @@ fn broadband_pull_loop_allocates_nothing_after_connect() {
         let v = (1000.0 * (2.0 * std::f64::consts::PI * 2000.0 * k as f64 / 30_000.0).sin()) as i16;
         outlet.push_sample(&vec![v; 64]).unwrap();
     }
-    let counters = Counters::default();
-    let (mut producer, mut consumer) = SampleRing::new(64, 4000);
-    let mut got = 0usize;
-    let mut out = vec![0.0f32; 64];
-    let ((), allocs) = allocations_in(|| {
-        let start = Instant::now();
-        while got < 500 && start.elapsed().as_secs() < 10 {
-            if let Pull::Samples(n) = inlet.pull(0.05) {
-                producer.push_chunk(
-                    inlet.values(),
-                    inlet.stamps(),
-                    n,
-                    Instant::now(),
-                    local_clock(),
-                    &counters,
-                );
-                while consumer.pop(&mut out).is_some() {
-                    got += 1;
-                }
-            }
-        }
-    });
+    let (got, out, allocs) = pull_through_ring(&mut inlet, 500);
     assert_eq!(got, 500, "one MUA sample per 30 raw samples");
     let mean = 2000.0 / std::f32::consts::PI;
     assert!(
