@@ -221,25 +221,37 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
 /// Waits until the daemon's counters account for everything the sender sent, or
 /// `limit` passes.
 fn drain(sent: &Sent, c: &crate::telemetry::Counters, limit: Duration) {
-    use crate::telemetry::Counters as C;
     let waited = Instant::now();
     while waited.elapsed() < limit {
-        let onsets = sent.onsets.load(Ordering::Relaxed);
-        let accounted = C::get(&c.frames_shown)
-            + C::get(&c.frames_superseded)
-            + C::get(&c.frames_dropped_decode)
-            + C::get(&c.frames_dropped_window)
-            + C::get(&c.decode_errors)
-            + C::get(&c.frames_skipped_gap)
-            + C::get(&c.frames_skipped_bad)
-            + C::get(&c.frames_skipped_late)
-            + C::get(&c.onsets_dropped_reset)
-            + C::get(&c.marker_overruns);
-        if C::get(&c.samples) >= sent.samples.load(Ordering::Relaxed) && accounted >= onsets {
+        let live = c.snapshot();
+        let get = |name: &str| live.iter().find(|(k, _)| *k == name).map_or(0, |e| e.1);
+        let (no_frame, not_shown) = unaccounted(sent.onsets.load(Ordering::Relaxed), get);
+        if get("samples") >= sent.samples.load(Ordering::Relaxed) && no_frame <= 0 && not_shown <= 0
+        {
             return;
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// From a counter lookup by name (the live counters, or a run's summary): onsets that
+/// became no frame beyond those a counter explains, and built frames that went neither
+/// to the display nor to a counted drop.
+fn unaccounted(onsets: u64, c: impl Fn(&str) -> u64) -> (i64, i64) {
+    let no_frame = onsets as i64
+        - (c("frames_built")
+            + c("frames_skipped_gap")
+            + c("frames_skipped_bad")
+            + c("frames_skipped_late")
+            + c("onsets_dropped_reset")
+            + c("marker_overruns")) as i64;
+    let not_shown = c("frames_built") as i64
+        - (c("frames_shown")
+            + c("frames_superseded")
+            + c("frames_dropped_decode")
+            + c("frames_dropped_window")
+            + c("decode_errors")) as i64;
+    (no_frame, not_shown)
 }
 
 fn report(
@@ -253,21 +265,7 @@ fn report(
     let c = |n: &str| run.counter(n);
     let onsets = g(&sent.onsets);
     let samples_sent = g(&sent.samples);
-    // Onsets that never became a frame, beyond those a counter explains...
-    let no_frame = onsets as i64
-        - (c("frames_built")
-            + c("frames_skipped_gap")
-            + c("frames_skipped_bad")
-            + c("frames_skipped_late")
-            + c("onsets_dropped_reset")
-            + c("marker_overruns")) as i64;
-    // ...and frames that went neither to the display nor to a counted drop.
-    let not_shown = c("frames_built") as i64
-        - (c("frames_shown")
-            + c("frames_superseded")
-            + c("frames_dropped_decode")
-            + c("frames_dropped_window")
-            + c("decode_errors")) as i64;
+    let (no_frame, not_shown) = unaccounted(onsets, c);
     // The first sample after the first tenth of the run (warm-up done).
     let warm_at = rss
         .iter()
