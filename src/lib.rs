@@ -57,6 +57,7 @@ pub mod soak;
 pub mod xdf;
 
 // Offline.
+pub mod alexnet;
 pub mod dataset;
 pub mod demo;
 pub mod eval;

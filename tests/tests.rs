@@ -1,6 +1,8 @@
 //! monkeysee integration tests: one binary, one module per area of behaviour.
 
 mod it {
+    /// AlexNet feature correlation against torch's layers, r and MSE; refused AlexNet files.
+    mod alexnet;
     /// `monkeysee bench`: the report of a short run.
     mod bench;
     /// Broadband → MUA online against scipy's offline filtering.
@@ -33,6 +35,8 @@ mod it {
     mod outlet;
     /// Replaying XDF sessions as live LSL streams, and `run --record`.
     mod replay;
+    /// `eval --report`: every analysis of the paper on tiny models.
+    mod report;
     /// The synthetic cortex: session, dataset and truth agree; responses look cortical.
     mod simulate;
     /// The soak, one minute at 10×: no sample lost, no frame lost unexplained.

@@ -12,7 +12,10 @@ use monkeysee::eval::{EvalOptions, EvalReport, ModelMetrics};
     after_help = "Writes OUT/metrics.json (per model, and per linear decoder fitted on the train \
 split: pixel_r, ssim, ident_top1, ident_2way with their chance levels, the same single-trial, \
 RF recovery for learned RFs) and OUT/grid.png (stimulus, each model, the linear decoder).\n\n\
-Example:\n  monkeysee eval --model models/e2e --model models/spatial --data sim/dataset --out eval"
+With --report also OUT/report.html (every analysis of the paper on one page, figures as PNG \
+beside it) and OUT/report.json.\n\n\
+Example:\n  monkeysee eval --model models/demo-e2e --model models/demo-spatial --data sim/dataset \
+--out eval --report [--alexnet alexnet-owt-7be5be79.pth]"
 )]
 pub struct EvalArgs {
     /// Model folder (repeat to compare models side by side).
@@ -33,6 +36,18 @@ pub struct EvalArgs {
     /// Test images in the grid.
     #[arg(long, default_value_t = 12)]
     grid_images: usize,
+    /// Also run the paper's analyses (feature correlation, occlusion per area and window,
+    /// colourfulness, learned RFs, relative correlations, area-restricted models) and write
+    /// OUT/report.html with its figures and OUT/report.json.
+    #[arg(long)]
+    report: bool,
+    /// torchvision's pretrained AlexNet (alexnet-owt-7be5be79.pth, supplied by you) for the
+    /// report's feature correlations (paper Table 1); without it they are skipped.
+    #[arg(long, value_name = "FILE.pth", requires = "report")]
+    alexnet: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 impl EvalArgs {
@@ -45,6 +60,9 @@ impl EvalArgs {
             out: self.out,
             grid_images: self.grid_images,
             rf_truth: self.rf_truth,
+            report: self.report,
+            alexnet: self.alexnet,
+            progress: !self.quiet,
         })
     }
 }
@@ -55,6 +73,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let report = monkeysee::eval::eval(&opts)?;
     print_report(&report);
     println!("wrote {}/metrics.json and grid.png", opts.out.display());
+    if let Some(r) = &report.report {
+        print_analyses(r);
+        println!(
+            "wrote {}/report.html, report.json and {} figures",
+            opts.out.display(),
+            r.figures.len()
+        );
+    }
     Ok(())
 }
 
@@ -103,5 +129,56 @@ fn print_rf_recovery(m: &ModelMetrics) {
             100.0 * r.null_fraction_closer_p95, r.mean_projection_deg,
             r.null_mean_projection_p95_deg
         );
+    }
+}
+
+/// The report's headline numbers: occlusion drops, colourfulness, RF slopes.
+fn print_analyses(r: &monkeysee::eval::report::ReportSummary) {
+    use monkeysee::eval::occlusion::Keep;
+    use monkeysee::units::Area;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "colourfulness of the originals: {:.1}",
+        mean(&r.original_colourfulness)
+    );
+    for m in &r.models {
+        let all = &m.conditions[0];
+        let drops: Vec<String> = Area::ALL
+            .iter()
+            .filter_map(|&a| {
+                m.condition(Keep::AllBut(a))
+                    .map(|c| format!("{a} {:+.3}", c.pixel_r - all.pixel_r))
+            })
+            .collect();
+        let colour: Vec<String> = Area::ALL
+            .iter()
+            .filter_map(|&a| {
+                m.condition(Keep::Only(a))
+                    .map(|c| format!("{a} {:.1}", mean(&c.colourfulness)))
+            })
+            .collect();
+        println!(
+            "{} ({}, areas {}): pixel r {:.3}; occluding an area changes it by {}; colourfulness from one area: {}",
+            m.name,
+            m.kind,
+            m.areas,
+            all.pixel_r,
+            drops.join(", "),
+            colour.join(", ")
+        );
+        for (area, f) in &m.rf_size_eccentricity {
+            if let Some(l) = &f.learned {
+                println!(
+                    "  {area}: learned RF size = {:.3} + {:.3} x eccentricity (r {:.2}; true slope {})",
+                    l.intercept_deg,
+                    l.slope,
+                    l.r,
+                    f.truth.as_ref().map_or("-".into(), |t| format!("{:.3}", t.slope))
+                );
+            }
+        }
+    }
+    for n in &r.notes {
+        println!("note: {n}");
     }
 }

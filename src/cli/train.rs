@@ -13,6 +13,7 @@ use monkeysee::decoder::{
 };
 use monkeysee::rf::RfTable;
 use monkeysee::train::{EngineChoice, LossWeights, RfStart, TrainOptions, TrainSummary};
+use monkeysee::units::Area;
 
 use super::KindArg;
 
@@ -164,6 +165,11 @@ pub struct TrainArgs {
     /// reliability > 0.4, a different criterion.)
     #[arg(long, value_name = "SNR")]
     min_snr: Option<f64>,
+    /// Train on these areas only, e.g. `--areas V1,V4` (the paper's area-restricted
+    /// models, its Fig. 12): the other areas' inputs are 0, in training and in the daemon.
+    /// `eval --report` compares such models with the one trained on every area.
+    #[arg(long, value_delimiter = ',', value_parser = parse_area, value_name = "AREA,...")]
+    areas: Vec<Area>,
     /// Adam's beta1 for the learned RF layer (default: --beta1).
     #[arg(long)]
     rf_beta1: Option<f64>,
@@ -254,6 +260,7 @@ impl TrainArgs {
             validation: self.validation,
             keep_best: self.keep_best,
             min_snr: self.min_snr,
+            areas: self.areas,
         })
     }
 }
@@ -329,4 +336,9 @@ fn print_result(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<(
         _ => println!("model written to {}", opts.out.display()),
     }
     Ok(())
+}
+
+/// An area name (V1, V4, IT; any case).
+fn parse_area(s: &str) -> Result<Area, String> {
+    Area::parse(s).ok_or_else(|| format!("unknown area {s:?}: give V1, V4 or IT"))
 }

@@ -143,8 +143,10 @@ pub struct AreaModel {
 }
 
 /// Drive components. V1: `luminance` (ON/OFF, signed) and `contrast` (oriented energy);
-/// V4 adds `colour` (opponent hue) and `texture` (local luminance SD); IT: `coarse`
-/// (a random projection of the coarse colour layout inside its large RF).
+/// V4 adds `colour` (opponent hue) and `texture` (a mix of the synthetic ventral stream's
+/// layer-2 maps inside the RF); IT: `shape` (a mix of layer-3 maps pooled over its large
+/// RF, position-tolerant; [`super::ventral`]). `coarse` (a random linear projection of the
+/// 6 × 6 colour layout inside the RF) has no weight by default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Features {
@@ -153,6 +155,7 @@ pub struct Features {
     pub colour: f64,
     pub texture: f64,
     pub coarse: f64,
+    pub shape: f64,
 }
 
 impl Default for Design {
@@ -190,6 +193,7 @@ impl Default for Features {
             colour: 0.0,
             texture: 0.0,
             coarse: 0.0,
+            shape: 0.0,
         }
     }
 }
@@ -248,8 +252,8 @@ impl AreaModel {
                 spontaneous: 1.5,
                 gain: 1.0,
                 features: Features {
-                    luminance: 0.4,
-                    coarse: 1.0,
+                    luminance: 0.15,
+                    shape: 1.0,
                     ..Features::default()
                 },
                 ..base
@@ -426,7 +430,14 @@ impl SimConfig {
                 );
             }
             let f = &m.features;
-            let w = [f.luminance, f.contrast, f.colour, f.texture, f.coarse];
+            let w = [
+                f.luminance,
+                f.contrast,
+                f.colour,
+                f.texture,
+                f.coarse,
+                f.shape,
+            ];
             if w.iter().any(|v| !v.is_finite()) || w.iter().all(|v| *v == 0.0) {
                 return bad(
                     format!("{name}.features"),

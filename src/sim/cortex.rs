@@ -2,9 +2,14 @@
 //!
 //! Each live electrode has a Gaussian RF (the truth table) and area-specific tuning:
 //! - V1: signed local luminance (ON or OFF) and oriented contrast energy;
-//! - V4: signed luminance, opponent colour along a preferred hue, texture (local SD);
-//! - IT: signed luminance and a random projection of the coarse (6 × 6) colour layout
-//!   seen through its large RF.
+//! - V4: signed luminance, opponent colour along a preferred hue, texture (a mix of the
+//!   synthetic ventral stream's layer-2 maps inside its RF, [`super::ventral`]);
+//! - IT: weak signed luminance and shape (a mix of layer-3 maps pooled over its large RF
+//!   with a 4-norm: nonlinear in the pixels and tolerant to position).
+//!
+//! A `coarse` component (a random linear projection of the 6 × 6 colour layout inside the
+//! RF: a pixel map in disguise, what IT was before) is still there for cortex files that
+//! ask for it; the defaults give it no weight.
 //!
 //! Each component is standardised per electrode by its statistics over a fixed
 //! reference set of the animal's own dead-leaves images, and the weighted sum goes
@@ -19,14 +24,15 @@ use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
 use super::config::{AreaModel, SimConfig};
+use super::ventral::{Mix, VentralNet};
 use crate::config::RigConfig;
 use crate::rf::RfTable;
 use crate::units::Area;
 
 /// Side of the coarse colour layout IT electrodes see.
 const GRID: usize = 6;
-/// Drive components: luminance, contrast, colour, texture, coarse.
-pub const N_FEATURES: usize = 5;
+/// Drive components: luminance, contrast, colour, texture, coarse, shape.
+pub const N_FEATURES: usize = 6;
 /// Raw drive components of every unit for one image: `[unit][feature]`.
 pub type UnitFeatures = Vec<[f32; N_FEATURES]>;
 /// Coarsest pyramid level used for RF sums (1/8 of the image side).
@@ -41,6 +47,7 @@ pub(crate) const DOMAIN_DESIGN: u64 = 0x5eed_0004;
 pub(crate) const DOMAIN_JITTER: u64 = 0x5eed_0005;
 pub(crate) const DOMAIN_REFERENCE: u64 = 0x5eed_0006;
 pub(crate) const DOMAIN_BROADBAND: u64 = 0x5eed_0007;
+pub(crate) const DOMAIN_VENTRAL: u64 = 0x5eed_0008;
 
 /// Images in the reference set that fixes each unit's operating range.
 const REFERENCE_IMAGES: usize = 64;
@@ -66,8 +73,11 @@ pub struct Unit {
     polarity: f64,
     orientation: f64,
     hue: f64,
-    /// Weights over the coarse layout (IT only).
+    /// Weights over the coarse layout (when `coarse` has a weight).
     coarse: Vec<f64>,
+    /// Layer-2 channels of the ventral stream behind `texture`, layer-3 behind `shape`.
+    texture_mix: Mix,
+    shape_mix: Mix,
     /// Response onset in samples after stimulus onset.
     pub latency: usize,
     pub gain: f64,
@@ -92,6 +102,8 @@ pub struct Cortex {
     pub kernels: [Vec<f32>; 3],
     pub config: SimConfig,
     image_size: usize,
+    /// The synthetic ventral stream behind `texture` and `shape`.
+    ventral: VentralNet,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +144,10 @@ impl Cortex {
                 Vec::new()
             };
             let latency = m.latency_ms + rng.random_range(-1.0..=1.0) * m.latency_spread_ms;
+            // From a stream of their own, so the other draws stay what they were.
+            let mut mix_rng = self::rng(seed, DOMAIN_VENTRAL, 1 + e.channel as u64);
+            let texture_mix = Mix::random(VentralNet::TEXTURE_CHANNELS, &mut mix_rng);
+            let shape_mix = Mix::random(VentralNet::SHAPE_CHANNELS, &mut mix_rng);
             units.push(Unit {
                 channel: e.channel,
                 area: e.area,
@@ -140,9 +156,18 @@ impl Cortex {
                 orientation: rng.random_range(0.0..std::f64::consts::PI),
                 hue: rng.random_range(0.0..std::f64::consts::TAU),
                 coarse,
+                texture_mix,
+                shape_mix,
                 latency: (latency * rig.sampling_rate_hz / 1000.0).round().max(0.0) as usize,
                 gain: m.gain * rng.random_range(0.6..1.4),
-                weights: [f.luminance, f.contrast, f.colour, f.texture, f.coarse],
+                weights: [
+                    f.luminance,
+                    f.contrast,
+                    f.colour,
+                    f.texture,
+                    f.coarse,
+                    f.shape,
+                ],
             });
         }
         let kernels = Area::ALL.map(|a| {
@@ -159,6 +184,7 @@ impl Cortex {
             kernels,
             config: config.clone(),
             image_size: size,
+            ventral: VentralNet::new(seed),
         };
         cortex.reference = cortex.reference_stats(seed);
         Ok(cortex)
@@ -198,6 +224,11 @@ impl Cortex {
     pub fn features(&self, image: &[f32]) -> UnitFeatures {
         let maps = Pyramid::new(image, self.image_size);
         let grid = coarse_layout(image, self.image_size);
+        let deep = self
+            .units
+            .iter()
+            .any(|u| u.weights[3] != 0.0 || u.weights[5] != 0.0)
+            .then(|| self.ventral.maps(image, self.image_size));
         self.units
             .iter()
             .map(|u| {
@@ -207,7 +238,7 @@ impl Cortex {
                     .find(|&l| sigma / (1 << l) as f64 >= 1.5)
                     .unwrap_or(0);
                 let m = maps.rf_means(level, cx, cy, sigma);
-                let [lc, lc2, rg, yb, gxx, gyy, gxy] = m;
+                let [lc, _lc2, rg, yb, gxx, gyy, gxy] = m;
                 let mut out = [0.0f32; N_FEATURES];
                 out[0] = (u.polarity * lc) as f32;
                 if u.weights[1] != 0.0 {
@@ -217,7 +248,14 @@ impl Cortex {
                         .sqrt() as f32;
                 }
                 out[2] = (u.hue.cos() * rg + u.hue.sin() * yb) as f32;
-                out[3] = (lc2 - lc * lc).max(0.0).sqrt() as f32;
+                if let Some(deep) = &deep {
+                    if u.weights[3] != 0.0 {
+                        out[3] = deep.texture(u.rf_px, &u.texture_mix) as f32;
+                    }
+                    if u.weights[5] != 0.0 {
+                        out[5] = deep.shape(u.rf_px, &u.shape_mix) as f32;
+                    }
+                }
                 if !u.coarse.is_empty() {
                     let cell = self.image_size as f64 / GRID as f64;
                     let mut acc = 0.0;

@@ -49,6 +49,7 @@
 pub mod config;
 pub mod cortex;
 pub mod images;
+pub mod ventral;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

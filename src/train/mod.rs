@@ -148,6 +148,11 @@ pub struct TrainOptions {
     /// below this: their inputs are 0, offline and online (`normalization.json` lists them).
     #[serde(default)]
     pub min_snr: Option<f64>,
+    /// Train on these areas' electrodes only (the paper's area-restricted models, Fig. 12):
+    /// the others are left out like low-SNR ones (inputs 0, listed in
+    /// `normalization.json`). Empty: every area.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub areas: Vec<crate::units::Area>,
 }
 
 /// Where the learned RF layer's centres start.
@@ -337,6 +342,33 @@ fn low_snr_electrodes(ds: &Dataset, rig: &RigConfig, min: f64) -> anyhow::Result
     Ok(dropped)
 }
 
+/// `dropped` and every electrode outside `areas` (rig order, sorted); an error when none
+/// is left.
+fn outside_areas(
+    rig: &RigConfig,
+    areas: &[crate::units::Area],
+    mut dropped: Vec<usize>,
+) -> anyhow::Result<Vec<usize>> {
+    dropped.extend((0..rig.electrodes.len()).filter(|&e| !areas.contains(&rig.electrodes[e].area)));
+    dropped.sort_unstable();
+    dropped.dedup();
+    let kept = rig.electrodes.len() - dropped.len();
+    let names: Vec<&str> = areas.iter().map(|a| a.name()).collect();
+    if kept == 0 {
+        bail!(
+            "--areas {} leaves no electrode of rig {} to train on",
+            names.join(","),
+            rig.path.display()
+        );
+    }
+    eprintln!(
+        "monkeysee train: --areas {}: training on {kept} of {} electrodes",
+        names.join(","),
+        rig.electrodes.len()
+    );
+    Ok(dropped)
+}
+
 /// Folds of the pathway's cross-fitting.
 const PATHWAY_FOLDS: usize = 5;
 
@@ -360,10 +392,13 @@ impl<'a> TrainingData<'a> {
                 opts.kind
             );
         }
-        let dropped = match opts.min_snr {
+        let mut dropped = match opts.min_snr {
             Some(min) => low_snr_electrodes(&ds, rig, min)?,
             None => Vec::new(),
         };
+        if !opts.areas.is_empty() {
+            dropped = outside_areas(rig, &opts.areas, dropped)?;
+        }
         // One estimator (crate::norm): per electrode and window over the presentations
         // of each session, every presentation (as the daemon counts them live). The
         // model keeps the average over sessions, the daemon's start in a new one. The

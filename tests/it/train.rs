@@ -84,6 +84,7 @@ pub(crate) fn options_for(
         validation: 0,
         keep_best: false,
         min_snr: None,
+        areas: Vec::new(),
     }
 }
 
@@ -621,6 +622,9 @@ fn eval_writes_metrics_and_a_grid() {
         out: out.clone(),
         grid_images: 4,
         rf_truth: None,
+        report: false,
+        alexnet: None,
+        progress: false,
     };
     let report = monkeysee::eval::eval(&eval_opts).unwrap();
     let m = report.get("e2e").unwrap();

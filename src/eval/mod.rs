@@ -22,12 +22,18 @@
 //! correlation with the truth (overall and within each array), error, how far they moved,
 //! and whether the moves point at the truth beside random moves of the same sizes.
 //!
-//! Not yet here (DESIGN §2): AlexNet feature correlations (they need the user's
-//! torchvision AlexNet file), spatial/temporal occlusion and colourfulness.
+//! With `--report` ([`report`]) the paper's analyses follow: AlexNet feature correlation,
+//! occlusion per area and window, colourfulness, learned RFs, relative correlations and
+//! area-restricted models, on one page (`report.html`).
 //!
 //! Output: `metrics.json` (one entry per model and linear decoder, plus `notes`) and
 //! `grid.png` (Figure-1 style: the stimulus, then each model's and the linear decoder's
 //! reconstruction).
+
+pub mod analysis;
+pub mod figures;
+pub mod occlusion;
+pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -53,6 +59,12 @@ pub struct EvalOptions {
     pub grid_images: usize,
     /// Ground-truth RFs; default: `rf-truth.csv` beside the dataset folder.
     pub rf_truth: Option<PathBuf>,
+    /// Also run the paper's analyses and write `report.html` ([`report`]).
+    pub report: bool,
+    /// torchvision's AlexNet file, for the report's feature correlations.
+    pub alexnet: Option<PathBuf>,
+    /// Show a progress bar on long steps.
+    pub progress: bool,
 }
 
 /// How well learned RF centres recover the truth, per area (degrees of visual angle).
@@ -157,6 +169,8 @@ pub struct EvalReport {
     pub entries: Vec<ModelMetrics>,
     /// What was left out and why.
     pub notes: Vec<String>,
+    /// The analyses of `--report`.
+    pub report: Option<report::ReportSummary>,
 }
 
 impl EvalReport {
@@ -223,6 +237,27 @@ pub fn identification(corr: &[Vec<f64>], truth: &[usize]) -> (f64, f64) {
         top1 as f64 / corr.len().max(1) as f64,
         won as f64 / pairs.max(1) as f64,
     )
+}
+
+/// Pixel r, SSIM, n-way and 2-way identification of repeat-averaged reconstructions
+/// `recons[i]` of `originals[i]`.
+fn averaged_scores(
+    recons: &[Vec<f32>],
+    originals: &[Vec<f32>],
+    size: usize,
+) -> (f64, f64, f64, f64) {
+    let n = recons.len();
+    let corr: Vec<Vec<f64>> = recons
+        .iter()
+        .map(|r| originals.iter().map(|o| pearson(r, o)).collect())
+        .collect();
+    let (top1, two_way) = identification(&corr, &(0..n).collect::<Vec<_>>());
+    let pixel_r = (0..n).map(|i| corr[i][i]).sum::<f64>() / n.max(1) as f64;
+    let ssim = (0..n)
+        .map(|i| ssim(&recons[i], &originals[i], size))
+        .sum::<f64>()
+        / n.max(1) as f64;
+    (pixel_r, ssim, top1, two_way)
 }
 
 /// Scores of repeat-averaged reconstructions `recons[i]` (of test image i) and single-trial
@@ -356,6 +391,13 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     }
     let ds = Dataset::open(&opts.data)?;
     let rig = &eval_rig(opts, &ds)?;
+    let alexnet = match (&opts.alexnet, opts.report) {
+        (Some(p), true) => Some(
+            crate::alexnet::AlexNet::<CpuBackend>::load(p, &Default::default())
+                .with_context(|| format!("--alexnet {}", p.display()))?,
+        ),
+        _ => None,
+    };
     ds.check_rig(rig)?;
     let by_image = test_images(&ds);
     if by_image.len() < 2 {
@@ -382,12 +424,14 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     let mut notes = Vec::new();
     let mut titles = vec!["stimulus".to_string()];
     titles.extend(entries.iter().map(|m| m.name.clone()));
+    let mut linear_recons = None;
     match linear_entries(&ds, rig, &tests.by_image, &tests.originals)? {
         Some(linear) => {
             for (entry, averaged) in linear {
                 if entry.name == "linear" {
                     titles.push(entry.name.clone());
-                    recons.push(averaged);
+                    recons.push(averaged.clone());
+                    linear_recons = Some(averaged);
                 }
                 entries.push(entry);
             }
@@ -407,7 +451,25 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         .collect();
     let size = ds.meta.image_size;
     crate::plot::image_grid(&opts.out.join("grid.png"), &titles, &rows, size, 2)?;
-    Ok(EvalReport { entries, notes })
+    let report = if opts.report {
+        Some(report::write(&report::Inputs {
+            tests: &tests,
+            models: &opts.models,
+            entries: &entries,
+            linear: linear_recons.as_deref(),
+            alexnet: alexnet.as_ref(),
+            out: &opts.out,
+            grid_images: opts.grid_images,
+            progress: opts.progress,
+        })?)
+    } else {
+        None
+    };
+    Ok(EvalReport {
+        entries,
+        notes,
+        report,
+    })
 }
 
 /// The rig to evaluate with: the one given, or the one the dataset names.
@@ -567,6 +629,8 @@ fn linear_entries(
     for area in Area::ALL {
         subsets.push((format!("linear_{}", area.name()), vec![area]));
     }
+    // The early areas together: what a pixel map in IT is measured against.
+    subsets.push(("linear_V1+V4".into(), vec![Area::V1, Area::V4]));
     let mut out = Vec::new();
     for (name, areas) in subsets {
         let cols: Vec<usize> = (0..p_all)

@@ -1,0 +1,837 @@
+//! AlexNet feature correlation: how alike a reconstruction and its stimulus look to
+//! torchvision's ImageNet AlexNet (Krizhevsky 2014, "One weird trick"), layer by layer,
+//! as MonkeySee reports it (Le, Güçlü et al., NeurIPS 2024, Table 1).
+//!
+//! **Where the layers are read.** We follow the authors' analysis code: the
+//! quantification notebook of their IRFA project (github.com/neuralcodinglab/IRFA,
+//! `analysis/quantification.ipynb`; the MonkeySee repository itself,
+//! neuralcodinglab/MonkeySee, holds only data preparation and training). It slices
+//! torchvision's `alexnet(weights=AlexNet_Weights.DEFAULT)` in eval mode as
+//!
+//! | layer | notebook slice                        | what that is                        |
+//! |-------|---------------------------------------|-------------------------------------|
+//! | conv1 | `features[:3]`                        | conv1 → ReLU → max-pool             |
+//! | conv2 | `features[:6]`                        | conv2 → ReLU → max-pool             |
+//! | conv3 | `features[:7]`                        | conv3, **before** its ReLU          |
+//! | conv4 | `features[:9]`                        | conv4, **before** its ReLU          |
+//! | conv5 | `features[:13]`                       | conv5 → ReLU → max-pool             |
+//! | fc6   | `classifier[:3]` on flatten(avgpool)  | fc6 → ReLU                          |
+//! | fc7   | `classifier[:5]` on flatten(avgpool)  | fc7, **before** its ReLU            |
+//! | fc8   | `classifier`     on flatten(avgpool)  | the logits                          |
+//!
+//! so a slice ends after a pool where one follows and before a ReLU where the next
+//! module is one; we read the same tensors (see [`AlexNet::layers`]), not a uniform
+//! "after every ReLU" choice. (The notebook also imports an `ANET` helper from its
+//! `utils.py` that slices differently; its correlation functions use the slices
+//! above.) Each layer's activations are flattened per image
+//! (`[n, C·H·W]`, channel-major), and the notebook's `pearsonr(fs.flatten(),
+//! fs_hat.flatten())` makes **one** Pearson r per layer over all test images' features
+//! concatenated, beside `((fs − fs_hat)²).mean()`: [`feature_correlations`] computes
+//! exactly these two, pooled over every image, not a mean of per-image values.
+//!
+//! **Input.** Images in 0…1 are resized bilinearly (half-pixel centres, as torch's
+//! `interpolate(align_corners=False)`) to the network's side (224 px) and normalised
+//! with ImageNet's channel means and deviations. The notebook goes through PIL instead:
+//! it quantises the images to 8 bits (`(x·255).astype(uint8)`) and resizes with
+//! `transforms.Resize((224, 224))` (8-bit output again); we keep the images in float,
+//! a difference of about one grey level (1/255) per pixel.
+//!
+//! **Weights.** torchvision's pretrained `alexnet-owt-7be5be79.pth` (or the older
+//! `alexnet-owt-4df8aa71.pth`), a file the user supplies: nothing can be downloaded
+//! here. It is read with burn-store's PyTorch reader (legacy pickle and zip formats of
+//! `torch.save`); the layer widths come from the file, so a narrower network saved the
+//! same way (the test fixture) loads too. torch's `Linear` weights are `[out, in]`,
+//! Burn's `[in, out]`: burn-store's `PyTorchToBurnAdapter` transposes them on load.
+//!
+//! **Cost.** Offline: the images go through the network eight at a time.
+//! [`feature_correlations`] keeps only running sums per layer, so its memory is one
+//! batch's activations whatever the number of test images; [`Features`] keeps every
+//! image's activations (~0.8 MB each at 224 px) to score many sets of reconstructions
+//! against one set of originals with a single pass over the originals.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
+use burn::tensor::{DType, Tensor, TensorData};
+use burn_store::pytorch::PytorchReader;
+use burn_store::{ModuleSnapshot, PytorchStore};
+use serde::Serialize;
+
+use crate::decoder::kernels::bilinear_matrix;
+use crate::decoder::CpuBackend;
+
+/// The layers of the correlation, in the network's order.
+pub const LAYERS: [&str; 8] = [
+    "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8",
+];
+/// The input side of the pretrained network (and of the paper's table).
+pub const INPUT_SIZE: usize = 224;
+/// The smallest input side the network takes: conv5's map must survive three
+/// 3 × 3 max-pools of stride 2 (63 px: 15 → 7 → 3 → 1).
+pub const MIN_INPUT_SIZE: usize = 63;
+/// torchvision's layer widths.
+pub const ALEXNET_WIDTHS: AlexNetWidths = AlexNetWidths {
+    conv: [64, 192, 384, 256, 256],
+    fc: [4096, 4096, 1000],
+};
+/// Images per forward pass in [`feature_correlations`] (the real network's
+/// activations at 224 px are ~0.8 MB per image).
+const BATCH: usize = 8;
+/// torchvision's index of each convolution in `features` and of each linear layer in
+/// `classifier` (ReLUs, max-pools and dropouts take the indices between).
+const FEATURES_INDEX: [usize; 5] = [0, 3, 6, 8, 10];
+const CLASSIFIER_INDEX: [usize; 3] = [1, 4, 6];
+/// Our field for each of them.
+const CONV_FIELDS: [&str; 5] = ["conv1", "conv2", "conv3", "conv4", "conv5"];
+const FC_FIELDS: [&str; 3] = ["fc6", "fc7", "fc8"];
+/// Kernel side, stride and padding of conv1…conv5.
+const KERNEL: [usize; 5] = [11, 5, 3, 3, 3];
+const STRIDE: [usize; 5] = [4, 1, 1, 1, 1];
+const PADDING: [usize; 5] = [2, 2, 1, 1, 1];
+/// The adaptive average pool's output side before the classifier.
+const POOLED: usize = 6;
+const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Output channels of conv1…conv5 and output features of fc6…fc8 (fc8's are the
+/// classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlexNetWidths {
+    pub conv: [usize; 5],
+    pub fc: [usize; 3],
+}
+
+/// torchvision's AlexNet, in inference only (its dropouts are the identity).
+#[derive(Module, Debug)]
+pub struct AlexNet<B: Backend> {
+    conv1: Conv2d<B>,
+    conv2: Conv2d<B>,
+    conv3: Conv2d<B>,
+    conv4: Conv2d<B>,
+    conv5: Conv2d<B>,
+    fc6: Linear<B>,
+    fc7: Linear<B>,
+    fc8: Linear<B>,
+}
+
+/// One layer's agreement between reconstructions and originals.
+#[derive(Serialize, Clone, Debug)]
+pub struct LayerCorrelation {
+    /// One of [`LAYERS`].
+    pub layer: String,
+    /// Pearson r over all images' features at once (0 where either side is constant).
+    pub r: f64,
+    /// Mean squared difference over the same features.
+    pub mse: f64,
+}
+
+/// Reads torchvision's AlexNet file onto the CPU backend.
+pub fn load_alexnet(path: &Path) -> anyhow::Result<AlexNet<CpuBackend>> {
+    AlexNet::load(path, &Default::default())
+}
+
+impl<B: Backend> AlexNet<B> {
+    /// An AlexNet with random weights and the given widths (torchvision's are
+    /// [`ALEXNET_WIDTHS`]); [`AlexNet::load`] fills one from a file.
+    pub fn new(widths: AlexNetWidths, device: &B::Device) -> Self {
+        let c = widths.conv;
+        let conv = |i: usize, c_in: usize| {
+            let (k, s, p) = (KERNEL[i], STRIDE[i], PADDING[i]);
+            Conv2dConfig::new([c_in, c[i]], [k, k])
+                .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .init(device)
+        };
+        let f = widths.fc;
+        AlexNet {
+            conv1: conv(0, 3),
+            conv2: conv(1, c[0]),
+            conv3: conv(2, c[1]),
+            conv4: conv(3, c[2]),
+            conv5: conv(4, c[3]),
+            fc6: LinearConfig::new(c[4] * POOLED * POOLED, f[0]).init(device),
+            fc7: LinearConfig::new(f[0], f[1]).init(device),
+            fc8: LinearConfig::new(f[1], f[2]).init(device),
+        }
+    }
+
+    /// Reads torchvision's AlexNet state dict (`features.*`, `classifier.*`) from a
+    /// `.pth` file. The widths come from the file, so a reduced-width AlexNet saved the
+    /// same way (the test fixture) loads too.
+    pub fn load(path: &Path, device: &B::Device) -> anyhow::Result<Self> {
+        let what = || {
+            format!(
+                "{}: expected torchvision's AlexNet state dict (alexnet-owt-7be5be79.pth)",
+                path.display()
+            )
+        };
+        if !path.exists() {
+            bail!("{}, but there is no such file", what());
+        }
+        if !path.is_file() {
+            bail!("{}, but that is a directory, not a file", what());
+        }
+        let reader = PytorchReader::new(path)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("{}: not a readable PyTorch file", what()))?;
+        let keys = reader.keys();
+        check_keys(&keys).map_err(|why| anyhow::anyhow!("{}; {why}", what()))?;
+        let shape = |key: &str| -> anyhow::Result<Vec<usize>> {
+            let tensor = reader.get(key).expect("check_keys found it");
+            if tensor.dtype != DType::F32 {
+                bail!(
+                    "{}; {key} is {:?}, the network runs in float32: save the file with float32 weights",
+                    what(),
+                    tensor.dtype
+                );
+            }
+            Ok(tensor.shape.as_slice().to_vec())
+        };
+        let mut widths = AlexNetWidths {
+            conv: [0; 5],
+            fc: [0; 3],
+        };
+        let mut c_in = 3;
+        for (i, t) in FEATURES_INDEX.iter().enumerate() {
+            let key = format!("features.{t}.weight");
+            let s = shape(&key)?;
+            let k = KERNEL[i];
+            if s.len() != 4 || s[1] != c_in || s[2..] != [k, k] {
+                bail!(
+                    "{}; {key} has shape {s:?}, AlexNet's conv{} needs [out, {c_in}, {k}, {k}]",
+                    what(),
+                    i + 1
+                );
+            }
+            widths.conv[i] = s[0];
+            c_in = s[0];
+        }
+        let mut f_in = c_in * POOLED * POOLED;
+        for (i, t) in CLASSIFIER_INDEX.iter().enumerate() {
+            // torch's Linear weight: [out, in].
+            let key = format!("classifier.{t}.weight");
+            let s = shape(&key)?;
+            if s.len() != 2 || s[1] != f_in {
+                bail!(
+                    "{}; {key} has shape {s:?}, AlexNet's fc{} needs [out, {f_in}]{}",
+                    what(),
+                    i + 6,
+                    if i == 0 {
+                        format!(" (conv5's {c_in} channels × {POOLED} × {POOLED})")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            widths.fc[i] = s[0];
+            f_in = s[0];
+        }
+        // burn-store 0.21 reads a legacy-format tensor whose bytes lie past the end of
+        // the file as zeros, without an error: a file cut short would load. Each of the
+        // 16 tensors is its own storage there, stored as an 8-byte count and its bytes.
+        let meta = reader.metadata();
+        if let (true, Some(have)) = (meta.is_legacy_format(), meta.total_data_size) {
+            let need: usize = FEATURES_INDEX
+                .iter()
+                .map(|i| format!("features.{i}"))
+                .chain(CLASSIFIER_INDEX.iter().map(|i| format!("classifier.{i}")))
+                .flat_map(|m| [format!("{m}.weight"), format!("{m}.bias")])
+                .filter_map(|k| reader.get(&k))
+                .map(|t| 8 + 4 * t.shape.as_slice().iter().product::<usize>())
+                .sum();
+            if have < need {
+                bail!(
+                    "{}; it is cut short: its tensor data has {have} bytes where AlexNet's 16 tensors need {need} (an interrupted download or copy? fetch the file again)",
+                    what()
+                );
+            }
+        }
+        drop(reader);
+
+        let mut net = AlexNet::new(widths, device);
+        // torchvision's `features.0` is our `conv1`, …, `classifier.6` our `fc8`.
+        // Shape errors and missing tensors already fail `load_from` (the store
+        // validates and refuses partial loads); the count is a last guard.
+        let mut store = PytorchStore::from_file(path)
+            .map_indices_contiguous(false)
+            .allow_partial(false);
+        for (t, field) in FEATURES_INDEX.iter().zip(CONV_FIELDS) {
+            store = store.with_key_remapping(format!(r"^features\.{t}\."), format!("{field}."));
+        }
+        for (t, field) in CLASSIFIER_INDEX.iter().zip(FC_FIELDS) {
+            store = store.with_key_remapping(format!(r"^classifier\.{t}\."), format!("{field}."));
+        }
+        let result = net
+            .load_from(&mut store)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(what)?;
+        if !result.errors.is_empty() || result.applied.len() != 16 {
+            bail!("{}; loading it gave:\n{result}", what());
+        }
+        Ok(net)
+    }
+
+    /// The widths of the loaded network ([`ALEXNET_WIDTHS`] for torchvision's).
+    pub fn widths(&self) -> AlexNetWidths {
+        let out = |c: &Conv2d<B>| c.weight.dims()[0];
+        let fc = |l: &Linear<B>| l.weight.dims()[1]; // Burn's Linear: [in, out]
+        AlexNetWidths {
+            conv: [
+                out(&self.conv1),
+                out(&self.conv2),
+                out(&self.conv3),
+                out(&self.conv4),
+                out(&self.conv5),
+            ],
+            fc: [fc(&self.fc6), fc(&self.fc7), fc(&self.fc8)],
+        }
+    }
+
+    /// The eight [`LAYERS`] of images `[n, 3, H, W]` in 0…1, resized to `size` px
+    /// (224 for the pretrained network, at least [`MIN_INPUT_SIZE`]) and normalised;
+    /// each flattened to `[n, features]`.
+    pub fn activations(&self, images: Tensor<B, 4>, size: usize) -> Vec<Tensor<B, 2>> {
+        self.layers(prepare(images, size))
+    }
+
+    /// The eight [`LAYERS`] of an ImageNet-normalised batch `[n, 3, S, S]`, read where
+    /// the authors' notebook reads them (the module header's table).
+    pub fn layers(&self, x: Tensor<B, 4>) -> Vec<Tensor<B, 2>> {
+        let pool = |x| max_pool2d(x, [3, 3], [2, 2], [0, 0], [1, 1], false);
+        let flat = |x: &Tensor<B, 4>| x.clone().flatten::<2>(1, 3);
+        let c1 = pool(relu(self.conv1.forward(x))); // [n, 64, 27, 27] at 224 px
+        let c2 = pool(relu(self.conv2.forward(c1.clone()))); // [n, 192, 13, 13]
+        let c3 = self.conv3.forward(c2.clone()); // [n, 384, 13, 13], before its ReLU
+        let c4 = self.conv4.forward(relu(c3.clone())); // [n, 256, 13, 13], before its ReLU
+        let c5 = pool(relu(self.conv5.forward(relu(c4.clone())))); // [n, 256, 6, 6]
+        let pooled = adaptive_avg_pool2d(c5.clone(), [POOLED, POOLED]).flatten::<2>(1, 3); // [n, 9216]
+        let f6 = relu(self.fc6.forward(pooled)); // [n, 4096]
+        let f7 = self.fc7.forward(f6.clone()); // [n, 4096], before its ReLU
+        let f8 = self.fc8.forward(relu(f7.clone())); // [n, 1000]
+        vec![
+            flat(&c1),
+            flat(&c2),
+            flat(&c3),
+            flat(&c4),
+            flat(&c5),
+            f6,
+            f7,
+            f8,
+        ]
+    }
+}
+
+/// What is wrong with a state dict's keys for AlexNet, if anything: it must hold
+/// exactly `features.{0,3,6,8,10}` and `classifier.{1,4,6}`, weight and bias each.
+fn check_keys(keys: &[String]) -> Result<(), String> {
+    let mut expected: Vec<String> = FEATURES_INDEX
+        .iter()
+        .map(|i| format!("features.{i}"))
+        .chain(CLASSIFIER_INDEX.iter().map(|i| format!("classifier.{i}")))
+        .flat_map(|m| [format!("{m}.bias"), format!("{m}.weight")])
+        .collect();
+    expected.sort();
+    let mut names: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("features.") || k.starts_with("classifier."))
+        .collect();
+    names.sort();
+    if names
+        .iter()
+        .map(|k| k.as_str())
+        .eq(expected.iter().map(|k| k.as_str()))
+    {
+        return Ok(());
+    }
+    let convs = keys
+        .iter()
+        .filter(|k| k.starts_with("features.") && k.ends_with(".weight"))
+        .count();
+    let missing = expected.iter().find(|k| !names.contains(k));
+    let extra = names.iter().find(|k| !expected.contains(k));
+    let hint = if keys.iter().any(|k| k.ends_with("running_mean")) {
+        " (it has batch-norm statistics: AlexNet has none)".to_string()
+    } else if convs > FEATURES_INDEX.len() {
+        format!(" ({convs} convolutions under features.*: this looks like VGG, not AlexNet)")
+    } else if let Some(prefix) = keys.iter().find_map(|k| {
+        k.strip_suffix("features.0.weight")
+            .filter(|p| !p.is_empty())
+    }) {
+        format!(
+            " (the state dict is nested under `{prefix}`: save that part alone, e.g. torch.save(ckpt[\"{}\"], \"alexnet.pth\"))",
+            prefix.trim_end_matches('.')
+        )
+    } else if names.is_empty() {
+        let mut first: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+        first.sort();
+        first.truncate(4);
+        format!(" (its first keys: {})", first.join(", "))
+    } else {
+        String::new()
+    };
+    Err(format!(
+        "it has {} tensors under features.* and classifier.* where AlexNet has 16 (5 convolutions, 3 linear layers){}{}{hint}",
+        names.len(),
+        missing.map_or(String::new(), |k| format!("; missing {k}")),
+        extra.map_or(String::new(), |k| format!("; unexpected {k}")),
+    ))
+}
+
+/// Resizes `[n, 3, H, W]` images in 0…1 to `size` px (bilinear, half-pixel centres as
+/// torch's `interpolate(align_corners=False)`) and normalises them with ImageNet's
+/// channel means and deviations. Plain matrix products, as the perceptual loss does.
+pub fn prepare<B: Backend>(images: Tensor<B, 4>, size: usize) -> Tensor<B, 4> {
+    let [n, c, h, w] = images.dims();
+    let device = images.device();
+    let s = size;
+    let x = if [h, w] == [s, s] {
+        images
+    } else {
+        // `R` [s, in], transposed: the columns become x · Rwᵀ, then the rows the same
+        // way on the transpose.
+        let resize_t = |len: usize| {
+            Tensor::<B, 2>::from_data(TensorData::new(bilinear_matrix(len, s), [s, len]), &device)
+                .transpose()
+        };
+        let x = images.reshape([n * c * h, w]).matmul(resize_t(w)); // [n·c·h, s]
+        let x = x
+            .reshape([n * c, h, s])
+            .swap_dims(1, 2)
+            .reshape([n * c * s, h]);
+        let x = x.matmul(resize_t(h)); // [n·c·s, s]: (column, row)
+        x.reshape([n * c, s, s])
+            .swap_dims(1, 2)
+            .reshape([n, c, s, s])
+    };
+    let channel =
+        |v: [f32; 3]| Tensor::<B, 4>::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), &device);
+    (x - channel(IMAGENET_MEAN)) / channel(IMAGENET_STD)
+}
+
+/// Per layer, one Pearson r and the MSE between the AlexNet features of the
+/// reconstructions and of the originals, every image's flattened features pooled
+/// (the authors' `pearsonr(fs.flatten(), fs_hat.flatten())`, not a mean of per-image
+/// r). Each image is `[3][image_size][image_size]` (CHW, 0…1); `input_size` is the
+/// network's side ([`INPUT_SIZE`] for the pretrained one). Streams: only running sums
+/// outlive a batch. To score several sets of reconstructions against the same
+/// originals, [`Features`] computes the originals' activations once.
+pub fn feature_correlations<B: Backend>(
+    net: &AlexNet<B>,
+    recons: &[Vec<f32>],
+    originals: &[Vec<f32>],
+    image_size: usize,
+    input_size: usize,
+    device: &B::Device,
+) -> anyhow::Result<Vec<LayerCorrelation>> {
+    if recons.len() != originals.len() {
+        bail!(
+            "{} reconstructions for {} original images: they must pair up one to one",
+            recons.len(),
+            originals.len()
+        );
+    }
+    check_images("reconstruction", recons, image_size, input_size)?;
+    check_images("original image", originals, image_size, input_size)?;
+    let mut moments = vec![CoMoments::default(); LAYERS.len()];
+    for (r, o) in recons.chunks(BATCH).zip(originals.chunks(BATCH)) {
+        let a = batch_layers(net, r, image_size, input_size, device)?;
+        let b = batch_layers(net, o, image_size, input_size, device)?;
+        for ((m, a), b) in moments.iter_mut().zip(a).zip(b) {
+            m.push(&a, &b);
+        }
+    }
+    Ok(scores(&moments))
+}
+
+/// The eight layers' activations of a set of images, kept so that several sets of
+/// reconstructions can be scored against the same originals without running the
+/// network on them again. Holds every feature: ~0.8 MB per image for the pretrained
+/// network at 224 px.
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// Per layer, every image's flattened activations one after the other.
+    layers: Vec<Vec<f32>>,
+    images: usize,
+}
+
+impl Features {
+    /// The features of `images` (each `[3][image_size][image_size]`, CHW, 0…1) at the
+    /// pretrained network's [`INPUT_SIZE`].
+    pub fn of<B: Backend>(
+        net: &AlexNet<B>,
+        images: &[Vec<f32>],
+        image_size: usize,
+        device: &B::Device,
+    ) -> anyhow::Result<Self> {
+        Self::at(net, images, image_size, INPUT_SIZE, device)
+    }
+
+    /// The features of `images` with the network's input side `input_size`.
+    pub fn at<B: Backend>(
+        net: &AlexNet<B>,
+        images: &[Vec<f32>],
+        image_size: usize,
+        input_size: usize,
+        device: &B::Device,
+    ) -> anyhow::Result<Self> {
+        check_images("image", images, image_size, input_size)?;
+        let mut layers = vec![Vec::new(); LAYERS.len()];
+        for chunk in images.chunks(BATCH) {
+            let batch = batch_layers(net, chunk, image_size, input_size, device)?;
+            for (all, b) in layers.iter_mut().zip(batch) {
+                all.extend_from_slice(&b);
+            }
+        }
+        Ok(Features {
+            layers,
+            images: images.len(),
+        })
+    }
+
+    /// How many images these are the features of.
+    pub fn images(&self) -> usize {
+        self.images
+    }
+
+    /// Per layer, the pooled Pearson r and the MSE between these features (the
+    /// reconstructions') and `originals`', as [`feature_correlations`].
+    ///
+    /// # Panics
+    /// If the two sets hold different numbers of images or come from networks of
+    /// different widths or input sides: the images must pair up one to one.
+    pub fn correlations(&self, originals: &Features) -> Vec<LayerCorrelation> {
+        assert_eq!(
+            self.images, originals.images,
+            "AlexNet features of {} reconstructions against {} originals",
+            self.images, originals.images
+        );
+        let moments: Vec<CoMoments> = self
+            .layers
+            .iter()
+            .zip(&originals.layers)
+            .zip(LAYERS)
+            .map(|((a, b), layer)| {
+                assert_eq!(
+                    a.len(),
+                    b.len(),
+                    "{layer}: features from different networks"
+                );
+                let mut m = CoMoments::default();
+                m.push(a, b);
+                m
+            })
+            .collect();
+        scores(&moments)
+    }
+}
+
+/// Refuses image sets the network cannot take: none at all, an image of the wrong
+/// size, or an input side too small for conv5.
+fn check_images(
+    what: &str,
+    images: &[Vec<f32>],
+    image_size: usize,
+    input_size: usize,
+) -> anyhow::Result<()> {
+    if input_size < MIN_INPUT_SIZE {
+        bail!(
+            "the AlexNet input side must be at least {MIN_INPUT_SIZE} px (got {input_size}): conv5 sees it pooled three times"
+        );
+    }
+    if images.is_empty() {
+        bail!("no images to correlate");
+    }
+    let len = 3 * image_size * image_size;
+    if let Some((i, v)) = images.iter().enumerate().find(|(_, v)| v.len() != len) {
+        bail!(
+            "{what} {i} has {} values; a 3 × {image_size} × {image_size} image has {len}",
+            v.len()
+        );
+    }
+    Ok(())
+}
+
+/// One forward pass: per layer, the batch's flattened activations, image after image.
+fn batch_layers<B: Backend>(
+    net: &AlexNet<B>,
+    images: &[Vec<f32>],
+    image_size: usize,
+    input_size: usize,
+    device: &B::Device,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let data: Vec<f32> = images.iter().flatten().copied().collect();
+    let shape = [images.len(), 3, image_size, image_size];
+    let x = Tensor::from_data(TensorData::new(data, shape), device);
+    net.activations(x, input_size)
+        .into_iter()
+        .map(|t| {
+            t.into_data()
+                .to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("reading AlexNet features: {e:?}"))
+        })
+        .collect()
+}
+
+fn scores(moments: &[CoMoments]) -> Vec<LayerCorrelation> {
+    LAYERS
+        .iter()
+        .zip(moments)
+        .map(|(layer, m)| LayerCorrelation {
+            layer: layer.to_string(),
+            r: m.r(),
+            mse: m.mse(),
+        })
+        .collect()
+}
+
+/// Running means, (co)variances and squared differences of paired values, merged
+/// batch by batch (Chan et al.'s pairwise update), in f64: the Pearson r of everything
+/// pushed without keeping it.
+#[derive(Debug, Clone, Copy, Default)]
+struct CoMoments {
+    n: f64,
+    mean_a: f64,
+    mean_b: f64,
+    /// Σ (a − ā)², Σ (b − b̄)², Σ (a − ā)(b − b̄).
+    m_aa: f64,
+    m_bb: f64,
+    m_ab: f64,
+    /// Σ (a − b)².
+    sq_diff: f64,
+}
+
+impl CoMoments {
+    /// Adds one batch of pairs (`a[i]` with `b[i]`).
+    fn push(&mut self, a: &[f32], b: &[f32]) {
+        debug_assert_eq!(a.len(), b.len());
+        if a.is_empty() {
+            return;
+        }
+        let k = a.len() as f64;
+        let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / k;
+        let (ma, mb) = (mean(a), mean(b));
+        let mut batch = CoMoments {
+            n: k,
+            mean_a: ma,
+            mean_b: mb,
+            ..Default::default()
+        };
+        for (&x, &y) in a.iter().zip(b) {
+            let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+            batch.m_aa += dx * dx;
+            batch.m_bb += dy * dy;
+            batch.m_ab += dx * dy;
+            batch.sq_diff += (x as f64 - y as f64).powi(2);
+        }
+        self.merge(&batch);
+    }
+
+    fn merge(&mut self, o: &CoMoments) {
+        let n = self.n + o.n;
+        let (da, db) = (o.mean_a - self.mean_a, o.mean_b - self.mean_b);
+        let w = self.n * o.n / n;
+        self.m_aa += o.m_aa + da * da * w;
+        self.m_bb += o.m_bb + db * db * w;
+        self.m_ab += o.m_ab + da * db * w;
+        self.mean_a += da * o.n / n;
+        self.mean_b += db * o.n / n;
+        self.sq_diff += o.sq_diff;
+        self.n = n;
+    }
+
+    /// Pearson r; 0 where either side is constant (as `decoder::linear::pearson`).
+    fn r(&self) -> f64 {
+        if self.m_aa <= 0.0 || self.m_bb <= 0.0 {
+            0.0
+        } else {
+            self.m_ab / (self.m_aa * self.m_bb).sqrt()
+        }
+    }
+
+    fn mse(&self) -> f64 {
+        if self.n == 0.0 {
+            0.0
+        } else {
+            self.sq_diff / self.n
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decoder::linear::pearson;
+
+    const TINY: AlexNetWidths = AlexNetWidths {
+        conv: [4, 6, 6, 6, 6],
+        fc: [12, 12, 5],
+    };
+
+    /// Deterministic values in 0…1.
+    fn images(n: usize, side: usize, seed: usize) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|i| {
+                (0..3 * side * side)
+                    .map(|j| (((i + seed) * 7919 + j * 104_729) % 1000) as f32 / 1000.0)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Merged batches give the Pearson r and MSE of all the values at once.
+    #[test]
+    fn batched_moments_equal_one_pass_over_everything() {
+        let a: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 + 500.0).collect();
+        let b: Vec<f32> = (0..1000)
+            .map(|i| ((i * 53) % 97) as f32 * 0.5 + a[i] * 0.1)
+            .collect();
+        let mut m = CoMoments::default();
+        for (ca, cb) in a.chunks(137).zip(b.chunks(137)) {
+            m.push(ca, cb);
+        }
+        let mse = a
+            .iter()
+            .zip(&b)
+            .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+            .sum::<f64>()
+            / 1000.0;
+        assert!(
+            (m.r() - pearson(&a, &b)).abs() < 1e-12,
+            "{} vs {}",
+            m.r(),
+            pearson(&a, &b)
+        );
+        assert!((m.mse() - mse).abs() < 1e-9 * mse);
+    }
+
+    /// Two images each perfectly (anti)correlated on their own: per-image r averages
+    /// to 0, but pooled over both their features agree strongly (the between-image
+    /// differences dominate). The correlation is the pooled one.
+    #[test]
+    fn r_is_pooled_over_images_not_a_mean_of_per_image_r() {
+        let (a1, b1) = ([1.0f32, 2.0, 3.0], [1.0f32, 2.0, 3.0]);
+        let (a2, b2) = ([10.0f32, 11.0, 12.0], [12.0f32, 11.0, 10.0]);
+        let mean_per_image = (pearson(&a1, &b1) + pearson(&a2, &b2)) / 2.0;
+        assert!(mean_per_image.abs() < 1e-12);
+        let mut m = CoMoments::default();
+        m.push(&a1, &b1);
+        m.push(&a2, &b2);
+        let all_a = [a1, a2].concat();
+        let all_b = [b1, b2].concat();
+        assert!((m.r() - pearson(&all_a, &all_b)).abs() < 1e-12);
+        assert!(m.r() > 0.9, "pooled r {}", m.r());
+    }
+
+    /// Reconstructions equal to the originals: every layer r = 1, MSE = 0.
+    #[test]
+    fn identical_images_correlate_perfectly() {
+        let device = Default::default();
+        let net = AlexNet::<CpuBackend>::new(TINY, &device);
+        let originals = images(3, 16, 0);
+        let c = feature_correlations(&net, &originals, &originals, 16, 63, &device).unwrap();
+        assert_eq!(
+            c.iter().map(|l| l.layer.as_str()).collect::<Vec<_>>(),
+            LAYERS
+        );
+        for l in c {
+            assert!((l.r - 1.0).abs() < 1e-9, "{}: r {}", l.layer, l.r);
+            assert_eq!(l.mse, 0.0, "{}", l.layer);
+        }
+    }
+
+    /// Through the network, in batches: the result is the Pearson r of all images'
+    /// activations concatenated, which differs from the mean of per-image r.
+    #[test]
+    fn feature_correlation_pools_every_images_activations() {
+        let device = Default::default();
+        let net = AlexNet::<CpuBackend>::new(TINY, &device);
+        let side = 12;
+        let n = BATCH + 3; // two batches
+        let originals = images(n, side, 0);
+        let recons = images(n, side, 5);
+        let c = feature_correlations(&net, &recons, &originals, side, 64, &device).unwrap();
+        let features = |v: &[Vec<f32>]| {
+            let data: Vec<f32> = v.iter().flatten().copied().collect();
+            let x = Tensor::from_data(TensorData::new(data, [n, 3, side, side]), &device);
+            net.activations(x, 64)
+                .into_iter()
+                .map(|t| t.into_data().to_vec::<f32>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (fa, fb) = (features(&recons), features(&originals));
+        let mut differs = false;
+        for ((l, a), b) in c.iter().zip(&fa).zip(&fb) {
+            let pooled = pearson(a, b);
+            assert!(
+                (l.r - pooled).abs() < 1e-6,
+                "{}: {} vs {pooled}",
+                l.layer,
+                l.r
+            );
+            let per = a.len() / n;
+            let mean_per_image = (0..n)
+                .map(|i| pearson(&a[i * per..(i + 1) * per], &b[i * per..(i + 1) * per]))
+                .sum::<f64>()
+                / n as f64;
+            differs |= (l.r - mean_per_image).abs() > 1e-3;
+        }
+        assert!(
+            differs,
+            "the pooled and the per-image r coincide on every layer"
+        );
+    }
+
+    /// Features kept for reuse score exactly as the streaming path.
+    #[test]
+    fn kept_features_score_as_the_streaming_path() {
+        let device = Default::default();
+        let net = AlexNet::<CpuBackend>::new(TINY, &device);
+        let side = 10;
+        let (originals, recons) = (images(BATCH + 1, side, 0), images(BATCH + 1, side, 3));
+        let streamed = feature_correlations(&net, &recons, &originals, side, 64, &device).unwrap();
+        let kept_originals = Features::at(&net, &originals, side, 64, &device).unwrap();
+        assert_eq!(kept_originals.images(), BATCH + 1);
+        let kept = Features::at(&net, &recons, side, 64, &device)
+            .unwrap()
+            .correlations(&kept_originals);
+        for (k, s) in kept.iter().zip(&streamed) {
+            assert_eq!(k.layer, s.layer);
+            assert!((k.r - s.r).abs() < 1e-9, "{}: {} vs {}", k.layer, k.r, s.r);
+            assert!((k.mse - s.mse).abs() <= 1e-9 * s.mse, "{}", k.layer);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "reconstructions against")]
+    fn kept_features_of_unpaired_sets_are_a_bug() {
+        let device = Default::default();
+        let net = AlexNet::<CpuBackend>::new(TINY, &device);
+        let a = Features::at(&net, &images(2, 8, 0), 8, 63, &device).unwrap();
+        let b = Features::at(&net, &images(3, 8, 0), 8, 63, &device).unwrap();
+        a.correlations(&b);
+    }
+
+    /// Mismatched or malformed inputs are refused with a message, not a panic.
+    #[test]
+    fn bad_inputs_are_refused() {
+        let device = Default::default();
+        let net = AlexNet::<CpuBackend>::new(TINY, &device);
+        let two = images(2, 8, 0);
+        let e = feature_correlations(&net, &two[..1], &two, 8, 64, &device).unwrap_err();
+        assert!(e.to_string().contains("pair up"), "{e}");
+        let e = feature_correlations(&net, &two, &two, 8, 32, &device).unwrap_err();
+        assert!(e.to_string().contains("at least 63"), "{e}");
+        let e = feature_correlations(&net, &two, &two, 9, 64, &device).unwrap_err();
+        assert!(e.to_string().contains("3 × 9 × 9"), "{e}");
+        let e = feature_correlations(&net, &[], &[], 8, 64, &device).unwrap_err();
+        assert!(e.to_string().contains("no images"), "{e}");
+        let e = Features::at(&net, &two, 9, 64, &device).unwrap_err();
+        assert!(e.to_string().contains("image 0 has"), "{e}");
+    }
+}

@@ -1,0 +1,277 @@
+//! `eval --report` on tiny models: every analysis runs, and each one's numbers mean what
+//! the page says they mean.
+
+use std::path::Path;
+
+use monkeysee::decoder::{CpuTrainBackend, DecoderKind};
+use monkeysee::eval::analysis::{colourfulness, size_vs_eccentricity, RfDeg};
+use monkeysee::eval::occlusion::Keep;
+use monkeysee::eval::report::ReportSummary;
+use monkeysee::eval::{EvalOptions, EvalReport};
+use monkeysee::rf::RfTable;
+use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
+use monkeysee::train;
+use monkeysee::units::Area;
+
+use super::common::{repo, small_rig};
+use super::train::options_for;
+
+/// A session of the small rig (32 px) with 4 test images shown twice.
+fn dataset(dir: &Path) -> SimOptions {
+    let config = SimConfig::default();
+    let opts = SimOptions {
+        images: ImageSource::parse("procedural:28", &config.leaves, 32).unwrap(),
+        rig: small_rig(dir),
+        config,
+        out: dir.join("sim"),
+        seed: 5,
+        animal_seed: 1,
+        test_images: 4,
+        repeats: 2,
+        rf_jitter_deg: 0.3,
+        broadband: false,
+        progress: false,
+    };
+    sim::simulate(&opts).unwrap();
+    opts
+}
+
+/// Trains a one-epoch model of `kind` on `areas` (empty: all) into `dir/name`.
+fn tiny_model(sim: &SimOptions, dir: &Path, name: &str, kind: DecoderKind, areas: &[Area]) {
+    let out = dir.join(name);
+    let mut opts = options_for(&sim.rig, &sim.out.join("dataset"), &out, kind, 1);
+    opts.checkpoint_every = 0;
+    opts.areas = areas.to_vec();
+    if kind == DecoderKind::EndToEnd {
+        opts.rf_lr = 0.05;
+    }
+    train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
+}
+
+fn run_report(sim: &SimOptions, dir: &Path, models: &[&str], alexnet: bool) -> EvalReport {
+    monkeysee::eval::eval(&EvalOptions {
+        models: models.iter().map(|m| dir.join(m)).collect(),
+        data: sim.out.join("dataset"),
+        rig: Some(sim.rig.clone()),
+        out: dir.join("report"),
+        grid_images: 4,
+        rf_truth: Some(sim.out.join("rf-truth.csv")),
+        report: true,
+        alexnet: alexnet.then(|| repo().join("tests/fixtures/alexnet-tiny/alexnet-tiny.pth")),
+        progress: false,
+    })
+    .unwrap()
+}
+
+#[test]
+fn eval_report_runs_every_analysis_and_each_means_what_it_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sim = dataset(d);
+    tiny_model(&sim, d, "e2e", DecoderKind::EndToEnd, &[]);
+    tiny_model(&sim, d, "st", DecoderKind::Spatiotemporal, &[]);
+    tiny_model(&sim, d, "v1", DecoderKind::Spatial, &[Area::V1]);
+    let report = run_report(&sim, d, &["e2e", "st", "v1"], true);
+    let r: &ReportSummary = report.report.as_ref().unwrap();
+    let out = d.join("report");
+    let by_name = |n: &str| r.models.iter().find(|m| m.name == n).unwrap();
+    let (e2e, st, v1) = (by_name("e2e"), by_name("st"), by_name("v1"));
+
+    // The page names every figure, and every figure it names is there.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for section in [
+        "Feature correlation",
+        "Occlusion",
+        "Colourfulness",
+        "Receptive fields",
+        "Relative correlations",
+        "Area-restricted",
+    ] {
+        assert!(html.contains(section), "no {section} section");
+    }
+    for fig in &r.figures {
+        assert!(out.join(fig).is_file(), "{fig} missing");
+        assert!(
+            html.contains(&format!("src=\"{fig}\"")),
+            "{fig} not on the page"
+        );
+    }
+    for fig in [
+        "grid.png",
+        "occlusion.png",
+        "occlusion-e2e.png",
+        "temporal.png",
+        "temporal-st.png",
+        "colourfulness.png",
+        "rf-e2e.png",
+        "rf-size-e2e.png",
+        "relative-st.png",
+        "relative-windows-st.png",
+        "areas.png",
+        "features.png",
+    ] {
+        assert!(
+            r.figures.iter().any(|f| f == fig),
+            "{fig} not drawn: {:?}",
+            r.figures
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["models"].as_array().unwrap().len(), 3);
+
+    // Occlusion. A model trained on V1 alone reads nothing else: keeping V1 alone is
+    // every input, and occluding V1 leaves it the baseline everywhere.
+    assert_eq!(v1.areas, "V1");
+    assert_eq!((e2e.areas.as_str(), st.areas.as_str()), ("all", "all"));
+    let all = v1.condition(Keep::All).unwrap();
+    let only = v1.condition(Keep::Only(Area::V1)).unwrap();
+    assert_eq!(all.pixel_r, only.pixel_r);
+    assert_eq!(all.colourfulness, only.colourfulness);
+    let (no_v4, no_v1) = (
+        v1.condition(Keep::AllBut(Area::V4)).unwrap(),
+        v1.condition(Keep::AllBut(Area::V1)).unwrap(),
+    );
+    assert_eq!(all.pixel_r, no_v4.pixel_r);
+    assert_ne!(all.pixel_r, no_v1.pixel_r);
+    // Every model has the spatial conditions; only the spatiotemporal one the temporal.
+    assert_eq!(e2e.conditions.len(), 7);
+    assert_eq!(st.conditions.len(), 7 + 5 + 15);
+    for c in &st.conditions {
+        assert!(
+            c.pixel_r.abs() <= 1.0 && (0.0..=1.0).contains(&c.ident_top1),
+            "{c:?}"
+        );
+    }
+
+    // Colourfulness: the originals' values are Hasler–Süsstrunk's of the test images.
+    let ds = monkeysee::dataset::Dataset::open(&sim.out.join("dataset")).unwrap();
+    let mut test_images: Vec<usize> = ds.split(true).iter().map(|&t| ds.trial_image[t]).collect();
+    test_images.sort_unstable();
+    test_images.dedup();
+    let want: Vec<f64> = test_images
+        .iter()
+        .map(|&i| colourfulness(&ds.image_chw(i)))
+        .collect();
+    assert_eq!(r.original_colourfulness, want);
+    assert!(want.iter().all(|&c| c > 1.0), "{want:?}");
+
+    // Receptive fields: the start is the rig's RF table, so its line is the least-squares
+    // line of that table's sizes against eccentricity.
+    let table: RfTable = sim
+        .rig
+        .rf
+        .table
+        .clone()
+        .expect("the small rig has an RF table");
+    for area in Area::ALL {
+        let rfs: Vec<RfDeg> = sim
+            .rig
+            .electrodes
+            .iter()
+            .filter(|e| e.area == area)
+            .filter_map(|e| table.get(e.channel))
+            .map(|t| RfDeg {
+                x: t.x_deg,
+                y: t.y_deg,
+                sigma: t.size_deg,
+            })
+            .collect();
+        let want = size_vs_eccentricity(&rfs).unwrap();
+        let got = e2e.rf_size_eccentricity[area.name()]
+            .start
+            .as_ref()
+            .unwrap();
+        assert!(
+            (got.slope - want.slope).abs() < 1e-3,
+            "{area}: {} vs {}",
+            got.slope,
+            want.slope
+        );
+        assert!(e2e.rf_size_eccentricity[area.name()].learned.is_some());
+        assert!(e2e.rf_size_eccentricity[area.name()].truth.is_some());
+    }
+    assert!(st.rf_size_eccentricity.is_empty());
+
+    // Relative correlations: per layer, the best area is 1, and so is each area's best
+    // window; the others are below it.
+    for m in [e2e, st] {
+        assert_eq!(m.relative_areas.len(), monkeysee::alexnet::LAYERS.len());
+        for (layer, by_area) in &m.relative_areas {
+            let best = by_area.values().copied().fold(f64::MIN, f64::max);
+            assert!(
+                best == 1.0 || best.is_nan(),
+                "{}: {layer} {by_area:?}",
+                m.name
+            );
+        }
+    }
+    assert_eq!(st.relative_windows.len(), 3);
+    for (area, by_layer) in &st.relative_windows {
+        for (layer, v) in by_layer {
+            assert_eq!(v.len(), 5);
+            let best = v.iter().copied().fold(f64::MIN, f64::max);
+            assert!(best == 1.0 || best.is_nan(), "{area} {layer}: {v:?}");
+        }
+    }
+
+    // Feature correlation: every model's and the linear decoder's, per layer.
+    for m in &r.models {
+        let f = m.conditions[0].features.as_ref().unwrap();
+        assert_eq!(f.len(), 8);
+        assert!(f.iter().all(|l| l.r.abs() <= 1.0 && l.mse >= 0.0), "{f:?}");
+    }
+    assert_eq!(r.linear_features.as_ref().unwrap().len(), 8);
+    assert!(
+        !r.notes.iter().any(|n| n.contains("skipped")),
+        "{:?}",
+        r.notes
+    );
+
+    // Without the AlexNet file only the feature correlation is skipped, and said so.
+    let plain = run_report(&sim, d, &["e2e"], false);
+    let p = plain.report.unwrap();
+    assert!(
+        p.notes.iter().any(|n| n.contains("--alexnet")),
+        "{:?}",
+        p.notes
+    );
+    assert!(p.models[0].conditions[0].features.is_none());
+    assert_eq!(
+        p.models[0].relative_areas.keys().collect::<Vec<_>>(),
+        vec!["pixel"]
+    );
+    assert!(p.figures.iter().any(|f| f == "occlusion.png"));
+    assert!(!p.figures.iter().any(|f| f == "features.png"));
+}
+
+#[test]
+fn a_bad_alexnet_file_fails_before_the_evaluation_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sim = dataset(d);
+    tiny_model(&sim, d, "e2e", DecoderKind::EndToEnd, &[]);
+    let bad = d.join("alexnet.pth");
+    std::fs::write(&bad, b"not a torch file").unwrap();
+    let err = monkeysee::eval::eval(&EvalOptions {
+        models: vec![d.join("e2e")],
+        data: sim.out.join("dataset"),
+        rig: Some(sim.rig.clone()),
+        out: d.join("report"),
+        grid_images: 4,
+        rf_truth: None,
+        report: true,
+        alexnet: Some(bad.clone()),
+        progress: false,
+    })
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("--alexnet") && msg.contains("alexnet.pth"),
+        "{msg}"
+    );
+    assert!(
+        !d.join("report/metrics.json").exists(),
+        "evaluated before checking the file"
+    );
+}
