@@ -59,7 +59,6 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 use burn::tensor::{DType, Tensor, TensorData};
-use burn_store::pytorch::PytorchReader;
 use burn_store::{ModuleSnapshot, PytorchStore};
 use serde::Serialize;
 
@@ -171,15 +170,7 @@ impl<B: Backend> AlexNet<B> {
                 path.display()
             )
         };
-        if !path.exists() {
-            bail!("{}, but there is no such file", what());
-        }
-        if !path.is_file() {
-            bail!("{}, but that is a directory, not a file", what());
-        }
-        let reader = PytorchReader::new(path)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("{}: not a readable PyTorch file", what()))?;
+        let reader = crate::pth::open(path, &what)?;
         let keys = reader.keys();
         check_keys(&keys).map_err(|why| anyhow::anyhow!("{}; {why}", what()))?;
         let shape = |key: &str| -> anyhow::Result<Vec<usize>> {
@@ -232,25 +223,17 @@ impl<B: Backend> AlexNet<B> {
             widths.fc[i] = s[0];
             f_in = s[0];
         }
-        // burn-store 0.21 reads a legacy-format tensor whose bytes lie past the end of
-        // the file as zeros, without an error: a file cut short would load. Each of the
-        // 16 tensors is its own storage there, stored as an 8-byte count and its bytes.
-        let meta = reader.metadata();
-        if let (true, Some(have)) = (meta.is_legacy_format(), meta.total_data_size) {
-            let need: usize = FEATURES_INDEX
-                .iter()
-                .map(|i| format!("features.{i}"))
-                .chain(CLASSIFIER_INDEX.iter().map(|i| format!("classifier.{i}")))
-                .flat_map(|m| [format!("{m}.weight"), format!("{m}.bias")])
-                .filter_map(|k| reader.get(&k))
-                .map(|t| 8 + 4 * t.shape.as_slice().iter().product::<usize>())
-                .sum();
-            if have < need {
-                bail!(
-                    "{}; it is cut short: its tensor data has {have} bytes where AlexNet's 16 tensors need {need} (an interrupted download or copy? fetch the file again)",
-                    what()
-                );
-            }
+        // A legacy-format file cut short would load with zeros (see the helper).
+        let tensors = FEATURES_INDEX
+            .iter()
+            .map(|i| format!("features.{i}"))
+            .chain(CLASSIFIER_INDEX.iter().map(|i| format!("classifier.{i}")))
+            .flat_map(|m| [format!("{m}.weight"), format!("{m}.bias")]);
+        if let Err((have, need)) = crate::pth::legacy_data_complete(&reader, tensors) {
+            bail!(
+                "{}; it is cut short: its tensor data has {have} bytes where AlexNet's 16 tensors need {need} (an interrupted download or copy? fetch the file again)",
+                what()
+            );
         }
         drop(reader);
 

@@ -62,5 +62,6 @@ pub mod dataset;
 pub mod demo;
 pub mod eval;
 pub mod plot;
+pub mod pth;
 pub mod train;
 pub mod tvsd;

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -58,6 +59,48 @@ fn panels(
     Ok(true)
 }
 
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A panel's chart over `x` × `y` with its title, and its mesh with axis names (`x_desc`
+/// empty: no x labels, for bars, whose categories are drawn by hand).
+fn chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    x_desc: &str,
+    y_desc: &str,
+) -> anyhow::Result<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 17))
+        .margin(10)
+        .x_label_area_size(34)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut mesh = chart.configure_mesh();
+    mesh.max_light_lines(1).y_desc(y_desc);
+    if x_desc.is_empty() {
+        mesh.disable_x_mesh().x_labels(0);
+    } else {
+        mesh.x_desc(x_desc);
+    }
+    mesh.draw().map_err(|e| anyhow!("{e}"))?;
+    Ok(chart)
+}
+
+/// The series' legend, boxed, at `pos`.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, pos: SeriesLabelPosition) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.85))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))
+}
+
 fn range(values: impl Iterator<Item = f64>, zero: bool) -> (f64, f64) {
     let (mut lo, mut hi) = values
         .filter(|v| v.is_finite())
@@ -88,21 +131,7 @@ pub fn bars(path: &Path, panel: &[BarPanel], per_row: usize) -> anyhow::Result<b
         let p = &panel[i];
         let (lo, hi) = range(p.series.iter().flat_map(|s| s.1.iter().copied()), true);
         let n = p.categories.len();
-        let mut chart = ChartBuilder::on(area)
-            .caption(&p.title, ("sans-serif", 17))
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(52)
-            .build_cartesian_2d(0.0..n as f64, lo..hi)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .max_light_lines(1)
-            .x_labels(0)
-            .y_desc(p.y_desc.as_str())
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut chart = chart(area, &p.title, 0.0..n as f64, lo..hi, "", &p.y_desc)?;
         // Category names under the axis, centred on their group.
         let base = area.get_base_pixel();
         for (k, name) in p.categories.iter().enumerate() {
@@ -137,13 +166,7 @@ pub fn bars(path: &Path, panel: &[BarPanel], per_row: usize) -> anyhow::Result<b
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
         }
         if p.series.len() > 1 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.85))
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
+            legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         }
         Ok(())
     })
@@ -176,20 +199,7 @@ pub fn histograms(path: &Path, panel: &[HistPanel], per_row: usize) -> anyhow::R
             })
             .collect();
         let top = counts.iter().flatten().fold(1.0f64, |a, &b| a.max(b)) * 1.1;
-        let mut chart = ChartBuilder::on(area)
-            .caption(&p.title, ("sans-serif", 17))
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(44)
-            .build_cartesian_2d(lo..hi, 0.0..top)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .x_desc(p.x_desc.as_str())
-            .y_desc("images")
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut chart = chart(area, &p.title, lo..hi, 0.0..top, &p.x_desc, "images")?;
         for (j, ((name, _), c)) in p.series.iter().zip(&counts).enumerate() {
             let col = colour(j);
             let mut pts = vec![(lo, 0.0)];
@@ -210,13 +220,7 @@ pub fn histograms(path: &Path, panel: &[HistPanel], per_row: usize) -> anyhow::R
                     PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.85))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })
 }
@@ -244,20 +248,7 @@ pub fn scatter(path: &Path, panel: &[ScatterPanel], per_row: usize) -> anyhow::R
         let all = || p.series.iter().flat_map(|s| s.points.iter());
         let (xlo, xhi) = range(all().map(|q| q.0), false);
         let (ylo, yhi) = range(all().map(|q| q.1), false);
-        let mut chart = ChartBuilder::on(area)
-            .caption(&p.title, ("sans-serif", 17))
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(48)
-            .build_cartesian_2d(xlo..xhi, ylo..yhi)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .x_desc(p.x_desc.as_str())
-            .y_desc(p.y_desc.as_str())
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut chart = chart(area, &p.title, xlo..xhi, ylo..yhi, &p.x_desc, &p.y_desc)?;
         for (j, s) in p.series.iter().enumerate() {
             let c = colour(j);
             chart
@@ -289,13 +280,7 @@ pub fn scatter(path: &Path, panel: &[ScatterPanel], per_row: usize) -> anyhow::R
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.85))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })
 }
@@ -341,20 +326,15 @@ pub fn rf_maps(path: &Path, panel: &[RfPanel], per_row: usize) -> anyhow::Result
         // Equal degrees per pixel on both axes: widen the narrower range.
         let half = ((xhi - xlo) / 2.0).max((yhi - ylo) / 2.0 * 1.2);
         let (cx, cy) = ((xlo + xhi) / 2.0, (ylo + yhi) / 2.0);
-        let mut chart = ChartBuilder::on(area)
-            .caption(&p.title, ("sans-serif", 17))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(40)
-            .build_cartesian_2d(cx - half..cx + half, cy - half / 1.2..cy + half / 1.2)
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .max_light_lines(1)
-            .x_desc("x (deg)")
-            .y_desc("y (deg)")
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        let x = cx - half..cx + half;
+        let mut chart = chart(
+            area,
+            &p.title,
+            x,
+            cy - half / 1.2..cy + half / 1.2,
+            "x (deg)",
+            "y (deg)",
+        )?;
         let (grey, learned, truth) = (RGBColor(150, 150, 150), colour(0), colour(2));
         chart
             .draw_series(p.learned.iter().map(|r| {
@@ -385,13 +365,7 @@ pub fn rf_maps(path: &Path, panel: &[RfPanel], per_row: usize) -> anyhow::Result
                 .label(name)
                 .legend(move |(x, y)| Circle::new((x + 6, y), 4, c.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.85))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })
 }

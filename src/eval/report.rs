@@ -690,12 +690,7 @@ fn finish(inputs: &Inputs<'_>, mut s: ReportSummary) -> anyhow::Result<ReportSum
     }
     // Feature correlations (Table 1).
     if s.models.iter().any(|m| m.conditions[0].features.is_some()) {
-        let layers: Vec<String> = s.models[0].conditions[0]
-            .features
-            .iter()
-            .flatten()
-            .map(|l| l.layer.clone())
-            .collect();
+        let layers: Vec<String> = crate::alexnet::LAYERS.map(String::from).to_vec();
         let mut series: Vec<(String, Vec<f64>)> = s
             .models
             .iter()
@@ -781,6 +776,16 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
             );
         }
     };
+    // Each model's figure `PREFIX-MODEL.png`.
+    let per_model = |h: &mut String, prefix: &str, caption: &str| {
+        for m in &s.models {
+            img(
+                h,
+                &format!("{prefix}-{}.png", m.name),
+                &format!("{}: {caption}", m.name),
+            );
+        }
+    };
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>monkeysee eval report</title>\n<style>\nbody{{font-family:sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;color:#222}}\ntable{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:3px 8px;text-align:right}}\nth:first-child,td:first-child{{text-align:left}}img{{max-width:100%;border:1px solid #ddd}}\nfigure{{margin:1em 0}}figcaption{{color:#555;font-size:90%}}.note{{color:#8a4b00}}\n</style></head><body>\n<h1>monkeysee eval report</h1>\n<p>Dataset <code>{}</code>: {} test images ({} px), rig <code>{}</code>. Repeat-averaged inputs; chance levels from shuffled pairings. Numbers: <code>metrics.json</code>, <code>report.json</code>.</p>\n",
@@ -813,12 +818,7 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
     // Table 1.
     h.push_str("<h2>Feature correlation (paper Table 1)</h2>\n");
     if s.models.iter().any(|m| m.conditions[0].features.is_some()) {
-        let layers: Vec<String> = s.models[0].conditions[0]
-            .features
-            .iter()
-            .flatten()
-            .map(|l| l.layer.clone())
-            .collect();
+        let layers: Vec<String> = crate::alexnet::LAYERS.map(String::from).to_vec();
         h.push_str("<p>Pearson r between AlexNet features of reconstructions and originals, one r per layer over all test images' features together; MSE of the same features below it.</p>\n<table><tr><th>entry</th>");
         for l in &layers {
             let _ = write!(h, "<th>{}</th>", esc(l));
@@ -870,13 +870,7 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
         "occlusion.png",
         "Drop in each score when one area is occluded.",
     );
-    for m in &s.models {
-        img(
-            &mut h,
-            &format!("occlusion-{}.png", m.name),
-            &format!("{}: reconstructions with areas occluded.", m.name),
-        );
-    }
+    per_model(&mut h, "occlusion", "reconstructions with areas occluded.");
     if s.figures.iter().any(|f| f == "temporal.png") {
         h.push_str("<h3>Temporal occlusion (spatiotemporal decoder)</h3>\n");
         img(
@@ -884,13 +878,7 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
             "temporal.png",
             "Scores from one latency window of every area, the others at baseline.",
         );
-        for m in &s.models {
-            img(
-                &mut h,
-                &format!("temporal-{}.png", m.name),
-                &format!("{}: reconstructions from one window.", m.name),
-            );
-        }
+        per_model(&mut h, "temporal", "reconstructions from one window.");
     } else {
         h.push_str("<p>Temporal occlusion needs a spatiotemporal model (<code>train --kind spatiotemporal</code>); none was given.</p>\n");
     }
@@ -955,19 +943,22 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
             );
         }
         h.push_str("</table>\n");
-        img(
-            &mut h,
-            &format!("rf-{}.png", m.name),
-            &format!("{}: RFs per array (circles: centre, radius σ).", m.name),
-        );
-        img(
-            &mut h,
-            &format!("rf-size-{}.png", m.name),
-            &format!(
-                "{}: RF size against eccentricity, least-squares lines.",
-                m.name
+        for (prefix, caption) in [
+            (
+                "rf",
+                "RFs per array: start (grey), learned (blue, circle of radius σ), truth (green).",
             ),
-        );
+            (
+                "rf-size",
+                "RF size against eccentricity, least-squares lines.",
+            ),
+        ] {
+            img(
+                &mut h,
+                &format!("{prefix}-{}.png", m.name),
+                &format!("{}: {caption}", m.name),
+            );
+        }
     }
     // Relative correlations.
     h.push_str("<h2>Relative correlations (paper Figs 8–10)</h2>\n<p>Each area alone (the others at baseline): its correlation over the best area's, per measure. For the spatiotemporal decoder, each area's one window alone, over that area's best window.</p>\n");
@@ -992,16 +983,16 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
             h.push_str("</tr>\n");
         }
         h.push_str("</table>\n");
-        img(
-            &mut h,
-            &format!("relative-{}.png", m.name),
-            &format!("{}: relative correlation per area.", m.name),
-        );
-        img(
-            &mut h,
-            &format!("relative-windows-{}.png", m.name),
-            &format!("{}: relative correlation per window.", m.name),
-        );
+        for (prefix, caption) in [
+            ("relative", "relative correlation per area."),
+            ("relative-windows", "relative correlation per window."),
+        ] {
+            img(
+                &mut h,
+                &format!("{prefix}-{}.png", m.name),
+                &format!("{}: {caption}", m.name),
+            );
+        }
     }
     // Areas.
     h.push_str("<h2>Area-restricted models (paper Fig. 12)</h2>\n<table><tr><th>entry</th><th>areas</th><th>pixel r</th><th>SSIM</th><th>identification</th></tr>\n");

@@ -185,6 +185,21 @@ impl Default for Leaves {
     }
 }
 
+impl Features {
+    /// The weights in the order of the drive components
+    /// ([`super::cortex::N_FEATURES`]).
+    pub fn weights(&self) -> [f64; super::cortex::N_FEATURES] {
+        [
+            self.luminance,
+            self.contrast,
+            self.colour,
+            self.texture,
+            self.coarse,
+            self.shape,
+        ]
+    }
+}
+
 impl Default for Features {
     fn default() -> Self {
         Features {
@@ -429,15 +444,7 @@ impl SimConfig {
                     "must not exceed latency_ms (responses cannot start before the image)",
                 );
             }
-            let f = &m.features;
-            let w = [
-                f.luminance,
-                f.contrast,
-                f.colour,
-                f.texture,
-                f.coarse,
-                f.shape,
-            ];
+            let w = m.features.weights();
             if w.iter().any(|v| !v.is_finite()) || w.iter().all(|v| *v == 0.0) {
                 return bad(
                     format!("{name}.features"),

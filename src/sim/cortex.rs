@@ -160,14 +160,7 @@ impl Cortex {
                 shape_mix,
                 latency: (latency * rig.sampling_rate_hz / 1000.0).round().max(0.0) as usize,
                 gain: m.gain * rng.random_range(0.6..1.4),
-                weights: [
-                    f.luminance,
-                    f.contrast,
-                    f.colour,
-                    f.texture,
-                    f.coarse,
-                    f.shape,
-                ],
+                weights: f.weights(),
             });
         }
         let kernels = Area::ALL.map(|a| {

@@ -22,7 +22,6 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::{DType, Tensor, TensorData};
-use burn_store::pytorch::PytorchReader;
 use burn_store::{ModuleSnapshot, PytorchStore};
 
 use crate::decoder::kernels::bilinear_matrix;
@@ -87,15 +86,7 @@ impl<B: Backend> Vgg19<B> {
                 path.display()
             )
         };
-        if !path.exists() {
-            bail!("{}, but there is no such file", what());
-        }
-        if !path.is_file() {
-            bail!("{}, but that is a directory, not a file", what());
-        }
-        let reader = PytorchReader::new(path)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("{}: not a readable PyTorch file", what()))?;
+        let reader = crate::pth::open(path, &what)?;
         let mut found: Vec<(usize, String)> = reader
             .keys()
             .into_iter()
@@ -167,6 +158,15 @@ impl<B: Backend> Vgg19<B> {
             }
             widths[block] = shape[0];
             c_in = shape[0];
+        }
+        let convs = TORCHVISION_INDEX
+            .iter()
+            .flat_map(|i| [format!("features.{i}.weight"), format!("features.{i}.bias")]);
+        if let Err((have, need)) = crate::pth::legacy_data_complete(&reader, convs) {
+            bail!(
+                "{}; it is cut short: its tensor data has {have} bytes where VGG19's convolutions need {need} (an interrupted download or copy? fetch the file again)",
+                what()
+            );
         }
         drop(reader);
 

@@ -181,6 +181,18 @@ fn wrong_vgg_files_are_refused() {
     let e = err(&truncated);
     assert!(e.contains("not a readable PyTorch file"), "{e}");
 
+    // A legacy-format file cut short: burn-store would read the missing bytes as zeros.
+    let legacy = std::fs::read(fixture("vgg19-tiny-legacy.pth")).unwrap();
+    for keep in [legacy.len() / 2, legacy.len() * 3 / 4] {
+        std::fs::write(&truncated, &legacy[..keep]).unwrap();
+        let e = err(&truncated);
+        assert!(
+            e.contains("cut short"),
+            "{keep} of {} bytes: {e}",
+            legacy.len()
+        );
+    }
+
     let e = err(&dir.path().join("missing.pth"));
     assert!(e.contains("no such file"), "{e}");
     let e = err(dir.path());
