@@ -52,23 +52,24 @@ def main():
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (timed to the image back on the host, as the daemon needs it)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    model = UNet(15, a.width).eval()
+    model = UNet(15, a.width).eval().to(a.device)
     params = sum(p.numel() for p in model.parameters())
     x = torch.randn(1, 15, a.size, a.size)
     times = []
     with torch.inference_mode():
         for _ in range(10):
-            model(x)
+            model(x.to(a.device)).cpu()
         for _ in range(a.iters):
             t = time.perf_counter()
-            y = model(x)
+            y = model(x.to(a.device)).cpu()
             times.append((time.perf_counter() - t) * 1e3)
     assert y.shape == (1, 3, a.size, a.size)
     times.sort()
     print(
-        f"pytorch {torch.__version__} width {a.width} size {a.size} threads {a.threads} "
+        f"pytorch {torch.__version__} {a.device} width {a.width} size {a.size} threads {a.threads} "
         f"params {params / 1e6:.2f}M: median {statistics.median(times):.2f} ms, "
         f"p10 {times[len(times) // 10]:.2f} ms, p90 {times[9 * len(times) // 10]:.2f} ms"
     )

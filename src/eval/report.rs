@@ -220,8 +220,12 @@ pub(super) fn write(inputs: &Inputs<'_>) -> anyhow::Result<ReportSummary> {
             relative_windows: BTreeMap::new(),
             rf_size_eccentricity: BTreeMap::new(),
         };
-        relative_correlations(&mut report, per);
-        occlusion_grids(inputs, &report, &grids, per)?;
+        // A model restricted to some areas has its rows in the tables; the per-area
+        // pictures (one area kept, its other inputs dropped) would show little.
+        if report.areas == "all" {
+            relative_correlations(&mut report, per);
+            occlusion_grids(inputs, &report, &grids, per)?;
+        }
         if let Some(layer) = decoder.model().gaussian.as_ref() {
             report.rf_size_eccentricity = rf_figures(inputs, &report.name, layer, &cfg)?;
         }
@@ -553,6 +557,7 @@ fn finish(inputs: &Inputs<'_>, mut s: ReportSummary) -> anyhow::Result<ReportSum
     let colour: Vec<HistPanel> = s
         .models
         .iter()
+        .filter(|m| m.areas == "all")
         .map(|m| {
             let mut series = vec![("originals".to_string(), s.original_colourfulness.clone())];
             for keep in std::iter::once(Keep::All).chain(Area::ALL.map(Keep::Only)) {
@@ -632,7 +637,9 @@ fn finish(inputs: &Inputs<'_>, mut s: ReportSummary) -> anyhow::Result<ReportSum
     if area_sets.iter().any(|m| m.areas != "all") {
         let labels: Vec<String> = {
             let mut l: Vec<String> = area_sets.iter().map(|m| m.areas.clone()).collect();
-            l.sort_by_key(|x| (x == "all", x.clone()));
+            // V1, V4, IT, then pairs, then all.
+            let first = |x: &str| Area::ALL.iter().position(|a| x.starts_with(a.name()));
+            l.sort_by_key(|x| (x == "all", x.split('+').count(), first(x)));
             l.dedup();
             l
         };
