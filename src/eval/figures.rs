@@ -130,6 +130,12 @@ pub fn bars(path: &Path, panel: &[BarPanel], per_row: usize) -> anyhow::Result<b
     panels(path, panel.len(), per_row, |i, area| {
         let p = &panel[i];
         let (lo, hi) = range(p.series.iter().flat_map(|s| s.1.iter().copied()), true);
+        // Room above the bars for the legend.
+        let hi = if p.series.len() > 1 {
+            hi + 0.13 * p.series.len() as f64 * (hi - lo)
+        } else {
+            hi
+        };
         let n = p.categories.len();
         let mut chart = chart(area, &p.title, 0.0..n as f64, lo..hi, "", &p.y_desc)?;
         // Category names under the axis, centred on their group.

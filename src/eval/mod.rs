@@ -389,6 +389,14 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     if opts.models.is_empty() {
         bail!("give at least one --model DIR");
     }
+    let mut names: Vec<String> = opts.models.iter().map(|d| model_name(d)).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "two --model folders are named {}: their entries in metrics.json and their figures would overwrite each other; give them different folder names",
+            w[0]
+        );
+    }
     let ds = Dataset::open(&opts.data)?;
     let rig = &eval_rig(opts, &ds)?;
     let alexnet = match (&opts.alexnet, opts.report) {
@@ -456,6 +464,7 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
             tests: &tests,
             models: &opts.models,
             entries: &entries,
+            recons: &recons[..opts.models.len()],
             linear: linear_recons.as_deref(),
             alexnet: alexnet.as_ref(),
             out: &opts.out,

@@ -83,6 +83,9 @@ pub struct RawTests {
     /// `[image][electrode]`; `None` for a time-averaged dataset.
     pub baseline: Option<Vec<Vec<f64>>>,
     pub electrodes: usize,
+    /// Test images without one presentation whose window and baseline means are all
+    /// finite: their means are NaN, and every input of theirs is 0 (the mean).
+    pub unusable: usize,
 }
 
 impl RawTests {
@@ -97,6 +100,7 @@ impl RawTests {
         let (mut raw, mut base) = (Vec::new(), Vec::new());
         let mut images = Vec::with_capacity(by_image.len());
         let mut baselines = Vec::with_capacity(by_image.len());
+        let mut unusable = 0;
         for trials in by_image.values() {
             let (mut acc, mut acc_base) = (vec![0.0f64; per * n_e], vec![0.0f64; n_e]);
             let mut n = 0usize;
@@ -109,7 +113,11 @@ impl RawTests {
                 acc_base.iter_mut().zip(&base).for_each(|(a, v)| *a += v);
                 n += 1;
             }
-            let n = n.max(1) as f64;
+            if n == 0 {
+                unusable += 1;
+            }
+            // 0 / 0: NaN, which `inputs` turns into 0.
+            let n = n as f64;
             acc.iter_mut().for_each(|a| *a /= n);
             acc_base.iter_mut().for_each(|a| *a /= n);
             images.push(acc);
@@ -119,6 +127,7 @@ impl RawTests {
             raw: images,
             baseline: (!ds.meta.time_averaged).then_some(baselines),
             electrodes: n_e,
+            unusable,
         }
     }
 
@@ -136,11 +145,12 @@ impl RawTests {
                 } else {
                     self.baseline.as_ref().map(|b| b[i][e])
                 };
-                out.push(value.map_or(0.0, |v| ((v - mean) / sd) as f32));
+                let z = value.map_or(0.0, |v| ((v - mean) / sd) as f32);
+                out.push(if z.is_finite() { z } else { 0.0 });
             }
         }
         for &e in &stats.dropped {
-            for img in out.chunks_exact_mut(self.raw[0].len()) {
+            for img in out.chunks_exact_mut(stats.windows * n_e) {
                 for k in 0..stats.windows {
                     img[k * n_e + e] = 0.0;
                 }
@@ -202,6 +212,7 @@ mod tests {
             raw: vec![vec![5.0, 9.0]],
             baseline: Some(vec![vec![1.0, 3.0]]),
             electrodes: 2,
+            unusable: 0,
         };
         let stats = NormStats {
             estimator: crate::norm::ESTIMATOR.into(),
@@ -237,5 +248,47 @@ mod tests {
             averaged.inputs(Keep::Only(Area::IT), &stats, &areas),
             vec![0.0, 10.0]
         );
+    }
+
+    /// Two windows × two electrodes (V1, V4), `[window][electrode]`: raw means 10 + k·10 + e,
+    /// baselines 1 and 2, statistics mean 0 and SD 1, so an input is its raw value or,
+    /// occluded, its electrode's baseline.
+    #[test]
+    fn windows_and_areas_are_found_in_the_window_major_layout() {
+        let tests = RawTests {
+            raw: vec![vec![10.0, 11.0, 20.0, 21.0], vec![f64::NAN; 4]],
+            baseline: Some(vec![vec![1.0, 2.0], vec![f64::NAN; 2]]),
+            electrodes: 2,
+            unusable: 1,
+        };
+        let stats = NormStats {
+            estimator: crate::norm::ESTIMATOR.into(),
+            windows: 2,
+            mean: vec![0.0; 4],
+            std: vec![1.0; 4],
+            baseline_mean: vec![0.0; 2],
+            baseline_std: vec![1.0; 2],
+            presentations: 10,
+            dropped: vec![],
+        };
+        let areas = [Area::V1, Area::V4];
+        let first = |keep| tests.inputs(keep, &stats, &areas)[..4].to_vec();
+        assert_eq!(first(Keep::All), vec![10.0, 11.0, 20.0, 21.0]);
+        assert_eq!(first(Keep::Window(1)), vec![1.0, 2.0, 20.0, 21.0]);
+        assert_eq!(first(Keep::Window(0)), vec![10.0, 11.0, 1.0, 2.0]);
+        assert_eq!(
+            first(Keep::AreaWindow(Area::V4, 1)),
+            vec![1.0, 2.0, 1.0, 21.0]
+        );
+        assert_eq!(first(Keep::AllBut(Area::V1)), vec![1.0, 11.0, 1.0, 21.0]);
+        // An image without a usable presentation gets the mean (0) everywhere.
+        assert_eq!(tests.inputs(Keep::All, &stats, &areas)[4..], [0.0; 4]);
+        // A dropped electrode is 0 in every window of every image.
+        let dropped = NormStats {
+            dropped: vec![1],
+            ..stats
+        };
+        let all = tests.inputs(Keep::All, &dropped, &areas);
+        assert_eq!(all[..4], [10.0, 0.0, 20.0, 0.0]);
     }
 }

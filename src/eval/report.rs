@@ -70,6 +70,11 @@ pub struct ModelReport {
     pub areas: String,
     /// Every condition; the first keeps every input.
     pub conditions: Vec<ConditionScores>,
+    /// AlexNet feature correlation (Table 1, with `--alexnet`) of the reconstructions in
+    /// eval's metrics table (the daemon's running normalisation), as for the linear
+    /// decoder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<LayerCorrelation>>,
     /// Relative correlation per measure (AlexNet layer, or `pixel`) and area: the
     /// measure from that area's inputs alone over the best area's.
     pub relative_areas: BTreeMap<String, BTreeMap<String, f64>>,
@@ -108,6 +113,8 @@ pub(super) struct Inputs<'a> {
     pub tests: &'a TestImages<'a>,
     pub models: &'a [PathBuf],
     pub entries: &'a [ModelMetrics],
+    /// Each model's repeat-averaged reconstructions in eval's metrics table.
+    pub recons: &'a [Vec<Vec<f32>>],
     /// The linear decoder's repeat-averaged reconstructions, when it was fitted.
     pub linear: Option<&'a [Vec<f32>]>,
     /// torchvision's AlexNet, loaded before the long steps so a bad file fails first.
@@ -160,21 +167,14 @@ pub(super) fn write(inputs: &Inputs<'_>) -> anyhow::Result<ReportSummary> {
         notes.push(format!("{} is time-averaged: it has no pre-stimulus baseline, so occluded inputs are set to their mean over presentations (0) instead", t.ds.dir.display()));
     }
     let areas: Vec<Area> = t.rig.electrodes.iter().map(|e| e.area).collect();
-    let steps: usize = inputs
-        .models
-        .iter()
-        .map(|dir| {
-            let kind = Decoder::<CpuBackend>::load(dir, &device).map(|d| d.config().kind);
-            kind.map_or(1, |k| {
-                Keep::conditions(t.rig.windows.windows_per_electrode(window_set(k))).len()
-            })
-        })
-        .sum();
-    let bar = crate::telemetry::progress_bar(inputs.progress, steps as u64, "conditions");
+    // Rig areas present: a model reading all of them is labelled `all`.
+    let rig_areas = analysis::areas_read(&areas, &[]);
+    let bar = crate::telemetry::progress_bar(inputs.progress, 0, "conditions");
     bar.set_message("report");
     let mut models = Vec::new();
-    let mut raw_cache: BTreeMap<usize, RawTests> = BTreeMap::new();
-    for (dir, entry) in inputs.models.iter().zip(inputs.entries) {
+    let mut figures_drawn = Vec::new();
+    let mut raw_cache: Vec<(crate::config::WindowSetKind, RawTests)> = Vec::new();
+    for ((dir, entry), recons) in inputs.models.iter().zip(inputs.entries).zip(inputs.recons) {
         let decoder = Decoder::<CpuBackend>::load(dir, &device)
             .with_context(|| format!("loading model {}", dir.display()))?;
         let cfg = decoder.config().clone();
@@ -182,12 +182,23 @@ pub(super) fn write(inputs: &Inputs<'_>) -> anyhow::Result<ReportSummary> {
         let per = t.rig.windows.windows_per_electrode(set);
         let stats = NormStats::load(dir, per, t.rig.electrodes.len())?
             .with_context(|| format!("{} has no normalization.json", dir.display()))?;
-        let raw = raw_cache
-            .entry(per)
-            .or_insert_with(|| RawTests::new(t.ds, t.rig, set, &t.by_image));
+        if !raw_cache.iter().any(|(k, _)| *k == set) {
+            let raw = RawTests::new(t.ds, t.rig, set, &t.by_image);
+            if raw.unusable > 0 {
+                notes.push(format!("{} test images have no presentation with finite window and baseline means: their occluded inputs are 0", raw.unusable));
+            }
+            raw_cache.push((set, raw));
+        }
+        let raw = &raw_cache
+            .iter()
+            .find(|(k, _)| *k == set)
+            .expect("just added")
+            .1;
+        let keeps = Keep::conditions(per);
+        bar.inc_length(keeps.len() as u64);
         let mut conditions = Vec::new();
         let mut grids: BTreeMap<String, Vec<Vec<f32>>> = BTreeMap::new();
-        for keep in Keep::conditions(per) {
+        for keep in keeps {
             bar.set_message(format!("{} {}", entry.name, keep.label()));
             let recons = occlusion::reconstruct(&decoder, raw, &stats, &areas, keep)?;
             let (pixel_r, ssim, ident_top1, ident_2way) =
@@ -214,8 +225,16 @@ pub(super) fn write(inputs: &Inputs<'_>) -> anyhow::Result<ReportSummary> {
         let mut report = ModelReport {
             name: entry.name.clone(),
             kind: cfg.kind.to_string(),
-            areas: analysis::areas_label(&analysis::areas_read(&areas, &stats.dropped)),
+            areas: {
+                let read = analysis::areas_read(&areas, &stats.dropped);
+                if read == rig_areas {
+                    "all".to_string()
+                } else {
+                    analysis::areas_label(&read)
+                }
+            },
             conditions,
+            features: correlate(recons)?,
             relative_areas: BTreeMap::new(),
             relative_windows: BTreeMap::new(),
             rf_size_eccentricity: BTreeMap::new(),
@@ -224,10 +243,12 @@ pub(super) fn write(inputs: &Inputs<'_>) -> anyhow::Result<ReportSummary> {
         // pictures (one area kept, its other inputs dropped) would show little.
         if report.areas == "all" {
             relative_correlations(&mut report, per);
-            occlusion_grids(inputs, &report, &grids, per)?;
+            figures_drawn.extend(occlusion_grids(inputs, &report, &grids, per)?);
         }
         if let Some(layer) = decoder.model().gaussian.as_ref() {
-            report.rf_size_eccentricity = rf_figures(inputs, &report.name, layer, &cfg)?;
+            let (fits, drawn) = rf_figures(inputs, &report.name, layer, &cfg)?;
+            report.rf_size_eccentricity = fits;
+            figures_drawn.extend(drawn);
         }
         models.push(report);
     }
@@ -245,7 +266,7 @@ pub(super) fn write(inputs: &Inputs<'_>) -> anyhow::Result<ReportSummary> {
         models,
         linear_features,
         notes,
-        figures: Vec::new(),
+        figures: figures_drawn,
     };
     finish(inputs, summary)
 }
@@ -294,16 +315,17 @@ fn relative_correlations(report: &mut ModelReport, windows: usize) {
 }
 
 /// `occlusion-MODEL.png` (and `temporal-MODEL.png`): the test images' reconstructions under
-/// each condition.
+/// each condition. Returns the files written.
 fn occlusion_grids(
     inputs: &Inputs<'_>,
     report: &ModelReport,
     grids: &BTreeMap<String, Vec<Vec<f32>>>,
     windows: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let t = inputs.tests;
     let n = t.originals.len().min(inputs.grid_images).min(8);
-    let draw = |file: String, keeps: Vec<Keep>| -> anyhow::Result<()> {
+    let mut written = Vec::new();
+    let mut draw = |file: String, keeps: Vec<Keep>| -> anyhow::Result<()> {
         let mut titles = vec!["stimulus".to_string()];
         titles.extend(keeps.iter().map(|k| k.label()));
         let rows: Vec<Vec<&[f32]>> = (0..n)
@@ -313,6 +335,7 @@ fn occlusion_grids(
                     .collect()
             })
             .collect();
+        written.push(file.clone());
         crate::plot::image_grid(
             &inputs.out.join(file),
             &titles,
@@ -330,7 +353,7 @@ fn occlusion_grids(
         temporal.extend((0..windows).map(Keep::Window));
         draw(format!("temporal-{}.png", report.name), temporal)?;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// A learned RF layer's RFs in degrees: learned, where training started, and the truth
@@ -388,13 +411,14 @@ fn rf_sets(
     })
 }
 
-/// `rf-MODEL.png` and `rf-size-MODEL.png`; the size–eccentricity lines per area.
+/// `rf-map-MODEL.png` and `rf-size-MODEL.png`; the size–eccentricity lines per area, and
+/// the files drawn.
 fn rf_figures(
     inputs: &Inputs<'_>,
     name: &str,
     layer: &crate::decoder::GaussianRfLayer<CpuBackend>,
     cfg: &crate::decoder::DecoderConfig,
-) -> anyhow::Result<BTreeMap<String, AreaRfs>> {
+) -> anyhow::Result<(BTreeMap<String, AreaRfs>, Vec<String>)> {
     let s = rf_sets(inputs, layer, cfg)?;
     let pick = |set: &[RfDeg], keep: &dyn Fn(usize) -> bool| -> Vec<RfDeg> {
         (0..set.len())
@@ -420,7 +444,11 @@ fn rf_figures(
             truth: (!truth.is_empty()).then_some(truth),
         });
     }
-    figures::rf_maps(&inputs.out.join(format!("rf-{name}.png")), &panels, 5)?;
+    let mut drawn = Vec::new();
+    let map = format!("rf-map-{name}.png");
+    if figures::rf_maps(&inputs.out.join(&map), &panels, 5)? {
+        drawn.push(map);
+    }
     let mut fits = BTreeMap::new();
     let mut scatter = Vec::new();
     for area in Area::ALL {
@@ -463,8 +491,11 @@ fn rf_figures(
             },
         );
     }
-    figures::scatter(&inputs.out.join(format!("rf-size-{name}.png")), &scatter, 3)?;
-    Ok(fits)
+    let size = format!("rf-size-{name}.png");
+    if figures::scatter(&inputs.out.join(&size), &scatter, 3)? {
+        drawn.push(size);
+    }
+    Ok((fits, drawn))
 }
 
 /// One score of a condition.
@@ -474,12 +505,12 @@ type Measure = fn(&ConditionScores) -> f64;
 fn finish(inputs: &Inputs<'_>, mut s: ReportSummary) -> anyhow::Result<ReportSummary> {
     let out = inputs.out;
     let mut figs = vec!["grid.png".to_string()];
+    figs.append(&mut s.figures);
     let mut add = |name: &str, drawn: bool| {
         if drawn {
             figs.push(name.to_string());
         }
     };
-    let names: Vec<String> = s.models.iter().map(|m| m.name.clone()).collect();
     // Occlusion: the drop per area (full − without the area).
     let drop = |m: &ModelReport, keep: Keep, f: fn(&ConditionScores) -> f64| -> f64 {
         match (m.condition(Keep::All), m.condition(keep)) {
@@ -531,18 +562,13 @@ fn finish(inputs: &Inputs<'_>, mut s: ReportSummary) -> anyhow::Result<ReportSum
         let panels: Vec<BarPanel> = metrics
             .iter()
             .map(|(label, f)| BarPanel {
-                title: format!("{label} from one window"),
-                y_desc: (*label).to_string(),
-                categories: std::iter::once("all".to_string())
-                    .chain((0..windows).map(|w| format!("w{w}")))
-                    .collect(),
+                title: format!("drop in {label} keeping one window"),
+                y_desc: format!("{label}: all − one window"),
+                categories: (0..windows).map(|w| format!("w{w} only")).collect(),
                 series: temporal
                     .iter()
                     .map(|m| {
-                        let mut v = vec![m.condition(Keep::All).map_or(f64::NAN, f)];
-                        v.extend(
-                            (0..windows).map(|w| m.condition(Keep::Window(w)).map_or(f64::NAN, f)),
-                        );
+                        let v = (0..windows).map(|w| drop(m, Keep::Window(w), *f)).collect();
                         (m.name.clone(), v)
                     })
                     .collect(),
@@ -617,15 +643,15 @@ fn finish(inputs: &Inputs<'_>, mut s: ReportSummary) -> anyhow::Result<ReportSum
                     .collect(),
             });
         }
-        let file = format!("relative-{}.png", m.name);
+        let file = format!("relative-areas-{}.png", m.name);
         add(&file, figures::bars(&out.join(&file), &panels, 1)?);
         if !line_panels.is_empty() {
             let file = format!("relative-windows-{}.png", m.name);
             add(&file, figures::scatter(&out.join(&file), &line_panels, 3)?);
         }
     }
-    // Area-restricted models beside the linear decoder on the same areas.
-    let area_sets: Vec<&ModelReport> = s.models.iter().collect();
+    // Area-restricted models beside the linear decoder on the same areas: every area set
+    // a linear decoder or a model reads.
     let linear_of = |label: &str| -> Option<&ModelMetrics> {
         let key = if label == "all" {
             "linear".to_string()
@@ -634,13 +660,22 @@ fn finish(inputs: &Inputs<'_>, mut s: ReportSummary) -> anyhow::Result<ReportSum
         };
         inputs.entries.iter().find(|e| e.name == key)
     };
-    if area_sets.iter().any(|m| m.areas != "all") {
+    {
         let labels: Vec<String> = {
-            let mut l: Vec<String> = area_sets.iter().map(|m| m.areas.clone()).collect();
+            let mut l: Vec<String> = s.models.iter().map(|m| m.areas.clone()).collect();
+            l.extend(inputs.entries.iter().filter_map(|e| {
+                let areas = &e.linear.as_ref()?.areas;
+                Some(if areas.len() == Area::ALL.len() {
+                    "all".into()
+                } else {
+                    areas.join("+")
+                })
+            }));
             // V1, V4, IT, then pairs, then all.
             let first = |x: &str| Area::ALL.iter().position(|a| x.starts_with(a.name()));
             l.sort_by_key(|x| (x == "all", x.split('+').count(), first(x)));
             l.dedup();
+            l.retain(|x| !x.is_empty());
             l
         };
         let by_label = |label: &str| {
@@ -692,18 +727,18 @@ fn finish(inputs: &Inputs<'_>, mut s: ReportSummary) -> anyhow::Result<ReportSum
             "areas.png",
             figures::bars(&out.join("areas.png"), &panels, 3)?,
         );
-    } else {
-        s.notes.push("no area-restricted models given (train one with `monkeysee train --areas V1` and pass it with --model): the area comparison shows the linear decoders only".into());
+    }
+    if s.models.iter().all(|m| m.areas == "all") {
+        s.notes.push("no area-restricted models given (train them with `monkeysee train --areas V1` etc. and pass them with --model): the area comparison has the decoders on every area and the linear decoders per area".into());
     }
     // Feature correlations (Table 1).
-    if s.models.iter().any(|m| m.conditions[0].features.is_some()) {
+    if s.models.iter().any(|m| m.features.is_some()) {
         let layers: Vec<String> = crate::alexnet::LAYERS.map(String::from).to_vec();
         let mut series: Vec<(String, Vec<f64>)> = s
             .models
             .iter()
             .filter_map(|m| {
-                m.conditions[0]
-                    .features
+                m.features
                     .as_ref()
                     .map(|f| (m.name.clone(), f.iter().map(|l| l.r).collect()))
             })
@@ -721,14 +756,6 @@ fn finish(inputs: &Inputs<'_>, mut s: ReportSummary) -> anyhow::Result<ReportSum
             "features.png",
             figures::bars(&out.join("features.png"), &[panel], 1)?,
         );
-    }
-    for m in &names {
-        for prefix in ["occlusion", "temporal", "rf", "rf-size"] {
-            let file = format!("{prefix}-{m}.png");
-            if out.join(&file).exists() {
-                figs.push(file);
-            }
-        }
     }
     if !crate::plot::have_font() {
         s.notes.push("no font found (install fonts-dejavu-core or set MONKEYSEE_FONT): plots were not drawn; every number is in report.json".into());
@@ -750,6 +777,18 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// A file name as a relative URL (the characters a URL gives a meaning to, encoded).
+fn url(file: &str) -> String {
+    file.chars()
+        .map(|c| match c {
+            '%' | '#' | '?' | ' ' | '"' | '\'' | '<' | '>' | '&' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn num(v: f64) -> String {
@@ -778,7 +817,7 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
             let _ = writeln!(
                 h,
                 "<figure><img src=\"{0}\" alt=\"{1}\"><figcaption>{1}</figcaption></figure>",
-                esc(file),
+                url(file),
                 esc(caption)
             );
         }
@@ -824,7 +863,7 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
     );
     // Table 1.
     h.push_str("<h2>Feature correlation (paper Table 1)</h2>\n");
-    if s.models.iter().any(|m| m.conditions[0].features.is_some()) {
+    if s.models.iter().any(|m| m.features.is_some()) {
         let layers: Vec<String> = crate::alexnet::LAYERS.map(String::from).to_vec();
         h.push_str("<p>Pearson r between AlexNet features of reconstructions and originals, one r per layer over all test images' features together; MSE of the same features below it.</p>\n<table><tr><th>entry</th>");
         for l in &layers {
@@ -834,12 +873,7 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
         let rows = s
             .models
             .iter()
-            .filter_map(|m| {
-                m.conditions[0]
-                    .features
-                    .as_ref()
-                    .map(|f| (m.name.as_str(), f))
-            })
+            .filter_map(|m| m.features.as_ref().map(|f| (m.name.as_str(), f)))
             .chain(s.linear_features.as_ref().map(|f| ("linear", f)));
         for (name, f) in rows {
             let _ = write!(h, "<tr><td>{}</td>", esc(name));
@@ -861,7 +895,7 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
     h.push_str("<h2>Occlusion (paper Figs 2–3)</h2>\n<p>Inputs of the occluded area (or window) set to the same presentation's pre-stimulus baseline, z-scored with the model's statistics. Scores of repeat-averaged reconstructions.</p>\n<table><tr><th>model</th><th>condition</th><th>pixel r</th><th>SSIM</th><th>identification</th><th>2-way</th><th>drop in pixel r</th><th>drop in SSIM</th><th>drop in identification</th></tr>\n");
     for m in &s.models {
         let all = &m.conditions[0];
-        for c in m.conditions.iter().filter(|c| !c.condition.contains(" w")) {
+        for c in &m.conditions {
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -952,7 +986,7 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
         h.push_str("</table>\n");
         for (prefix, caption) in [
             (
-                "rf",
+                "rf-map",
                 "RFs per array: start (grey), learned (blue, circle of radius σ), truth (green).",
             ),
             (
@@ -991,7 +1025,7 @@ fn page(inputs: &Inputs<'_>, s: &ReportSummary) -> String {
         }
         h.push_str("</table>\n");
         for (prefix, caption) in [
-            ("relative", "relative correlation per area."),
+            ("relative-areas", "relative correlation per area."),
             ("relative-windows", "relative correlation per window."),
         ] {
             img(

@@ -280,7 +280,7 @@ mod tests {
         assert!(a1[inner..inner + L1].iter().all(|v| v.abs() < 1e-5));
 
         // A large RF: the same square at two places inside it drives a unit about the
-        // same; the luminance under a small RF at one place changes completely.
+        // same.
         let rf = [32.0, 32.0, 16.0];
         let mut r = rng(3, DOMAIN_VENTRAL, 1);
         let mixes: Vec<Mix> = (0..20).map(|_| Mix::random(L3, &mut r)).collect();
