@@ -185,7 +185,7 @@ pub(super) fn write(inputs: &Inputs<'_>) -> anyhow::Result<ReportSummary> {
         if !raw_cache.iter().any(|(k, _)| *k == set) {
             let raw = RawTests::new(t.ds, t.rig, set, &t.by_image);
             if raw.unusable > 0 {
-                notes.push(format!("{} test images have no presentation with finite window and baseline means: their occluded inputs are 0", raw.unusable));
+                notes.push(format!("occlusion: {} test images have no presentation whose window and baseline means are all finite; every input of theirs is 0 (the mean)", raw.unusable));
             }
             raw_cache.push((set, raw));
         }
