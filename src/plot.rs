@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context};
+use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 
 const FONT_PATHS: [&str; 3] = [
@@ -123,7 +124,7 @@ pub fn latency_plot(
     }
     let (w, h) = (1100u32, 450u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
-    let colours = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    let colours: [RGBColor; 6] = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
     let positive = |pts: &[(f64, f64)], x: bool| {
         pts.iter()
             .map(|p| if x { p.0 } else { p.1 })
@@ -151,25 +152,8 @@ pub fn latency_plot(
                 .y_desc("fraction of frames")
                 .draw()
                 .map_err(|e| anyhow!("{e}"))?;
-            for ((name, pts), colour) in cdf.iter().zip(colours) {
-                chart
-                    .draw_series(LineSeries::new(
-                        pts.iter().copied().filter(|p| p.0 > 0.0),
-                        colour.stroke_width(2),
-                    ))
-                    .map_err(|e| anyhow!("{e}"))?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
+            lines(&mut chart, cdf, &colours, |p| p.0 > 0.0)?;
+            legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
         let (slo, shi) = p99
             .iter()
@@ -196,31 +180,50 @@ pub fn latency_plot(
                 .y_desc("p99 ms")
                 .draw()
                 .map_err(|e| anyhow!("{e}"))?;
-            for ((name, pts), colour) in p99.iter().zip(colours) {
-                chart
-                    .draw_series(LineSeries::new(
-                        pts.iter().copied().filter(|p| p.0 > 0.0 && p.1 > 0.0),
-                        colour.stroke_width(2),
-                    ))
-                    .map_err(|e| anyhow!("{e}"))?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
+            lines(&mut chart, p99, &colours, |p| p.0 > 0.0 && p.1 > 0.0)?;
+            legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
         root.present().map_err(|e| anyhow!("{e}"))?;
     }
     image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(true)
+}
+
+/// One labelled line per series, in `colours` order, through the points `keep` passes.
+fn lines<'a, 'b: 'a, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'a, BitMapBackend<'b>, CT>,
+    series: &[(String, Vec<(f64, f64)>)],
+    colours: &[RGBColor],
+    keep: impl Fn(&(f64, f64)) -> bool,
+) -> anyhow::Result<()> {
+    for ((name, pts), &colour) in series.iter().zip(colours) {
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().copied().filter(|p| keep(p)),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+    }
+    Ok(())
+}
+
+/// The series' legend, boxed, at `pos`, on any chart drawn on a bitmap.
+pub fn legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'b>, CT>,
+    pos: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.85))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))
 }
 
 /// A grid of RGB images (`[3][H][W]` floats in [0, 1], all `size` px): one column per

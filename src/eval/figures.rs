@@ -9,6 +9,8 @@ use anyhow::{anyhow, Context};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+
+use crate::plot::legend;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::analysis::RfDeg;
@@ -88,17 +90,6 @@ fn chart<'a, 'b>(
     }
     mesh.draw().map_err(|e| anyhow!("{e}"))?;
     Ok(chart)
-}
-
-/// The series' legend, boxed, at `pos`.
-fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, pos: SeriesLabelPosition) -> anyhow::Result<()> {
-    chart
-        .configure_series_labels()
-        .position(pos)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))
 }
 
 fn range(values: impl Iterator<Item = f64>, zero: bool) -> (f64, f64) {

@@ -239,25 +239,35 @@ pub fn identification(corr: &[Vec<f64>], truth: &[usize]) -> (f64, f64) {
     )
 }
 
-/// Pixel r, SSIM, n-way and 2-way identification of repeat-averaged reconstructions
-/// `recons[i]` of `originals[i]`.
-fn averaged_scores(
-    recons: &[Vec<f32>],
-    originals: &[Vec<f32>],
-    size: usize,
-) -> (f64, f64, f64, f64) {
+/// The scores of repeat-averaged reconstructions `recons[i]` of `originals[i]`.
+struct Averaged {
+    /// `corr[i][j]`: Pearson r of reconstruction i and original j.
+    corr: Vec<Vec<f64>>,
+    pixel_r: f64,
+    ssim: f64,
+    ident_top1: f64,
+    ident_2way: f64,
+}
+
+fn averaged_scores(recons: &[Vec<f32>], originals: &[Vec<f32>], size: usize) -> Averaged {
     let n = recons.len();
     let corr: Vec<Vec<f64>> = recons
         .iter()
         .map(|r| originals.iter().map(|o| pearson(r, o)).collect())
         .collect();
-    let (top1, two_way) = identification(&corr, &(0..n).collect::<Vec<_>>());
+    let (ident_top1, ident_2way) = identification(&corr, &(0..n).collect::<Vec<_>>());
     let pixel_r = (0..n).map(|i| corr[i][i]).sum::<f64>() / n.max(1) as f64;
     let ssim = (0..n)
         .map(|i| ssim(&recons[i], &originals[i], size))
         .sum::<f64>()
         / n.max(1) as f64;
-    (pixel_r, ssim, top1, two_way)
+    Averaged {
+        corr,
+        pixel_r,
+        ssim,
+        ident_top1,
+        ident_2way,
+    }
 }
 
 /// Scores of repeat-averaged reconstructions `recons[i]` (of test image i) and single-trial
@@ -270,11 +280,8 @@ fn score(
 ) -> Scores {
     let n = recons.len();
     let mean = |v: &mut dyn Iterator<Item = f64>, k: usize| v.sum::<f64>() / k.max(1) as f64;
-    let corr: Vec<Vec<f64>> = recons
-        .iter()
-        .map(|r| originals.iter().map(|o| pearson(r, o)).collect())
-        .collect();
-    let (ident_top1, ident_2way) = identification(&corr, &(0..n).collect::<Vec<_>>());
+    let averaged = averaged_scores(recons, originals, size);
+    let corr = &averaged.corr;
     let single_corr: Vec<Vec<f64>> = single
         .iter()
         .map(|(_, r)| originals.iter().map(|o| pearson(r, o)).collect())
@@ -282,16 +289,13 @@ fn score(
     let single_truth: Vec<usize> = single.iter().map(|(k, _)| *k).collect();
     let (st_top1, st_2way) = identification(&single_corr, &single_truth);
     Scores {
-        pixel_r: mean(&mut (0..n).map(|i| corr[i][i]), n),
+        pixel_r: averaged.pixel_r,
         pixel_r_chance: shuffled(n, |i, j| corr[i][j]),
-        ssim: mean(
-            &mut (0..n).map(|i| ssim(&recons[i], &originals[i], size)),
-            n,
-        ),
+        ssim: averaged.ssim,
         ssim_chance: shuffled(n, |i, j| ssim(&recons[i], &originals[j], size)),
-        ident_top1,
+        ident_top1: averaged.ident_top1,
         ident_top1_chance: 1.0 / n.max(1) as f64,
-        ident_2way,
+        ident_2way: averaged.ident_2way,
         ident_2way_chance: 0.5,
         n_images: n,
         single_trial_pixel_r: mean(

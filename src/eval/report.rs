@@ -201,15 +201,14 @@ pub(super) fn write(inputs: &Inputs<'_>) -> anyhow::Result<ReportSummary> {
         for keep in keeps {
             bar.set_message(format!("{} {}", entry.name, keep.label()));
             let recons = occlusion::reconstruct(&decoder, raw, &stats, &areas, keep)?;
-            let (pixel_r, ssim, ident_top1, ident_2way) =
-                super::averaged_scores(&recons, &t.originals, size);
+            let scores = super::averaged_scores(&recons, &t.originals, size);
             let wants_features = matches!(keep, Keep::All | Keep::Only(_) | Keep::AreaWindow(..));
             conditions.push(ConditionScores {
                 condition: keep.label(),
-                pixel_r,
-                ssim,
-                ident_top1,
-                ident_2way,
+                pixel_r: scores.pixel_r,
+                ssim: scores.ssim,
+                ident_top1: scores.ident_top1,
+                ident_2way: scores.ident_2way,
                 colourfulness: recons.iter().map(|r| analysis::colourfulness(r)).collect(),
                 features: if wants_features {
                     correlate(&recons)?

@@ -280,3 +280,18 @@ impl FakeRig {
         self.mua.wait_for_consumers(seconds) && self.markers.wait_for_consumers(seconds)
     }
 }
+
+/// What every torchvision-file loader refuses through `monkeysee::pth::open`, with the
+/// reason in its error: a file that is not a PyTorch file, a missing file, a directory.
+/// `err` loads a path and returns the error's text.
+pub fn assert_unopenable_pth_files_are_refused(err: impl Fn(&Path) -> String) {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("weights.pth");
+    std::fs::write(&corrupt, b"PK\x03\x04 this is not a checkpoint").unwrap();
+    let e = err(&corrupt);
+    assert!(e.contains("not a readable PyTorch file"), "{e}");
+    let e = err(&dir.path().join("missing.pth"));
+    assert!(e.contains("no such file"), "{e}");
+    let e = err(dir.path());
+    assert!(e.contains("a directory"), "{e}");
+}
