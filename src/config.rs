@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::realtime::{RealtimeConfig, RealtimeMode};
 use crate::rf::{ArrayChannels, RfError, RfLayout, RfTable};
 use crate::units::{Area, Millis, Window};
 
@@ -275,6 +276,8 @@ pub struct RigConfig {
     pub display: DisplayConfig,
     pub normalisation: NormalisationConfig,
     pub broadband: BroadbandConfig,
+    /// `[realtime]`: scheduling and memory locking for `run` ([`crate::realtime`]).
+    pub realtime: RealtimeConfig,
 }
 
 impl RigConfig {
@@ -506,6 +509,7 @@ impl Validator<'_> {
         let display = self.display(&raw.display)?;
         let normalisation = self.normalisation(&raw.normalisation)?;
         let broadband = self.broadband(&raw, r.sampling_rate_hz)?;
+        let realtime = self.realtime(raw.realtime.as_ref())?;
         Ok(RigConfig {
             path: self.path.to_path_buf(),
             name: r.name.clone(),
@@ -523,6 +527,7 @@ impl Validator<'_> {
             display,
             normalisation,
             broadband,
+            realtime,
         })
     }
 
@@ -890,6 +895,60 @@ impl Validator<'_> {
         })
     }
 
+    /// `[realtime]`: a known mode, priorities SCHED_FIFO accepts (1–99).
+    fn realtime(&self, raw: Option<&raw::Realtime>) -> Result<RealtimeConfig, ConfigError> {
+        let mut cfg = RealtimeConfig::default();
+        let Some(r) = raw else {
+            return Ok(cfg);
+        };
+        let t = Some(("[realtime]", 0));
+        if let Some(mode) = &r.mode {
+            cfg.mode = match mode.as_str() {
+                "off" => RealtimeMode::Off,
+                "try" => RealtimeMode::Try,
+                "require" => RealtimeMode::Require,
+                other => {
+                    return Err(self.err(
+                        t,
+                        "realtime.mode",
+                        format!("\"{other}\" is not a mode: use \"off\", \"try\" (ask, run on without what is refused) or \"require\""),
+                    ))
+                }
+            };
+        }
+        for (key, value, slot) in [
+            (
+                "realtime.ingest_priority",
+                r.ingest_priority,
+                &mut cfg.ingest_priority,
+            ),
+            (
+                "realtime.window_priority",
+                r.window_priority,
+                &mut cfg.window_priority,
+            ),
+            (
+                "realtime.decode_priority",
+                r.decode_priority,
+                &mut cfg.decode_priority,
+            ),
+        ] {
+            if let Some(v) = value {
+                if !(1..=99).contains(&v) {
+                    return Err(self.err(
+                        t,
+                        key,
+                        format!("{v} is not a SCHED_FIFO priority: use 1 (lowest) to 99"),
+                    ));
+                }
+                *slot = v as u8;
+            }
+        }
+        cfg.lock_memory = r.lock_memory.unwrap_or(cfg.lock_memory);
+        cfg.pin_threads = r.pin_threads.unwrap_or(cfg.pin_threads);
+        Ok(cfg)
+    }
+
     /// `[streams.broadband]` and `[broadband]`: a selector when given; a rate that is a
     /// whole multiple of the MUA rate, a band inside its Nyquist range, a low-pass
     /// below half the MUA rate (the decimation must not alias), orders 1 to 8.
@@ -1019,6 +1078,18 @@ pub mod raw {
         #[serde(default)]
         pub normalisation: Normalisation,
         pub broadband: Option<Broadband>,
+        pub realtime: Option<Realtime>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Realtime {
+        pub mode: Option<String>,
+        pub lock_memory: Option<bool>,
+        pub ingest_priority: Option<i64>,
+        pub window_priority: Option<i64>,
+        pub decode_priority: Option<i64>,
+        pub pin_threads: Option<bool>,
     }
 
     #[derive(Debug, Default, Deserialize)]

@@ -40,6 +40,10 @@ pub struct DemoOptions {
     /// Session seed; other seeds show other images (training used seed 1).
     pub seed: u64,
     pub decode_threads: usize,
+    /// Overrides the rig's `[realtime]` mode (`--realtime`).
+    pub realtime: Option<crate::realtime::RealtimeMode>,
+    /// `--trace FILE`.
+    pub trace: Option<PathBuf>,
     pub status: bool,
     pub stop: Arc<AtomicBool>,
 }
@@ -52,6 +56,8 @@ impl DemoOptions {
             images: 16,
             seed: 7,
             decode_threads: 0,
+            realtime: None,
+            trace: None,
             status: true,
             stop: Arc::new(AtomicBool::new(false)),
         }
@@ -84,12 +90,9 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
     rig.mua.source_id = Some(format!("{tag}-mua"));
     rig.markers.source_id = Some(format!("{tag}-markers"));
 
-    // Size the decoder's compute pool before simulating: the simulator's rayon work
-    // would otherwise create the global pool at its default size.
-    crate::decoder::init_compute_threads(crate::decoder::compute_threads(
-        opts.decode_threads,
-        crate::decoder::PoolRole::Live,
-    ));
+    if let Some(mode) = opts.realtime {
+        rig.realtime.mode = mode;
+    }
     let config = SimConfig::default();
     let session = work.path().join("session");
     if opts.status {
@@ -124,6 +127,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
 
     let model = opts.model.clone().unwrap_or(builtin_model);
     let outlet_side = rig.image_size;
+    let realtime = rig.realtime.clone();
     let result = daemon::run(RunOptions {
         rig,
         model: ModelSource::Dir(model),
@@ -139,6 +143,8 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
         decode_threads: opts.decode_threads,
         counters: None,
         outlet: Some(outlet_side),
+        realtime,
+        trace: opts.trace,
         status: opts.status,
         stop: opts.stop,
         record: None,

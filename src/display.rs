@@ -1,12 +1,26 @@
 //! Display: shows each reconstruction (beside the true stimulus when it is known)
 //! in a minifb window on the main thread, or, headless, writes PNG frames and a
 //! contact sheet. The display never slows the decoder: the decoder hands frames
-//! over through a latest-wins slot, so a slow display only skips frames.
+//! over through a latest-wins triple buffer, so a slow display only skips frames.
+//!
+//! Nothing that can wait sits on the display thread either: stimulus images are decoded
+//! by the `stimuli` thread when their onset marker arrives ([`StimulusLoader`]), about
+//! 200 ms before their frame, and headless PNGs are encoded and written by the
+//! `frames-writer` thread ([`HeadlessPresenter`]; a full queue costs a counted
+//! `frames_unwritten`, not a frame on screen).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use image::{imageops, Rgb, RgbImage};
+
+use crate::telemetry::Counters;
+use crate::window::ImageId;
 
 /// A reconstruction as the decoder produced it: `[3][size][size]` floats in [0, 1].
 pub fn rgb_planes_to_image(planes: &[f32], size: usize) -> RgbImage {
@@ -59,6 +73,87 @@ impl StimulusStore {
             self.cache.insert(id.to_string(), img);
         }
         self.cache.get(id).and_then(Option::as_ref)
+    }
+}
+
+/// Stimulus images decoded off the display thread: the marker thread sends each onset's
+/// image id ([`StimulusLoader::requests`]), the `stimuli` thread loads it with a
+/// [`StimulusStore`], and the display collects what is ready ([`StimulusLoader::get`]).
+pub struct StimulusLoader {
+    ready: Receiver<(ImageId, Option<RgbImage>)>,
+    /// What the display has collected (cleared when it grows past [`Self::KEEP`]).
+    cache: HashMap<String, Option<RgbImage>>,
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StimulusLoader {
+    /// Images the display keeps before it starts over.
+    const KEEP: usize = 512;
+
+    /// The queue the marker thread sends image ids on, and its other end for [`start`].
+    ///
+    /// [`start`]: StimulusLoader::start
+    pub fn requests() -> (Sender<ImageId>, Receiver<ImageId>) {
+        bounded(256)
+    }
+
+    /// Starts the `stimuli` thread on `dir`, loading every id that arrives on `requests`
+    /// at `size` px.
+    pub fn start(
+        dir: PathBuf,
+        size: usize,
+        requests: Receiver<ImageId>,
+    ) -> std::io::Result<StimulusLoader> {
+        let (tx, ready) = bounded(64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let quit = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("stimuli".into())
+            .spawn(move || {
+                let mut store = StimulusStore::new(Some(dir), size);
+                while !quit.load(Ordering::Relaxed) {
+                    match requests.recv_timeout(Duration::from_millis(50)) {
+                        Ok(id) => {
+                            let img = store.get(id.as_str()).cloned();
+                            if tx.send_timeout((id, img), Duration::from_secs(1)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })?;
+        Ok(StimulusLoader {
+            ready,
+            cache: HashMap::new(),
+            thread: Some(thread),
+            stop,
+        })
+    }
+
+    /// The stimulus for `id`: `Some(Some(image))` when loaded, `Some(None)` when the
+    /// folder has none, `None` when it is not loaded yet.
+    pub fn get(&mut self, id: &str) -> Option<Option<&RgbImage>> {
+        while let Ok((loaded, img)) = self.ready.try_recv() {
+            if self.cache.len() >= Self::KEEP {
+                self.cache.clear();
+            }
+            self.cache.insert(loaded.as_str().to_string(), img);
+        }
+        self.cache.get(id).map(Option::as_ref)
+    }
+}
+
+impl Drop for StimulusLoader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Unblock a send waiting on a full queue.
+        while self.ready.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -178,60 +273,115 @@ impl Presenter for WindowPresenter {
 }
 
 /// Headless: `DIR/frames/NNNNNN.png` per frame, `DIR/contact_sheet.png` at the end.
+/// The `frames-writer` thread encodes and writes; [`Presenter::present`] only queues a
+/// copy. A frame that finds the queue full is not written (counted as
+/// `frames_unwritten`); a write error ends the run at the next frame.
 pub struct HeadlessPresenter {
-    frames_dir: PathBuf,
-    out_dir: PathBuf,
-    thumbs: Vec<(String, RgbImage)>,
-    max_thumbs: usize,
+    tx: Option<Sender<(u64, RgbImage)>>,
+    writer: Option<JoinHandle<anyhow::Result<u64>>>,
+    counters: Option<Arc<Counters>>,
+    unwritten: u64,
     written: u64,
 }
 
 impl HeadlessPresenter {
-    pub fn new(out_dir: &Path) -> anyhow::Result<Self> {
+    /// Frames that may wait for the disk.
+    const QUEUE: usize = 32;
+    /// Frames in the contact sheet, at most.
+    const MAX_THUMBS: usize = 100;
+
+    /// Creates `DIR/frames` and starts the writer; `counters`, when given, counts the
+    /// frames not written.
+    pub fn new(out_dir: &Path, counters: Option<Arc<Counters>>) -> anyhow::Result<Self> {
         let frames_dir = out_dir.join("frames");
         std::fs::create_dir_all(&frames_dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", frames_dir.display()))?;
+        let (tx, rx) = bounded::<(u64, RgbImage)>(Self::QUEUE);
+        let out_dir = out_dir.to_path_buf();
+        let writer = std::thread::Builder::new()
+            .name("frames-writer".into())
+            .spawn(move || write_frames(&rx, &frames_dir, &out_dir))
+            .map_err(|e| anyhow::anyhow!("spawning the frames-writer thread: {e}"))?;
         Ok(HeadlessPresenter {
-            frames_dir,
-            out_dir: out_dir.to_path_buf(),
-            thumbs: Vec::new(),
-            max_thumbs: 100,
+            tx: Some(tx),
+            writer: Some(writer),
+            counters,
+            unwritten: 0,
             written: 0,
         })
     }
 
+    /// Frames written (known once [`Presenter::finish`] has returned).
     pub fn frames_written(&self) -> u64 {
         self.written
     }
+
+    /// Frames the writer could not keep up with.
+    pub fn frames_unwritten(&self) -> u64 {
+        self.unwritten
+    }
+
+    /// Waits for the writer and takes its result.
+    fn join(&mut self) -> anyhow::Result<()> {
+        self.tx = None;
+        if let Some(w) = self.writer.take() {
+            self.written = w
+                .join()
+                .map_err(|_| anyhow::anyhow!("the frames-writer thread panicked"))??;
+        }
+        Ok(())
+    }
+}
+
+/// The `frames-writer` thread: every queued frame as a PNG, then the contact sheet.
+fn write_frames(
+    rx: &Receiver<(u64, RgbImage)>,
+    frames_dir: &Path,
+    out_dir: &Path,
+) -> anyhow::Result<u64> {
+    let mut thumbs: Vec<RgbImage> = Vec::new();
+    let mut written = 0;
+    for (seq, picture) in rx.iter() {
+        let _span = tracing::trace_span!("write_png", seq).entered();
+        let path = frames_dir.join(format!("{seq:06}.png"));
+        picture
+            .save(&path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        written += 1;
+        if thumbs.len() < HeadlessPresenter::MAX_THUMBS {
+            thumbs.push(picture);
+        }
+    }
+    if !thumbs.is_empty() {
+        let sheet = contact_sheet(thumbs.iter(), 10);
+        let path = out_dir.join("contact_sheet.png");
+        sheet
+            .save(&path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(written)
 }
 
 impl Presenter for HeadlessPresenter {
     fn present(&mut self, shown: &Shown<'_>) -> anyhow::Result<bool> {
-        let path = self.frames_dir.join(format!("{:06}.png", shown.seq));
-        shown
-            .picture
-            .save(&path)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        self.written += 1;
-        if self.thumbs.len() < self.max_thumbs {
-            self.thumbs.push((
-                shown.image_id.unwrap_or("").to_string(),
-                shown.picture.clone(),
-            ));
+        if self.writer.as_ref().is_some_and(|w| w.is_finished()) {
+            // The writer only stops early on an error: report it.
+            self.join()?;
+        }
+        let Some(tx) = &self.tx else {
+            return Ok(true);
+        };
+        if tx.try_send((shown.seq, shown.picture.clone())).is_err() {
+            self.unwritten += 1;
+            if let Some(c) = &self.counters {
+                Counters::inc(&c.frames_unwritten);
+            }
         }
         Ok(true)
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {
-        if self.thumbs.is_empty() {
-            return Ok(());
-        }
-        let sheet = contact_sheet(self.thumbs.iter().map(|(_, i)| i), 10);
-        let path = self.out_dir.join("contact_sheet.png");
-        sheet
-            .save(&path)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        Ok(())
+        self.join()
     }
 }
 

@@ -16,6 +16,10 @@
 //! 4. [`display`] shows it or writes it; [`telemetry`] measures every stage with HDR
 //!    histograms and counts every fault; [`record`] writes what came in to XDF.
 //!
+//! [`realtime`] locks memory and raises the loop's threads to real-time priorities
+//! (`run --realtime`); [`trace`] writes every frame's stages as a Chrome trace
+//! (`run --trace`).
+//!
 //! **Sessions.** [`xdf`] reads and writes XDF files; [`replay`] republishes one as live
 //! LSL streams; [`sim`] simulates a session from a synthetic cortex; [`soak`] streams
 //! hours of one into the daemon with faults injected at random.
@@ -48,6 +52,10 @@ pub mod display;
 pub mod telemetry;
 
 pub mod record;
+
+pub mod realtime;
+
+pub mod trace;
 
 // Sessions.
 pub mod bench;

@@ -190,6 +190,65 @@ pub fn latency_plot(
     Ok(true)
 }
 
+/// Latency against percentile, HdrHistogram's view of a tail: x is 1 / (1 − fraction)
+/// on a log axis (2 = p50, 100 = p99, 1000 = p99.9), y the latency in ms (log), one line
+/// per series of `(ms, fraction at or below)`. False (nothing drawn) without a font.
+pub fn tail_plot(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> anyhow::Result<bool> {
+    if !have_font() {
+        return Ok(false);
+    }
+    let tails: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(name, cdf)| {
+            let pts = cdf
+                .iter()
+                .filter(|(ms, f)| *ms > 0.0 && *f < 1.0)
+                .map(|&(ms, f)| (1.0 / (1.0 - f), ms))
+                .collect();
+            (name.clone(), pts)
+        })
+        .collect();
+    let all = tails.iter().flat_map(|(_, p)| p.iter());
+    let (xhi, ylo, yhi) = all.fold((2.0f64, f64::MAX, f64::MIN), |(x, lo, hi), &(px, py)| {
+        (x.max(px), lo.min(py), hi.max(py))
+    });
+    if ylo > yhi {
+        return Ok(false);
+    }
+    let (w, h) = (800u32, 500u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    let colours: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(
+                (1.0..xhi * 1.5).log_scale(),
+                (ylo * 0.8..yhi * 1.25).log_scale(),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("1 / (1 − percentile): 2 = p50, 100 = p99, 1000 = p99.9")
+            .y_desc("end-to-end ms")
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        lines(&mut chart, &tails, &colours, |_| true)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
 /// One labelled line per series, in `colours` order, through the points `keep` passes.
 fn lines<'a, 'b: 'a, CT: CoordTranslate<From = (f64, f64)>>(
     chart: &mut ChartContext<'a, BitMapBackend<'b>, CT>,

@@ -10,9 +10,10 @@
 //! then lacks only the footers). On stop the recorder drains what is left and writes
 //! the footers.
 //!
-//! With the frames outlet on, the display thread also forwards every `monkeysee-frames`
-//! and `monkeysee-events` sample it publishes (bounded queues; a full one counts
-//! `record_marker_drops`), recorded under the outlets' own headers as streams 3 and 4.
+//! With the frames outlet on, the publish thread also forwards every `monkeysee-frames`,
+//! `monkeysee-frame-info` and `monkeysee-events` sample it publishes (bounded queues; a
+//! full one counts `record_marker_drops`), recorded under the outlets' own headers as
+//! streams 3, 4 and 5.
 //!
 //! Headers are each stream's full LSL header (`lsl_get_fullinfo`), so channel labels
 //! and `<desc>` survive. Time stamps are the clock-corrected LSL stamps the daemon
@@ -45,7 +46,20 @@ pub const MUA_STREAM: StreamId = StreamId(1);
 pub const MARKER_STREAM: StreamId = StreamId(2);
 /// The daemon's own outlets, when recorded.
 pub const FRAMES_STREAM: StreamId = StreamId(3);
-pub const EVENTS_STREAM: StreamId = StreamId(4);
+pub const FRAME_INFO_STREAM: StreamId = StreamId(4);
+pub const EVENTS_STREAM: StreamId = StreamId(5);
+
+/// One sample of an int16 stream the daemon publishes (the frames), for the recorder.
+pub struct NumericSample {
+    pub values: Vec<i16>,
+    pub lsl_time: f64,
+}
+
+/// Where a stream the daemon publishes reaches the recorder.
+enum OutputQueue {
+    Strings(Receiver<RawMarker>),
+    Int16(Receiver<NumericSample>),
+}
 
 /// The comment put before `<info>` in each recorded header.
 pub const STAMP_NOTE: &str = "<!-- monkeysee recording: time stamps are clock-corrected to the recording machine's LSL clock (liblsl proc_clocksync); no ClockOffset chunks follow -->\n";
@@ -72,8 +86,10 @@ pub struct Recorder {
     writer: XdfWriter<BufWriter<File>>,
     mua: Option<Track>,
     markers: Option<Track>,
-    /// String streams the daemon publishes itself (frames, events), with their queues.
-    outputs: Vec<(Track, Receiver<RawMarker>)>,
+    /// Streams the daemon publishes itself (frames, frame info, events), with their queues.
+    outputs: Vec<(Track, OutputQueue)>,
+    /// An int16 output's waiting values.
+    short: Vec<i16>,
     values: Vec<f32>,
     wide: Vec<f64>,
     stamps: Vec<f64>,
@@ -91,6 +107,7 @@ impl Recorder {
             mua: None,
             markers: None,
             outputs: Vec::new(),
+            short: Vec::new(),
             values: Vec::new(),
             wide: Vec::new(),
             stamps: Vec::new(),
@@ -129,7 +146,19 @@ impl Recorder {
         rx: Receiver<RawMarker>,
     ) -> Result<(), WriteError> {
         let track = self.add(id, info)?;
-        self.outputs.push((track, rx));
+        self.outputs.push((track, OutputQueue::Strings(rx)));
+        Ok(())
+    }
+
+    /// Adds an int16 stream the daemon publishes, whose samples arrive on `rx`.
+    pub fn add_numeric_output(
+        &mut self,
+        id: StreamId,
+        info: StreamInfo,
+        rx: Receiver<NumericSample>,
+    ) -> Result<(), WriteError> {
+        let track = self.add(id, info)?;
+        self.outputs.push((track, OutputQueue::Int16(rx)));
         Ok(())
     }
 
@@ -222,8 +251,25 @@ impl Recorder {
             self.marker_count += n as u64;
             Counters::add(&counters.recorded_markers, n as u64);
         }
-        for (track, rx) in &self.outputs {
-            self.strings.write(&mut self.writer, track, rx)?;
+        for (track, queue) in &self.outputs {
+            match queue {
+                OutputQueue::Strings(rx) => {
+                    self.strings.write(&mut self.writer, track, rx)?;
+                }
+                OutputQueue::Int16(rx) => {
+                    self.short.clear();
+                    self.stamps.clear();
+                    while let Ok(mut s) = rx.try_recv() {
+                        s.values.resize(track.channels, 0);
+                        self.short.append(&mut s.values);
+                        self.stamps.push(s.lsl_time);
+                    }
+                    if !self.stamps.is_empty() {
+                        self.writer
+                            .write_samples_i16(track.id, &self.short, &self.stamps)?;
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -160,6 +160,8 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
         decode_threads: opts.decode_threads,
         counters: Some(counters.clone()),
         outlet: None,
+        realtime: crate::realtime::RealtimeConfig::default(),
+        trace: None,
         status: false,
         stop: daemon_stop.clone(),
     };

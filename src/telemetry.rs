@@ -84,6 +84,15 @@ pub struct Counters {
     /// Frames shown without their stimulus: a stimulus folder is set but holds no
     /// image for the frame's id.
     pub stimuli_missing: AtomicU64,
+    /// Frames shown before their stimulus image was loaded (shown without it).
+    pub stimuli_late: AtomicU64,
+    /// Frames shown but not published on `monkeysee-frames`: the publish thread was
+    /// behind and every hand-over buffer was in use.
+    pub frames_unpublished: AtomicU64,
+    /// Frames shown but not written as PNG (headless): the writer thread was behind.
+    pub frames_unwritten: AtomicU64,
+    /// Decoded frames whose inputs `--save-inputs` could not queue for saving.
+    pub inputs_unsaved: AtomicU64,
     /// The MUA stream went silent (or liblsl reported it lost).
     pub stream_lost: AtomicU64,
     /// Data flowed again after a loss.
@@ -147,6 +156,10 @@ impl Counters {
             ("frames_shown", g(&self.frames_shown)),
             ("frames_superseded", g(&self.frames_superseded)),
             ("stimuli_missing", g(&self.stimuli_missing)),
+            ("stimuli_late", g(&self.stimuli_late)),
+            ("frames_unpublished", g(&self.frames_unpublished)),
+            ("frames_unwritten", g(&self.frames_unwritten)),
+            ("inputs_unsaved", g(&self.inputs_unsaved)),
             ("stream_lost", g(&self.stream_lost)),
             ("stream_restored", g(&self.stream_restored)),
             ("stream_switched", g(&self.stream_switched)),
@@ -306,8 +319,8 @@ impl LatencyRecorder {
     }
 
     /// The stage's latency distribution as `(ms, fraction of frames at or below)` at
-    /// 102 points in rising order (every percent, 99.9 % and the maximum); empty
-    /// without frames.
+    /// 105 points in rising order (every percent, 99.5, 99.9, 99.95 and 99.99 % and the
+    /// maximum); empty without frames.
     pub fn cdf(&self, stage: Stage) -> Vec<(f64, f64)> {
         let h = &self.total[Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)];
         if h.is_empty() {
@@ -315,7 +328,7 @@ impl LatencyRecorder {
         }
         (0..100)
             .map(|p| f64::from(p) / 100.0)
-            .chain([0.999])
+            .chain([0.995, 0.999, 0.9995, 0.9999])
             .map(|q| (h.value_at_quantile(q) as f64 / 1000.0, q))
             .chain([(h.max() as f64 / 1000.0, 1.0)])
             .collect()

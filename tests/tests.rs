@@ -3,7 +3,7 @@
 mod it {
     /// AlexNet feature correlation against torch's layers, r and MSE; refused AlexNet files.
     mod alexnet;
-    /// `monkeysee bench`: the report of a short run.
+    /// `monkeysee bench`: the report of a short run, and of a short run under load.
     mod bench;
     /// Broadband → MUA online against scipy's offline filtering.
     mod broadband;
@@ -25,14 +25,17 @@ mod it {
     mod faults;
     /// The file readers (XDF, rig config, decoder.json, datasets, normalization.json) fuzzed: no panic, hang or huge allocation.
     mod fuzz;
-    /// The ingest and window loops allocate nothing after start-up.
+    /// The ingest, window and decode loops allocate nothing after start-up.
     mod hot_loop;
     /// A lab's path: datasets from recorded XDF sessions, online vs offline inputs.
     mod lab_path;
     /// Model loading refuses models that do not fit the rig.
     mod model;
-    /// Decoded frames and events as LSL streams, received by pylsl.
+    /// Decoded frames, their info and events as LSL streams, received by pylsl; no frame
+    /// lost with a consumer connected.
     mod outlet;
+    /// `--realtime` granted and refused, `[realtime]` errors, and `--trace`.
+    mod realtime;
     /// Replaying XDF sessions as live LSL streams, and `run --record`.
     mod replay;
     /// `eval --report`: every analysis of the paper on tiny models.

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Receives monkeysee's decoded-frame and event streams with pylsl, as a stimulus
-program or LabRecorder would, and writes what arrived as JSON.
+"""Receives monkeysee's decoded-frame streams with pylsl, as a stimulus program or
+LabRecorder would, and writes what arrived as JSON.
 
-usage: frames_inlet.py SOURCE_STEM COUNT TIMEOUT_S OUT.json
+usage: frames_inlet.py SOURCE_STEM COUNT TIMEOUT_S OUT.json [frames-only]
 
-SOURCE_STEM is the streams' source_id without -frames / -events. Prints "ready" once
-both inlets are open, then pulls until COUNT frames arrived or TIMEOUT_S passed.
+SOURCE_STEM is the streams' source_id without -frames / -frame-info / -events. Prints
+"ready" once the inlets are open, then pulls until COUNT frames (and their info samples)
+arrived or TIMEOUT_S passed. With frames-only, only the frames stream is read (any
+channel format): an independent consumer of the pixels alone.
 """
 import json
 import sys
@@ -30,37 +32,48 @@ def labels(info):
     return out
 
 
+def header(info):
+    return {
+        "name": info.name(),
+        "type": info.type(),
+        "channel_count": info.channel_count(),
+        "channel_format": info.channel_format(),
+        "labels": labels(info),
+    }
+
+
 def main():
     stem, count, timeout, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-    frames_info = resolve(stem + "-frames", 30)
-    events_info = resolve(stem + "-events", 30)
-    frames = pylsl.StreamInlet(frames_info, max_buflen=60)
-    events = pylsl.StreamInlet(events_info, max_buflen=60)
-    full = frames.info(timeout=10)
-    frames.open_stream(timeout=10)
-    events.open_stream(timeout=10)
+    kinds = ("frames",) if sys.argv[5:] == ["frames-only"] else ("frames", "frame-info", "events")
+    inlets = {}
+    for kind in kinds:
+        inlets[kind] = pylsl.StreamInlet(resolve(f"{stem}-{kind}", 30), max_buflen=60)
+    headers = {kind: inlet.info(timeout=10) for kind, inlet in inlets.items()}
+    for inlet in inlets.values():
+        inlet.open_stream(timeout=10)
     print("ready", flush=True)
-    got, evs = [], []
+    got = {"frames": [], "frame-info": [], "events": []}
     deadline = time.time() + timeout
-    while len(got) < count and time.time() < deadline:
-        sample, stamp = frames.pull_sample(timeout=0.1)
-        if sample is not None:
-            got.append({"stamp": stamp, "values": sample})
-        while True:
-            e, t = events.pull_sample(timeout=0.0)
-            if e is None:
-                break
-            evs.append({"stamp": t, "text": e[0]})
+    wanted = [k for k in kinds if k != "events"]
+    while any(len(got[k]) < count for k in wanted) and time.time() < deadline:
+        for kind, inlet in inlets.items():
+            while True:
+                sample, stamp = inlet.pull_sample(timeout=0.02)
+                if sample is None:
+                    break
+                got[kind].append({"stamp": stamp, "values": sample})
+    if len(kinds) == 1:
+        json.dump({"stamps": [f["stamp"] for f in got["frames"]]}, open(out, "w"))
+        return
     json.dump(
         {
-            "name": full.name(),
-            "type": full.type(),
-            "channel_count": full.channel_count(),
-            "channel_format": full.channel_format(),
-            "labels": labels(full),
-            "width": full.desc().child("reconstruction").child_value("width"),
-            "frames": got,
-            "events": evs,
+            "frames_header": header(headers["frames"]),
+            "width": headers["frames"].desc().child("reconstruction").child_value("width"),
+            "info_header": header(headers["frame-info"]),
+            "events_header": header(headers["events"]),
+            "frames": got["frames"],
+            "info": got["frame-info"],
+            "events": [{"stamp": e["stamp"], "text": e["values"][0]} for e in got["events"]],
         },
         open(out, "w"),
     )

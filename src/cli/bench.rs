@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use monkeysee::bench::{self, BenchOptions, BenchReport};
+use monkeysee::bench::load::LoadSpec;
+use monkeysee::bench::{self, BenchOptions, BenchReport, LoadBench};
 use monkeysee::config::RigConfig;
 use monkeysee::daemon::ModelSource;
 use monkeysee::decoder::{ComputeDevice, DecoderKind};
@@ -15,7 +16,7 @@ use monkeysee::soak::{self, SoakOptions};
 use monkeysee::window::Mode;
 
 use super::run::InputArg;
-use super::{positive_seconds, print_summary, stop_on_ctrl_c};
+use super::{positive_seconds, print_summary, stop_on_ctrl_c, LiveArgs};
 
 #[derive(Args)]
 #[command(
@@ -25,6 +26,12 @@ times the decoder's forward pass at each --widths. It prints per-stage latency (
 deadline misses, CPU per thread and the highest speed with no frame lost, and writes bench.json, \
 latency-<speed>x.hlog (HdrHistogram) and bench.png into --out. Without --rig and --model it uses \
 the built-in synthetic rig and demo model; with --rig alone, random weights of --width.
+
+--load N measures the daemon beside the work a rig computer does instead: N processes that each \
+churn memory while computing and write a file through the page cache run beside it, at \
+--load-speed, over at least --frames frames, three times: unloaded, loaded, and loaded with \
+--realtime (try, or require when asked). It reports p50/p99/p99.9/max, deadline misses and frames \
+lost for each, in bench.json (under load), latency-<condition>.hlog and load.png.
 
 --soak streams a synthetic session for the rig over loopback LSL into the daemon (in this process) at \
 --speed times real time for --minutes, injecting a fault at random on average every --fault-every \
@@ -86,6 +93,22 @@ pub struct BenchArgs {
         conflicts_with = "soak"
     )]
     widths: Vec<usize>,
+    /// Measure beside N load processes (memory churn, CPU, page-cache writes), with and
+    /// without --realtime, instead of the speed ladder.
+    #[arg(long, value_name = "N", conflicts_with = "soak")]
+    load: Option<usize>,
+    /// --load: frames each condition runs at least (the session is replayed as often as
+    /// needed).
+    #[arg(long, default_value_t = 5000, requires = "load")]
+    frames: u64,
+    /// --load: replay speed (x real time) of every condition.
+    #[arg(long, default_value_t = 8.0, requires = "load")]
+    load_speed: f64,
+    /// --load: MiB each load process allocates, touches and frees per round.
+    #[arg(long, default_value_t = 64, requires = "load")]
+    load_churn_mib: usize,
+    #[command(flatten)]
+    live: LiveArgs,
 
     /// Soak: stream seconds per wall second.
     #[arg(long, default_value_t = 10.0, requires = "soak")]
@@ -181,6 +204,38 @@ impl BenchArgs {
                 bail!("--session {}: no such file", s.display());
             }
         }
+        let load = match self.load {
+            None => None,
+            Some(n) => {
+                if !(1..=64).contains(&n) {
+                    bail!("--load must be 1 to 64 processes");
+                }
+                if !(self.load_speed > 0.0 && self.load_speed <= 1000.0) {
+                    bail!("--load-speed must be above 0 and at most 1000");
+                }
+                if self.frames == 0 {
+                    bail!("--frames must be at least 1");
+                }
+                if !(1..=4096).contains(&self.load_churn_mib) {
+                    bail!("--load-churn-mib must be 1 to 4096");
+                }
+                Some(LoadBench {
+                    spec: LoadSpec {
+                        processes: n,
+                        churn_mib: self.load_churn_mib,
+                        ..LoadSpec::default()
+                    },
+                    exe: std::env::current_exe()
+                        .context("finding this program's binary for the load processes")?,
+                    frames: self.frames,
+                    speed: self.load_speed,
+                })
+            }
+        };
+        let mut realtime = rig.realtime.clone();
+        if let Some(mode) = self.live.realtime {
+            realtime.mode = mode;
+        }
         Ok(BenchOptions {
             rig,
             model,
@@ -192,6 +247,9 @@ impl BenchArgs {
             speeds: self.speeds.clone(),
             widths: self.widths.clone(),
             decode_threads: self.decode_threads,
+            realtime,
+            trace: self.live.trace.clone(),
+            load,
             out,
             progress: true,
         })
@@ -211,10 +269,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from("monkeysee-bench"));
         let report = bench::run(&args.bench_options(rig, model, out.clone())?)?;
         print_bench(&report);
-        println!(
-            "wrote {}/bench.json, latency-<speed>x.hlog and bench.png",
-            out.display()
-        );
+        let files = if report.load.is_some() {
+            "latency-<condition>.hlog and load.png"
+        } else {
+            "latency-<speed>x.hlog and bench.png"
+        };
+        println!("wrote {}/bench.json, {files}", out.display());
         return Ok(());
     }
     let out = args
@@ -258,8 +318,49 @@ heap in use {:.2} MiB after warm-up, {:.2} at the end",
     Ok(())
 }
 
+/// The load comparison as a table.
+fn print_load(l: &monkeysee::bench::LoadReport) {
+    println!(
+        "beside {} load process(es) ({} MiB churned per round, page-cache writes) at {}x:",
+        l.spec.processes, l.spec.churn_mib, l.speed
+    );
+    println!(
+        "{:<18} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>6}",
+        "condition", "frames", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "misses", "lost"
+    );
+    for c in &l.conditions {
+        let e2e = c.run.stages.last().map(|s| s.latency);
+        let v =
+            |f: fn(&monkeysee::telemetry::StageSummary) -> f64| e2e.as_ref().map_or(f64::NAN, f);
+        println!(
+            "{:<18} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>6}",
+            c.condition,
+            c.run.frames_shown,
+            v(|e| e.p50_ms),
+            v(|e| e.p99_ms),
+            v(|e| e.p999_ms),
+            v(|e| e.max_ms),
+            c.run.deadline_misses,
+            c.frames_lost
+        );
+        if let Some(rt) = &c.realtime {
+            for r in &rt.refused {
+                println!("  refused: {r}");
+            }
+        }
+    }
+}
+
 /// The bench's findings as a few tables.
 fn print_bench(r: &BenchReport) {
+    if let Some(l) = &r.load {
+        println!(
+            "bench: {} ({} mode, {} input, {}, {} decode thread(s)) on {}",
+            r.model, r.mode, r.input, r.device, r.decode_threads, r.session
+        );
+        print_load(l);
+        return;
+    }
     println!(
         "bench: {} ({} mode, {} input, {}, {} decode thread(s)) on {}",
         r.model, r.mode, r.input, r.device, r.decode_threads, r.session

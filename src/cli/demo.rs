@@ -7,7 +7,7 @@ use clap::Args;
 use monkeysee::daemon::Output;
 use monkeysee::demo::DemoOptions;
 
-use super::{print_summary, stop_on_ctrl_c};
+use super::{print_summary, stop_on_ctrl_c, LiveArgs};
 
 #[derive(Args)]
 #[command(
@@ -32,9 +32,11 @@ pub struct DemoArgs {
     /// A model folder to use instead of the built-in demo model (trained on the synthetic rig).
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// Threads for the decoder (0: all cores but one).
+    /// Threads of the decoder's own compute pool (0: all cores but one).
     #[arg(long, default_value_t = 0)]
     decode_threads: usize,
+    #[command(flatten)]
+    live: LiveArgs,
 }
 
 impl DemoArgs {
@@ -50,6 +52,8 @@ impl DemoArgs {
         opts.images = self.images;
         opts.seed = self.seed;
         opts.decode_threads = self.decode_threads;
+        opts.realtime = self.live.realtime;
+        opts.trace = self.live.trace;
         opts
     }
 }

@@ -18,7 +18,7 @@ mod run;
 mod simulate;
 mod train;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -27,6 +27,7 @@ use clap::{Parser, Subcommand};
 
 use monkeysee::daemon::RunSummary;
 use monkeysee::decoder::DecoderKind;
+use monkeysee::realtime::RealtimeMode;
 
 /// Real-time image reconstruction from macaque multi-unit activity (MonkeySee, online).
 #[derive(Parser)]
@@ -59,6 +60,19 @@ enum Command {
     /// Measure what this machine does with a rig and model: per-stage latency, highest
     /// loss-free replay speed, CPU per thread, decoder forward time; or --soak the daemon.
     Bench(bench::BenchArgs),
+    /// A load process of `bench --load` (churns memory, writes a file; runs until killed).
+    #[command(hide = true)]
+    LoadWorker(LoadWorkerArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadWorkerArgs {
+    #[arg(long)]
+    churn_mib: usize,
+    #[arg(long)]
+    file_mib: usize,
+    #[arg(long)]
+    file: PathBuf,
 }
 
 impl Cli {
@@ -75,6 +89,9 @@ impl Cli {
             Command::Eval(a) => eval::run(a),
             Command::RfTable(a) => rf_table::run(a),
             Command::Bench(a) => bench::run(a),
+            Command::LoadWorker(a) => {
+                monkeysee::bench::load::run_worker(a.churn_mib, a.file_mib, a.file)
+            }
         }
     }
 }
@@ -97,6 +114,31 @@ impl From<KindArg> for DecoderKind {
             KindArg::Baseline => DecoderKind::Baseline,
         }
     }
+}
+
+/// `--realtime` and `--trace`: how the live loop is scheduled and traced (run, demo, bench).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct LiveArgs {
+    /// Real-time operation: memory locked and pre-faulted, the ingest, window and decode
+    /// threads at SCHED_FIFO priorities (the rig's [realtime] section), pinned to cores
+    /// where there are enough. `--realtime` alone is `try`: ask, and run on without what
+    /// the system refuses, saying which permission is missing and how to grant it;
+    /// `--realtime=require` refuses to run without it; `--realtime=off` overrides the
+    /// rig's mode.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "try"
+    )]
+    realtime: Option<RealtimeMode>,
+    /// Write every frame's stages on every thread to FILE as Chrome trace-event JSON:
+    /// open it in Perfetto (ui.perfetto.dev) or chrome://tracing to see where a slow frame
+    /// went. Tracing has a cost of its own; leave it off to measure.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 /// The longest wait a seconds flag accepts (about 31 years): every value up to it
@@ -152,8 +194,40 @@ fn print_summary(summary: &RunSummary) {
     println!("counts: {}", counts.join(", "));
     if let Some(o) = &summary.frames_outlet {
         println!(
-            "LSL outlets: {} frames ({} px) and {} events published; a frame's push took p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            "LSL outlets: {} frames ({} px) and {} events published; on the publish thread a frame's push took p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
             o.frames, o.size, o.events, o.push_p50_ms, o.push_p99_ms, o.push_max_ms
         );
+    }
+    if let Some(r) = &summary.realtime {
+        let granted = r
+            .threads
+            .iter()
+            .filter(|t| t.fifo_priority.is_some())
+            .count();
+        println!(
+            "realtime ({}): memory {}, {} of {} threads at SCHED_FIFO{}",
+            r.mode,
+            if r.memory_locked {
+                "locked"
+            } else {
+                "not locked"
+            },
+            granted,
+            r.threads.len(),
+            if r.refused.is_empty() {
+                String::new()
+            } else {
+                format!("; refused: {}", r.refused.len())
+            }
+        );
+    }
+    if let Some(t) = &summary.trace {
+        println!(
+            "trace in {} (open it in ui.perfetto.dev or chrome://tracing)",
+            t.display()
+        );
+    }
+    if let Some(p) = &summary.trace_picture {
+        println!("the slowest frame, thread by thread: {}", p.display());
     }
 }

@@ -12,7 +12,7 @@ use monkeysee::daemon::{self, ModelSource, Output, RunOptions};
 use monkeysee::decoder::ComputeDevice;
 use monkeysee::window::Mode;
 
-use super::{positive_seconds, print_summary, stop_on_ctrl_c, write_json, KindArg};
+use super::{positive_seconds, print_summary, stop_on_ctrl_c, write_json, KindArg, LiveArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -112,9 +112,12 @@ pub struct RunArgs {
     /// Seconds to wait for the LSL streams at start-up.
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     resolve_timeout: f64,
-    /// Threads for the decoder (0: all cores but one, so ingest and windows keep a core).
+    /// Threads of the decoder's own compute pool (0: all cores but one, so ingest and
+    /// windows keep a core).
     #[arg(long, default_value_t = 0)]
     decode_threads: usize,
+    #[command(flatten)]
+    live: LiveArgs,
     /// Write the run summary as JSON.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
@@ -174,7 +177,12 @@ impl RunArgs {
         }
         let outlet =
             (!self.no_outlet).then(|| self.outlet_size.map_or(rig.image_size, usize::from));
+        if let Some(mode) = self.live.realtime {
+            rig.realtime.mode = mode;
+        }
         Ok(RunOptions {
+            realtime: rig.realtime.clone(),
+            trace: self.live.trace,
             rig,
             model,
             mode: self.mode,

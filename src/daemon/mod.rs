@@ -1,17 +1,20 @@
 //! The `run` daemon: the pipeline's threads, their queues, and shutdown.
 //!
 //! ```text
-//! LSL MUA ─► [ingest] ─ringbuf─► [window] ─bounded─► [decode] ─latest-wins─► [display: main thread]
-//! LSL markers ─► [markers] ─bounded─┘
-//!     (--record: ingest ─ringbuf─► [record] ◄─bounded─ markers; see crate::record)
+//! LSL MUA ─► [ingest] ─ringbuf─► [window] ─bounded─► [decode-0..n] ─triple buffer─► [display: main thread] ─pool─► [publish] ─► LSL
+//! LSL markers ─► [markers] ─bounded─┘   └─► [stimuli] (images decoded ahead of their frame) ─┘
+//!     (--record: ingest ─ringbuf─► [record] ◄─bounded─ markers, publish; see crate::record)
 //!     ([watch]: looks at the network once a second; hands ingest a replacement
 //!      inlet when the MUA stream is lost; see crate::ingest::watch)
 //! ```
-//! [`run`] is a handful of steps, in the order the data needs them: open the recording,
-//! start the decoder (it decides the window set), connect the streams, start the
-//! recorder and the window stage, then present frames on the calling thread until a
-//! stop condition. Every thread belongs to one [`Pipeline`], which stops and joins them
-//! when dropped: no return path, early or not, leaves a thread behind.
+//! [`run`] is a handful of steps, in the order the data needs them: lock memory and
+//! probe real-time scheduling (`--realtime`), open the recording, start the decoder (it
+//! decides the window set), connect the streams, open the outlets and start the
+//! recorder and the publisher, then the window stage, and present frames on the calling
+//! thread until a stop condition. Every thread belongs to one [`Pipeline`], which stops
+//! and joins them when dropped: no return path, early or not, leaves a thread behind.
+//! Everything that allocates or can wait (creating outlets, loading the model, warming
+//! the decoder) happens before the first sample is read.
 //!
 //! The stages themselves live in [`stages`] (window, decode, the hand-over to the
 //! display) and [`present`] (the display loop). Every drop, overrun, gap and deadline
@@ -33,16 +36,22 @@ use anyhow::{anyhow, bail, Context};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 pub use crate::decoder::ComputeDevice;
-pub use stages::{DecodedFrame, LatestSlot, WindowStage, FRAME_POOL};
+pub use stages::{
+    latest_frame, DecodeStage, DecodedFrame, FrameReceiver, FrameSender, WindowStage, FRAME_POOL,
+};
 
 use crate::config::RigConfig;
 use crate::decoder::{window_set, DecoderConfig, DecoderKind};
+use crate::display::StimulusLoader;
 use crate::ingest::{
     self, MarkerEvent, MuaInlet, RawMarker, SampleConsumer, SampleRing, StreamDescription,
 };
+use crate::realtime::{Realtime, RealtimeConfig, RealtimeReport, Role};
 use crate::record::{Recorder, RecordingSummary};
 use crate::telemetry::{Counters, Stage, StageSummary};
-use crate::window::{AssemblerConfig, FeatureFrame, Mode, WindowAssembler};
+use crate::trace::Trace;
+use crate::window::{AssemblerConfig, FeatureFrame, ImageId, Mode, WindowAssembler};
+use save_inputs::{InputSaver, SaveEnds};
 use stages::{DecodeJob, DecoderReady};
 
 /// Where the decoder comes from.
@@ -98,6 +107,11 @@ pub struct RunOptions {
     /// Publish `monkeysee-frames` (images of this side, pixels) and `monkeysee-events`
     /// over LSL ([`outlet`]); `None`: no outlets.
     pub outlet: Option<usize>,
+    /// Real-time scheduling and locked memory ([`crate::realtime`]); the rig's
+    /// `[realtime]` section unless overridden.
+    pub realtime: RealtimeConfig,
+    /// Write every frame's stages on every thread here (Chrome trace JSON).
+    pub trace: Option<PathBuf>,
     /// Print the periodic status line.
     pub status: bool,
     /// Set from outside (Ctrl-C) to stop.
@@ -127,6 +141,12 @@ pub struct RunSummary {
     pub recording: Option<RecordingSummary>,
     /// The frames outlet, when publishing.
     pub frames_outlet: Option<outlet::OutletSummary>,
+    /// What `--realtime` got, when asked.
+    pub realtime: Option<RealtimeReport>,
+    /// The `--trace` file, when tracing.
+    pub trace: Option<PathBuf>,
+    /// Its picture of the slowest frame (`<trace>.png`), when one could be drawn.
+    pub trace_picture: Option<PathBuf>,
 }
 
 impl RunSummary {
@@ -147,7 +167,10 @@ impl RunSummary {
 
 /// Runs the daemon until `--frames`, `--seconds`, Ctrl-C or the window closes.
 pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
-    // Opened before any thread starts: a bad path costs nothing.
+    // Before any thread starts: real-time (memory locked for everything that follows),
+    // the trace, the recording file. A bad path costs nothing.
+    let realtime = start_realtime(&opts)?;
+    let trace = opts.trace.as_deref().map(Trace::start).transpose()?;
     let recording = match &opts.record {
         Some(p) => Some(
             Recorder::create(p)
@@ -155,8 +178,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         ),
         None => None,
     };
-    let mut pipeline = Pipeline::new(opts.counters.clone());
-    let decoding = pipeline.start_decoder(&opts)?;
+    let mut pipeline = Pipeline::new(opts.counters.clone(), realtime.clone(), trace.as_ref());
+    let (decoding, mut frames) = pipeline.start_decoder(&opts)?;
     let mut inputs = pipeline.connect_streams(&opts, recording.is_some())?;
     announce(&opts, &inputs, &decoding.config);
     // The outlets are named after the stream they decode.
@@ -169,26 +192,61 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     if let Some(rec) = recording {
         record_outputs = pipeline.start_recorder(&opts, rec, &mut inputs, &outlet_source)?;
     }
-    let stimuli_dir = stimuli_dir(&opts, &inputs);
     let size = decoding.config.image_size;
-    let slot = decoding.slot.clone();
+    let publish = match opts.outlet {
+        Some(side) => {
+            Some(pipeline.start_publisher(&opts, side, size, &outlet_source, record_outputs)?)
+        }
+        None => None,
+    };
+    let stimuli_dir = stimuli_dir(&opts, &inputs);
+    let stimuli = match (&stimuli_dir, inputs.stimulus_requests.take()) {
+        (Some(dir), Some(requests)) => Some(
+            StimulusLoader::start(dir.clone(), size, requests)
+                .context("starting the stimuli thread")?,
+        ),
+        _ => None,
+    };
+    // Last, the display's window (or folder and writer) and the window stage; then the
+    // streams open, into a pipeline that is running end to end.
+    let presenter =
+        present::open_presenter(&opts, size, stimuli_dir.is_some(), &pipeline.counters)?;
     pipeline.start_window(decoding, inputs.samples, inputs.markers, inputs.wake_ingest)?;
+    let _ = inputs.start_markers.send(());
+    if let (Some(rt), true) = (&realtime, opts.status) {
+        announce_realtime(rt);
+    }
     let where_to = present::Where {
         size,
-        stimuli_dir,
-        outlet_source,
-        record_outputs,
+        presenter,
+        stimuli,
+        publish,
     };
-    let presented = present::present(&opts, &pipeline, &slot, where_to);
-    let recording = pipeline.stop();
-    if let Some(e) = recording.as_ref().and_then(|r| r.error.as_ref()) {
+    let presented = crate::trace::in_thread(pipeline.trace.as_ref(), || {
+        present::present(&opts, &pipeline, &mut frames, where_to)
+    });
+    let stopped = pipeline.stop();
+    if let Some(e) = stopped.recording.as_ref().and_then(|r| r.error.as_ref()) {
         eprintln!(
             "monkeysee: the recording {} stopped early: {e}",
-            recording
+            stopped
+                .recording
                 .as_ref()
                 .map_or_else(Default::default, |r| r.path.display().to_string())
         );
     }
+    let trace = trace.map(Trace::finish);
+    let trace_picture = trace.as_deref().and_then(|t| {
+        let png = t.with_extension("png");
+        match crate::trace::picture(t, &png) {
+            Ok(Some(_)) => Some(png),
+            Ok(None) => None,
+            Err(e) => {
+                eprintln!("monkeysee: no picture of the trace: {e:#}");
+                None
+            }
+        }
+    });
     let p = presented?;
     Ok(RunSummary {
         frames_shown: p.shown,
@@ -206,9 +264,28 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         marker_stream: inputs.marker_stream.map(|d| d.to_string()),
         elapsed_s: p.elapsed_s,
         table: p.latency.table(),
-        recording,
-        frames_outlet: p.outlet,
+        recording: stopped.recording,
+        frames_outlet: stopped.outlet,
+        realtime: realtime.map(|r| r.report()),
+        trace,
+        trace_picture,
     })
+}
+
+/// Locks memory and probes real-time scheduling as asked (before any pipeline thread);
+/// says what was refused. `Require` mode refuses to run without all of it.
+fn start_realtime(opts: &RunOptions) -> anyhow::Result<Option<Arc<Realtime>>> {
+    let threads =
+        crate::decoder::compute_threads(opts.decode_threads, crate::decoder::PoolRole::Live);
+    let rt = Realtime::start(&opts.realtime, threads).map_err(|r| {
+        anyhow!(r).context("--realtime=require: the system refused real-time operation")
+    })?;
+    if let (Some(rt), true) = (&rt, opts.status) {
+        for r in rt.refusals() {
+            eprintln!("monkeysee: warning: {r}; running on without it");
+        }
+    }
+    Ok(rt)
 }
 
 /// The decode thread's ends of the window→decode queues, and what it reported.
@@ -219,7 +296,6 @@ struct Decoding {
     assembler: WindowAssembler,
     frames: Sender<FeatureFrame>,
     free: Receiver<FeatureFrame>,
-    slot: Arc<LatestSlot>,
     thread: Thread,
 }
 
@@ -232,8 +308,13 @@ struct Inputs {
     marker_stream: Option<StreamDescription>,
     samples: SampleConsumer,
     markers: Receiver<MarkerEvent>,
-    /// Tells the ingest thread which thread to wake after each chunk.
+    /// Tells the ingest thread which thread to wake after each chunk (and so that the
+    /// pipeline runs: it opens the MUA stream then).
     wake_ingest: Sender<Thread>,
+    /// Tells the marker thread to open its stream (with the MUA stream).
+    start_markers: Sender<()>,
+    /// Image ids the marker thread sends ahead for the stimuli thread (event mode).
+    stimulus_requests: Option<Receiver<ImageId>>,
     record_samples: Option<SampleConsumer>,
     record_markers: Option<Receiver<RawMarker>>,
 }
@@ -264,28 +345,76 @@ enum Live {
 struct Pipeline {
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
-    record_stop: Arc<AtomicBool>,
+    /// Set once the producers have stopped: the publisher and the recorder drain, then end.
+    drain_stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Threads that drain a queue after the producers stop (`save-inputs`).
+    drainers: Vec<JoinHandle<()>>,
+    publisher: Option<JoinHandle<outlet::OutletSummary>>,
+    /// Set once the publisher has ended: the recorder drains, then ends.
+    record_stop: Arc<AtomicBool>,
     recorder: Option<JoinHandle<RecordingSummary>>,
+    realtime: Option<Arc<Realtime>>,
+    /// This run's trace dispatcher, which every pipeline thread runs under.
+    trace: Option<tracing::Dispatch>,
+}
+
+/// What the draining threads reported when the pipeline stopped.
+#[derive(Default)]
+struct Stopped {
+    recording: Option<RecordingSummary>,
+    outlet: Option<outlet::OutletSummary>,
 }
 
 impl Pipeline {
-    fn new(counters: Option<Arc<Counters>>) -> Self {
+    fn new(
+        counters: Option<Arc<Counters>>,
+        realtime: Option<Arc<Realtime>>,
+        trace: Option<&Trace>,
+    ) -> Self {
         Pipeline {
             counters: counters.unwrap_or_default(),
             stop: Arc::new(AtomicBool::new(false)),
-            record_stop: Arc::new(AtomicBool::new(false)),
+            drain_stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
+            drainers: Vec::new(),
+            publisher: None,
+            record_stop: Arc::new(AtomicBool::new(false)),
             recorder: None,
+            realtime,
+            trace: trace.map(|t| t.dispatch().clone()),
         }
     }
 
-    /// Starts a named pipeline thread that ends when [`Pipeline::stop`] is called.
-    fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> anyhow::Result<Thread> {
-        let h = spawn_named(name, f)?;
+    /// Starts a named pipeline thread that ends when [`Pipeline::stop`] is called; made
+    /// real-time first when it has a `role` and `--realtime` is on, and traced with
+    /// `--trace`.
+    fn spawn(
+        &mut self,
+        name: &str,
+        role: Option<Role>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> anyhow::Result<Thread> {
+        let h = self.spawn_handle(name, role, f)?;
         let t = h.thread().clone();
         self.threads.push(h);
         Ok(t)
+    }
+
+    fn spawn_handle<T: Send + 'static>(
+        &self,
+        name: &str,
+        role: Option<Role>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<JoinHandle<T>> {
+        let realtime = role.and(self.realtime.clone());
+        let trace = self.trace.clone();
+        spawn_named(name, move || {
+            if let (Some(rt), Some(role)) = (&realtime, role) {
+                rt.enter(role);
+            }
+            crate::trace::in_thread(trace.as_ref(), f)
+        })
     }
 
     /// True when a thread has ended without being told to: the run cannot go on.
@@ -293,38 +422,59 @@ impl Pipeline {
         self.threads.iter().any(|h| h.is_finished())
     }
 
-    /// Step 1: the decode thread builds the decoder (on the chosen backend) and reports
-    /// its window set; the frame pool is filled for it.
-    fn start_decoder(&mut self, opts: &RunOptions) -> anyhow::Result<Decoding> {
-        crate::decoder::init_compute_threads(crate::decoder::compute_threads(
-            opts.decode_threads,
-            crate::decoder::PoolRole::Live,
-        ));
+    /// Step 1: the decode thread builds the decoder (on the chosen backend) on its own
+    /// pool, warms it and reports its window set; the frame pool is filled for it.
+    /// Returns the display's end of the decode→display triple buffer beside it.
+    fn start_decoder(&mut self, opts: &RunOptions) -> anyhow::Result<(Decoding, FrameReceiver)> {
         let (ready_tx, ready_rx) = bounded::<anyhow::Result<DecoderReady>>(1);
         let (work_tx, work_rx) = bounded::<FeatureFrame>(FRAME_POOL);
         let (free_tx, free_rx) = bounded::<FeatureFrame>(FRAME_POOL);
-        let slot = Arc::new(LatestSlot::new());
+        let (out, frames) = latest_frame(opts.rig.image_size, thread::current());
+        let saver = match &opts.save_inputs {
+            Some(dir) => Some(InputSaver::create(dir)?),
+            None => None,
+        };
+        let (mut saver, save_ends): (Option<InputSaver>, Option<SaveEnds>) = match saver {
+            Some((s, e)) => (Some(s), Some(e)),
+            None => (None, None),
+        };
         let job = DecodeJob {
             model: opts.model.clone(),
             rig: opts.rig.clone(),
+            threads: crate::decoder::compute_threads(
+                opts.decode_threads,
+                crate::decoder::PoolRole::Live,
+            ),
             ready: ready_tx.clone(),
             frames: work_rx,
             free: free_tx.clone(),
-            slot: slot.clone(),
+            out,
             counters: self.counters.clone(),
             stop: self.stop.clone(),
-            save_inputs: opts.save_inputs.clone(),
+            save_inputs: save_ends,
+            realtime: self.realtime.clone(),
+            trace: self.trace.clone(),
         };
         let device = opts.device;
-        let thread = self.spawn("decode", move || {
+        self.spawn("decode", None, move || {
             if let Err(e) = crate::decoder::dispatch(device, job) {
                 let _ = ready_tx.send(Err(e));
             }
         })?;
-        let DecoderReady { config, stats } = match ready_rx.recv_timeout(Duration::from_secs(600)) {
+        let DecoderReady {
+            config,
+            stats,
+            thread,
+        } = match ready_rx.recv_timeout(Duration::from_secs(600)) {
             Ok(r) => r?,
             Err(_) => bail!("the decoder did not start"),
         };
+        if let Some(mut s) = saver.take() {
+            s.open(config.n_features(), config.image_size)?;
+            let stop = self.drain_stop.clone();
+            let h = self.spawn_handle("save-inputs", None, move || s.run(&stop))?;
+            self.drainers.push(h);
+        }
         let set = window_set(config.kind);
         let assembler = WindowAssembler::new(
             AssemblerConfig::from_rig(&opts.rig, set, opts.mode),
@@ -334,14 +484,14 @@ impl Pipeline {
         for _ in 0..FRAME_POOL {
             let _ = free_tx.send(template.clone());
         }
-        Ok(Decoding {
+        let decoding = Decoding {
             config,
             assembler,
             frames: work_tx,
             free: free_rx,
-            slot,
             thread,
-        })
+        };
+        Ok((decoding, frames))
     }
 
     /// Step 2: the ingest and marker threads connect to their streams; returns once both
@@ -378,6 +528,8 @@ impl Pipeline {
 
         let markers_needed = opts.mode == Mode::Event;
         let (marker_tx, markers) = bounded::<MarkerEvent>(256);
+        let (stimuli_tx, stimulus_requests) = StimulusLoader::requests();
+        let (start_markers, start_rx) = bounded::<()>(1);
         let (record_marker_tx, record_markers) = if record {
             let (tx, rx) = bounded::<RawMarker>(4096);
             (Some(tx), Some(rx))
@@ -394,22 +546,19 @@ impl Pipeline {
             self.counters.clone(),
             self.stop.clone(),
         );
-        self.spawn("markers", move || {
-            ingest::run_markers(
-                &selector,
-                timeout,
-                &stop,
-                &counters,
-                &marker_tx,
-                record_marker_tx.as_ref(),
-                |r| {
-                    let _ =
-                        ready_tx
-                            .send(r.map(Live::Markers).map_err(|e| {
-                                anyhow!(e).context("connecting to the marker stream")
-                            }));
-                },
-            );
+        self.spawn("markers", None, move || {
+            let sinks = ingest::MarkerSinks {
+                events: &marker_tx,
+                record: record_marker_tx.as_ref(),
+                stimuli: Some(&stimuli_tx),
+                start: Some(&start_rx),
+            };
+            ingest::run_markers(&selector, timeout, &stop, &counters, &sinks, |r| {
+                let _ = ready_tx.send(
+                    r.map(Live::Markers)
+                        .map_err(|e| anyhow!(e).context("connecting to the marker stream")),
+                );
+            });
         })?;
 
         let (mua, marker_stream, marker_error) =
@@ -443,6 +592,8 @@ impl Pipeline {
             samples,
             markers,
             wake_ingest,
+            start_markers,
+            stimulus_requests: Some(stimulus_requests),
             record_samples,
         })
     }
@@ -461,8 +612,8 @@ impl Pipeline {
         let (rig, counters, stop) = (opts.rig.clone(), self.counters.clone(), self.stop.clone());
         let timeout = opts.resolve_timeout;
         let (selector, spec) = input_stream(opts)?;
-        self.spawn("ingest", move || {
-            let connected = MuaInlet::connect(&selector, &spec, timeout);
+        self.spawn("ingest", Some(Role::Ingest), move || {
+            let connected = MuaInlet::connect_deferred(&selector, &spec, timeout);
             let mut inlet = match connected {
                 Ok(i) => i,
                 Err(e) => {
@@ -479,6 +630,9 @@ impl Pipeline {
             while window_thread.is_none() && !stop.load(Ordering::Relaxed) {
                 window_thread = wake_rx.recv_timeout(Duration::from_millis(50)).ok();
             }
+            // The pipeline runs: samples flow from now on (none piled up while it
+            // started). A failure shows as a lost stream in the pull loop.
+            let _ = inlet.start(timeout);
             let wake = || {
                 if let Some(t) = &window_thread {
                     t.unpark();
@@ -518,7 +672,7 @@ impl Pipeline {
         };
         let (mua, markers) = (mua.clone(), markers.cloned());
         let (counters, stop) = (self.counters.clone(), self.stop.clone());
-        self.spawn("watch", move || {
+        self.spawn("watch", None, move || {
             ingest::watch::run(
                 &cfg,
                 &mua,
@@ -535,8 +689,8 @@ impl Pipeline {
 
     /// Step 3 (`--record`): the recorder writes the streams' headers now and their
     /// samples from its own rings until the pipeline stops. With the frames outlet on,
-    /// it records `monkeysee-frames` and `monkeysee-events` too: the returned senders
-    /// are the display loop's ends.
+    /// it records `monkeysee-frames`, `monkeysee-frame-info` and `monkeysee-events` too:
+    /// the returned senders are the publish thread's ends.
     fn start_recorder(
         &mut self,
         opts: &RunOptions,
@@ -544,6 +698,9 @@ impl Pipeline {
         inputs: &mut Inputs,
         outlet_source: &str,
     ) -> anyhow::Result<Option<outlet::RecordEnds>> {
+        let recording = |e: crate::xdf::WriteError, rec: &Recorder| {
+            anyhow!(e).context(format!("recording to {}", rec.path().display()))
+        };
         let headers =
             rec.add_mua(&inputs.mua_recorded)
                 .and_then(|()| match &inputs.marker_stream {
@@ -551,20 +708,25 @@ impl Pipeline {
                     None => Ok(()),
                 });
         if let Err(e) = headers {
-            return Err(anyhow!(e).context(format!("recording to {}", rec.path().display())));
+            return Err(recording(e, &rec));
         }
         let mut ends = None;
         if let Some(side) = opts.outlet {
-            let (frames_tx, frames_rx) = bounded::<RawMarker>(64);
-            let (events_tx, events_rx) = bounded::<RawMarker>(1024);
-            let headers = outlet::recorded_headers(side, outlet_source, &opts.rig.name)?;
-            rec.add_output(crate::record::FRAMES_STREAM, headers.0, frames_rx)
-                .and_then(|()| rec.add_output(crate::record::EVENTS_STREAM, headers.1, events_rx))
-                .map_err(|e| {
-                    anyhow!(e).context(format!("recording to {}", rec.path().display()))
-                })?;
+            let (frames_tx, frames_rx) = bounded(64);
+            let (info_tx, info_rx) = bounded(64);
+            let (events_tx, events_rx) = bounded(1024);
+            let [frames, info, events] =
+                outlet::recorded_headers(side, outlet_source, &opts.rig.name)?;
+            let added = rec
+                .add_numeric_output(crate::record::FRAMES_STREAM, frames, frames_rx)
+                .and_then(|()| rec.add_output(crate::record::FRAME_INFO_STREAM, info, info_rx))
+                .and_then(|()| rec.add_output(crate::record::EVENTS_STREAM, events, events_rx));
+            if let Err(e) = added {
+                return Err(recording(e, &rec));
+            }
             ends = Some(outlet::RecordEnds {
                 frames: frames_tx,
+                info: info_tx,
                 events: events_tx,
             });
         }
@@ -577,13 +739,48 @@ impl Pipeline {
             .context("the recorder's ring was not made")?;
         let markers = inputs.record_markers.take();
         let (stop, counters) = (self.record_stop.clone(), self.counters.clone());
-        self.recorder = Some(spawn_named("record", move || {
+        self.recorder = Some(self.spawn_handle("record", None, move || {
             rec.run(&mut samples, markers.as_ref(), &stop, &counters)
         })?);
         Ok(ends)
     }
 
-    /// Step 4: the window thread, last, so that it finds every stream live; ingest is
+    /// Step 4 (the frames outlet on): the publish thread creates the three outlets and
+    /// reports back before any frame exists (liblsl's outlets stay on the thread that
+    /// made them); the display's end of its hand-over.
+    fn start_publisher(
+        &mut self,
+        opts: &RunOptions,
+        side: usize,
+        image_size: usize,
+        outlet_source: &str,
+        record: Option<outlet::RecordEnds>,
+    ) -> anyhow::Result<outlet::PublishSender> {
+        let (ready_tx, ready_rx) =
+            bounded::<Result<outlet::PublishSender, crate::lsl::LslError>>(1);
+        let (counters, stop) = (self.counters.clone(), self.drain_stop.clone());
+        let (source, rig) = (outlet_source.to_string(), opts.rig.name.clone());
+        let handle = self.spawn_handle("publish", None, move || {
+            let publisher =
+                match outlet::Publisher::open(side, image_size, &source, &rig, &counters, record) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return outlet::OutletSummary::default();
+                    }
+                };
+            let (sender, frames, free) = publisher.hand_over();
+            let _ = ready_tx.send(Ok(sender));
+            publisher.run(&frames, &free, &counters, &stop)
+        })?;
+        self.publisher = Some(handle);
+        let opened = ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| anyhow!("the publish thread did not start"))?;
+        opened.context("publishing the monkeysee-frames, -frame-info and -events LSL streams (--no-outlet runs without)")
+    }
+
+    /// Step 5: the window thread, last, so that it finds every stream live; ingest is
     /// told whom to wake.
     fn start_window(
         &mut self,
@@ -602,19 +799,26 @@ impl Pipeline {
         );
         stage.wake_on_frame(decoding.thread);
         let stop = self.stop.clone();
-        let t = self.spawn("window", move || stage.run(&stop))?;
+        let t = self.spawn("window", Some(Role::Window), move || stage.run(&stop))?;
         let _ = wake_ingest.send(t);
         Ok(())
     }
 
-    /// Stops and joins every thread; the recording's summary, if recording.
-    fn stop(&mut self) -> Option<RecordingSummary> {
+    /// Stops and joins every thread: the producers first, then what drains their
+    /// queues (inputs saver, publisher), the recorder last.
+    fn stop(&mut self) -> Stopped {
         self.stop.store(true, Ordering::Relaxed);
         for h in self.threads.drain(..) {
             let _ = h.join();
         }
+        self.drain_stop.store(true, Ordering::Release);
+        for h in self.drainers.drain(..) {
+            let _ = h.join();
+        }
+        let outlet = self.publisher.take().and_then(|h| h.join().ok());
         self.record_stop.store(true, Ordering::Release);
-        self.recorder.take().and_then(|h| h.join().ok())
+        let recording = self.recorder.take().and_then(|h| h.join().ok());
+        Stopped { recording, outlet }
     }
 }
 
@@ -753,4 +957,30 @@ fn stimuli_dir(opts: &RunOptions, inputs: &Inputs) -> Option<PathBuf> {
         );
     }
     Some(dir)
+}
+
+/// What `--realtime` got, thread by thread (unless `--quiet`).
+fn announce_realtime(rt: &Realtime) {
+    let r = rt.report();
+    let threads: Vec<String> = r
+        .threads
+        .iter()
+        .map(|t| match (t.fifo_priority, t.cpu) {
+            (Some(p), Some(c)) => format!("{} FIFO {p} on cpu {c}", t.thread),
+            (Some(p), None) => format!("{} FIFO {p}", t.thread),
+            (None, _) => format!("{} normal", t.thread),
+        })
+        .collect();
+    eprintln!(
+        "monkeysee: realtime ({}): memory {}; {}{}",
+        r.mode,
+        if r.memory_locked {
+            "locked"
+        } else {
+            "not locked"
+        },
+        threads.join(", "),
+        r.not_pinned
+            .map_or_else(String::new, |why| format!("; not pinned: {why}"))
+    );
 }

@@ -1,19 +1,23 @@
 //! The display loop, on the thread that called [`super::run`]: takes the newest decoded
 //! frame, shows it (window or PNG files) beside the stimulus, records its latencies,
-//! and prints the periodic status line. It ends on `--frames`, `--seconds`, Ctrl-C, a
-//! closed window, or a pipeline thread that stopped.
+//! hands it to the publish thread, and prints the periodic status line. It ends on
+//! `--frames`, `--seconds`, Ctrl-C, a closed window, or a pipeline thread that stopped.
+//!
+//! Nothing here waits on a disk, a network or a decoder of images: stimuli come
+//! pre-loaded ([`StimulusLoader`]), PNGs are written by the presenter's own thread, and
+//! publishing is a `try_send` of a pooled buffer ([`PublishSender::offer`]).
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 
-use super::outlet::{FrameOutlets, OutletSummary};
-use super::{LatestSlot, Output, Pipeline, RunOptions};
+use super::outlet::PublishSender;
+use super::stages::FrameReceiver;
+use super::{Output, Pipeline, RunOptions};
 use crate::display::{
     rgb_planes_to_image, side_by_side, DiscardPresenter, HeadlessPresenter, Presenter, Shown,
-    StimulusStore, WindowPresenter,
+    StimulusLoader, WindowPresenter,
 };
 use crate::telemetry::{micros_between, Counters, LatencyRecorder, Stage};
 
@@ -27,51 +31,40 @@ pub(super) struct Presented {
     pub images: Vec<String>,
     pub latency: LatencyRecorder,
     pub elapsed_s: f64,
-    pub outlet: Option<OutletSummary>,
 }
 
-/// What the display loop shows and publishes.
+/// What the display loop shows and where it hands frames on.
 pub(super) struct Where {
     /// Side of the reconstruction, pixels.
     pub size: usize,
-    pub stimuli_dir: Option<PathBuf>,
-    /// The LSL outlets' source_id stem (`-frames` / `-events` added).
-    pub outlet_source: String,
-    /// With `--record`: where the published samples go to be recorded.
-    pub record_outputs: Option<super::outlet::RecordEnds>,
+    /// The window or folder, opened before the streams.
+    pub presenter: Box<dyn Presenter>,
+    pub stimuli: Option<StimulusLoader>,
+    /// The publish thread's hand-over, when publishing.
+    pub publish: Option<PublishSender>,
 }
 
 /// Presents frames until a stop condition; see the module doc.
 pub(super) fn present(
     opts: &RunOptions,
     pipeline: &Pipeline,
-    slot: &LatestSlot,
+    frames: &mut FrameReceiver,
     to: Where,
 ) -> anyhow::Result<Presented> {
     let Where {
         size,
-        stimuli_dir,
-        outlet_source,
-        record_outputs,
+        mut presenter,
+        mut stimuli,
+        publish,
     } = to;
     let started = Instant::now();
-    let mut stimuli = StimulusStore::new(stimuli_dir.clone(), size);
-    let mut presenter = open_presenter(opts, size, stimuli_dir.is_some())?;
+    let counters = &pipeline.counters;
     let mut latency = LatencyRecorder::new();
     if let Some(p) = &opts.hdr_log {
         latency = latency
             .with_log(p)
             .with_context(|| format!("creating the HdrHistogram log {}", p.display()))?;
     }
-    let counters = &pipeline.counters;
-    let mut outlets = match opts.outlet {
-        None => None,
-        Some(side) => Some(
-            FrameOutlets::open(side, &outlet_source, &opts.rig.name, counters, record_outputs)
-                .context("publishing the monkeysee-frames and monkeysee-events LSL streams (--no-outlet runs without)")?,
-        ),
-    };
-    let mut last_events = Instant::now();
     let mut shown = 0u64;
     let mut images = Vec::new();
     let mut last_status = Instant::now();
@@ -82,19 +75,30 @@ pub(super) fn present(
             result = Err(anyhow!("a pipeline thread stopped unexpectedly"));
             break;
         }
-        match slot.take_timeout(Duration::from_millis(15)) {
+        match frames.take_timeout(Duration::from_millis(15)) {
             Some(f) => {
+                let _span = tracing::trace_span!("present", seq = f.seq).entered();
                 let recon = rgb_planes_to_image(&f.rgb, size);
-                let id = f.image.as_ref().map(|i| i.as_str().to_string());
-                let stim = id.as_deref().and_then(|i| stimuli.get(i)).cloned();
-                if id.is_some() && stim.is_none() && stimuli.has_folder() {
-                    Counters::inc(&counters.stimuli_missing);
-                }
-                let picture = side_by_side(&recon, stim.as_ref());
+                let id = f.image.as_ref().map(|i| i.as_str());
+                let stim = match (id, stimuli.as_mut()) {
+                    (Some(id), Some(s)) => match s.get(id) {
+                        Some(Some(img)) => Some(img),
+                        Some(None) => {
+                            Counters::inc(&counters.stimuli_missing);
+                            None
+                        }
+                        None => {
+                            Counters::inc(&counters.stimuli_late);
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                let picture = side_by_side(&recon, stim);
                 let latency_ms = micros_between(f.last_arrival, Instant::now()) as f64 / 1000.0;
                 let shown_ok = presenter.present(&Shown {
                     seq: f.seq,
-                    image_id: id.as_deref(),
+                    image_id: id,
                     picture: &picture,
                     latency_ms,
                 });
@@ -111,26 +115,19 @@ pub(super) fn present(
                 t.present_us = micros_between(f.decoded_at, now);
                 t.end_to_end_us = micros_between(f.last_arrival, now);
                 latency.record(&t);
-                if let Some(o) = outlets.as_mut() {
-                    o.publish(id.as_deref(), f.seq, f.onset_lsl, &t, &recon, counters);
+                if let Some(p) = &publish {
+                    p.offer(f.seq, f.onset_lsl, f.image, &t, &recon, counters);
                 }
                 shown += 1;
                 Counters::inc(&counters.frames_shown);
                 // The first MAX_LISTED ids only: an hours-long run's summary must not
                 // grow with every frame.
                 if images.len() < MAX_LISTED {
-                    images.extend(id);
+                    images.extend(id.map(str::to_string));
                 }
             }
             None if !presenter.idle() => break,
             None => {}
-        }
-        if let Some(o) = outlets
-            .as_mut()
-            .filter(|_| last_events.elapsed() >= Duration::from_millis(50))
-        {
-            o.events(counters);
-            last_events = Instant::now();
         }
         if last_status.elapsed() >= status_every {
             last_status = Instant::now();
@@ -150,10 +147,6 @@ pub(super) fn present(
         images,
         latency,
         elapsed_s: started.elapsed().as_secs_f64(),
-        outlet: outlets.map(|mut o| {
-            o.events(counters);
-            o.summary()
-        }),
     })
 }
 
@@ -166,13 +159,15 @@ fn should_stop(opts: &RunOptions, shown: u64, started: Instant) -> bool {
 }
 
 /// A window, or PNG files when the run is headless or no display can be opened.
-fn open_presenter(
+pub(super) fn open_presenter(
     opts: &RunOptions,
     size: usize,
     with_stimuli: bool,
+    counters: &std::sync::Arc<Counters>,
 ) -> anyhow::Result<Box<dyn Presenter>> {
+    let headless = |dir: &std::path::Path| HeadlessPresenter::new(dir, Some(counters.clone()));
     Ok(match &opts.output {
-        Output::Headless(dir) => Box::new(HeadlessPresenter::new(dir)?),
+        Output::Headless(dir) => Box::new(headless(dir)?),
         Output::Discard => Box::new(DiscardPresenter),
         Output::Window { fallback } => {
             match WindowPresenter::open(size, with_stimuli, opts.rig.display.scale) {
@@ -182,7 +177,7 @@ fn open_presenter(
                         "monkeysee: {e:#}; writing frames to {} instead",
                         fallback.display()
                     );
-                    Box::new(HeadlessPresenter::new(fallback)?)
+                    Box::new(headless(fallback)?)
                 }
             }
         }

@@ -1,20 +1,22 @@
 //! The window and decode stages, and the hand-over to the display.
 //!
 //! ```text
-//! ingest ─ringbuf─► [WindowStage] ─bounded(FRAME_POOL)─► [DecodeStage] ─LatestSlot─► display
+//! ingest ─ringbuf─► [WindowStage] ─bounded(FRAME_POOL)─► [DecodeStage] ─triple buffer─► display
 //!                         ▲                                   │
 //!                         └──────── free frames ──────────────┘
 //! ```
-//! Real-time contract: [`WindowStage::new`] and [`DecodeStage::build`] allocate;
-//! [`WindowStage::step`] never allocates, locks or prints (tests/it/hot_loop.rs runs it
+//! Real-time contract: [`WindowStage::new`], [`DecodeStage::new`] and
+//! [`DecodeStage::warm_up`] allocate; [`WindowStage::step`] and, on the CPU backend,
+//! [`DecodeStage::step`] never allocate, lock or print (tests/it/hot_loop.rs runs both
 //! under a counting allocator). Frame buffers circulate through a fixed pool of
 //! [`FRAME_POOL`], so a frame that cannot be handed on is counted
-//! (`frames_dropped_window`), never queued without bound. The decode stage allocates
-//! only the reconstruction it hands to the display and what Burn's matrix product
-//! needs, and counts every frame it does not decode (`frames_dropped_decode`,
-//! `decode_errors`) and every one that misses the budget (`deadline_misses`).
+//! (`frames_dropped_window`), never queued without bound. The decoder computes on a Rayon
+//! pool of its own (`--decode-threads`), its buffers in a [`Workspace`] sized by the
+//! warm-up, and writes each image straight into the decode→display triple buffer. It
+//! counts every frame it does not decode (`frames_dropped_decode`, `decode_errors`) and
+//! every one that misses the budget (`deadline_misses`). (The CUDA backend allocates
+//! device tensors per frame: Burn's, not ours to pool.)
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
@@ -22,12 +24,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
 
-use super::save_inputs::InputSaver;
+pub use super::save_inputs::SaveEnds;
 use super::ModelSource;
 use crate::config::RigConfig;
-use crate::decoder::{decoder_config, window_set, Decoder, DecoderConfig};
+use crate::decoder::{decoder_config, window_set, Decoder, DecoderConfig, Workspace};
 use crate::ingest::{MarkerEvent, SampleConsumer};
 use crate::norm::NormStats;
 use crate::telemetry::{micros_between, Counters, FrameTimings};
@@ -91,6 +92,7 @@ impl WindowStage {
             }
         }
         let mut n = 0;
+        let _span = tracing::trace_span!("window").entered();
         while let Some(meta) = self.samples.pop(&mut self.scratch) {
             self.assembler
                 .push_sample(&self.scratch, meta, &self.counters);
@@ -117,6 +119,7 @@ impl WindowStage {
                 FrameStatus::Skipped(_) => continue,
                 FrameStatus::Ready => match self.frames_free.try_recv() {
                     Ok(mut spare) => {
+                        tracing::trace!(seq = self.current.seq, "frame");
                         std::mem::swap(&mut spare, &mut self.current);
                         if let Err(e) = self.frames_out.try_send(spare) {
                             // Cannot happen while the pool is no larger than the queue;
@@ -134,59 +137,92 @@ impl WindowStage {
     }
 }
 
-/// A reconstruction on its way to the display.
+/// A reconstruction on its way to the display. The three of the decode→display triple
+/// buffer are made at start-up; the decode thread writes each frame into one in place.
+#[derive(Clone)]
 pub struct DecodedFrame {
     pub seq: u64,
     /// The onset (real, or a sliding frame's virtual one), LSL seconds.
     pub onset_lsl: f64,
     pub image: Option<ImageId>,
+    /// `[3][H][W]` in [0, 1].
     pub rgb: Vec<f32>,
     pub last_arrival: Instant,
     pub timings: FrameTimings,
     pub decoded_at: Instant,
 }
 
-/// The decode→display hand-over: holds only the newest frame.
-pub struct LatestSlot {
-    frame: Mutex<Option<DecodedFrame>>,
-    ready: Condvar,
-}
-
-impl LatestSlot {
-    pub fn new() -> Self {
-        LatestSlot {
-            frame: Mutex::new(None),
-            ready: Condvar::new(),
+impl DecodedFrame {
+    /// An empty frame for images of `size` px.
+    pub fn new(size: usize) -> Self {
+        let now = Instant::now();
+        DecodedFrame {
+            seq: 0,
+            onset_lsl: 0.0,
+            image: None,
+            rgb: vec![0.0; 3 * size * size],
+            last_arrival: now,
+            timings: FrameTimings::default(),
+            decoded_at: now,
         }
     }
+}
 
-    /// Replaces whatever is waiting; returns true if a frame was superseded.
-    pub fn put(&self, f: DecodedFrame) -> bool {
-        let old = self.frame.lock().replace(f);
-        self.ready.notify_one();
-        old.is_some()
+/// The decode→display hand-over, newest wins: a triple buffer (the `triple_buffer`
+/// crate), so the decode thread writes a frame in place and publishes it with one atomic
+/// swap (no allocation, no lock, no wait), and the display always takes the newest.
+pub fn latest_frame(size: usize, display: Thread) -> (FrameSender, FrameReceiver) {
+    let (input, output) = triple_buffer::triple_buffer(&DecodedFrame::new(size));
+    (FrameSender { input, display }, FrameReceiver { output })
+}
+
+/// The decode thread's end of [`latest_frame`].
+pub struct FrameSender {
+    input: triple_buffer::Input<DecodedFrame>,
+    display: Thread,
+}
+
+impl FrameSender {
+    /// The frame to write next (its contents are an older frame's).
+    pub fn slot(&mut self) -> &mut DecodedFrame {
+        self.input.input_buffer_mut()
     }
 
-    pub fn take_timeout(&self, timeout: Duration) -> Option<DecodedFrame> {
-        let mut g = self.frame.lock();
-        if g.is_none() {
-            self.ready.wait_for(&mut g, timeout);
+    /// Hands the written frame to the display and wakes it; true when it replaced a frame
+    /// the display had not taken (superseded).
+    pub fn publish(&mut self) -> bool {
+        let superseded = self.input.publish();
+        self.display.unpark();
+        superseded
+    }
+}
+
+/// The display's end of [`latest_frame`].
+pub struct FrameReceiver {
+    output: triple_buffer::Output<DecodedFrame>,
+}
+
+impl FrameReceiver {
+    /// The newest frame not taken yet, waiting up to `timeout` for one (parked; the
+    /// decode thread unparks this thread when it publishes).
+    pub fn take_timeout(&mut self, timeout: Duration) -> Option<&DecodedFrame> {
+        if !self.output.update() {
+            thread::park_timeout(timeout);
+            if !self.output.update() {
+                return None;
+            }
         }
-        g.take()
+        Some(self.output.output_buffer())
     }
 }
 
-impl Default for LatestSlot {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// What the decode thread reports once its decoder is built.
+/// What the decode thread reports once its decoder is built and warm.
 pub struct DecoderReady {
     pub config: DecoderConfig,
     /// The model's normalisation statistics (none for random weights).
     pub stats: Option<NormStats>,
+    /// The thread that decodes (the window stage wakes it after each frame).
+    pub thread: Thread,
 }
 
 /// Everything the decode thread needs; [`crate::decoder::dispatch`] picks the backend
@@ -194,144 +230,241 @@ pub struct DecoderReady {
 pub struct DecodeJob {
     pub model: ModelSource,
     pub rig: RigConfig,
+    /// Threads of the decoder's own compute pool.
+    pub threads: usize,
     /// Where the built decoder's description, or the error building it, goes.
     pub ready: Sender<anyhow::Result<DecoderReady>>,
     pub frames: Receiver<FeatureFrame>,
     pub free: Sender<FeatureFrame>,
-    pub slot: Arc<LatestSlot>,
+    pub out: FrameSender,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
-    pub save_inputs: Option<PathBuf>,
+    pub save_inputs: Option<SaveEnds>,
+    /// Real-time scheduling for the pool's threads, if asked for.
+    pub realtime: Option<Arc<crate::realtime::Realtime>>,
+    /// The run's trace dispatcher (`--trace`).
+    pub trace: Option<tracing::Dispatch>,
 }
 
 impl crate::decoder::OnBackend for DecodeJob {
     type Output = ();
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) {
-        match DecodeStage::<B>::build(&self, &device) {
-            Ok((stage, ready)) => {
-                let _ = self.ready.send(Ok(ready));
-                stage.run(&self);
-            }
+        let pool = match decode_pool(self.threads, self.realtime.clone()) {
+            Ok(p) => p,
             Err(e) => {
                 let _ = self.ready.send(Err(e));
+                return;
+            }
+        };
+        // The whole loop runs on the pool's first thread, so every product it splits
+        // stays inside the pool (no hand-over from an outside thread, which would lock).
+        let trace = self.trace.clone();
+        pool.install(move || {
+            crate::trace::in_thread(trace.as_ref(), move || self.serve::<B>(device))
+        });
+    }
+}
+
+impl DecodeJob {
+    /// On the pool's first thread: builds and warms the decoder, reports it, then decodes
+    /// until stopped.
+    fn serve<B: burn::tensor::backend::Backend>(self, device: B::Device) {
+        {
+            let DecodeJob {
+                model,
+                rig,
+                ready,
+                frames,
+                free,
+                out,
+                counters,
+                stop,
+                save_inputs,
+                ..
+            } = self;
+            match build_decoder::<B>(&model, &rig, &device) {
+                Ok((decoder, stats)) => {
+                    let budget = Duration::from_secs_f64(rig.latency_budget.seconds());
+                    let mut stage = DecodeStage::new(decoder, frames, free, out, counters, budget);
+                    stage.save_inputs = save_inputs;
+                    stage.warm_up();
+                    let _ = ready.send(Ok(DecoderReady {
+                        config: stage.decoder.config().clone(),
+                        stats,
+                        thread: thread::current(),
+                    }));
+                    stage.run(&stop);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
             }
         }
     }
 }
 
-/// The decoder with its per-run state.
-struct DecodeStage<B: burn::tensor::backend::Backend> {
+/// The decoder's own Rayon pool, `threads` wide (`decode-0`, `decode-1`, …), each thread
+/// made real-time when asked.
+fn decode_pool(
+    threads: usize,
+    realtime: Option<Arc<crate::realtime::Realtime>>,
+) -> anyhow::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("decode-{i}"))
+        .start_handler(move |_| {
+            if let Some(rt) = &realtime {
+                rt.enter(crate::realtime::Role::Decode);
+            }
+        })
+        .build()
+        .context("starting the decoder's thread pool")
+}
+
+/// Builds (random weights) or loads the decoder and checks it fits the rig; the model's
+/// normalisation statistics beside it.
+fn build_decoder<B: burn::tensor::backend::Backend>(
+    model: &ModelSource,
+    rig: &RigConfig,
+    device: &B::Device,
+) -> anyhow::Result<(Decoder<B>, Option<NormStats>)> {
+    Ok(match model {
+        ModelSource::Random { kind, width, seed } => {
+            let cfg = decoder_config(rig, *kind, *width);
+            (Decoder::<B>::random(cfg, *seed, device)?, None)
+        }
+        ModelSource::Dir(dir) => {
+            let dec = Decoder::<B>::load(dir, device)
+                .with_context(|| format!("loading the model in {}", dir.display()))?;
+            let c = dec.config();
+            let rig_side = decoder_config(rig, c.kind, c.width);
+            dec.check_matches(&rig_side).with_context(|| {
+                format!(
+                    "model {} does not fit rig {}",
+                    dir.display(),
+                    rig.path.display()
+                )
+            })?;
+            let windows = rig.windows.windows_per_electrode(window_set(c.kind));
+            let stats = NormStats::load(dir, windows, rig.electrodes.len())?;
+            (dec, stats)
+        }
+    })
+}
+
+/// The decode thread's loop body, separated so a test can run it under a counting
+/// allocator. [`DecodeStage::new`] and [`DecodeStage::warm_up`] allocate;
+/// [`DecodeStage::step`] then never allocates, locks or prints on the CPU backend
+/// (`tests/it/hot_loop.rs`): the input image and every buffer of the forward pass live in
+/// the decoder's [`Workspace`], the reconstruction is written into the decode→display
+/// triple buffer in place, and the feature frame goes back to the window stage's pool.
+pub struct DecodeStage<B: burn::tensor::backend::Backend> {
     decoder: Decoder<B>,
-    saver: Option<InputSaver>,
+    workspace: Workspace,
+    frames: Receiver<FeatureFrame>,
+    free: Sender<FeatureFrame>,
+    out: FrameSender,
+    counters: Arc<Counters>,
     budget: Duration,
+    /// `--save-inputs`: the saver thread's queues.
+    pub save_inputs: Option<SaveEnds>,
 }
 
 impl<B: burn::tensor::backend::Backend> DecodeStage<B> {
-    /// Builds (random weights) or loads the decoder, checks it fits the rig, and opens
-    /// the `--save-inputs` files.
-    fn build(job: &DecodeJob, device: &B::Device) -> anyhow::Result<(Self, DecoderReady)> {
-        let rig = &job.rig;
-        let (decoder, stats) = match &job.model {
-            ModelSource::Random { kind, width, seed } => {
-                let cfg = decoder_config(rig, *kind, *width);
-                (Decoder::<B>::random(cfg, *seed, device)?, None)
-            }
-            ModelSource::Dir(dir) => {
-                let dec = Decoder::<B>::load(dir, device)
-                    .with_context(|| format!("loading the model in {}", dir.display()))?;
-                let c = dec.config();
-                let rig_side = decoder_config(rig, c.kind, c.width);
-                dec.check_matches(&rig_side).with_context(|| {
-                    format!(
-                        "model {} does not fit rig {}",
-                        dir.display(),
-                        rig.path.display()
-                    )
-                })?;
-                let windows = rig.windows.windows_per_electrode(window_set(c.kind));
-                let stats = NormStats::load(dir, windows, rig.electrodes.len())?;
-                (dec, stats)
-            }
-        };
-        let c = decoder.config();
-        let saver = job
-            .save_inputs
-            .as_deref()
-            .map(|dir| InputSaver::create(dir, c.n_features(), c.image_size))
-            .transpose()?;
-        let ready = DecoderReady {
-            config: c.clone(),
-            stats,
-        };
-        let budget = Duration::from_secs_f64(rig.latency_budget.seconds());
-        Ok((
-            DecodeStage {
-                decoder,
-                saver,
-                budget,
-            },
-            ready,
-        ))
+    pub fn new(
+        decoder: Decoder<B>,
+        frames: Receiver<FeatureFrame>,
+        free: Sender<FeatureFrame>,
+        out: FrameSender,
+        counters: Arc<Counters>,
+        budget: Duration,
+    ) -> Self {
+        DecodeStage {
+            workspace: decoder.workspace(),
+            decoder,
+            frames,
+            free,
+            out,
+            counters,
+            budget,
+            save_inputs: None,
+        }
     }
 
-    /// Decodes the newest waiting frame until `stop`; older waiting frames are handed
-    /// back undecoded and counted.
-    fn run(mut self, job: &DecodeJob) {
-        while !job.stop.load(Ordering::Relaxed) {
-            // Poll and park rather than block in the channel: a blocked receiver would
-            // make the window thread's try_send take the channel's internal lock to wake
-            // it. The window thread unparks this one after each frame.
-            let mut frame = match job.frames.try_recv() {
-                Ok(f) => f,
-                Err(_) => {
-                    thread::park_timeout(Duration::from_millis(20));
-                    continue;
-                }
-            };
-            while let Ok(newer) = job.frames.try_recv() {
-                Counters::inc(&job.counters.frames_dropped_decode);
-                let _ = job.free.send(std::mem::replace(&mut frame, newer));
-            }
-            self.decode(frame, job);
+    /// Runs the decoder on a zero frame until every buffer exists and every thread of the
+    /// current pool has run a product, so that the first real frame pays for none of it.
+    pub fn warm_up(&mut self) {
+        let c = self.decoder.config();
+        let features = vec![0.0f32; c.n_features()];
+        let mut rgb = vec![0.0f32; c.image_len()];
+        if let Some(s) = &self.save_inputs {
+            s.reserve(c.n_features(), c.image_len());
         }
-        if let Some(s) = self.saver {
-            if let Err(e) = s.finish() {
-                eprintln!("saving the decoder inputs failed: {e:#}");
+        rayon::broadcast(|_| crate::decoder::kernels::warm_up_products());
+        for _ in 0..3 {
+            let _ =
+                self.decoder
+                    .reconstruct_batch_with(&mut self.workspace, &features, 1, &mut rgb);
+        }
+    }
+
+    /// Decodes the newest waiting frame, handing older waiting ones back undecoded
+    /// (counted); false when none was waiting.
+    pub fn step(&mut self) -> bool {
+        let Ok(mut frame) = self.frames.try_recv() else {
+            return false;
+        };
+        while let Ok(newer) = self.frames.try_recv() {
+            Counters::inc(&self.counters.frames_dropped_decode);
+            let _ = self.free.send(std::mem::replace(&mut frame, newer));
+        }
+        self.decode(frame);
+        true
+    }
+
+    /// Steps until `stop`, parked while nothing waits. Poll and park rather than block in
+    /// the channel: a blocked receiver would make the window thread's `try_send` take the
+    /// channel's internal lock to wake it. The window thread unparks this one.
+    pub fn run(mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if !self.step() {
+                thread::park_timeout(Duration::from_millis(20));
             }
         }
     }
 
-    /// Decodes one frame, returns its buffer to the pool and hands the image on.
-    fn decode(&mut self, frame: FeatureFrame, job: &DecodeJob) {
-        let counters = &job.counters;
-        let size = self.decoder.config().image_size;
+    /// Decodes one frame into the display's next slot, returns the feature buffer to the
+    /// pool and publishes the image.
+    fn decode(&mut self, frame: FeatureFrame) {
+        let _span = tracing::trace_span!("decode", seq = frame.seq).entered();
+        let counters = &self.counters;
         let start = Instant::now();
-        let mut rgb = vec![0.0f32; 3 * size * size];
-        let result = self.decoder.reconstruct(&frame.features, &mut rgb);
+        let out = self.out.slot();
+        let result = self.decoder.reconstruct_batch_with(
+            &mut self.workspace,
+            &frame.features,
+            1,
+            &mut out.rgb,
+        );
         let done = Instant::now();
-        if let (Some(s), Ok(())) = (self.saver.as_mut(), &result) {
-            if let Err(e) = s.push(&frame, &rgb) {
-                eprintln!("saving the decoder inputs stopped: {e:#}");
-                self.saver = None;
-            }
-        }
-        let timings = FrameTimings {
+        out.seq = frame.seq;
+        out.onset_lsl = frame.onset_lsl;
+        out.image = frame.image;
+        out.last_arrival = frame.last_arrival;
+        out.decoded_at = done;
+        out.timings = FrameTimings {
             lsl_to_arrival_us: (frame.transport_delay.max(0.0) * 1e6) as u64,
             arrival_to_window_us: micros_between(frame.last_arrival, frame.ready_at),
             queue_us: micros_between(frame.ready_at, start),
             decode_us: micros_between(start, done),
             ..Default::default()
         };
-        let out = DecodedFrame {
-            seq: frame.seq,
-            onset_lsl: frame.onset_lsl,
-            image: frame.image,
-            rgb,
-            last_arrival: frame.last_arrival,
-            timings,
-            decoded_at: done,
-        };
-        let _ = job.free.send(frame);
+        if result.is_ok() {
+            if let Some(s) = &self.save_inputs {
+                s.offer(&frame, &out.rgb, counters);
+            }
+        }
+        let _ = self.free.send(frame);
         if result.is_err() {
             Counters::inc(&counters.decode_errors);
             return;
@@ -340,7 +473,7 @@ impl<B: burn::tensor::backend::Backend> DecodeStage<B> {
         if done.duration_since(out.last_arrival) > self.budget {
             Counters::inc(&counters.deadline_misses);
         }
-        if job.slot.put(out) {
+        if self.out.publish() {
             Counters::inc(&counters.frames_superseded);
         }
     }

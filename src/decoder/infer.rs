@@ -24,11 +24,8 @@ use burn::tensor::module::{conv2d, conv_transpose2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::Tensor;
 
-use burn::tensor::TensorData;
-use parking_lot::Mutex;
-
 use super::kernels::{
-    bias_activation, col2im_up, im2col_down, relu_into, swap_outer, Activation, Grid,
+    bias_activation, col2im_up, im2col_down, product_into, relu_into, swap_outer, Activation, Grid,
 };
 use super::unet::{UNet, LEAKY_SLOPE};
 use super::DecoderError;
@@ -181,11 +178,11 @@ fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, Dec
 }
 
 /// Host buffers kept from one forward pass to the next. Every frame asks for the same sizes,
-/// so after the first frame no buffer is allocated or zeroed (the kernels overwrite them).
+/// so after the first pass no buffer is allocated or zeroed (the kernels overwrite them).
 #[derive(Debug, Default)]
-struct Pool(Vec<Vec<f32>>);
+pub struct HostBuffers(Vec<Vec<f32>>);
 
-impl Pool {
+impl HostBuffers {
     /// Most buffers kept; a forward pass holds about three per block.
     const MAX: usize = 64;
 
@@ -204,33 +201,36 @@ impl Pool {
     }
 }
 
-/// One layer of [`HostUNet`]: the folded weight as a matrix, and the bias on the host.
+/// One layer of [`HostUNet`]: the folded weight as a row-major matrix, and the bias.
 #[derive(Debug, Clone)]
-struct HostConv<B: Backend> {
-    /// Conv: `[out, in·16]` (Burn's weight, reshaped). Transposed conv: `[out·16, in]`
-    /// (Burn's `[in, out·16]`, transposed once here so the product reads it row-major:
-    /// 2× faster than Burn's strided product for the inner layers).
-    matrix: Tensor<B, 2>,
+struct HostConv {
+    /// Conv: `[out][in·16]` (Burn's weight as it is). Transposed conv: `[out·16][in]`
+    /// (Burn's `[in][out·16]`, transposed once here so the product reads it row-major:
+    /// 2× faster than a strided product for the inner layers).
+    matrix: Vec<f32>,
+    rows: usize,
+    cols: usize,
     bias: Vec<f32>,
     channels_in: usize,
     channels_out: usize,
 }
 
-impl<B: Backend> HostConv<B> {
-    fn conv(folded: FoldedConv<B>) -> Result<Self, DecoderError> {
+impl HostConv {
+    fn conv<B: Backend>(folded: FoldedConv<B>) -> Result<Self, DecoderError> {
         let [out, inp, kh, kw] = folded.weight.dims();
         Ok(Self {
-            matrix: folded.weight.reshape([out, inp * kh * kw]),
+            matrix: host_vec(folded.weight)?,
+            rows: out,
+            cols: inp * kh * kw,
             bias: host_vec(folded.bias)?,
             channels_in: inp,
             channels_out: out,
         })
     }
 
-    fn conv_transpose(folded: FoldedConv<B>) -> Result<Self, DecoderError> {
+    fn conv_transpose<B: Backend>(folded: FoldedConv<B>) -> Result<Self, DecoderError> {
         let [inp, out, kh, kw] = folded.weight.dims();
         let k = kh * kw;
-        let device = folded.weight.device();
         let src = host_vec(folded.weight)?;
         let mut dst = vec![0.0f32; src.len()];
         for i in 0..inp {
@@ -241,45 +241,47 @@ impl<B: Backend> HostConv<B> {
             }
         }
         Ok(Self {
-            matrix: Tensor::from_data(TensorData::new(dst, [out * k, inp]), &device),
+            matrix: dst,
+            rows: out * k,
+            cols: inp,
             bias: host_vec(folded.bias)?,
             channels_in: inp,
             channels_out: out,
         })
     }
 
-    /// `matrix · x` with `x: [matrix columns][n]`; `x`'s buffer goes back to the pool.
-    fn product(&self, x: Vec<f32>, n: usize, pool: &mut Pool) -> Result<Vec<f32>, DecoderError> {
-        let [_, k] = self.matrix.dims();
-        let x = Tensor::<B, 2>::from_data(TensorData::new(x, [k, n]), &self.matrix.device());
-        let y = host_vec(self.matrix.clone().matmul(x.clone()))?;
-        // The product has dropped its handle, so this hands the buffer back without a copy.
-        pool.give(host_vec(x)?);
-        Ok(y)
+    /// `matrix · x` with `x: [matrix columns][n]`, into a buffer from `buffers`; `x`'s
+    /// buffer goes back to them.
+    fn product(&self, x: Vec<f32>, n: usize, buffers: &mut HostBuffers) -> Vec<f32> {
+        let mut y = buffers.take(self.rows * n);
+        product_into(&mut y, &self.matrix, self.rows, self.cols, &x, n);
+        buffers.give(x);
+        y
     }
 }
 
-/// The folded U-Net on the CPU path: the convolutions are backend matrix products (gemm on
-/// Flex) with the weights laid out once for them; im2col, col2im, bias, activations and the
-/// skip concatenations are the plain-Rust kernels of [`super::kernels`], fused where they
-/// can be. Numerically the same network as [`FoldedUNet`] (to float rounding).
+/// The folded U-Net on the CPU path: the convolutions are matrix products (faer's, split
+/// between the threads of the current Rayon pool) with the weights laid out once for them;
+/// im2col, col2im, bias, activations and the skip concatenations are the plain-Rust kernels
+/// of [`super::kernels`], fused where they can be. Numerically the same network as
+/// [`FoldedUNet`] (to float rounding).
 ///
-/// Host buffers are pooled between calls; a call that finds the pool in use (another
-/// thread running the same network) allocates its own instead of waiting.
+/// Real-time contract: [`HostUNet::forward`] takes every buffer from the caller's
+/// [`HostBuffers`]; once a pass of the same batch and size has run (and each pool thread
+/// has run a product), a pass allocates nothing and takes no lock.
 #[derive(Debug)]
-pub struct HostUNet<B: Backend> {
-    stem: HostConv<B>,
-    down: Vec<HostConv<B>>,
-    up: Vec<HostConv<B>>,
-    head: HostConv<B>,
+pub struct HostUNet {
+    stem: HostConv,
+    down: Vec<HostConv>,
+    up: Vec<HostConv>,
+    head: HostConv,
     /// See [`UNet::residual`].
     residual: bool,
-    pool: Mutex<Pool>,
 }
 
-impl<B: Backend> HostUNet<B> {
+impl HostUNet {
     /// Lays out the folded weights for the CPU path.
-    pub fn from_folded(folded: FoldedUNet<B>) -> Result<Self, DecoderError> {
+    pub fn from_folded<B: Backend>(folded: FoldedUNet<B>) -> Result<Self, DecoderError> {
         Ok(Self {
             stem: HostConv::conv(folded.stem)?,
             down: folded
@@ -294,7 +296,6 @@ impl<B: Backend> HostUNet<B> {
                 .collect::<Result<_, _>>()?,
             head: HostConv::conv_transpose(folded.head)?,
             residual: folded.residual,
-            pool: Mutex::new(Pool::default()),
         })
     }
 
@@ -311,43 +312,21 @@ impl<B: Backend> HostUNet<B> {
         batch: usize,
         size: usize,
         out: &mut [f32],
-    ) -> Result<(), DecoderError> {
-        let mut pool = self
-            .pool
-            .try_lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default();
-        let result = self.forward_pooled(x, batch, size, out, &mut pool);
-        if let Some(mut p) = self.pool.try_lock() {
-            *p = pool;
-        }
-        result
-    }
-
-    fn forward_pooled(
-        &self,
-        x: &[f32],
-        batch: usize,
-        size: usize,
-        out: &mut [f32],
-        pool: &mut Pool,
-    ) -> Result<(), DecoderError> {
+        buffers: &mut HostBuffers,
+    ) {
         let c_in = self.stem.channels_in;
         let grid = Grid { batch, side: size };
         let plane = size * size;
-        let mut x_cb = pool.take(x.len());
+        let mut x_cb = buffers.take(x.len());
         swap_outer(x, batch, c_in, plane, &mut x_cb); // [in][batch][size²]
-        let x1 = self.down_layer(&self.stem, &x_cb, grid, pool)?; // [w][batch·(size/2)²]
-        pool.give(x_cb);
-        let half = Grid {
-            batch,
-            side: size / 2,
-        };
-        let x2 = self.block(0, x1, half, pool)?; // [2w][batch·(size/2)²]
-        let cols = self.head.product(x2, half.n(), pool)?; // [3·16][batch·(size/2)²]
-        let mut zeros = pool.take(half.side);
+        let x1 = self.down_layer(&self.stem, &x_cb, grid, buffers); // [w][batch·(size/2)²]
+        buffers.give(x_cb);
+        let half = grid.half();
+        let x2 = self.block(0, x1, half, buffers); // [2w][batch·(size/2)²]
+        let cols = self.head.product(x2, half.n(), buffers); // [3·16][batch·(size/2)²]
+        let mut zeros = buffers.take(half.side);
         zeros.fill(0.0);
-        let mut y = pool.take(out.len());
+        let mut y = buffers.take(out.len());
         let act = if self.residual {
             Activation::Identity
         } else {
@@ -366,57 +345,50 @@ impl<B: Backend> HostUNet<B> {
                 }
             }
         }
-        pool.give(zeros);
-        pool.give(cols);
-        pool.give(y);
-        Ok(())
+        buffers.give(zeros);
+        buffers.give(cols);
+        buffers.give(y);
     }
 
     /// Conv 4×4 s2 + bias + LeakyReLU: `x [c_in][grid]` → `[c_out][grid / 2]`.
     fn down_layer(
         &self,
-        layer: &HostConv<B>,
+        layer: &HostConv,
         x: &[f32],
         grid: Grid,
-        pool: &mut Pool,
-    ) -> Result<Vec<f32>, DecoderError> {
+        buffers: &mut HostBuffers,
+    ) -> Vec<f32> {
         let half = grid.half();
-        let mut cols = pool.take(layer.channels_in * 16 * half.n());
-        let mut scratch = pool.take(grid.side * grid.side);
+        let mut cols = buffers.take(layer.channels_in * 16 * half.n());
+        let mut scratch = buffers.take(grid.side * grid.side);
         im2col_down(x, layer.channels_in, grid, &mut scratch, &mut cols);
-        pool.give(scratch);
-        let mut y = layer.product(cols, half.n(), pool)?;
+        buffers.give(scratch);
+        let mut y = layer.product(cols, half.n(), buffers);
         bias_activation(
             &mut y,
             &layer.bias,
             Activation::LeakyRelu(LEAKY_SLOPE as f32),
         );
-        Ok(y)
+        y
     }
 
     /// Skip block `i` on `x [outer][grid]` (post-LeakyReLU) → `[2·outer][grid]`.
-    fn block(
-        &self,
-        i: usize,
-        x: Vec<f32>,
-        grid: Grid,
-        pool: &mut Pool,
-    ) -> Result<Vec<f32>, DecoderError> {
+    fn block(&self, i: usize, x: Vec<f32>, grid: Grid, buffers: &mut HostBuffers) -> Vec<f32> {
         let half = grid.half();
-        let d = self.down_layer(&self.down[i], &x, grid, pool)?; // [inner][half]
+        let d = self.down_layer(&self.down[i], &x, grid, buffers); // [inner][half]
         let inner = if i + 1 < self.down.len() {
-            self.block(i + 1, d, half, pool)? // [2·inner][half]
+            self.block(i + 1, d, half, buffers) // [2·inner][half]
         } else {
             d
         };
         let up = &self.up[i];
-        let cols = up.product(inner, half.n(), pool)?; // [outer·16][half]
+        let cols = up.product(inner, half.n(), buffers); // [outer·16][half]
         let outer = up.channels_out;
         let n = grid.n();
-        let mut out = pool.take(2 * outer * n);
+        let mut out = buffers.take(2 * outer * n);
         let (skip, upper) = out.split_at_mut(outer * n);
         relu_into(&x, skip);
-        let mut zeros = pool.take(half.side);
+        let mut zeros = buffers.take(half.side);
         zeros.fill(0.0);
         col2im_up(
             &cols,
@@ -427,10 +399,10 @@ impl<B: Backend> HostUNet<B> {
             &zeros,
             upper,
         );
-        pool.give(zeros);
-        pool.give(x);
-        pool.give(cols);
-        Ok(out)
+        buffers.give(zeros);
+        buffers.give(x);
+        buffers.give(cols);
+        out
     }
 }
 
@@ -520,7 +492,7 @@ mod tests {
         let host = HostUNet::from_folded(folded).unwrap();
         let xs = x.into_data().to_vec::<f32>().unwrap();
         let mut out = vec![0.0f32; 2 * 3 * 32 * 32];
-        host.forward(&xs, 2, 32, &mut out).unwrap();
+        host.forward(&xs, 2, 32, &mut out, &mut HostBuffers::default());
         assert!(
             max_abs_diff(&reference, &out) < 1e-4,
             "{}",
@@ -544,10 +516,11 @@ mod tests {
         let xh = vec![1.0f32; 15 * 96 * 96];
         let mut out = vec![0.0f32; 3 * 96 * 96];
         let n = 20;
-        host.forward(&xh, 1, 96, &mut out).unwrap();
+        let mut buffers = HostBuffers::default();
+        host.forward(&xh, 1, 96, &mut out, &mut buffers);
         let start = Instant::now();
         for _ in 0..n {
-            host.forward(&xh, 1, 96, &mut out).unwrap();
+            host.forward(&xh, 1, 96, &mut out, &mut buffers);
         }
         eprintln!(
             "host full {:8.3} ms",
@@ -626,9 +599,9 @@ mod host_profile {
             t(&format!("im2col {i}"), || {
                 im2col_down(&x, layer.channels_in, grid, &mut scratch, &mut cols)
             });
-            let mut pool = Pool::default();
+            let mut pool = HostBuffers::default();
             let mut y = t(&format!("product {i}"), || {
-                layer.product(cols.clone(), half.n(), &mut pool).unwrap()
+                layer.product(cols.clone(), half.n(), &mut pool)
             });
             t(&format!("bias+leaky {i}"), || {
                 bias_activation(&mut y, &layer.bias, Activation::LeakyRelu(0.2))
@@ -640,9 +613,9 @@ mod host_profile {
             grid = half;
         }
         for (i, up) in host.up.iter().enumerate().rev() {
-            let mut pool = Pool::default();
+            let mut pool = HostBuffers::default();
             let cols = t(&format!("product up{i}"), || {
-                up.product(x.clone(), grid.n(), &mut pool).unwrap()
+                up.product(x.clone(), grid.n(), &mut pool)
             });
             let two = Grid {
                 batch: 1,
@@ -667,9 +640,9 @@ mod host_profile {
             x = out;
             grid = two;
         }
-        let mut pool = Pool::default();
+        let mut pool = HostBuffers::default();
         let cols = t("product head", || {
-            host.head.product(x.clone(), grid.n(), &mut pool).unwrap()
+            host.head.product(x.clone(), grid.n(), &mut pool)
         });
         let mut out = vec![0.0f32; 3 * 96 * 96];
         let zeros = vec![0.0f32; grid.side];
@@ -685,8 +658,9 @@ mod host_profile {
             )
         });
         let xh = vec![0.5f32; 15 * 96 * 96];
+        let mut buffers = HostBuffers::default();
         t("full forward", || {
-            host.forward(&xh, 1, 96, &mut out).unwrap()
+            host.forward(&xh, 1, 96, &mut out, &mut buffers)
         });
     }
 }

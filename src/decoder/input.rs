@@ -595,6 +595,79 @@ impl<B: Backend> DenseMapLayer<B> {
     }
 }
 
+/// The baseline's dense maps on the host, frozen (the CPU path): per area,
+/// `responses[area's electrodes] · weight[area's rows] + bias`, one channel each.
+#[derive(Debug, Clone)]
+pub struct HostDenseMaps {
+    /// `[electrodes in area order][H·W]`
+    weight: Vec<f32>,
+    /// `[3][H·W]`
+    bias: Vec<f32>,
+    /// Feature index of each weight row.
+    order: Vec<usize>,
+    area_counts: [usize; N_AREAS],
+    pixels: usize,
+}
+
+impl HostDenseMaps {
+    /// The layer's weights, copied to the host.
+    pub fn new<B: Backend>(layer: &DenseMapLayer<B>) -> Result<Self, DecoderError> {
+        let float = |t: Tensor<B, 2>| {
+            t.into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| DecoderError::Output(format!("{e:?}")))
+        };
+        let order = layer
+            .order
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .into_vec::<i64>()
+            .map_err(|e| DecoderError::Output(format!("{e:?}")))?;
+        let pixels = layer.image_size * layer.image_size;
+        Ok(Self {
+            weight: float(layer.weight.val())?,
+            bias: float(layer.bias.val())?,
+            order: order.into_iter().map(|i| i.max(0) as usize).collect(),
+            area_counts: layer.area_counts,
+            pixels,
+        })
+    }
+
+    /// Electrodes the layer reads (the length of [`HostDenseMaps::fill`]'s scratch).
+    pub fn electrodes(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Writes `[3][H][W]` for one response vector; `gathered` (at least
+    /// [`HostDenseMaps::electrodes`] long) holds the responses in area order. Allocates
+    /// nothing once this thread has run a faer product.
+    pub fn fill(&self, responses: &[f32], gathered: &mut [f32], out: &mut [f32]) {
+        for (g, &e) in gathered.iter_mut().zip(&self.order) {
+            *g = responses[e];
+        }
+        out.copy_from_slice(&self.bias);
+        let mut start = 0;
+        for (area, &count) in self.area_counts.iter().enumerate() {
+            if count > 0 {
+                let channel = &mut out[area * self.pixels..(area + 1) * self.pixels];
+                super::kernels::product_seq(
+                    faer::MatMut::from_row_major_slice_mut(channel, 1, self.pixels),
+                    faer::MatRef::from_row_major_slice(&gathered[start..start + count], 1, count),
+                    faer::MatRef::from_row_major_slice(
+                        &self.weight[start * self.pixels..(start + count) * self.pixels],
+                        count,
+                        self.pixels,
+                    ),
+                    true,
+                );
+            }
+            start += count;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

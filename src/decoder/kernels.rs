@@ -3,8 +3,13 @@
 //! Activations are `[channels][n]` with `n = batch · h · w` (batch inside the channel), so
 //! a convolution is one matrix product over the whole batch and a channel concat is two
 //! buffers one after the other. Every convolution here is 4×4, stride 2, padding 1.
-//! None of the data-movement kernels allocate; the caller sizes the buffers. [`matmul`]
-//! is the `gemm` crate's product on plain slices (gemm keeps its own packing workspace).
+//! None of the data-movement kernels allocate; the caller sizes the buffers.
+//!
+//! Two matrix products: [`matmul`] (the `gemm` crate on strided views, for training, which
+//! allocates its packing buffers on every call) and [`product_into`] / [`product_seq`]
+//! (faer's, for inference: its packing workspace is one buffer per thread, made on the
+//! thread's first product, so once every thread of the pool has run one, a product
+//! allocates nothing, which the decode thread's real-time contract needs).
 
 /// Geometry of a batch of square feature maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +351,78 @@ impl<'a> MatRef<'a> {
             || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
                 < self.data.len()
     }
+}
+
+/// Columns below which a product is not split between threads (one SIMD panel's worth
+/// per thread at least; smaller parts cost more in hand-over than they save).
+const MIN_COLUMNS_PER_THREAD: usize = 64;
+
+/// `dst = a · b` for row-major `a [m][k]`, `b [k][n]` and `dst [m][n]`, on the current
+/// Rayon pool: the columns are split between its threads, each part one single-threaded
+/// faer product. Allocates nothing once each pool thread has run a product (see the
+/// module doc); splitting columns never splits a sum, so the result does not depend on
+/// the thread count.
+///
+/// Panics if a slice is shorter than its shape.
+pub fn product_into(dst: &mut [f32], a: &[f32], m: usize, k: usize, b: &[f32], n: usize) {
+    assert!(a.len() >= m * k && b.len() >= k * n && dst.len() >= m * n);
+    let dst = faer::MatMut::from_row_major_slice_mut(&mut dst[..m * n], m, n);
+    let a = faer::MatRef::from_row_major_slice(&a[..m * k], m, k);
+    let b = faer::MatRef::from_row_major_slice(&b[..k * n], k, n);
+    split_columns(dst, a, b, rayon::current_num_threads());
+}
+
+fn split_columns(
+    dst: faer::MatMut<'_, f32>,
+    a: faer::MatRef<'_, f32>,
+    b: faer::MatRef<'_, f32>,
+    parts: usize,
+) {
+    let n = dst.ncols();
+    if parts <= 1 || n < 2 * MIN_COLUMNS_PER_THREAD || a.nrows() * a.ncols() * n < PARALLEL_MACS {
+        product_seq(dst, a, b, false);
+        return;
+    }
+    let left = parts / 2;
+    // Split on a multiple of 16 columns (a whole number of SIMD registers on either side).
+    let mid = ((n * left / parts) / 16 * 16).clamp(MIN_COLUMNS_PER_THREAD, n - 16);
+    let (dst_l, dst_r) = dst.split_at_col_mut(mid);
+    let (b_l, b_r) = b.split_at_col(mid);
+    rayon::join(
+        || split_columns(dst_l, a, b_l, left),
+        || split_columns(dst_r, a, b_r, parts - left),
+    );
+}
+
+/// `dst = a · b` (or `dst += a · b` with `accumulate`) on this thread, any strides: faer's
+/// product, allocation-free once this thread has run one.
+pub fn product_seq(
+    dst: faer::MatMut<'_, f32>,
+    a: faer::MatRef<'_, f32>,
+    b: faer::MatRef<'_, f32>,
+    accumulate: bool,
+) {
+    let accum = if accumulate {
+        faer::Accum::Add
+    } else {
+        faer::Accum::Replace
+    };
+    faer::linalg::matmul::matmul(dst, accum, a, b, 1.0f32, faer::Par::Seq);
+}
+
+/// Runs one product large enough for faer's packed path on this thread, so that the
+/// thread's packing workspace exists before a real-time loop needs it.
+pub fn warm_up_products() {
+    let n = 96;
+    let a = vec![0.5f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    product_seq(
+        faer::MatMut::from_row_major_slice_mut(&mut c, n, n),
+        faer::MatRef::from_row_major_slice(&a, n, n),
+        faer::MatRef::from_row_major_slice(&a, n, n),
+        false,
+    );
+    std::hint::black_box(&c);
 }
 
 /// Products smaller than this many multiply-adds run on one thread (gemm's own

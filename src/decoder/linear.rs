@@ -17,7 +17,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{bilinear_matrix, matmul, MatRef};
+use super::kernels::{bilinear_matrix, matmul, product_seq, MatRef};
 use super::{DecoderConfig, DecoderError};
 
 /// The linear pathway of a decoder (`decoder.json`): a ridge regression from every
@@ -135,55 +135,84 @@ impl HostLinearPathway {
         3 * self.size * self.size
     }
 
-    /// Each electrode's mean over the decoder's windows (see [`electrode_means`]).
-    pub fn electrode_means(&self, features: &[f32], n: usize) -> Vec<f32> {
-        electrode_means(features, n, self.windows, self.electrodes)
-    }
-
-    /// Coarse images `[n][3·side²]` of `n` electrode-mean vectors `[n][electrodes]`.
-    pub fn coarse(&self, means: &[f32], n: usize) -> Vec<f32> {
-        let q = 3 * self.side * self.side;
-        let mut out = vec![0.0f32; n * q];
-        for row in out.chunks_exact_mut(q) {
-            row.copy_from_slice(&self.bias);
-        }
-        matmul(
-            &mut out,
-            MatRef::new(means, n, self.electrodes),
-            MatRef::new(&self.weight, self.electrodes, q),
-            true,
-        );
-        out
-    }
-
     /// Upsamples coarse images `[n][3][side][side]` into `out [n][3][size][size]`
     /// (`U·C·Uᵀ` per plane, U bilinear as torch's `interpolate(align_corners=False)`).
     pub fn upsample(&self, coarse: &[f32], out: &mut [f32]) {
+        self.upsample_with(coarse, &mut Vec::new(), out);
+    }
+
+    /// [`HostLinearPathway::upsample`] with its `[size][side]` scratch kept by the caller.
+    fn upsample_with(&self, coarse: &[f32], tmp: &mut Vec<f32>, out: &mut [f32]) {
         let (s, size) = (self.side, self.size);
-        let mut tmp = vec![0.0f32; size * s];
-        let up = MatRef::new(&self.up, size, s);
+        tmp.resize(size * s, 0.0);
+        let up = faer::MatRef::from_row_major_slice(&self.up, size, s);
         for (c, o) in coarse
             .chunks_exact(s * s)
             .zip(out.chunks_exact_mut(size * size))
         {
-            matmul(&mut tmp, up, MatRef::new(c, s, s), false); // [size][side]
-            matmul(o, MatRef::new(&tmp, size, s), up.t(), false); // [size][size]
+            let c = faer::MatRef::from_row_major_slice(c, s, s);
+            let t = faer::MatMut::from_row_major_slice_mut(tmp, size, s);
+            product_seq(t, up, c, false); // [size][side]
+            let t = faer::MatRef::from_row_major_slice(tmp, size, s);
+            let o = faer::MatMut::from_row_major_slice_mut(o, size, size);
+            product_seq(o, t, up.transpose(), false); // [size][size]
         }
     }
 
     /// The pathway's upsampled images of `n` feature vectors: `[n][3][size][size]`.
     pub fn images(&self, features: &[f32], n: usize) -> Vec<f32> {
-        let coarse = self.coarse(&self.electrode_means(features, n), n);
         let mut out = vec![0.0f32; n * self.image_len()];
-        self.upsample(&coarse, &mut out);
+        self.images_into(features, n, &mut PathwayScratch::default(), &mut out);
         out
     }
+
+    /// [`HostLinearPathway::images`] into `out`, with the intermediate buffers kept in
+    /// `scratch`: no allocation once `scratch` has served a call with the same `n` (and
+    /// this thread has run a faer product).
+    pub fn images_into(
+        &self,
+        features: &[f32],
+        n: usize,
+        scratch: &mut PathwayScratch,
+        out: &mut [f32],
+    ) {
+        let q = 3 * self.side * self.side;
+        let e = self.electrodes;
+        scratch.means.resize(n * e, 0.0);
+        electrode_means_into(features, self.windows, e, &mut scratch.means);
+        scratch.coarse.resize(n * q, 0.0);
+        for row in scratch.coarse.chunks_exact_mut(q) {
+            row.copy_from_slice(&self.bias);
+        }
+        product_seq(
+            faer::MatMut::from_row_major_slice_mut(&mut scratch.coarse, n, q),
+            faer::MatRef::from_row_major_slice(&scratch.means, n, e),
+            faer::MatRef::from_row_major_slice(&self.weight, e, q),
+            true,
+        );
+        self.upsample_with(&scratch.coarse, &mut scratch.tmp, out);
+    }
+}
+
+/// What [`HostLinearPathway::images_into`] keeps between calls.
+#[derive(Debug, Default)]
+pub struct PathwayScratch {
+    means: Vec<f32>,
+    coarse: Vec<f32>,
+    tmp: Vec<f32>,
 }
 
 /// Each electrode's mean over the windows, for `n` feature vectors `[windows][electrodes]`
 /// → `[n][electrodes]`: what the linear pathway reads.
 pub fn electrode_means(features: &[f32], n: usize, windows: usize, electrodes: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; n * electrodes];
+    electrode_means_into(features, windows, electrodes, &mut out);
+    out
+}
+
+/// [`electrode_means`] into `out` (`[n][electrodes]`, overwritten).
+fn electrode_means_into(features: &[f32], windows: usize, electrodes: usize, out: &mut [f32]) {
+    out.fill(0.0);
     for (f, o) in features
         .chunks_exact(windows * electrodes)
         .zip(out.chunks_exact_mut(electrodes))
@@ -194,7 +223,6 @@ pub fn electrode_means(features: &[f32], n: usize, windows: usize, electrodes: u
                 .for_each(|(a, &v)| *a += v / windows as f32);
         }
     }
-    out
 }
 
 /// Box-averages images `[n][3][size][size]` to `[n][3][side][side]` (side divides size).

@@ -30,7 +30,7 @@ pub use backend::{
     PoolRole,
 };
 pub use input::{DenseMapLayer, FixedRfMaps, GaussianRfLayer};
-pub use model::{Decoder, DecoderModel};
+pub use model::{Decoder, DecoderModel, Workspace};
 pub use unet::{UNet, UNetConfig};
 
 /// The CPU backend every test and the demo run on.
@@ -321,17 +321,18 @@ pub enum DecoderError {
     NonFinite(&'static str),
 }
 
-/// Sizes the thread pool the CPU backend computes on (rayon's global pool, which
-/// Flex's gemm uses) to `n` threads. Call it once at start-up, before any decoder
-/// runs; once the pool exists it has no effect and this returns false. `n = 0`
-/// leaves rayon's default (one thread per core).
+/// Sizes rayon's global pool, which offline work computes on (training, evaluation,
+/// Flex's gemm), to `n` threads. Call it once at start-up, before any of that runs;
+/// once the pool exists it has no effect and this returns false. `n = 0` leaves rayon's
+/// default (one thread per core). The live decoder has a pool of its own
+/// (`--decode-threads`, [`crate::daemon::DecodeStage`]).
 pub fn init_compute_threads(n: usize) -> bool {
     // Only the first call in a process can size the global pool; later calls
     // (a second daemon run in the same process, tests) keep it.
     n > 0
         && rayon::ThreadPoolBuilder::new()
             .num_threads(n)
-            .thread_name(|i| format!("decode-{i}"))
+            .thread_name(|i| format!("compute-{i}"))
             .build_global()
             .is_ok()
 }

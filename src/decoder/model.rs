@@ -10,9 +10,13 @@ use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::infer::{FoldedUNet, HostUNet};
-use super::input::{CachedGaussianMaps, DenseMapLayer, FixedRfMaps, GaussianRfLayer};
-use super::linear::{HostLinearPathway, LinearPathwayLayer};
+use parking_lot::Mutex;
+
+use super::infer::{FoldedUNet, HostBuffers, HostUNet};
+use super::input::{
+    CachedGaussianMaps, DenseMapLayer, FixedRfMaps, GaussianRfLayer, HostDenseMaps,
+};
+use super::linear::{HostLinearPathway, LinearPathwayLayer, PathwayScratch};
 use super::unet::UNet;
 use super::{DecoderConfig, DecoderError, DecoderKind, AREA_NAMES};
 
@@ -82,7 +86,8 @@ enum InferenceInput {
     Fixed(FixedRfMaps),
     /// The learned Gaussian RFs, frozen.
     Gaussian(CachedGaussianMaps),
-    Dense,
+    /// The learned dense maps: on the host for the CPU path, else Burn's ops.
+    Dense(Option<HostDenseMaps>),
 }
 
 /// How the folded U-Net runs.
@@ -90,10 +95,24 @@ enum InferenceInput {
 enum Generator<B: Backend> {
     /// Burn's conv ops end to end (accelerators: the data stays on the device).
     Ops(FoldedUNet<B>),
-    /// Plain-Rust kernels around backend matrix products (the CPU backend: at width 64,
-    /// 96 px, 16.4 ms against 36.3 ms for the folded network on Burn 0.21's Flex conv ops
-    /// and 36.9 ms for the BatchNorm network; see `benches/decoder.rs`).
-    Host(HostUNet<B>),
+    /// Plain-Rust kernels around host matrix products (the CPU backend; see
+    /// `benches/decoder.rs` for its speed against Burn's conv ops).
+    Host(HostUNet),
+}
+
+/// What a decoder keeps from one call to the next: the input image and every buffer of
+/// the CPU path. After one call with the same batch, a call that reuses it allocates
+/// nothing on the CPU path (`tests/it/hot_loop.rs` counts it).
+#[derive(Debug, Default)]
+pub struct Workspace {
+    /// `[batch][channels][H][W]`
+    input: Vec<f32>,
+    unet: HostBuffers,
+    pathway: PathwayScratch,
+    /// `[batch][3][H][W]`, the linear pathway's images.
+    pathway_images: Vec<f32>,
+    /// The baseline's responses in area order.
+    gathered: Vec<f32>,
 }
 
 /// An inference-ready decoder: input layer (+ linear pathway) + BatchNorm-folded U-Net.
@@ -105,6 +124,9 @@ pub struct Decoder<B: Backend> {
     pathway: Option<HostLinearPathway>,
     unet: Generator<B>,
     device: B::Device,
+    /// The workspace of [`Decoder::reconstruct_batch`]; a call that finds it in use makes
+    /// its own.
+    shared: Mutex<Workspace>,
 }
 
 impl<B: Backend> Decoder<B> {
@@ -139,12 +161,14 @@ impl<B: Backend> Decoder<B> {
                 InferenceInput::Gaussian(CachedGaussianMaps::new(layer, &config)?)
             }
             DecoderKind::Baseline => {
-                if model.dense.is_none() {
-                    return Err(DecoderError::InvalidConfig(
-                        "a baseline model needs its dense map layer".into(),
-                    ));
-                }
-                InferenceInput::Dense
+                let layer = model.dense.as_ref().ok_or_else(|| {
+                    DecoderError::InvalidConfig("a baseline model needs its dense map layer".into())
+                })?;
+                InferenceInput::Dense(if runs_on_host::<B>() {
+                    Some(HostDenseMaps::new(layer)?)
+                } else {
+                    None
+                })
             }
         };
         let pathway = match (&config.linear_pathway, &model.linear) {
@@ -169,6 +193,7 @@ impl<B: Backend> Decoder<B> {
             pathway,
             unet,
             device: device.clone(),
+            shared: Mutex::new(Workspace::default()),
         })
     }
 
@@ -276,6 +301,11 @@ impl<B: Backend> Decoder<B> {
             })
     }
 
+    /// A workspace for [`Decoder::reconstruct_batch_with`] (empty: the first call sizes it).
+    pub fn workspace(&self) -> Workspace {
+        Workspace::default()
+    }
+
     /// The config this decoder was built from.
     pub fn config(&self) -> &DecoderConfig {
         &self.config
@@ -305,6 +335,22 @@ impl<B: Backend> Decoder<B> {
         batch: usize,
         out: &mut [f32],
     ) -> Result<(), DecoderError> {
+        match self.shared.try_lock() {
+            Some(mut ws) => self.reconstruct_batch_with(&mut ws, features, batch, out),
+            None => self.reconstruct_batch_with(&mut Workspace::default(), features, batch, out),
+        }
+    }
+
+    /// [`Decoder::reconstruct_batch`] with the caller's workspace: on the CPU backend, once
+    /// a call of this batch size has filled `ws` (and each thread of the current Rayon pool
+    /// has run a product), a call allocates nothing and takes no lock.
+    pub fn reconstruct_batch_with(
+        &self,
+        ws: &mut Workspace,
+        features: &[f32],
+        batch: usize,
+        out: &mut [f32],
+    ) -> Result<(), DecoderError> {
         let n_features = self.config.n_features();
         let image_len = self.config.image_len();
         if features.len() != batch * n_features {
@@ -327,9 +373,15 @@ impl<B: Backend> Decoder<B> {
         if features.iter().any(|v| !v.is_finite()) {
             return Err(DecoderError::NonFinite("features"));
         }
-        let x = self.input_image(features, batch); // [batch, channels, H, W]
+        let size = self.config.image_size;
         match &self.unet {
+            Generator::Host(unet) => {
+                self.fill_input(features, batch, ws);
+                unet.forward(&ws.input, batch, size, out, &mut ws.unet);
+                Ok(())
+            }
             Generator::Ops(unet) => {
+                let x = self.input_tensor(features, batch, ws); // [batch, channels, H, W]
                 let data = unet.forward(x).into_data(); // [batch, 3, H, W]
                 let values = data
                     .as_slice::<f32>()
@@ -344,81 +396,78 @@ impl<B: Backend> Decoder<B> {
                 out.copy_from_slice(values);
                 Ok(())
             }
-            Generator::Host(unet) => {
-                let x = x
-                    .into_data()
-                    .into_vec::<f32>()
-                    .map_err(|e| DecoderError::Output(format!("{e:?}")))?;
-                unet.forward(&x, batch, self.config.image_size, out)
-            }
         }
     }
 
-    /// The U-Net input `[batch, channels, H, W]` for validated features: the input layer's
-    /// maps times `input_scale`, then the linear pathway's image if any.
-    fn input_image(&self, features: &[f32], batch: usize) -> Tensor<B, 4> {
+    /// The U-Net input `[batch][channels][H][W]` for validated features, into `ws.input`:
+    /// the input layer's maps times `input_scale`, then the linear pathway's image if any.
+    /// A baseline on an accelerator has no host maps: see [`Decoder::input_tensor`].
+    fn fill_input(&self, features: &[f32], batch: usize, ws: &mut Workspace) {
         let size = self.config.image_size;
         let plane = size * size;
         let maps = self.config.map_channels();
         let channels = self.config.in_channels();
         let scale = self.config.input_scale;
-        let host_maps = |fill: &dyn Fn(&[f32], &mut [f32])| {
-            let mut image = vec![0.0f32; batch * channels * plane];
-            for (f, img) in features
-                .chunks_exact(self.config.n_features())
-                .zip(image.chunks_exact_mut(channels * plane))
-            {
-                let m = &mut img[..maps * plane];
-                fill(f, m);
-                if scale != 1.0 {
-                    m.iter_mut().for_each(|v| *v *= scale);
-                }
+        ws.input.resize(batch * channels * plane, 0.0);
+        if let InferenceInput::Dense(Some(d)) = &self.input {
+            ws.gathered.resize(d.electrodes(), 0.0);
+        }
+        for (f, img) in features
+            .chunks_exact(self.config.n_features())
+            .zip(ws.input.chunks_exact_mut(channels * plane))
+        {
+            let m = &mut img[..maps * plane];
+            match &self.input {
+                InferenceInput::Fixed(maps) => maps.fill(f, m),
+                InferenceInput::Gaussian(maps) => maps.fill(f, m),
+                InferenceInput::Dense(Some(d)) => d.fill(f, &mut ws.gathered, m),
+                InferenceInput::Dense(None) => m.fill(0.0),
             }
-            self.add_pathway(features, batch, &mut image);
-            Tensor::from_data(
-                TensorData::new(image, [batch, channels, size, size]),
-                &self.device,
-            )
-        };
-        match &self.input {
-            InferenceInput::Fixed(maps) => host_maps(&|f, out| maps.fill(f, out)),
-            InferenceInput::Gaussian(maps) => host_maps(&|f, out| maps.fill(f, out)),
-            InferenceInput::Dense => {
-                let r = Tensor::from_data(
-                    TensorData::new(features.to_vec(), [batch, self.config.n_features()]),
-                    &self.device,
-                );
-                // from_model checked that the dense layer exists.
-                let maps = match &self.model.dense {
-                    Some(dense) => dense.forward(r).mul_scalar(scale),
-                    None => Tensor::zeros([batch, maps, size, size], &self.device),
-                };
-                match &self.pathway {
-                    Some(p) => {
-                        let image = p.images(features, batch);
-                        let image = Tensor::from_data(
-                            TensorData::new(image, [batch, 3, size, size]),
-                            &self.device,
-                        );
-                        Tensor::cat(vec![maps, image], 1)
-                    }
-                    None => maps,
-                }
+            if scale != 1.0 {
+                m.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+        if let Some(p) = &self.pathway {
+            let len = p.image_len();
+            ws.pathway_images.resize(batch * len, 0.0);
+            p.images_into(features, batch, &mut ws.pathway, &mut ws.pathway_images);
+            for (img, dst) in ws
+                .pathway_images
+                .chunks_exact(len)
+                .zip(ws.input.chunks_exact_mut(channels * plane))
+            {
+                dst[channels * plane - len..].copy_from_slice(img);
             }
         }
     }
 
-    /// Writes the linear pathway's image into the last three channels of each input
-    /// `[batch][channels][H][W]`.
-    fn add_pathway(&self, features: &[f32], batch: usize, input: &mut [f32]) {
-        let Some(p) = &self.pathway else { return };
-        let images = p.images(features, batch);
-        let per = input.len() / batch.max(1);
-        for (img, dst) in images
-            .chunks_exact(p.image_len())
-            .zip(input.chunks_exact_mut(per))
-        {
-            dst[per - p.image_len()..].copy_from_slice(img);
+    /// The U-Net input as a tensor on the decoder's device (the accelerator path).
+    fn input_tensor(&self, features: &[f32], batch: usize, ws: &mut Workspace) -> Tensor<B, 4> {
+        let size = self.config.image_size;
+        let channels = self.config.in_channels();
+        let dense = match (&self.input, &self.model.dense) {
+            (InferenceInput::Dense(None), Some(dense)) => dense,
+            _ => {
+                self.fill_input(features, batch, ws);
+                return Tensor::from_data(
+                    TensorData::new(ws.input.clone(), [batch, channels, size, size]),
+                    &self.device,
+                );
+            }
+        };
+        let r = Tensor::from_data(
+            TensorData::new(features.to_vec(), [batch, self.config.n_features()]),
+            &self.device,
+        );
+        let maps = dense.forward(r).mul_scalar(self.config.input_scale);
+        match &self.pathway {
+            Some(p) => {
+                let image = p.images(features, batch);
+                let image =
+                    Tensor::from_data(TensorData::new(image, [batch, 3, size, size]), &self.device);
+                Tensor::cat(vec![maps, image], 1)
+            }
+            None => maps,
         }
     }
 }
@@ -591,11 +640,21 @@ mod tests {
         out
     }
 
-    /// Largest difference between the CPU inference path and Burn's folded U-Net ops on the
-    /// same input image.
+    /// Largest difference between the CPU inference path and Burn's ops: the folded U-Net,
+    /// and for a baseline its dense maps, as an accelerator runs them.
     fn host_vs_burn_ops(dec: &Decoder<B>, f: &[f32], batch: usize) -> f32 {
+        let input = match (&dec.model.dense, dec.config.linear_pathway.is_none()) {
+            (Some(dense), true) => {
+                let r = Tensor::from_data(
+                    TensorData::new(f.to_vec(), [batch, dec.config.n_features()]),
+                    &Default::default(),
+                );
+                dense.forward(r).mul_scalar(dec.config.input_scale)
+            }
+            _ => dec.input_tensor(f, batch, &mut Workspace::default()),
+        };
         let ops = FoldedUNet::from_unet(&dec.model.unet)
-            .forward(dec.input_image(f, batch))
+            .forward(input)
             .into_data()
             .to_vec::<f32>()
             .unwrap();
@@ -650,11 +709,42 @@ mod tests {
     #[test]
     fn the_cpu_path_equals_burns_conv_ops() {
         let dev = Default::default();
-        let cfg = config(DecoderKind::Spatial);
-        let dec = Decoder::<B>::random(cfg.clone(), 4, &dev).unwrap();
-        assert!(matches!(dec.unet, Generator::Host(_)));
-        let err = host_vs_burn_ops(&dec, &features(&cfg, 2, 1), 2);
-        assert!(err < 1e-5, "{err}");
+        for kind in [DecoderKind::Spatial, DecoderKind::Baseline] {
+            let cfg = config(kind);
+            let dec = Decoder::<B>::random(cfg.clone(), 4, &dev).unwrap();
+            assert!(matches!(dec.unet, Generator::Host(_)));
+            let err = host_vs_burn_ops(&dec, &features(&cfg, 2, 1), 2);
+            assert!(err < 1e-5, "{kind}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_workspace_gives_the_same_image_every_time_and_for_any_batch() {
+        let dev = Default::default();
+        for kind in [DecoderKind::EndToEnd, DecoderKind::Baseline] {
+            let cfg = config(kind);
+            let dec = Decoder::<B>::random(cfg.clone(), 2, &dev).unwrap();
+            let f = features(&cfg, 2, 5);
+            let mut ws = dec.workspace();
+            let mut pair = vec![0.0; 2 * cfg.image_len()];
+            dec.reconstruct_batch_with(&mut ws, &f, 2, &mut pair)
+                .unwrap();
+            // The same workspace, now for one frame at a time: buffers of the wrong size
+            // must not leak into the result.
+            for k in 0..2 {
+                let mut one = vec![0.0; cfg.image_len()];
+                let fk = &f[k * cfg.n_features()..(k + 1) * cfg.n_features()];
+                dec.reconstruct_batch_with(&mut ws, fk, 1, &mut one)
+                    .unwrap();
+                let want = &pair[k * cfg.image_len()..(k + 1) * cfg.image_len()];
+                let err = one
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(err < 1e-5, "{kind} frame {k}: {err}");
+            }
+        }
     }
 
     #[test]

@@ -100,21 +100,34 @@ struct InletSteps {
     open: &'static str,
 }
 
-/// Opens an inlet on a resolved stream (so nothing sent after this returns is missed)
-/// with clock sync, takes the first clock offset and the full header into
-/// `description.full_xml`.
+/// When an inlet starts receiving samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// Now: nothing sent after the call returns is missed.
+    Now,
+    /// Later, by [`MuaInlet::start`] or [`Inlet::open_stream`] (the daemon opens its
+    /// streams once its whole pipeline is running, so no backlog piles up at start-up);
+    /// the header and the first clock offset are taken now all the same.
+    Deferred,
+}
+
+/// Creates an inlet on a resolved stream with clock sync, opens it when `opening` says
+/// so, takes the first clock offset and the full header into `description.full_xml`.
 fn open_inlet(
     info: &lsl::StreamInfo,
     max_buflen: i32,
     timeout: f64,
     steps: InletSteps,
     description: &mut StreamDescription,
+    opening: Opening,
 ) -> Result<Inlet, IngestError> {
     let mut inlet = Inlet::create(info, max_buflen).map_err(|_| IngestError::Lsl(steps.create))?;
     inlet.enable_clock_sync();
-    inlet
-        .open_stream(timeout.max(1.0))
-        .map_err(|_| IngestError::Lsl(steps.open))?;
+    if opening == Opening::Now {
+        inlet
+            .open_stream(timeout.max(1.0))
+            .map_err(|_| IngestError::Lsl(steps.open))?;
+    }
     // Obtains the first clock-offset estimate now. Otherwise liblsl's clock-sync
     // post-processing makes the first pull wait for it (measured here: the first
     // chunk arrived ≈550 ms late, every later one within ≈2 ms). A failure only means
@@ -214,12 +227,40 @@ impl MuaInlet {
         MuaInlet::open(&info, spec, timeout)
     }
 
+    /// [`MuaInlet::connect`] without opening the stream: the header and clock offset are
+    /// taken, and samples flow from [`MuaInlet::start`] on.
+    pub fn connect_deferred(
+        selector: &StreamSelector,
+        spec: &MuaSpec,
+        timeout: f64,
+    ) -> Result<MuaInlet, IngestError> {
+        let info = resolve_unique(selector, timeout)?;
+        MuaInlet::open_as(&info, spec, timeout, Opening::Deferred)
+    }
+
+    /// Opens a stream connected with [`MuaInlet::connect_deferred`]: samples sent from
+    /// now on arrive.
+    pub fn start(&mut self, timeout: f64) -> Result<(), IngestError> {
+        self.inlet
+            .open_stream(timeout.max(1.0))
+            .map_err(|_| IngestError::Lsl("open the MUA stream"))
+    }
+
     /// Checks a resolved stream against the rig and opens it, as [`MuaInlet::connect`]
     /// does after resolving. The stream watch uses it for a replacement stream.
     pub fn open(
         info: &lsl::StreamInfo,
         spec: &MuaSpec,
         timeout: f64,
+    ) -> Result<MuaInlet, IngestError> {
+        MuaInlet::open_as(info, spec, timeout, Opening::Now)
+    }
+
+    fn open_as(
+        info: &lsl::StreamInfo,
+        spec: &MuaSpec,
+        timeout: f64,
+        opening: Opening,
     ) -> Result<MuaInlet, IngestError> {
         let max_chunk = spec.max_chunk.max(1);
         let ch = spec.channels;
@@ -248,7 +289,7 @@ impl MuaInlet {
             open: "open the MUA stream",
         };
         // Buffer 10 s.
-        let inlet = open_inlet(info, 10, timeout, steps, &mut description)?;
+        let inlet = open_inlet(info, 10, timeout, steps, &mut description, opening)?;
         Ok(MuaInlet {
             inlet,
             description,
@@ -589,17 +630,37 @@ pub fn run_markers(
     timeout: f64,
     stop: &AtomicBool,
     counters: &Counters,
-    tx: &crossbeam_channel::Sender<MarkerEvent>,
-    record: Option<&crossbeam_channel::Sender<RawMarker>>,
+    sinks: &MarkerSinks<'_>,
     on_live: impl FnOnce(Result<StreamDescription, IngestError>),
 ) {
-    let mut inlet = match open_markers(selector, timeout) {
+    let MarkerSinks {
+        events: tx,
+        record,
+        stimuli,
+        ..
+    } = *sinks;
+    let opening = if sinks.start.is_some() {
+        Opening::Deferred
+    } else {
+        Opening::Now
+    };
+    let mut inlet = match open_markers(selector, timeout, opening) {
         Ok((inlet, desc)) => {
             on_live(Ok(desc));
             inlet
         }
         Err(e) => return on_live(Err(e)),
     };
+    if let Some(start) = sinks.start {
+        // Open with the MUA stream, once the pipeline runs.
+        while start.recv_timeout(Duration::from_millis(50)).is_err() {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        // A failure here shows as a lost stream at the first pull.
+        let _ = inlet.open_stream(timeout.max(1.0));
+    }
     let mut values: Vec<String> = Vec::new();
     let mut lost = false;
     while !stop.load(Ordering::Relaxed) {
@@ -627,6 +688,11 @@ pub fn run_markers(
                 Counters::inc(&counters.record_marker_drops);
             }
         }
+        if let (Some(MarkerEvent::Onset(o)), Some(s)) = (&event, stimuli) {
+            // The stimulus image is loaded while the frame's windows fill; a full queue
+            // only means it is shown later, or not beside its frame (counted there).
+            let _ = s.try_send(o.image);
+        }
         match event {
             Some(ev) => match tx.try_send(ev) {
                 Ok(()) => {}
@@ -641,10 +707,26 @@ pub fn run_markers(
     }
 }
 
-/// Resolves the selector's unique marker stream and opens it (360 s of buffer).
+/// Where the marker thread sends what it reads.
+#[derive(Clone, Copy)]
+pub struct MarkerSinks<'a> {
+    /// Onsets, to the window stage.
+    pub events: &'a crossbeam_channel::Sender<MarkerEvent>,
+    /// Every marker as received, to the recorder (`--record`).
+    pub record: Option<&'a crossbeam_channel::Sender<RawMarker>>,
+    /// Each onset's image id, to the stimuli thread (loaded before its frame).
+    pub stimuli: Option<&'a crossbeam_channel::Sender<crate::window::ImageId>>,
+    /// When given, the stream opens only when a message arrives here (the daemon's
+    /// pipeline is running); else at once.
+    pub start: Option<&'a crossbeam_channel::Receiver<()>>,
+}
+
+/// Resolves the selector's unique marker stream and opens it (360 s of buffer) as
+/// `opening` says.
 fn open_markers(
     selector: &StreamSelector,
     timeout: f64,
+    opening: Opening,
 ) -> Result<(Inlet, StreamDescription), IngestError> {
     let info = resolve_unique(selector, timeout)?;
     let mut desc = info.describe();
@@ -652,7 +734,7 @@ fn open_markers(
         create: "create the marker inlet",
         open: "open the marker stream",
     };
-    let inlet = open_inlet(&info, 360, timeout, steps, &mut desc)?;
+    let inlet = open_inlet(&info, 360, timeout, steps, &mut desc, opening)?;
     Ok((inlet, desc))
 }
 
@@ -687,6 +769,7 @@ pub fn run_mua(
             // Raw broadband that completed no MUA sample yet: data flows, nothing to hand on.
             Pull::Samples(0) => last_data = Instant::now(),
             Pull::Samples(n) => {
+                let _span = tracing::trace_span!("ingest", samples = n).entered();
                 let arrival = Instant::now();
                 let now_lsl = local_clock();
                 if lost {

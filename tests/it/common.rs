@@ -9,8 +9,13 @@ use monkeysee::config::RigConfig;
 /// bytes and refuses any single allocation above the limit.
 pub struct CountingAlloc;
 
+/// Allocations by threads counting into the shared count ([`allocations_in_pool`]).
+static SHARED_COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// This thread counts into [`SHARED_COUNT`].
+    static SHARED: Cell<bool> = const { Cell::new(false) };
     static COUNT: Cell<u64> = const { Cell::new(0) };
     /// Largest single allocation this thread may make (`usize::MAX`: no limit, no tracking).
     static LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -61,6 +66,9 @@ fn admit(old: usize, new: usize) -> bool {
             let _ = COUNT.try_with(|n| n.set(n.get() + 1));
         }
     });
+    if SHARED.try_with(Cell::get).unwrap_or(false) {
+        SHARED_COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let limit = LIMIT.try_with(Cell::get).unwrap_or(usize::MAX);
     if limit == usize::MAX {
         return true;
@@ -117,6 +125,23 @@ pub fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, u64) {
     let r = f();
     COUNTING.with(|c| c.set(false));
     (r, COUNT.with(|n| n.get()))
+}
+
+/// Runs `f` on `pool` and returns how many heap allocations every thread of the pool
+/// made while it ran (the calling thread of `f` is one of them).
+pub fn allocations_in_pool<R: Send>(
+    pool: &rayon::ThreadPool,
+    f: impl FnOnce() -> R + Send,
+) -> (R, u64) {
+    use std::sync::atomic::Ordering;
+    pool.install(|| {
+        pool.broadcast(|_| SHARED.with(|c| c.set(true)));
+        let before = SHARED_COUNT.load(Ordering::SeqCst);
+        let r = f();
+        let after = SHARED_COUNT.load(Ordering::SeqCst);
+        pool.broadcast(|_| SHARED.with(|c| c.set(false)));
+        (r, after - before)
+    })
 }
 
 /// Runs `f` with every single allocation of this thread limited to `limit` bytes (a

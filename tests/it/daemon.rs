@@ -43,6 +43,8 @@ pub(crate) fn options(
         decode_threads: 1,
         counters: None,
         outlet: None,
+        realtime: Default::default(),
+        trace: None,
         status: false,
         stop,
     }
@@ -50,13 +52,14 @@ pub(crate) fn options(
 
 /// Streams `seconds` of 1 kHz data in real time with onsets at `onsets` (seconds
 /// after the first sample). `edit(k, row)` may spoil sample k; `skip(k)` drops it.
+/// Returns the first sample's LSL time (onset k is stamped that + `onsets[k]`).
 pub(crate) fn stream(
     fake: &FakeRig,
     seconds: f64,
     onsets: &[f64],
     edit: impl Fn(usize, &mut Vec<f32>),
     skip: impl Fn(usize) -> bool,
-) {
+) -> f64 {
     let n = (seconds * 1000.0) as usize;
     let t0 = lsl::local_clock() + 0.05;
     let wall0 = Instant::now() + Duration::from_millis(50);
@@ -89,6 +92,7 @@ pub(crate) fn stream(
             }
         }
     }
+    t0
 }
 
 fn run_session(

@@ -20,7 +20,7 @@ fn planes_become_an_rgb_image() {
 #[test]
 fn headless_writes_every_frame_and_a_contact_sheet() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = HeadlessPresenter::new(dir.path()).unwrap();
+    let mut p = HeadlessPresenter::new(dir.path(), None).unwrap();
     for seq in 1..=12u64 {
         let pic = RgbImage::from_pixel(8, 8, Rgb([seq as u8 * 20, 0, 0]));
         assert!(p

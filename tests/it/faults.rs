@@ -495,7 +495,13 @@ fn the_real_ingest_and_window_loops_allocate_nothing_through_faults() {
     let markers = {
         let (stop, counters, selector) = (stop.clone(), counters.clone(), rig.markers.clone());
         thread::spawn(move || {
-            ingest::run_markers(&selector, 10.0, &stop, &counters, &marker_tx, None, |r| {
+            let sinks = ingest::MarkerSinks {
+                events: &marker_tx,
+                record: None,
+                stimuli: None,
+                start: None,
+            };
+            ingest::run_markers(&selector, 10.0, &stop, &counters, &sinks, |r| {
                 r.unwrap();
             })
         })

@@ -295,3 +295,90 @@ fn broadband_pull_loop_allocates_nothing_after_connect() {
         "the broadband pull loop allocated {allocs} times"
     );
 }
+
+/// The decode loop on a pool of two threads: after the warm-up, 40 frames of each
+/// decoder kind are decoded (every product split between both threads), handed to the
+/// display's triple buffer, and their buffers returned, without one allocation on any
+/// thread of the pool, and with the images the decoder gives on its own.
+#[test]
+fn decode_loop_allocates_nothing_after_warm_up() {
+    use monkeysee::daemon::{latest_frame, DecodeStage};
+    use monkeysee::decoder::{decoder_config, window_set, CpuBackend, Decoder, DecoderKind};
+    let dir = tempfile::tempdir().unwrap();
+    let rig = super::common::small_rig(dir.path());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for kind in [
+        DecoderKind::Spatial,
+        DecoderKind::Spatiotemporal,
+        DecoderKind::EndToEnd,
+        DecoderKind::Baseline,
+    ] {
+        let cfg = decoder_config(&rig, kind, 8);
+        let decoder = Decoder::<CpuBackend>::random(cfg.clone(), 3, &Default::default()).unwrap();
+        let reference = Decoder::<CpuBackend>::random(cfg.clone(), 3, &Default::default()).unwrap();
+        let counters = Arc::new(Counters::default());
+        let (work_tx, work_rx) = bounded::<FeatureFrame>(FRAME_POOL);
+        let (free_tx, free_rx) = bounded::<FeatureFrame>(FRAME_POOL);
+        let set = window_set(kind);
+        let template =
+            WindowAssembler::new(AssemblerConfig::from_rig(&rig, set, Mode::Event), None)
+                .new_frame();
+        for _ in 0..FRAME_POOL {
+            free_tx.send(template.clone()).unwrap();
+        }
+        let (out, mut frames) = latest_frame(rig.image_size, std::thread::current());
+        let mut stage = DecodeStage::new(
+            decoder,
+            work_rx,
+            free_tx,
+            out,
+            counters.clone(),
+            std::time::Duration::from_millis(50),
+        );
+        pool.install(|| stage.warm_up());
+        let n = cfg.n_features();
+        let mut shown = Vec::new();
+        let (checksums, allocs) = super::common::allocations_in_pool(&pool, || {
+            let mut sums = [0.0f64; 40];
+            for (k, sum) in sums.iter_mut().enumerate() {
+                let mut f = free_rx.try_recv().expect("a free frame");
+                f.seq = k as u64;
+                for (i, v) in f.features.iter_mut().enumerate() {
+                    *v = (((i * 7 + k * 13) % 17) as f32 - 8.0) / 4.0;
+                }
+                work_tx.try_send(f).unwrap();
+                assert!(stage.step(), "a frame was waiting");
+                let img = frames
+                    .take_timeout(std::time::Duration::ZERO)
+                    .expect("published");
+                assert_eq!(img.seq, k as u64);
+                *sum = img.rgb.iter().map(|&v| f64::from(v)).sum();
+            }
+            sums
+        });
+        assert_eq!(
+            allocs, 0,
+            "{kind}: the decode loop allocated {allocs} times after its warm-up"
+        );
+        assert_eq!(Counters::get(&counters.frames_decoded), 40, "{kind}");
+        assert_eq!(Counters::get(&counters.decode_errors), 0, "{kind}");
+        // The loop's images are the decoder's: check two frames against a fresh decoder.
+        for k in [0usize, 39] {
+            let features: Vec<f32> = (0..n)
+                .map(|i| (((i * 7 + k * 13) % 17) as f32 - 8.0) / 4.0)
+                .collect();
+            let mut img = vec![0.0f32; cfg.image_len()];
+            reference.reconstruct(&features, &mut img).unwrap();
+            shown.push(img.iter().map(|&v| f64::from(v)).sum::<f64>());
+            assert!(
+                (shown.last().unwrap() - checksums[k]).abs() < 1e-3,
+                "{kind} frame {k}: {} vs {}",
+                checksums[k],
+                shown.last().unwrap()
+            );
+        }
+    }
+}

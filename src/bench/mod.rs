@@ -18,6 +18,16 @@
 //! before the first sample, and are not losses). Deadline misses are reported, not
 //! counted as losses.
 //!
+//! With `--load N` ([`load`]) the bench measures the daemon beside other work instead of
+//! the speed ladder: at one speed, over at least `--frames` frames (the session replayed
+//! as often as needed), it runs three conditions in turn: unloaded; with N load
+//! processes; with the same load and `--realtime` ([`crate::realtime`]). Each reports
+//! p50/p90/p99/p99.9/max, deadline misses and frames lost (`bench.json` under `load`,
+//! `latency-<condition>.hlog`, and `load.png`: end-to-end latency against percentile).
+//!
+//! `--trace FILE` traces each run to FILE with the run's label before the extension
+//! (`trace-1x.json`, `trace-loaded-realtime.json`).
+//!
 //! Caveats: `lsl->arrival` is meaningful at 1× only (the replay keeps the recording's
 //! time scale in its stamps); with broadband input it includes the wait for the 30
 //! raw samples of a MUA sample and the delay compensation. CPU is read every 100 ms,
@@ -36,10 +46,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+pub mod load;
+
 use crate::config::RigConfig;
 use crate::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions, RunSummary};
 use crate::decoder::{decoder_config, Decoder, DecoderKind, OnBackend};
-use crate::replay::{self, ReplayOptions, Speed};
+use crate::realtime::{RealtimeConfig, RealtimeMode, RealtimeReport};
+use crate::replay::{self, Repeat, ReplayOptions, Speed};
 use crate::sim::{self, ImageSource, SimConfig, SimOptions};
 use crate::telemetry::StageSummary;
 use crate::window::Mode;
@@ -62,8 +75,49 @@ pub struct BenchOptions {
     /// U-Net widths whose forward pass is timed.
     pub widths: Vec<usize>,
     pub decode_threads: usize,
+    /// Real-time scheduling for the daemon's runs (the rig's `[realtime]`, or `--realtime`).
+    pub realtime: RealtimeConfig,
+    /// `--trace FILE`: each run's Chrome trace, FILE with the run's label inserted.
+    pub trace: Option<PathBuf>,
+    /// `--load`: the comparison under load instead of the speed ladder.
+    pub load: Option<LoadBench>,
     pub out: PathBuf,
     pub progress: bool,
+}
+
+/// `bench --load`: what to run beside the daemon, at what speed, over how many frames.
+#[derive(Debug, Clone)]
+pub struct LoadBench {
+    pub spec: load::LoadSpec,
+    /// This program's binary (the load processes are its `load-worker` subcommand).
+    pub exe: PathBuf,
+    /// Frames each condition runs at least (the session is replayed as often as needed).
+    pub frames: u64,
+    pub speed: f64,
+}
+
+/// One condition of the load comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadCondition {
+    /// `unloaded`, `loaded` or `loaded, realtime`.
+    pub condition: String,
+    pub loaded: bool,
+    /// What `--realtime` got, in the realtime condition.
+    pub realtime: Option<RealtimeReport>,
+    /// Frames lost: onsets with no frame shown, plus frames dropped, superseded or skipped.
+    pub frames_lost: u64,
+    /// CPU the load processes used during the run, as a share of one core (0 unloaded).
+    pub load_core_share: f64,
+    #[serde(flatten)]
+    pub run: SpeedRun,
+}
+
+/// `bench.json`'s `load`: the daemon beside other work, with and without `--realtime`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub spec: load::LoadSpec,
+    pub speed: f64,
+    pub conditions: Vec<LoadCondition>,
 }
 
 /// One stage's latency at one speed (its fields flattened into the JSON: `p50_ms`, …).
@@ -130,6 +184,8 @@ pub struct BenchReport {
     pub max_lossless_speed: Option<f64>,
     pub speeds: Vec<SpeedRun>,
     pub forward: Vec<ForwardTime>,
+    /// `--load`: the comparison under load.
+    pub load: Option<LoadReport>,
     pub plot: Option<PathBuf>,
     pub wall_s: f64,
 }
@@ -143,12 +199,6 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         .prefix("monkeysee-bench-")
         .tempdir()
         .context("creating a temporary folder")?;
-    // Size the decoder's compute pool before simulating: the simulator's rayon work
-    // would otherwise create the global pool at its default size.
-    crate::decoder::init_compute_threads(crate::decoder::compute_threads(
-        opts.decode_threads,
-        crate::decoder::PoolRole::Live,
-    ));
     let mut rig = opts.rig.clone();
     let session = prepare_session(opts, &mut rig, work.path())?;
     if session.onsets == 0 && opts.mode == Mode::Event {
@@ -157,27 +207,13 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             session.source
         );
     }
-    let mut speeds = Vec::new();
-    for &speed in &opts.speeds {
-        if opts.progress {
-            eprintln!("monkeysee bench: {speed}x …");
-        }
-        let r = run_speed(opts, &rig, &session, speed)?;
-        let lossless = r.lossless;
-        if opts.progress {
-            eprintln!(
-                "monkeysee bench: {speed}x: {} of {} frames, end-to-end p99 {:.2} ms{}",
-                r.frames_shown,
-                r.frames_expected,
-                r.stages.last().map_or(f64::NAN, |s| s.latency.p99_ms),
-                if lossless { "" } else { ": frames lost" }
-            );
-        }
-        speeds.push(r);
-        if !lossless {
-            break;
-        }
-    }
+    let (speeds, load) = match &opts.load {
+        None => (speed_ladder(opts, &rig, &session)?, None),
+        Some(l) => (
+            Vec::new(),
+            Some(load_comparison(opts, &rig, &session, l, work.path())?),
+        ),
+    };
     let forward = forward_times(opts, &rig)?;
     let mut report = BenchReport {
         rig: rig.path.display().to_string(),
@@ -196,7 +232,15 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         ),
         session_s: session.seconds,
         session: session.source.clone(),
-        stages: speeds.first().map(|s| s.stages.clone()).unwrap_or_default(),
+        stages: speeds
+            .first()
+            .or_else(|| {
+                load.as_ref()
+                    .and_then(|l| l.conditions.first())
+                    .map(|c| &c.run)
+            })
+            .map(|s| s.stages.clone())
+            .unwrap_or_default(),
         max_lossless_speed: speeds
             .iter()
             .take_while(|s| s.lossless)
@@ -204,10 +248,42 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             .last(),
         speeds,
         forward,
+        load,
         plot: None,
         wall_s: 0.0,
     };
-    let plot = opts.out.join("bench.png");
+    report.plot = draw(&report, &opts.out)?;
+    report.wall_s = started.elapsed().as_secs_f64();
+    let json = opts.out.join("bench.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    Ok(report)
+}
+
+/// `bench.png` (the ladder's CDF per stage and p99 against speed), or with `--load`,
+/// `load.png` (end-to-end latency against percentile per condition); `None` without a
+/// font.
+fn draw(report: &BenchReport, out: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(l) = &report.load {
+        let plot = out.join("load.png");
+        let series: Vec<(String, Vec<(f64, f64)>)> = l
+            .conditions
+            .iter()
+            .map(|c| {
+                let e2e = c.run.cdf.iter().find(|(n, _)| n == "end-to-end");
+                (
+                    c.condition.clone(),
+                    e2e.map(|(_, p)| p.clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let title = format!(
+            "end-to-end latency beside {} load process(es), {}x",
+            l.spec.processes, l.speed
+        );
+        return Ok(crate::plot::tail_plot(&plot, &title, &series)?.then_some(plot));
+    }
+    let plot = out.join("bench.png");
     let cdf = report
         .speeds
         .first()
@@ -226,14 +302,141 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             (st.stage.clone(), points)
         })
         .collect();
-    if crate::plot::latency_plot(&plot, &cdf, &p99)? {
-        report.plot = Some(plot);
+    Ok(crate::plot::latency_plot(&plot, &cdf, &p99)?.then_some(plot))
+}
+
+/// Each speed in turn until one loses frames.
+fn speed_ladder(
+    opts: &BenchOptions,
+    rig: &RigConfig,
+    session: &Session,
+) -> anyhow::Result<Vec<SpeedRun>> {
+    let mut speeds = Vec::new();
+    for &speed in &opts.speeds {
+        if opts.progress {
+            eprintln!("monkeysee bench: {speed}x …");
+        }
+        let spec = RunSpec {
+            speed,
+            repeats: 1,
+            realtime: opts.realtime.clone(),
+            label: format!("{speed}x"),
+        };
+        let (r, _) = run_once(opts, rig, session, &spec)?;
+        let lossless = r.lossless;
+        if opts.progress {
+            eprintln!(
+                "monkeysee bench: {speed}x: {} of {} frames, end-to-end p99 {:.2} ms{}",
+                r.frames_shown,
+                r.frames_expected,
+                r.stages.last().map_or(f64::NAN, |s| s.latency.p99_ms),
+                if lossless { "" } else { ": frames lost" }
+            );
+        }
+        speeds.push(r);
+        if !lossless {
+            break;
+        }
     }
-    report.wall_s = started.elapsed().as_secs_f64();
-    let json = opts.out.join("bench.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", json.display()))?;
-    Ok(report)
+    Ok(speeds)
+}
+
+/// The three conditions of `--load`: unloaded, loaded, loaded with `--realtime`.
+fn load_comparison(
+    opts: &BenchOptions,
+    rig: &RigConfig,
+    session: &Session,
+    l: &LoadBench,
+    work: &Path,
+) -> anyhow::Result<LoadReport> {
+    let per_pass = match opts.mode {
+        Mode::Event => session.onsets,
+        Mode::Sliding => (session.seconds / rig.windows.sliding_hop.seconds()).floor() as u64,
+    }
+    .max(1);
+    let repeats = l.frames.div_ceil(per_pass).max(1);
+    let off = RealtimeConfig {
+        mode: RealtimeMode::Off,
+        ..opts.realtime.clone()
+    };
+    let on = RealtimeConfig {
+        mode: match opts.realtime.mode {
+            RealtimeMode::Require => RealtimeMode::Require,
+            _ => RealtimeMode::Try,
+        },
+        ..opts.realtime.clone()
+    };
+    let mut conditions = Vec::new();
+    for (name, label, loaded, realtime) in [
+        ("unloaded", "unloaded", false, off.clone()),
+        ("loaded", "loaded", true, off),
+        ("loaded, realtime", "loaded-realtime", true, on),
+    ] {
+        if opts.progress {
+            eprintln!(
+                "monkeysee bench: {name}: {} frames at {}x{}",
+                per_pass * repeats,
+                l.speed,
+                if loaded {
+                    format!(" beside {} load process(es)", l.spec.processes)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let mut running = if loaded {
+            let load = load::Load::start(&l.spec, &l.exe, &work.join("load"))?;
+            // Let the load reach its steady state (page cache filling, heap churning).
+            thread::sleep(Duration::from_secs(2));
+            Some(load)
+        } else {
+            None
+        };
+        let spec = RunSpec {
+            speed: l.speed,
+            repeats,
+            realtime,
+            label: label.into(),
+        };
+        let cpu_before = running.as_ref().map_or(0.0, |l| l.cpu_seconds());
+        let (run, rt) = run_once(opts, rig, session, &spec)?;
+        let mut load_core_share = 0.0;
+        if let Some(load) = running.as_mut() {
+            anyhow::ensure!(
+                load.all_running(),
+                "a load process ended during the {name} run: the bench did not carry the load it reports"
+            );
+            load_core_share = (load.cpu_seconds() - cpu_before) / run.wall_s.max(1e-9);
+        }
+        drop(running);
+        let missing = run.frames_expected.saturating_sub(run.frames_shown);
+        let frames_lost = missing.max(run.losses.iter().map(|(_, n)| n).sum());
+        if opts.progress {
+            let e2e = run.stages.last().map(|s| s.latency);
+            eprintln!(
+                "monkeysee bench: {name}: end-to-end p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} deadline misses, {} frames lost",
+                e2e.map_or(f64::NAN, |e| e.p50_ms),
+                e2e.map_or(f64::NAN, |e| e.p99_ms),
+                e2e.map_or(f64::NAN, |e| e.p999_ms),
+                e2e.map_or(f64::NAN, |e| e.max_ms),
+                run.deadline_misses,
+                frames_lost
+            );
+        }
+        conditions.push(LoadCondition {
+            condition: name.into(),
+            loaded,
+            realtime: rt,
+            frames_lost,
+            load_core_share,
+            run,
+        });
+    }
+    Ok(LoadReport {
+        spec: l.spec.clone(),
+        speed: l.speed,
+        conditions,
+    })
 }
 
 /// The session to replay: its file, length, onsets and where it came from.
@@ -385,25 +588,39 @@ fn session_extent(path: &Path, rig: &RigConfig, broadband: bool) -> anyhow::Resu
     })
 }
 
-/// Replays the session at `speed` into the daemon and measures it.
-fn run_speed(
+/// One run of the bench: the session replayed `repeats` times at `speed`, the daemon
+/// under `realtime`; `label` names its HdrHistogram log and trace.
+struct RunSpec {
+    speed: f64,
+    repeats: u64,
+    realtime: RealtimeConfig,
+    label: String,
+}
+
+/// Replays the session into the daemon as `spec` says and measures it; what
+/// `--realtime` got beside it.
+fn run_once(
     opts: &BenchOptions,
     rig: &RigConfig,
     session: &Session,
-    speed: f64,
-) -> anyhow::Result<SpeedRun> {
+    spec: &RunSpec,
+) -> anyhow::Result<(SpeedRun, Option<RealtimeReport>)> {
+    let speed = spec.speed;
     let mut replay_opts = ReplayOptions::new(&session.path);
     replay_opts.speed = Speed::Factor(speed);
+    replay_opts.repeat = Repeat::Times(spec.repeats);
     replay_opts.wait_for_consumer = Some(60.0);
     replay_opts.start_delay = 0.5;
     replay_opts.streams = session.streams.clone();
     let replay = replay::spawn(replay_opts).context("starting the replay")?;
-    let hdr_log = opts.out.join(format!("latency-{speed}x.hlog"));
-    let expected = match opts.mode {
-        Mode::Event => session.onsets,
-        Mode::Sliding => (session.seconds / rig.windows.sliding_hop.seconds()).floor() as u64,
-    };
+    let hdr_log = opts.out.join(format!("latency-{}.hlog", spec.label));
+    let expected = spec.repeats
+        * match opts.mode {
+            Mode::Event => session.onsets,
+            Mode::Sliding => (session.seconds / rig.windows.sliding_hop.seconds()).floor() as u64,
+        };
     let stop = Arc::new(AtomicBool::new(false));
+    let wall = session.seconds * spec.repeats as f64 / speed;
     let run_opts = RunOptions {
         rig: rig.clone(),
         model: opts.model.clone(),
@@ -412,7 +629,7 @@ fn run_speed(
         device: opts.device,
         output: Output::Discard,
         frames: (opts.mode == Mode::Event).then_some(expected),
-        seconds: Some(session.seconds / speed + 10.0),
+        seconds: Some(wall + 10.0),
         hdr_log: Some(hdr_log.clone()),
         stimuli_dir: None,
         record: None,
@@ -421,6 +638,8 @@ fn run_speed(
         decode_threads: opts.decode_threads,
         counters: None,
         outlet: None,
+        realtime: spec.realtime.clone(),
+        trace: opts.trace.as_deref().map(|t| labelled(t, &spec.label)),
         status: false,
         stop: stop.clone(),
     };
@@ -441,7 +660,13 @@ fn run_speed(
             replay
         })
     };
-    let summary = daemon::run(run_opts);
+    // A display thread of its own per run: a trace's thread-local state starts fresh.
+    let summary = thread::Builder::new()
+        .name("display".into())
+        .spawn(move || daemon::run(run_opts))
+        .context("spawning the bench's display thread")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the daemon panicked"))?;
     let wall_s = started.elapsed().as_secs_f64();
     let cpu = cpu.finish(wall_s);
     stop.store(true, Ordering::Relaxed);
@@ -452,9 +677,33 @@ fn run_speed(
     let replayed = replay.join();
     let summary = summary.with_context(|| format!("running the daemon at {speed}x"))?;
     replayed.with_context(|| format!("replaying at {speed}x"))?;
-    Ok(speed_run(
-        opts.mode, speed, expected, &summary, cpu, wall_s, hdr_log,
+    let realtime = summary.realtime.clone();
+    Ok((
+        speed_run(opts.mode, speed, expected, &summary, cpu, wall_s, hdr_log),
+        realtime,
     ))
+}
+
+/// `path` with `-<label>` before its extension (spaces and commas made dashes).
+fn labelled(path: &Path, label: &str) -> PathBuf {
+    let label: String = label
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let stem = path
+        .file_stem()
+        .map_or_else(Default::default, |s| s.to_string_lossy().to_string());
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{label}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{label}"),
+    };
+    path.with_file_name(name)
 }
 
 fn speed_run(
