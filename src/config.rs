@@ -393,10 +393,15 @@ fn positive(x: f64) -> bool {
 fn parse_raw(text: &str, path: &Path) -> Result<raw::Rig, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of_offset(text, s.start));
+        let key = match (guess_key(e.message()), line) {
+            // A wrong type or value names no field: the key is the one on its line.
+            (None, Some(l)) => key_on_line(text, l).unwrap_or_else(|| "(syntax)".into()),
+            (key, _) => key.unwrap_or_else(|| "(syntax)".into()),
+        };
         ConfigError {
             file: path.to_path_buf(),
             line,
-            key: guess_key(e.message()),
+            key,
             message: e.message().to_string(),
         }
     })
@@ -406,13 +411,30 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-fn guess_key(message: &str) -> String {
+fn guess_key(message: &str) -> Option<String> {
     // toml's messages look like "missing field `x`" or "unknown field `x`, expected ...".
-    message
-        .split('`')
-        .nth(1)
-        .map(str::to_string)
-        .unwrap_or_else(|| "(syntax)".into())
+    message.split('`').nth(1).map(str::to_string)
+}
+
+/// `table.key` for a `key = value` line (1-based), the table from the nearest header
+/// above it.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let l = lines.get(line.checked_sub(1)?)?;
+    let (key, _) = l.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('#') {
+        return None;
+    }
+    let table = lines[..line - 1].iter().rev().find_map(|h| {
+        let h = h.trim();
+        h.starts_with('[')
+            .then(|| h.trim_matches(|c| c == '[' || c == ']').to_string())
+    });
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 /// Finds the line of `key = ...`, optionally inside the `nth` occurrence of a
@@ -1089,6 +1111,7 @@ pub mod raw {
         pub ingest_priority: Option<i64>,
         pub window_priority: Option<i64>,
         pub decode_priority: Option<i64>,
+        pub display_priority: Option<i64>,
         pub pin_threads: Option<bool>,
     }
 

@@ -19,7 +19,7 @@ use anyhow::Context;
 use crate::config::RigConfig;
 use crate::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions, RunSummary};
 use crate::replay::{self, ReplayOptions};
-use crate::sim::{self, ImageSource, SimConfig, SimOptions};
+use crate::sim::{self, SimOptions};
 use crate::window::Mode;
 
 const RIG_TOML: &str = include_str!("../firmware-config/synthetic.toml");
@@ -93,7 +93,6 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
     if let Some(mode) = opts.realtime {
         rig.realtime.mode = mode;
     }
-    let config = SimConfig::default();
     let session = work.path().join("session");
     if opts.status {
         eprintln!(
@@ -101,23 +100,12 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
             opts.images, opts.seed
         );
     }
-    let summary = sim::simulate(&SimOptions {
-        images: ImageSource::parse(
-            &format!("procedural:{}", opts.images.max(1)),
-            &config.leaves,
-            opts.seed,
-        )?,
-        rig: rig.clone(),
-        config,
-        out: session.clone(),
-        seed: opts.seed,
-        animal_seed: DEMO_ANIMAL_SEED,
-        test_images: 0,
-        repeats: 1,
-        rf_jitter_deg: 0.0,
-        broadband: false,
-        progress: false,
-    })?;
+    let summary = sim::simulate(&SimOptions::live_session(
+        rig.clone(),
+        opts.images,
+        opts.seed,
+        session.clone(),
+    )?)?;
 
     let mut replay_opts = ReplayOptions::new(session.join("session.xdf"));
     replay_opts.wait_for_consumer = Some(60.0);

@@ -7,9 +7,11 @@
 //!   (no page fault, no swap-in mid-frame); glibc's heap trimming is turned off so freed
 //!   memory is not handed back and faulted in again; each real-time thread touches
 //!   [`STACK_PREFAULT`] of its stack as it starts.
-//! - **Real-time priorities**: the ingest, window and decode threads (the decoder's whole
-//!   pool) run under `SCHED_FIFO` at the configured priorities (ingest highest: a late
-//!   pull overruns the ring). Nothing else in the process is raised.
+//! - **Real-time priorities**: the ingest and marker threads, the window thread, the
+//!   decode threads (the decoder's whole pool) and, while the run lasts, the display
+//!   thread run under `SCHED_FIFO` at the configured priorities (ingest highest: a late
+//!   pull overruns the ring; a late onset marker holds its frame back). Nothing else in
+//!   the process is raised: publishing, recording and writing PNGs stay normal.
 //! - **CPU affinity**, where there are cores enough (decode threads + 2): ingest and
 //!   window share the last core, each decode thread gets one of the cores before it,
 //!   and the rest (at least one) is left to the machine.
@@ -63,6 +65,8 @@ pub struct RealtimeConfig {
     pub ingest_priority: u8,
     pub window_priority: u8,
     pub decode_priority: u8,
+    /// The display thread's: a frame is late until it is on the screen.
+    pub display_priority: u8,
     /// Pin the real-time threads to cores when there are enough.
     pub pin_threads: bool,
 }
@@ -75,6 +79,7 @@ impl Default for RealtimeConfig {
             ingest_priority: 80,
             window_priority: 75,
             decode_priority: 70,
+            display_priority: 65,
             pin_threads: true,
         }
     }
@@ -86,6 +91,7 @@ impl RealtimeConfig {
             Role::Ingest => self.ingest_priority,
             Role::Window => self.window_priority,
             Role::Decode => self.decode_priority,
+            Role::Display => self.display_priority,
         }
     }
 }
@@ -93,10 +99,14 @@ impl RealtimeConfig {
 /// The pipeline threads that run real-time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The MUA and marker threads.
     Ingest,
     Window,
     /// Every thread of the decoder's pool.
     Decode,
+    /// The thread that shows frames (the caller of `daemon::run`), for the run only:
+    /// see [`Realtime::enter_for_run`].
+    Display,
 }
 
 /// Something the system did not grant: what was asked, why not, and how a lab grants it.
@@ -217,6 +227,7 @@ impl Realtime {
         let fifo_priority = (self.fifo && set_fifo(fifo_priority).is_ok()).then_some(fifo_priority);
         let cpu = self.plan.as_ref().ok().and_then(|plan| {
             let core = match role {
+                Role::Display => return None,
                 Role::Ingest | Role::Window => plan.input,
                 Role::Decode => {
                     let i = self
@@ -227,15 +238,35 @@ impl Realtime {
             };
             core_affinity::set_for_current(core_affinity::CoreId { id: core }).then_some(core)
         });
-        let thread = std::thread::current()
-            .name()
-            .unwrap_or("unnamed")
-            .to_string();
+        let thread = match role {
+            // The caller of `daemon::run`, whatever its own name.
+            Role::Display => "display".to_string(),
+            _ => std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_string(),
+        };
         self.threads.lock().push(ThreadState {
             thread,
             fifo_priority,
             cpu,
         });
+    }
+
+    /// [`Realtime::enter`] for the calling thread, which outlives the run (the display
+    /// thread is `daemon::run`'s caller): its scheduling comes back when the guard drops.
+    pub fn enter_for_run(&self, role: Role) -> SchedulingRestored {
+        let mut policy = 0;
+        // SAFETY: an all-zero sched_param is valid; both pointers are to locals.
+        let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+        // SAFETY: pthread_self is always valid; the out-pointers are valid.
+        let saved =
+            unsafe { libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut param) }
+                == 0;
+        self.enter(role);
+        SchedulingRestored {
+            saved: saved.then_some((policy, param)),
+        }
     }
 
     /// What the run got.
@@ -259,6 +290,27 @@ impl Drop for Realtime {
             unsafe { libc::munlockall() };
         }
     }
+}
+
+/// Puts the calling thread's scheduling back as it was (see [`Realtime::enter_for_run`]).
+pub struct SchedulingRestored {
+    saved: Option<(i32, libc::sched_param)>,
+}
+
+impl Drop for SchedulingRestored {
+    fn drop(&mut self) {
+        if let Some((policy, param)) = self.saved {
+            // SAFETY: restores this thread's own policy and parameters read earlier.
+            unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
+        }
+    }
+}
+
+/// Raises the calling thread to `SCHED_FIFO` at `priority` (for a thread outside the
+/// pipeline that must not be slowed either, such as the bench's replay, which stands in
+/// for the acquisition machine); a refusal explained.
+pub fn fifo_current_thread(priority: u8) -> Result<(), Refusal> {
+    set_fifo(priority).map_err(|code| explain_fifo(priority, code))
 }
 
 /// The cores this process may run on.

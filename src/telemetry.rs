@@ -244,7 +244,7 @@ pub fn micros_between(earlier: Instant, later: Instant) -> u64 {
 }
 
 /// Latency percentiles of one stage, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct StageSummary {
     pub count: u64,
     pub p50_ms: f64,

@@ -64,6 +64,22 @@ impl Trace {
     }
 }
 
+/// Finishes the trace and draws its slowest frame beside it (`<trace>.png`); the trace's
+/// path and the picture's, when one could be drawn (a failure to draw is reported, not an
+/// error: the trace itself is written).
+pub fn finish_with_picture(trace: Trace) -> (PathBuf, Option<PathBuf>) {
+    let path = trace.finish();
+    let png = path.with_extension("png");
+    match picture(&path, &png) {
+        Ok(Some(_)) => (path, Some(png)),
+        Ok(None) => (path, None),
+        Err(e) => {
+            eprintln!("monkeysee: no picture of the trace: {e:#}");
+            (path, None)
+        }
+    }
+}
+
 /// Runs `f` with `dispatch` as this thread's default (when tracing), else just runs it.
 pub fn in_thread<R>(dispatch: Option<&Dispatch>, f: impl FnOnce() -> R) -> R {
     match dispatch {
@@ -113,7 +129,7 @@ pub fn read_spans(path: &Path) -> anyhow::Result<Vec<Span>> {
                     spans.push(Span {
                         thread: thread(b),
                         name: b["name"].as_str().unwrap_or("").to_string(),
-                        seq: b["args"]["seq"].as_u64(),
+                        seq: seq_of(b),
                         start_us: b["ts"].as_f64().unwrap_or(ts),
                         end_us: ts,
                     });
@@ -122,7 +138,7 @@ pub fn read_spans(path: &Path) -> anyhow::Result<Vec<Span>> {
             Some("i") | Some("I") => spans.push(Span {
                 thread: thread(e),
                 name: e["name"].as_str().unwrap_or("").to_string(),
-                seq: e["args"]["seq"].as_u64(),
+                seq: seq_of(e),
                 start_us: ts,
                 end_us: ts,
             }),
@@ -132,135 +148,169 @@ pub fn read_spans(path: &Path) -> anyhow::Result<Vec<Span>> {
     Ok(spans)
 }
 
+/// An event's `seq` argument (tracing-chrome writes fields as text).
+fn seq_of(e: &serde_json::Value) -> Option<u64> {
+    let v = &e["args"]["seq"];
+    v.as_u64().or_else(|| v.as_str()?.parse().ok())
+}
+
 /// Draws the slowest frame of a trace (from its `frame` event in the window stage to the
 /// end of its `present`) with everything every thread did around it: one lane per thread,
 /// a box per span. Returns the frame's `seq`, or `None` when the trace holds no complete
 /// frame or no font is available.
 pub fn picture(trace: &Path, png: &Path) -> anyhow::Result<Option<u64>> {
-    use plotters::prelude::*;
     let spans = read_spans(trace)?;
-    let ready: std::collections::HashMap<u64, f64> = spans
-        .iter()
-        .filter(|s| s.name == "frame")
-        .filter_map(|s| Some((s.seq?, s.start_us)))
-        .collect();
-    let slowest = spans
-        .iter()
-        .filter(|s| s.name == "present")
-        .filter_map(|s| {
-            let seq = s.seq?;
-            Some((seq, *ready.get(&seq)?, s.end_us))
-        })
-        .max_by(|a, b| (a.2 - a.1).total_cmp(&(b.2 - b.1)));
-    let Some((seq, from, to)) = slowest else {
+    let Some(frame) = slowest_frame(&spans) else {
         return Ok(None);
     };
     if !crate::plot::have_font() {
         return Ok(None);
     }
-    let (lo, hi) = (from - 25_000.0, to + 5_000.0);
+    // 25 ms before the frame completed (its last samples' pulls) to 5 ms after it showed.
+    let (lo, hi) = (frame.ready_us - 25_000.0, frame.shown_us + 5_000.0);
     let shown: Vec<&Span> = spans
         .iter()
         .filter(|s| s.end_us >= lo && s.start_us <= hi && s.name != "frame")
         .collect();
-    let mut lanes: Vec<String> = Vec::new();
-    for want in [
+    draw_lanes(png, &frame, &shown, lo, hi)?;
+    Ok(Some(frame.seq))
+}
+
+/// A frame from its completion in the window stage to the end of its `present`.
+struct FrameExtent {
+    seq: u64,
+    ready_us: f64,
+    shown_us: f64,
+}
+
+fn slowest_frame(spans: &[Span]) -> Option<FrameExtent> {
+    let ready: std::collections::HashMap<u64, f64> = spans
+        .iter()
+        .filter(|s| s.name == "frame")
+        .filter_map(|s| Some((s.seq?, s.start_us)))
+        .collect();
+    spans
+        .iter()
+        .filter(|s| s.name == "present")
+        .filter_map(|s| {
+            let seq = s.seq?;
+            Some(FrameExtent {
+                seq,
+                ready_us: *ready.get(&seq)?,
+                shown_us: s.end_us,
+            })
+        })
+        .max_by(|a, b| (a.shown_us - a.ready_us).total_cmp(&(b.shown_us - b.ready_us)))
+}
+
+/// The threads of `shown`, in pipeline order, then any others.
+fn lanes(shown: &[&Span]) -> Vec<String> {
+    let order = [
         "ingest",
+        "markers",
         "window",
         "decode",
         "display",
         "main",
         "publish",
         "frames-writer",
-    ] {
-        for s in &shown {
-            if s.thread.starts_with(want) && !lanes.contains(&s.thread) {
-                lanes.push(s.thread.clone());
-            }
-        }
-    }
-    for s in &shown {
+    ];
+    let rank = |t: &str| {
+        order
+            .iter()
+            .position(|o| t.starts_with(o))
+            .unwrap_or(order.len())
+    };
+    let mut lanes: Vec<String> = Vec::new();
+    for s in shown {
         if !lanes.contains(&s.thread) {
             lanes.push(s.thread.clone());
         }
     }
-    let ms = |us: f64| (us - from) / 1000.0;
+    lanes.sort_by_key(|t| (rank(t), t.clone()));
+    lanes
+}
+
+fn span_colour(name: &str) -> plotters::style::RGBColor {
+    use plotters::style::RGBColor;
+    match name {
+        "ingest" => RGBColor(90, 140, 200),
+        "window" => RGBColor(120, 180, 90),
+        "decode" => RGBColor(220, 120, 60),
+        "present" => RGBColor(170, 90, 180),
+        "publish" => RGBColor(60, 170, 170),
+        _ => RGBColor(150, 150, 150),
+    }
+}
+
+/// One lane per thread, top to bottom in pipeline order; the frame's own spans solid and
+/// named, the others faint; x in ms from the frame's completion.
+fn draw_lanes(
+    png: &Path,
+    frame: &FrameExtent,
+    shown: &[&Span],
+    lo: f64,
+    hi: f64,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing {}: {e}", png.display());
+    let lanes = lanes(shown);
+    let ms = |us: f64| (us - frame.ready_us) / 1000.0;
+    let row = |thread: &str| {
+        let i = lanes.iter().position(|l| l == thread).unwrap_or(0);
+        (lanes.len() - 1 - i) as f64
+    };
     let (w, h) = (1100u32, 120 + 44 * lanes.len().max(1) as u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let title = format!(
+            "frame {}: {:.1} ms from its windows' completion to the screen",
+            frame.seq,
+            (frame.shown_us - frame.ready_us) / 1000.0
+        );
         let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!(
-                    "frame {seq}: {:.1} ms from its windows' completion to the screen",
-                    (to - from) / 1000.0
-                ),
-                ("sans-serif", 18),
-            )
+            .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(10)
             .build_cartesian_2d(ms(lo)..ms(hi), 0.0..lanes.len() as f64)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
             .x_desc("ms from the frame's windows completing")
             .y_labels(0)
             .disable_y_mesh()
             .draw()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let colour = |name: &str| match name {
-            "ingest" => RGBColor(90, 140, 200),
-            "window" => RGBColor(120, 180, 90),
-            "decode" => RGBColor(220, 120, 60),
-            "present" => RGBColor(170, 90, 180),
-            "publish" => RGBColor(60, 170, 170),
-            _ => RGBColor(150, 150, 150),
-        };
-        for (i, lane) in lanes.iter().enumerate() {
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    lane.clone(),
-                    (ms(lo) + 0.3, (lanes.len() - 1 - i) as f64 + 0.98),
-                    ("sans-serif", 14),
-                )))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        for s in &shown {
-            let Some(lane) = lanes.iter().position(|l| *l == s.thread) else {
-                continue;
-            };
-            let y = (lanes.len() - 1 - lane) as f64;
-            let (x0, x1) = (
-                ms(s.start_us.max(lo)),
-                ms(s.end_us.min(hi)).max(ms(s.start_us) + 0.05),
-            );
-            let mine = s.seq == Some(seq);
-            let c = colour(&s.name);
+            .map_err(|e| err(&e))?;
+        let labels = lanes
+            .iter()
+            .map(|l| Text::new(l.clone(), (ms(lo) + 0.3, row(l) + 0.98), ("sans-serif", 14)));
+        chart.draw_series(labels).map_err(|e| err(&e))?;
+        for s in shown {
+            let y = row(&s.thread);
+            let x0 = ms(s.start_us.max(lo));
+            let x1 = ms(s.end_us.min(hi)).max(ms(s.start_us) + 0.05);
+            let mine = s.seq == Some(frame.seq);
+            let c = span_colour(&s.name);
             let style = if mine {
                 c.filled()
             } else {
                 c.mix(0.35).filled()
             };
+            let bar = Rectangle::new([(x0, y + 0.08), (x1, y + 0.6)], style);
             chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(x0, y + 0.08), (x1, y + 0.6)],
-                    style,
-                )))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .draw_series(std::iter::once(bar))
+                .map_err(|e| err(&e))?;
             if mine {
+                let name = Text::new(s.name.clone(), (x0, y + 0.98), ("sans-serif", 13));
                 chart
-                    .draw_series(std::iter::once(Text::new(
-                        s.name.clone(),
-                        (x0, y + 0.98),
-                        ("sans-serif", 13),
-                    )))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    .draw_series(std::iter::once(name))
+                    .map_err(|e| err(&e))?;
             }
         }
-        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+        root.present().map_err(|e| err(&e))?;
     }
     image::save_buffer(png, &buf, w, h, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", png.display()))?;
-    Ok(Some(seq))
+        .with_context(|| format!("writing {}", png.display()))
 }

@@ -21,7 +21,9 @@
 //! With `--load N` ([`load`]) the bench measures the daemon beside other work instead of
 //! the speed ladder: at one speed, over at least `--frames` frames (the session replayed
 //! as often as needed), it runs three conditions in turn: unloaded; with N load
-//! processes; with the same load and `--realtime` ([`crate::realtime`]). Each reports
+//! processes; with the same load and `--realtime` ([`crate::realtime`]). The replay
+//! stands in for the acquisition machine, which a rig computer's load does not slow: in
+//! all three it runs at SCHED_FIFO 90 when the system allows it (`replay_fifo`). Each reports
 //! p50/p90/p99/p99.9/max, deadline misses and frames lost (`bench.json` under `load`,
 //! `latency-<condition>.hlog`, and `load.png`: end-to-end latency against percentile).
 //!
@@ -53,7 +55,7 @@ use crate::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions, RunSum
 use crate::decoder::{decoder_config, Decoder, DecoderKind, OnBackend};
 use crate::realtime::{RealtimeConfig, RealtimeMode, RealtimeReport};
 use crate::replay::{self, Repeat, ReplayOptions, Speed};
-use crate::sim::{self, ImageSource, SimConfig, SimOptions};
+use crate::sim::{self, SimOptions};
 use crate::telemetry::StageSummary;
 use crate::window::Mode;
 
@@ -108,6 +110,9 @@ pub struct LoadCondition {
     pub frames_lost: u64,
     /// CPU the load processes used during the run, as a share of one core (0 unloaded).
     pub load_core_share: f64,
+    /// Whether the replay (the stand-in for the acquisition machine) ran at SCHED_FIFO
+    /// 90, out of the load's way; without the permission it competes with the load.
+    pub replay_fifo: bool,
     #[serde(flatten)]
     pub run: SpeedRun,
 }
@@ -321,8 +326,9 @@ fn speed_ladder(
             repeats: 1,
             realtime: opts.realtime.clone(),
             label: format!("{speed}x"),
+            replay_fifo: false,
         };
-        let (r, _) = run_once(opts, rig, session, &spec)?;
+        let (r, _, _) = run_once(opts, rig, session, &spec)?;
         let lossless = r.lossless;
         if opts.progress {
             eprintln!(
@@ -373,69 +379,85 @@ fn load_comparison(
         ("loaded, realtime", "loaded-realtime", true, on),
     ] {
         if opts.progress {
+            let beside = if loaded {
+                format!(" beside {} load process(es)", l.spec.processes)
+            } else {
+                String::new()
+            };
+            let frames = per_pass * repeats;
             eprintln!(
-                "monkeysee bench: {name}: {} frames at {}x{}",
-                per_pass * repeats,
-                l.speed,
-                if loaded {
-                    format!(" beside {} load process(es)", l.spec.processes)
-                } else {
-                    String::new()
-                }
+                "monkeysee bench: {name}: {frames} frames at {}x{beside}",
+                l.speed
             );
         }
-        let mut running = if loaded {
-            let load = load::Load::start(&l.spec, &l.exe, &work.join("load"))?;
-            // Let the load reach its steady state (page cache filling, heap churning).
-            thread::sleep(Duration::from_secs(2));
-            Some(load)
-        } else {
-            None
-        };
         let spec = RunSpec {
             speed: l.speed,
             repeats,
             realtime,
             label: label.into(),
+            replay_fifo: true,
         };
-        let cpu_before = running.as_ref().map_or(0.0, |l| l.cpu_seconds());
-        let (run, rt) = run_once(opts, rig, session, &spec)?;
-        let mut load_core_share = 0.0;
-        if let Some(load) = running.as_mut() {
-            anyhow::ensure!(
-                load.all_running(),
-                "a load process ended during the {name} run: the bench did not carry the load it reports"
-            );
-            load_core_share = (load.cpu_seconds() - cpu_before) / run.wall_s.max(1e-9);
-        }
-        drop(running);
-        let missing = run.frames_expected.saturating_sub(run.frames_shown);
-        let frames_lost = missing.max(run.losses.iter().map(|(_, n)| n).sum());
+        let c = run_condition(opts, rig, session, &spec, loaded.then_some(l), work)?;
         if opts.progress {
-            let e2e = run.stages.last().map(|s| s.latency);
+            let e2e = c.run.stages.last().map(|s| s.latency).unwrap_or_default();
             eprintln!(
                 "monkeysee bench: {name}: end-to-end p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} deadline misses, {} frames lost",
-                e2e.map_or(f64::NAN, |e| e.p50_ms),
-                e2e.map_or(f64::NAN, |e| e.p99_ms),
-                e2e.map_or(f64::NAN, |e| e.p999_ms),
-                e2e.map_or(f64::NAN, |e| e.max_ms),
-                run.deadline_misses,
-                frames_lost
+                e2e.p50_ms, e2e.p99_ms, e2e.p999_ms, e2e.max_ms, c.run.deadline_misses, c.frames_lost
             );
         }
         conditions.push(LoadCondition {
             condition: name.into(),
-            loaded,
-            realtime: rt,
-            frames_lost,
-            load_core_share,
-            run,
+            ..c
         });
     }
     Ok(LoadReport {
         spec: l.spec.clone(),
         speed: l.speed,
         conditions,
+    })
+}
+
+/// One condition: the load started (when given) and left to settle, the run, the CPU
+/// the load used meanwhile, the load stopped.
+fn run_condition(
+    opts: &BenchOptions,
+    rig: &RigConfig,
+    session: &Session,
+    spec: &RunSpec,
+    load: Option<&LoadBench>,
+    work: &Path,
+) -> anyhow::Result<LoadCondition> {
+    let mut running = match load {
+        Some(l) => {
+            let load = load::Load::start(&l.spec, &l.exe, &work.join("load"))?;
+            // Let the load reach its steady state (page cache filling, heap churning).
+            thread::sleep(Duration::from_secs(2));
+            Some(load)
+        }
+        None => None,
+    };
+    let cpu_before = running.as_ref().map_or(0.0, |l| l.cpu_seconds());
+    let (run, realtime, replay_fifo) = run_once(opts, rig, session, spec)?;
+    let mut load_core_share = 0.0;
+    if let Some(load) = running.as_mut() {
+        anyhow::ensure!(
+            load.all_running(),
+            "a load process ended during the {} run: the bench did not carry the load it reports",
+            spec.label
+        );
+        load_core_share = (load.cpu_seconds() - cpu_before) / run.wall_s.max(1e-9);
+    }
+    drop(running);
+    let missing = run.frames_expected.saturating_sub(run.frames_shown);
+    let frames_lost = missing.max(run.losses.iter().map(|(_, n)| n).sum());
+    Ok(LoadCondition {
+        condition: spec.label.clone(),
+        loaded: load.is_some(),
+        realtime,
+        frames_lost,
+        load_core_share,
+        replay_fifo,
+        run,
     })
 }
 
@@ -486,30 +508,15 @@ fn prepare_session(
     broadband.query = None;
     broadband.source_id = Some(format!("{tag}-broadband"));
     rig.broadband.selector = Some(broadband.clone());
-    let config = SimConfig::default();
     if opts.progress {
         eprintln!(
             "monkeysee bench: simulating {} images for rig {}",
             opts.images, rig.name
         );
     }
-    let s = sim::simulate(&SimOptions {
-        images: ImageSource::parse(
-            &format!("procedural:{}", opts.images.max(1)),
-            &config.leaves,
-            3,
-        )?,
-        rig: rig.clone(),
-        config,
-        out: work.join("session"),
-        seed: 3,
-        animal_seed: crate::demo::DEMO_ANIMAL_SEED,
-        test_images: 0,
-        repeats: 1,
-        rf_jitter_deg: 0.0,
-        broadband: opts.broadband,
-        progress: false,
-    })?;
+    let mut sim_opts = SimOptions::live_session(rig.clone(), opts.images, 3, work.join("session"))?;
+    sim_opts.broadband = opts.broadband;
+    let s = sim::simulate(&sim_opts)?;
     let input = if opts.broadband {
         broadband.name
     } else {
@@ -595,16 +602,22 @@ struct RunSpec {
     repeats: u64,
     realtime: RealtimeConfig,
     label: String,
+    /// Run the replay at [`REPLAY_PRIORITY`] (`--load`: it stands in for the
+    /// acquisition machine, which the rig computer's load does not slow).
+    replay_fifo: bool,
 }
 
+/// SCHED_FIFO priority of the replay under `--load`, above the daemon's threads.
+const REPLAY_PRIORITY: u8 = 90;
+
 /// Replays the session into the daemon as `spec` says and measures it; what
-/// `--realtime` got beside it.
+/// `--realtime` got beside it, and whether the replay ran at real-time priority.
 fn run_once(
     opts: &BenchOptions,
     rig: &RigConfig,
     session: &Session,
     spec: &RunSpec,
-) -> anyhow::Result<(SpeedRun, Option<RealtimeReport>)> {
+) -> anyhow::Result<(SpeedRun, Option<RealtimeReport>, bool)> {
     let speed = spec.speed;
     let mut replay_opts = ReplayOptions::new(&session.path);
     replay_opts.speed = Speed::Factor(speed);
@@ -612,7 +625,15 @@ fn run_once(
     replay_opts.wait_for_consumer = Some(60.0);
     replay_opts.start_delay = 0.5;
     replay_opts.streams = session.streams.clone();
-    let replay = replay::spawn(replay_opts).context("starting the replay")?;
+    let replay_fifo = Arc::new(AtomicBool::new(false));
+    let raised = replay_fifo.clone();
+    let want_fifo = spec.replay_fifo;
+    let replay = replay::spawn_with(replay_opts, move || {
+        if want_fifo && crate::realtime::fifo_current_thread(REPLAY_PRIORITY).is_ok() {
+            raised.store(true, Ordering::Relaxed);
+        }
+    })
+    .context("starting the replay")?;
     let hdr_log = opts.out.join(format!("latency-{}.hlog", spec.label));
     let expected = spec.repeats
         * match opts.mode {
@@ -681,6 +702,7 @@ fn run_once(
     Ok((
         speed_run(opts.mode, speed, expected, &summary, cpu, wall_s, hdr_log),
         realtime,
+        replay_fifo.load(Ordering::Relaxed),
     ))
 }
 
@@ -850,6 +872,15 @@ fn forward_times(opts: &BenchOptions, rig: &RigConfig) -> anyhow::Result<Vec<For
         ModelSource::Random { kind, .. } => *kind,
         ModelSource::Dir(d) => model_kind(d),
     };
+    // On a pool of the daemon's size, as `run` decodes.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(crate::decoder::compute_threads(
+            opts.decode_threads,
+            crate::decoder::PoolRole::Live,
+        ))
+        .thread_name(|i| format!("decode-{i}"))
+        .build()
+        .context("starting the decoder's thread pool")?;
     let mut out = Vec::new();
     for &width in &opts.widths {
         if opts.progress {
@@ -861,7 +892,7 @@ fn forward_times(opts: &BenchOptions, rig: &RigConfig) -> anyhow::Result<Vec<For
             width,
             runs: 30,
         };
-        let mut times = crate::decoder::dispatch(opts.device, job)??;
+        let mut times = pool.install(|| crate::decoder::dispatch(opts.device, job))??;
         times.sort_by(f64::total_cmp);
         let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
         out.push(ForwardTime {

@@ -359,6 +359,7 @@ fn print_bench(r: &BenchReport) {
             r.model, r.mode, r.input, r.device, r.decode_threads, r.session
         );
         print_load(l);
+        print_forward(r);
         return;
     }
     println!(
@@ -423,10 +424,15 @@ fn print_bench(r: &BenchReport) {
             r.speeds.first().map_or(0.0, |s| s.speed)
         ),
     }
+    print_forward(r);
+}
+
+/// The decoder's forward pass alone, per width.
+fn print_forward(r: &BenchReport) {
     for f in &r.forward {
         println!(
-            "decoder forward pass, width {} on {}: p50 {:.2} ms, p99 {:.2} ms ({} runs)",
-            f.width, f.device, f.p50_ms, f.p99_ms, f.runs
+            "decoder forward pass, width {} on {} ({} thread(s)): p50 {:.2} ms, p99 {:.2} ms ({} runs)",
+            f.width, f.device, r.decode_threads, f.p50_ms, f.p99_ms, f.runs
         );
     }
 }

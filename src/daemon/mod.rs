@@ -199,18 +199,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         }
         None => None,
     };
-    let stimuli_dir = stimuli_dir(&opts, &inputs);
-    let stimuli = match (&stimuli_dir, inputs.stimulus_requests.take()) {
-        (Some(dir), Some(requests)) => Some(
-            StimulusLoader::start(dir.clone(), size, requests)
-                .context("starting the stimuli thread")?,
-        ),
-        _ => None,
-    };
-    // Last, the display's window (or folder and writer) and the window stage; then the
+    // Last, the display (window or folder, stimuli) and the window stage; then the
     // streams open, into a pipeline that is running end to end.
-    let presenter =
-        present::open_presenter(&opts, size, stimuli_dir.is_some(), &pipeline.counters)?;
+    let (presenter, stimuli) = open_display(&opts, &mut inputs, size, &pipeline.counters)?;
     pipeline.start_window(decoding, inputs.samples, inputs.markers, inputs.wake_ingest)?;
     let _ = inputs.start_markers.send(());
     if let (Some(rt), true) = (&realtime, opts.status) {
@@ -222,9 +213,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         stimuli,
         publish,
     };
+    let display_rt = realtime.as_ref().map(|rt| rt.enter_for_run(Role::Display));
     let presented = crate::trace::in_thread(pipeline.trace.as_ref(), || {
         present::present(&opts, &pipeline, &mut frames, where_to)
     });
+    drop(display_rt);
     let stopped = pipeline.stop();
     if let Some(e) = stopped.recording.as_ref().and_then(|r| r.error.as_ref()) {
         eprintln!(
@@ -235,18 +228,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
                 .map_or_else(Default::default, |r| r.path.display().to_string())
         );
     }
-    let trace = trace.map(Trace::finish);
-    let trace_picture = trace.as_deref().and_then(|t| {
-        let png = t.with_extension("png");
-        match crate::trace::picture(t, &png) {
-            Ok(Some(_)) => Some(png),
-            Ok(None) => None,
-            Err(e) => {
-                eprintln!("monkeysee: no picture of the trace: {e:#}");
-                None
-            }
+    let (trace, trace_picture) = match trace {
+        Some(t) => {
+            let (path, picture) = crate::trace::finish_with_picture(t);
+            (Some(path), picture)
         }
-    });
+        None => (None, None),
+    };
     let p = presented?;
     Ok(RunSummary {
         frames_shown: p.shown,
@@ -270,6 +258,25 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         trace,
         trace_picture,
     })
+}
+
+/// The display's window (or folder and PNG writer), and the stimuli thread when there is
+/// a stimulus folder (`--stimuli`, or the marker stream's header).
+fn open_display(
+    opts: &RunOptions,
+    inputs: &mut Inputs,
+    size: usize,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<(Box<dyn crate::display::Presenter>, Option<StimulusLoader>)> {
+    let dir = stimuli_dir(opts, inputs);
+    let presenter = present::open_presenter(opts, size, dir.is_some(), counters)?;
+    let stimuli = match (dir, inputs.stimulus_requests.take()) {
+        (Some(dir), Some(requests)) => Some(
+            StimulusLoader::start(dir, size, requests).context("starting the stimuli thread")?,
+        ),
+        _ => None,
+    };
+    Ok((presenter, stimuli))
 }
 
 /// Locks memory and probes real-time scheduling as asked (before any pipeline thread);
@@ -546,7 +553,7 @@ impl Pipeline {
             self.counters.clone(),
             self.stop.clone(),
         );
-        self.spawn("markers", None, move || {
+        self.spawn("markers", Some(Role::Ingest), move || {
             let sinks = ingest::MarkerSinks {
                 events: &marker_tx,
                 record: record_marker_tx.as_ref(),

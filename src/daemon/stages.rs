@@ -92,7 +92,8 @@ impl WindowStage {
             }
         }
         let mut n = 0;
-        let _span = tracing::trace_span!("window").entered();
+        // A span only for a step with samples (the loop also wakes to find none).
+        let _span = (!self.samples.is_empty()).then(|| tracing::trace_span!("window").entered());
         while let Some(meta) = self.samples.pop(&mut self.scratch) {
             self.assembler
                 .push_sample(&self.scratch, meta, &self.counters);
@@ -119,7 +120,7 @@ impl WindowStage {
                 FrameStatus::Skipped(_) => continue,
                 FrameStatus::Ready => match self.frames_free.try_recv() {
                     Ok(mut spare) => {
-                        tracing::trace!(seq = self.current.seq, "frame");
+                        tracing::trace!(name: "frame", seq = self.current.seq);
                         std::mem::swap(&mut spare, &mut self.current);
                         if let Err(e) = self.frames_out.try_send(spare) {
                             // Cannot happen while the pool is no larger than the queue;

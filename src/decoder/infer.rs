@@ -9,12 +9,13 @@
 //! [`HostUNet`] is the same folded network on the CPU path: Burn 0.21's Flex conv re-lays
 //! its weights out on every call and runs the transposed conv's product on a strided
 //! weight (≈2× slower than on a contiguous one for the inner layers); here the weights are
-//! laid out once, the products are plain `matmul`s, and im2col, col2im (as a gather, fused
-//! with bias and activation) and the skip concatenation are the kernels of
-//! [`super::kernels`]. Width 64, 96 px, batch 1 on this machine (2 cores, Flex with SIMD,
-//! Rayon and AVX-512 gemm; `cargo bench --bench decoder`): 36.9 ms with BatchNorm on Burn's
-//! ops, 36.3 ms folded on Burn's ops, 16.4 ms here. Without Flex's SIMD/Rayon features the
-//! same three were 69, 47 and 30 ms.
+//! laid out once, the products are faer's ([`super::kernels::product_into`], columns split
+//! between the pool's threads), and im2col, col2im (as a gather, fused with bias and
+//! activation) and the skip concatenation are the kernels of [`super::kernels`]. Width
+//! 64, 96 px, batch 1, one thread on this machine (2 cores, AVX-512): 19.4 ms against
+//! 18.3 ms for the previous version on Burn's matmul (gemm) and 27.5 ms for PyTorch; width
+//! 16: 2.2 ms against 2.4 and 2.6 (README, Benchmarks). On Burn's own conv ops the
+//! width-64 network took 36.3 ms folded and 36.9 ms with BatchNorm.
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::BatchNorm;
@@ -305,8 +306,25 @@ impl HostUNet {
     }
 
     /// Input images `x [batch][in][size][size]` → `out [batch][3][size][size]` in [0, 1].
-    /// The caller checks the lengths.
+    /// The caller checks the lengths. Runs on the current Rayon pool; called from outside
+    /// any pool, it moves onto the global one (so that its products split without a
+    /// hand-over from outside the pool each time).
     pub fn forward(
+        &self,
+        x: &[f32],
+        batch: usize,
+        size: usize,
+        out: &mut [f32],
+        buffers: &mut HostBuffers,
+    ) {
+        if rayon::current_thread_index().is_none() {
+            rayon::scope(|_| self.forward_in_pool(x, batch, size, out, buffers));
+        } else {
+            self.forward_in_pool(x, batch, size, out, buffers);
+        }
+    }
+
+    fn forward_in_pool(
         &self,
         x: &[f32],
         batch: usize,

@@ -408,6 +408,21 @@ pub fn product_seq(
         faer::Accum::Replace
     };
     faer::linalg::matmul::matmul(dst, accum, a, b, 1.0f32, faer::Par::Seq);
+    clear_upper_vector_state();
+}
+
+/// `vzeroupper` after faer's AVX-512/AVX2 kernels, which return with the upper halves of
+/// the vector registers dirty: on this machine's Xeon the SSE code that ran next (glibc's
+/// `expf` in the head's sigmoid) then took 3.3 ms instead of 0.08 ms for a 96 px image
+/// (the AVX–SSE transition penalty; `decoder::infer::host_profile`).
+#[inline]
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked above); vzeroupper only clears the upper
+        // halves of the vector registers, which hold nothing live between functions.
+        unsafe { std::arch::x86_64::_mm256_zeroupper() };
+    }
 }
 
 /// Runs one product large enough for faer's packed path on this thread, so that the

@@ -3,12 +3,16 @@
 //! [`Decoder`] is the inference side. [`Decoder::random`] and [`Decoder::load`] fold every
 //! BatchNorm into the convolution before it ([`infer::FoldedUNet`]), freeze the learned
 //! input layer, and on the CPU backend lay the weights out for [`infer::HostUNet`]: plain-Rust
-//! im2col/col2im/activation kernels ([`kernels`]) around the backend's matrix product.
+//! im2col/col2im/activation kernels ([`kernels`]) around faer's matrix products, split
+//! between the threads of the current Rayon pool.
 //!
 //! Real-time contract: all set-up happens in the constructor. `reconstruct` checks lengths
-//! and values and returns an error instead of panicking; per frame it allocates only the
-//! tensors Burn's matrix product creates and the input/output images (the CPU path keeps
-//! its other buffers in a pool), and it never locks: a busy pool means fresh buffers.
+//! and values and returns an error instead of panicking. On the CPU backend,
+//! [`Decoder::reconstruct_batch_with`] keeps every buffer (the input image, each layer's
+//! activations, the linear pathway's and dense maps' scratch) in the caller's
+//! [`Workspace`]: once warm it allocates nothing and takes no lock (the daemon's decode
+//! stage runs it so; `tests/it/hot_loop.rs`). On an accelerator Burn allocates device
+//! tensors per call.
 //!
 //! The trainable pieces live beside it: [`unet::UNet`] (+ [`unet::UNetConfig`]),
 //! [`input::GaussianRfLayer`], [`input::DenseMapLayer`] and [`model::DecoderModel`],

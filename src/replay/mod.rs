@@ -357,10 +357,21 @@ pub enum ReplayError {
 
 /// Starts [`run`] on a thread named `replay`.
 pub fn spawn(opts: ReplayOptions) -> std::io::Result<ReplayHandle> {
+    spawn_with(opts, || {})
+}
+
+/// [`spawn`], running `on_start` on the replay thread first (e.g. to raise its priority).
+pub fn spawn_with(
+    opts: ReplayOptions,
+    on_start: impl FnOnce() + Send + 'static,
+) -> std::io::Result<ReplayHandle> {
     let stop = opts.stop.clone();
     let thread = thread::Builder::new()
         .name("replay".into())
-        .spawn(move || run(opts))?;
+        .spawn(move || {
+            on_start();
+            run(opts)
+        })?;
     Ok(ReplayHandle { stop, thread })
 }
 

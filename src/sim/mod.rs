@@ -113,6 +113,37 @@ pub struct SimOptions {
     pub progress: bool,
 }
 
+impl SimOptions {
+    /// A live-style session of `images` procedural images shown once each (no test
+    /// split, no RF error) to the demo animal, session `seed`, written into `out`: what
+    /// `demo` and `bench` replay into the daemon.
+    pub fn live_session(
+        rig: RigConfig,
+        images: usize,
+        seed: u64,
+        out: PathBuf,
+    ) -> anyhow::Result<SimOptions> {
+        let config = SimConfig::default();
+        Ok(SimOptions {
+            images: ImageSource::parse(
+                &format!("procedural:{}", images.max(1)),
+                &config.leaves,
+                seed,
+            )?,
+            rig,
+            config,
+            out,
+            seed,
+            animal_seed: crate::demo::DEMO_ANIMAL_SEED,
+            test_images: 0,
+            repeats: 1,
+            rf_jitter_deg: 0.0,
+            broadband: false,
+            progress: false,
+        })
+    }
+}
+
 /// What was written, and how fast.
 #[derive(Clone, Debug, Serialize)]
 pub struct SimSummary {

@@ -13,6 +13,11 @@ use monkeysee::window::Mode;
 use super::common::rig_variant;
 use super::daemon::{stream, Running};
 
+/// The real-time tests one at a time: memory locking is the whole process's, and a
+/// locked process cannot start the unprivileged test's threads (their stacks must be
+/// locked too, under a 0 RLIMIT_MEMLOCK).
+static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 #[test]
 fn a_bad_realtime_section_names_the_field_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -29,7 +34,11 @@ fn a_bad_realtime_section_names_the_field_and_line() {
             "realtime.decode_priority",
         ),
         ("pin_threads = true", "pin_cores = true", "pin_cores"),
-        ("lock_memory = true", "lock_memory = \"yes\"", "lock_memory"),
+        (
+            "lock_memory = true",
+            "lock_memory = \"yes\"",
+            "realtime.lock_memory",
+        ),
     ] {
         let (path, text) = rig_variant(dir.path(), &[(from, to)]);
         let line = text.lines().position(|l| l.trim() == to).unwrap() + 1;
@@ -73,6 +82,7 @@ fn set_soft_limit(resource: libc::__rlimit_resource_t, value: u64) -> libc::rlim
 /// Runs `f` on a thread (and the threads it starts) without CAP_SYS_NICE and
 /// CAP_IPC_LOCK, with RLIMIT_RTPRIO and RLIMIT_MEMLOCK at 0: an unprivileged lab user.
 fn unprivileged<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let _one = ONE_AT_A_TIME.lock();
     let rtprio = set_soft_limit(libc::RLIMIT_RTPRIO, 0);
     let memlock = set_soft_limit(libc::RLIMIT_MEMLOCK, 0);
     let r = thread::spawn(move || {
@@ -135,7 +145,7 @@ fn without_permission_realtime_try_runs_on_and_says_what_is_missing() {
         "{}",
         refused[1]
     );
-    for role in ["ingest", "window", "decode-0"] {
+    for role in ["ingest", "markers", "window", "decode-0", "display"] {
         assert!(
             rt.threads.iter().any(|t| t.thread == role),
             "{role}: {rt:?}"
@@ -165,11 +175,13 @@ fn without_permission_realtime_require_refuses_to_start() {
 /// its priority and memory is locked; without them this is the refusal above, reported.
 #[test]
 fn realtime_threads_run_at_their_priorities_when_permitted() {
+    let _one = ONE_AT_A_TIME.lock();
     let config = RealtimeConfig {
         mode: RealtimeMode::Try,
         ingest_priority: 31,
         window_priority: 22,
         decode_priority: 13,
+        display_priority: 9,
         ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
@@ -217,7 +229,11 @@ fn realtime_threads_run_at_their_priorities_when_permitted() {
         .filter(|s| s.name == "frame" && s.thread == "window")
         .filter_map(|s| s.seq)
         .collect();
-    assert_eq!(seqs.len(), 3, "{seqs:?}");
+    let names: std::collections::BTreeSet<(&str, &str)> = spans
+        .iter()
+        .map(|s| (s.thread.as_str(), s.name.as_str()))
+        .collect();
+    assert_eq!(seqs.len(), 3, "{seqs:?} in {names:?}");
     for seq in seqs {
         let ready = spans
             .iter()
