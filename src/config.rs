@@ -954,6 +954,11 @@ impl Validator<'_> {
                 r.decode_priority,
                 &mut cfg.decode_priority,
             ),
+            (
+                "realtime.display_priority",
+                r.display_priority,
+                &mut cfg.display_priority,
+            ),
         ] {
             if let Some(v) = value {
                 if !(1..=99).contains(&v) {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use image::{imageops, Rgb, RgbImage};
 
 use crate::telemetry::Counters;
@@ -112,16 +112,18 @@ impl StimulusLoader {
             .name("stimuli".into())
             .spawn(move || {
                 let mut store = StimulusStore::new(Some(dir), size);
+                // Polled: a receiver blocked in the channel would make the marker
+                // thread's `try_send` take the channel's lock to wake it.
                 while !quit.load(Ordering::Relaxed) {
-                    match requests.recv_timeout(Duration::from_millis(50)) {
+                    match requests.try_recv() {
                         Ok(id) => {
                             let img = store.get(id.as_str()).cloned();
                             if tx.send_timeout((id, img), Duration::from_secs(1)).is_err() {
                                 return;
                             }
                         }
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => return,
+                        Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(5)),
+                        Err(TryRecvError::Disconnected) => return,
                     }
                 }
             })?;

@@ -4,17 +4,22 @@
 //!
 //! - **Memory locked and pre-faulted**: `mlockall(MCL_CURRENT | MCL_FUTURE)` before any
 //!   pipeline thread starts, so every page the process has or maps later is resident
-//!   (no page fault, no swap-in mid-frame); glibc's heap trimming is turned off so freed
-//!   memory is not handed back and faulted in again; each real-time thread touches
-//!   [`STACK_PREFAULT`] of its stack as it starts.
+//!   (no page fault, no swap-in mid-frame); glibc's heap trimming and per-allocation
+//!   mmaps are turned off so freed memory is not handed back and faulted in again (for
+//!   the rest of the process's life); each real-time thread touches [`STACK_PREFAULT`]
+//!   of its stack as it starts. The run unlocks at its end ([`Realtime::release`]).
 //! - **Real-time priorities**: the ingest and marker threads, the window thread, the
 //!   decode threads (the decoder's whole pool) and, while the run lasts, the display
 //!   thread run under `SCHED_FIFO` at the configured priorities (ingest highest: a late
-//!   pull overruns the ring; a late onset marker holds its frame back). Nothing else in
-//!   the process is raised: publishing, recording and writing PNGs stay normal.
-//! - **CPU affinity**, where there are cores enough (decode threads + 2): ingest and
-//!   window share the last core, each decode thread gets one of the cores before it,
-//!   and the rest (at least one) is left to the machine.
+//!   pull overruns the ring; a late onset marker holds its frame back). liblsl's receiver
+//!   threads for the MUA and marker inlets start from the ingest and marker threads and
+//!   inherit their priority and core, on purpose: they carry the samples (an inlet the
+//!   stream watch opens as a replacement does not). Publishing, recording and writing
+//!   PNGs stay normal.
+//! - **CPU affinity**, where there are cores enough (decode threads + 2): ingest,
+//!   markers and window share the last core, each decode thread gets one of the cores
+//!   before it, and the rest (at least one) is left to the machine. With pinning on and
+//!   `--decode-threads 0`, the pool takes all cores but two ([`decode_threads`]).
 //!
 //! The system may refuse each of these. [`Realtime::start`] asks for the memory lock and
 //! probes the scheduler on a short-lived thread before the pipeline exists, so that a
@@ -159,6 +164,7 @@ pub struct Realtime {
     /// Filled as threads start (start-up only, never in a loop).
     threads: Mutex<Vec<ThreadState>>,
     decode_started: std::sync::atomic::AtomicUsize,
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl Realtime {
@@ -176,7 +182,8 @@ impl Realtime {
         let highest = config
             .ingest_priority
             .max(config.window_priority)
-            .max(config.decode_priority);
+            .max(config.decode_priority)
+            .max(config.display_priority);
         let fifo = match probe_fifo(highest) {
             Ok(()) => true,
             Err(r) => {
@@ -210,6 +217,7 @@ impl Realtime {
             refused,
             threads: Mutex::new(Vec::new()),
             decode_started: Default::default(),
+            released: Default::default(),
         })))
     }
 
@@ -283,12 +291,65 @@ impl Realtime {
     }
 }
 
-impl Drop for Realtime {
-    fn drop(&mut self) {
-        if self.locked {
+impl Realtime {
+    /// Unlocks the process's memory (at the end of a run: a decode thread may hold this
+    /// a little longer, and the caller goes on). Once; dropping does it too.
+    pub fn release(&self) {
+        if self.locked
+            && !self
+                .released
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             // SAFETY: no arguments; undoes this process's mlockall.
             unsafe { libc::munlockall() };
         }
+    }
+
+    /// The start-up line: what was granted and what each role asks for.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let scheduling = if self.fifo {
+            format!(
+                "SCHED_FIFO ingest and markers {}, window {}, decode {}, display {}",
+                c.ingest_priority, c.window_priority, c.decode_priority, c.display_priority
+            )
+        } else {
+            "normal scheduling (refused)".into()
+        };
+        format!(
+            "realtime ({}): memory {}; {scheduling}; {}",
+            c.mode.name(),
+            if self.locked { "locked" } else { "not locked" },
+            match &self.plan {
+                Ok(p) => format!(
+                    "ingest, markers and window on cpu {}, decode on {:?}",
+                    p.input, p.decode
+                ),
+                Err(why) => format!("not pinned: {why}"),
+            }
+        )
+    }
+}
+
+impl Drop for Realtime {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Threads of the decoder's pool: `requested`, or with 0 all cores but one, or but two
+/// when `config` pins threads and there are at least three cores (one is then left to the
+/// machine, beside the input core).
+pub fn decode_threads(requested: usize, config: &RealtimeConfig) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    let cores = available_cores().len().max(1);
+    let pinning = config.mode != RealtimeMode::Off && config.pin_threads && cores >= 3;
+    if pinning {
+        cores - 2
+    } else {
+        cores.saturating_sub(1).max(1)
     }
 }
 
@@ -442,11 +503,13 @@ fn lock_memory() -> Result<(), Refusal> {
             fix: "add `@monkeysee - memlock unlimited` to /etc/security/limits.d/99-monkeysee.conf (log in again), or `sudo setcap cap_ipc_lock+ep $(command -v monkeysee)`; under systemd, LimitMEMLOCK=infinity; in a container, --ulimit memlock=-1".into(),
         });
     }
-    // Freed heap stays mapped (and locked) instead of being faulted in again later.
-    // SAFETY: a documented glibc tunable; the value is in range.
+    // Freed heap stays mapped (and locked) instead of being faulted in again later: no
+    // trimming, and no allocation served by an mmap of its own (which free unmaps).
+    // SAFETY: documented glibc tunables; the values are in range.
     #[cfg(target_env = "gnu")]
     unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, -1)
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     };
     Ok(())
 }
@@ -514,6 +577,23 @@ mod tests {
         // Gaps in the allowed set are kept.
         let plan = cpu_plan(vec![2, 4, 6, 8], 1).unwrap();
         assert_eq!((plan.input, plan.decode), (8, vec![6]));
+    }
+
+    #[test]
+    fn the_decode_pool_leaves_a_core_for_the_machine_when_threads_are_pinned() {
+        let cores = available_cores().len().max(1);
+        let mut cfg = RealtimeConfig::default();
+        assert_eq!(decode_threads(3, &cfg), 3);
+        assert_eq!(decode_threads(0, &cfg), cores.saturating_sub(1).max(1));
+        cfg.mode = RealtimeMode::Try;
+        let want = if cores >= 3 {
+            cores - 2
+        } else {
+            cores.saturating_sub(1).max(1)
+        };
+        assert_eq!(decode_threads(0, &cfg), want);
+        cfg.pin_threads = false;
+        assert_eq!(decode_threads(0, &cfg), cores.saturating_sub(1).max(1));
     }
 
     #[test]

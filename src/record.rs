@@ -12,7 +12,7 @@
 //!
 //! With the frames outlet on, the publish thread also forwards every `monkeysee-frames`,
 //! `monkeysee-frame-info` and `monkeysee-events` sample it publishes (bounded queues; a
-//! full one counts `record_marker_drops`), recorded under the outlets' own headers as
+//! full one counts `record_output_drops`), recorded under the outlets' own headers as
 //! streams 3, 4 and 5.
 //!
 //! Headers are each stream's full LSL header (`lsl_get_fullinfo`), so channel labels

@@ -116,6 +116,9 @@ pub struct Counters {
     pub record_overruns: AtomicU64,
     /// Markers not recorded because the marker→recorder queue was full.
     pub record_marker_drops: AtomicU64,
+    /// Samples the daemon published (frames, frame info, events) that the recorder's
+    /// queue had no room for (`--record`).
+    pub record_output_drops: AtomicU64,
 }
 
 impl Counters {
@@ -170,6 +173,7 @@ impl Counters {
             ("recorded_markers", g(&self.recorded_markers)),
             ("record_overruns", g(&self.record_overruns)),
             ("record_marker_drops", g(&self.record_marker_drops)),
+            ("record_output_drops", g(&self.record_output_drops)),
         ]
     }
 }

@@ -71,6 +71,11 @@ impl Load {
         Ok(load)
     }
 
+    /// The processes' ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// CPU seconds (user + system) the processes have used so far, together (Linux
     /// `/proc/<pid>/stat`; 0 where it cannot be read).
     pub fn cpu_seconds(&self) -> f64 {

@@ -106,8 +106,11 @@ pub struct LoadCondition {
     pub loaded: bool,
     /// What `--realtime` got, in the realtime condition.
     pub realtime: Option<RealtimeReport>,
-    /// Frames lost: onsets with no frame shown, plus frames dropped, superseded or skipped.
+    /// Frames lost: frames expected (onsets) and not shown (dropped, superseded, skipped
+    /// or never built); `losses` names the counters behind them, and any sample overruns.
     pub frames_lost: u64,
+    /// The load processes' ids (gone once the condition ended).
+    pub load_pids: Vec<u32>,
     /// CPU the load processes used during the run, as a share of one core (0 unloaded).
     pub load_core_share: f64,
     /// Whether the replay (the stand-in for the acquisition machine) ran at SCHED_FIFO
@@ -231,10 +234,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         mode: format!("{:?}", opts.mode).to_lowercase(),
         input: if opts.broadband { "broadband" } else { "mua" }.into(),
         device: format!("{:?}", opts.device).to_lowercase(),
-        decode_threads: crate::decoder::compute_threads(
-            opts.decode_threads,
-            crate::decoder::PoolRole::Live,
-        ),
+        decode_threads: crate::realtime::decode_threads(opts.decode_threads, &opts.realtime),
         session_s: session.seconds,
         session: session.source.clone(),
         stages: speeds
@@ -437,6 +437,7 @@ fn run_condition(
         None => None,
     };
     let cpu_before = running.as_ref().map_or(0.0, |l| l.cpu_seconds());
+    let load_pids = running.as_ref().map(|l| l.pids()).unwrap_or_default();
     let (run, realtime, replay_fifo) = run_once(opts, rig, session, spec)?;
     let mut load_core_share = 0.0;
     if let Some(load) = running.as_mut() {
@@ -448,13 +449,14 @@ fn run_condition(
         load_core_share = (load.cpu_seconds() - cpu_before) / run.wall_s.max(1e-9);
     }
     drop(running);
-    let missing = run.frames_expected.saturating_sub(run.frames_shown);
-    let frames_lost = missing.max(run.losses.iter().map(|(_, n)| n).sum());
+    // Frames only: `losses` also holds sample and marker overruns, in their own units.
+    let frames_lost = run.frames_expected.saturating_sub(run.frames_shown);
     Ok(LoadCondition {
         condition: spec.label.clone(),
         loaded: load.is_some(),
         realtime,
         frames_lost,
+        load_pids,
         load_core_share,
         replay_fifo,
         run,
@@ -874,9 +876,9 @@ fn forward_times(opts: &BenchOptions, rig: &RigConfig) -> anyhow::Result<Vec<For
     };
     // On a pool of the daemon's size, as `run` decodes.
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(crate::decoder::compute_threads(
+        .num_threads(crate::realtime::decode_threads(
             opts.decode_threads,
-            crate::decoder::PoolRole::Live,
+            &opts.realtime,
         ))
         .thread_name(|i| format!("decode-{i}"))
         .build()

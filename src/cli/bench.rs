@@ -54,7 +54,8 @@ pub struct BenchArgs {
     /// U-Net width of the random-weights decoder.
     #[arg(long, default_value_t = 16)]
     width: usize,
-    /// Threads for the decoder (0: all cores but one, as `run`).
+    /// Threads of the decoder's own compute pool (0: as `run` chooses: all cores but one,
+    /// or but two when --realtime pins threads).
     #[arg(long, default_value_t = 0)]
     decode_threads: usize,
     /// Output folder (default: monkeysee-bench, or monkeysee-soak with --soak).
@@ -276,6 +277,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         };
         println!("wrote {}/bench.json, {files}", out.display());
         return Ok(());
+    }
+    if args.live.realtime.is_some() || args.live.trace.is_some() {
+        bail!("--soak runs without --realtime and --trace (it measures hours of ordinary running); leave them out");
     }
     let out = args
         .out

@@ -32,7 +32,8 @@ pub struct DemoArgs {
     /// A model folder to use instead of the built-in demo model (trained on the synthetic rig).
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// Threads of the decoder's own compute pool (0: all cores but one).
+    /// Threads of the decoder's own compute pool (0: as `run` chooses: all cores but one,
+    /// or but two when --realtime pins threads).
     #[arg(long, default_value_t = 0)]
     decode_threads: usize,
     #[command(flatten)]

@@ -113,7 +113,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     resolve_timeout: f64,
     /// Threads of the decoder's own compute pool (0: all cores but one, so ingest and
-    /// windows keep a core).
+    /// windows keep a core; with --realtime pinning threads, all cores but two).
     #[arg(long, default_value_t = 0)]
     decode_threads: usize,
     #[command(flatten)]

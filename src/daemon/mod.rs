@@ -37,7 +37,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 pub use crate::decoder::ComputeDevice;
 pub use stages::{
-    latest_frame, DecodeStage, DecodedFrame, FrameReceiver, FrameSender, WindowStage, FRAME_POOL,
+    latest_frame, DecodeStage, DecodedFrame, FrameReceiver, FrameSender, InputSaver, SaveEnds,
+    WindowStage, FRAME_POOL,
 };
 
 use crate::config::RigConfig;
@@ -51,7 +52,6 @@ use crate::record::{Recorder, RecordingSummary};
 use crate::telemetry::{Counters, Stage, StageSummary};
 use crate::trace::Trace;
 use crate::window::{AssemblerConfig, FeatureFrame, ImageId, Mode, WindowAssembler};
-use save_inputs::{InputSaver, SaveEnds};
 use stages::{DecodeJob, DecoderReady};
 
 /// Where the decoder comes from.
@@ -204,9 +204,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     let (presenter, stimuli) = open_display(&opts, &mut inputs, size, &pipeline.counters)?;
     pipeline.start_window(decoding, inputs.samples, inputs.markers, inputs.wake_ingest)?;
     let _ = inputs.start_markers.send(());
-    if let (Some(rt), true) = (&realtime, opts.status) {
-        announce_realtime(rt);
-    }
     let where_to = present::Where {
         size,
         presenter,
@@ -219,6 +216,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     });
     drop(display_rt);
     let stopped = pipeline.stop();
+    if let Some(rt) = &realtime {
+        rt.release();
+    }
     if let Some(e) = stopped.recording.as_ref().and_then(|r| r.error.as_ref()) {
         eprintln!(
             "monkeysee: the recording {} stopped early: {e}",
@@ -282,17 +282,23 @@ fn open_display(
 /// Locks memory and probes real-time scheduling as asked (before any pipeline thread);
 /// says what was refused. `Require` mode refuses to run without all of it.
 fn start_realtime(opts: &RunOptions) -> anyhow::Result<Option<Arc<Realtime>>> {
-    let threads =
-        crate::decoder::compute_threads(opts.decode_threads, crate::decoder::PoolRole::Live);
-    let rt = Realtime::start(&opts.realtime, threads).map_err(|r| {
-        anyhow!(r).context("--realtime=require: the system refused real-time operation")
+    let rt = Realtime::start(&opts.realtime, decode_threads(opts)).map_err(|r| {
+        anyhow!(r).context(
+            "real-time operation is required (--realtime=require, or mode = \"require\" in the rig's [realtime]) and the system refused it",
+        )
     })?;
     if let (Some(rt), true) = (&rt, opts.status) {
         for r in rt.refusals() {
             eprintln!("monkeysee: warning: {r}; running on without it");
         }
+        eprintln!("monkeysee: {}", rt.describe());
     }
     Ok(rt)
+}
+
+/// Threads of the decoder's own pool (see [`crate::realtime::decode_threads`]).
+pub fn decode_threads(opts: &RunOptions) -> usize {
+    crate::realtime::decode_threads(opts.decode_threads, &opts.realtime)
 }
 
 /// The decode thread's ends of the window→decode queues, and what it reported.
@@ -448,10 +454,7 @@ impl Pipeline {
         let job = DecodeJob {
             model: opts.model.clone(),
             rig: opts.rig.clone(),
-            threads: crate::decoder::compute_threads(
-                opts.decode_threads,
-                crate::decoder::PoolRole::Live,
-            ),
+            threads: decode_threads(opts),
             ready: ready_tx.clone(),
             frames: work_rx,
             free: free_tx.clone(),
@@ -964,30 +967,4 @@ fn stimuli_dir(opts: &RunOptions, inputs: &Inputs) -> Option<PathBuf> {
         );
     }
     Some(dir)
-}
-
-/// What `--realtime` got, thread by thread (unless `--quiet`).
-fn announce_realtime(rt: &Realtime) {
-    let r = rt.report();
-    let threads: Vec<String> = r
-        .threads
-        .iter()
-        .map(|t| match (t.fifo_priority, t.cpu) {
-            (Some(p), Some(c)) => format!("{} FIFO {p} on cpu {c}", t.thread),
-            (Some(p), None) => format!("{} FIFO {p}", t.thread),
-            (None, _) => format!("{} normal", t.thread),
-        })
-        .collect();
-    eprintln!(
-        "monkeysee: realtime ({}): memory {}; {}{}",
-        r.mode,
-        if r.memory_locked {
-            "locked"
-        } else {
-            "not locked"
-        },
-        threads.join(", "),
-        r.not_pinned
-            .map_or_else(String::new, |why| format!("; not pinned: {why}"))
-    );
 }

@@ -23,7 +23,7 @@
 //! The frame-info and events channels are labelled in `<desc><channels>`.
 //!
 //! Real-time contract: publishing never delays a frame. The outlets are created at
-//! start-up, before any pipeline thread runs (liblsl builds its sample pool there: for
+//! start-up, before any sample is read (liblsl builds its sample pool there: for
 //! a string stream of ~28k channels that was 113 MB of `std::string`s, a 65–330 ms stall
 //! of the display thread while frames queued behind it, which is why pixels are a
 //! numeric stream now). The display thread copies each shown frame into a buffer from a
@@ -31,13 +31,13 @@
 //! no free buffer is counted (`frames_unpublished`) and not published, and the display
 //! goes on. The `publish` thread pushes, watches the counters for events every 50 ms and,
 //! with `--record`, passes every sample to the recorder (bounded queues, drops counted
-//! as `record_marker_drops`).
+//! as `record_output_drops`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use hdrhistogram::Histogram;
 use image::{imageops, RgbImage};
 
@@ -92,10 +92,13 @@ pub struct ShownFrame {
     pub rgb: Vec<u8>,
 }
 
-/// The display's end of the hand-over to the publish thread.
+/// The display's end of the hand-over to the publish thread. The publish thread polls
+/// and parks (a receiver blocked in the channel would make every `try_send` here take
+/// the channel's lock to wake it); this end unparks it.
 pub struct PublishSender {
     tx: Sender<ShownFrame>,
     free: Receiver<ShownFrame>,
+    publisher: std::thread::Thread,
 }
 
 impl PublishSender {
@@ -123,6 +126,8 @@ impl PublishSender {
         f.rgb.extend_from_slice(recon.as_raw());
         if self.tx.try_send(f).is_err() {
             Counters::inc(&counters.frames_unpublished);
+        } else {
+            self.publisher.unpark();
         }
     }
 }
@@ -301,7 +306,8 @@ impl Publisher {
     }
 
     /// The hand-over's two ends: the display's [`PublishSender`], and the queues
-    /// [`Publisher::run`] takes, with [`PUBLISH_QUEUE`] + 1 buffers of a full frame.
+    /// [`Publisher::run`] takes, with [`PUBLISH_QUEUE`] + 1 buffers of a full frame. Call
+    /// it on the thread that runs [`Publisher::run`] (the sender wakes that thread).
     pub fn hand_over(&self) -> (PublishSender, Receiver<ShownFrame>, Sender<ShownFrame>) {
         let (tx, rx) = bounded(PUBLISH_QUEUE + 1);
         let (free_tx, free) = bounded(PUBLISH_QUEUE + 1);
@@ -314,7 +320,16 @@ impl Publisher {
                 rgb: Vec::with_capacity(self.image_size * self.image_size * 3),
             });
         }
-        (PublishSender { tx, free }, rx, free_tx)
+        let publisher = std::thread::current();
+        (
+            PublishSender {
+                tx,
+                free,
+                publisher,
+            },
+            rx,
+            free_tx,
+        )
     }
 
     /// The publish thread: publishes every frame handed over and the events, until
@@ -328,14 +343,14 @@ impl Publisher {
     ) -> OutletSummary {
         let mut last_events = Instant::now();
         loop {
-            match frames.recv_timeout(EVENTS_EVERY) {
+            match frames.try_recv() {
                 Ok(f) => {
                     self.publish(&f, counters);
-                    let _ = free.send(f);
+                    let _ = free.try_send(f);
                 }
-                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => break,
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(TryRecvError::Empty) if stop.load(Ordering::Relaxed) => break,
+                Err(TryRecvError::Empty) => std::thread::park_timeout(EVENTS_EVERY),
+                Err(TryRecvError::Disconnected) => break,
             }
             if last_events.elapsed() >= EVENTS_EVERY {
                 self.events(counters);
@@ -391,7 +406,7 @@ impl Publisher {
                 lsl_time: f.onset_lsl,
             };
             if r.frames.try_send(frame).is_err() || r.info.try_send(info).is_err() {
-                Counters::inc(&counters.record_marker_drops);
+                Counters::inc(&counters.record_output_drops);
             }
         }
     }
@@ -439,7 +454,7 @@ impl Publisher {
                         lsl_time: now,
                     };
                     if r.events.try_send(sample).is_err() {
-                        Counters::inc(&counters.record_marker_drops);
+                        Counters::inc(&counters.record_output_drops);
                     }
                 }
                 *seen = value;

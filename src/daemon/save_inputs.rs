@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 
 use crate::dataset::writer::NpyRows;
 use crate::telemetry::Counters;
@@ -131,7 +131,9 @@ impl InputSaver {
     pub fn run(mut self, stop: &AtomicBool) {
         let mut failed = false;
         loop {
-            match self.frames.recv_timeout(Duration::from_millis(50)) {
+            // Polled: a receiver blocked in the channel would make the decode thread's
+            // `try_send` take the channel's lock to wake it.
+            match self.frames.try_recv() {
                 Ok(f) => {
                     if !failed {
                         if let Err(e) = self.write(&f) {
@@ -139,11 +141,11 @@ impl InputSaver {
                             failed = true;
                         }
                     }
-                    let _ = self.free.send(f);
+                    let _ = self.free.try_send(f);
                 }
-                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => break,
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(TryRecvError::Empty) if stop.load(Ordering::Relaxed) => break,
+                Err(TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(10)),
+                Err(TryRecvError::Disconnected) => break,
             }
         }
         if let (Some(files), false) = (self.files.take(), failed) {

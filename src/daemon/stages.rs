@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender};
 
-pub use super::save_inputs::SaveEnds;
+pub use super::save_inputs::{InputSaver, SaveEnds};
 use super::ModelSource;
 use crate::config::RigConfig;
 use crate::decoder::{decoder_config, window_set, Decoder, DecoderConfig, Workspace};

@@ -170,11 +170,21 @@ fn a_bench_under_load_reports_each_condition_and_the_load_it_carried() {
     if monkeysee::plot::have_font() {
         assert!(out.join("load.png").exists());
     }
-    // Every load process is gone with the bench.
-    let workers = std::process::Command::new("pgrep")
-        .args(["-f", "monkeysee load-worker"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    assert!(workers.is_empty(), "load processes left running: {workers}");
+    // Every load process is gone with the bench (its pids no longer name a load worker).
+    for c in conditions {
+        let pids = c["load_pids"].as_array().unwrap();
+        assert_eq!(
+            pids.len(),
+            usize::from(c["loaded"].as_bool().unwrap()),
+            "{c}"
+        );
+        for pid in pids {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.as_u64().unwrap()))
+                .unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains("load-worker"),
+                "load process {pid} left running"
+            );
+        }
+    }
 }

@@ -298,11 +298,12 @@ fn broadband_pull_loop_allocates_nothing_after_connect() {
 
 /// The decode loop on a pool of two threads: after the warm-up, 40 frames of each
 /// decoder kind are decoded (every product split between both threads), handed to the
-/// display's triple buffer, and their buffers returned, without one allocation on any
-/// thread of the pool, and with the images the decoder gives on its own.
+/// display's triple buffer, copied for `--save-inputs`, and their buffers returned,
+/// without one allocation on any thread of the pool, and with the images the decoder
+/// gives on its own.
 #[test]
 fn decode_loop_allocates_nothing_after_warm_up() {
-    use monkeysee::daemon::{latest_frame, DecodeStage};
+    use monkeysee::daemon::{latest_frame, DecodeStage, InputSaver};
     use monkeysee::decoder::{decoder_config, window_set, CpuBackend, Decoder, DecoderKind};
     let dir = tempfile::tempdir().unwrap();
     let rig = super::common::small_rig(dir.path());
@@ -338,6 +339,15 @@ fn decode_loop_allocates_nothing_after_warm_up() {
             counters.clone(),
             std::time::Duration::from_millis(50),
         );
+        let saved = dir.path().join(format!("saved-{kind}"));
+        let (mut saver, ends) = InputSaver::create(&saved).unwrap();
+        saver.open(cfg.n_features(), cfg.image_size).unwrap();
+        let stop_saver = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let saver = {
+            let stop = stop_saver.clone();
+            std::thread::spawn(move || saver.run(&stop))
+        };
+        stage.save_inputs = Some(ends);
         pool.install(|| stage.warm_up());
         let n = cfg.n_features();
         let mut shown = Vec::new();
@@ -365,6 +375,14 @@ fn decode_loop_allocates_nothing_after_warm_up() {
         );
         assert_eq!(Counters::get(&counters.frames_decoded), 40, "{kind}");
         assert_eq!(Counters::get(&counters.decode_errors), 0, "{kind}");
+        stop_saver.store(true, std::sync::atomic::Ordering::Relaxed);
+        saver.join().unwrap();
+        let csv = std::fs::read_to_string(saved.join("frames.csv")).unwrap();
+        assert_eq!(
+            csv.lines().count() as u64 + Counters::get(&counters.inputs_unsaved),
+            41,
+            "{kind}: every frame saved or counted"
+        );
         // The loop's images are the decoder's: check two frames against a fresh decoder.
         for k in [0usize, 39] {
             let features: Vec<f32> = (0..n)

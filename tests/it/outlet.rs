@@ -226,7 +226,7 @@ fn with_a_consumer_of_the_frames_stream_no_frame_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeRig::new("no-loss", 1024);
     let summary_json = dir.path().join("summary.json");
-    let onsets: Vec<f64> = (0..50).map(|k| 0.1 + 0.1 * k as f64).collect();
+    let onsets: Vec<f64> = (0..80).map(|k| 0.1 + 0.1 * k as f64).collect();
     let bin = std::env::var_os("MONKEYSEE_BIN").map_or_else(
         || env!("CARGO_BIN_EXE_monkeysee").into(),
         std::path::PathBuf::from,
@@ -272,7 +272,7 @@ fn with_a_consumer_of_the_frames_stream_no_frame_is_lost() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let t0 = stream(&fake, 5.6, &onsets, |_, _| {}, |_| false);
+    let t0 = stream(&fake, 8.6, &onsets, |_, _| {}, |_| false);
     assert!(daemon.wait().unwrap().success(), "monkeysee run failed");
     assert!(consumer.wait().unwrap().success(), "the consumer failed");
     let s: serde_json::Value =

@@ -54,11 +54,13 @@ fn a_bad_realtime_section_names_the_field_and_line() {
         &[
             ("mode = \"off\"", "mode = \"require\""),
             ("window_priority = 75", "window_priority = 60"),
+            ("display_priority = 65", "display_priority = 50"),
         ],
     );
     let rig = RigConfig::load(&path).unwrap();
     assert_eq!(rig.realtime.mode, RealtimeMode::Require);
     assert_eq!(rig.realtime.window_priority, 60);
+    assert_eq!(rig.realtime.display_priority, 50);
 }
 
 /// Sets a resource's soft limit, returning the old one.
