@@ -19,7 +19,7 @@
 //! - **CPU affinity**, where there are cores enough (decode threads + 2): ingest,
 //!   markers and window share the last core, each decode thread gets one of the cores
 //!   before it, and the rest (at least one) is left to the machine. With pinning on and
-//!   `--decode-threads 0`, the pool takes all cores but two ([`decode_threads`]).
+//!   `--decode-threads 0`, the pool takes all cores but two ([`pinned_pool_size`]).
 //!
 //! The system may refuse each of these. [`Realtime::start`] asks for the memory lock and
 //! probes the scheduler on a short-lived thread before the pipeline exists, so that a
@@ -337,20 +337,12 @@ impl Drop for Realtime {
     }
 }
 
-/// Threads of the decoder's pool: `requested`, or with 0 all cores but one, or but two
-/// when `config` pins threads and there are at least three cores (one is then left to the
-/// machine, beside the input core).
-pub fn decode_threads(requested: usize, config: &RealtimeConfig) -> usize {
-    if requested > 0 {
-        return requested;
-    }
-    let cores = available_cores().len().max(1);
-    let pinning = config.mode != RealtimeMode::Off && config.pin_threads && cores >= 3;
-    if pinning {
-        cores - 2
-    } else {
-        cores.saturating_sub(1).max(1)
-    }
+/// The decoder pool's size when `config` pins threads and the machine has cores enough
+/// (at least three): all cores but two, one left to the machine beside the input core.
+/// `None` otherwise: the pool's usual default applies.
+pub fn pinned_pool_size(config: &RealtimeConfig) -> Option<usize> {
+    let cores = available_cores().len();
+    (config.mode != RealtimeMode::Off && config.pin_threads && cores >= 3).then(|| cores - 2)
 }
 
 /// Puts the calling thread's scheduling back as it was (see [`Realtime::enter_for_run`]).
@@ -581,19 +573,14 @@ mod tests {
 
     #[test]
     fn the_decode_pool_leaves_a_core_for_the_machine_when_threads_are_pinned() {
-        let cores = available_cores().len().max(1);
+        let cores = available_cores().len();
         let mut cfg = RealtimeConfig::default();
-        assert_eq!(decode_threads(3, &cfg), 3);
-        assert_eq!(decode_threads(0, &cfg), cores.saturating_sub(1).max(1));
+        assert_eq!(pinned_pool_size(&cfg), None, "off");
         cfg.mode = RealtimeMode::Try;
-        let want = if cores >= 3 {
-            cores - 2
-        } else {
-            cores.saturating_sub(1).max(1)
-        };
-        assert_eq!(decode_threads(0, &cfg), want);
+        let want = (cores >= 3).then(|| cores - 2);
+        assert_eq!(pinned_pool_size(&cfg), want);
         cfg.pin_threads = false;
-        assert_eq!(decode_threads(0, &cfg), cores.saturating_sub(1).max(1));
+        assert_eq!(pinned_pool_size(&cfg), None, "pinning off");
     }
 
     #[test]

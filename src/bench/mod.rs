@@ -234,7 +234,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         mode: format!("{:?}", opts.mode).to_lowercase(),
         input: if opts.broadband { "broadband" } else { "mua" }.into(),
         device: format!("{:?}", opts.device).to_lowercase(),
-        decode_threads: crate::realtime::decode_threads(opts.decode_threads, &opts.realtime),
+        decode_threads: daemon::decode_threads(opts.decode_threads, &opts.realtime),
         session_s: session.seconds,
         session: session.source.clone(),
         stages: speeds
@@ -875,14 +875,10 @@ fn forward_times(opts: &BenchOptions, rig: &RigConfig) -> anyhow::Result<Vec<For
         ModelSource::Dir(d) => model_kind(d),
     };
     // On a pool of the daemon's size, as `run` decodes.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(crate::realtime::decode_threads(
-            opts.decode_threads,
-            &opts.realtime,
-        ))
-        .thread_name(|i| format!("decode-{i}"))
-        .build()
-        .context("starting the decoder's thread pool")?;
+    let pool = daemon::decode_pool(
+        daemon::decode_threads(opts.decode_threads, &opts.realtime),
+        None,
+    )?;
     let mut out = Vec::new();
     for &width in &opts.widths {
         if opts.progress {

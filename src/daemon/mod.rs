@@ -37,8 +37,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 pub use crate::decoder::ComputeDevice;
 pub use stages::{
-    latest_frame, DecodeStage, DecodedFrame, FrameReceiver, FrameSender, InputSaver, SaveEnds,
-    WindowStage, FRAME_POOL,
+    decode_pool, latest_frame, DecodeStage, DecodedFrame, FrameReceiver, FrameSender, InputSaver,
+    SaveEnds, WindowStage, FRAME_POOL,
 };
 
 use crate::config::RigConfig;
@@ -282,7 +282,8 @@ fn open_display(
 /// Locks memory and probes real-time scheduling as asked (before any pipeline thread);
 /// says what was refused. `Require` mode refuses to run without all of it.
 fn start_realtime(opts: &RunOptions) -> anyhow::Result<Option<Arc<Realtime>>> {
-    let rt = Realtime::start(&opts.realtime, decode_threads(opts)).map_err(|r| {
+    let threads = decode_threads(opts.decode_threads, &opts.realtime);
+    let rt = Realtime::start(&opts.realtime, threads).map_err(|r| {
         anyhow!(r).context(
             "real-time operation is required (--realtime=require, or mode = \"require\" in the rig's [realtime]) and the system refused it",
         )
@@ -296,9 +297,13 @@ fn start_realtime(opts: &RunOptions) -> anyhow::Result<Option<Arc<Realtime>>> {
     Ok(rt)
 }
 
-/// Threads of the decoder's own pool (see [`crate::realtime::decode_threads`]).
-pub fn decode_threads(opts: &RunOptions) -> usize {
-    crate::realtime::decode_threads(opts.decode_threads, &opts.realtime)
+/// Threads of the decoder's own pool: `requested`, or with 0 all cores but one, or but
+/// two when `--realtime` pins threads ([`crate::realtime::pinned_pool_size`]).
+pub fn decode_threads(requested: usize, realtime: &RealtimeConfig) -> usize {
+    match crate::realtime::pinned_pool_size(realtime) {
+        Some(n) if requested == 0 => n,
+        _ => crate::decoder::compute_threads(requested, crate::decoder::PoolRole::Live),
+    }
 }
 
 /// The decode thread's ends of the window→decode queues, and what it reported.
@@ -454,7 +459,7 @@ impl Pipeline {
         let job = DecodeJob {
             model: opts.model.clone(),
             rig: opts.rig.clone(),
-            threads: decode_threads(opts),
+            threads: decode_threads(opts.decode_threads, &opts.realtime),
             ready: ready_tx.clone(),
             frames: work_rx,
             free: free_tx.clone(),

@@ -270,43 +270,36 @@ impl DecodeJob {
     /// On the pool's first thread: builds and warms the decoder, reports it, then decodes
     /// until stopped.
     fn serve<B: burn::tensor::backend::Backend>(self, device: B::Device) {
-        {
-            let DecodeJob {
-                model,
-                rig,
-                ready,
-                frames,
-                free,
-                out,
-                counters,
-                stop,
-                save_inputs,
-                ..
-            } = self;
-            match build_decoder::<B>(&model, &rig, &device) {
-                Ok((decoder, stats)) => {
-                    let budget = Duration::from_secs_f64(rig.latency_budget.seconds());
-                    let mut stage = DecodeStage::new(decoder, frames, free, out, counters, budget);
-                    stage.save_inputs = save_inputs;
-                    stage.warm_up();
-                    let _ = ready.send(Ok(DecoderReady {
-                        config: stage.decoder.config().clone(),
-                        stats,
-                        thread: thread::current(),
-                    }));
-                    stage.run(&stop);
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
+        let (decoder, stats) = match build_decoder::<B>(&self.model, &self.rig, &device) {
+            Ok(built) => built,
+            Err(e) => {
+                let _ = self.ready.send(Err(e));
+                return;
             }
-        }
+        };
+        let budget = Duration::from_secs_f64(self.rig.latency_budget.seconds());
+        let mut stage = DecodeStage::new(
+            decoder,
+            self.frames,
+            self.free,
+            self.out,
+            self.counters,
+            budget,
+        );
+        stage.save_inputs = self.save_inputs;
+        stage.warm_up();
+        let _ = self.ready.send(Ok(DecoderReady {
+            config: stage.decoder.config().clone(),
+            stats,
+            thread: thread::current(),
+        }));
+        stage.run(&self.stop);
     }
 }
 
 /// The decoder's own Rayon pool, `threads` wide (`decode-0`, `decode-1`, …), each thread
 /// made real-time when asked.
-fn decode_pool(
+pub fn decode_pool(
     threads: usize,
     realtime: Option<Arc<crate::realtime::Realtime>>,
 ) -> anyhow::Result<rayon::ThreadPool> {
