@@ -46,6 +46,7 @@ fn rig(kind: DecoderKind, width: usize) -> DecoderConfig {
     DecoderConfig {
         kind,
         width,
+        levels: monkeysee::decoder::arch::DEFAULT_LEVELS.to_vec(),
         image_size: SIZE,
         n_arrays: 15,
         windows_per_electrode: windows,

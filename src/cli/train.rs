@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 
 use monkeysee::config::RigConfig;
+use monkeysee::decoder::arch::DEFAULT_LEVELS;
 use monkeysee::decoder::linear::LinearPathwayConfig;
 use monkeysee::decoder::{
     compute_threads, dispatch_training, init_compute_threads, ComputeDevice, OnTrainBackend,
@@ -76,6 +77,11 @@ pub struct TrainArgs {
     /// U-Net base width (64 in the paper; 16 trains and runs on a laptop CPU).
     #[arg(long, default_value_t = 16)]
     width: usize,
+    /// The U-Net's skip blocks: each one's inner width as a multiple of --width, outermost
+    /// first (the paper's pix2pix: 2,4,8,8). One more number is one more level; the image
+    /// side must be a multiple of 2^(levels + 1).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_LEVELS)]
+    levels: Vec<usize>,
     /// PatchGAN base width (64 in the paper).
     #[arg(long, default_value_t = 16)]
     disc_width: usize,
@@ -228,6 +234,7 @@ impl TrainArgs {
             out: self.out,
             kind: self.kind.into(),
             width: self.width,
+            levels: self.levels,
             disc_width: self.disc_width,
             epochs: self.epochs,
             batch: self.batch,

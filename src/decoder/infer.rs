@@ -25,10 +25,11 @@ use burn::tensor::module::{conv2d, conv_transpose2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::Tensor;
 
+use super::arch::LEAKY_SLOPE;
 use super::kernels::{
     bias_activation, col2im_up, im2col_down, product_into, relu_into, swap_outer, Activation, Grid,
 };
-use super::unet::{UNet, LEAKY_SLOPE};
+use super::unet::UNet;
 use super::DecoderError;
 
 /// A 4×4 stride-2 pad-1 convolution (or transposed convolution) with BatchNorm folded in.
@@ -427,7 +428,7 @@ impl HostUNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decoder::unet::UNetConfig;
+    use crate::decoder::arch::{test_architectures, Architecture};
     use crate::decoder::CpuBackend as B;
     use burn::module::{Module, Param, RunningState};
     use burn::tensor::Distribution;
@@ -447,10 +448,14 @@ mod tests {
     }
 
     /// A small network whose BatchNorms have non-trivial running statistics and affine terms.
-    fn net_with_stats(in_channels: usize, width: usize, seed: u64) -> UNet<B> {
+    fn net_with_stats(arch: &Architecture, seed: u64) -> UNet<B> {
         let dev = Default::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut net: UNet<B> = UNetConfig::new(in_channels, width).init_pix2pix(&mut rng, &dev);
+        let mut net: UNet<B> = UNet::init_pix2pix(arch, &mut rng, &dev);
+        if arch.residual {
+            // The residual head starts at zero; give it weights so it counts.
+            net.head = UNet::init_pix2pix(&arch.clone().with_residual(false), &mut rng, &dev).head;
+        }
         for block in &mut net.blocks {
             for norm in [&mut block.down_norm, &mut block.up_norm] {
                 let [c] = norm.gamma.dims();
@@ -485,10 +490,17 @@ mod tests {
     }
 
     #[test]
-    fn folded_network_equals_the_batchnorm_network_in_inference_mode() {
+    fn folded_and_host_networks_equal_the_batchnorm_network_in_inference_mode() {
+        for arch in test_architectures(5, 4) {
+            folded_and_host_equal_batchnorm(&arch);
+        }
+    }
+
+    fn folded_and_host_equal_batchnorm(arch: &Architecture) {
         let dev = Default::default();
-        let net = net_with_stats(5, 4, 7);
-        let x = Tensor::<B, 4>::random([2, 5, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
+        let net = net_with_stats(arch, 7);
+        let size = arch.size_multiple().max(32);
+        let x = Tensor::<B, 4>::random([2, 5, size, size], Distribution::Normal(0.0, 1.0), &dev);
         let reference = net.forward(x.clone()).into_data().to_vec::<f32>().unwrap();
         let folded = FoldedUNet::from_unet(&net);
         let y = folded
@@ -496,26 +508,23 @@ mod tests {
             .into_data()
             .to_vec::<f32>()
             .unwrap();
-        let spread = reference.iter().fold(0.0f32, |m, v| m.max((v - 0.5).abs()));
+        let mean = reference.iter().sum::<f32>() / reference.len() as f32;
+        let spread = reference
+            .iter()
+            .fold(0.0f32, |m, v| m.max((v - mean).abs()));
         assert!(
             spread > 0.05,
-            "the test network is too flat to compare: {spread}"
+            "{arch:?}: the test network is too flat to compare: {spread}"
         );
-        assert!(
-            max_abs_diff(&reference, &y) < 1e-4,
-            "{}",
-            max_abs_diff(&reference, &y)
-        );
+        let diff = max_abs_diff(&reference, &y);
+        assert!(diff < 1e-4, "{arch:?}: folded {diff}");
 
         let host = HostUNet::from_folded(folded).unwrap();
         let xs = x.into_data().to_vec::<f32>().unwrap();
-        let mut out = vec![0.0f32; 2 * 3 * 32 * 32];
-        host.forward(&xs, 2, 32, &mut out, &mut HostBuffers::default());
-        assert!(
-            max_abs_diff(&reference, &out) < 1e-4,
-            "{}",
-            max_abs_diff(&reference, &out)
-        );
+        let mut out = vec![0.0f32; 2 * 3 * size * size];
+        host.forward(&xs, 2, size, &mut out, &mut HostBuffers::default());
+        let diff = max_abs_diff(&reference, &out);
+        assert!(diff < 1e-4, "{arch:?}: host {diff}");
     }
 
     /// Per-layer timings at width 64, 96 px: `cargo test --release --lib decoder::infer -- --ignored --nocapture`.
@@ -524,7 +533,7 @@ mod tests {
     fn profile_layers() {
         let dev = Default::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let net: UNet<B> = UNetConfig::new(15, 64).init_pix2pix(&mut rng, &dev);
+        let net: UNet<B> = UNet::init_pix2pix(&Architecture::new(15, 64), &mut rng, &dev);
         eprintln!("params {}", net.num_params());
         let folded = FoldedUNet::from_unet(&net);
         let x = Tensor::<B, 4>::ones([1, 15, 96, 96], &dev);
@@ -573,7 +582,7 @@ mod tests {
 #[cfg(test)]
 mod host_profile {
     use super::*;
-    use crate::decoder::unet::UNetConfig;
+    use crate::decoder::arch::Architecture;
     use crate::decoder::CpuBackend as B;
     use rand::SeedableRng;
     use std::time::Instant;
@@ -602,7 +611,7 @@ mod host_profile {
             .ok()
             .and_then(|w| w.parse().ok())
             .unwrap_or(64);
-        let net: UNet<B> = UNetConfig::new(15, width).init_pix2pix(&mut rng, &dev);
+        let net: UNet<B> = UNet::init_pix2pix(&Architecture::new(15, width), &mut rng, &dev);
         let host = HostUNet::from_folded(FoldedUNet::from_unet(&net)).unwrap();
         let mut x = vec![0.5f32; 15 * 96 * 96];
         let mut grid = Grid { batch: 1, side: 96 };

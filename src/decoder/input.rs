@@ -691,6 +691,7 @@ mod tests {
         DecoderConfig {
             kind,
             width: 4,
+            levels: crate::decoder::arch::DEFAULT_LEVELS.to_vec(),
             image_size: 32,
             n_arrays,
             windows_per_electrode: windows,

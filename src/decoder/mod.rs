@@ -14,11 +14,13 @@
 //! stage runs it so; `tests/it/hot_loop.rs`). On an accelerator Burn allocates device
 //! tensors per call.
 //!
-//! The trainable pieces live beside it: [`unet::UNet`] (+ [`unet::UNetConfig`]),
+//! The U-Net's shape is defined once, in [`arch`]; every network is built from its
+//! [`Architecture`]. The trainable pieces live beside it: [`unet::UNet`],
 //! [`input::GaussianRfLayer`], [`input::DenseMapLayer`] and [`model::DecoderModel`],
 //! whose record is what `weights.mpk` holds; [`input::FixedRfMaps`] builds the fixed
 //! RF-map input of the spatial and spatiotemporal models.
 
+pub mod arch;
 pub mod backend;
 pub mod infer;
 pub mod input;
@@ -29,13 +31,14 @@ pub mod unet;
 
 use std::path::PathBuf;
 
+pub use arch::Architecture;
 pub use backend::{
     compute_threads, dispatch, dispatch_training, ComputeDevice, OnBackend, OnTrainBackend,
     PoolRole,
 };
 pub use input::{DenseMapLayer, FixedRfMaps, GaussianRfLayer};
 pub use model::{Decoder, DecoderModel, Workspace};
-pub use unet::{UNet, UNetConfig};
+pub use unet::UNet;
 
 /// The CPU backend every test and the demo run on.
 pub type CpuBackend = burn::backend::Flex;
@@ -104,7 +107,12 @@ pub struct DecoderConfig {
     pub kind: DecoderKind,
     /// U-Net base width: 64 in the paper; a slim variant (e.g. 16) runs on a laptop CPU.
     pub width: usize,
-    /// Image side in pixels: 96 in the paper; a multiple of 32.
+    /// The U-Net's skip blocks ([`Architecture::levels`]); the paper's in models saved
+    /// before the field existed.
+    #[serde(default = "arch::paper_levels")]
+    pub levels: Vec<usize>,
+    /// Image side in pixels: 96 in the paper; a multiple of 2^(levels + 1) (32 for the
+    /// paper's four levels).
     pub image_size: usize,
     pub n_arrays: usize,
     /// 1 for Spatial, EndToEnd and Baseline; 5 for Spatiotemporal.
@@ -134,21 +142,14 @@ impl DecoderConfig {
     /// Checks every invariant the decoder relies on.
     pub fn validate(&self) -> Result<(), DecoderError> {
         let bad = |msg: String| Err(DecoderError::InvalidConfig(msg));
-        if self.width == 0 || self.width > MAX_WIDTH {
+        if self.image_size > MAX_IMAGE_SIZE {
             return bad(format!(
-                "width {} is not between 1 and {MAX_WIDTH}",
-                self.width
+                "image_size {} is larger than {MAX_IMAGE_SIZE}",
+                self.image_size
             ));
         }
-        if self.image_size == 0
-            || self.image_size > MAX_IMAGE_SIZE
-            || !self.image_size.is_multiple_of(unet::SIZE_MULTIPLE)
-        {
-            return bad(format!(
-                "image_size {} is not a multiple of {1} (the U-Net halves it five times) between {1} and {MAX_IMAGE_SIZE}",
-                self.image_size,
-                unet::SIZE_MULTIPLE
-            ));
+        if let Err(msg) = self.architecture().validate(MAX_WIDTH, self.image_size) {
+            return bad(msg);
         }
         if self.electrodes.is_empty() {
             return bad("the electrode list is empty".into());
@@ -247,18 +248,7 @@ impl DecoderConfig {
     /// and checking it first keeps a damaged config from allocating a model far larger
     /// than its file.
     pub fn min_weight_bytes(&self) -> u64 {
-        let w = self.width as u64;
-        let mut weights = self.in_channels() as u64 * w; // stem
-        for (i, (outer, inner)) in unet::block_widths(self.width).into_iter().enumerate() {
-            let up_in = if i == unet::N_BLOCKS - 1 {
-                inner
-            } else {
-                2 * inner
-            };
-            weights += (outer * inner + up_in * outer) as u64;
-        }
-        weights += 2 * w * 3; // head
-        weights *= 16; // 4×4 kernels
+        let mut weights = self.architecture().conv_weights();
         let electrodes = self.electrodes.len() as u64;
         if self.kind == DecoderKind::Baseline {
             weights += electrodes * (self.image_size * self.image_size) as u64;
@@ -270,9 +260,13 @@ impl DecoderConfig {
     }
 
     /// The generator's shape.
-    pub fn unet(&self) -> UNetConfig {
-        UNetConfig::new(self.in_channels(), self.width)
-            .with_residual(self.linear_pathway.as_ref().is_some_and(|p| p.residual))
+    pub fn architecture(&self) -> Architecture {
+        Architecture {
+            in_channels: self.in_channels(),
+            width: self.width,
+            levels: self.levels.clone(),
+            residual: self.linear_pathway.as_ref().is_some_and(|p| p.residual),
+        }
     }
 }
 
@@ -352,6 +346,7 @@ pub fn decoder_config(
     DecoderConfig {
         kind,
         width,
+        levels: arch::DEFAULT_LEVELS.to_vec(),
         image_size: rig.image_size,
         n_arrays: rig.n_live_arrays(),
         windows_per_electrode: rig.windows.windows_per_electrode(set),

@@ -42,7 +42,7 @@ pub struct DecoderModel<B: Backend> {
 }
 
 impl<B: Backend> DecoderModel<B> {
-    /// A freshly initialised model (pix2pix init, see [`super::unet::UNetConfig::init_pix2pix`]),
+    /// A freshly initialised model (pix2pix init, see [`UNet::init_pix2pix`]),
     /// deterministic in `seed`.
     pub fn new(
         config: &DecoderConfig,
@@ -51,7 +51,7 @@ impl<B: Backend> DecoderModel<B> {
     ) -> Result<Self, DecoderError> {
         config.validate()?;
         let mut rng = StdRng::seed_from_u64(seed);
-        let unet = config.unet().init_pix2pix(&mut rng, device);
+        let unet = UNet::init_pix2pix(&config.architecture(), &mut rng, device);
         let gaussian =
             (config.kind == DecoderKind::EndToEnd).then(|| GaussianRfLayer::new(config, device));
         let dense = (config.kind == DecoderKind::Baseline)
@@ -617,6 +617,7 @@ mod tests {
         DecoderConfig {
             kind,
             width: 4,
+            levels: crate::decoder::arch::DEFAULT_LEVELS.to_vec(),
             image_size: 32,
             n_arrays: 3,
             windows_per_electrode: windows,

@@ -1,10 +1,10 @@
-//! The pix2pix U-Net generator (DESIGN §2), as a trainable Burn `Module` + `Config` pair.
+//! The U-Net generator as a trainable Burn `Module`, built from an [`Architecture`].
 //!
-//! This is the training-side network, with BatchNorm. Inference uses
+//! This is the network that is trained (on an autodiff backend), saved and loaded, with
+//! BatchNorm. Inference uses
 //! [`crate::decoder::infer::FoldedUNet`], built from it by folding every BatchNorm
 //! into the convolution before it.
 
-use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
@@ -14,25 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
-/// Negative slope of every LeakyReLU in the encoder.
-pub const LEAKY_SLOPE: f64 = 0.2;
-/// Number of nested skip blocks; with the stem and head the image shrinks by 2^5.
-pub const N_BLOCKS: usize = 4;
-/// The image side must be a multiple of this (five stride-2 convolutions).
-pub const SIZE_MULTIPLE: usize = 1 << (N_BLOCKS + 1);
-
-/// Shape of the generator: input channels and base width (64 in the paper).
-#[derive(Config, Debug)]
-pub struct UNetConfig {
-    /// Channels of the input image (15 for the spatial models, 3 for the baseline).
-    pub in_channels: usize,
-    /// Base width `w`: the blocks have widths w, 2w, 4w, 8w.
-    pub width: usize,
-    /// The output is `clamp(x[last 3 channels] + head, 0, 1)` (a correction to an image
-    /// given in the input, the linear pathway's) instead of `sigmoid(head)`.
-    #[config(default = false)]
-    pub residual: bool,
-}
+use super::arch::{Architecture, LEAKY_SLOPE};
 
 /// One skip block: `down → BN → LeakyReLU → (inner block) → up → BN`, concatenated
 /// with its input along channels, then ReLU.
@@ -46,7 +28,7 @@ pub struct SkipBlock<B: Backend> {
     pub up_norm: BatchNorm<B>,
 }
 
-/// The generator. `blocks[0]` is the outermost skip block, `blocks[3]` the innermost.
+/// The generator. `blocks[0]` is the outermost skip block.
 #[derive(Module, Debug)]
 pub struct UNet<B: Backend> {
     /// Conv 4×4 stride 2 pad 1, in → w, then LeakyReLU.
@@ -55,18 +37,8 @@ pub struct UNet<B: Backend> {
     /// Transposed conv 4×4 stride 2 pad 1, 2w → 3, then sigmoid (or, `residual`, added to
     /// the input's last three channels and clamped to [0, 1]).
     pub head: ConvTranspose2d<B>,
-    /// See [`UNetConfig::residual`] (a constant, not saved with the weights).
+    /// See [`Architecture::residual`] (a constant, not saved with the weights).
     pub residual: bool,
-}
-
-/// (outer, inner) channel widths of each block, outermost first: (w,2w), (2w,4w), (4w,8w), (8w,8w).
-pub fn block_widths(width: usize) -> [(usize, usize); N_BLOCKS] {
-    [
-        (width, 2 * width),
-        (2 * width, 4 * width),
-        (4 * width, 8 * width),
-        (8 * width, 8 * width),
-    ]
 }
 
 fn conv_down<B: Backend>(c_in: usize, c_out: usize, device: &B::Device) -> Conv2d<B> {
@@ -83,37 +55,34 @@ fn conv_up<B: Backend>(c_in: usize, c_out: usize, device: &B::Device) -> ConvTra
         .init(device)
 }
 
-impl UNetConfig {
-    /// A network with Burn's default initialisation; see [`UNetConfig::init_pix2pix`].
-    pub fn init<B: Backend>(&self, device: &B::Device) -> UNet<B> {
-        let w = self.width;
-        let blocks = block_widths(w)
+impl<B: Backend> UNet<B> {
+    /// The network `arch` describes, with Burn's default initialisation; see
+    /// [`UNet::init_pix2pix`].
+    pub fn new(arch: &Architecture, device: &B::Device) -> Self {
+        let blocks = arch
+            .blocks()
             .iter()
-            .enumerate()
-            .map(|(i, &(outer, inner))| {
-                let up_in = if i == N_BLOCKS - 1 { inner } else { 2 * inner };
-                SkipBlock {
-                    down: conv_down(outer, inner, device),
-                    down_norm: BatchNormConfig::new(inner).init(device),
-                    up: conv_up(up_in, outer, device),
-                    up_norm: BatchNormConfig::new(outer).init(device),
-                }
+            .map(|b| SkipBlock {
+                down: conv_down(b.outer, b.inner, device),
+                down_norm: BatchNormConfig::new(b.inner).init(device),
+                up: conv_up(b.up_in, b.outer, device),
+                up_norm: BatchNormConfig::new(b.outer).init(device),
             })
             .collect();
-        UNet {
-            stem: conv_down(self.in_channels, w, device),
+        Self {
+            stem: conv_down(arch.in_channels, arch.width, device),
             blocks,
-            head: conv_up(2 * w, 3, device),
-            residual: self.residual,
+            head: conv_up(2 * arch.width, 3, device),
+            residual: arch.residual,
         }
     }
 
-    /// A network initialised as pix2pix does: conv weights ~ N(0, 0.02), conv biases 0,
-    /// BatchNorm gamma ~ N(1, 0.02), beta 0. Drawn from `rng`, so the same seed gives the
-    /// same network on every backend. A residual network's head starts at zero, so it
-    /// starts as the image it corrects.
-    pub fn init_pix2pix<B: Backend>(&self, rng: &mut StdRng, device: &B::Device) -> UNet<B> {
-        let mut net = self.init(device);
+    /// The network `arch` describes, initialised as pix2pix does: conv weights ~ N(0, 0.02),
+    /// conv biases 0, BatchNorm gamma ~ N(1, 0.02), beta 0. Drawn from `rng`, so the same
+    /// seed gives the same network on every backend. A residual network's head starts at
+    /// zero, so it starts as the image it corrects.
+    pub fn init_pix2pix(arch: &Architecture, rng: &mut StdRng, device: &B::Device) -> Self {
+        let mut net = Self::new(arch, device);
         init_conv(&mut net.stem, rng, device);
         for block in &mut net.blocks {
             init_conv(&mut block.down, rng, device);
@@ -122,7 +91,7 @@ impl UNetConfig {
             init_norm(&mut block.up_norm, rng, device);
         }
         init_conv_t(&mut net.head, rng, device);
-        if self.residual {
+        if arch.residual {
             let shape = net.head.weight.dims();
             net.head.weight = Param::from_tensor(Tensor::zeros(shape, device));
         }
@@ -185,7 +154,8 @@ impl<B: Backend> UNet<B> {
         }
     }
 
-    /// Block `i` on its input `x: [batch, outer, s, s]` → `[batch, 2·outer, s, s]`.
+    /// Block `i` on its input `x: [batch, outer, s, s]` → `[batch, 2·outer, s, s]`. For
+    /// the paper's levels at w = 64 and 96 px:
     ///
     /// i = 0: [b, 64, 48, 48] → down [b, 128, 24, 24] → inner [b, 256, 24, 24] → up [b, 64, 48, 48] → [b, 128, 48, 48]
     /// i = 1: [b, 128, 24, 24] → down [b, 256, 12, 12] → inner [b, 512, 12, 12] → up [b, 128, 24, 24] → [b, 256, 24, 24]
@@ -255,7 +225,8 @@ mod tests {
 
     #[test]
     fn full_width_unet_has_about_16_7_million_parameters() {
-        let net: UNet<B> = UNetConfig::new(15, 64).init(&Default::default());
+        let arch = Architecture::new(15, 64).with_levels(&crate::decoder::arch::PAPER_LEVELS);
+        let net: UNet<B> = UNet::new(&arch, &Default::default());
         let n = net.num_params();
         assert!((16_500_000..=16_900_000).contains(&n), "{n} parameters");
     }
@@ -264,7 +235,7 @@ mod tests {
     fn output_is_an_rgb_image_of_the_input_size_in_unit_range() {
         let dev = Default::default();
         let mut rng = StdRng::seed_from_u64(0);
-        let net: UNet<B> = UNetConfig::new(15, 4).init_pix2pix(&mut rng, &dev);
+        let net: UNet<B> = UNet::init_pix2pix(&Architecture::new(15, 4), &mut rng, &dev);
         let x = Tensor::<B, 4>::random([1, 15, 32, 32], Distribution::Normal(0.0, 3.0), &dev);
         let y = net.forward(x);
         assert_eq!(y.dims(), [1, 3, 32, 32]);
@@ -277,7 +248,7 @@ mod tests {
         let dev = Default::default();
         let weights = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
-            let net: UNet<B> = UNetConfig::new(3, 2).init_pix2pix(&mut rng, &dev);
+            let net: UNet<B> = UNet::init_pix2pix(&Architecture::new(3, 2), &mut rng, &dev);
             net.blocks[1]
                 .down
                 .weight

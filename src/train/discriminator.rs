@@ -16,7 +16,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 
-use crate::decoder::unet::{batch_norm, init_conv, init_norm, LEAKY_SLOPE};
+use crate::decoder::arch::LEAKY_SLOPE;
+use crate::decoder::unet::{batch_norm, init_conv, init_norm};
 
 #[derive(Module, Debug)]
 pub struct Discriminator<B: Backend> {

@@ -81,6 +81,9 @@ pub struct TrainOptions {
     pub out: PathBuf,
     pub kind: DecoderKind,
     pub width: usize,
+    /// The U-Net's levels ([`crate::decoder::Architecture::levels`]).
+    #[serde(default = "crate::decoder::arch::paper_levels")]
+    pub levels: Vec<usize>,
     pub disc_width: usize,
     pub epochs: usize,
     pub batch: usize,
@@ -467,6 +470,7 @@ impl<'a> TrainingData<'a> {
         }
         let test_trials: Vec<usize> = ds.split(true).into_iter().filter(usable).take(64).collect();
         let mut config = config;
+        config.levels = opts.levels.clone();
         config.linear_pathway = opts.linear_pathway.clone();
         config.channel_per_electrode = opts.channel_per_electrode;
         if opts.rf_start == RfStart::Centroids {
@@ -998,18 +1002,17 @@ fn init_unet_from<B: AutodiffBackend>(
             .with_context(|| format!("--init-unet: reading {}", path.display()))?,
     )
     .with_context(|| format!("--init-unet: {} is not a decoder config", path.display()))?;
-    let shape = |c: &DecoderConfig| {
-        let u = c.unet();
-        (u.in_channels, u.width, u.residual)
-    };
-    if shape(&theirs) != shape(config) {
+    let (ours, their_arch) = (config.architecture(), theirs.architecture());
+    if ours != their_arch {
         bail!(
-            "--init-unet: {} has a U-Net of {} input channels at width {}; this run needs {} at width {}",
+            "--init-unet: {} has a U-Net of {} input channels at width {} with levels {:?}; this run needs {} at width {} with levels {:?}",
             dir.display(),
-            theirs.in_channels(),
-            theirs.width,
-            config.in_channels(),
-            config.width
+            their_arch.in_channels,
+            their_arch.width,
+            their_arch.levels,
+            ours.in_channels,
+            ours.width,
+            ours.levels
         );
     }
     let recorder = burn::record::NamedMpkFileRecorder::<burn::record::FullPrecisionSettings>::new();

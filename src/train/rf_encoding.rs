@@ -139,6 +139,7 @@ mod tests {
         DecoderConfig {
             kind: DecoderKind::EndToEnd,
             width: 4,
+            levels: crate::decoder::arch::DEFAULT_LEVELS.to_vec(),
             image_size: 32,
             n_arrays: 1,
             windows_per_electrode: 1,

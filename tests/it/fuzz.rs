@@ -826,6 +826,7 @@ fn tiny_decoder_config(kind: DecoderKind) -> monkeysee::decoder::DecoderConfig {
     DecoderConfig {
         kind,
         width: 1,
+        levels: monkeysee::decoder::arch::DEFAULT_LEVELS.to_vec(),
         image_size: 32,
         n_arrays: 3,
         windows_per_electrode: windows,

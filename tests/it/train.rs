@@ -56,6 +56,7 @@ pub(crate) fn options_for(
         out: out.to_path_buf(),
         kind,
         width: 4,
+        levels: monkeysee::decoder::arch::DEFAULT_LEVELS.to_vec(),
         disc_width: 4,
         epochs,
         batch: 4,
@@ -115,19 +116,23 @@ fn training_lowers_the_loss_and_the_model_round_trips() {
     let sim = tiny_dataset(dir.path());
     let out = dir.path().join("model");
     let pathway = |residual| LinearPathwayConfig { side: 8, residual };
-    for (kind, linear) in [
-        (DecoderKind::EndToEnd, None),
-        (DecoderKind::Spatial, None),
-        (DecoderKind::Spatiotemporal, None),
-        (DecoderKind::Baseline, None),
-        (DecoderKind::Spatial, Some(pathway(true))),
-        (DecoderKind::EndToEnd, Some(pathway(false))),
+    let paper = &monkeysee::decoder::arch::PAPER_LEVELS[..];
+    for (kind, linear, levels) in [
+        (DecoderKind::EndToEnd, None, paper),
+        (DecoderKind::Spatial, None, paper),
+        (DecoderKind::Spatiotemporal, None, paper),
+        (DecoderKind::Baseline, None, paper),
+        (DecoderKind::Spatial, Some(pathway(true)), paper),
+        (DecoderKind::EndToEnd, Some(pathway(false)), paper),
+        // Another U-Net: three levels, other widths. The architecture is the only change.
+        (DecoderKind::Spatial, None, &[2, 3, 3][..]),
     ] {
         // One batch of four trials, seen 40 times: the generator must start to fit it.
         let mut opts = options(&sim, &out, kind, 40);
         opts.max_trials = Some(4);
         opts.checkpoint_every = 0;
         opts.linear_pathway = linear.clone();
+        opts.levels = levels.to_vec();
         let summary = train::train::<CpuTrainBackend>(&opts, &Default::default()).unwrap();
         let first = &summary.epochs[0];
         let last = summary.epochs.last().unwrap();
@@ -153,6 +158,7 @@ fn training_lowers_the_loss_and_the_model_round_trips() {
         let decoder = Decoder::<CpuBackend>::load(&out, &device).unwrap();
         assert_eq!(decoder.config().kind, kind);
         assert_eq!(decoder.config().linear_pathway, linear);
+        assert_eq!(decoder.config().levels, levels);
         // The maps were scaled to unit variance: fixed maps are mostly zeros and small
         // values, summed Gaussians larger.
         let scale = decoder.config().input_scale;
@@ -476,6 +482,7 @@ fn gaussian_rf_gradients_move_mu_toward_the_truth() {
     let config = |rfs: &[[f32; 3]; 3]| DecoderConfig {
         kind: DecoderKind::EndToEnd,
         width: 4,
+        levels: monkeysee::decoder::arch::DEFAULT_LEVELS.to_vec(),
         image_size: size,
         n_arrays: 1,
         windows_per_electrode: 1,

@@ -381,7 +381,8 @@ impl HistoryPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decoder::{CpuTrainBackend as AD, UNetConfig};
+    use crate::decoder::arch::{test_architectures, Architecture};
+    use crate::decoder::CpuTrainBackend as AD;
     use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
     use burn::optim::{AdamConfig, GradientsParams, Optimizer};
     use burn::tensor::backend::AutodiffBackend;
@@ -448,23 +449,22 @@ mod tests {
 
     #[test]
     fn generator_forward_and_gradients_equal_burn_autodiff() {
-        for residual in [false, true] {
-            generator_matches_burn(residual);
+        for arch in test_architectures(5, 4) {
+            generator_matches_burn(&arch);
         }
     }
 
-    /// See the test above; `residual`: the output corrects the input's last 3 channels.
-    fn generator_matches_burn(residual: bool) {
-        let (batch, c_in, width, size) = (3, 5, 4, 32);
+    /// See the test above, for one architecture.
+    fn generator_matches_burn(arch: &Architecture) {
+        let (batch, c_in, size) = (3, arch.in_channels, arch.size_multiple().max(32));
+        let residual = arch.residual;
         let plane = size * size;
         let mut rng = StdRng::seed_from_u64(1);
-        let config = UNetConfig::new(c_in, width);
-        let mut unet: UNet<AD> = config
-            .clone()
-            .with_residual(residual)
-            .init_pix2pix(&mut rng, &Default::default());
+        let dev = Default::default();
+        let mut unet: UNet<AD> = UNet::init_pix2pix(arch, &mut rng, &dev);
         // A residual head starts at zero; give it weights so its gradients are tested.
-        unet.head = config.init_pix2pix(&mut rng, &Default::default()).head;
+        let plain = arch.clone().with_residual(false);
+        unet.head = UNet::init_pix2pix(&plain, &mut rng, &dev).head;
         let mut gen = HostGenerator::from_unet(&unet);
         let mut x = values(batch * c_in * plane, 2);
         // The base image (the last 3 channels) inside (0, 1), as an image is.
@@ -488,12 +488,15 @@ mod tests {
         let base = residual.then(|| &xc[(c_in - 3) * grid.n()..]);
         let tape = gen.forward_train(&input, base, grid, &mut ws);
         let ours = to_cb(&tape.out, 3, batch, plane);
-        assert!(rel_err(&ours, &host_vec(out)) < 1e-5);
+        assert!(rel_err(&ours, &host_vec(out)) < 1e-5, "{arch:?}");
         let dx = gen
             .backward(tape, &input, to_cb(&r, batch, 3, plane), true, &mut ws)
             .unwrap();
         let burn_dx = host_vec(xt.grad(&grads).unwrap());
-        assert!(rel_err(&to_cb(&dx, c_in, batch, plane), &burn_dx) < 1e-4);
+        assert!(
+            rel_err(&to_cb(&dx, c_in, batch, plane), &burn_dx) < 1e-4,
+            "{arch:?}"
+        );
 
         // Parameter gradients, through a copy of the network holding them as its weights.
         let mut as_grads = gen.clone();
@@ -504,7 +507,9 @@ mod tests {
         assert_eq!(ours.len(), theirs.len());
         let pairs = ours.iter().zip(&theirs).enumerate();
         let compared = pairs.clone().filter(|(_, (_, b))| b.is_some()).count();
-        assert_eq!(compared, 2 + 4 * 8 + 2, "every parameter has a gradient");
+        // Stem and head: weight and bias; each block: two convs and two norms, two each.
+        let expected = 2 + 8 * arch.depth() + 2;
+        assert_eq!(compared, expected, "every parameter has a gradient");
         let largest = theirs
             .iter()
             .flatten()
@@ -523,12 +528,18 @@ mod tests {
         // Running statistics after one training pass, then the inference forward pass.
         let mut back = unet.clone();
         gen.write_into(&mut back);
-        let running = |u: &UNet<AD>| host_vec(u.blocks[1].down_norm.running_var.value_sync());
-        assert!(rel_err(&running(&back), &running(&unet)) < 1e-5);
+        let running = |u: &UNet<AD>| {
+            let inner = u.blocks.last().expect("at least one block");
+            host_vec(inner.down_norm.running_var.value_sync())
+        };
+        assert!(rel_err(&running(&back), &running(&unet)) < 1e-5, "{arch:?}");
         let valid = unet.valid();
         let want = host_vec(valid.forward(tensor(&x, [batch, c_in, size, size]).inner()));
         let got = gen.forward_eval(&to_cb(&x, batch, c_in, plane), grid, &mut ws);
-        assert!(rel_err(&to_cb(&got, 3, batch, plane), &want) < 1e-5);
+        assert!(
+            rel_err(&to_cb(&got, 3, batch, plane), &want) < 1e-5,
+            "{arch:?}"
+        );
     }
 
     /// The host discriminator on `pair [batch][in + 3][size²]` (NCHW), sample `patched`'s

@@ -13,8 +13,9 @@ use super::layers::{
     activation_backward, add_row_sums, bias_act, col2im_up, im2col_down, Conv3, ConvInput,
     DownConv, DownTape, Norm, NormTape, Params, UpConv, Workspace,
 };
+use crate::decoder::arch::LEAKY_SLOPE;
 use crate::decoder::kernels::{matmul, Activation, Grid, MatRef};
-use crate::decoder::unet::{UNet, LEAKY_SLOPE, N_BLOCKS};
+use crate::decoder::unet::UNet;
 use crate::train::Discriminator;
 
 const LEAKY: Activation = Activation::LeakyRelu(LEAKY_SLOPE as f32);
@@ -248,8 +249,9 @@ impl HostGenerator {
     ) -> GeneratorTape {
         let stem_out = self.stem_forward(x, grid, ws); // [w][grid/2]
         let p = &self.params.value;
+        let depth = self.blocks.len();
         let mut g = grid.half();
-        let mut downs: Vec<(DownTape, NormTape, Vec<f32>)> = Vec::with_capacity(N_BLOCKS);
+        let mut downs: Vec<(DownTape, NormTape, Vec<f32>)> = Vec::with_capacity(depth);
         for (i, block) in self.blocks.iter_mut().enumerate() {
             let input = if i == 0 { &stem_out } else { &downs[i - 1].2 };
             let (mut z, tape) = block.down.forward(p, input, g, Activation::Identity, ws);
@@ -257,8 +259,8 @@ impl HostGenerator {
             downs.push((tape, nt, z));
             g = g.half();
         }
-        let mut ups: Vec<Option<(NormTape, Vec<f32>)>> = (0..N_BLOCKS).map(|_| None).collect();
-        for i in (0..N_BLOCKS).rev() {
+        let mut ups: Vec<Option<(NormTape, Vec<f32>)>> = (0..depth).map(|_| None).collect();
+        for i in (0..depth).rev() {
             let outer_grid = Grid {
                 batch: grid.batch,
                 side: grid.side >> (i + 1),
@@ -341,8 +343,9 @@ impl HostGenerator {
         let mut d_h = self.head.backward(p, g, top, grid.half(), &dy, ws); // [2w][grid/2]
         ws.give(dy);
         // Up path, outermost first: each block's concat, norm and transposed conv.
-        let mut d_skip: Vec<Vec<f32>> = Vec::with_capacity(N_BLOCKS);
-        for i in 0..N_BLOCKS {
+        let depth = self.blocks.len();
+        let mut d_skip: Vec<Vec<f32>> = Vec::with_capacity(depth);
+        for i in 0..depth {
             let (nt, out) = ups[i].take().expect("forward filled it");
             let outer_grid = Grid {
                 batch: grid.batch,
@@ -365,7 +368,7 @@ impl HostGenerator {
             ws.give(out);
         }
         // Down path, innermost first: d_h is the gradient at the innermost block's down output.
-        for i in (0..N_BLOCKS).rev() {
+        for i in (0..depth).rev() {
             let (dt, nt, d) = downs.pop().expect("one per block");
             let block = &self.blocks[i];
             activation_backward(&mut d_h, &d, LEAKY);
@@ -427,7 +430,7 @@ impl HostGenerator {
         let (mut d, tape) = block.down.forward(p, &x, grid, Activation::Identity, ws);
         drop_tape(tape, ws);
         block.down_norm.forward_eval(p, &mut d, LEAKY);
-        let inner = if i + 1 < N_BLOCKS {
+        let inner = if i + 1 < self.blocks.len() {
             self.block_eval(i + 1, d, grid.half(), ws)
         } else {
             d
