@@ -8,6 +8,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::decoder::arch::DEFAULT_LEVELS;
+use crate::decoder::{DecoderConfig, DecoderKind, ElectrodeSpec};
 use crate::realtime::{RealtimeConfig, RealtimeMode};
 use crate::rf::{ArrayChannels, RfError, RfLayout, RfTable};
 use crate::units::{Area, Millis, Window};
@@ -238,6 +240,17 @@ pub struct BroadbandConfig {
     /// Stamp each MUA sample earlier by the low-pass's group delay, so the latency
     /// windows see the envelope where zero-phase offline filtering would put it.
     pub compensate_delay: bool,
+}
+
+impl BroadbandConfig {
+    /// How many raw samples make one MUA sample at `mua_hz`, if the raw rate is a whole
+    /// multiple of it.
+    pub fn decimation(&self, mua_hz: f64) -> Option<usize> {
+        let ratio = self.sampling_rate_hz / mua_hz;
+        let whole = ratio.round();
+        (ratio.is_finite() && whole >= 1.0 && (ratio - whole).abs() < 1e-9 * ratio)
+            .then_some(whole as usize)
+    }
 }
 
 impl Default for BroadbandConfig {
@@ -1020,7 +1033,7 @@ impl Validator<'_> {
             ));
         }
         let rate = cfg.sampling_rate_hz;
-        if !positive(rate) || crate::ingest::broadband::decimation(rate, mua_hz).is_err() {
+        if !positive(rate) || cfg.decimation(mua_hz).is_none() {
             return Err(self.err(
                 t,
                 "broadband.sampling_rate_hz",
@@ -1248,6 +1261,43 @@ pub mod raw {
 
     fn default_prior() -> f64 {
         200.0
+    }
+}
+
+/// The decoder's view of a rig: electrodes, arrays, RF positions, windows.
+pub fn decoder_config(rig: &RigConfig, kind: DecoderKind, width: usize) -> DecoderConfig {
+    let set = window_set(kind);
+    let table = rig.rf.table.as_ref();
+    DecoderConfig {
+        kind,
+        width,
+        levels: DEFAULT_LEVELS.to_vec(),
+        image_size: rig.image_size,
+        n_arrays: rig.n_live_arrays(),
+        windows_per_electrode: rig.windows.windows_per_electrode(set),
+        window_names: rig.windows.window_names(set),
+        electrodes: rig
+            .electrodes
+            .iter()
+            .map(|e| ElectrodeSpec {
+                array: e.array,
+                area: e.area.index(),
+                rf_px: table
+                    .and_then(|t| t.get(e.channel))
+                    .map(|rf| RfTable::to_pixels(rf, rig.image_size, rig.rf.pixels_per_degree)),
+            })
+            .collect(),
+        linear_pathway: None,
+        channel_per_electrode: false,
+        input_scale: 1.0,
+    }
+}
+
+/// The window set a decoder kind reads.
+pub fn window_set(kind: DecoderKind) -> WindowSetKind {
+    match kind {
+        DecoderKind::Spatiotemporal => WindowSetKind::Tw3,
+        _ => WindowSetKind::Tw15,
     }
 }
 

@@ -28,8 +28,7 @@ const MODEL_CONFIG: &str = include_str!("../models/demo-e2e/decoder.json");
 const MODEL_WEIGHTS: &[u8] = include_bytes!("../models/demo-e2e/weights.mpk");
 const MODEL_NORMALIZATION: &str = include_str!("../models/demo-e2e/normalization.json");
 
-/// The animal the demo model was trained on (`tools/train-demo-model`).
-pub const DEMO_ANIMAL_SEED: u64 = 1;
+pub use crate::sim::DEMO_ANIMAL_SEED;
 
 pub struct DemoOptions {
     /// A model folder to use instead of the built-in one.

@@ -29,6 +29,8 @@ mod it {
     mod hot_loop;
     /// A lab's path: datasets from recorded XDF sessions, online vs offline inputs.
     mod lab_path;
+    /// The library's top-level modules import each other without a cycle.
+    mod layers;
     /// Model loading refuses models that do not fit the rig.
     mod model;
     /// Decoded frames, their info and events as LSL streams, received by pylsl; no frame

@@ -15,8 +15,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
+use monkeysee::config::decoder_config;
 use monkeysee::config::RigConfig;
-use monkeysee::decoder::{decoder_config, CpuBackend, Decoder, DecoderKind};
+use monkeysee::decoder::{CpuBackend, Decoder, DecoderKind};
 
 type Gpu = burn::backend::Cuda;
 

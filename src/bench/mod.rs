@@ -50,9 +50,10 @@ use serde::Serialize;
 
 pub mod load;
 
+use crate::config::decoder_config;
 use crate::config::RigConfig;
 use crate::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions, RunSummary};
-use crate::decoder::{decoder_config, Decoder, DecoderKind, OnBackend};
+use crate::decoder::{Decoder, DecoderKind, OnBackend};
 use crate::realtime::{RealtimeConfig, RealtimeMode, RealtimeReport};
 use crate::replay::{self, Repeat, ReplayOptions, Speed};
 use crate::sim::{self, SimOptions};

@@ -41,8 +41,9 @@ pub use stages::{
     SaveEnds, WindowStage, FRAME_POOL,
 };
 
+use crate::config::window_set;
 use crate::config::RigConfig;
-use crate::decoder::{window_set, DecoderConfig, DecoderKind};
+use crate::decoder::{DecoderConfig, DecoderKind};
 use crate::display::StimulusLoader;
 use crate::ingest::{
     self, MarkerEvent, MuaInlet, RawMarker, SampleConsumer, SampleRing, StreamDescription,
@@ -963,7 +964,7 @@ fn stimuli_dir(opts: &RunOptions, inputs: &Inputs) -> Option<PathBuf> {
         .marker_stream
         .as_ref()
         .and_then(|d| d.full_xml.as_deref())
-        .and_then(crate::replay::stimuli_directory)
+        .and_then(crate::lsl::header::stimuli_directory)
         .filter(|d| d.is_dir())?;
     if opts.status {
         eprintln!(

@@ -254,7 +254,7 @@ fn events_header(source_id: &str) -> String {
 }
 
 fn publishable(spec: &StreamSpec) -> String {
-    crate::replay::outlet_header(
+    crate::lsl::header::outlet_header(
         &spec.to_xml(),
         crate::xdf::StreamId(0),
         std::path::Path::new("."),

@@ -42,8 +42,8 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::config::RigConfig;
+use crate::config::{decoder_config, window_set};
 use crate::dataset::Dataset;
-use crate::decoder::{decoder_config, window_set};
 use crate::decoder::{CpuBackend, Decoder};
 use crate::norm::NormStats;
 use crate::rf::RfTable;

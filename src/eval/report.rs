@@ -34,7 +34,8 @@ use super::figures::{self, BarPanel, HistPanel, RfPanel, Scatter, ScatterPanel};
 use super::occlusion::{self, Keep, RawTests};
 use super::{ModelMetrics, TestImages};
 use crate::alexnet::{AlexNet, LayerCorrelation};
-use crate::decoder::{window_set, CpuBackend, Decoder};
+use crate::config::window_set;
+use crate::decoder::{CpuBackend, Decoder};
 use crate::norm::NormStats;
 use crate::units::Area;
 

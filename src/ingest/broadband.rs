@@ -112,19 +112,6 @@ pub fn design(cfg: &BroadbandConfig) -> Result<FilterDesign, DesignError> {
     Ok(FilterDesign { band, lowpass })
 }
 
-/// The decimation factor from the broadband rate to the MUA rate.
-pub fn decimation(broadband_hz: f64, mua_hz: f64) -> Result<usize, DesignError> {
-    let ratio = broadband_hz / mua_hz;
-    let whole = ratio.round();
-    if !(ratio.is_finite() && whole >= 1.0 && (ratio - whole).abs() < 1e-9 * ratio) {
-        return Err(DesignError::Decimation {
-            rate: broadband_hz,
-            mua: mua_hz,
-        });
-    }
-    Ok(whole as usize)
-}
-
 /// Group delay in samples of a cascade of sections at normalised frequency `w`
 /// (radians per sample), from the phase slope (central difference).
 fn group_delay_samples(sos: &[SosRow], w: f64) -> f64 {
@@ -175,7 +162,10 @@ impl MuaExtractor {
     /// `mua_hz`, with every filter at rest.
     pub fn new(cfg: &BroadbandConfig, channels: usize, mua_hz: f64) -> Result<Self, DesignError> {
         let d = design(cfg)?;
-        let decimation = decimation(cfg.sampling_rate_hz, mua_hz)?;
+        let decimation = cfg.decimation(mua_hz).ok_or(DesignError::Decimation {
+            rate: cfg.sampling_rate_hz,
+            mua: mua_hz,
+        })?;
         let sections = |rows: &[SosRow]| -> Vec<Section> {
             rows.iter()
                 .map(|r| Section {
@@ -409,9 +399,14 @@ mod tests {
 
     #[test]
     fn decimation_must_be_whole() {
-        assert_eq!(decimation(30_000.0, 1000.0).unwrap(), 30);
-        assert!(decimation(30_000.0, 700.0).is_err());
-        assert!(decimation(500.0, 1000.0).is_err());
+        let at = |rate| BroadbandConfig {
+            sampling_rate_hz: rate,
+            ..cfg()
+        };
+        assert_eq!(at(30_000.0).decimation(1000.0), Some(30));
+        assert!(at(30_000.0).decimation(700.0).is_none());
+        assert!(at(500.0).decimation(1000.0).is_none());
+        assert!(MuaExtractor::new(&at(30_000.0), 4, 700.0).is_err());
     }
 
     #[test]

@@ -78,11 +78,8 @@ use std::time::Duration;
 
 use crate::xdf::{ErrorKind, XdfError, XdfReader};
 
-mod header;
 mod outlets;
 mod pacing;
-
-pub use header::{outlet_header, stimuli_directory};
 
 use pacing::Replayer;
 

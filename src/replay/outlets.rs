@@ -8,8 +8,8 @@
 use std::ops::Range;
 use std::path::Path;
 
-use super::header::{outlet_header, set_field};
 use super::ReplayError;
+use crate::lsl::header::{outlet_header, set_field};
 use crate::lsl::{self, LslError, StringChunk};
 use crate::xdf::{ChannelFormat, StreamId, StreamInfo, Values};
 

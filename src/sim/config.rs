@@ -142,6 +142,9 @@ pub struct AreaModel {
     pub features: Features,
 }
 
+/// Drive components of a unit: luminance, contrast, colour, texture, coarse, shape.
+pub const N_FEATURES: usize = 6;
+
 /// Drive components. V1: `luminance` (ON/OFF, signed) and `contrast` (oriented energy);
 /// V4 adds `colour` (opponent hue) and `texture` (a mix of the synthetic ventral stream's
 /// layer-2 maps inside the RF); IT: `shape` (a mix of layer-3 maps pooled over its large
@@ -187,8 +190,8 @@ impl Default for Leaves {
 
 impl Features {
     /// The weights in the order of the drive components
-    /// ([`super::cortex::N_FEATURES`]).
-    pub fn weights(&self) -> [f64; super::cortex::N_FEATURES] {
+    /// ([`N_FEATURES`]).
+    pub fn weights(&self) -> [f64; N_FEATURES] {
         [
             self.luminance,
             self.contrast,

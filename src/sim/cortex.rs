@@ -18,12 +18,12 @@
 //! transient (alpha function) plus a sustained part that decays after the image goes
 //! off, sampled at 1 kHz.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
-use super::config::{AreaModel, SimConfig};
+use super::config::{AreaModel, SimConfig, N_FEATURES};
+use super::seeds::{self, DOMAIN_ELECTRODES, DOMAIN_REFERENCE, DOMAIN_VENTRAL};
 use super::ventral::{Mix, VentralNet};
 use crate::config::RigConfig;
 use crate::rf::RfTable;
@@ -31,33 +31,13 @@ use crate::units::Area;
 
 /// Side of the coarse colour layout IT electrodes see.
 const GRID: usize = 6;
-/// Drive components: luminance, contrast, colour, texture, coarse, shape.
-pub const N_FEATURES: usize = 6;
 /// Raw drive components of every unit for one image: `[unit][feature]`.
 pub type UnitFeatures = Vec<[f32; N_FEATURES]>;
 /// Coarsest pyramid level used for RF sums (1/8 of the image side).
 const MAX_LEVEL: usize = 3;
 
-/// Seed domains, so images, electrodes, presentations and noise draw from
-/// independent streams of one seed.
-pub(crate) const DOMAIN_ELECTRODES: u64 = 0x5eed_0001;
-pub(crate) const DOMAIN_PRESENTATIONS: u64 = 0x5eed_0002;
-pub(crate) const DOMAIN_NOISE: u64 = 0x5eed_0003;
-pub(crate) const DOMAIN_DESIGN: u64 = 0x5eed_0004;
-pub(crate) const DOMAIN_JITTER: u64 = 0x5eed_0005;
-pub(crate) const DOMAIN_REFERENCE: u64 = 0x5eed_0006;
-pub(crate) const DOMAIN_BROADBAND: u64 = 0x5eed_0007;
-pub(crate) const DOMAIN_VENTRAL: u64 = 0x5eed_0008;
-
 /// Images in the reference set that fixes each unit's operating range.
 const REFERENCE_IMAGES: usize = 64;
-
-/// A generator for one purpose and index.
-pub(crate) fn rng(seed: u64, domain: u64, index: u64) -> ChaCha8Rng {
-    let mut r = ChaCha8Rng::seed_from_u64(seed ^ domain.rotate_left(32));
-    r.set_stream(index);
-    r
-}
 
 fn normal(rng: &mut impl Rng) -> f64 {
     StandardNormal.sample(rng)
@@ -120,7 +100,7 @@ impl Cortex {
     ) -> Result<Cortex, MissingRf> {
         let size = rig.image_size;
         let ppd = rig.rf.pixels_per_degree;
-        let mut rng = rng(seed, DOMAIN_ELECTRODES, 0);
+        let mut rng = seeds::rng(seed, DOMAIN_ELECTRODES, 0);
         let areas = rig.channel_areas();
         let channels = areas
             .iter()
@@ -145,7 +125,7 @@ impl Cortex {
             };
             let latency = m.latency_ms + rng.random_range(-1.0..=1.0) * m.latency_spread_ms;
             // From a stream of their own, so the other draws stay what they were.
-            let mut mix_rng = self::rng(seed, DOMAIN_VENTRAL, 1 + e.channel as u64);
+            let mut mix_rng = seeds::rng(seed, DOMAIN_VENTRAL, 1 + e.channel as u64);
             let texture_mix = Mix::random(VentralNet::TEXTURE_CHANNELS, &mut mix_rng);
             let shape_mix = Mix::random(VentralNet::SHAPE_CHANNELS, &mut mix_rng);
             units.push(Unit {
@@ -189,7 +169,7 @@ impl Cortex {
         let feats: Vec<UnitFeatures> = (0..REFERENCE_IMAGES)
             .into_par_iter()
             .map(|i| {
-                let mut r = rng(seed, DOMAIN_REFERENCE, i as u64);
+                let mut r = seeds::rng(seed, DOMAIN_REFERENCE, i as u64);
                 self.features(&super::images::dead_leaves(
                     self.image_size,
                     &leaves,

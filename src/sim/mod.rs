@@ -49,6 +49,7 @@
 pub mod config;
 pub mod cortex;
 pub mod images;
+pub mod seeds;
 pub mod ventral;
 
 use std::fs::File;
@@ -71,6 +72,10 @@ use crate::rf::{RfEntry, RfTable};
 use crate::telemetry::progress_bar;
 use crate::units::Area;
 use crate::xdf::{ChannelFormat, StreamId, StreamSpec, XdfWriter};
+
+/// The synthetic animal the shipped demo model was trained on (`tools/train-demo-model`):
+/// `monkeysee demo` and the live sessions of `bench` simulate it.
+pub const DEMO_ANIMAL_SEED: u64 = 1;
 
 /// Milliseconds of pre-stimulus baseline in a dataset trial.
 pub const PRE_MS: usize = 100;
@@ -134,7 +139,7 @@ impl SimOptions {
             config,
             out,
             seed,
-            animal_seed: crate::demo::DEMO_ANIMAL_SEED,
+            animal_seed: DEMO_ANIMAL_SEED,
             test_images: 0,
             repeats: 1,
             rf_jitter_deg: 0.0,
@@ -295,9 +300,13 @@ fn check_options(opts: &SimOptions) -> anyhow::Result<()> {
     if !(opts.rf_jitter_deg.is_finite() && opts.rf_jitter_deg >= 0.0) {
         bail!("--rf-jitter must be a number of degrees ≥ 0");
     }
-    if opts.broadband {
-        crate::ingest::broadband::decimation(rig.broadband.sampling_rate_hz, rig.sampling_rate_hz)
-            .with_context(|| format!("--broadband: rig {} [broadband]", rig.path.display()))?;
+    if opts.broadband && rig.broadband.decimation(rig.sampling_rate_hz).is_none() {
+        bail!(
+            "--broadband: rig {} [broadband]: sampling_rate_hz {} Hz is not a whole multiple of the MUA rate ({} Hz)",
+            rig.path.display(),
+            rig.broadband.sampling_rate_hz,
+            rig.sampling_rate_hz
+        );
     }
     Ok(())
 }
@@ -542,7 +551,7 @@ fn schedule(
     design: &config::Design,
     seed: u64,
 ) -> Vec<Presentation> {
-    let mut rng = cortex::rng(seed, cortex::DOMAIN_DESIGN, 0);
+    let mut rng = seeds::rng(seed, seeds::DOMAIN_DESIGN, 0);
     let mut order: Vec<usize> = (0..n_images).collect();
     order.shuffle(&mut rng);
     let mut shown: Vec<(usize, bool)> = order[..test_images]
@@ -586,7 +595,7 @@ impl BlockGenerator<'_> {
         let start = b * BLOCK;
         let len = BLOCK.min(self.total - start);
         let mut out = vec![0.0f32; len * channels];
-        let mut rng = cortex::rng(self.seed, cortex::DOMAIN_NOISE, b as u64);
+        let mut rng = seeds::rng(self.seed, seeds::DOMAIN_NOISE, b as u64);
         for row in out.chunks_exact_mut(channels) {
             for (v, ch) in row.iter_mut().zip(&cortex.channels) {
                 let z: f32 =
@@ -664,7 +673,7 @@ impl RawSignal {
                 w as f32
             })
             .collect();
-        let mut rng = cortex::rng(opts.seed, cortex::DOMAIN_BROADBAND, u64::MAX);
+        let mut rng = seeds::rng(opts.seed, seeds::DOMAIN_BROADBAND, u64::MAX);
         let line_uv = (0..cortex.channels.len())
             .map(|_| (model.line_uv * rand::Rng::random_range(&mut rng, 0.5..1.5)) as f32)
             .collect();
@@ -685,7 +694,7 @@ impl RawSignal {
         let rows = mua.len() / channels * self.per_ms;
         let first = b * BLOCK * self.per_ms;
         let mut uv = vec![0.0f32; rows * channels];
-        let mut rng = cortex::rng(self.seed, cortex::DOMAIN_BROADBAND, b as u64);
+        let mut rng = seeds::rng(self.seed, seeds::DOMAIN_BROADBAND, b as u64);
         let w = 2.0 * std::f64::consts::PI * self.model.line_hz / self.rate;
         let noise = self.model.noise_uv as f32;
         for (r, row) in uv.chunks_exact_mut(channels).enumerate() {
@@ -734,7 +743,7 @@ struct PresentationDraw {
 
 impl PresentationDraw {
     fn new(seed: u64, index: usize, cortex: &Cortex) -> PresentationDraw {
-        let mut rng = cortex::rng(seed, cortex::DOMAIN_PRESENTATIONS, index as u64);
+        let mut rng = seeds::rng(seed, seeds::DOMAIN_PRESENTATIONS, index as u64);
         let mut normal =
             || -> f64 { rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng) };
         let mut jitter = [0isize; 3];
@@ -763,7 +772,7 @@ fn jittered(truth: &RfTable, jitter_deg: f64, seed: u64) -> RfTable {
     if jitter_deg == 0.0 {
         return truth.clone();
     }
-    let mut rng = cortex::rng(seed, cortex::DOMAIN_JITTER, 0);
+    let mut rng = seeds::rng(seed, seeds::DOMAIN_JITTER, 0);
     let mut n =
         || -> f64 { rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng) };
     RfTable {

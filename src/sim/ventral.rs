@@ -22,7 +22,7 @@
 
 use rand::Rng;
 
-use super::cortex::{rng, DOMAIN_VENTRAL};
+use super::seeds::{rng, DOMAIN_VENTRAL};
 
 const L1: usize = 8;
 const L2: usize = 16;

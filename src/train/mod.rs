@@ -40,9 +40,9 @@ pub use engine::EngineChoice;
 pub use vgg::{PerceptualLoss, Vgg19};
 
 use crate::config::RigConfig;
+use crate::config::{decoder_config, window_set};
 use crate::dataset::Dataset;
 use crate::decoder::linear::{self, LinearDecoder, LinearPathwayConfig, LinearPathwayLayer};
-use crate::decoder::{decoder_config, window_set};
 use crate::decoder::{Decoder, DecoderConfig, DecoderKind, DecoderModel, FixedRfMaps};
 use crate::norm::NormStats;
 use engine::{Batch, Engine, HostOptimSteps, OptimiserSettings, StepSettings};

@@ -31,9 +31,10 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestError, TestRunner};
 
+use monkeysee::config::decoder_config;
 use monkeysee::config::{RigConfig, WindowSetKind};
 use monkeysee::dataset::Dataset;
-use monkeysee::decoder::{decoder_config, CpuBackend, Decoder, DecoderKind};
+use monkeysee::decoder::{CpuBackend, Decoder, DecoderKind};
 use monkeysee::norm::NormStats;
 use monkeysee::xdf::{self, XdfReader};
 

@@ -303,8 +303,9 @@ fn broadband_pull_loop_allocates_nothing_after_connect() {
 /// gives on its own.
 #[test]
 fn decode_loop_allocates_nothing_after_warm_up() {
+    use monkeysee::config::{decoder_config, window_set};
     use monkeysee::daemon::{latest_frame, DecodeStage, InputSaver};
-    use monkeysee::decoder::{decoder_config, window_set, CpuBackend, Decoder, DecoderKind};
+    use monkeysee::decoder::{CpuBackend, Decoder, DecoderKind};
     let dir = tempfile::tempdir().unwrap();
     let rig = super::common::small_rig(dir.path());
     let pool = rayon::ThreadPoolBuilder::new()

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::thread;
 
 use monkeysee::config::RigConfig;
+use monkeysee::config::{decoder_config, window_set};
 use monkeysee::daemon::ModelSource;
 use monkeysee::dataset::from_xdf::{dataset_from_xdf, XdfDatasetOptions};
 use monkeysee::dataset::tvsd_import::{import_tvsd, TvsdImportOptions};
 use monkeysee::dataset::Dataset;
-use monkeysee::decoder::{decoder_config, window_set};
 use monkeysee::decoder::{CpuBackend, Decoder, DecoderKind};
 use monkeysee::replay::{self, ReplayOptions, Speed};
 use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};

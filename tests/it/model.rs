@@ -1,5 +1,5 @@
+use monkeysee::config::decoder_config;
 use monkeysee::config::RigConfig;
-use monkeysee::decoder::decoder_config;
 use monkeysee::decoder::{CpuBackend, Decoder, DecoderKind};
 
 use super::common::{rig_variant, small_rig};

@@ -422,7 +422,7 @@ fn published_headers_keep_labels_desc_and_source_id_and_resolve_the_image_folder
     }
     // The marker header's relative image folder is published as an absolute path.
     assert_eq!(
-        replay::stimuli_directory(&markers.xml).unwrap(),
+        monkeysee::lsl::header::stimuli_directory(&markers.xml).unwrap(),
         s.images.canonicalize().unwrap()
     );
 }

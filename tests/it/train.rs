@@ -169,7 +169,7 @@ fn training_lowers_the_loss_and_the_model_round_trips() {
             _ => assert!(scale > 0.0 && scale != 1.0, "{kind}: {scale}"),
         }
         let ds = Dataset::open(&opts.data).unwrap();
-        let set = monkeysee::decoder::window_set(kind);
+        let set = monkeysee::config::window_set(kind);
         let windows = sim.rig.windows.windows_per_electrode(set);
         let stats = monkeysee::norm::NormStats::load(&out, windows, sim.rig.electrodes.len())
             .unwrap()

@@ -1,5 +1,5 @@
-//! The header a replayed stream is published with: the file's header XML, rewritten in
-//! place (every byte not named here stays as written). A relative
+//! The header a stream is published with (a replayed one's, or the daemon's own outlets'):
+//! its header XML, rewritten in place (every byte not named here stays as written). A relative
 //! `<desc><stimuli><directory>` becomes absolute, fields liblsl cannot publish without
 //! get placeholders, and single `<info>` fields can be set. Elements are located with
 //! [`crate::xdf`]'s header walker ([`Element`], which keeps each element's byte span).
@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::lsl;
 use crate::xdf::{Element, StreamId};
 
 /// Where the stimulus folder is named in a stream header.
@@ -62,8 +61,8 @@ fn absolute_stimuli_directory(xml: &mut String, base_dir: &Path) {
 /// are missing or empty: it cannot parse an empty number, and it can only overwrite a
 /// field that has text (it does so for all but `version` when it creates the outlet;
 /// a stream missing `session_id` would never be found).
-pub(super) fn instance_fields() -> [(&'static str, String); 9] {
-    let version = format!("{:.2}", f64::from(lsl::protocol_version()) / 100.0);
+fn instance_fields() -> [(&'static str, String); 9] {
+    let version = format!("{:.2}", f64::from(super::protocol_version()) / 100.0);
     [
         ("version", version),
         ("created_at", "0".into()),
@@ -78,7 +77,7 @@ pub(super) fn instance_fields() -> [(&'static str, String); 9] {
 }
 
 /// Sets the text of `<info><field>` (adding the field if missing).
-pub(super) fn set_field(xml: &mut String, field: &str, value: &str) {
+pub fn set_field(xml: &mut String, field: &str, value: &str) {
     let element = format!("<{field}>{}</{field}>", quick_xml::escape::escape(value));
     match find_element(xml, &["info", field]) {
         Some(found) => xml.replace_range(found.span, &element),

@@ -22,6 +22,8 @@
 //! [`Outlet::push_strings`] reuses its [`StringChunk`]'s buffers, which grow only to
 //! the largest chunk pushed. [`local_clock`] is a plain clock read.
 
+pub mod header;
+
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_ulong};
 use std::time::Instant;
