@@ -24,10 +24,15 @@
 //! LSL streams; [`sim`] simulates a session from a synthetic cortex; [`soak`] streams
 //! hours of one into the daemon with faults injected at random.
 //!
-//! **Offline.** [`dataset`] turns a session (ours, a lab's XDF, or TVSD via [`tvsd`])
-//! into training trials; [`train`] fits a decoder; [`eval`] scores it beside a linear
+//! **Offline.** [`dataset`] turns a session (ours, a lab's XDF, or TVSD via `tvsd`)
+//! into training trials; `train` fits a decoder; `eval` scores it beside a linear
 //! read-out; [`plot`] draws the figures; [`demo`] runs the whole loop on the shipped
 //! model.
+//!
+//! **Features.** `offline` (default) adds `train`, `eval`, `tvsd` and the `.pth` readers
+//! (`alexnet`, `pth`), with Burn's autodiff and the HDF5 C library; `daemon` (default)
+//! builds the `monkeysee` binary. A rig machine that only decodes builds
+//! `cargo build --release --no-default-features --features daemon`.
 
 // The rig.
 pub mod config;
@@ -65,11 +70,16 @@ pub mod soak;
 pub mod xdf;
 
 // Offline.
+#[cfg(feature = "offline")]
 pub mod alexnet;
 pub mod dataset;
 pub mod demo;
+#[cfg(feature = "offline")]
 pub mod eval;
 pub mod plot;
+#[cfg(feature = "offline")]
 pub mod pth;
+#[cfg(feature = "offline")]
 pub mod train;
+#[cfg(feature = "offline")]
 pub mod tvsd;

@@ -10,12 +10,15 @@
 mod bench;
 mod dataset;
 mod demo;
+#[cfg(feature = "offline")]
 mod eval;
+#[cfg(feature = "offline")]
 mod import_tvsd;
 mod replay;
 mod rf_table;
 mod run;
 mod simulate;
+#[cfg(feature = "offline")]
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -50,10 +53,13 @@ enum Command {
     /// Turn a recorded XDF session (LabRecorder's or ours) into a training dataset.
     Dataset(dataset::DatasetArgs),
     /// Import the published THINGS Ventral Stream Spiking Dataset (TVSD) as training datasets.
+    #[cfg(feature = "offline")]
     ImportTvsd(import_tvsd::ImportTvsdArgs),
     /// Train a decoder (pix2pix U-Net + PatchGAN) on a dataset from `simulate` (or the same layout).
+    #[cfg(feature = "offline")]
     Train(Box<train::TrainArgs>),
     /// Evaluate models on a dataset's test split: pixel r, SSIM, chance levels, RF recovery, image grid.
+    #[cfg(feature = "offline")]
     Eval(eval::EvalArgs),
     /// Write a synthetic receptive-field table for a rig (electrode,x_deg,y_deg,size_deg).
     RfTable(rf_table::RfTableArgs),
@@ -84,8 +90,11 @@ impl Cli {
             Command::Replay(a) => replay::run(a),
             Command::Simulate(a) => simulate::run(a),
             Command::Dataset(a) => dataset::run(a),
+            #[cfg(feature = "offline")]
             Command::ImportTvsd(a) => import_tvsd::run(a),
+            #[cfg(feature = "offline")]
             Command::Train(a) => train::run(*a),
+            #[cfg(feature = "offline")]
             Command::Eval(a) => eval::run(a),
             Command::RfTable(a) => rf_table::run(a),
             Command::Bench(a) => bench::run(a),

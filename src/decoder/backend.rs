@@ -7,7 +7,9 @@
 //! for it elsewhere, or on a machine whose CUDA runtime does not start, is an error that
 //! says what to do.
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
+#[cfg(feature = "offline")]
+use burn::tensor::backend::AutodiffBackend;
 
 /// Where the decoder computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,6 +25,7 @@ pub trait OnBackend {
 }
 
 /// Work generic over a training (autodiff) backend.
+#[cfg(feature = "offline")]
 pub trait OnTrainBackend {
     type Output;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
@@ -48,6 +51,7 @@ pub fn dispatch<J: OnBackend>(device: ComputeDevice, job: J) -> anyhow::Result<J
 }
 
 /// Runs `job` on the training backend `device` names.
+#[cfg(feature = "offline")]
 pub fn dispatch_training<J: OnTrainBackend>(
     device: ComputeDevice,
     job: J,

@@ -32,10 +32,9 @@ pub mod unet;
 use std::path::PathBuf;
 
 pub use arch::Architecture;
-pub use backend::{
-    compute_threads, dispatch, dispatch_training, ComputeDevice, OnBackend, OnTrainBackend,
-    PoolRole,
-};
+pub use backend::{compute_threads, dispatch, ComputeDevice, OnBackend, PoolRole};
+#[cfg(feature = "offline")]
+pub use backend::{dispatch_training, OnTrainBackend};
 pub use input::{DenseMapLayer, FixedRfMaps, GaussianRfLayer};
 pub use model::{Decoder, DecoderModel, Workspace};
 pub use unet::UNet;
@@ -43,6 +42,7 @@ pub use unet::UNet;
 /// The CPU backend every test and the demo run on.
 pub type CpuBackend = burn::backend::Flex;
 /// The CPU backend with automatic differentiation, for training.
+#[cfg(feature = "offline")]
 pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
 
 /// Cortical areas, in channel order.
