@@ -7,9 +7,9 @@
 //! for it elsewhere, or on a machine whose CUDA runtime does not start, is an error that
 //! says what to do.
 
-use burn::tensor::backend::Backend;
 #[cfg(feature = "offline")]
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::Backend;
 
 /// Where the decoder computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
