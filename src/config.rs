@@ -294,6 +294,12 @@ pub struct RigConfig {
 }
 
 impl RigConfig {
+    /// The label of channel `channel` (0-based) in the streams and files monkeysee
+    /// writes: `e0001`, `e0002`, …
+    pub fn channel_label(&self, channel: usize) -> String {
+        format!("e{:04}", channel + 1)
+    }
+
     /// Reads and validates a rig config file.
     pub fn load(path: &Path) -> Result<RigConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

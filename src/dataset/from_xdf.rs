@@ -394,6 +394,7 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
         rig,
         image_ids: &onsets.image_ids,
         split: Split::MinRepeats(opts.min_repeats),
+        seed: None,
         sampling_rate_hz: streams.srate,
         source,
     })?;

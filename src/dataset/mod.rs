@@ -12,6 +12,7 @@
 //! (TVSD: recording day), over which statistics are taken.
 
 pub mod from_xdf;
+pub mod stimulus;
 #[cfg(feature = "offline")]
 pub mod tvsd_import;
 pub mod writer;

@@ -334,6 +334,7 @@ fn import_trials(
         rig,
         image_ids: &images.ids,
         split: Split::Given,
+        seed: None,
         sampling_rate_hz: rig.sampling_rate_hz,
         source: serde_json::json!({
             "kind": "tvsd-trials",
@@ -419,6 +420,7 @@ fn import_norm_mua(
         rig,
         image_ids: &images.ids,
         split: Split::Given,
+        seed: None,
         sampling_rate_hz: rig.sampling_rate_hz,
         source: serde_json::json!({
             "kind": "tvsd-normmua",

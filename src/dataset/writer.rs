@@ -1,6 +1,7 @@
-//! Writing a dataset in the layout `simulate` writes (see [`crate::sim`]), one trial at
-//! a time, for importers that do not know the trial count until they are done
-//! (`monkeysee dataset` from an XDF session, `monkeysee import-tvsd`).
+//! The one writer of the dataset layout ([`crate::dataset`]): one trial at a time, so
+//! that neither the simulator nor the importers (`monkeysee dataset` from an XDF
+//! session, `monkeysee import-tvsd`) need to know the trial count before they are done,
+//! or hold the trials in memory.
 //!
 //! `responses.npy` is written as trials arrive; its header, which must state the shape,
 //! is reserved at the start and filled in by [`DatasetWriter::finish`] (npyz wants the
@@ -54,6 +55,8 @@ pub struct DatasetInfo<'a> {
     pub sampling_rate_hz: f64,
     /// Written into `dataset.json` as `source`.
     pub source: serde_json::Value,
+    /// The seed the trials were simulated with, if they were (`dataset.json` `seed`).
+    pub seed: Option<u64>,
 }
 
 /// What was written.
@@ -213,7 +216,7 @@ impl DatasetWriter {
         let mut ids = info.image_ids.join("\n");
         ids.push('\n');
         std::fs::write(d.join("image_ids.txt"), ids)?;
-        crate::sim::write_channels_csv(&d.join("channels.csv"), info.rig)?;
+        write_channels_csv(&d.join("channels.csv"), info.rig)?;
 
         let test_trials = test.iter().filter(|&&b| b).count();
         let mut test_images: Vec<usize> = self
@@ -271,6 +274,7 @@ impl DatasetWriter {
                 "channels": "channels.csv",
             },
             "source": info.source,
+            "seed": info.seed,
             "generator": format!("monkeysee {}", env!("CARGO_PKG_VERSION")),
         });
         std::fs::write(d.join("dataset.json"), serde_json::to_string_pretty(&json)?)?;
@@ -355,39 +359,115 @@ pub fn index_images(dir: &Path) -> anyhow::Result<(HashMap<String, PathBuf>, Vec
     Ok((by_stem, duplicates))
 }
 
-/// Writes `dir/images.npy` (uint8 `[images, size, size, 3]`): each file centre-cropped
-/// and resized as `simulate` does, in parallel, with a progress bar when `bar` shows.
+/// `images.npy` (uint8 `[images, size, size, 3]`), written one image at a time.
+pub struct ImageRows {
+    path: PathBuf,
+    out: npyz::NpyWriter<u8, BufWriter<File>>,
+    len: usize,
+    expected: usize,
+    written: usize,
+}
+
+impl ImageRows {
+    /// Creates `dir/images.npy` for `n` RGB images of `size`².
+    pub fn create(dir: &Path, n: usize, size: usize) -> anyhow::Result<ImageRows> {
+        use npyz::WriterBuilder;
+        let path = dir.join("images.npy");
+        let out = npyz::WriteOptions::<u8>::new()
+            .default_dtype()
+            .shape(&[n as u64, size as u64, size as u64, 3])
+            .writer(BufWriter::new(
+                File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+            ))
+            .begin_nd()?;
+        Ok(ImageRows {
+            path,
+            out,
+            len: size * size * 3,
+            expected: n,
+            written: 0,
+        })
+    }
+
+    /// Appends one image, row-major RGB.
+    pub fn push(&mut self, rgb8: &[u8]) -> anyhow::Result<()> {
+        if rgb8.len() != self.len || self.written == self.expected {
+            bail!(
+                "{}: image {} of {} values, expected {} images of {} values",
+                self.path.display(),
+                self.written,
+                rgb8.len(),
+                self.expected,
+                self.len
+            );
+        }
+        self.out
+            .extend(rgb8.iter().copied())
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    pub fn finish(self) -> anyhow::Result<()> {
+        if self.written != self.expected {
+            bail!(
+                "{}: {} images written, {} announced",
+                self.path.display(),
+                self.written,
+                self.expected
+            );
+        }
+        self.out
+            .finish()
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// Writes `dir/images.npy` from image files: each centre-cropped and resized as
+/// `simulate` does, in parallel, with a progress bar when `bar` shows.
 pub fn write_images(
     dir: &Path,
     files: &[PathBuf],
     size: usize,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
-    use npyz::WriterBuilder;
-    let path = dir.join("images.npy");
-    let mut out = npyz::WriteOptions::<u8>::new()
-        .default_dtype()
-        .shape(&[files.len() as u64, size as u64, size as u64, 3])
-        .writer(BufWriter::new(
-            File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-        ))
-        .begin_nd()?;
+    let mut out = ImageRows::create(dir, files.len(), size)?;
     let batch = rayon::current_num_threads().max(1) * 8;
     for chunk in files.chunks(batch) {
         let loaded: Vec<anyhow::Result<Vec<u8>>> = chunk
             .par_iter()
             .map(|f| {
-                let img = crate::sim::images::load_square(f, size)?;
-                Ok(crate::sim::images::to_rgb8(&img))
+                let img = super::stimulus::load_square(f, size)
+                    .with_context(|| format!("cannot decode image {}", f.display()))?;
+                Ok(super::stimulus::to_rgb8(&img))
             })
             .collect();
         for img in loaded {
-            out.extend(img?)?;
+            out.push(&img?)?;
         }
         bar.inc(chunk.len() as u64);
     }
-    out.finish()?;
-    Ok(())
+    out.finish()
+}
+
+/// `channels.csv` of a dataset recorded with `rig`: channel, label, area, array, live.
+pub fn write_channels_csv(path: &Path, rig: &RigConfig) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = BufWriter::new(file);
+    writeln!(w, "channel,label,area,array,live")?;
+    for c in 0..rig.channel_count {
+        let array = rig.arrays.iter().find(|a| a.channels.contains(&c));
+        writeln!(
+            w,
+            "{},{},{},{},{}",
+            c + 1,
+            rig.channel_label(c),
+            array.map_or("", |a| a.area.name()),
+            array.map_or(String::new(), |a| a.id.to_string()),
+            array.is_some_and(|a| !a.dead) as u8
+        )?;
+    }
+    Ok(w.flush()?)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::config::Leaves;
+use crate::dataset::stimulus::load_square;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -103,7 +104,9 @@ impl ImageSource {
                 rng.set_stream(i as u64);
                 Ok(dead_leaves(size, leaves, &mut rng))
             }
-            ImageSource::Folder { files } => load_square(&files[i], size),
+            ImageSource::Folder { files } => {
+                load_square(&files[i], size).map_err(|e| ImageError::Decode(files[i].clone(), e))
+            }
         }
     }
 }
@@ -128,32 +131,6 @@ fn file_id(path: &Path) -> String {
         id.pop();
     }
     id
-}
-
-/// Loads an image, crops the centre square and resizes it to `size`.
-pub fn load_square(path: &Path, size: usize) -> Result<Vec<f32>, ImageError> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| ImageError::Decode(path.to_path_buf(), image::ImageError::IoError(e)))?
-        .with_guessed_format()
-        .map_err(|e| ImageError::Decode(path.to_path_buf(), image::ImageError::IoError(e)))?
-        .decode()
-        .map_err(|e| ImageError::Decode(path.to_path_buf(), e))?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    let side = w.min(h);
-    let cropped =
-        image::imageops::crop_imm(&img, (w - side) / 2, (h - side) / 2, side, side).to_image();
-    let resized = image::imageops::resize(
-        &cropped,
-        size as u32,
-        size as u32,
-        image::imageops::FilterType::Triangle,
-    );
-    Ok(resized
-        .into_raw()
-        .iter()
-        .map(|&v| v as f32 / 255.0)
-        .collect())
 }
 
 /// Coloured dead leaves: `count` ellipses painted back to front over mid grey, radii
@@ -229,13 +206,6 @@ fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
         4 => [t, p, v],
         _ => [v, p, q],
     }
-}
-
-/// `[0, 1]` floats to 8-bit RGB.
-pub fn to_rgb8(img: &[f32]) -> Vec<u8> {
-    img.iter()
-        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect()
 }
 
 #[cfg(test)]

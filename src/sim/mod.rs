@@ -53,12 +53,11 @@ pub mod seeds;
 pub mod ventral;
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use npyz::WriterBuilder;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -68,6 +67,8 @@ pub use cortex::Cortex;
 pub use images::ImageSource;
 
 use crate::config::RigConfig;
+use crate::dataset::stimulus::to_rgb8;
+use crate::dataset::writer::{DatasetInfo, DatasetWriter, ImageRows, Split, TrialInfo};
 use crate::rf::{RfEntry, RfTable};
 use crate::telemetry::progress_bar;
 use crate::units::Area;
@@ -212,9 +213,6 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         .div_ceil(design.images_per_trial as usize);
     let total = 2 * design.lead_in_ms as usize + n_trials * trial_len;
 
-    write_dataset_index(&dataset, &presentations)?;
-    write_channels_csv(&dataset.join("channels.csv"), rig)?;
-
     // The session, block by block: MUA and markers into the XDF, trial windows into
     // responses.npy.
     let started = Instant::now();
@@ -226,7 +224,8 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         seed: opts.seed,
         total,
     };
-    let mut session = SessionWriter::create(opts, &xdf_path, &dataset, &presentations)?;
+    let trials = DatasetWriter::create(&dataset, rig.channel_count, TRIAL_SAMPLES, PRE_MS)?;
+    let mut session = SessionWriter::create(opts, &xdf_path, trials, &presentations)?;
     let n_blocks = total.div_ceil(BLOCK);
     let bar = progress_bar(opts.progress, total as u64 / 1000, "simulated s");
     // Blocks generated at once: two per thread, or with the raw signal (61 MB a block
@@ -253,7 +252,7 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
             bar.set_position(end as u64 / 1000);
         }
     }
-    session.finish()?;
+    let trials = session.finish()?;
     bar.finish_and_clear();
     let wall_s = started.elapsed().as_secs_f64();
     let simulated_s = total as f64 / 1000.0;
@@ -271,7 +270,24 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         xdf_bytes: std::fs::metadata(&xdf_path).map(|m| m.len()).unwrap_or(0),
         out: out.clone(),
     };
-    write_dataset_json(&dataset.join("dataset.json"), opts, &summary)?;
+    let image_ids: Vec<String> = (0..n_images).map(|i| opts.images.id(i)).collect();
+    trials.finish(DatasetInfo {
+        rig,
+        image_ids: &image_ids,
+        split: Split::Given,
+        seed: Some(opts.seed),
+        sampling_rate_hz: rig.sampling_rate_hz,
+        source: serde_json::json!({
+            "simulate": {
+                "animal_seed": opts.animal_seed,
+                "repeats": opts.repeats,
+                "rf_jitter_deg": opts.rf_jitter_deg,
+                "rf_truth": "../rf-truth.csv",
+                "rf_table": "../rf-table.csv",
+                "session": "../session.xdf",
+            }
+        }),
+    })?;
     Ok(summary)
 }
 
@@ -324,7 +340,7 @@ fn write_rf_tables(opts: &SimOptions) -> anyhow::Result<RfTable> {
 }
 
 /// Renders every image in parallel batches, saves it as `image_dir/<id>.png` and into
-/// `images.npy` with its id in `image_ids.txt`; returns each image's unit features.
+/// the dataset's `images.npy`; returns each image's unit features.
 fn render_images(
     opts: &SimOptions,
     cortex: &Cortex,
@@ -334,12 +350,7 @@ fn render_images(
     let n_images = opts.images.len();
     let size = opts.rig.image_size;
     let bar = progress_bar(opts.progress, n_images as u64, "images");
-    let mut images_npy = npyz::WriteOptions::<u8>::new()
-        .default_dtype()
-        .shape(&[n_images as u64, size as u64, size as u64, 3])
-        .writer(BufWriter::new(create(&dataset.join("images.npy"))?))
-        .begin_nd()?;
-    let mut ids = String::new();
+    let mut images_npy = ImageRows::create(dataset, n_images, size)?;
     let mut features = Vec::with_capacity(n_images);
     let batch = rayon::current_num_threads().max(1) * 4;
     for start in (0..n_images).step_by(batch) {
@@ -348,7 +359,7 @@ fn render_images(
             .into_par_iter()
             .map(|i| {
                 let img = opts.images.render(i, size)?;
-                let rgb8 = images::to_rgb8(&img);
+                let rgb8 = to_rgb8(&img);
                 let id = opts.images.id(i);
                 let png = image_dir.join(format!("{id}.png"));
                 image::save_buffer(
@@ -362,29 +373,28 @@ fn render_images(
                 Ok((rgb8, cortex.features(&img)))
             })
             .collect();
-        for (k, r) in rendered.into_iter().enumerate() {
+        for r in rendered {
             let (rgb8, f) = r?;
-            images_npy.extend(rgb8)?;
+            images_npy.push(&rgb8)?;
             features.push(f);
-            ids.push_str(&opts.images.id(start + k));
-            ids.push('\n');
         }
         bar.set_position(end as u64);
     }
     images_npy.finish()?;
     bar.finish_and_clear();
-    std::fs::write(dataset.join("image_ids.txt"), &ids)?;
     Ok(features)
 }
 
 /// Writes the session's blocks, in order: MUA samples and markers into `session.xdf`
 /// (with a clock offset every 5 s, as LabRecorder measures them), and every trial
-/// window, once its last sample is written, into `responses.npy`.
+/// window, once its last sample is written, into the dataset.
 struct SessionWriter<'a> {
     opts: &'a SimOptions,
     presentations: &'a [Presentation],
     xdf: XdfWriter<BufWriter<File>>,
-    responses: npyz::NpyWriter<f32, BufWriter<File>>,
+    trials: DatasetWriter,
+    /// One trial's samples, gathered from up to two blocks.
+    trial: Vec<f32>,
     /// The block before the current one (a trial window starts at most one block back).
     previous: Vec<f32>,
     /// Next presentation to cut out of the blocks.
@@ -399,7 +409,7 @@ impl<'a> SessionWriter<'a> {
     fn create(
         opts: &'a SimOptions,
         xdf_path: &Path,
-        dataset: &Path,
+        trials: DatasetWriter,
         presentations: &'a [Presentation],
     ) -> anyhow::Result<SessionWriter<'a>> {
         let rig = &opts.rig;
@@ -409,23 +419,12 @@ impl<'a> SessionWriter<'a> {
         if opts.broadband {
             xdf.add_stream(BROADBAND_STREAM, broadband_spec(rig, opts))?;
         }
-        let responses = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&[
-                presentations.len() as u64,
-                TRIAL_SAMPLES as u64,
-                rig.channel_count as u64,
-            ])
-            .writer(BufWriter::with_capacity(
-                1 << 20,
-                create(&dataset.join("responses.npy"))?,
-            ))
-            .begin_nd()?;
         Ok(SessionWriter {
             opts,
             presentations,
             xdf,
-            responses,
+            trials,
+            trial: Vec::with_capacity(TRIAL_SAMPLES * rig.channel_count),
             previous: Vec::new(),
             next_cut: 0,
             next_marker: 0,
@@ -506,8 +505,8 @@ impl<'a> SessionWriter<'a> {
         Ok(())
     }
 
-    /// Appends to `responses.npy` the trial windows that end inside the block
-    /// `[start, end)` (they start at most one block back).
+    /// Appends to the dataset the trial windows that end inside the block `[start, end)`
+    /// (they start at most one block back).
     fn cut_trials(&mut self, start: usize, end: usize, block: &[f32]) -> anyhow::Result<()> {
         let channels = self.opts.rig.channel_count;
         while self.next_cut < self.presentations.len() {
@@ -516,6 +515,7 @@ impl<'a> SessionWriter<'a> {
             if hi > end {
                 break;
             }
+            self.trial.clear();
             for n in lo..hi {
                 let row = if n >= start {
                     &block[(n - start) * channels..(n - start + 1) * channels]
@@ -523,23 +523,25 @@ impl<'a> SessionWriter<'a> {
                     let prev_start = start - BLOCK;
                     &self.previous[(n - prev_start) * channels..(n - prev_start + 1) * channels]
                 };
-                self.responses.extend(row.iter().copied())?;
+                self.trial.extend_from_slice(row);
             }
+            let info = TrialInfo {
+                image: p.image,
+                onset: SESSION_T0 + p.onset as f64 / 1000.0,
+                session: 0,
+                test: Some(p.test),
+            };
+            self.trials.push(&self.trial, info)?;
             self.next_cut += 1;
         }
         Ok(())
     }
 
-    /// Closes `responses.npy` and `session.xdf`.
-    fn finish(self) -> anyhow::Result<()> {
-        self.responses.finish()?;
+    /// Closes `session.xdf`; hands back the dataset, every trial written.
+    fn finish(self) -> anyhow::Result<DatasetWriter> {
         self.xdf.finish()?;
-        Ok(())
+        Ok(self.trials)
     }
-}
-
-fn create(path: &Path) -> anyhow::Result<File> {
-    File::create(path).with_context(|| format!("creating {}", path.display()))
 }
 
 /// Train images once, test images `repeats` times, shuffled, in trials of
@@ -789,10 +791,6 @@ fn jittered(truth: &RfTable, jitter_deg: f64, seed: u64) -> RfTable {
     }
 }
 
-fn channel_label(channel: usize) -> String {
-    format!("e{:04}", channel + 1)
-}
-
 fn mua_spec(rig: &RigConfig, opts: &SimOptions) -> StreamSpec {
     let seed = opts.seed;
     let mut spec = StreamSpec::new(
@@ -807,7 +805,9 @@ fn mua_spec(rig: &RigConfig, opts: &SimOptions) -> StreamSpec {
         .source_id
         .clone()
         .unwrap_or_else(|| format!("monkeysee-simulate-{seed}-mua"));
-    spec.channel_labels = (0..rig.channel_count).map(channel_label).collect();
+    spec.channel_labels = (0..rig.channel_count)
+        .map(|c| rig.channel_label(c))
+        .collect();
     spec.channel_fields = (0..rig.channel_count)
         .map(|c| {
             let array = rig.arrays.iter().find(|arr| arr.channels.contains(&c));
@@ -899,81 +899,6 @@ fn marker_spec(rig: &RigConfig, n_images: usize) -> StreamSpec {
         ("stimuli/format".into(), "<image_id>.png".into()),
     ];
     spec
-}
-
-fn write_dataset_index(dir: &Path, presentations: &[Presentation]) -> anyhow::Result<()> {
-    npyz::to_file_1d(
-        dir.join("trial_image.npy"),
-        presentations.iter().map(|p| p.image as i32),
-    )?;
-    npyz::to_file_1d(
-        dir.join("trial_split.npy"),
-        presentations.iter().map(|p| p.test as u8),
-    )?;
-    npyz::to_file_1d(
-        dir.join("trial_onset.npy"),
-        presentations
-            .iter()
-            .map(|p| SESSION_T0 + p.onset as f64 / 1000.0),
-    )?;
-    Ok(())
-}
-
-/// `channels.csv` of a dataset recorded with `rig`: channel, label, area, array, live.
-pub fn write_channels_csv(path: &Path, rig: &RigConfig) -> anyhow::Result<()> {
-    let mut w = BufWriter::new(create(path)?);
-    writeln!(w, "channel,label,area,array,live")?;
-    for c in 0..rig.channel_count {
-        let array = rig.arrays.iter().find(|a| a.channels.contains(&c));
-        writeln!(
-            w,
-            "{},{},{},{},{}",
-            c + 1,
-            channel_label(c),
-            array.map_or("", |a| a.area.name()),
-            array.map_or(String::new(), |a| a.id.to_string()),
-            array.is_some_and(|a| !a.dead) as u8
-        )?;
-    }
-    Ok(w.flush()?)
-}
-
-fn write_dataset_json(path: &Path, opts: &SimOptions, s: &SimSummary) -> anyhow::Result<()> {
-    let rig = &opts.rig;
-    let json = serde_json::json!({
-        "format": "monkeysee-dataset",
-        "version": 1,
-        "rig": rig.name,
-        "rig_config": rig.path,
-        "channels": rig.channel_count,
-        "sampling_rate_hz": rig.sampling_rate_hz,
-        "image_size": rig.image_size,
-        "trial_time_ms": [-(PRE_MS as i64), POST_MS as i64 - 1],
-        "onset_sample": PRE_MS,
-        "images": s.images,
-        "train_images": s.train_images,
-        "test_images": s.test_images,
-        "repeats": s.repeats,
-        "trials": s.trials,
-        "seed": opts.seed,
-        "animal_seed": opts.animal_seed,
-        "rf_jitter_deg": opts.rf_jitter_deg,
-        "files": {
-            "images": "images.npy",
-            "image_ids": "image_ids.txt",
-            "responses": "responses.npy",
-            "trial_image": "trial_image.npy",
-            "trial_split": "trial_split.npy",
-            "trial_onset": "trial_onset.npy",
-            "channels": "channels.csv",
-            "rf_truth": "../rf-truth.csv",
-            "rf_table": "../rf-table.csv",
-            "session": "../session.xdf",
-        },
-        "generator": format!("monkeysee {} simulate", env!("CARGO_PKG_VERSION")),
-    });
-    std::fs::write(path, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
