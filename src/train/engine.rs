@@ -17,7 +17,6 @@ use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use npyz::WriterBuilder;
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -25,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::host::{HostGan, StepLosses};
 use super::rf_encoding::{feature_tensor, RfEncoder};
 use super::{Discriminator, LossWeights, PerceptualLoss};
+use crate::dataset::writer::NpyRows;
 use crate::decoder::{DecoderModel, DenseMapLayer, GaussianRfLayer};
 
 /// Which engine trains (`--engine`).
@@ -506,16 +506,11 @@ fn runs_on_host<B: AutodiffBackend>() -> bool {
 }
 
 fn write_npy(path: &Path, values: &[f32], shape: [usize; 2]) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(&[shape[0] as u64, shape[1] as u64])
-        .writer(std::io::BufWriter::new(file))
-        .begin_nd()?;
-    w.extend(values.iter().copied())?;
-    w.finish()?;
-    Ok(())
+    let mut out = NpyRows::create(path, &shape[1..])?;
+    for row in values.chunks_exact(shape[1].max(1)).take(shape[0]) {
+        out.push(row)?;
+    }
+    out.finish()
 }
 
 fn read_npy(path: &Path) -> anyhow::Result<(Vec<f32>, Vec<usize>)> {
