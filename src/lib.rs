@@ -9,7 +9,8 @@
 //!
 //! **The live loop** (`monkeysee run`; [`daemon`] owns its threads):
 //! 1. [`ingest`] pulls MUA and markers from Lab Streaming Layer into a lock-free ring
-//!    (through [`lsl`], which holds every liblsl call);
+//!    (through [`lsl`], which holds every liblsl call and the headers of the streams
+//!    monkeysee publishes);
 //! 2. [`window`] cuts each area's latency windows into a feature frame, normalised by
 //!    [`norm`];
 //! 3. [`decoder`] turns a frame into an image (a Burn U-Net behind an RF-map input);

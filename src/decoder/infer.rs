@@ -27,7 +27,8 @@ use burn::tensor::Tensor;
 
 use super::arch::LEAKY_SLOPE;
 use super::kernels::{
-    bias_activation, col2im_up, im2col_down, product_into, relu_into, swap_outer, Activation, Grid,
+    bias_activation, col2im_up, im2col_down, product_into, relu_into, swap_outer, transpose,
+    Activation, Grid,
 };
 use super::unet::UNet;
 use super::DecoderError;
@@ -233,17 +234,8 @@ impl HostConv {
     fn conv_transpose<B: Backend>(folded: FoldedConv<B>) -> Result<Self, DecoderError> {
         let [inp, out, kh, kw] = folded.weight.dims();
         let k = kh * kw;
-        let src = host_vec(folded.weight)?;
-        let mut dst = vec![0.0f32; src.len()];
-        for i in 0..inp {
-            for o in 0..out {
-                for t in 0..k {
-                    dst[(o * k + t) * inp + i] = src[(i * out + o) * k + t];
-                }
-            }
-        }
         Ok(Self {
-            matrix: dst,
+            matrix: transpose(&host_vec(folded.weight)?, inp, out * k),
             rows: out * k,
             cols: inp,
             bias: host_vec(folded.bias)?,

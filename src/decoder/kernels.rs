@@ -269,6 +269,20 @@ pub fn swap_outer(src: &[f32], outer: usize, inner: usize, n: usize, dst: &mut [
     }
 }
 
+/// The transpose of the row-major `[rows][cols]` matrix `src`. A transposed conv's Burn
+/// weight `[in][out][k]` is `[in][out·k]`; its transpose `[out·k][in]` is what the
+/// products read row by row (and the transpose of that gives Burn's layout back).
+pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    debug_assert_eq!(src.len(), rows * cols);
+    let mut dst = vec![0.0f32; src.len()];
+    for (r, row) in src.chunks_exact(cols.max(1)).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
+        }
+    }
+    dst
+}
+
 /// The `[n_out, n_in]` matrix of torch's bilinear `interpolate(align_corners=False)`
 /// along one axis: output pixel d samples the input at (d + ½)·n_in/n_out − ½,
 /// clamped at 0, between its two neighbours.

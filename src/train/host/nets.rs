@@ -14,7 +14,7 @@ use super::layers::{
     DownConv, DownTape, Norm, NormTape, Params, UpConv, Workspace,
 };
 use crate::decoder::arch::LEAKY_SLOPE;
-use crate::decoder::kernels::{matmul, Activation, Grid, MatRef};
+use crate::decoder::kernels::{matmul, transpose, Activation, Grid, MatRef};
 use crate::decoder::unet::UNet;
 use crate::train::Discriminator;
 
@@ -65,36 +65,18 @@ fn write_down_conv<B: Backend>(p: &[f32], layer: &DownConv, conv: &mut Conv2d<B>
 /// Burn's `[in, out, 4, 4]` → `[out·16][in]`.
 fn up_conv<B: Backend>(params: &mut Params, conv: &ConvTranspose2d<B>) -> UpConv {
     let [c_in, c_out, kh, kw] = conv.weight.dims();
-    let k = kh * kw;
-    let src = host(conv.weight.val());
-    let mut dst = vec![0.0f32; src.len()];
-    for i in 0..c_in {
-        for o in 0..c_out {
-            for t in 0..k {
-                dst[(o * k + t) * c_in + i] = src[(i * c_out + o) * k + t];
-            }
-        }
-    }
+    let rows = transpose(&host(conv.weight.val()), c_in, c_out * kh * kw);
     UpConv {
         c_in,
         c_out,
-        weight: params.push(&dst),
+        weight: params.push(&rows),
         bias: conv.bias.as_ref().map(|b| params.push(&host(b.val()))),
     }
 }
 
 fn write_up_conv<B: Backend>(p: &[f32], layer: &UpConv, conv: &mut ConvTranspose2d<B>) {
-    let (c_in, c_out, k) = (layer.c_in, layer.c_out, 16);
-    let src = &p[layer.weight.clone()];
-    let mut dst = vec![0.0f32; src.len()];
-    for i in 0..c_in {
-        for o in 0..c_out {
-            for t in 0..k {
-                dst[(i * c_out + o) * k + t] = src[(o * k + t) * c_in + i];
-            }
-        }
-    }
-    set(&mut conv.weight, &dst);
+    let burn = transpose(&p[layer.weight.clone()], layer.c_out * 16, layer.c_in);
+    set(&mut conv.weight, &burn);
     if let (Some(r), Some(b)) = (layer.bias.clone(), conv.bias.as_mut()) {
         set(b, &p[r]);
     }
