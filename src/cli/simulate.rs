@@ -1,11 +1,11 @@
 //! `monkeysee simulate`: a synthetic recording session, its dataset and RF truth.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use monkeysee::config::RigConfig;
-use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
+use monkeysee::sim::{self, DatasetForm, ImageSource, SimConfig, SimOptions};
 
 #[derive(Args)]
 #[command(
@@ -47,9 +47,24 @@ pub struct SimulateArgs {
     /// Simulator parameters (TOML); default: firmware-config/synthetic-cortex.toml, built in.
     #[arg(long, value_name = "FILE")]
     cortex: Option<PathBuf>,
+    /// Write only the dataset, not the session file or the stimulus PNGs (a TVSD-sized
+    /// session is ~40 GB of XDF): the same trials, value for value.
+    #[arg(long)]
+    dataset_only: bool,
+    /// With --dataset-only: `trials` (responses [trials, 300, channels], ~1.2 MB per trial
+    /// at 1024 channels) or `tw15` (each channel's mean over its area's TW-15 window, what
+    /// the spatial, end-to-end and baseline decoders read: 4 KB per trial).
+    #[arg(long, value_enum, default_value = "trials", requires = "dataset_only")]
+    form: FormArg,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormArg {
+    Trials,
+    Tw15,
 }
 
 impl SimulateArgs {
@@ -78,10 +93,18 @@ impl SimulateArgs {
     }
 }
 
-/// Simulates the session and prints its size and speed.
+/// Simulates the session (or only its dataset) and prints its size, speed, disk and
+/// peak memory.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let dataset_only = args.dataset_only.then_some(match args.form {
+        FormArg::Trials => DatasetForm::Trials,
+        FormArg::Tw15 => DatasetForm::Tw15,
+    });
     let opts = args.options()?;
-    let summary = sim::simulate(&opts)?;
+    let summary = match dataset_only {
+        Some(form) => sim::simulate_dataset(&opts, form)?,
+        None => sim::simulate(&opts)?,
+    };
     println!(
         "simulated {:.1} s ({} trials: {} train images once, {} test images x {}) of {} channels in {:.1} s: {:.1}x real time",
         summary.simulated_s,
@@ -93,10 +116,39 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         summary.wall_s,
         summary.realtime_factor
     );
-    println!(
-        "wrote {}/session.xdf ({:.1} MB), dataset/, images/, rf-truth.csv, rf-table.csv",
-        opts.out.display(),
-        summary.xdf_bytes as f64 / 1e6
-    );
+    let dataset_mb = folder_bytes(&opts.out.join("dataset")) as f64 / 1e6;
+    match dataset_only {
+        Some(_) => println!(
+            "wrote {}/dataset/ ({dataset_mb:.1} MB), rf-truth.csv, rf-table.csv",
+            opts.out.display()
+        ),
+        None => println!(
+            "wrote {}/session.xdf ({:.1} MB), dataset/ ({dataset_mb:.1} MB), images/, rf-truth.csv, rf-table.csv",
+            opts.out.display(),
+            summary.xdf_bytes as f64 / 1e6
+        ),
+    }
+    println!("peak memory {:.0} MB", peak_rss_bytes() as f64 / 1e6);
     Ok(())
+}
+
+/// Bytes of the files in `dir`.
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// This process's peak resident memory (`getrusage`: `ru_maxrss`, KiB on Linux).
+fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage writes into the struct it is given and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss.max(0) as u64 * 1024
 }

@@ -66,7 +66,8 @@ pub use config::SimConfig;
 pub use cortex::Cortex;
 pub use images::ImageSource;
 
-use crate::config::RigConfig;
+use crate::config::{RigConfig, WindowSetKind};
+use crate::dataset::raw_window_means;
 use crate::dataset::stimulus::to_rgb8;
 use crate::dataset::writer::{DatasetInfo, DatasetWriter, ImageRows, Split, TrialInfo};
 use crate::rf::{RfEntry, RfTable};
@@ -178,15 +179,40 @@ struct Presentation {
     onset: usize,
 }
 
-/// Runs the simulation and writes everything under `opts.out`.
+/// How the dataset holds each presentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetForm {
+    /// `responses.npy` `[trials, 300, channels]`: the MUA from −100 to +199 ms.
+    Trials,
+    /// `responses.npy` `[trials, 1, channels]`: each channel's mean over its area's TW-15
+    /// window, what the TW-15 decoders read (a time-averaged dataset, 1/300 of the size).
+    Tw15,
+}
+
+/// Runs the simulation and writes everything under `opts.out`: the session, its stimuli
+/// and the dataset of its trials.
 pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
+    run(opts, true, DatasetForm::Trials)
+}
+
+/// The dataset [`simulate`] would write, in `form`, without the session file or the
+/// stimulus PNGs (at TVSD's size the session alone is ~40 GB). The same blocks are
+/// generated, so with [`DatasetForm::Trials`] it is [`simulate`]'s dataset, value for value.
+pub fn simulate_dataset(opts: &SimOptions, form: DatasetForm) -> anyhow::Result<SimSummary> {
+    if opts.broadband {
+        bail!("--broadband is part of the session file, which a dataset-only run does not write");
+    }
+    run(opts, false, form)
+}
+
+fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Result<SimSummary> {
     check_options(opts)?;
     let rig = &opts.rig;
     let n_images = opts.images.len();
     let out = &opts.out;
     let dataset = out.join("dataset");
-    let image_dir = out.join("images");
-    for d in [out, &dataset, &image_dir] {
+    let image_dir = with_session.then(|| out.join("images"));
+    for d in [Some(out), Some(&dataset), image_dir.as_ref()].into_iter().flatten() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
 
@@ -198,10 +224,8 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     )?;
     let cortex = Cortex::new(rig, &truth, &opts.config, opts.animal_seed)?;
 
-    // Images: render, save, and compute every unit's drive components.
-    let features = render_images(opts, &cortex, &dataset, &image_dir)?;
-    let amplitudes = cortex.amplitudes(&features);
-    drop(features);
+    // Images: render, save, and compute every unit's response amplitude.
+    let amplitudes = render_images(opts, &cortex, &dataset, image_dir.as_deref())?;
 
     // Design: which image when.
     let design = &opts.config.design;
@@ -224,8 +248,14 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         seed: opts.seed,
         total,
     };
-    let trials = DatasetWriter::create(&dataset, rig.channel_count, TRIAL_SAMPLES, PRE_MS)?;
-    let mut session = SessionWriter::create(opts, &xdf_path, trials, &presentations)?;
+    let trials = match form {
+        DatasetForm::Trials => {
+            DatasetWriter::create(&dataset, rig.channel_count, TRIAL_SAMPLES, PRE_MS)?
+        }
+        DatasetForm::Tw15 => DatasetWriter::create(&dataset, rig.channel_count, 1, 0)?,
+    };
+    let xdf = with_session.then_some(xdf_path.as_path());
+    let mut session = SessionWriter::create(opts, xdf, trials, form, &presentations)?;
     let n_blocks = total.div_ceil(BLOCK);
     let bar = progress_bar(opts.progress, total as u64 / 1000, "simulated s");
     // Blocks generated at once: two per thread, or with the raw signal (61 MB a block
@@ -267,7 +297,10 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
         wall_s,
         realtime_factor: simulated_s / wall_s.max(1e-9),
         broadband_hz: opts.broadband.then_some(rig.broadband.sampling_rate_hz),
-        xdf_bytes: std::fs::metadata(&xdf_path).map(|m| m.len()).unwrap_or(0),
+        xdf_bytes: match with_session {
+            true => std::fs::metadata(&xdf_path).map(|m| m.len()).unwrap_or(0),
+            false => 0,
+        },
         out: out.clone(),
     };
     let image_ids: Vec<String> = (0..n_images).map(|i| opts.images.id(i)).collect();
@@ -284,7 +317,11 @@ pub fn simulate(opts: &SimOptions) -> anyhow::Result<SimSummary> {
                 "rf_jitter_deg": opts.rf_jitter_deg,
                 "rf_truth": "../rf-truth.csv",
                 "rf_table": "../rf-table.csv",
-                "session": "../session.xdf",
+                "session": with_session.then_some("../session.xdf"),
+                "form": match form {
+                    DatasetForm::Trials => "trials",
+                    DatasetForm::Tw15 => "tw15",
+                },
             }
         }),
     })?;
@@ -339,19 +376,20 @@ fn write_rf_tables(opts: &SimOptions) -> anyhow::Result<RfTable> {
     Ok(truth)
 }
 
-/// Renders every image in parallel batches, saves it as `image_dir/<id>.png` and into
-/// the dataset's `images.npy`; returns each image's unit features.
+/// Renders every image in parallel batches, saves it as `image_dir/<id>.png` (when
+/// given) and into the dataset's `images.npy`; returns each image's unit amplitudes
+/// (its features are dropped batch by batch: 6× the amplitudes' memory).
 fn render_images(
     opts: &SimOptions,
     cortex: &Cortex,
     dataset: &Path,
-    image_dir: &Path,
-) -> anyhow::Result<Vec<cortex::UnitFeatures>> {
+    image_dir: Option<&Path>,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let n_images = opts.images.len();
     let size = opts.rig.image_size;
     let bar = progress_bar(opts.progress, n_images as u64, "images");
     let mut images_npy = ImageRows::create(dataset, n_images, size)?;
-    let mut features = Vec::with_capacity(n_images);
+    let mut amplitudes = Vec::with_capacity(n_images);
     let batch = rayon::current_num_threads().max(1) * 4;
     for start in (0..n_images).step_by(batch) {
         let end = (start + batch).min(n_images);
@@ -360,29 +398,30 @@ fn render_images(
             .map(|i| {
                 let img = opts.images.render(i, size)?;
                 let rgb8 = to_rgb8(&img);
-                let id = opts.images.id(i);
-                let png = image_dir.join(format!("{id}.png"));
-                image::save_buffer(
-                    &png,
-                    &rgb8,
-                    size as u32,
-                    size as u32,
-                    image::ExtendedColorType::Rgb8,
-                )
-                .with_context(|| format!("writing {}", png.display()))?;
+                if let Some(dir) = image_dir {
+                    let png = dir.join(format!("{}.png", opts.images.id(i)));
+                    image::save_buffer(
+                        &png,
+                        &rgb8,
+                        size as u32,
+                        size as u32,
+                        image::ExtendedColorType::Rgb8,
+                    )
+                    .with_context(|| format!("writing {}", png.display()))?;
+                }
                 Ok((rgb8, cortex.features(&img)))
             })
             .collect();
         for r in rendered {
             let (rgb8, f) = r?;
             images_npy.push(&rgb8)?;
-            features.push(f);
+            amplitudes.extend(cortex.amplitudes(std::slice::from_ref(&f)));
         }
         bar.set_position(end as u64);
     }
     images_npy.finish()?;
     bar.finish_and_clear();
-    Ok(features)
+    Ok(amplitudes)
 }
 
 /// Writes the session's blocks, in order: MUA samples and markers into `session.xdf`
@@ -391,8 +430,12 @@ fn render_images(
 struct SessionWriter<'a> {
     opts: &'a SimOptions,
     presentations: &'a [Presentation],
-    xdf: XdfWriter<BufWriter<File>>,
+    /// `None` for a dataset-only run.
+    xdf: Option<XdfWriter<BufWriter<File>>>,
     trials: DatasetWriter,
+    form: DatasetForm,
+    /// A TW-15 trial's window means, per electrode.
+    means: Vec<f64>,
     /// One trial's samples, gathered from up to two blocks.
     trial: Vec<f32>,
     /// The block before the current one (a trial window starts at most one block back).
@@ -408,22 +451,31 @@ struct SessionWriter<'a> {
 impl<'a> SessionWriter<'a> {
     fn create(
         opts: &'a SimOptions,
-        xdf_path: &Path,
+        xdf_path: Option<&Path>,
         trials: DatasetWriter,
+        form: DatasetForm,
         presentations: &'a [Presentation],
     ) -> anyhow::Result<SessionWriter<'a>> {
         let rig = &opts.rig;
-        let mut xdf = XdfWriter::create(xdf_path)?;
-        xdf.add_stream(MUA_STREAM, mua_spec(rig, opts))?;
-        xdf.add_stream(MARKER_STREAM, marker_spec(rig, opts.images.len()))?;
-        if opts.broadband {
-            xdf.add_stream(BROADBAND_STREAM, broadband_spec(rig, opts))?;
-        }
+        let xdf = match xdf_path {
+            Some(path) => {
+                let mut xdf = XdfWriter::create(path)?;
+                xdf.add_stream(MUA_STREAM, mua_spec(rig, opts))?;
+                xdf.add_stream(MARKER_STREAM, marker_spec(rig, opts.images.len()))?;
+                if opts.broadband {
+                    xdf.add_stream(BROADBAND_STREAM, broadband_spec(rig, opts))?;
+                }
+                Some(xdf)
+            }
+            None => None,
+        };
         Ok(SessionWriter {
             opts,
             presentations,
             xdf,
             trials,
+            form,
+            means: Vec::new(),
             trial: Vec::with_capacity(TRIAL_SAMPLES * rig.channel_count),
             previous: Vec::new(),
             next_cut: 0,
@@ -439,25 +491,34 @@ impl<'a> SessionWriter<'a> {
         let channels = self.opts.rig.channel_count;
         let start = b * BLOCK;
         let end = start + block.len() / channels;
-        self.stamps.clear();
-        self.stamps
-            .extend((start..end).map(|n| SESSION_T0 + n as f64 / 1000.0));
-        self.xdf
-            .write_samples_f32(MUA_STREAM, &block, &self.stamps)?;
-        self.write_markers(end)?;
-        // LabRecorder measures clock offsets every 5 s; a simulation has none.
-        let end_t = SESSION_T0 + end as f64 / 1000.0;
-        if end_t >= self.next_offset_at {
-            self.xdf.write_clock_offset(MUA_STREAM, end_t, 0.0)?;
-            self.xdf.write_clock_offset(MARKER_STREAM, end_t, 0.0)?;
-            if self.opts.broadband {
-                self.xdf.write_clock_offset(BROADBAND_STREAM, end_t, 0.0)?;
-            }
-            self.next_offset_at = end_t + 5.0;
+        if self.xdf.is_some() {
+            self.write_session(start, end, &block)?;
         }
         self.cut_trials(start, end, &block)?;
         self.previous = block;
         Ok(end)
+    }
+
+    /// The block's samples `[start, end)` and markers into `session.xdf`.
+    fn write_session(&mut self, start: usize, end: usize, block: &[f32]) -> anyhow::Result<()> {
+        self.stamps.clear();
+        self.stamps
+            .extend((start..end).map(|n| SESSION_T0 + n as f64 / 1000.0));
+        let xdf = self.xdf.as_mut().expect("a session is written");
+        xdf.write_samples_f32(MUA_STREAM, block, &self.stamps)?;
+        self.write_markers(end)?;
+        // LabRecorder measures clock offsets every 5 s; a simulation has none.
+        let end_t = SESSION_T0 + end as f64 / 1000.0;
+        if end_t >= self.next_offset_at {
+            let xdf = self.xdf.as_mut().expect("a session is written");
+            xdf.write_clock_offset(MUA_STREAM, end_t, 0.0)?;
+            xdf.write_clock_offset(MARKER_STREAM, end_t, 0.0)?;
+            if self.opts.broadband {
+                xdf.write_clock_offset(BROADBAND_STREAM, end_t, 0.0)?;
+            }
+            self.next_offset_at = end_t + 5.0;
+        }
+        Ok(())
     }
 
     /// Writes the raw signal under MUA block `b`, in chunks of 1000 raw samples.
@@ -472,8 +533,8 @@ impl<'a> SessionWriter<'a> {
             self.stamps.clear();
             self.stamps
                 .extend((start..start + rows).map(|n| SESSION_T0 + n as f64 / rate));
-            self.xdf
-                .write_samples_i16(BROADBAND_STREAM, chunk, &self.stamps)?;
+            let xdf = self.xdf.as_mut().context("the raw signal goes into a session")?;
+            xdf.write_samples_i16(BROADBAND_STREAM, chunk, &self.stamps)?;
         }
         Ok(())
     }
@@ -498,9 +559,8 @@ impl<'a> SessionWriter<'a> {
             marker_stamps.push(SESSION_T0 + at as f64 / 1000.0);
             self.next_marker += 1;
         }
-        if !texts.is_empty() {
-            self.xdf
-                .write_samples_str(MARKER_STREAM, &texts, &marker_stamps)?;
+        if let (false, Some(xdf)) = (texts.is_empty(), self.xdf.as_mut()) {
+            xdf.write_samples_str(MARKER_STREAM, &texts, &marker_stamps)?;
         }
         Ok(())
     }
@@ -531,7 +591,20 @@ impl<'a> SessionWriter<'a> {
                 session: 0,
                 test: Some(p.test),
             };
-            self.trials.push(&self.trial, info)?;
+            match self.form {
+                DatasetForm::Trials => self.trials.push(&self.trial, info)?,
+                DatasetForm::Tw15 => {
+                    // The means the TW-15 decoders read, by the dataset's own definition.
+                    let rig = &self.opts.rig;
+                    let set = WindowSetKind::Tw15;
+                    raw_window_means(&self.trial, channels, PRE_MS, rig, set, &mut self.means, None);
+                    let mut row = vec![0.0f32; channels];
+                    for (e, el) in rig.electrodes.iter().enumerate() {
+                        row[el.channel] = self.means[e] as f32;
+                    }
+                    self.trials.push(&row, info)?;
+                }
+            }
             self.next_cut += 1;
         }
         Ok(())
@@ -539,7 +612,9 @@ impl<'a> SessionWriter<'a> {
 
     /// Closes `session.xdf`; hands back the dataset, every trial written.
     fn finish(self) -> anyhow::Result<DatasetWriter> {
-        self.xdf.finish()?;
+        if let Some(xdf) = self.xdf {
+            xdf.finish()?;
+        }
         Ok(self.trials)
     }
 }

@@ -369,3 +369,76 @@ fn rf_jitter_perturbs_only_the_decoders_table() {
         "x error SD {sd:.3} for --rf-jitter 0.5"
     );
 }
+
+/// `simulate --dataset-only` writes the dataset without the session: the same trials as
+/// `simulate`'s dataset and as `monkeysee dataset` cuts from `simulate`'s session file,
+/// value for value; `--form tw15` writes each channel's TW-15 window mean of those
+/// trials, as the decoders compute it from the trials.
+#[test]
+fn a_dataset_only_run_is_the_dataset_cut_from_the_session() {
+    use monkeysee::config::WindowSetKind;
+    use monkeysee::dataset::from_xdf::{dataset_from_xdf, XdfDatasetOptions};
+    use monkeysee::dataset::Dataset;
+    use monkeysee::sim::DatasetForm;
+
+    let dir = tempfile::tempdir().unwrap();
+    let full = options(dir.path(), "procedural:10", 5);
+    simulate(&full);
+    let mut only = full.clone();
+    only.out = dir.path().join("only");
+    sim::simulate_dataset(&only, DatasetForm::Trials).unwrap();
+    assert!(!only.out.join("session.xdf").exists());
+    assert!(!only.out.join("images").exists());
+    let mut tw15 = full.clone();
+    tw15.out = dir.path().join("tw15");
+    sim::simulate_dataset(&tw15, DatasetForm::Tw15).unwrap();
+
+    // simulate's session, cut by `monkeysee dataset`.
+    let cut = dir.path().join("cut");
+    let made = dataset_from_xdf(&XdfDatasetOptions {
+        rig: full.rig.clone(),
+        session: full.out.join("session.xdf"),
+        images: full.out.join("images"),
+        out: cut.clone(),
+        mua_query: None,
+        marker_query: None,
+        onset_regex: None,
+        min_repeats: full.repeats,
+        progress: false,
+    })
+    .unwrap();
+    let (a, b, c) = (
+        Dataset::open(&full.out.join("dataset")).unwrap(),
+        Dataset::open(&only.out.join("dataset")).unwrap(),
+        Dataset::open(&cut).unwrap(),
+    );
+    assert_eq!(made.onsets, a.n_trials());
+    for d in [&b, &c] {
+        assert_eq!(d.n_trials(), a.n_trials());
+        for t in 0..a.n_trials() {
+            assert_eq!(d.image_ids[d.trial_image[t]], a.image_ids[a.trial_image[t]]);
+            assert_eq!(d.trial_test[t], a.trial_test[t], "trial {t}: split");
+            assert_eq!(d.trial(t), a.trial(t), "trial {t}: responses");
+        }
+    }
+    // The dataset-only run's files are simulate's, byte for byte.
+    for f in ["responses.npy", "images.npy", "trial_image.npy", "trial_onset.npy"] {
+        let read = |o: &SimOptions| std::fs::read(o.out.join("dataset").join(f)).unwrap();
+        assert!(read(&full) == read(&only), "{f} differs");
+    }
+
+    // TW-15 means: one value per channel and trial, each electrode's window mean.
+    let d = Dataset::open(&tw15.out.join("dataset")).unwrap();
+    assert!(d.meta.time_averaged);
+    assert_eq!(d.trial_len(), 1);
+    let rig = &full.rig;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for t in 0..a.n_trials() {
+        d.raw_means(t, rig, WindowSetKind::Tw15, &mut ours, None);
+        a.raw_means(t, rig, WindowSetKind::Tw15, &mut theirs, None);
+        let expected: Vec<f64> = theirs.iter().map(|&v| v as f32 as f64).collect();
+        assert_eq!(ours, expected, "trial {t}");
+    }
+    let size = |o: &SimOptions| std::fs::metadata(o.out.join("dataset/responses.npy")).unwrap().len();
+    assert!(size(&tw15) * 100 < size(&full), "the TW-15 form is 1/300 of the trials");
+}
