@@ -6,7 +6,7 @@ use std::path::Path;
 use monkeysee::decoder::{CpuTrainBackend, DecoderKind};
 use monkeysee::eval::analysis::{colourfulness, size_vs_eccentricity, RfDeg};
 use monkeysee::eval::occlusion::Keep;
-use monkeysee::eval::report::ReportSummary;
+use monkeysee::eval::report::{ConditionScores, ReportSummary};
 use monkeysee::eval::{EvalOptions, EvalReport};
 use monkeysee::rf::RfTable;
 use monkeysee::sim::{self, ImageSource, SimConfig, SimOptions};
@@ -205,25 +205,45 @@ fn eval_report_runs_every_analysis_and_each_means_what_it_says() {
     }
     assert!(st.rf_size_eccentricity.is_empty());
 
-    // Relative correlations: per layer, the best area is 1, and so is each area's best
-    // window; the others are below it.
+    // Relative correlations: per layer, each area alone over the best area, and each of an
+    // area's windows alone over its best window. The tiny models' r are all positive, so
+    // every ratio is defined and the best is 1.
+    let layer_r = |c: &ConditionScores, layer: &str| {
+        let layers = c.features.as_ref().unwrap();
+        layers.iter().find(|l| l.layer == layer).unwrap().r
+    };
+    let means_relative = |what: &str, got: &[f64], r: &[f64]| {
+        let best = r.iter().copied().fold(f64::MIN, f64::max);
+        assert!(best > 0.0, "{what}: r {r:?}");
+        for (got, r) in got.iter().zip(r) {
+            assert!((got - r / best).abs() < 1e-12, "{what}: {got:?} vs r {r:?}");
+        }
+        assert_eq!(
+            got.iter().copied().fold(f64::MIN, f64::max),
+            1.0,
+            "{what}: {got:?}"
+        );
+    };
     for m in [e2e, st] {
         assert_eq!(m.relative_areas.len(), monkeysee::alexnet::LAYERS.len());
         for (layer, by_area) in &m.relative_areas {
-            let best = by_area.values().copied().fold(f64::NAN, f64::max);
-            assert!(
-                best == 1.0 || best.is_nan(),
-                "{}: {layer} {by_area:?}",
-                m.name
-            );
+            let got: Vec<f64> = Area::ALL.iter().map(|a| by_area[a.name()]).collect();
+            let r: Vec<f64> = Area::ALL
+                .iter()
+                .map(|&a| layer_r(m.condition(Keep::Only(a)).unwrap(), layer))
+                .collect();
+            means_relative(&format!("{} {layer}", m.name), &got, &r);
         }
     }
     assert_eq!(st.relative_windows.len(), 3);
     for (area, by_layer) in &st.relative_windows {
+        let a = Area::parse(area).unwrap();
         for (layer, v) in by_layer {
             assert_eq!(v.len(), 5);
-            let best = v.iter().copied().fold(f64::NAN, f64::max);
-            assert!(best == 1.0 || best.is_nan(), "{area} {layer}: {v:?}");
+            let r: Vec<f64> = (0..5)
+                .map(|w| layer_r(st.condition(Keep::AreaWindow(a, w)).unwrap(), layer))
+                .collect();
+            means_relative(&format!("st {area} {layer}"), v, &r);
         }
     }
 
