@@ -45,7 +45,8 @@ use crate::config::RigConfig;
 use crate::decoder::{window_set, DecoderConfig, DecoderKind};
 use crate::display::StimulusLoader;
 use crate::ingest::{
-    self, MarkerEvent, MuaInlet, RawMarker, SampleConsumer, SampleRing, StreamDescription,
+    self, IngestError, MarkerEvent, MuaInlet, RawMarker, SampleConsumer, SampleRing,
+    StreamDescription,
 };
 use crate::realtime::{Realtime, RealtimeConfig, RealtimeReport, Role};
 use crate::record::{Recorder, RecordingSummary};
@@ -357,6 +358,16 @@ enum Live {
     Markers(StreamDescription),
 }
 
+/// Why a stream thread could not bring its stream up, by stream: in sliding mode a
+/// missing marker stream is no reason to stop, a missing MUA stream always is.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("connecting to the MUA stream")]
+    Mua(#[source] IngestError),
+    #[error("connecting to the marker stream")]
+    Markers(#[source] IngestError),
+}
+
 /// The pipeline's threads. Dropping it (every return from [`run`], early or not) tells
 /// them to stop and joins them, the recorder last so that its final drain gets
 /// everything the producers sent.
@@ -513,7 +524,7 @@ impl Pipeline {
     /// are live. In sliding mode the marker stream is optional.
     fn connect_streams(&mut self, opts: &RunOptions, record: bool) -> anyhow::Result<Inputs> {
         let rig = &opts.rig;
-        let (ready_tx, ready_rx) = bounded::<anyhow::Result<Live>>(2);
+        let (ready_tx, ready_rx) = bounded::<Result<Live, ConnectError>>(2);
         let ring_samples = (rig.sampling_rate_hz * 2.0).ceil() as usize; // 2 s of slack
         let (producer, samples) = SampleRing::new(rig.channel_count, ring_samples);
         // The recorder's ring: 5 s of slack for a slow disk.
@@ -569,10 +580,7 @@ impl Pipeline {
                 start: Some(&start_rx),
             };
             ingest::run_markers(&selector, timeout, &stop, &counters, &sinks, |r| {
-                let _ = ready_tx.send(
-                    r.map(Live::Markers)
-                        .map_err(|e| anyhow!(e).context("connecting to the marker stream")),
-                );
+                let _ = ready_tx.send(r.map(Live::Markers).map_err(ConnectError::Markers));
             });
         })?;
 
@@ -589,7 +597,8 @@ impl Pipeline {
             }
             if opts.status {
                 eprintln!(
-                    "monkeysee: no marker stream ({e:#}); sliding mode runs without stimulus ids"
+                    "monkeysee: no marker stream ({:#}); sliding mode runs without stimulus ids",
+                    anyhow!(e)
                 );
             }
         }
@@ -618,7 +627,7 @@ impl Pipeline {
     fn start_ingest(
         &mut self,
         opts: &RunOptions,
-        ready: Sender<anyhow::Result<Live>>,
+        ready: Sender<Result<Live, ConnectError>>,
         mut producer: ingest::SampleProducer,
         mut record: Option<ingest::SampleProducer>,
         wake_rx: Receiver<Thread>,
@@ -632,7 +641,7 @@ impl Pipeline {
             let mut inlet = match connected {
                 Ok(i) => i,
                 Err(e) => {
-                    let _ = ready.send(Err(anyhow!(e).context("connecting to the MUA stream")));
+                    let _ = ready.send(Err(ConnectError::Mua(e)));
                     return;
                 }
             };
@@ -881,10 +890,10 @@ fn spawn_named<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
 /// live. Returns the MUA stream, the marker stream, and why there is none when it was
 /// optional.
 fn wait_for_streams(
-    ready: &Receiver<anyhow::Result<Live>>,
+    ready: &Receiver<Result<Live, ConnectError>>,
     timeout_s: f64,
     markers_needed: bool,
-) -> anyhow::Result<(MuaLive, Option<StreamDescription>, Option<anyhow::Error>)> {
+) -> anyhow::Result<(MuaLive, Option<StreamDescription>, Option<ConnectError>)> {
     let mut mua = None;
     let mut markers = None;
     let mut marker_error = None;
@@ -899,14 +908,8 @@ fn wait_for_streams(
         match ready.recv_timeout(left) {
             Ok(Ok(Live::Mua(live))) => mua = Some(live),
             Ok(Ok(Live::Markers(d))) => markers = Some(d),
-            Ok(Err(e)) => {
-                let is_marker = format!("{e:#}").contains("marker stream");
-                if is_marker && !markers_needed {
-                    marker_error = Some(e);
-                } else {
-                    return Err(e);
-                }
-            }
+            Ok(Err(e @ ConnectError::Markers(_))) if !markers_needed => marker_error = Some(e),
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => bail!("the streams did not come up within {timeout_s:.0} s"),
         }
     }
