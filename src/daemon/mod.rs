@@ -53,7 +53,7 @@ use crate::record::{Recorder, RecordingSummary};
 use crate::telemetry::{Counters, Stage, StageSummary};
 use crate::trace::Trace;
 use crate::window::{AssemblerConfig, FeatureFrame, ImageId, Mode, WindowAssembler};
-use stages::{DecodeJob, DecoderReady};
+use stages::{DecodeJob, DecoderReady, ModelWarning};
 
 /// Where the decoder comes from.
 #[derive(Debug, Clone)]
@@ -148,6 +148,8 @@ pub struct RunSummary {
     pub trace: Option<PathBuf>,
     /// Its picture of the slowest frame (`<trace>.png`), when one could be drawn.
     pub trace_picture: Option<PathBuf>,
+    /// What the run warned about at start-up (a model folder without its statistics).
+    pub warnings: Vec<String>,
 }
 
 impl RunSummary {
@@ -180,7 +182,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         None => None,
     };
     let mut pipeline = Pipeline::new(opts.counters.clone(), realtime.clone(), trace.as_ref());
-    let (decoding, mut frames) = pipeline.start_decoder(&opts)?;
+    let (mut decoding, mut frames) = pipeline.start_decoder(&opts)?;
+    let warnings: Vec<String> = std::mem::take(&mut decoding.warnings)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for w in &warnings {
+        eprintln!("monkeysee: warning: {w}");
+    }
     let mut inputs = pipeline.connect_streams(&opts, recording.is_some())?;
     announce(&opts, &inputs, &decoding.config);
     // The outlets are named after the stream they decode.
@@ -258,6 +267,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         realtime: realtime.map(|r| r.report()),
         trace,
         trace_picture,
+        warnings,
     })
 }
 
@@ -310,6 +320,8 @@ pub fn decode_threads(requested: usize, realtime: &RealtimeConfig) -> usize {
 /// The decode thread's ends of the window→decode queues, and what it reported.
 struct Decoding {
     config: DecoderConfig,
+    /// What the decode thread found worth a warning about the model.
+    warnings: Vec<ModelWarning>,
     /// The window assembler for the decoder's window set, seeded with the model's
     /// normalisation statistics.
     assembler: WindowAssembler,
@@ -491,6 +503,7 @@ impl Pipeline {
             config,
             stats,
             thread,
+            warnings,
         } = match ready_rx.recv_timeout(Duration::from_secs(600)) {
             Ok(r) => r?,
             Err(_) => bail!("the decoder did not start"),
@@ -512,6 +525,7 @@ impl Pipeline {
         }
         let decoding = Decoding {
             config,
+            warnings,
             assembler,
             frames: work_tx,
             free: free_rx,
