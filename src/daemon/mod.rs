@@ -148,6 +148,10 @@ pub struct RunSummary {
     pub trace: Option<PathBuf>,
     /// Its picture of the slowest frame (`<trace>.png`), when one could be drawn.
     pub trace_picture: Option<PathBuf>,
+    /// What the first decode errors said (at most
+    /// [`DECODE_ERRORS_KEPT`](crate::telemetry::DECODE_ERRORS_KEPT); the
+    /// `decode_errors` counter counts them all).
+    pub decode_errors: Vec<String>,
     /// What the run warned about at start-up (a model folder without its statistics).
     pub warnings: Vec<String>,
 }
@@ -267,6 +271,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         realtime: realtime.map(|r| r.report()),
         trace,
         trace_picture,
+        decode_errors: pipeline.counters.decode_error_texts.texts(),
         warnings,
     })
 }

@@ -14,8 +14,10 @@
 //! pool of its own (`--decode-threads`), its buffers in a [`Workspace`] sized by the
 //! warm-up, and writes each image straight into the decode→display triple buffer. It
 //! counts every frame it does not decode (`frames_dropped_decode`, `decode_errors`) and
-//! every one that misses the budget (`deadline_misses`). (The CUDA backend allocates
-//! device tensors per frame: Burn's, not ours to pool.)
+//! every one that misses the budget (`deadline_misses`). The first few decode errors'
+//! texts are kept for the run's summary ([`crate::telemetry::FirstErrors`]): made only
+//! when a decode fails, so the step that decodes allocates nothing. (The CUDA backend
+//! allocates device tensors per frame: Burn's, not ours to pool.)
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -477,9 +479,13 @@ impl<B: burn::tensor::backend::Backend> DecodeStage<B> {
                 s.offer(&frame, &out.rgb, counters);
             }
         }
+        let seq = frame.seq;
         let _ = self.free.send(frame);
-        if result.is_err() {
+        if let Err(e) = result {
             Counters::inc(&counters.decode_errors);
+            counters
+                .decode_error_texts
+                .record(|| format!("frame {seq}: {e}"));
             return;
         }
         Counters::inc(&counters.frames_decoded);

@@ -444,3 +444,38 @@ fn a_model_folder_without_normalization_json_is_warned_about() {
         }
     }
 }
+
+/// A frame the decoder refuses is counted, and the run's summary says why: here the
+/// first onset's windows hold samples of 1e37, which the model's SD of 1e-3 z-scores to
+/// infinity; the second onset decodes.
+#[test]
+fn decode_errors_are_reported_with_their_text() {
+    let models = tempfile::tempdir().unwrap();
+    let run = Running::start("decode-error", Mode::Event, |o| {
+        o.model = ModelSource::Dir(model_folder(models.path(), &o.rig, Some(1e-3)));
+    });
+    assert!(run.fake.wait_for_daemon(30.0), "the daemon never connected");
+    stream(
+        &run.fake,
+        1.0,
+        &[0.2, 0.6],
+        |k, row| {
+            if (200..400).contains(&k) {
+                row.fill(1e37);
+            }
+        },
+        |_| false,
+    );
+    thread::sleep(Duration::from_millis(1500));
+    let s = run.stop();
+    assert_eq!(s.counter("decode_errors"), 1, "{:?}", s.counters);
+    assert_eq!(s.frames_shown, 1, "{:?}", s.counters);
+    assert_eq!(s.decode_errors.len(), 1, "{:?}", s.decode_errors);
+    assert!(
+        s.decode_errors[0].contains("non-finite value in the features"),
+        "{:?}",
+        s.decode_errors
+    );
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["decode_errors"], serde_json::json!(s.decode_errors));
+}
