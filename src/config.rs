@@ -2,10 +2,11 @@
 //!
 //! Parsed in two steps: serde reads the raw TOML into [`raw`] structs, then
 //! [`RigConfig::from_toml_str`] checks every invariant once and builds the typed
-//! config the rest of the crate uses. Every error names the file, the line (when
-//! the key can be found in the text), the key and what to fix.
+//! config the rest of the crate uses. Every error names the file, the line and column
+//! of the key (from the spans of toml's own parser), the key and what to fix.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::decoder::arch::DEFAULT_LEVELS;
@@ -18,30 +19,24 @@ use crate::units::{Area, Millis, Window};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
     pub file: PathBuf,
+    /// 1-based line of the key (or of the value or table toml found wrong).
     pub line: Option<usize>,
+    /// 1-based column (in characters) on that line.
+    pub column: Option<usize>,
     pub key: String,
     pub message: String,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(
-                f,
-                "{}:{}: `{}`: {}",
-                self.file.display(),
-                line,
-                self.key,
-                self.message
-            ),
-            None => write!(
-                f,
-                "{}: `{}`: {}",
-                self.file.display(),
-                self.key,
-                self.message
-            ),
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
         }
+        write!(f, ": `{}`: {}", self.key, self.message)
     }
 }
 
@@ -302,26 +297,17 @@ impl RigConfig {
 
     /// Reads and validates a rig config file.
     pub fn load(path: &Path) -> Result<RigConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            key: "(file)".into(),
-            message: format!("cannot read the rig config: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, &e))?;
         RigConfig::from_toml_str(&text, path)
     }
 
     /// Like [`RigConfig::load`] but does not read the RF table (to generate one).
     pub fn load_without_rf_table(path: &Path) -> Result<RigConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            key: "(file)".into(),
-            message: format!("cannot read the rig config: {e}"),
-        })?;
-        let raw = parse_raw(&text, path)?;
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, &e))?;
+        let keys = Keys::parse(&text);
+        let raw = parse_raw(&text, path, &keys)?;
         Validator {
-            text: &text,
+            keys,
             path,
             read_rf_table: false,
         }
@@ -331,9 +317,10 @@ impl RigConfig {
     /// Parses and validates TOML text; `path` names the file in errors and anchors
     /// relative paths (the RF table).
     pub fn from_toml_str(text: &str, path: &Path) -> Result<RigConfig, ConfigError> {
-        let raw = parse_raw(text, path)?;
+        let keys = Keys::parse(text);
+        let raw = parse_raw(text, path, &keys)?;
         Validator {
-            text,
+            keys,
             path,
             read_rf_table: true,
         }
@@ -409,119 +396,178 @@ fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
 }
 
-fn parse_raw(text: &str, path: &Path) -> Result<raw::Rig, ConfigError> {
+fn unreadable(path: &Path, e: &std::io::Error) -> ConfigError {
+    ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        key: "(file)".into(),
+        message: format!("cannot read the rig config: {e}"),
+    }
+}
+
+/// serde's pass over the text. toml's error carries the span of what it found wrong (a
+/// value of the wrong type, an unknown key, a table missing a key, a syntax error): the
+/// key is the one whose key or value holds that span.
+fn parse_raw(text: &str, path: &Path, keys: &Keys) -> Result<raw::Rig, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| line_of_offset(text, s.start));
-        let key = match (guess_key(e.message()), line) {
-            // A wrong type or value names no field: the key is the one on its line.
-            (None, Some(l)) => key_on_line(text, l).unwrap_or_else(|| "(syntax)".into()),
-            (key, _) => key.unwrap_or_else(|| "(syntax)".into()),
-        };
+        let at = e.span().map(|s| s.start);
+        let key = at.and_then(|offset| keys.path_at(offset));
+        let (line, column) = at.map(|offset| keys.line_column(offset)).unzip();
         ConfigError {
             file: path.to_path_buf(),
             line,
-            key,
-            message: e.message().to_string(),
+            column,
+            key: key.unwrap_or("(syntax)").to_string(),
+            message: e.message().trim_end().to_string(),
         }
     })
 }
 
-fn line_of_offset(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// Every key of the rig's TOML by its dotted path (`rig.channels`, `arrays[8].area`), with
+/// the byte spans of the key and of its value as toml's own parser found them.
+struct Keys {
+    entries: Vec<KeySpan>,
+    /// Byte offset of each line's first character.
+    line_starts: Vec<usize>,
+    text: String,
 }
 
-fn guess_key(message: &str) -> Option<String> {
-    // toml's messages look like "missing field `x`" or "unknown field `x`, expected ...".
-    message.split('`').nth(1).map(str::to_string)
+struct KeySpan {
+    path: String,
+    key: Range<usize>,
+    value: Range<usize>,
 }
 
-/// `table.key` for a `key = value` line (1-based), the table from the nearest header
-/// above it.
-fn key_on_line(text: &str, line: usize) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let l = lines.get(line.checked_sub(1)?)?;
-    let (key, _) = l.split_once('=')?;
-    let key = key.trim();
-    if key.is_empty() || key.starts_with('#') {
-        return None;
+impl Keys {
+    /// The keys of `text`, as far as toml's parser recovers them from a syntax error.
+    fn parse(text: &str) -> Keys {
+        let mut entries = Vec::new();
+        let (root, _) = toml::de::DeTable::parse_recoverable(text);
+        collect_keys(root.get_ref(), "", &mut entries);
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Keys {
+            entries,
+            line_starts,
+            text: text.to_string(),
+        }
     }
-    let table = lines[..line - 1].iter().rev().find_map(|h| {
-        let h = h.trim();
-        h.starts_with('[')
-            .then(|| h.trim_matches(|c| c == '[' || c == ']').to_string())
-    });
-    Some(match table {
-        Some(t) => format!("{t}.{key}"),
-        None => key.to_string(),
-    })
-}
 
-/// Finds the line of `key = ...`, optionally inside the `nth` occurrence of a
-/// table header such as `[[arrays]]` or `[windows]`.
-fn find_key_line(text: &str, table: Option<(&str, usize)>, key: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut start = 0;
-    let mut end = lines.len();
-    if let Some((header, nth)) = table {
-        let mut seen = 0;
-        let mut found = None;
-        for (i, l) in lines.iter().enumerate() {
-            if l.trim() == header {
-                if seen == nth {
-                    found = Some(i);
-                    break;
-                }
-                seen += 1;
-            }
-        }
-        let h = found?;
-        start = h + 1;
-        end = lines[start..]
+    /// The path of the innermost key whose key or value holds byte `offset`; else (a
+    /// value toml could not read) the last key on that line before it.
+    fn path_at(&self, offset: usize) -> Option<&str> {
+        let holding = self
+            .entries
             .iter()
-            .position(|l| l.trim_start().starts_with('['))
-            .map_or(lines.len(), |p| start + p);
-        if key.is_empty() {
-            return Some(h + 1);
-        }
+            .filter(|e| e.key.contains(&offset) || e.value.contains(&offset))
+            .min_by_key(|e| {
+                if e.key.contains(&offset) {
+                    e.key.len()
+                } else {
+                    e.value.len()
+                }
+            });
+        let line_start = self.line_starts[self.line_column(offset).0 - 1];
+        holding
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .filter(|e| (line_start..=offset).contains(&e.key.start))
+                    .max_by_key(|e| e.key.start)
+            })
+            .map(|e| e.path.as_str())
     }
-    for (i, l) in lines[start..end].iter().enumerate() {
-        let t = l.trim_start();
-        if let Some(rest) = t.strip_prefix(key) {
-            if rest.trim_start().starts_with('=') {
-                return Some(start + i + 1);
+
+    /// Where `path` is written (its key), else the nearest table above it that is.
+    fn locate(&self, path: &str) -> Option<usize> {
+        let mut path = path;
+        loop {
+            if let Some(e) = self.entries.iter().find(|e| e.path == path) {
+                return Some(e.key.start);
             }
+            path = &path[..path.rfind(['.', '['])?];
         }
     }
-    None
+
+    /// 1-based line and column (in characters) of byte `offset`.
+    fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset);
+        let start = self.line_starts[line - 1];
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(1, |t| t.chars().count() + 1);
+        (line, column)
+    }
+}
+
+fn collect_keys(table: &toml::de::DeTable<'_>, prefix: &str, out: &mut Vec<KeySpan>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        out.push(KeySpan {
+            path: path.clone(),
+            key: key.span(),
+            value: value.span(),
+        });
+        match value.get_ref() {
+            toml::de::DeValue::Table(t) => collect_keys(t, &path, out),
+            toml::de::DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{path}[{i}]");
+                    out.push(KeySpan {
+                        path: path.clone(),
+                        key: item.span(),
+                        value: item.span(),
+                    });
+                    if let toml::de::DeValue::Table(t) = item.get_ref() {
+                        collect_keys(t, &path, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 struct Validator<'a> {
-    text: &'a str,
+    keys: Keys,
     path: &'a Path,
     read_rf_table: bool,
 }
 
 impl Validator<'_> {
-    fn err(
-        &self,
-        table: Option<(&str, usize)>,
-        key: &str,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        let last = key.rsplit('.').next().unwrap_or(key);
-        let last = last.split('[').next().unwrap_or(last);
+    /// An error about `key` (`arrays[3].area`), located where the file writes it.
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        self.err_at(key, key, message)
+    }
+
+    /// An error about `key` located at the key `at` (or the nearest table above it the
+    /// file has): where a default is in force, the section that asked for it.
+    fn err_at(&self, key: &str, at: &str, message: impl Into<String>) -> ConfigError {
+        let (line, column) = self
+            .keys
+            .locate(at)
+            .map(|offset| self.keys.line_column(offset))
+            .unzip();
         ConfigError {
             file: self.path.to_path_buf(),
-            line: find_key_line(self.text, table, last),
+            line,
+            column,
             key: key.to_string(),
             message: message.into(),
         }
     }
 
-    fn window(&self, table: &str, key: &str, v: [f64; 2]) -> Result<Window, ConfigError> {
+    fn window(&self, key: &str, v: [f64; 2]) -> Result<Window, ConfigError> {
         if !(v[0].is_finite() && v[1].is_finite()) || v[1] <= v[0] {
             return Err(self.err(
-                Some((table, 0)),
                 key,
                 format!(
                     "a window is [start, end) in ms with end > start; got [{}, {}]",
@@ -576,14 +622,12 @@ impl Validator<'_> {
     fn rig_section(&self, r: &raw::RigSection) -> Result<(), ConfigError> {
         if !positive(r.sampling_rate_hz) {
             return Err(self.err(
-                Some(("[rig]", 0)),
                 "rig.sampling_rate_hz",
                 "must be a positive number of samples per second (e.g. 1000)",
             ));
         }
         if r.channels == 0 || r.channels > MAX_CHANNELS {
             return Err(self.err(
-                Some(("[rig]", 0)),
                 "rig.channels",
                 format!("must be the number of channels in the MUA stream (1 to {MAX_CHANNELS})"),
             ));
@@ -596,7 +640,6 @@ impl Validator<'_> {
     fn arrays(&self, raw: &[raw::Array], channels: usize) -> Result<Vec<ArrayConfig>, ConfigError> {
         if raw.is_empty() {
             return Err(self.err(
-                None,
                 "arrays",
                 "no [[arrays]] entries: list every array with its id, area and channel range",
             ));
@@ -604,10 +647,8 @@ impl Validator<'_> {
         let mut arrays = Vec::with_capacity(raw.len());
         let mut owner: Vec<Option<u32>> = vec![None; channels];
         for (i, a) in raw.iter().enumerate() {
-            let here = Some(("[[arrays]]", i));
             let area = Area::parse(&a.area).ok_or_else(|| {
                 self.err(
-                    here,
                     &format!("arrays[{i}].area"),
                     format!("unknown area {:?}; use \"V1\", \"V4\" or \"IT\"", a.area),
                 )
@@ -615,7 +656,6 @@ impl Validator<'_> {
             let [first, last] = a.channels;
             if first == 0 || last < first || last > channels {
                 return Err(self.err(
-                    here,
                     &format!("arrays[{i}].channels"),
                     format!(
                         "channel range [{first}, {last}] must be 1-based, inclusive, with first <= last <= rig.channels ({channels})"
@@ -625,7 +665,6 @@ impl Validator<'_> {
             for (c, slot) in owner.iter_mut().enumerate().take(last).skip(first - 1) {
                 if let Some(other) = *slot {
                     return Err(self.err(
-                        here,
                         &format!("arrays[{i}].channels"),
                         format!(
                             "channel {} is claimed by array {} and array {}",
@@ -639,7 +678,6 @@ impl Validator<'_> {
             }
             if arrays.iter().any(|x: &ArrayConfig| x.id == a.id) {
                 return Err(self.err(
-                    here,
                     &format!("arrays[{i}].id"),
                     format!("array id {} appears twice", a.id),
                 ));
@@ -668,16 +706,11 @@ impl Validator<'_> {
         }
         electrodes.sort_by_key(|e| e.channel);
         if electrodes.is_empty() {
-            return Err(self.err(
-                None,
-                "arrays",
-                "every array is marked dead: nothing to decode",
-            ));
+            return Err(self.err("arrays", "every array is marked dead: nothing to decode"));
         }
         for area in Area::ALL {
             if !electrodes.iter().any(|e| e.area == area) {
                 return Err(self.err(
-                    None,
                     "arrays",
                     format!("no live array in {area}: the decoders need V1, V4 and IT"),
                 ));
@@ -696,7 +729,6 @@ impl Validator<'_> {
         };
         if sel.name.is_none() && sel.stream_type.is_none() && sel.source_id.is_none() {
             return Err(self.err(
-                Some((&format!("[streams.{which}]"), 0)),
                 &format!("streams.{which}"),
                 "give at least one of name, type, source_id (a stream is never picked as 'the first one seen')",
             ));
@@ -707,18 +739,13 @@ impl Validator<'_> {
     /// `[windows]`: the latency windows, each finite, non-empty and starting at or
     /// after onset; the baseline ending at or before it.
     fn windows(&self, w: &raw::Windows) -> Result<WindowConfig, ConfigError> {
-        let t = "[windows]";
         let tw15 = [
-            self.window(t, "windows.tw15_v1", w.tw15_v1)?,
-            self.window(t, "windows.tw15_v4", w.tw15_v4)?,
-            self.window(t, "windows.tw15_it", w.tw15_it)?,
+            self.window("windows.tw15_v1", w.tw15_v1)?,
+            self.window("windows.tw15_v4", w.tw15_v4)?,
+            self.window("windows.tw15_it", w.tw15_it)?,
         ];
         if w.tw3_starts.is_empty() {
-            return Err(self.err(
-                Some((t, 0)),
-                "windows.tw3_starts",
-                "needs at least one window start",
-            ));
+            return Err(self.err("windows.tw3_starts", "needs at least one window start"));
         }
         let finite = [
             ("windows.tw3_offset_v1", w.tw3_offset_v1),
@@ -729,26 +756,21 @@ impl Validator<'_> {
         .chain(w.tw3_starts.iter().map(|&s| ("windows.tw3_starts", s)));
         for (key, v) in finite {
             if !v.is_finite() {
-                return Err(self.err(
-                    Some((t, 0)),
-                    key,
-                    format!("{v} is not a finite number of ms"),
-                ));
+                return Err(self.err(key, format!("{v} is not a finite number of ms")));
             }
         }
         if !positive(w.tw3_length_ms) {
-            return Err(self.err(Some((t, 0)), "windows.tw3_length_ms", "must be > 0"));
+            return Err(self.err("windows.tw3_length_ms", "must be > 0"));
         }
-        let baseline = self.window(t, "windows.baseline", w.baseline)?;
+        let baseline = self.window("windows.baseline", w.baseline)?;
         if baseline.end().0 > 0.0 {
             return Err(self.err(
-                Some((t, 0)),
                 "windows.baseline",
                 "the baseline must end at or before onset (0 ms)",
             ));
         }
         if !positive(w.sliding_hop_ms) {
-            return Err(self.err(Some((t, 0)), "windows.sliding_hop_ms", "must be > 0"));
+            return Err(self.err("windows.sliding_hop_ms", "must be > 0"));
         }
         let windows = WindowConfig {
             tw15,
@@ -770,7 +792,6 @@ impl Validator<'_> {
                     .any(|w| w.start.0 < 0.0)
                 {
                     return Err(self.err(
-                        Some((t, 0)),
                         "windows",
                         format!("{area} has a window starting before onset"),
                     ));
@@ -796,15 +817,10 @@ impl Validator<'_> {
         let history = Millis(w.history_ms.unwrap_or(1000.0));
         let key = "windows.history_ms";
         if !history.0.is_finite() {
-            return Err(self.err(
-                Some(("[windows]", 0)),
-                key,
-                format!("{} is not a finite number of ms", history.0),
-            ));
+            return Err(self.err(key, format!("{} is not a finite number of ms", history.0)));
         }
         if history.0 < needed + 50.0 {
             return Err(self.err(
-                Some(("[windows]", 0)),
                 key,
                 format!(
                     "{} ms of history cannot hold baseline + windows ({} ms) plus 50 ms of slack",
@@ -815,7 +831,6 @@ impl Validator<'_> {
         let samples = history.seconds() * sampling_rate_hz;
         if samples > MAX_HISTORY_SAMPLES {
             return Err(self.err(
-                Some(("[windows]", 0)),
                 key,
                 format!(
                     "{} ms at {sampling_rate_hz} Hz is {samples:.0} samples per channel, more than the {MAX_HISTORY_SAMPLES:.0} the window stage keeps; a few hundred ms past the last window is enough",
@@ -831,7 +846,6 @@ impl Validator<'_> {
         let max_size = crate::decoder::MAX_IMAGE_SIZE;
         if d.image_size == 0 || d.image_size > max_size || !d.image_size.is_multiple_of(32) {
             return Err(self.err(
-                Some(("[decoder]", 0)),
                 "decoder.image_size",
                 format!(
                     "{} is not a multiple of 32 (the U-Net halves it five times) between 32 and {max_size}",
@@ -840,11 +854,7 @@ impl Validator<'_> {
             ));
         }
         if !positive(d.latency_budget_ms) {
-            return Err(self.err(
-                Some(("[decoder]", 0)),
-                "decoder.latency_budget_ms",
-                "must be > 0",
-            ));
+            return Err(self.err("decoder.latency_budget_ms", "must be > 0"));
         }
         Ok(())
     }
@@ -857,9 +867,8 @@ impl Validator<'_> {
         channels: usize,
         image_size: usize,
     ) -> Result<RfConfig, ConfigError> {
-        let here = Some(("[receptive_fields]", 0));
         if !positive(rf.pixels_per_degree) {
-            return Err(self.err(here, "receptive_fields.pixels_per_degree", "must be > 0"));
+            return Err(self.err("receptive_fields.pixels_per_degree", "must be > 0"));
         }
         let (table, table_path) = match &rf.table {
             None => (None, None),
@@ -868,15 +877,13 @@ impl Validator<'_> {
                 let p = self.path.parent().unwrap_or(Path::new(".")).join(rel);
                 let table = RfTable::load(&p).map_err(|e| match e {
                     RfError::Io(..) => self.err(
-                        here,
                         "receptive_fields.table",
                         format!("{e}; the path is relative to this config file"),
                     ),
-                    other => self.err(here, "receptive_fields.table", other.to_string()),
+                    other => self.err("receptive_fields.table", other.to_string()),
                 })?;
                 if let Some(bad) = table.entries.iter().find(|en| en.channel >= channels) {
                     return Err(self.err(
-                        here,
                         "receptive_fields.table",
                         format!(
                             "{} lists electrode {} but the rig has {} channels",
@@ -892,7 +899,6 @@ impl Validator<'_> {
                     px.iter().any(|v| !v.is_finite())
                 }) {
                     return Err(self.err(
-                        here,
                         "receptive_fields.table",
                         format!(
                             "{}: electrode {} at {ppd} pixels per degree lies outside any image (its RF in pixels is not a finite number)",
@@ -914,15 +920,10 @@ impl Validator<'_> {
     /// `[display]`: the upscaling and the status line period.
     fn display(&self, disp: &raw::Display) -> Result<DisplayConfig, ConfigError> {
         if disp.scale == 0 || disp.scale > 16 {
-            return Err(self.err(
-                Some(("[display]", 0)),
-                "display.scale",
-                "must be between 1 and 16",
-            ));
+            return Err(self.err("display.scale", "must be between 1 and 16"));
         }
         if !(positive(disp.status_every_s) && disp.status_every_s <= MAX_STATUS_EVERY_S) {
             return Err(self.err(
-                Some(("[display]", 0)),
                 "display.status_every_s",
                 format!(
                     "{} is not a number of seconds above 0 and at most {MAX_STATUS_EVERY_S}",
@@ -942,7 +943,6 @@ impl Validator<'_> {
         let Some(r) = raw else {
             return Ok(cfg);
         };
-        let t = Some(("[realtime]", 0));
         if let Some(mode) = &r.mode {
             cfg.mode = match mode.as_str() {
                 "off" => RealtimeMode::Off,
@@ -950,7 +950,6 @@ impl Validator<'_> {
                 "require" => RealtimeMode::Require,
                 other => {
                     return Err(self.err(
-                        t,
                         "realtime.mode",
                         format!("\"{other}\" is not a mode: use \"off\", \"try\" (ask, run on without what is refused) or \"require\""),
                     ))
@@ -982,7 +981,6 @@ impl Validator<'_> {
             if let Some(v) = value {
                 if !(1..=99).contains(&v) {
                     return Err(self.err(
-                        t,
                         key,
                         format!("{v} is not a SCHED_FIFO priority: use 1 (lowest) to 99"),
                     ));
@@ -1009,11 +1007,7 @@ impl Validator<'_> {
         let b = raw.broadband.as_ref().unwrap_or(&none);
         // Where a bad value comes from: the [broadband] section, or (defaults in use)
         // the selector that will use them.
-        let t = Some(if given {
-            ("[broadband]", 0)
-        } else {
-            ("[streams.broadband]", 0)
-        });
+        let at = |key: &'static str| if given { key } else { "streams.broadband" };
         let cfg = BroadbandConfig {
             selector,
             sampling_rate_hz: b.sampling_rate_hz.unwrap_or(d.sampling_rate_hz),
@@ -1032,32 +1026,32 @@ impl Validator<'_> {
             .as_deref()
             .filter(|f| !f.eq_ignore_ascii_case("butterworth"))
         {
-            return Err(self.err(
-                t,
+            return Err(self.err_at(
                 "broadband.filter",
+                at("broadband.filter"),
                 format!("unknown filter {f:?}: only \"butterworth\" is implemented"),
             ));
         }
         let rate = cfg.sampling_rate_hz;
         if !positive(rate) || cfg.decimation(mua_hz).is_none() {
-            return Err(self.err(
-                t,
+            return Err(self.err_at(
                 "broadband.sampling_rate_hz",
+                at("broadband.sampling_rate_hz"),
                 format!("{rate} Hz must be a whole multiple of rig.sampling_rate_hz ({mua_hz} Hz), e.g. 30000"),
             ));
         }
         let [lo, hi] = cfg.band_hz;
         if !(positive(lo) && lo < hi && hi < rate / 2.0) {
-            return Err(self.err(
-                t,
+            return Err(self.err_at(
                 "broadband.band_hz",
+                at("broadband.band_hz"),
                 format!("[{lo}, {hi}] must be [low, high] Hz with 0 < low < high < half the broadband rate ({})", rate / 2.0),
             ));
         }
         if !(positive(cfg.lowpass_hz) && cfg.lowpass_hz < mua_hz / 2.0) {
-            return Err(self.err(
-                t,
+            return Err(self.err_at(
                 "broadband.lowpass_hz",
+                at("broadband.lowpass_hz"),
                 format!("{} Hz must be above 0 and below half the MUA rate ({} Hz), or the downsampling aliases", cfg.lowpass_hz, mua_hz / 2.0),
             ));
         }
@@ -1066,9 +1060,9 @@ impl Validator<'_> {
             ("broadband.lowpass_order", cfg.lowpass_order),
         ] {
             if !(1..=8).contains(&order) {
-                return Err(self.err(
-                    t,
+                return Err(self.err_at(
                     key,
+                    at(key),
                     format!("{order} must be a Butterworth order from 1 to 8"),
                 ));
             }
@@ -1080,24 +1074,18 @@ impl Validator<'_> {
     fn normalisation(&self, norm: &raw::Normalisation) -> Result<NormalisationConfig, ConfigError> {
         if norm.time_constant_s.is_some() {
             return Err(self.err(
-                Some(("[normalisation]", 0)),
                 "normalisation.time_constant_s",
                 "is no longer used: the statistics are per electrode and window over stimulus presentations; remove it (prior_presentations and calibration_presentations set them)",
             ));
         }
         if norm.calibration_presentations == 1 {
             return Err(self.err(
-                Some(("[normalisation]", 0)),
                 "normalisation.calibration_presentations",
                 "must be 0 (none) or at least 2: statistics need two presentations",
             ));
         }
         if !(norm.prior_presentations >= 0.0 && norm.prior_presentations.is_finite()) {
-            return Err(self.err(
-                Some(("[normalisation]", 0)),
-                "normalisation.prior_presentations",
-                "must be a number >= 0",
-            ));
+            return Err(self.err("normalisation.prior_presentations", "must be a number >= 0"));
         }
         Ok(NormalisationConfig {
             prior_presentations: norm.prior_presentations,
@@ -1393,6 +1381,96 @@ mod tests {
         let starts = text.lines().find(|l| l.starts_with("tw3_starts")).unwrap();
         let e = load_with(starts, "tw3_starts = [0, nan]").unwrap_err();
         assert_eq!(e.key, "windows.tw3_starts", "{e}");
+    }
+
+    /// The 1-based line and column where `needle` starts in `text`.
+    fn position(text: &str, needle: &str) -> (usize, usize) {
+        // A needle that starts a line (`\n[rig]\n`) is located at that line.
+        let at = text.find(needle).unwrap() + needle.len() - needle.trim_start_matches('\n').len();
+        let line = text[..at].matches('\n').count() + 1;
+        let column = at - text[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+        (line, column)
+    }
+
+    fn located(e: &ConfigError) -> (Option<usize>, Option<usize>, &str) {
+        (e.line, e.column, e.key.as_str())
+    }
+
+    /// toml's own errors (a value of the wrong type, an unknown key, a missing one, a
+    /// syntax error) are located by the spans of its parser: the innermost key that
+    /// holds what it found wrong, and its line and column.
+    #[test]
+    fn toml_errors_name_the_key_and_its_line_and_column() {
+        let text = std::fs::read_to_string(synthetic_path()).unwrap();
+        for (from, to, at, key) in [
+            (
+                "lock_memory = true",
+                "lock_memory = \"yes\"",
+                "\"yes\"",
+                "realtime.lock_memory",
+            ),
+            (
+                "id = 9\narea = \"V4\"",
+                "id = 9\narea = 4",
+                "4\nchannels = [513",
+                "arrays[8].area",
+            ),
+            (
+                "pin_threads = true",
+                "pin_cores = true",
+                "pin_cores",
+                "realtime.pin_cores",
+            ),
+            (
+                "image_size = 96",
+                "image_size = 96x",
+                "96x",
+                "decoder.image_size",
+            ),
+        ] {
+            let changed = text.replacen(from, to, 1);
+            let e = load_with(from, to).unwrap_err();
+            let (line, column) = position(&changed, at);
+            assert_eq!(located(&e), (Some(line), Some(column), key), "{to}: {e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!(":{line}:{column}: `{key}`")),
+                "{e}"
+            );
+        }
+        // A missing key: the table that lacks it, the key named in toml's message.
+        let e = load_with("channels = 1024\n", "").unwrap_err();
+        let (line, column) = position(&text, "\n[rig]\n");
+        assert_eq!(located(&e), (Some(line), Some(column), "rig"), "{e}");
+        assert!(e.message.contains("missing field `channels`"), "{e}");
+    }
+
+    /// A value that parses but breaks an invariant is located at its own key, in the
+    /// right one of several `[[arrays]]`; a default in force is located at the section
+    /// that asked for it.
+    #[test]
+    fn invariant_errors_are_located_at_their_key() {
+        let text = std::fs::read_to_string(synthetic_path()).unwrap();
+        let from = "channels = [961, 1024]";
+        let e = load_with(from, "channels = [961, 1030]").unwrap_err();
+        assert_eq!(
+            located(&e),
+            (
+                Some(position(&text, from).0),
+                Some(1),
+                "arrays[15].channels"
+            ),
+            "{e}"
+        );
+        // The shipped rig selects a raw stream and has no [broadband]: at 250 Hz the
+        // default low-pass aliases, and [streams.broadband] is where it was asked for.
+        let e = load_with("sampling_rate_hz = 1000.0", "sampling_rate_hz = 250.0").unwrap_err();
+        let (line, _) = position(&text, "\n[streams.broadband]\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(line), "broadband.lowpass_hz"),
+            "{e}"
+        );
     }
 
     /// The rig converts into the layout a synthetic RF table is drawn for, one RF per

@@ -61,6 +61,58 @@ pub struct RfEntry {
     pub size_deg: f64,
 }
 
+/// The columns of an RF table, in order.
+const COLUMNS: [&str; 4] = ["electrode", "x_deg", "y_deg", "size_deg"];
+
+/// One row as written: the electrode 1-based.
+#[derive(Debug, serde::Deserialize)]
+struct RfRow {
+    electrode: usize,
+    x_deg: f64,
+    y_deg: f64,
+    size_deg: f64,
+}
+
+impl RfEntry {
+    /// A row's entry, or what is wrong with it (naming the column).
+    fn from_record(record: &csv::StringRecord) -> Result<RfEntry, String> {
+        if record.len() != COLUMNS.len() {
+            return Err(format!("{} fields", record.len()));
+        }
+        let row: RfRow = record.deserialize(None).map_err(|e| {
+            let column = match e.kind() {
+                csv::ErrorKind::Deserialize { err, .. } => err.field().map_or(0, |f| f as usize),
+                _ => 0,
+            };
+            let value = record.get(column).unwrap_or_default();
+            match column {
+                0 => format!("electrode {value:?} is not a positive integer"),
+                _ => format!("{} {value:?} is not a number", COLUMNS[column]),
+            }
+        })?;
+        if row.electrode == 0 {
+            return Err("electrode numbers are 1-based".into());
+        }
+        for (column, v) in COLUMNS[1..]
+            .iter()
+            .zip([row.x_deg, row.y_deg, row.size_deg])
+        {
+            if !v.is_finite() {
+                return Err(format!("{column} {v} is not a finite number"));
+            }
+        }
+        if row.size_deg <= 0.0 {
+            return Err("size_deg must be > 0".into());
+        }
+        Ok(RfEntry {
+            channel: row.electrode - 1,
+            x_deg: row.x_deg,
+            y_deg: row.y_deg,
+            size_deg: row.size_deg,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RfTable {
     pub entries: Vec<RfEntry>,
@@ -72,45 +124,48 @@ impl RfTable {
         Self::parse(&text, path)
     }
 
+    /// Reads the table's rows (a header row is optional); an error names the line.
     pub fn parse(text: &str, path: &Path) -> Result<RfTable, RfError> {
+        // Comment lines are blanked, and csv skips blank lines.
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with('#') {
+                    ""
+                } else {
+                    l
+                }
+            })
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        let mut rows = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .trim(csv::Trim::All)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let line_of = |p: Option<&csv::Position>| csv_row_line(&text, p);
         let mut entries = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let l = line.trim();
-            if l.is_empty() || l.starts_with('#') || l.starts_with("electrode") {
+        for record in rows.records() {
+            let record = record.map_err(|e| RfError::Parse {
+                path: path.to_path_buf(),
+                line: line_of(e.position()),
+                message: e.to_string(),
+            })?;
+            let line = line_of(record.position());
+            if record.get(0) == Some(COLUMNS[0]) || record.iter().all(str::is_empty) {
                 continue;
             }
-            let err = |message: String| RfError::Parse {
+            let entry = RfEntry::from_record(&record).map_err(|message| RfError::Parse {
                 path: path.to_path_buf(),
-                line: i + 1,
+                line,
                 message,
-            };
-            let f: Vec<&str> = l.split(',').map(str::trim).collect();
-            if f.len() != 4 {
-                return Err(err(format!("{} fields", f.len())));
-            }
-            let electrode: usize = f[0]
-                .parse()
-                .map_err(|_| err(format!("electrode {:?} is not a positive integer", f[0])))?;
-            if electrode == 0 {
-                return Err(err("electrode numbers are 1-based".into()));
-            }
-            let num = |s: &str, what: &str| -> Result<f64, RfError> {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|v| v.is_finite())
-                    .ok_or_else(|| err(format!("{what} {s:?} is not a finite number")))
-            };
-            let entry = RfEntry {
-                channel: electrode - 1,
-                x_deg: num(f[1], "x_deg")?,
-                y_deg: num(f[2], "y_deg")?,
-                size_deg: num(f[3], "size_deg")?,
-            };
-            if entry.size_deg <= 0.0 {
-                return Err(err("size_deg must be > 0".into()));
-            }
+            })?;
             if entries.iter().any(|e: &RfEntry| e.channel == entry.channel) {
-                return Err(err(format!("electrode {electrode} listed twice")));
+                return Err(RfError::Parse {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!("electrode {} listed twice", entry.channel + 1),
+                });
             }
             entries.push(entry);
         }
@@ -197,6 +252,21 @@ impl RfTable {
     }
 }
 
+/// The 1-based line of a CSV row of `text` at `position` (0 without one). csv's
+/// position is where it began to read the row, before the blank lines it skipped: the
+/// row's line is that of its first character.
+pub(crate) fn csv_row_line(text: &str, position: Option<&csv::Position>) -> usize {
+    position.map_or(0, |p| {
+        let bytes = text.as_bytes();
+        let from = (p.byte() as usize).min(bytes.len());
+        let start = bytes[from..]
+            .iter()
+            .position(|b| !matches!(b, b'\n' | b'\r'))
+            .map_or(bytes.len(), |i| from + i);
+        bytes[..start].iter().filter(|&&b| b == b'\n').count() + 1
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +304,55 @@ mod tests {
                 );
                 assert!(e.size_deg > 0.0);
             }
+        }
+    }
+
+    /// The table reads as CSV: comments, an optional header, quoted fields and spaces;
+    /// a bad row is named by its line and what is wrong in it.
+    #[test]
+    fn rf_tables_read_as_csv_and_bad_rows_name_their_line() {
+        let path = Path::new("rf.csv");
+        let text =
+            "# fitted on day 1\nelectrode,x_deg,y_deg,size_deg\n2, -1.5,\"0.25\", 0.5\n1,0,0,1\n";
+        let table = RfTable::parse(text, path).unwrap();
+        assert_eq!(
+            table.entries,
+            vec![
+                RfEntry {
+                    channel: 0,
+                    x_deg: 0.0,
+                    y_deg: 0.0,
+                    size_deg: 1.0
+                },
+                RfEntry {
+                    channel: 1,
+                    x_deg: -1.5,
+                    y_deg: 0.25,
+                    size_deg: 0.5
+                },
+            ]
+        );
+        assert_eq!(RfTable::parse("1,0,0,1\n", path).unwrap().entries.len(), 1);
+        for (text, says) in [
+            (
+                "electrode,x_deg,y_deg,size_deg\n1,0,0,1\n2,abc,0,1\n",
+                "rf.csv:3: x_deg \"abc\" is not a number",
+            ),
+            (
+                "1,0,0,1\n# note\n0,0,0,1\n",
+                "rf.csv:3: electrode numbers are 1-based",
+            ),
+            (
+                "x,0,0,1\n",
+                "rf.csv:1: electrode \"x\" is not a positive integer",
+            ),
+            ("1,0,0\n", "rf.csv:1: 3 fields"),
+            ("1,0,0,1\n1,0,0,2\n", "rf.csv:2: electrode 1 listed twice"),
+            ("1,0,0,-1\n", "rf.csv:1: size_deg must be > 0"),
+            ("1,inf,0,1\n", "rf.csv:1: x_deg inf is not a finite number"),
+        ] {
+            let e = RfTable::parse(text, path).unwrap_err().to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
         }
     }
 }

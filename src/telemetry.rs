@@ -1,4 +1,5 @@
-//! Telemetry: counters shared by every stage (atomics: no locks, no allocation) and
+//! Telemetry: counters shared by every stage (atomics: no locks, no allocation), the
+//! first few decode errors' texts (written once each, only when a decode fails), and
 //! per-stage latency histograms owned by the presenting thread.
 //!
 //! Per-frame timestamps travel with the frame itself (see [`crate::window::FeatureFrame`]
@@ -9,7 +10,8 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
@@ -48,6 +50,37 @@ pub fn some_of(items: &[String], n: usize) -> String {
     text
 }
 
+/// How many decode errors a run keeps the text of (the first ones; `decode_errors`
+/// counts them all).
+pub const DECODE_ERRORS_KEPT: usize = 5;
+
+/// The texts of the first [`DECODE_ERRORS_KEPT`] errors of a kind. A slot is claimed with
+/// one atomic add and written once; nothing is made or claimed while no error happens,
+/// and once every slot is taken an error costs one atomic load.
+#[derive(Debug, Default)]
+pub struct FirstErrors {
+    claimed: AtomicUsize,
+    texts: [OnceLock<String>; DECODE_ERRORS_KEPT],
+}
+
+impl FirstErrors {
+    /// Keeps the text `text()` makes, if a slot is left (it is made only then).
+    pub fn record(&self, text: impl FnOnce() -> String) {
+        if self.claimed.load(Ordering::Relaxed) >= DECODE_ERRORS_KEPT {
+            return;
+        }
+        let i = self.claimed.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.texts.get(i) {
+            let _ = slot.set(text());
+        }
+    }
+
+    /// The texts kept so far, first error first.
+    pub fn texts(&self) -> Vec<String> {
+        self.texts.iter().filter_map(|t| t.get().cloned()).collect()
+    }
+}
+
 /// Event counters shared by all stages. Incrementing never allocates or locks.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -77,6 +110,8 @@ pub struct Counters {
     pub frames_dropped_decode: AtomicU64,
     pub frames_decoded: AtomicU64,
     pub decode_errors: AtomicU64,
+    /// What the first decode errors said.
+    pub decode_error_texts: FirstErrors,
     pub deadline_misses: AtomicU64,
     pub frames_shown: AtomicU64,
     /// Decoded frames the display never showed because a newer one replaced them.
@@ -407,5 +442,29 @@ impl LatencyRecorder {
 impl Default for LatencyRecorder {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first errors' texts are kept, in order; later ones are only counted (their
+    /// text is never even made).
+    #[test]
+    fn only_the_first_errors_are_kept() {
+        let first = FirstErrors::default();
+        let mut made = 0;
+        for i in 0..DECODE_ERRORS_KEPT + 3 {
+            first.record(|| {
+                made += 1;
+                format!("error {i}")
+            });
+        }
+        assert_eq!(made, DECODE_ERRORS_KEPT);
+        let kept: Vec<String> = (0..DECODE_ERRORS_KEPT)
+            .map(|i| format!("error {i}"))
+            .collect();
+        assert_eq!(first.texts(), kept);
     }
 }

@@ -34,8 +34,17 @@
 //! it; `THINGS_normMUA.mat` was saved after it, so [`read_norm_mua`] does not.
 //!
 //! The mapping file is not v7.3: the published loaders read it with
-//! `scipy.io.loadmat`, which only reads MAT v5. [`read_mapping`] reads both (MAT v5
-//! compressed or not, and v7.3).
+//! `scipy.io.loadmat`, which only reads MAT v5. [`read_mapping`] reads both: v7.3 with
+//! HDF5, MAT v5 (compressed or not) with the `matfile` crate (0.5), which converts a
+//! double array that MATLAB stored as a smaller integer type back to doubles. What it
+//! does not do, and how this module copes: it skips cells, structs and sparse arrays
+//! without a word (a `mapping` of that kind reads as missing), and reads a file whose
+//! last element is cut short as holding no array, not as an error (a file with no
+//! numeric array is refused as unreadable); its parse errors say nothing of where (the
+//! message names the file and says it is damaged); on some damaged files it prints a
+//! line to stdout or stderr itself; and it inflates compressed elements without a
+//! limit, so the file is refused above [`MAX_MAPPING_FILE_BYTES`] (deflate expands at
+//! most ~1000-fold: a few hundred MB at worst).
 
 use std::fs;
 use std::io::Read;
@@ -65,8 +74,9 @@ const MAX_CHUNK_CACHE_BYTES: usize = 4 << 30;
 /// Bytes of one staging read of `ALLMUA`: below glibc's largest mmap threshold (32 MiB),
 /// so the buffer is reused from the heap; bigger blocks measured no faster.
 const STAGE_BYTES: usize = 16 << 20;
-/// The mapping file is read whole; anything bigger is not a channel mapping.
-const MAX_MAPPING_FILE_BYTES: u64 = 64 << 20;
+/// The mapping file is read whole; anything bigger is not a channel mapping (1024
+/// doubles are 8 kB uncompressed).
+const MAX_MAPPING_FILE_BYTES: u64 = 256 << 10;
 /// The HDF5 format signature, found at byte 0 or at a power-of-two offset from 512.
 const HDF5_SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 
@@ -99,6 +109,12 @@ pub enum TvsdError {
         what: String,
         detail: String,
     },
+    /// The MAT v5 mapping file does not follow the format.
+    #[error(
+        "{}: the MAT v5 data cannot be read ({detail}); the file is damaged or was cut short: copy it again",
+        file.display()
+    )]
+    Mat5 { file: PathBuf, detail: String },
     /// A variable the reader needs is not in the file.
     #[error("{}: no variable `{variable}`; expected {expected}", file.display())]
     Missing {
@@ -667,30 +683,36 @@ pub fn read_mapping(path: &Path) -> Result<Vec<usize>> {
         }
         Kind::Mat5 => {
             let bytes = read_small_file(path)?;
-            let mat5::Numeric { dims, values } =
-                mat5::read_numeric(&bytes, "mapping").map_err(|e| match e {
-                    mat5::Error::Missing => TvsdError::Missing {
-                        file: path.to_path_buf(),
-                        variable: "mapping".into(),
-                        expected: "the electrode-to-channel mapping, a 1 x n double vector".into(),
-                    },
-                    mat5::Error::NotNumeric(found) => TvsdError::Type {
-                        file: path.to_path_buf(),
-                        variable: "mapping".into(),
-                        found,
-                        expected: "a real numeric vector".into(),
-                    },
-                    mat5::Error::Damaged(problem) => TvsdError::Damaged {
-                        file: path.to_path_buf(),
-                        what: "the MAT v5 data".into(),
-                        detail: problem,
-                    },
-                })?;
-            if vector_len(&dims).is_none() {
+            let mat = matfile::MatFile::parse(&bytes[..]).map_err(|e| TvsdError::Mat5 {
+                file: path.to_path_buf(),
+                detail: match &e {
+                    matfile::Error::ParseError(nom) => format!("{e}: {nom:?}"),
+                    other => other.to_string(),
+                },
+            })?;
+            if mat.arrays().is_empty() {
+                return Err(TvsdError::Mat5 {
+                    file: path.to_path_buf(),
+                    detail: "no numeric array in it: matfile reads none from a file cut short, nor a cell, struct or sparse array".into(),
+                });
+            }
+            let mapping = mat.find_by_name("mapping").ok_or_else(|| TvsdError::Missing {
+                file: path.to_path_buf(),
+                variable: "mapping".into(),
+                expected: "the electrode-to-channel mapping, a 1 x n real numeric vector (a cell, struct or sparse array is not read)".into(),
+            })?;
+            let values = mat5_values(mapping.data()).ok_or_else(|| TvsdError::Type {
+                file: path.to_path_buf(),
+                variable: "mapping".into(),
+                found: "complex numbers".into(),
+                expected: "a real numeric vector".into(),
+            })?;
+            let dims = mapping.size();
+            if vector_len(dims).is_none() {
                 return Err(TvsdError::Shape {
                     file: path.to_path_buf(),
                     variable: "mapping".into(),
-                    found: dims,
+                    found: dims.clone(),
                     expected: "a vector (1 x n or n x 1); this MAT v5 shape is MATLAB's order"
                         .into(),
                 });
@@ -1294,327 +1316,99 @@ fn read_small_file(path: &Path) -> Result<Vec<u8>> {
 
 // ------------------------------------------------------------------ MAT v5
 
-/// A MAT v5 reader for one real numeric variable (what `1024chns_mapping_*.mat` holds):
-/// the 128-byte header, then tagged data elements, each `miMATRIX` optionally inside
-/// an `miCOMPRESSED` (zlib) element. Cells, structs, sparse and complex arrays are
-/// refused, not parsed.
-mod mat5 {
-    use std::io::Read;
-
-    const MI_INT8: u32 = 1;
-    const MI_UINT8: u32 = 2;
-    const MI_INT16: u32 = 3;
-    const MI_UINT16: u32 = 4;
-    const MI_INT32: u32 = 5;
-    const MI_UINT32: u32 = 6;
-    const MI_SINGLE: u32 = 7;
-    const MI_DOUBLE: u32 = 9;
-    const MI_INT64: u32 = 12;
-    const MI_UINT64: u32 = 13;
-    const MI_MATRIX: u32 = 14;
-    const MI_COMPRESSED: u32 = 15;
-    /// mxDOUBLE_CLASS ..= mxUINT64_CLASS: the numeric array classes.
-    const NUMERIC_CLASSES: std::ops::RangeInclusive<u8> = 6..=15;
-    const COMPLEX_FLAG: u32 = 0x0800;
-    /// Decompressed size limit for one element: far above any channel mapping.
-    const MAX_INFLATED: u64 = 256 << 20;
-
-    /// A real numeric array: MATLAB dimensions, values column-major.
-    #[derive(Debug, PartialEq)]
-    pub struct Numeric {
-        pub dims: Vec<usize>,
-        pub values: Vec<f64>,
+/// A MAT v5 array's real values as f64, whatever integer or float type MATLAB stored
+/// them as; `None` for complex numbers.
+fn mat5_values(data: &matfile::NumericData) -> Option<Vec<f64>> {
+    use matfile::NumericData as N;
+    fn real<T: Copy + Into<f64>>(real: &[T], imag: &Option<Vec<T>>) -> Option<Vec<f64>> {
+        imag.is_none()
+            .then(|| real.iter().map(|&v| v.into()).collect())
     }
-
-    #[derive(Debug, PartialEq)]
-    pub enum Error {
-        /// No variable of that name.
-        Missing,
-        /// The variable is there but not a real numeric array (says what it is).
-        NotNumeric(String),
-        /// The bytes do not follow the format.
-        Damaged(String),
-    }
-
-    /// Finds variable `name` and returns its MATLAB dimensions and values (column-major)
-    /// as f64, whatever integer or float type MATLAB stored them as.
-    pub fn read_numeric(bytes: &[u8], name: &str) -> Result<Numeric, Error> {
-        if bytes.len() < 128 {
-            return Err(Error::Damaged(
-                "shorter than the 128-byte MAT header".into(),
-            ));
-        }
-        let big_endian = match &bytes[126..128] {
-            b"IM" => false,
-            b"MI" => true,
-            other => {
-                return Err(Error::Damaged(format!(
-                    "endian indicator is {other:?}, not \"IM\" or \"MI\""
-                )))
-            }
-        };
-        let r = Endian { big_endian };
-        find_in(&r, &bytes[128..], name, 0)
-    }
-
-    #[derive(Clone, Copy)]
-    struct Endian {
-        big_endian: bool,
-    }
-
-    impl Endian {
-        fn u32(&self, b: &[u8]) -> u32 {
-            let a = [b[0], b[1], b[2], b[3]];
-            if self.big_endian {
-                u32::from_be_bytes(a)
-            } else {
-                u32::from_le_bytes(a)
-            }
-        }
-    }
-
-    /// One data element: its type, payload, and where the next begins.
-    struct Element<'a> {
-        kind: u32,
-        data: &'a [u8],
-        next: usize,
-    }
-
-    fn element<'a>(r: &Endian, bytes: &'a [u8], at: usize) -> Result<Element<'a>, Error> {
-        let tag = bytes
-            .get(at..at + 8)
-            .ok_or_else(|| Error::Damaged(format!("element tag cut short at byte {at}")))?;
-        let first = r.u32(&tag[0..4]);
-        if first >> 16 != 0 {
-            // Small data element: type and size in 4 bytes, up to 4 bytes of data.
-            let (kind, len) = (first & 0xffff, (first >> 16) as usize);
-            if len > 4 {
-                return Err(Error::Damaged(format!(
-                    "small element of {len} bytes at byte {at}"
-                )));
-            }
-            return Ok(Element {
-                kind,
-                data: &tag[4..4 + len],
-                next: at + 8,
-            });
-        }
-        let len = r.u32(&tag[4..8]) as usize;
-        let data = bytes.get(at + 8..at + 8 + len).ok_or_else(|| {
-            Error::Damaged(format!(
-                "element at byte {at} claims {len} bytes past the end"
-            ))
-        })?;
-        // Compressed elements are not padded; the others are padded to 8 bytes.
-        let next = if first == MI_COMPRESSED {
-            at + 8 + len
-        } else {
-            at + 8 + len.div_ceil(8) * 8
-        };
-        Ok(Element {
-            kind: first,
-            data,
-            next,
-        })
-    }
-
-    fn find_in(r: &Endian, bytes: &[u8], name: &str, depth: u32) -> Result<Numeric, Error> {
-        let mut at = 0;
-        while at + 8 <= bytes.len() {
-            let e = element(r, bytes, at)?;
-            match e.kind {
-                MI_COMPRESSED if depth == 0 => {
-                    let mut inflated = Vec::new();
-                    flate2::read::ZlibDecoder::new(e.data)
-                        .take(MAX_INFLATED)
-                        .read_to_end(&mut inflated)
-                        .map_err(|err| {
-                            Error::Damaged(format!(
-                                "compressed element at byte {}: {err}",
-                                at + 128
-                            ))
-                        })?;
-                    match find_in(r, &inflated, name, depth + 1) {
-                        Err(Error::Missing) => {}
-                        found => return found,
-                    }
-                }
-                MI_MATRIX => {
-                    if let Some(found) = matrix(r, e.data, name)? {
-                        return Ok(found);
-                    }
-                }
-                _ => {}
-            }
-            at = e.next;
-        }
-        Err(Error::Missing)
-    }
-
-    /// Parses an miMATRIX payload; `None` if it is another variable.
-    fn matrix(r: &Endian, data: &[u8], name: &str) -> Result<Option<Numeric>, Error> {
-        let flags = element(r, data, 0)?;
-        if flags.kind != MI_UINT32 || flags.data.len() < 8 {
-            return Err(Error::Damaged("array flags missing".into()));
-        }
-        let flag_word = r.u32(&flags.data[0..4]);
-        let class = (flag_word & 0xff) as u8;
-        let dims_el = element(r, data, flags.next)?;
-        if dims_el.kind != MI_INT32 {
-            return Err(Error::Damaged("array dimensions missing".into()));
-        }
-        let dims: Vec<usize> = dims_el
-            .data
-            .chunks_exact(4)
-            .map(|c| r.u32(c) as usize)
-            .collect();
-        let name_el = element(r, data, dims_el.next)?;
-        if name_el.kind != MI_INT8 {
-            return Err(Error::Damaged("array name missing".into()));
-        }
-        if name_el.data != name.as_bytes() {
-            return Ok(None);
-        }
-        if !NUMERIC_CLASSES.contains(&class) {
-            let what = match class {
-                1 => "a cell array",
-                2 => "a struct",
-                3 => "an object",
-                4 => "text (char)",
-                5 => "a sparse array",
-                _ => "an unknown array class",
-            };
-            return Err(Error::NotNumeric(what.into()));
-        }
-        if flag_word & COMPLEX_FLAG != 0 {
-            return Err(Error::NotNumeric("complex numbers".into()));
-        }
-        let real = element(r, data, name_el.next)?;
-        let values = numbers(r, real.kind, real.data)?;
-        let count: usize = dims.iter().product();
-        if values.len() != count {
-            return Err(Error::Damaged(format!(
-                "dimensions {dims:?} need {count} values but {} are stored",
-                values.len()
-            )));
-        }
-        Ok(Some(Numeric { dims, values }))
-    }
-
-    fn numbers(r: &Endian, kind: u32, data: &[u8]) -> Result<Vec<f64>, Error> {
-        let be = r.big_endian;
-        macro_rules! conv {
-            ($t:ty, $n:expr) => {
-                data.chunks_exact($n)
-                    .map(|c| {
-                        let a: [u8; $n] = c.try_into().unwrap_or([0; $n]);
-                        (if be {
-                            <$t>::from_be_bytes(a)
-                        } else {
-                            <$t>::from_le_bytes(a)
-                        }) as f64
-                    })
-                    .collect()
-            };
-        }
-        Ok(match kind {
-            MI_INT8 => conv!(i8, 1),
-            MI_UINT8 => conv!(u8, 1),
-            MI_INT16 => conv!(i16, 2),
-            MI_UINT16 => conv!(u16, 2),
-            MI_INT32 => conv!(i32, 4),
-            MI_UINT32 => conv!(u32, 4),
-            MI_SINGLE => conv!(f32, 4),
-            MI_DOUBLE => conv!(f64, 8),
-            MI_INT64 => conv!(i64, 8),
-            MI_UINT64 => conv!(u64, 8),
-            other => {
-                return Err(Error::Damaged(format!(
-                    "numbers stored as unknown type {other}"
-                )))
-            }
-        })
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        /// A MAT v5 file with one double variable, data stored as `kind` with `payload`.
-        fn file(name: &str, dims: &[i32], kind: u32, payload: &[u8], compress: bool) -> Vec<u8> {
-            fn el(kind: u32, data: &[u8]) -> Vec<u8> {
-                let mut v = Vec::new();
-                v.extend((kind).to_le_bytes());
-                v.extend((data.len() as u32).to_le_bytes());
-                v.extend(data);
-                v.resize(v.len().div_ceil(8) * 8, 0);
-                v
-            }
-            let mut body = el(MI_UINT32, &[6, 0, 0, 0, 0, 0, 0, 0]);
-            body.extend(el(
-                MI_INT32,
-                &dims
-                    .iter()
-                    .flat_map(|d| d.to_le_bytes())
-                    .collect::<Vec<_>>(),
-            ));
-            body.extend(el(MI_INT8, name.as_bytes()));
-            body.extend(el(kind, payload));
-            let matrix = el(MI_MATRIX, &body);
-            let mut out = b"MATLAB 5.0 MAT-file".to_vec();
-            out.resize(124, b' ');
-            out.extend([0, 1, b'I', b'M']);
-            if compress {
-                use std::io::Write;
-                let mut z =
-                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-                z.write_all(&matrix).unwrap();
-                let packed = z.finish().unwrap();
-                out.extend(MI_COMPRESSED.to_le_bytes());
-                out.extend((packed.len() as u32).to_le_bytes());
-                out.extend(packed);
-            } else {
-                out.extend(matrix);
-            }
-            out
-        }
-
-        #[test]
-        fn doubles_stored_as_uint16_read_back_as_numbers() {
-            let payload: Vec<u8> = [3u16, 1, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
-            for compress in [false, true] {
-                let bytes = file("mapping", &[1, 3], MI_UINT16, &payload, compress);
-                assert_eq!(
-                    read_numeric(&bytes, "mapping"),
-                    Ok(Numeric {
-                        dims: vec![1, 3],
-                        values: vec![3.0, 1.0, 2.0]
-                    })
-                );
-            }
-        }
-
-        #[test]
-        fn another_name_is_missing_and_a_cut_file_is_damaged() {
-            let payload: Vec<u8> = [1.5f64, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-            let bytes = file("other", &[2, 1], MI_DOUBLE, &payload, false);
-            assert_eq!(read_numeric(&bytes, "mapping"), Err(Error::Missing));
-            assert_eq!(
-                read_numeric(&bytes, "other"),
-                Ok(Numeric {
-                    dims: vec![2, 1],
-                    values: vec![1.5, 2.0]
-                })
-            );
-            let cut = &bytes[..bytes.len() - 12];
-            assert!(matches!(read_numeric(cut, "other"), Err(Error::Damaged(_))));
-        }
+    match data {
+        N::Int8 { real: r, imag: i } => real(r, i),
+        N::UInt8 { real: r, imag: i } => real(r, i),
+        N::Int16 { real: r, imag: i } => real(r, i),
+        N::UInt16 { real: r, imag: i } => real(r, i),
+        N::Int32 { real: r, imag: i } => real(r, i),
+        N::UInt32 { real: r, imag: i } => real(r, i),
+        // 64-bit integers past 2^53 lose digits as f64: no mapping holds such values.
+        N::Int64 {
+            real: r,
+            imag: None,
+        } => Some(r.iter().map(|&v| v as f64).collect()),
+        N::UInt64 {
+            real: r,
+            imag: None,
+        } => Some(r.iter().map(|&v| v as f64).collect()),
+        N::Single { real: r, imag: i } => real(r, i),
+        N::Double { real: r, imag: i } => real(r, i),
+        N::Int64 { .. } | N::UInt64 { .. } => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An uncompressed MAT v5 file with one double array `name` of MATLAB shape `dims`,
+    /// its whole-number values stored as uint16 (as MATLAB's save does).
+    fn mat5_file(name: &str, dims: [i32; 2], values: &[u16]) -> Vec<u8> {
+        fn element(kind: u32, data: &[u8]) -> Vec<u8> {
+            let mut v = kind.to_le_bytes().to_vec();
+            v.extend((data.len() as u32).to_le_bytes());
+            v.extend(data);
+            v.resize(v.len().div_ceil(8) * 8, 0);
+            v
+        }
+        let dims: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let values: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        // Array flags (class 6: double), dimensions, name, real part (miUINT16).
+        let mut body = element(6, &[6, 0, 0, 0, 0, 0, 0, 0]);
+        body.extend(element(5, &dims));
+        body.extend(element(1, name.as_bytes()));
+        body.extend(element(4, &values));
+        let mut out = b"MATLAB 5.0 MAT-file".to_vec();
+        out.resize(124, b' ');
+        out.extend([0, 1, b'I', b'M']);
+        out.extend(element(14, &body));
+        out
+    }
+
+    /// A MAT v5 mapping reads back 0-based, whatever type MATLAB stored it as; another
+    /// variable is a missing mapping, and a file cut short is named as damaged.
+    #[test]
+    fn a_mat5_mapping_reads_back_and_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mapping.mat");
+        std::fs::write(&path, mat5_file("mapping", [1, 3], &[3, 1, 2])).unwrap();
+        assert_eq!(read_mapping(&path).unwrap(), vec![2, 0, 1]);
+        std::fs::write(&path, mat5_file("other", [3, 1], &[3, 1, 2])).unwrap();
+        let e = read_mapping(&path).unwrap_err();
+        assert!(matches!(e, TvsdError::Missing { .. }), "{e}");
+        let bytes = mat5_file("mapping", [1, 3], &[3, 1, 2]);
+        std::fs::write(&path, &bytes[..bytes.len() - 12]).unwrap();
+        let e = read_mapping(&path).unwrap_err();
+        assert!(matches!(e, TvsdError::Mat5 { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("mapping.mat: the MAT v5 data cannot be read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn complex_mat5_values_are_refused_and_integers_widened() {
+        let ints = matfile::NumericData::Int16 {
+            real: vec![-2, 7],
+            imag: None,
+        };
+        assert_eq!(mat5_values(&ints), Some(vec![-2.0, 7.0]));
+        let complex = matfile::NumericData::Double {
+            real: vec![1.0],
+            imag: Some(vec![0.5]),
+        };
+        assert_eq!(mat5_values(&complex), None);
+    }
 
     #[test]
     fn a_permutation_comes_back_zero_based() {

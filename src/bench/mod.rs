@@ -162,6 +162,9 @@ pub struct SpeedRun {
     pub hdr_log: PathBuf,
     /// Each stage's latency distribution, `(ms, fraction at or below)`.
     pub cdf: Vec<(String, Vec<(f64, f64)>)>,
+    /// What the first decode errors said (none when every frame decoded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decode_errors: Vec<String>,
 }
 
 /// The decoder's forward pass alone: one frame, after warm-up.
@@ -787,6 +790,7 @@ fn speed_run(
             .iter()
             .map(|(n, c)| (n.to_string(), c.clone()))
             .collect(),
+        decode_errors: s.decode_errors.clone(),
     }
 }
 

@@ -201,6 +201,14 @@ fn print_summary(summary: &RunSummary) {
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     println!("counts: {}", counts.join(", "));
+    if !summary.decode_errors.is_empty() {
+        let n = summary.counter("decode_errors");
+        println!(
+            "decode errors ({} of {n} kept): {}",
+            summary.decode_errors.len(),
+            summary.decode_errors.join("; ")
+        );
+    }
     if let Some(o) = &summary.frames_outlet {
         println!(
             "LSL outlets: {} frames ({} px) and {} events published; on the publish thread a frame's push took p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",

@@ -46,14 +46,15 @@ use crate::config::RigConfig;
 use crate::decoder::{DecoderConfig, DecoderKind};
 use crate::display::StimulusLoader;
 use crate::ingest::{
-    self, MarkerEvent, MuaInlet, RawMarker, SampleConsumer, SampleRing, StreamDescription,
+    self, IngestError, MarkerEvent, MuaInlet, RawMarker, SampleConsumer, SampleRing,
+    StreamDescription,
 };
 use crate::realtime::{Realtime, RealtimeConfig, RealtimeReport, Role};
 use crate::record::{Recorder, RecordingSummary};
 use crate::telemetry::{Counters, Stage, StageSummary};
 use crate::trace::Trace;
 use crate::window::{AssemblerConfig, FeatureFrame, ImageId, Mode, WindowAssembler};
-use stages::{DecodeJob, DecoderReady};
+use stages::{DecodeJob, DecoderReady, ModelWarning};
 
 /// Where the decoder comes from.
 #[derive(Debug, Clone)]
@@ -148,6 +149,12 @@ pub struct RunSummary {
     pub trace: Option<PathBuf>,
     /// Its picture of the slowest frame (`<trace>.png`), when one could be drawn.
     pub trace_picture: Option<PathBuf>,
+    /// What the first decode errors said (at most
+    /// [`DECODE_ERRORS_KEPT`](crate::telemetry::DECODE_ERRORS_KEPT); the
+    /// `decode_errors` counter counts them all).
+    pub decode_errors: Vec<String>,
+    /// What the run warned about at start-up (a model folder without its statistics).
+    pub warnings: Vec<String>,
 }
 
 impl RunSummary {
@@ -180,7 +187,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         None => None,
     };
     let mut pipeline = Pipeline::new(opts.counters.clone(), realtime.clone(), trace.as_ref());
-    let (decoding, mut frames) = pipeline.start_decoder(&opts)?;
+    let (mut decoding, mut frames) = pipeline.start_decoder(&opts)?;
+    let warnings: Vec<String> = std::mem::take(&mut decoding.warnings)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for w in &warnings {
+        eprintln!("monkeysee: warning: {w}");
+    }
     let mut inputs = pipeline.connect_streams(&opts, recording.is_some())?;
     announce(&opts, &inputs, &decoding.config);
     // The outlets are named after the stream they decode.
@@ -258,6 +272,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         realtime: realtime.map(|r| r.report()),
         trace,
         trace_picture,
+        decode_errors: pipeline.counters.decode_error_texts.texts(),
+        warnings,
     })
 }
 
@@ -310,6 +326,8 @@ pub fn decode_threads(requested: usize, realtime: &RealtimeConfig) -> usize {
 /// The decode thread's ends of the window→decode queues, and what it reported.
 struct Decoding {
     config: DecoderConfig,
+    /// What the decode thread found worth a warning about the model.
+    warnings: Vec<ModelWarning>,
     /// The window assembler for the decoder's window set, seeded with the model's
     /// normalisation statistics.
     assembler: WindowAssembler,
@@ -356,6 +374,16 @@ struct WatchEnds {
 enum Live {
     Mua(MuaLive),
     Markers(StreamDescription),
+}
+
+/// Why a stream thread could not bring its stream up, by stream: in sliding mode a
+/// missing marker stream is no reason to stop, a missing MUA stream always is.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("connecting to the MUA stream")]
+    Mua(#[source] IngestError),
+    #[error("connecting to the marker stream")]
+    Markers(#[source] IngestError),
 }
 
 /// The pipeline's threads. Dropping it (every return from [`run`], early or not) tells
@@ -481,6 +509,7 @@ impl Pipeline {
             config,
             stats,
             thread,
+            warnings,
         } = match ready_rx.recv_timeout(Duration::from_secs(600)) {
             Ok(r) => r?,
             Err(_) => bail!("the decoder did not start"),
@@ -502,6 +531,7 @@ impl Pipeline {
         }
         let decoding = Decoding {
             config,
+            warnings,
             assembler,
             frames: work_tx,
             free: free_rx,
@@ -514,7 +544,7 @@ impl Pipeline {
     /// are live. In sliding mode the marker stream is optional.
     fn connect_streams(&mut self, opts: &RunOptions, record: bool) -> anyhow::Result<Inputs> {
         let rig = &opts.rig;
-        let (ready_tx, ready_rx) = bounded::<anyhow::Result<Live>>(2);
+        let (ready_tx, ready_rx) = bounded::<Result<Live, ConnectError>>(2);
         let ring_samples = (rig.sampling_rate_hz * 2.0).ceil() as usize; // 2 s of slack
         let (producer, samples) = SampleRing::new(rig.channel_count, ring_samples);
         // The recorder's ring: 5 s of slack for a slow disk.
@@ -570,10 +600,7 @@ impl Pipeline {
                 start: Some(&start_rx),
             };
             ingest::run_markers(&selector, timeout, &stop, &counters, &sinks, |r| {
-                let _ = ready_tx.send(
-                    r.map(Live::Markers)
-                        .map_err(|e| anyhow!(e).context("connecting to the marker stream")),
-                );
+                let _ = ready_tx.send(r.map(Live::Markers).map_err(ConnectError::Markers));
             });
         })?;
 
@@ -590,7 +617,8 @@ impl Pipeline {
             }
             if opts.status {
                 eprintln!(
-                    "monkeysee: no marker stream ({e:#}); sliding mode runs without stimulus ids"
+                    "monkeysee: no marker stream ({:#}); sliding mode runs without stimulus ids",
+                    anyhow!(e)
                 );
             }
         }
@@ -619,7 +647,7 @@ impl Pipeline {
     fn start_ingest(
         &mut self,
         opts: &RunOptions,
-        ready: Sender<anyhow::Result<Live>>,
+        ready: Sender<Result<Live, ConnectError>>,
         mut producer: ingest::SampleProducer,
         mut record: Option<ingest::SampleProducer>,
         wake_rx: Receiver<Thread>,
@@ -633,7 +661,7 @@ impl Pipeline {
             let mut inlet = match connected {
                 Ok(i) => i,
                 Err(e) => {
-                    let _ = ready.send(Err(anyhow!(e).context("connecting to the MUA stream")));
+                    let _ = ready.send(Err(ConnectError::Mua(e)));
                     return;
                 }
             };
@@ -882,10 +910,10 @@ fn spawn_named<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
 /// live. Returns the MUA stream, the marker stream, and why there is none when it was
 /// optional.
 fn wait_for_streams(
-    ready: &Receiver<anyhow::Result<Live>>,
+    ready: &Receiver<Result<Live, ConnectError>>,
     timeout_s: f64,
     markers_needed: bool,
-) -> anyhow::Result<(MuaLive, Option<StreamDescription>, Option<anyhow::Error>)> {
+) -> anyhow::Result<(MuaLive, Option<StreamDescription>, Option<ConnectError>)> {
     let mut mua = None;
     let mut markers = None;
     let mut marker_error = None;
@@ -900,14 +928,8 @@ fn wait_for_streams(
         match ready.recv_timeout(left) {
             Ok(Ok(Live::Mua(live))) => mua = Some(live),
             Ok(Ok(Live::Markers(d))) => markers = Some(d),
-            Ok(Err(e)) => {
-                let is_marker = format!("{e:#}").contains("marker stream");
-                if is_marker && !markers_needed {
-                    marker_error = Some(e);
-                } else {
-                    return Err(e);
-                }
-            }
+            Ok(Err(e @ ConnectError::Markers(_))) if !markers_needed => marker_error = Some(e),
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => bail!("the streams did not come up within {timeout_s:.0} s"),
         }
     }

@@ -14,9 +14,12 @@
 //! pool of its own (`--decode-threads`), its buffers in a [`Workspace`] sized by the
 //! warm-up, and writes each image straight into the decode→display triple buffer. It
 //! counts every frame it does not decode (`frames_dropped_decode`, `decode_errors`) and
-//! every one that misses the budget (`deadline_misses`). (The CUDA backend allocates
-//! device tensors per frame: Burn's, not ours to pool.)
+//! every one that misses the budget (`deadline_misses`). The first few decode errors'
+//! texts are kept for the run's summary ([`crate::telemetry::FirstErrors`]): made only
+//! when a decode fails, so the step that decodes allocates nothing. (The CUDA backend
+//! allocates device tensors per frame: Burn's, not ours to pool.)
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
@@ -225,6 +228,19 @@ pub struct DecoderReady {
     pub stats: Option<NormStats>,
     /// The thread that decodes (the window stage wakes it after each frame).
     pub thread: Thread,
+    /// What the run goes on with but should be told.
+    pub warnings: Vec<ModelWarning>,
+}
+
+/// Something about a loaded model that the run goes on with but the user should hear.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelWarning {
+    /// The folder has the decoder but not the statistics it was trained with.
+    #[error(
+        "{} has no normalization.json, the statistics the model was trained with: the inputs are z-scored with this session's statistics alone, raw (mean 0, SD 1) until two stimuli were shown, so the decoder sees inputs unlike the ones it learnt from. `monkeysee train` writes normalization.json beside decoder.json and weights.mpk: copy it from the training output into this folder, or retrain",
+        dir.display()
+    )]
+    NoNormalization { dir: PathBuf },
 }
 
 /// Everything the decode thread needs; [`crate::decoder::dispatch`] picks the backend
@@ -271,7 +287,7 @@ impl DecodeJob {
     /// On the pool's first thread: builds and warms the decoder, reports it, then decodes
     /// until stopped.
     fn serve<B: burn::tensor::backend::Backend>(self, device: B::Device) {
-        let (decoder, stats) = match build_decoder::<B>(&self.model, &self.rig, &device) {
+        let (decoder, stats, warnings) = match build_decoder::<B>(&self.model, &self.rig, &device) {
             Ok(built) => built,
             Err(e) => {
                 let _ = self.ready.send(Err(e));
@@ -293,6 +309,7 @@ impl DecodeJob {
             config: stage.decoder.config().clone(),
             stats,
             thread: thread::current(),
+            warnings,
         }));
         stage.run(&self.stop);
     }
@@ -317,16 +334,16 @@ pub fn decode_pool(
 }
 
 /// Builds (random weights) or loads the decoder and checks it fits the rig; the model's
-/// normalisation statistics beside it.
+/// normalisation statistics beside it, and a warning when a model folder has none.
 fn build_decoder<B: burn::tensor::backend::Backend>(
     model: &ModelSource,
     rig: &RigConfig,
     device: &B::Device,
-) -> anyhow::Result<(Decoder<B>, Option<NormStats>)> {
+) -> anyhow::Result<(Decoder<B>, Option<NormStats>, Vec<ModelWarning>)> {
     Ok(match model {
         ModelSource::Random { kind, width, seed } => {
             let cfg = decoder_config(rig, *kind, *width);
-            (Decoder::<B>::random(cfg, *seed, device)?, None)
+            (Decoder::<B>::random(cfg, *seed, device)?, None, Vec::new())
         }
         ModelSource::Dir(dir) => {
             let dec = Decoder::<B>::load(dir, device)
@@ -342,7 +359,11 @@ fn build_decoder<B: burn::tensor::backend::Backend>(
             })?;
             let windows = rig.windows.windows_per_electrode(window_set(c.kind));
             let stats = NormStats::load(dir, windows, rig.electrodes.len())?;
-            (dec, stats)
+            let warnings = match stats {
+                Some(_) => Vec::new(),
+                None => vec![ModelWarning::NoNormalization { dir: dir.clone() }],
+            };
+            (dec, stats, warnings)
         }
     })
 }
@@ -459,9 +480,13 @@ impl<B: burn::tensor::backend::Backend> DecodeStage<B> {
                 s.offer(&frame, &out.rgb, counters);
             }
         }
+        let seq = frame.seq;
         let _ = self.free.send(frame);
-        if result.is_err() {
+        if let Err(e) = result {
             Counters::inc(&counters.decode_errors);
+            counters
+                .decode_error_texts
+                .record(|| format!("frame {seq}: {e}"));
             return;
         }
         Counters::inc(&counters.frames_decoded);

@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use crate::config::{RigConfig, WindowSetKind};
 use crate::norm::{NormStats, PresentationNorm};
+use crate::rf::csv_row_line;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -66,8 +67,9 @@ pub struct DatasetMeta {
     pub time_averaged: bool,
 }
 
-/// One row of a dataset's `electrodes.csv` (TVSD imports): per-electrode quality.
-#[derive(Debug, Clone, PartialEq)]
+/// One row of a dataset's `electrodes.csv` (TVSD imports): per-electrode quality. The
+/// file's other columns (channel, lats, oracle) are not read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ElectrodeQuality {
     pub snr: f32,
     pub reliab: f32,
@@ -319,19 +321,7 @@ impl Dataset {
             path: p.clone(),
             message,
         };
-        let mut rows = Vec::new();
-        for (i, line) in text.lines().enumerate().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            let num = |k: usize| -> Result<f32, DatasetError> {
-                f.get(k)
-                    .and_then(|v| v.trim().parse::<f32>().ok())
-                    .ok_or_else(|| bad(format!("line {}: field {} is not a number", i + 1, k + 1)))
-            };
-            rows.push(ElectrodeQuality {
-                snr: num(1)?,
-                reliab: num(2)?,
-            });
-        }
+        let rows: Vec<ElectrodeQuality> = read_csv(&text).map_err(bad)?;
         if rows.len() != self.meta.channels {
             return Err(bad(format!(
                 "{} rows, the dataset has {} channels",
@@ -792,24 +782,56 @@ fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<File>>, Data
     npyz::NpyFile::new(reader).map_err(|e| bad(e.to_string()))
 }
 
+/// `channels.csv` as written: channel, label, area, array (empty when the channel is
+/// on none), live (1 or 0).
+#[derive(Deserialize)]
+struct ChannelRecord {
+    area: String,
+    array: Option<u32>,
+    live: u8,
+}
+
 fn parse_channels(text: &str) -> Result<Vec<ChannelRow>, String> {
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 5 {
-            return Err(format!(
-                "line {}: {} fields, expected channel,label,area,array,live",
-                i + 1,
-                f.len()
-            ));
-        }
-        rows.push(ChannelRow {
-            area: f[2].to_string(),
-            array: f[3].parse().ok(),
-            live: f[4].trim() == "1",
-        });
-    }
-    Ok(rows)
+    let records: Vec<ChannelRecord> = read_csv(text)?;
+    Ok(records
+        .into_iter()
+        .map(|r| ChannelRow {
+            area: r.area,
+            array: r.array,
+            live: r.live == 1,
+        })
+        .collect())
+}
+
+/// The rows of a CSV table with a header, read by column name; an error names the line
+/// and the column.
+fn read_csv<T: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<T>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader.headers().map_err(|e| e.to_string())?.clone();
+    reader
+        .records()
+        .map(|record| {
+            let record =
+                record.map_err(|e| format!("line {}: {e}", csv_row_line(text, e.position())))?;
+            record.deserialize(Some(&headers)).map_err(|e| {
+                let line = csv_row_line(text, record.position());
+                let csv::ErrorKind::Deserialize { err, .. } = e.kind() else {
+                    return format!("line {line}: {e}");
+                };
+                match err.field().map(|f| f as usize) {
+                    Some(f) => format!(
+                        "line {line}: column {} {:?}: {}",
+                        headers.get(f).unwrap_or_default(),
+                        record.get(f).unwrap_or_default(),
+                        err.kind()
+                    ),
+                    None => format!("line {line}: {}", err.kind()),
+                }
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -905,5 +927,75 @@ mod tests {
         }
         write_dataset(dir.path(), 3, 5, false);
         assert_eq!(Dataset::open(dir.path()).unwrap().trial_len(), 5);
+    }
+
+    /// `channels.csv` and `electrodes.csv` read as CSV by column name: a quoted label
+    /// with a comma, an empty array, extra columns; a bad value is named by file, line
+    /// and column.
+    #[test]
+    fn channel_and_electrode_tables_read_as_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        write_dataset(dir.path(), 3, 1, true);
+        std::fs::write(
+            dir.path().join("channels.csv"),
+            "channel,label,area,array,live\n1,\"e1, left\",V1,1,1\n2,e2,,,0\n",
+        )
+        .unwrap();
+        let ds = Dataset::open(dir.path()).unwrap();
+        assert_eq!(
+            ds.channels,
+            vec![
+                ChannelRow {
+                    area: "V1".into(),
+                    array: Some(1),
+                    live: true
+                },
+                ChannelRow {
+                    area: String::new(),
+                    array: None,
+                    live: false
+                },
+            ]
+        );
+        let electrodes = dir.path().join("electrodes.csv");
+        std::fs::write(
+            &electrodes,
+            "channel,snr,reliab,lats,oracle\n1,2.5,0.75,,\n2,1.5,0.5,41,0.25\n",
+        )
+        .unwrap();
+        let quality = ds.electrode_quality().unwrap().unwrap();
+        assert_eq!(
+            quality,
+            vec![
+                ElectrodeQuality {
+                    snr: 2.5,
+                    reliab: 0.75
+                },
+                ElectrodeQuality {
+                    snr: 1.5,
+                    reliab: 0.5
+                },
+            ]
+        );
+        std::fs::write(
+            &electrodes,
+            "channel,snr,reliab\n1,2.5,0.75\n\n2,high,0.5\n",
+        )
+        .unwrap();
+        let e = ds.electrode_quality().unwrap_err().to_string();
+        assert!(
+            e.contains("electrodes.csv: line 4: column snr \"high\""),
+            "{e}"
+        );
+        std::fs::write(
+            dir.path().join("channels.csv"),
+            "channel,label,area,array,live\n1,e1,V1,1,1\n2,e2,V1,one,1\n",
+        )
+        .unwrap();
+        let e = Dataset::open(dir.path()).err().unwrap().to_string();
+        assert!(
+            e.contains("channels.csv: line 3: column array \"one\""),
+            "{e}"
+        );
     }
 }

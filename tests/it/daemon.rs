@@ -382,3 +382,101 @@ fn a_stream_that_vanishes_and_comes_back_is_counted_and_decoding_resumes() {
     assert_eq!(s.counter("stream_restored"), 1, "{:?}", s.counters);
     assert_eq!(s.frames_shown, 2, "{:?}", s.counters);
 }
+
+/// A model folder for `rig` in `dir`: random end-to-end weights (width 4) and, with
+/// `sd`, the statistics beside them: mean 0 and SD `sd` for every input.
+fn model_folder(dir: &Path, rig: &RigConfig, sd: Option<f32>) -> std::path::PathBuf {
+    use monkeysee::config::{decoder_config, window_set};
+    use monkeysee::decoder::{CpuBackend, Decoder};
+    use monkeysee::norm::{NormStats, ESTIMATOR};
+    let cfg = decoder_config(rig, DecoderKind::EndToEnd, 4);
+    Decoder::<CpuBackend>::random(cfg, 7, &Default::default())
+        .unwrap()
+        .save(dir)
+        .unwrap();
+    if let Some(sd) = sd {
+        let n = rig.electrodes.len();
+        let windows = rig
+            .windows
+            .windows_per_electrode(window_set(DecoderKind::EndToEnd));
+        let stats = NormStats {
+            estimator: ESTIMATOR.into(),
+            windows,
+            mean: vec![0.0; windows * n],
+            std: vec![sd; windows * n],
+            baseline_mean: vec![0.0; n],
+            baseline_std: vec![1.0; n],
+            presentations: 100,
+            dropped: Vec::new(),
+        };
+        std::fs::write(
+            dir.join("normalization.json"),
+            serde_json::to_string(&stats).unwrap(),
+        )
+        .unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// A model folder without the statistics it was trained with still runs, with a
+/// warning that says what that means and how to fix it; with them, no warning.
+#[test]
+fn a_model_folder_without_normalization_json_is_warned_about() {
+    let models = tempfile::tempdir().unwrap();
+    for (name, sd) in [("bare", None), ("with-stats", Some(1.0))] {
+        let dir = models.path().join(name);
+        let run = Running::start(&format!("nonorm-{name}"), Mode::Event, |o| {
+            o.model = ModelSource::Dir(model_folder(&dir, &o.rig, sd));
+        });
+        assert!(run.fake.wait_for_daemon(30.0), "the daemon never connected");
+        let s = run.stop();
+        if sd.is_some() {
+            assert_eq!(s.warnings, Vec::<String>::new());
+            continue;
+        }
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        let w = &s.warnings[0];
+        for says in [
+            &format!("{} has no normalization.json", dir.display()),
+            "z-scored with this session's statistics alone",
+            "`monkeysee train` writes normalization.json",
+        ] {
+            assert!(w.contains(says), "{says:?} not in: {w}");
+        }
+    }
+}
+
+/// A frame the decoder refuses is counted, and the run's summary says why: here the
+/// first onset's windows hold samples of 1e37, which the model's SD of 1e-3 z-scores to
+/// infinity; the second onset decodes.
+#[test]
+fn decode_errors_are_reported_with_their_text() {
+    let models = tempfile::tempdir().unwrap();
+    let run = Running::start("decode-error", Mode::Event, |o| {
+        o.model = ModelSource::Dir(model_folder(models.path(), &o.rig, Some(1e-3)));
+    });
+    assert!(run.fake.wait_for_daemon(30.0), "the daemon never connected");
+    stream(
+        &run.fake,
+        1.0,
+        &[0.2, 0.6],
+        |k, row| {
+            if (200..400).contains(&k) {
+                row.fill(1e37);
+            }
+        },
+        |_| false,
+    );
+    thread::sleep(Duration::from_millis(1500));
+    let s = run.stop();
+    assert_eq!(s.counter("decode_errors"), 1, "{:?}", s.counters);
+    assert_eq!(s.frames_shown, 1, "{:?}", s.counters);
+    assert_eq!(s.decode_errors.len(), 1, "{:?}", s.decode_errors);
+    assert!(
+        s.decode_errors[0].contains("non-finite value in the features"),
+        "{:?}",
+        s.decode_errors
+    );
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["decode_errors"], serde_json::json!(s.decode_errors));
+}
