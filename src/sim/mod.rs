@@ -212,7 +212,10 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
     let out = &opts.out;
     let dataset = out.join("dataset");
     let image_dir = with_session.then(|| out.join("images"));
-    for d in [Some(out), Some(&dataset), image_dir.as_ref()].into_iter().flatten() {
+    for d in [Some(out), Some(&dataset), image_dir.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
 
@@ -533,7 +536,10 @@ impl<'a> SessionWriter<'a> {
             self.stamps.clear();
             self.stamps
                 .extend((start..start + rows).map(|n| SESSION_T0 + n as f64 / rate));
-            let xdf = self.xdf.as_mut().context("the raw signal goes into a session")?;
+            let xdf = self
+                .xdf
+                .as_mut()
+                .context("the raw signal goes into a session")?;
             xdf.write_samples_i16(BROADBAND_STREAM, chunk, &self.stamps)?;
         }
         Ok(())
@@ -597,7 +603,15 @@ impl<'a> SessionWriter<'a> {
                     // The means the TW-15 decoders read, by the dataset's own definition.
                     let rig = &self.opts.rig;
                     let set = WindowSetKind::Tw15;
-                    raw_window_means(&self.trial, channels, PRE_MS, rig, set, &mut self.means, None);
+                    raw_window_means(
+                        &self.trial,
+                        channels,
+                        PRE_MS,
+                        rig,
+                        set,
+                        &mut self.means,
+                        None,
+                    );
                     let mut row = vec![0.0f32; channels];
                     for (e, el) in rig.electrodes.iter().enumerate() {
                         row[el.channel] = self.means[e] as f32;

@@ -422,7 +422,12 @@ fn a_dataset_only_run_is_the_dataset_cut_from_the_session() {
         }
     }
     // The dataset-only run's files are simulate's, byte for byte.
-    for f in ["responses.npy", "images.npy", "trial_image.npy", "trial_onset.npy"] {
+    for f in [
+        "responses.npy",
+        "images.npy",
+        "trial_image.npy",
+        "trial_onset.npy",
+    ] {
         let read = |o: &SimOptions| std::fs::read(o.out.join("dataset").join(f)).unwrap();
         assert!(read(&full) == read(&only), "{f} differs");
     }
@@ -439,6 +444,13 @@ fn a_dataset_only_run_is_the_dataset_cut_from_the_session() {
         let expected: Vec<f64> = theirs.iter().map(|&v| v as f32 as f64).collect();
         assert_eq!(ours, expected, "trial {t}");
     }
-    let size = |o: &SimOptions| std::fs::metadata(o.out.join("dataset/responses.npy")).unwrap().len();
-    assert!(size(&tw15) * 100 < size(&full), "the TW-15 form is 1/300 of the trials");
+    let size = |o: &SimOptions| {
+        std::fs::metadata(o.out.join("dataset/responses.npy"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size(&tw15) * 100 < size(&full),
+        "the TW-15 form is 1/300 of the trials"
+    );
 }

@@ -10,8 +10,8 @@ use anyhow::Context;
 
 use super::{AreaRfs, ConditionScores, Inputs, ModelReport, ReportSummary};
 use crate::alexnet::{AlexNet, Features, LayerCorrelation};
-use crate::config::WindowSetKind;
 use crate::config::window_set;
+use crate::config::WindowSetKind;
 use crate::decoder::{CpuBackend, Decoder, DecoderConfig, GaussianRfLayer};
 use crate::eval::analysis::{self, RfDeg};
 use crate::eval::occlusion::{self, Keep, RawTests};
