@@ -258,35 +258,8 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
         DatasetForm::Tw15 => DatasetWriter::create(&dataset, rig.channel_count, 1, 0)?,
     };
     let xdf = with_session.then_some(xdf_path.as_path());
-    let mut session = SessionWriter::create(opts, xdf, trials, form, &presentations)?;
-    let n_blocks = total.div_ceil(BLOCK);
-    let bar = progress_bar(opts.progress, total as u64 / 1000, "simulated s");
-    // Blocks generated at once: two per thread, or with the raw signal (61 MB a block
-    // at 1024 channels, 184 MB while built) at most four.
-    let mut batch = rayon::current_num_threads().max(1) * 2;
-    if opts.broadband {
-        batch = batch.min(4);
-    }
-    let raw = opts.broadband.then(|| RawSignal::new(opts, &cortex));
-    for first in (0..n_blocks).step_by(batch) {
-        let blocks: Vec<(Vec<f32>, Option<Vec<i16>>)> = (first..(first + batch).min(n_blocks))
-            .into_par_iter()
-            .map(|b| {
-                let mua = generator.block(b);
-                let broadband = raw.as_ref().map(|r| r.block(b, &mua));
-                (mua, broadband)
-            })
-            .collect();
-        for (k, (block, broadband)) in blocks.into_iter().enumerate() {
-            if let Some(raw) = broadband {
-                session.write_broadband(first + k, &raw)?;
-            }
-            let end = session.write_block(first + k, block)?;
-            bar.set_position(end as u64 / 1000);
-        }
-    }
-    let trials = session.finish()?;
-    bar.finish_and_clear();
+    let session = SessionWriter::create(opts, xdf, trials, form, &presentations)?;
+    let trials = write_blocks(opts, &generator, session)?;
     let wall_s = started.elapsed().as_secs_f64();
     let simulated_s = total as f64 / 1000.0;
     let summary = SimSummary {
@@ -329,6 +302,47 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
         }),
     })?;
     Ok(summary)
+}
+
+/// Generates the session's blocks in parallel batches and writes them in order; hands
+/// back the dataset, every trial written.
+fn write_blocks(
+    opts: &SimOptions,
+    generator: &BlockGenerator,
+    mut session: SessionWriter,
+) -> anyhow::Result<DatasetWriter> {
+    let total = generator.total;
+    let n_blocks = total.div_ceil(BLOCK);
+    let bar = progress_bar(opts.progress, total as u64 / 1000, "simulated s");
+    // Blocks generated at once: two per thread, or with the raw signal (61 MB a block
+    // at 1024 channels, 184 MB while built) at most four.
+    let mut batch = rayon::current_num_threads().max(1) * 2;
+    if opts.broadband {
+        batch = batch.min(4);
+    }
+    let raw = opts
+        .broadband
+        .then(|| RawSignal::new(opts, generator.cortex));
+    for first in (0..n_blocks).step_by(batch) {
+        let blocks: Vec<(Vec<f32>, Option<Vec<i16>>)> = (first..(first + batch).min(n_blocks))
+            .into_par_iter()
+            .map(|b| {
+                let mua = generator.block(b);
+                let broadband = raw.as_ref().map(|r| r.block(b, &mua));
+                (mua, broadband)
+            })
+            .collect();
+        for (k, (block, broadband)) in blocks.into_iter().enumerate() {
+            if let Some(raw) = broadband {
+                session.write_broadband(first + k, &raw)?;
+            }
+            let end = session.write_block(first + k, block)?;
+            bar.set_position(end as u64 / 1000);
+        }
+    }
+    let trials = session.finish()?;
+    bar.finish_and_clear();
+    Ok(trials)
 }
 
 /// The options a simulation can run with: the simulator's rate, no more test images than
