@@ -35,6 +35,10 @@ pub struct SimulateArgs {
     /// Presentations of each test image.
     #[arg(long, value_name = "R", default_value_t = 10)]
     repeats: usize,
+    /// Recording days the session spans, each with its own electrode drift (TVSD: 4);
+    /// default: the cortex config's `design.days` (1, no drift).
+    #[arg(long, value_name = "N")]
+    days: Option<u32>,
     /// SD (degrees) of the error added to each RF centre in the table handed to the decoder
     /// (OUT/rf-table.csv), as a real RF mapping has; OUT/rf-truth.csv keeps the truth.
     #[arg(long, value_name = "DEG", default_value_t = 0.0)]
@@ -71,10 +75,13 @@ impl SimulateArgs {
     /// The simulator's options: the rig, the cortex parameters and the images loaded.
     fn options(self) -> anyhow::Result<SimOptions> {
         let rig = RigConfig::load(&self.rig)?;
-        let config = match &self.cortex {
+        let mut config = match &self.cortex {
             Some(p) => SimConfig::load(p)?,
             None => SimConfig::default(),
         };
+        if let Some(days) = self.days {
+            config.design.days = days;
+        }
         let images = ImageSource::parse(&self.images, &config.leaves, self.seed)?;
         let test_images = self.test_images.unwrap_or(images.len() / 10);
         Ok(SimOptions {
@@ -116,6 +123,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         summary.wall_s,
         summary.realtime_factor
     );
+    let days = opts.config.design.days;
+    if days > 1 {
+        println!(
+            "{days} recording days back to back, each with its own electrode gains and baselines"
+        );
+    }
     let dataset_mb = folder_bytes(&opts.out.join("dataset")) as f64 / 1e6;
     match dataset_only {
         Some(_) => println!(

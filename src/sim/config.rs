@@ -88,6 +88,15 @@ pub struct Design {
     pub inter_trial_ms: u32,
     /// Blank recording before the first trial and after the last.
     pub lead_in_ms: u32,
+    /// Recording days the session spans (TVSD: 4), back to back in one file, each an
+    /// equal share of the trials. With more than one, every day has its own drift: each
+    /// electrode's gain (its spontaneous level and responses) is multiplied by
+    /// `exp(day_gain_sd · z)` and its baseline shifted by `day_baseline_sd · z` times its
+    /// spontaneous level (z standard normal, per electrode and day), as electrode
+    /// impedances and the headstage change between sessions. One day: no drift.
+    pub days: u32,
+    pub day_gain_sd: f64,
+    pub day_baseline_sd: f64,
 }
 
 /// Coloured dead-leaves images: occluding ellipses whose radii follow a power law
@@ -169,6 +178,9 @@ impl Default for Design {
             images_per_trial: 4,
             inter_trial_ms: 300,
             lead_in_ms: 1000,
+            days: 1,
+            day_gain_sd: 0.15,
+            day_baseline_sd: 0.1,
         }
     }
 }
@@ -303,6 +315,8 @@ impl Default for SimConfig {
 const MAX_DESIGN_MS: u32 = 60_000;
 /// Most images in one trial.
 const MAX_IMAGES_PER_TRIAL: u32 = 1000;
+/// Most recording days a session may span.
+const MAX_DAYS: u32 = 1000;
 
 impl SimConfig {
     pub fn area(&self, area: Area) -> &AreaModel {
@@ -477,12 +491,23 @@ fn merge(base: &mut toml::Value, over: &toml::Value) {
 }
 
 /// What is wrong with a design, if anything: the key and the fix.
-fn design_problem(d: &Design) -> Option<(&'static str, String)> {
+pub(super) fn design_problem(d: &Design) -> Option<(&'static str, String)> {
     if d.on_ms == 0 {
         return Some(("design.on_ms", "must be at least 1 ms".into()));
     }
     if d.images_per_trial == 0 {
         return Some(("design.images_per_trial", "must be at least 1".into()));
+    }
+    if d.days == 0 || d.days > MAX_DAYS {
+        return Some(("design.days", format!("must be 1 to {MAX_DAYS}")));
+    }
+    for (key, sd) in [
+        ("design.day_gain_sd", d.day_gain_sd),
+        ("design.day_baseline_sd", d.day_baseline_sd),
+    ] {
+        if !(sd.is_finite() && (0.0..=2.0).contains(&sd)) {
+            return Some((key, "must be from 0 to 2".into()));
+        }
     }
     // Bounded so that a trial's length in samples cannot overflow.
     for (key, ms) in [

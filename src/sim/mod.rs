@@ -244,10 +244,12 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
     // responses.npy.
     let started = Instant::now();
     let xdf_path = out.join("session.xdf");
+    let days = DayDrift::new(design, &presentations, &cortex, opts.seed);
     let generator = BlockGenerator {
         cortex: &cortex,
         amplitudes: &amplitudes,
         presentations: &presentations,
+        days: &days,
         seed: opts.seed,
         total,
     };
@@ -290,6 +292,7 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
             "simulate": {
                 "animal_seed": opts.animal_seed,
                 "repeats": opts.repeats,
+                "days": opts.config.design.days,
                 "rf_jitter_deg": opts.rf_jitter_deg,
                 "rf_truth": "../rf-truth.csv",
                 "rf_table": "../rf-table.csv",
@@ -369,6 +372,19 @@ fn check_options(opts: &SimOptions) -> anyhow::Result<()> {
     }
     if !(opts.rf_jitter_deg.is_finite() && opts.rf_jitter_deg >= 0.0) {
         bail!("--rf-jitter must be a number of degrees ≥ 0");
+    }
+    if let Some((key, message)) = config::design_problem(&opts.config.design) {
+        bail!("the simulator's {key} {message}");
+    }
+    let trials = n_images - opts.test_images + opts.test_images * opts.repeats;
+    let design = &opts.config.design;
+    if design.days as usize * design.images_per_trial as usize > trials {
+        bail!(
+            "{} days of {} images per trial need at least {} presentations; this session has {trials}",
+            design.days,
+            design.images_per_trial,
+            design.days * design.images_per_trial
+        );
     }
     if opts.broadband && rig.broadband.decimation(rig.sampling_rate_hz).is_none() {
         bail!(
@@ -688,8 +704,71 @@ struct BlockGenerator<'a> {
     cortex: &'a Cortex,
     amplitudes: &'a [Vec<f32>],
     presentations: &'a [Presentation],
+    days: &'a DayDrift,
     seed: u64,
     total: usize,
+}
+
+/// The recording days of a session and each electrode's drift on each
+/// ([`config::Design::days`]).
+struct DayDrift {
+    /// First sample of each day.
+    starts: Vec<usize>,
+    /// `[day][channel]` gain on the spontaneous level and the responses.
+    gain: Vec<f32>,
+    /// `[day][channel]` shift of the baseline.
+    baseline: Vec<f32>,
+    channels: usize,
+}
+
+impl DayDrift {
+    /// Days of equal numbers of trials, each starting with a trial; no drift for one day.
+    fn new(
+        design: &config::Design,
+        presentations: &[Presentation],
+        cortex: &Cortex,
+        seed: u64,
+    ) -> DayDrift {
+        let channels = cortex.channels.len();
+        let days = design.days as usize;
+        let per_trial = design.images_per_trial as usize;
+        let mut starts = vec![0];
+        for d in 1..days {
+            let k = (d * presentations.len() / days) / per_trial * per_trial;
+            if let Some(p) = presentations.get(k) {
+                starts.push(p.onset.saturating_sub(design.inter_trial_ms as usize));
+            }
+        }
+        let mut drift = DayDrift {
+            gain: vec![1.0; starts.len() * channels],
+            baseline: vec![0.0; starts.len() * channels],
+            starts,
+            channels,
+        };
+        if days > 1 {
+            let mut rng = seeds::rng(seed, seeds::DOMAIN_DAYS, 0);
+            let mut z = || -> f64 {
+                rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng)
+            };
+            for (i, (g, b)) in drift.gain.iter_mut().zip(&mut drift.baseline).enumerate() {
+                let ch = &cortex.channels[i % channels];
+                *g = (design.day_gain_sd * z()).exp() as f32;
+                *b = (design.day_baseline_sd * z()) as f32 * ch.spontaneous;
+            }
+        }
+        drift
+    }
+
+    /// The day of sample `n`.
+    fn day(&self, n: usize) -> usize {
+        self.starts.partition_point(|&s| s <= n) - 1
+    }
+
+    /// Gain and baseline shift of every channel on `day`.
+    fn of(&self, day: usize) -> (&[f32], &[f32]) {
+        let at = day * self.channels..(day + 1) * self.channels;
+        (&self.gain[at.clone()], &self.baseline[at])
+    }
 }
 
 impl BlockGenerator<'_> {
@@ -701,11 +780,14 @@ impl BlockGenerator<'_> {
         let len = BLOCK.min(self.total - start);
         let mut out = vec![0.0f32; len * channels];
         let mut rng = seeds::rng(self.seed, seeds::DOMAIN_NOISE, b as u64);
-        for row in out.chunks_exact_mut(channels) {
-            for (v, ch) in row.iter_mut().zip(&cortex.channels) {
+        for (i, row) in out.chunks_exact_mut(channels).enumerate() {
+            let (gain, baseline) = self.days.of(self.days.day(start + i));
+            for (((v, ch), g), shift) in
+                row.iter_mut().zip(&cortex.channels).zip(gain).zip(baseline)
+            {
                 let z: f32 =
                     rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
-                *v = ch.spontaneous + ch.noise_sd * z;
+                *v = ch.spontaneous * g + shift + ch.noise_sd * z;
             }
         }
         // Presentations whose response can reach into this block.
@@ -725,6 +807,7 @@ impl BlockGenerator<'_> {
         let cortex = self.cortex;
         let channels = cortex.channels.len();
         let len = out.len() / channels;
+        let row_day: Vec<usize> = (start..start + len).map(|n| self.days.day(n)).collect();
         for (pi, p) in self.presentations.iter().enumerate().skip(first) {
             if p.onset >= start + len {
                 break;
@@ -741,8 +824,9 @@ impl BlockGenerator<'_> {
                 let from = (onset.max(start as isize) as usize).min(start + len);
                 let to = ((onset + kernel.len() as isize).max(0) as usize).min(start + len);
                 for n in from..to {
+                    let gain = self.days.gain[row_day[n - start] * channels + unit.channel];
                     out[(n - start) * channels + unit.channel] +=
-                        scale * kernel[(n as isize - onset) as usize];
+                        scale * gain * kernel[(n as isize - onset) as usize];
                 }
             }
         }
@@ -1038,6 +1122,7 @@ mod tests {
             cortex: &cortex,
             amplitudes: &amplitudes,
             presentations: &presentations,
+            days: &DayDrift::new(&config.design, &presentations, &cortex, 3),
             seed: 3,
             total: 4 * BLOCK,
         };
@@ -1061,5 +1146,70 @@ mod tests {
                     .any(|n| (fast[n * channels + c] - noise_only[n * channels + c]).abs() > 1e-6));
             }
         }
+    }
+
+    /// Each day has its own drift, and a sample takes the drift of the day it is in: the
+    /// mean of a channel's spontaneous activity over a day is its drifted level.
+    #[test]
+    fn every_day_drifts_and_one_day_does_not() {
+        let rig = RigConfig::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/synthetic.toml"),
+        )
+        .unwrap();
+        let mut config = SimConfig::default();
+        let truth = rig.rf.table.clone().unwrap();
+        let cortex = Cortex::new(&rig, &truth, &config, 1).unwrap();
+        let trial = (config.design.inter_trial_ms
+            + config.design.images_per_trial * (config.design.on_ms + config.design.off_ms))
+            as usize;
+        // Eight trials of presentations, two days of four.
+        let per_trial = config.design.images_per_trial as usize;
+        let presentations: Vec<Presentation> = (0..8 * per_trial)
+            .map(|k| Presentation {
+                image: 0,
+                test: false,
+                onset: (k / per_trial) * trial + config.design.inter_trial_ms as usize,
+            })
+            .collect();
+        let one_day = DayDrift::new(&config.design, &presentations, &cortex, 5);
+        assert_eq!(one_day.starts, vec![0]);
+        assert!(one_day.gain.iter().all(|&g| g == 1.0));
+        assert!(one_day.baseline.iter().all(|&b| b == 0.0));
+        config.design.days = 2;
+        let days = DayDrift::new(&config.design, &presentations, &cortex, 5);
+        assert_eq!(days.starts, vec![0, 4 * trial]);
+        let generator = BlockGenerator {
+            cortex: &cortex,
+            amplitudes: &[],
+            presentations: &[],
+            days: &days,
+            seed: 3,
+            total: 8 * trial,
+        };
+        let blocks: Vec<f32> = (0..(8 * trial).div_ceil(BLOCK))
+            .flat_map(|b| generator.block(b))
+            .collect();
+        let channels = rig.channel_count;
+        let mut moved = 0;
+        for (c, ch) in cortex.channels.iter().enumerate() {
+            for day in 0..2 {
+                let rows = days.starts[day]..days.starts.get(day + 1).copied().unwrap_or(8 * trial);
+                let n = rows.len() as f32;
+                let mean = rows.map(|r| blocks[r * channels + c]).sum::<f32>() / n;
+                let (gain, shift) = days.of(day);
+                let expected = ch.spontaneous * gain[c] + shift[c];
+                assert!(
+                    (mean - expected).abs() < 5.0 * ch.noise_sd / n.sqrt() + 1e-4,
+                    "channel {c} day {day}: mean {mean}, drifted level {expected}"
+                );
+                if (expected - ch.spontaneous).abs() > 0.05 * ch.spontaneous {
+                    moved += 1;
+                }
+            }
+        }
+        assert!(
+            moved > channels / 2,
+            "only {moved} channel-days drifted by 5 %"
+        );
     }
 }

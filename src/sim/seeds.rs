@@ -13,6 +13,7 @@ pub(crate) const DOMAIN_JITTER: u64 = 0x5eed_0005;
 pub(crate) const DOMAIN_REFERENCE: u64 = 0x5eed_0006;
 pub(crate) const DOMAIN_BROADBAND: u64 = 0x5eed_0007;
 pub(crate) const DOMAIN_VENTRAL: u64 = 0x5eed_0008;
+pub(crate) const DOMAIN_DAYS: u64 = 0x5eed_0009;
 
 /// A generator for one purpose and index.
 pub(crate) fn rng(seed: u64, domain: u64, index: u64) -> ChaCha8Rng {
