@@ -27,8 +27,8 @@
 //!
 //! **Offline.** [`dataset`] turns a session (ours, a lab's XDF, or TVSD via `tvsd`)
 //! into training trials; `train` fits a decoder; `eval` scores it beside a linear
-//! read-out; [`plot`] draws the figures; [`demo`] runs the whole loop on the shipped
-//! model.
+//! read-out; `learning_curve` does both on growing numbers of training images; [`plot`]
+//! draws the figures; [`demo`] runs the whole loop on the shipped model.
 //!
 //! **Features.** `offline` (default) adds `train`, `eval`, `tvsd` and the `.pth` readers
 //! (`alexnet`, `pth`), with Burn's autodiff and the HDF5 C library; `daemon` (default)
@@ -77,6 +77,8 @@ pub mod dataset;
 pub mod demo;
 #[cfg(feature = "offline")]
 pub mod eval;
+#[cfg(feature = "offline")]
+pub mod learning_curve;
 pub mod plot;
 #[cfg(feature = "offline")]
 pub mod pth;

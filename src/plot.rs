@@ -249,6 +249,74 @@ pub fn tail_plot(
     Ok(true)
 }
 
+/// A line's name and points.
+pub type NamedLine = (String, Vec<(f64, f64)>);
+
+/// Panels side by side sharing a log x axis (`x_desc`), each `(title, series)` with one
+/// labelled line (and a dot per point) per series: a learning curve. False (nothing
+/// drawn) without a font or points.
+pub fn log_x_panels(
+    path: &Path,
+    x_desc: &str,
+    panels: &[(&str, Vec<NamedLine>)],
+) -> anyhow::Result<bool> {
+    let all = || {
+        panels
+            .iter()
+            .flat_map(|(_, s)| s.iter().flat_map(|(_, p)| p.iter()))
+    };
+    let (xlo, xhi) = all()
+        .filter(|p| p.0 > 0.0)
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    if !have_font() || xlo > xhi {
+        return Ok(false);
+    }
+    let (w, h) = (550 * panels.len().max(1) as u32, 450u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    let colours: [RGBColor; 6] = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, (title, series)) in areas.iter().zip(panels) {
+            let (ylo, yhi) = (series.iter().flat_map(|(_, p)| p.iter()))
+                .filter(|p| p.1.is_finite())
+                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+            if ylo > yhi {
+                continue;
+            }
+            let pad = ((yhi - ylo) * 0.1).max(1e-3);
+            let mut chart = ChartBuilder::on(area)
+                .caption(*title, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d((xlo * 0.8..xhi * 1.25).log_scale(), ylo - pad..yhi + pad)
+                .map_err(|e| anyhow!("{e}"))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .draw()
+                .map_err(|e| anyhow!("{e}"))?;
+            lines(&mut chart, series, &colours, |p| {
+                p.0 > 0.0 && p.1.is_finite()
+            })?;
+            for ((_, pts), &colour) in series.iter().zip(&colours) {
+                chart
+                    .draw_series(
+                        (pts.iter().filter(|p| p.0 > 0.0 && p.1.is_finite()))
+                            .map(|&p| Circle::new(p, 4, colour.filled())),
+                    )
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+            legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+        }
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
 /// One labelled line per series, in `colours` order, through the points `keep` passes.
 fn lines<'a, 'b: 'a, CT: CoordTranslate<From = (f64, f64)>>(
     chart: &mut ChartContext<'a, BitMapBackend<'b>, CT>,

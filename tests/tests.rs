@@ -13,6 +13,8 @@ mod it {
     pub mod common;
     /// Rig configs: the shipped ones load, bad ones give located errors.
     mod config;
+    /// `monkeysee learning-curve`: a killed curve resumed, its points and files.
+    mod curve;
     /// The daemon end to end over real liblsl on loopback.
     mod daemon;
     /// Datasets: train/serve feature parity, rig mismatches, damaged files.

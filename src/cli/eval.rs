@@ -45,6 +45,10 @@ pub struct EvalArgs {
     /// report's feature correlations (paper Table 1); without it they are skipped.
     #[arg(long, value_name = "FILE.pth", requires = "report")]
     alexnet: Option<PathBuf>,
+    /// A learning curve from `monkeysee learning-curve` (its curve.json) to show on the
+    /// report page.
+    #[arg(long, value_name = "curve.json", requires = "report")]
+    curve: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -63,6 +67,8 @@ impl EvalArgs {
             report: self.report,
             alexnet: self.alexnet,
             progress: !self.quiet,
+            train_trials: None,
+            curve: self.curve,
         })
     }
 }

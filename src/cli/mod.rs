@@ -14,6 +14,8 @@ mod demo;
 mod eval;
 #[cfg(feature = "offline")]
 mod import_tvsd;
+#[cfg(feature = "offline")]
+mod learning_curve;
 mod replay;
 mod rf_table;
 mod run;
@@ -58,6 +60,9 @@ enum Command {
     /// Train a decoder (pix2pix U-Net + PatchGAN) on a dataset from `simulate` (or the same layout).
     #[cfg(feature = "offline")]
     Train(Box<train::TrainArgs>),
+    /// Train each decoder kind and the linear decoder on growing numbers of images; score them.
+    #[cfg(feature = "offline")]
+    LearningCurve(Box<learning_curve::LearningCurveArgs>),
     /// Evaluate models on a dataset's test split: pixel r, SSIM, chance levels, RF recovery, image grid.
     #[cfg(feature = "offline")]
     Eval(eval::EvalArgs),
@@ -96,6 +101,8 @@ impl Cli {
             Command::Train(a) => train::run(*a),
             #[cfg(feature = "offline")]
             Command::Eval(a) => eval::run(a),
+            #[cfg(feature = "offline")]
+            Command::LearningCurve(a) => learning_curve::run(*a),
             Command::RfTable(a) => rf_table::run(a),
             Command::Bench(a) => bench::run(a),
             Command::LoadWorker(a) => {

@@ -70,6 +70,19 @@ pub struct TrainArgs {
     /// Which of the paper's four decoders.
     #[arg(long, value_enum, default_value = "end-to-end")]
     kind: KindArg,
+    /// Continue from OUT/checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Train on at most N trials of the training split.
+    #[arg(long, value_name = "N")]
+    max_trials: Option<usize>,
+    #[command(flatten)]
+    settings: TrainSettings,
+}
+
+/// The training settings `train` and `learning-curve` share.
+#[derive(Args)]
+pub struct TrainSettings {
     /// RF table to use instead of the rig's (e.g. the simulator's rf-table.csv): initialises
     /// the end-to-end RF layer and places electrodes for the fixed-RF decoders.
     #[arg(long, value_name = "CSV")]
@@ -127,20 +140,14 @@ pub struct TrainArgs {
     /// Save a checkpoint every N epochs (always after the last).
     #[arg(long, default_value_t = 5)]
     checkpoint_every: usize,
-    /// Continue from OUT/checkpoint.
-    #[arg(long)]
-    resume: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Train on at most N trials of the training split.
-    #[arg(long, value_name = "N")]
-    max_trials: Option<usize>,
     /// Compute threads (0: all cores).
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub(super) threads: usize,
     /// Where training runs. `cuda` needs a build with `--features cuda` and an NVIDIA GPU.
     #[arg(long, value_enum, default_value = "cpu")]
-    device: ComputeDevice,
+    pub(super) device: ComputeDevice,
     /// A linear read-out of every electrode beside the input layer (ridge regression from
     /// each electrode's window mean to a coarse image, fitted on the training trials in
     /// closed form and cross-fitted for the training inputs, then frozen). It carries what
@@ -207,11 +214,18 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
-impl TrainArgs {
-    /// The training options: the rig loaded (with --rf-table's table in place of its
-    /// own), the loss weights, the linear pathway and the input scale.
-    fn options(self) -> anyhow::Result<TrainOptions> {
-        let mut rig = RigConfig::load(&self.rig)?;
+impl TrainSettings {
+    /// The training options for `kind` on `data` into `out`: the rig loaded (with
+    /// --rf-table's table in place of its own), the loss weights, the linear pathway and
+    /// the input scale. `resume` and `max_trials` are `train`'s own.
+    pub(super) fn options(
+        self,
+        rig_path: PathBuf,
+        data: PathBuf,
+        out: PathBuf,
+        kind: monkeysee::decoder::DecoderKind,
+    ) -> anyhow::Result<TrainOptions> {
+        let mut rig = RigConfig::load(&rig_path)?;
         if let Some(p) = &self.rf_table {
             rig.rf.table = Some(RfTable::load(p)?);
             rig.rf.table_path = Some(p.clone());
@@ -228,11 +242,11 @@ impl TrainArgs {
             InputScaleArg::Fixed(v) => Some(v),
         };
         Ok(TrainOptions {
-            rig_path: self.rig,
+            rig_path,
             rig: Some(rig),
-            data: self.data,
-            out: self.out,
-            kind: self.kind.into(),
+            data,
+            out,
+            kind,
             width: self.width,
             levels: self.levels,
             disc_width: self.disc_width,
@@ -250,9 +264,9 @@ impl TrainArgs {
             vgg_size: self.vgg_size,
             pool_size: self.pool,
             checkpoint_every: self.checkpoint_every,
-            resume: self.resume,
+            resume: false,
             seed: self.seed,
-            max_trials: self.max_trials,
+            max_trials: None,
             progress: !self.quiet,
             engine: self.engine,
             linear_pathway,
@@ -272,6 +286,16 @@ impl TrainArgs {
     }
 }
 
+impl TrainArgs {
+    fn options(self) -> anyhow::Result<TrainOptions> {
+        let kind = self.kind.into();
+        let mut opts = self.settings.options(self.rig, self.data, self.out, kind)?;
+        opts.resume = self.resume;
+        opts.max_trials = self.max_trials;
+        Ok(opts)
+    }
+}
+
 /// Training on the backend --device names.
 struct Train<'a>(&'a TrainOptions);
 
@@ -284,7 +308,7 @@ impl OnTrainBackend for Train<'_> {
 
 /// Trains the decoder, then prints the last epoch's losses and where the model went.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let (device, threads) = (args.device, args.threads);
+    let (device, threads) = (args.settings.device, args.settings.threads);
     let opts = args.options()?;
     init_compute_threads(compute_threads(threads, PoolRole::Offline));
     print_perceptual_loss(&opts);
@@ -294,7 +318,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
 /// Says whether the paper's perceptual VGG19 loss is on (without --vgg-weights training
 /// runs without it, so that is stated before the first epoch).
-fn print_perceptual_loss(opts: &TrainOptions) {
+pub(super) fn print_perceptual_loss(opts: &TrainOptions) {
     match &opts.vgg_weights {
         Some(p) => eprintln!(
             "monkeysee train: perceptual loss: VGG19 from {} at {} px, weight {}",

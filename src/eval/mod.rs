@@ -31,6 +31,7 @@
 //! reconstruction).
 
 pub mod analysis;
+pub mod curve;
 pub mod figures;
 pub mod occlusion;
 pub mod report;
@@ -65,6 +66,11 @@ pub struct EvalOptions {
     pub alexnet: Option<PathBuf>,
     /// Show a progress bar on long steps.
     pub progress: bool,
+    /// Fit the linear decoders on the first this many trials of the train split only
+    /// (a learning curve's step); `None`: all of them.
+    pub train_trials: Option<usize>,
+    /// A learning curve (`curve.json`) to show on the report page.
+    pub curve: Option<PathBuf>,
 }
 
 /// How well learned RF centres recover the truth, per area (degrees of visual angle).
@@ -410,6 +416,9 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         ),
         _ => None,
     };
+    let curve = (opts.curve.as_deref().filter(|_| opts.report))
+        .map(curve::Curve::load)
+        .transpose()?;
     ds.check_rig(rig)?;
     let by_image = test_images(&ds);
     if by_image.len() < 2 {
@@ -437,7 +446,7 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     let mut titles = vec!["stimulus".to_string()];
     titles.extend(entries.iter().map(|m| m.name.clone()));
     let mut linear_recons = None;
-    match linear_entries(&ds, rig, &tests.by_image, &tests.originals)? {
+    match linear_entries(&ds, rig, &tests, opts.train_trials)? {
         Some(linear) => {
             for (entry, averaged) in linear {
                 if entry.name == "linear" {
@@ -471,6 +480,7 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
             recons: &recons[..opts.models.len()],
             linear: linear_recons.as_deref(),
             alexnet: alexnet.as_ref(),
+            curve: curve.as_ref(),
             out: &opts.out,
             grid_images: opts.grid_images,
             progress: opts.progress,
@@ -610,10 +620,12 @@ fn write_metrics(out: &Path, entries: &[ModelMetrics], notes: &[String]) -> anyh
 fn linear_entries(
     ds: &Dataset,
     rig: &RigConfig,
-    by_image: &BTreeMap<usize, Vec<usize>>,
-    originals: &[Vec<f32>],
+    tests: &TestImages<'_>,
+    train_trials: Option<usize>,
 ) -> anyhow::Result<Option<Vec<(ModelMetrics, Vec<Vec<f32>>)>>> {
-    let train = ds.split(false);
+    let (by_image, originals) = (&tests.by_image, &tests.originals);
+    let mut train = ds.split(false);
+    train.truncate(train_trials.unwrap_or(usize::MAX));
     if train.len() < 10 {
         return Ok(None);
     }

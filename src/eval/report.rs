@@ -112,6 +112,9 @@ pub struct ReportSummary {
     pub notes: Vec<String>,
     /// The figures written (file names in the output folder).
     pub figures: Vec<String>,
+    /// The learning curve given with `--curve`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curve: Option<super::curve::Curve>,
 }
 
 /// What the report needs from the main evaluation.
@@ -125,6 +128,8 @@ pub(super) struct Inputs<'a> {
     pub linear: Option<&'a [Vec<f32>]>,
     /// torchvision's AlexNet, loaded before the long steps so a bad file fails first.
     pub alexnet: Option<&'a AlexNet<CpuBackend>>,
+    /// A learning curve to show (`eval --curve`).
+    pub curve: Option<&'a super::curve::Curve>,
     pub out: &'a Path,
     pub grid_images: usize,
     pub progress: bool,

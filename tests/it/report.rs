@@ -59,6 +59,8 @@ fn run_report(sim: &SimOptions, dir: &Path, models: &[&str], alexnet: bool) -> E
         report: true,
         alexnet: alexnet.then(|| repo().join("tests/fixtures/alexnet-tiny/alexnet-tiny.pth")),
         progress: false,
+        train_trials: None,
+        curve: None,
     })
     .unwrap()
 }
@@ -302,6 +304,8 @@ fn a_bad_alexnet_file_fails_before_the_evaluation_with_its_name() {
         report: true,
         alexnet: Some(bad.clone()),
         progress: false,
+        train_trials: None,
+        curve: None,
     })
     .unwrap_err();
     let msg = format!("{err:#}");
@@ -360,6 +364,8 @@ fn a_linear_read_out_of_it_alone_no_longer_beats_v1_and_v4() {
             report: false,
             alexnet: None,
             progress: false,
+            train_trials: None,
+            curve: None,
         })
         .unwrap();
         let r = |k: &str| report.get(k).unwrap().scores.pixel_r;

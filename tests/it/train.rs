@@ -647,6 +647,8 @@ fn eval_writes_metrics_and_a_grid() {
         report: false,
         alexnet: None,
         progress: false,
+        train_trials: None,
+        curve: None,
     };
     let report = monkeysee::eval::eval(&eval_opts).unwrap();
     let m = report.get("e2e").unwrap();

@@ -87,6 +87,7 @@ pub(super) fn run(inputs: &Inputs<'_>) -> anyhow::Result<(ReportSummary, Vec<Sho
         linear_features,
         notes: a.notes,
         figures: Vec::new(),
+        curve: inputs.curve.cloned(),
     };
     Ok((summary, shown))
 }

@@ -77,6 +77,11 @@ pub(super) fn figures(
     colourfulness(&mut d, s)?;
     areas(&mut d, inputs.entries, s)?;
     features(&mut d, s)?;
+    if let Some(curve) = &s.curve {
+        if curve.plot(&d.out.join("curve.png"))? {
+            d.files.push("curve.png".into());
+        }
+    }
     d.files.sort();
     d.files.dedup();
     Ok(d.files)

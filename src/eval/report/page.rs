@@ -133,6 +133,24 @@ mod tests {
             linear_features: None,
             notes: vec![format!("a note on {odd}")],
             figures: vec![format!("occlusion-{odd}.png")],
+            curve: Some(crate::eval::curve::Curve {
+                data: "d".into(),
+                test_images: 2,
+                sizes: vec![10, 20],
+                kinds: vec![odd.into()],
+                points: vec![crate::eval::curve::CurvePoint {
+                    kind: odd.into(),
+                    images: 20,
+                    pixel_r: 0.25,
+                    ssim: 0.0,
+                    single_trial_pixel_r: 0.0,
+                    ident_top1: 0.5,
+                    ident_2way: 0.0,
+                    train_seconds: None,
+                    epochs: None,
+                    saved_epoch: None,
+                }],
+            }),
         };
         let page = Page {
             dataset: format!("/data/{odd}"),
@@ -163,6 +181,18 @@ mod tests {
         );
         assert!(
             page.contains(&format!("Note: a note on {escaped}</p>")),
+            "{page}"
+        );
+        // The learning curve: a row per kind (and linear), a cell per size, a dash where
+        // a point is missing.
+        assert!(
+            page.contains(&format!(
+                "<tr><td>{escaped}</td><td>–</td><td>0.250 / 0.500</td></tr>"
+            )),
+            "{page}"
+        );
+        assert!(
+            page.contains("<tr><td>linear</td><td>–</td><td>–</td></tr>"),
             "{page}"
         );
         // The figure's file, URL-encoded.
