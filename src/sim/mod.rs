@@ -26,6 +26,7 @@
 //! | `trial_image.npy` | int32 `[trials]` | row of `images.npy` shown |
 //! | `trial_split.npy` | uint8 `[trials]` | 0 train (single presentation), 1 test (repeated) |
 //! | `trial_onset.npy` | float64 `[trials]` | onset time stamp in `session.xdf` |
+//! | `trial_session.npy` | int32 `[trials]` | recording day, with more than one ([`config::Design::days`]) |
 //! | `channels.csv` | | channel, label, area, array, live |
 //! | `dataset.json` | | shapes, rig, seed, split sizes, file names |
 //!
@@ -177,6 +178,8 @@ struct Presentation {
     test: bool,
     /// Sample index of the onset.
     onset: usize,
+    /// Recording day ([`config::Design::days`]): the trial's session in the dataset.
+    day: u32,
 }
 
 /// How the dataset holds each presentation.
@@ -232,7 +235,7 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
 
     // Design: which image when.
     let design = &opts.config.design;
-    let presentations = schedule(n_images, opts.test_images, opts.repeats, design, opts.seed);
+    let mut presentations = schedule(n_images, opts.test_images, opts.repeats, design, opts.seed);
     let trial_len =
         (design.inter_trial_ms + design.images_per_trial * (design.on_ms + design.off_ms)) as usize;
     let n_trials = presentations
@@ -245,6 +248,9 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
     let started = Instant::now();
     let xdf_path = out.join("session.xdf");
     let days = DayDrift::new(design, &presentations, &cortex, opts.seed);
+    for p in &mut presentations {
+        p.day = days.day(p.onset) as u32;
+    }
     let generator = BlockGenerator {
         cortex: &cortex,
         amplitudes: &amplitudes,
@@ -624,7 +630,7 @@ impl<'a> SessionWriter<'a> {
             let info = TrialInfo {
                 image: p.image,
                 onset: SESSION_T0 + p.onset as f64 / 1000.0,
-                session: 0,
+                session: p.day,
                 test: Some(p.test),
             };
             match self.form {
@@ -690,6 +696,7 @@ fn schedule(
         .map(|(k, (image, test))| Presentation {
             image,
             test,
+            day: 0,
             onset: design.lead_in_ms as usize
                 + (k / per_trial) * trial_len
                 + design.inter_trial_ms as usize
@@ -1116,6 +1123,7 @@ mod tests {
                 image: k % 3,
                 test: false,
                 onset,
+                day: 0,
             })
             .collect();
         let generator = BlockGenerator {
@@ -1168,6 +1176,7 @@ mod tests {
             .map(|k| Presentation {
                 image: 0,
                 test: false,
+                day: 0,
                 onset: (k / per_trial) * trial + config.design.inter_trial_ms as usize,
             })
             .collect();

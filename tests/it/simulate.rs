@@ -454,3 +454,61 @@ fn a_dataset_only_run_is_the_dataset_cut_from_the_session() {
         "the TW-15 form is 1/300 of the trials"
     );
 }
+
+/// A session over recording days: each trial's day is its session in the dataset (in
+/// onset order, equal shares), and each day's drift shows in its statistics, which
+/// `train` normalises each session with.
+#[test]
+fn days_are_the_datasets_sessions_and_each_drifts() {
+    use monkeysee::config::WindowSetKind;
+    use monkeysee::dataset::Dataset;
+    use monkeysee::sim::DatasetForm;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), "procedural:42", 6);
+    opts.config.design.days = 2;
+    opts.config.design.day_gain_sd = 0.3;
+    sim::simulate_dataset(&opts, DatasetForm::Tw15).unwrap();
+    let ds = Dataset::open(&opts.out.join("dataset")).unwrap();
+    let sessions = ds.sessions();
+    assert_eq!(sessions.len(), 2);
+    let n = ds.n_trials();
+    // Days start with a trial (4 images): half the presentations, rounded down to one.
+    assert_eq!(sessions[0].len(), n / 2 / 4 * 4);
+    assert_eq!(sessions[0].len() + sessions[1].len(), n);
+    let last_of_first = sessions[0]
+        .iter()
+        .map(|&t| ds.trial_onset[t])
+        .fold(f64::MIN, f64::max);
+    assert!(sessions[1]
+        .iter()
+        .all(|&t| ds.trial_onset[t] > last_of_first));
+    // Each electrode's mean over a day moves with the day's gain (a 30 % SD on the log);
+    // the two halves of a one-day session differ only by their images and noise.
+    let median_shift = |ds: &Dataset, halves: &[Vec<usize>]| {
+        let stats: Vec<_> = (halves.iter())
+            .map(|s| ds.norm_stats(s, &opts.rig, WindowSetKind::Tw15))
+            .collect();
+        let mut r: Vec<f64> = (stats[0].mean.iter().zip(&stats[1].mean))
+            .filter(|(a, _)| a.abs() > 1e-6)
+            .map(|(a, b)| ((b / a) as f64).ln().abs())
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    let drifted = median_shift(&ds, &sessions);
+
+    // One day: one session, no trial_session.npy.
+    let mut one = options(dir.path(), "procedural:42", 6);
+    one.out = dir.path().join("one");
+    sim::simulate_dataset(&one, DatasetForm::Tw15).unwrap();
+    assert!(!one.out.join("dataset/trial_session.npy").exists());
+    let steady = Dataset::open(&one.out.join("dataset")).unwrap();
+    assert_eq!(steady.sessions().len(), 1);
+    let halves: Vec<Vec<usize>> = sessions.clone();
+    let still = median_shift(&steady, &halves);
+    assert!(
+        drifted > 0.1 && still < drifted / 3.0,
+        "median |log ratio| of the halves' means: {drifted} over two days, {still} in one"
+    );
+}
