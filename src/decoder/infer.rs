@@ -425,19 +425,6 @@ mod tests {
     use burn::module::{Module, Param, RunningState};
     use burn::tensor::Distribution;
     use rand::SeedableRng;
-    use std::time::Instant;
-
-    fn time<F: FnMut() -> Tensor<B, 4>>(name: &str, mut f: F) -> Tensor<B, 4> {
-        let mut out = f();
-        let n = 10;
-        let start = Instant::now();
-        for _ in 0..n {
-            out = f();
-        }
-        let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
-        eprintln!("{name:24} {ms:8.3} ms  {:?}", out.dims());
-        out
-    }
 
     /// A small network whose BatchNorms have non-trivial running statistics and affine terms.
     fn net_with_stats(arch: &Architecture, seed: u64) -> UNet<B> {
@@ -517,57 +504,6 @@ mod tests {
         host.forward(&xs, 2, size, &mut out, &mut HostBuffers::default());
         let diff = max_abs_diff(&reference, &out);
         assert!(diff < 1e-4, "{arch:?}: host {diff}");
-    }
-
-    /// Per-layer timings at width 64, 96 px: `cargo test --release --lib decoder::infer -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn profile_layers() {
-        let dev = Default::default();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let net: UNet<B> = UNet::init_pix2pix(&Architecture::new(15, 64), &mut rng, &dev);
-        eprintln!("params {}", net.num_params());
-        let folded = FoldedUNet::from_unet(&net);
-        let x = Tensor::<B, 4>::ones([1, 15, 96, 96], &dev);
-        time("reference full", || net.forward(x.clone()));
-        time("folded full", || folded.forward(x.clone()));
-        let host = HostUNet::from_folded(folded.clone()).unwrap();
-        let xh = vec![1.0f32; 15 * 96 * 96];
-        let mut out = vec![0.0f32; 3 * 96 * 96];
-        let n = 20;
-        let mut buffers = HostBuffers::default();
-        host.forward(&xh, 1, 96, &mut out, &mut buffers);
-        let start = Instant::now();
-        for _ in 0..n {
-            host.forward(&xh, 1, 96, &mut out, &mut buffers);
-        }
-        eprintln!(
-            "host full {:8.3} ms",
-            start.elapsed().as_secs_f64() * 1e3 / n as f64
-        );
-        let mut cur = time("stem", || folded.stem.conv(x.clone()));
-        let mut skips = vec![];
-        for i in 0..folded.down.len() {
-            skips.push(cur.clone());
-            let d = time(&format!("down{i}"), || folded.down[i].conv(cur.clone()));
-            if i == 0 {
-                time("down0 batchnorm (ref)", || {
-                    net.blocks[0].down_norm.forward(d.clone())
-                });
-            }
-            cur = time(&format!("leaky{i}"), || leaky_relu(d.clone(), LEAKY_SLOPE));
-        }
-        for i in (0..folded.up.len()).rev() {
-            let u = time(&format!("up{i}"), || {
-                folded.up[i].conv_transpose(cur.clone())
-            });
-            let c = time(&format!("cat{i}"), || {
-                Tensor::cat(vec![skips[i].clone(), u.clone()], 1)
-            });
-            cur = time(&format!("relu{i}"), || relu(c.clone()));
-        }
-        let h = time("head", || folded.head.conv_transpose(cur.clone()));
-        time("sigmoid", || sigmoid(h.clone()));
     }
 }
 

@@ -124,11 +124,6 @@ impl FixedRfMaps {
         self.skipped
     }
 
-    /// Distinct (channel, pixel) cells that receive at least one electrode.
-    pub fn marked_pixels(&self) -> usize {
-        self.targets.len()
-    }
-
     /// Writes the input image `[channels][H][W]` for one feature vector. Never allocates.
     ///
     /// `features.len()` must be [`FixedRfMaps::n_features`] and `out.len()`
@@ -192,13 +187,6 @@ impl ArraySlots {
             max_per_array,
             electrode,
             mask,
-        }
-    }
-
-    /// Gathers one response vector into slot order, zero in padding: `out[a * M + j]`.
-    pub fn gather(&self, responses: &[f32], out: &mut [f32]) {
-        for ((o, &e), &m) in out.iter_mut().zip(&self.electrode).zip(&self.mask) {
-            *o = if m > 0.0 { responses[e] } else { 0.0 };
         }
     }
 }
