@@ -28,7 +28,7 @@ use burn::tensor::Tensor;
 use super::arch::LEAKY_SLOPE;
 use super::kernels::{
     bias_activation, col2im_up, im2col_down, product_into, relu_into, swap_outer, transpose,
-    Activation, Grid,
+    Activation, BufferPool, Grid,
 };
 use super::unet::UNet;
 use super::DecoderError;
@@ -180,30 +180,6 @@ fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, Dec
         .map_err(|e| DecoderError::Output(format!("{e:?}")))
 }
 
-/// Host buffers kept from one forward pass to the next. Every frame asks for the same sizes,
-/// so after the first pass no buffer is allocated or zeroed (the kernels overwrite them).
-#[derive(Debug, Default)]
-pub struct HostBuffers(Vec<Vec<f32>>);
-
-impl HostBuffers {
-    /// Most buffers kept; a forward pass holds about three per block.
-    const MAX: usize = 64;
-
-    /// A buffer of exactly `len` values, contents unspecified.
-    fn take(&mut self, len: usize) -> Vec<f32> {
-        match self.0.iter().position(|v| v.len() == len) {
-            Some(i) => self.0.swap_remove(i),
-            None => vec![0.0; len],
-        }
-    }
-
-    fn give(&mut self, v: Vec<f32>) {
-        if self.0.len() < Self::MAX {
-            self.0.push(v);
-        }
-    }
-}
-
 /// One layer of [`HostUNet`]: the folded weight as a row-major matrix, and the bias.
 #[derive(Debug, Clone)]
 struct HostConv {
@@ -246,7 +222,7 @@ impl HostConv {
 
     /// `matrix · x` with `x: [matrix columns][n]`, into a buffer from `buffers`; `x`'s
     /// buffer goes back to them.
-    fn product(&self, x: Vec<f32>, n: usize, buffers: &mut HostBuffers) -> Vec<f32> {
+    fn product(&self, x: Vec<f32>, n: usize, buffers: &mut BufferPool) -> Vec<f32> {
         let mut y = buffers.take(self.rows * n);
         product_into(&mut y, &self.matrix, self.rows, self.cols, &x, n);
         buffers.give(x);
@@ -261,7 +237,7 @@ impl HostConv {
 /// [`FoldedUNet`] (to float rounding).
 ///
 /// Real-time contract: [`HostUNet::forward`] takes every buffer from the caller's
-/// [`HostBuffers`]; once a pass of the same batch and size has run (and each pool thread
+/// [`BufferPool`]; once a pass of the same batch and size has run (and each pool thread
 /// has run a product), a pass allocates nothing and takes no lock.
 #[derive(Debug)]
 pub struct HostUNet {
@@ -308,7 +284,7 @@ impl HostUNet {
         batch: usize,
         size: usize,
         out: &mut [f32],
-        buffers: &mut HostBuffers,
+        buffers: &mut BufferPool,
     ) {
         if rayon::current_thread_index().is_none() {
             rayon::scope(|_| self.forward_in_pool(x, batch, size, out, buffers));
@@ -323,7 +299,7 @@ impl HostUNet {
         batch: usize,
         size: usize,
         out: &mut [f32],
-        buffers: &mut HostBuffers,
+        buffers: &mut BufferPool,
     ) {
         let c_in = self.stem.channels_in;
         let grid = Grid { batch, side: size };
@@ -367,7 +343,7 @@ impl HostUNet {
         layer: &HostConv,
         x: &[f32],
         grid: Grid,
-        buffers: &mut HostBuffers,
+        buffers: &mut BufferPool,
     ) -> Vec<f32> {
         let half = grid.half();
         let mut cols = buffers.take(layer.channels_in * 16 * half.n());
@@ -384,7 +360,7 @@ impl HostUNet {
     }
 
     /// Skip block `i` on `x [outer][grid]` (post-LeakyReLU) → `[2·outer][grid]`.
-    fn block(&self, i: usize, x: Vec<f32>, grid: Grid, buffers: &mut HostBuffers) -> Vec<f32> {
+    fn block(&self, i: usize, x: Vec<f32>, grid: Grid, buffers: &mut BufferPool) -> Vec<f32> {
         let half = grid.half();
         let d = self.down_layer(&self.down[i], &x, grid, buffers); // [inner][half]
         let inner = if i + 1 < self.down.len() {
@@ -501,7 +477,7 @@ mod tests {
         let host = HostUNet::from_folded(folded).unwrap();
         let xs = x.into_data().to_vec::<f32>().unwrap();
         let mut out = vec![0.0f32; 2 * 3 * size * size];
-        host.forward(&xs, 2, size, &mut out, &mut HostBuffers::default());
+        host.forward(&xs, 2, size, &mut out, &mut BufferPool::default());
         let diff = max_abs_diff(&reference, &out);
         assert!(diff < 1e-4, "{arch:?}: host {diff}");
     }
@@ -554,7 +530,7 @@ mod host_profile {
             t(&format!("im2col {i}"), || {
                 im2col_down(&x, layer.channels_in, grid, &mut scratch, &mut cols)
             });
-            let mut pool = HostBuffers::default();
+            let mut pool = BufferPool::default();
             let mut y = t(&format!("product {i}"), || {
                 layer.product(cols.clone(), half.n(), &mut pool)
             });
@@ -568,7 +544,7 @@ mod host_profile {
             grid = half;
         }
         for (i, up) in host.up.iter().enumerate().rev() {
-            let mut pool = HostBuffers::default();
+            let mut pool = BufferPool::default();
             let cols = t(&format!("product up{i}"), || {
                 up.product(x.clone(), grid.n(), &mut pool)
             });
@@ -595,7 +571,7 @@ mod host_profile {
             x = out;
             grid = two;
         }
-        let mut pool = HostBuffers::default();
+        let mut pool = BufferPool::default();
         let cols = t("product head", || {
             host.head.product(x.clone(), grid.n(), &mut pool)
         });
@@ -613,7 +589,7 @@ mod host_profile {
             )
         });
         let xh = vec![0.5f32; 15 * 96 * 96];
-        let mut buffers = HostBuffers::default();
+        let mut buffers = BufferPool::default();
         t("full forward", || {
             host.forward(&xh, 1, 96, &mut out, &mut buffers)
         });

@@ -12,10 +12,11 @@ use rand::SeedableRng;
 
 use parking_lot::Mutex;
 
-use super::infer::{FoldedUNet, HostBuffers, HostUNet};
+use super::infer::{FoldedUNet, HostUNet};
 use super::input::{
     CachedGaussianMaps, DenseMapLayer, FixedRfMaps, GaussianRfLayer, HostDenseMaps,
 };
+use super::kernels::BufferPool;
 use super::linear::{HostLinearPathway, LinearPathwayLayer, PathwayScratch};
 use super::unet::UNet;
 use super::{DecoderConfig, DecoderError, DecoderKind, AREA_NAMES};
@@ -107,7 +108,7 @@ enum Generator<B: Backend> {
 pub struct Workspace {
     /// `[batch][channels][H][W]`
     input: Vec<f32>,
-    unet: HostBuffers,
+    unet: BufferPool,
     pathway: PathwayScratch,
     /// `[batch][3][H][W]`, the linear pathway's images.
     pathway_images: Vec<f32>,
