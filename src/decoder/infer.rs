@@ -311,8 +311,7 @@ impl HostUNet {
         let half = grid.half();
         let x2 = self.block(0, x1, half, buffers); // [2w][batch·(size/2)²]
         let cols = self.head.product(x2, half.n(), buffers); // [3·16][batch·(size/2)²]
-        let mut zeros = buffers.take(half.side);
-        zeros.fill(0.0);
+        let zeros = buffers.zeros(half.side);
         let mut y = buffers.take(out.len());
         let act = if self.residual {
             Activation::Identity
@@ -375,8 +374,7 @@ impl HostUNet {
         let mut out = buffers.take(2 * outer * n);
         let (skip, upper) = out.split_at_mut(outer * n);
         relu_into(&x, skip);
-        let mut zeros = buffers.take(half.side);
-        zeros.fill(0.0);
+        let zeros = buffers.zeros(half.side);
         col2im_up(
             &cols,
             outer,

@@ -615,19 +615,7 @@ mod tests {
                 }),
             })
             .collect();
-        DecoderConfig {
-            kind,
-            width: 4,
-            levels: crate::decoder::arch::DEFAULT_LEVELS.to_vec(),
-            image_size: 32,
-            n_arrays: 3,
-            windows_per_electrode: windows,
-            window_names: (0..windows).map(|w| format!("w{w}")).collect(),
-            electrodes,
-            linear_pathway: None,
-            channel_per_electrode: false,
-            input_scale: 1.0,
-        }
+        DecoderConfig::for_test(kind, 3, windows, electrodes)
     }
 
     fn features(cfg: &DecoderConfig, batch: usize, seed: u32) -> Vec<f32> {
