@@ -51,15 +51,15 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
-use burn::tensor::{DType, Tensor, TensorData};
-use burn_store::{ModuleSnapshot, PytorchStore};
+use burn::tensor::{Tensor, TensorData};
+use burn_store::PytorchStore;
 use serde::Serialize;
 
 use crate::decoder::kernels::bilinear_matrix;
@@ -173,17 +173,7 @@ impl<B: Backend> AlexNet<B> {
         let reader = crate::pth::open(path, &what)?;
         let keys = reader.keys();
         check_keys(&keys).map_err(|why| anyhow::anyhow!("{}; {why}", what()))?;
-        let shape = |key: &str| -> anyhow::Result<Vec<usize>> {
-            let tensor = reader.get(key).expect("check_keys found it");
-            if tensor.dtype != DType::F32 {
-                bail!(
-                    "{}; {key} is {:?}, the network runs in float32: save the file with float32 weights",
-                    what(),
-                    tensor.dtype
-                );
-            }
-            Ok(tensor.shape.as_slice().to_vec())
-        };
+        let shape = |key: &str| crate::pth::f32_shape(&reader, key, &what);
         let mut widths = AlexNetWidths {
             conv: [0; 5],
             fc: [0; 3],
@@ -239,24 +229,14 @@ impl<B: Backend> AlexNet<B> {
 
         let mut net = AlexNet::new(widths, device);
         // torchvision's `features.0` is our `conv1`, …, `classifier.6` our `fc8`.
-        // Shape errors and missing tensors already fail `load_from` (the store
-        // validates and refuses partial loads); the count is a last guard.
-        let mut store = PytorchStore::from_file(path)
-            .map_indices_contiguous(false)
-            .allow_partial(false);
+        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
         for (t, field) in FEATURES_INDEX.iter().zip(CONV_FIELDS) {
             store = store.with_key_remapping(format!(r"^features\.{t}\."), format!("{field}."));
         }
         for (t, field) in CLASSIFIER_INDEX.iter().zip(FC_FIELDS) {
             store = store.with_key_remapping(format!(r"^classifier\.{t}\."), format!("{field}."));
         }
-        let result = net
-            .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(what)?;
-        if !result.errors.is_empty() || result.applied.len() != 16 {
-            bail!("{}; loading it gave:\n{result}", what());
-        }
+        crate::pth::load_into(&mut net, store, 16, &what)?;
         Ok(net)
     }
 

@@ -336,11 +336,6 @@ impl RigConfig {
         self.live_arrays().count()
     }
 
-    /// Sampling period in seconds.
-    pub fn sample_period(&self) -> f64 {
-        1.0 / self.sampling_rate_hz
-    }
-
     /// Live electrodes per area, indexed by [`Area::index`].
     pub fn electrodes_per_area(&self) -> [usize; 3] {
         let mut n = [0; 3];

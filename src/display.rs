@@ -49,11 +49,6 @@ impl StimulusStore {
         }
     }
 
-    /// Whether a stimulus folder was given at all.
-    pub fn has_folder(&self) -> bool {
-        self.dir.is_some()
-    }
-
     pub fn get(&mut self, id: &str) -> Option<&RgbImage> {
         let dir = self.dir.as_ref()?;
         if !self.cache.contains_key(id) {

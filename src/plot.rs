@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, Context};
-use plotters::coord::CoordTranslate;
+use anyhow::Context;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 const FONT_PATHS: [&str; 3] = [
@@ -37,6 +37,28 @@ pub fn have_font() -> bool {
     })
 }
 
+/// Draws on a white `w`×`h` bitmap with `draw` and saves it as the PNG `path`.
+pub fn save_png(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        draw(&root)
+            .and_then(|()| Ok(root.present()?))
+            .with_context(|| format!("drawing {}", path.display()))?;
+    }
+    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The least and greatest of `values` (`(MAX, MIN)` when there are none).
+fn extent(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)))
+}
+
 /// One line of a loss plot.
 pub struct Series<'a> {
     pub name: &'a str,
@@ -55,19 +77,15 @@ pub fn loss_curves(path: &Path, panels: &[Panel<'_>]) -> anyhow::Result<bool> {
     if !have_font() {
         return Ok(false);
     }
-    let (w, h) = (550 * panels.len().max(1) as u32, 450u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+    let size = (550 * panels.len().max(1) as u32, 450u32);
+    save_png(path, size, |root| {
         let areas = root.split_evenly((1, panels.len().max(1)));
-        let colours = [RED, BLUE, GREEN, MAGENTA];
         for (panel, Panel { title, series }) in areas.iter().zip(panels) {
             let x_max = series
                 .iter()
                 .flat_map(|s| s.points.iter().map(|p| p.0))
                 .fold(1.0, f64::max);
-            let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-            let (y_min, y_max) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+            let (y_min, y_max) = extent(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
             if y_min > y_max {
                 continue;
             }
@@ -77,37 +95,18 @@ pub fn loss_curves(path: &Path, panels: &[Panel<'_>]) -> anyhow::Result<bool> {
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(56)
-                .build_cartesian_2d(1.0..x_max.max(2.0), (y_min - pad)..(y_max + pad))
-                .map_err(|e| anyhow!("{e}"))?;
+                .build_cartesian_2d(1.0..x_max.max(2.0), (y_min - pad)..(y_max + pad))?;
             chart
                 .configure_mesh()
                 .x_desc("epoch")
                 .y_desc("loss")
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
-            for (s, colour) in series.iter().zip(colours) {
-                chart
-                    .draw_series(LineSeries::new(
-                        s.points.iter().copied(),
-                        colour.stroke_width(2),
-                    ))
-                    .map_err(|e| anyhow!("{e}"))?
-                    .label(s.name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
+                .draw()?;
+            let lines_of = series.iter().map(|s| (s.name, &s.points[..]));
+            lines(&mut chart, lines_of, &[RED, BLUE, GREEN, MAGENTA], |_| true)?;
+            legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         }
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    })?;
     Ok(true)
 }
 
@@ -122,47 +121,34 @@ pub fn latency_plot(
     if !have_font() {
         return Ok(false);
     }
-    let (w, h) = (1100u32, 450u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
     let colours: [RGBColor; 6] = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
-    let positive = |pts: &[(f64, f64)], x: bool| {
-        pts.iter()
-            .map(|p| if x { p.0 } else { p.1 })
-            .filter(|v| *v > 0.0 && v.is_finite())
-            .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)))
+    // The positive, finite x (or y) extent of all the series.
+    let positive = |series: &[(String, Vec<(f64, f64)>)], x: bool| {
+        extent(series.iter().flat_map(|(_, pts)| {
+            pts.iter()
+                .map(move |p| if x { p.0 } else { p.1 })
+                .filter(|v| *v > 0.0 && v.is_finite())
+        }))
     };
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+    save_png(path, (1100, 450), |root| {
         let areas = root.split_evenly((1, 2));
-        let (lo, hi) = cdf
-            .iter()
-            .map(|(_, p)| positive(p, true))
-            .fold((f64::MAX, f64::MIN), |(a, b), (c, d)| (a.min(c), b.max(d)));
+        let (lo, hi) = positive(cdf, true);
         if lo <= hi {
             let mut chart = ChartBuilder::on(&areas[0])
                 .caption("latency per stage (CDF)", ("sans-serif", 18))
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(48)
-                .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0.0..1.0)
-                .map_err(|e| anyhow!("{e}"))?;
+                .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0.0..1.0)?;
             chart
                 .configure_mesh()
                 .x_desc("ms")
                 .y_desc("fraction of frames")
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
-            lines(&mut chart, cdf, &colours, |p| p.0 > 0.0)?;
+                .draw()?;
+            lines(&mut chart, named(cdf), &colours, |p| p.0 > 0.0)?;
             legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
-        let (slo, shi) = p99
-            .iter()
-            .map(|(_, p)| positive(p, true))
-            .fold((f64::MAX, f64::MIN), |(a, b), (c, d)| (a.min(c), b.max(d)));
-        let (ylo, yhi) = p99
-            .iter()
-            .map(|(_, p)| positive(p, false))
-            .fold((f64::MAX, f64::MIN), |(a, b), (c, d)| (a.min(c), b.max(d)));
+        let ((slo, shi), (ylo, yhi)) = (positive(p99, true), positive(p99, false));
         if slo <= shi && ylo <= yhi {
             let mut chart = ChartBuilder::on(&areas[1])
                 .caption("p99 against replay speed", ("sans-serif", 18))
@@ -172,21 +158,17 @@ pub fn latency_plot(
                 .build_cartesian_2d(
                     (slo * 0.8..shi * 1.25).log_scale(),
                     (ylo * 0.8..yhi * 1.25).log_scale(),
-                )
-                .map_err(|e| anyhow!("{e}"))?;
+                )?;
             chart
                 .configure_mesh()
                 .x_desc("speed (x real time)")
                 .y_desc("p99 ms")
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
-            lines(&mut chart, p99, &colours, |p| p.0 > 0.0 && p.1 > 0.0)?;
+                .draw()?;
+            lines(&mut chart, named(p99), &colours, |p| p.0 > 0.0 && p.1 > 0.0)?;
             legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         }
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    })?;
     Ok(true)
 }
 
@@ -219,12 +201,9 @@ pub fn tail_plot(
     if ylo > yhi {
         return Ok(false);
     }
-    let (w, h) = (800u32, 500u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
     let colours: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        let mut chart = ChartBuilder::on(&root)
+    save_png(path, (800, 500), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 18))
             .margin(14)
             .x_label_area_size(40)
@@ -232,21 +211,21 @@ pub fn tail_plot(
             .build_cartesian_2d(
                 (1.0..xhi * 1.5).log_scale(),
                 (ylo * 0.8..yhi * 1.25).log_scale(),
-            )
-            .map_err(|e| anyhow!("{e}"))?;
+            )?;
         chart
             .configure_mesh()
             .x_desc("1 / (1 − percentile): 2 = p50, 100 = p99, 1000 = p99.9")
             .y_desc("end-to-end ms")
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
-        lines(&mut chart, &tails, &colours, |_| true)?;
-        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", path.display()))?;
+            .draw()?;
+        lines(&mut chart, named(&tails), &colours, |_| true)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
+    })?;
     Ok(true)
+}
+
+/// `(name, points)` pairs as [`lines`] takes them.
+fn named(series: &[(String, Vec<(f64, f64)>)]) -> impl Iterator<Item = (&str, &[(f64, f64)])> {
+    series.iter().map(|(name, pts)| (name.as_str(), &pts[..]))
 }
 
 /// A line's name and points.
@@ -260,27 +239,21 @@ pub fn log_x_panels(
     x_desc: &str,
     panels: &[(&str, Vec<NamedLine>)],
 ) -> anyhow::Result<bool> {
-    let all = || {
-        panels
-            .iter()
-            .flat_map(|(_, s)| s.iter().flat_map(|(_, p)| p.iter()))
+    let points = |s: &[NamedLine]| -> Vec<(f64, f64)> {
+        (s.iter().flat_map(|(_, p)| p.iter().copied()))
+            .filter(|p| p.0 > 0.0 && p.1.is_finite())
+            .collect()
     };
-    let (xlo, xhi) = all()
-        .filter(|p| p.0 > 0.0)
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (xlo, xhi) = extent(panels.iter().flat_map(|(_, s)| points(s)).map(|p| p.0));
     if !have_font() || xlo > xhi {
         return Ok(false);
     }
-    let (w, h) = (550 * panels.len().max(1) as u32, 450u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
     let colours: [RGBColor; 6] = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+    let size = (550 * panels.len().max(1) as u32, 450u32);
+    save_png(path, size, |root| {
         let areas = root.split_evenly((1, panels.len().max(1)));
         for (area, (title, series)) in areas.iter().zip(panels) {
-            let (ylo, yhi) = (series.iter().flat_map(|(_, p)| p.iter()))
-                .filter(|p| p.1.is_finite())
-                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+            let (ylo, yhi) = extent(points(series).into_iter().map(|p| p.1));
             if ylo > yhi {
                 continue;
             }
@@ -290,48 +263,36 @@ pub fn log_x_panels(
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(56)
-                .build_cartesian_2d((xlo * 0.8..xhi * 1.25).log_scale(), ylo - pad..yhi + pad)
-                .map_err(|e| anyhow!("{e}"))?;
-            chart
-                .configure_mesh()
-                .x_desc(x_desc)
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
-            lines(&mut chart, series, &colours, |p| {
-                p.0 > 0.0 && p.1.is_finite()
-            })?;
+                .build_cartesian_2d((xlo * 0.8..xhi * 1.25).log_scale(), ylo - pad..yhi + pad)?;
+            chart.configure_mesh().x_desc(x_desc).draw()?;
+            let keep = |p: &(f64, f64)| p.0 > 0.0 && p.1.is_finite();
+            lines(&mut chart, named(series), &colours, keep)?;
             for ((_, pts), &colour) in series.iter().zip(&colours) {
-                chart
-                    .draw_series(
-                        (pts.iter().filter(|p| p.0 > 0.0 && p.1.is_finite()))
-                            .map(|&p| Circle::new(p, 4, colour.filled())),
-                    )
-                    .map_err(|e| anyhow!("{e}"))?;
+                chart.draw_series(
+                    (pts.iter().filter(|p| keep(p))).map(|&p| Circle::new(p, 4, colour.filled())),
+                )?;
             }
             legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    })?;
     Ok(true)
 }
 
 /// One labelled line per series, in `colours` order, through the points `keep` passes.
-fn lines<'a, 'b: 'a, CT: CoordTranslate<From = (f64, f64)>>(
+fn lines<'a, 'b: 'a, 's, CT: CoordTranslate<From = (f64, f64)>>(
     chart: &mut ChartContext<'a, BitMapBackend<'b>, CT>,
-    series: &[(String, Vec<(f64, f64)>)],
+    series: impl Iterator<Item = (&'s str, &'s [(f64, f64)])>,
     colours: &[RGBColor],
     keep: impl Fn(&(f64, f64)) -> bool,
 ) -> anyhow::Result<()> {
-    for ((name, pts), &colour) in series.iter().zip(colours) {
+    for ((name, pts), &colour) in series.zip(colours) {
         chart
             .draw_series(LineSeries::new(
                 pts.iter().copied().filter(|p| keep(p)),
                 colour.stroke_width(2),
-            ))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(name.as_str())
+            ))?
+            .label(name)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
             });
@@ -349,8 +310,8 @@ pub fn legend<'a, 'b: 'a, CT: CoordTranslate>(
         .position(pos)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.85))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))
+        .draw()?;
+    Ok(())
 }
 
 /// A grid of RGB images (`[3][H][W]` floats in [0, 1], all `size` px): one column per
@@ -390,21 +351,12 @@ pub fn image_grid(
         let root = BitMapBackend::with_buffer(&mut buf, (w as u32, h as u32)).into_drawing_area();
         for (c, t) in titles.iter().enumerate() {
             let x = (gap + c * (cell + gap)) as i32;
-            root.draw(&Text::new(
-                t.as_str(),
-                (x, 6),
-                ("sans-serif", 16).into_font().color(&BLACK),
-            ))
-            .map_err(|e| anyhow!("{e}"))?;
+            let font = ("sans-serif", 16).into_font().color(&BLACK);
+            root.draw(&Text::new(t.as_str(), (x, 6), font))?;
         }
-        root.present().map_err(|e| anyhow!("{e}"))?;
+        root.present()?;
     }
-    image::save_buffer(
-        path,
-        &buf,
-        w as u32,
-        h as u32,
-        image::ExtendedColorType::Rgb8,
-    )
-    .with_context(|| format!("writing {}", path.display()))
+    let (w, h) = (w as u32, h as u32);
+    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -5,7 +5,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use burn::tensor::backend::Backend;
+use burn::tensor::DType;
 use burn_store::pytorch::PytorchReader;
+use burn_store::{ModuleSnapshot, PytorchStore};
 
 /// Opens `path` for reading; `what()` says what file was expected (it leads every error).
 pub fn open(path: &Path, what: &dyn Fn() -> String) -> anyhow::Result<PytorchReader> {
@@ -18,6 +21,44 @@ pub fn open(path: &Path, what: &dyn Fn() -> String) -> anyhow::Result<PytorchRea
     PytorchReader::new(path)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("{}: not a readable PyTorch file", what()))
+}
+
+/// The shape of the tensor `key`, which must be float32 (the networks run in float32).
+pub fn f32_shape(
+    reader: &PytorchReader,
+    key: &str,
+    what: &dyn Fn() -> String,
+) -> anyhow::Result<Vec<usize>> {
+    let tensor = reader
+        .get(key)
+        .with_context(|| format!("{}; it has no {key}", what()))?;
+    if tensor.dtype != DType::F32 {
+        bail!(
+            "{}; {key} is {:?}, the network runs in float32: save the file with float32 weights",
+            what(),
+            tensor.dtype
+        );
+    }
+    Ok(tensor.shape.as_slice().to_vec())
+}
+
+/// Loads `store` into `net`, which must take exactly `tensors` tensors from it. Shape
+/// errors and missing tensors already fail `load_from` (the store validates and refuses
+/// partial loads); the count is a last guard.
+pub fn load_into<B: Backend, M: ModuleSnapshot<B>>(
+    net: &mut M,
+    store: PytorchStore,
+    tensors: usize,
+    what: &dyn Fn() -> String,
+) -> anyhow::Result<()> {
+    let result = net
+        .load_from(&mut store.allow_partial(false))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(what)?;
+    if !result.errors.is_empty() || result.applied.len() != tensors {
+        bail!("{}; loading it gave:\n{result}", what());
+    }
+    Ok(())
 }
 
 /// burn-store 0.21 reads a legacy-format (`torch.save` before 1.6) float32 tensor whose

@@ -253,40 +253,35 @@ fn draw_lanes(
     hi: f64,
 ) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing {}: {e}", png.display());
     let lanes = lanes(shown);
     let ms = |us: f64| (us - frame.ready_us) / 1000.0;
     let row = |thread: &str| {
         let i = lanes.iter().position(|l| l == thread).unwrap_or(0);
         (lanes.len() - 1 - i) as f64
     };
-    let (w, h) = (1100u32, 120 + 44 * lanes.len().max(1) as u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+    let size = (1100u32, 120 + 44 * lanes.len().max(1) as u32);
+    crate::plot::save_png(png, size, |root| {
         let title = format!(
             "frame {}: {:.1} ms from its windows' completion to the screen",
             frame.seq,
             (frame.shown_us - frame.ready_us) / 1000.0
         );
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(10)
-            .build_cartesian_2d(ms(lo)..ms(hi), 0.0..lanes.len() as f64)
-            .map_err(|e| err(&e))?;
+            .build_cartesian_2d(ms(lo)..ms(hi), 0.0..lanes.len() as f64)?;
         chart
             .configure_mesh()
             .x_desc("ms from the frame's windows completing")
             .y_labels(0)
             .disable_y_mesh()
-            .draw()
-            .map_err(|e| err(&e))?;
+            .draw()?;
         let labels = lanes
             .iter()
             .map(|l| Text::new(l.clone(), (ms(lo) + 0.3, row(l) + 0.98), ("sans-serif", 14)));
-        chart.draw_series(labels).map_err(|e| err(&e))?;
+        chart.draw_series(labels)?;
         for s in shown {
             let y = row(&s.thread);
             let x0 = ms(s.start_us.max(lo));
@@ -299,18 +294,12 @@ fn draw_lanes(
                 c.mix(0.35).filled()
             };
             let bar = Rectangle::new([(x0, y + 0.08), (x1, y + 0.6)], style);
-            chart
-                .draw_series(std::iter::once(bar))
-                .map_err(|e| err(&e))?;
+            chart.draw_series(std::iter::once(bar))?;
             if mine {
                 let name = Text::new(s.name.clone(), (x0, y + 0.98), ("sans-serif", 13));
-                chart
-                    .draw_series(std::iter::once(name))
-                    .map_err(|e| err(&e))?;
+                chart.draw_series(std::iter::once(name))?;
             }
         }
-        root.present().map_err(|e| err(&e))?;
-    }
-    image::save_buffer(png, &buf, w, h, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", png.display()))
+        Ok(())
+    })
 }

@@ -362,11 +362,6 @@ impl WindowAssembler {
         true
     }
 
-    /// Onsets waiting for their windows.
-    pub fn pending_onsets(&self) -> usize {
-        self.pending_len
-    }
-
     fn time_at(&self, i: usize) -> f64 {
         // Logical index 0 = oldest sample in the history.
         self.meta[(self.head + self.capacity - self.len + i) % self.capacity].lsl_time

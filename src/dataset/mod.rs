@@ -44,6 +44,24 @@ pub enum DatasetError {
     },
 }
 
+impl DatasetError {
+    /// An I/O error on `path`, for `map_err`.
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> Self + Copy + '_ {
+        move |source| DatasetError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// What is wrong with the contents of `path`, for `map_err`.
+    fn bad(path: &Path) -> impl Fn(String) -> Self + Copy + '_ {
+        move |message| DatasetError::Format {
+            path: path.to_path_buf(),
+            message,
+        }
+    }
+}
+
 /// `dataset.json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatasetMeta {
@@ -92,20 +110,13 @@ struct NpyMap {
 
 impl NpyMap {
     fn open(path: &Path, descr: &str) -> Result<NpyMap, DatasetError> {
-        let io = |source| DatasetError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let bad = |message: String| DatasetError::Format {
-            path: path.to_path_buf(),
-            message,
-        };
+        let (io, bad) = (DatasetError::io(path), DatasetError::bad(path));
         let file = File::open(path).map_err(io)?;
         // SAFETY: the file is opened read-only; a dataset is not modified while training
         // reads it (if it were, values would change, never memory safety of our code,
         // which only copies plain numbers out of the map).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        npy_header_fits(&map, map.len() as u64).map_err(bad)?;
+        let offset = npy_data_offset(&map, map.len() as u64).map_err(bad)? as usize;
         let header = npyz::NpyHeader::from_reader(&map[..])
             .map_err(|e| bad(format!("not a .npy file: {e}")))?;
         let dtype = header.dtype();
@@ -115,14 +126,6 @@ impl NpyMap {
         if header.order() != npyz::Order::C {
             return Err(bad("Fortran order; save it in C order".into()));
         }
-        // Data starts after magic (6), version (2), header length (2 in v1, 4 after).
-        let offset = match map.get(6) {
-            Some(1) if map.len() >= 10 => 10 + u16::from_le_bytes([map[8], map[9]]) as usize,
-            Some(v) if *v != 1 && map.len() >= 12 => {
-                12 + u32::from_le_bytes([map[8], map[9], map[10], map[11]]) as usize
-            }
-            _ => return Err(bad("truncated header".into())),
-        };
         let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
         let elem = descr[2..].parse::<usize>().unwrap_or(1);
         // A damaged header can state a shape whose size does not fit in a usize.
@@ -313,14 +316,8 @@ impl Dataset {
         if !p.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&p).map_err(|source| DatasetError::Io {
-            path: p.clone(),
-            source,
-        })?;
-        let bad = |message: String| DatasetError::Format {
-            path: p.clone(),
-            message,
-        };
+        let text = std::fs::read_to_string(&p).map_err(DatasetError::io(&p))?;
+        let bad = DatasetError::bad(&p);
         let rows: Vec<ElectrodeQuality> = read_csv(&text).map_err(bad)?;
         if rows.len() != self.meta.channels {
             return Err(bad(format!(
@@ -596,15 +593,12 @@ struct DatasetFiles<'a> {
 
 impl DatasetFiles<'_> {
     fn bad(&self, name: &str, message: String) -> DatasetError {
-        DatasetError::Format {
-            path: self.dir.join(name),
-            message,
-        }
+        DatasetError::bad(&self.dir.join(name))(message)
     }
 
     fn text(&self, name: &str) -> Result<String, DatasetError> {
         let p = self.dir.join(name);
-        std::fs::read_to_string(&p).map_err(|source| DatasetError::Io { path: p, source })
+        std::fs::read_to_string(&p).map_err(DatasetError::io(&p))
     }
 
     /// `dataset.json`, of the one format and version this reader knows.
@@ -746,9 +740,11 @@ impl DatasetFiles<'_> {
     }
 }
 
-/// Checks that the header length of a `.npy` file (its first bytes in `head`) fits in
-/// its `len` bytes: npyz allocates the declared length before reading it.
-fn npy_header_fits(head: &[u8], len: u64) -> Result<(), String> {
+/// Where the data of a `.npy` file (its first bytes in `head`, `len` bytes in all)
+/// starts: after magic (6), version (2), header length (2 in v1, 4 after) and header.
+/// Checks that the header fits in the file: npyz allocates the declared length before
+/// reading it.
+fn npy_data_offset(head: &[u8], len: u64) -> Result<u64, String> {
     let declared = match (head.get(6), head.get(8..12)) {
         (Some(1), Some(b)) => 10 + u64::from(u16::from_le_bytes([b[0], b[1]])),
         (Some(_), Some(b)) => 12 + u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
@@ -759,24 +755,17 @@ fn npy_header_fits(head: &[u8], len: u64) -> Result<(), String> {
             "not a .npy file: its header claims {declared} bytes, the file has {len}"
         ));
     }
-    Ok(())
+    Ok(declared)
 }
 
 /// Opens a small `.npy` file for npyz, its header length checked first.
 fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<File>>, DatasetError> {
-    let io = |source| DatasetError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bad = |message: String| DatasetError::Format {
-        path: path.to_path_buf(),
-        message,
-    };
+    let (io, bad) = (DatasetError::io(path), DatasetError::bad(path));
     let file = File::open(path).map_err(io)?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut head = Vec::with_capacity(12);
     std::io::Read::read_to_end(&mut std::io::Read::take(&file, 12), &mut head).map_err(io)?;
-    npy_header_fits(&head, len).map_err(bad)?;
+    npy_data_offset(&head, len).map_err(bad)?;
     let mut reader = std::io::BufReader::new(file);
     std::io::Seek::rewind(&mut reader).map_err(io)?;
     npyz::NpyFile::new(reader).map_err(|e| bad(e.to_string()))

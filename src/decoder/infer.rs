@@ -28,7 +28,7 @@ use burn::tensor::Tensor;
 use super::arch::LEAKY_SLOPE;
 use super::kernels::{
     bias_activation, col2im_up, im2col_down, product_into, relu_into, swap_outer, transpose,
-    Activation, Grid,
+    Activation, BufferPool, Grid,
 };
 use super::unet::UNet;
 use super::DecoderError;
@@ -180,30 +180,6 @@ fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, Dec
         .map_err(|e| DecoderError::Output(format!("{e:?}")))
 }
 
-/// Host buffers kept from one forward pass to the next. Every frame asks for the same sizes,
-/// so after the first pass no buffer is allocated or zeroed (the kernels overwrite them).
-#[derive(Debug, Default)]
-pub struct HostBuffers(Vec<Vec<f32>>);
-
-impl HostBuffers {
-    /// Most buffers kept; a forward pass holds about three per block.
-    const MAX: usize = 64;
-
-    /// A buffer of exactly `len` values, contents unspecified.
-    fn take(&mut self, len: usize) -> Vec<f32> {
-        match self.0.iter().position(|v| v.len() == len) {
-            Some(i) => self.0.swap_remove(i),
-            None => vec![0.0; len],
-        }
-    }
-
-    fn give(&mut self, v: Vec<f32>) {
-        if self.0.len() < Self::MAX {
-            self.0.push(v);
-        }
-    }
-}
-
 /// One layer of [`HostUNet`]: the folded weight as a row-major matrix, and the bias.
 #[derive(Debug, Clone)]
 struct HostConv {
@@ -246,7 +222,7 @@ impl HostConv {
 
     /// `matrix · x` with `x: [matrix columns][n]`, into a buffer from `buffers`; `x`'s
     /// buffer goes back to them.
-    fn product(&self, x: Vec<f32>, n: usize, buffers: &mut HostBuffers) -> Vec<f32> {
+    fn product(&self, x: Vec<f32>, n: usize, buffers: &mut BufferPool) -> Vec<f32> {
         let mut y = buffers.take(self.rows * n);
         product_into(&mut y, &self.matrix, self.rows, self.cols, &x, n);
         buffers.give(x);
@@ -261,7 +237,7 @@ impl HostConv {
 /// [`FoldedUNet`] (to float rounding).
 ///
 /// Real-time contract: [`HostUNet::forward`] takes every buffer from the caller's
-/// [`HostBuffers`]; once a pass of the same batch and size has run (and each pool thread
+/// [`BufferPool`]; once a pass of the same batch and size has run (and each pool thread
 /// has run a product), a pass allocates nothing and takes no lock.
 #[derive(Debug)]
 pub struct HostUNet {
@@ -308,7 +284,7 @@ impl HostUNet {
         batch: usize,
         size: usize,
         out: &mut [f32],
-        buffers: &mut HostBuffers,
+        buffers: &mut BufferPool,
     ) {
         if rayon::current_thread_index().is_none() {
             rayon::scope(|_| self.forward_in_pool(x, batch, size, out, buffers));
@@ -323,7 +299,7 @@ impl HostUNet {
         batch: usize,
         size: usize,
         out: &mut [f32],
-        buffers: &mut HostBuffers,
+        buffers: &mut BufferPool,
     ) {
         let c_in = self.stem.channels_in;
         let grid = Grid { batch, side: size };
@@ -335,8 +311,7 @@ impl HostUNet {
         let half = grid.half();
         let x2 = self.block(0, x1, half, buffers); // [2w][batch·(size/2)²]
         let cols = self.head.product(x2, half.n(), buffers); // [3·16][batch·(size/2)²]
-        let mut zeros = buffers.take(half.side);
-        zeros.fill(0.0);
+        let zeros = buffers.zeros(half.side);
         let mut y = buffers.take(out.len());
         let act = if self.residual {
             Activation::Identity
@@ -367,7 +342,7 @@ impl HostUNet {
         layer: &HostConv,
         x: &[f32],
         grid: Grid,
-        buffers: &mut HostBuffers,
+        buffers: &mut BufferPool,
     ) -> Vec<f32> {
         let half = grid.half();
         let mut cols = buffers.take(layer.channels_in * 16 * half.n());
@@ -384,7 +359,7 @@ impl HostUNet {
     }
 
     /// Skip block `i` on `x [outer][grid]` (post-LeakyReLU) → `[2·outer][grid]`.
-    fn block(&self, i: usize, x: Vec<f32>, grid: Grid, buffers: &mut HostBuffers) -> Vec<f32> {
+    fn block(&self, i: usize, x: Vec<f32>, grid: Grid, buffers: &mut BufferPool) -> Vec<f32> {
         let half = grid.half();
         let d = self.down_layer(&self.down[i], &x, grid, buffers); // [inner][half]
         let inner = if i + 1 < self.down.len() {
@@ -399,8 +374,7 @@ impl HostUNet {
         let mut out = buffers.take(2 * outer * n);
         let (skip, upper) = out.split_at_mut(outer * n);
         relu_into(&x, skip);
-        let mut zeros = buffers.take(half.side);
-        zeros.fill(0.0);
+        let zeros = buffers.zeros(half.side);
         col2im_up(
             &cols,
             outer,
@@ -425,19 +399,6 @@ mod tests {
     use burn::module::{Module, Param, RunningState};
     use burn::tensor::Distribution;
     use rand::SeedableRng;
-    use std::time::Instant;
-
-    fn time<F: FnMut() -> Tensor<B, 4>>(name: &str, mut f: F) -> Tensor<B, 4> {
-        let mut out = f();
-        let n = 10;
-        let start = Instant::now();
-        for _ in 0..n {
-            out = f();
-        }
-        let ms = start.elapsed().as_secs_f64() * 1e3 / n as f64;
-        eprintln!("{name:24} {ms:8.3} ms  {:?}", out.dims());
-        out
-    }
 
     /// A small network whose BatchNorms have non-trivial running statistics and affine terms.
     fn net_with_stats(arch: &Architecture, seed: u64) -> UNet<B> {
@@ -514,60 +475,9 @@ mod tests {
         let host = HostUNet::from_folded(folded).unwrap();
         let xs = x.into_data().to_vec::<f32>().unwrap();
         let mut out = vec![0.0f32; 2 * 3 * size * size];
-        host.forward(&xs, 2, size, &mut out, &mut HostBuffers::default());
+        host.forward(&xs, 2, size, &mut out, &mut BufferPool::default());
         let diff = max_abs_diff(&reference, &out);
         assert!(diff < 1e-4, "{arch:?}: host {diff}");
-    }
-
-    /// Per-layer timings at width 64, 96 px: `cargo test --release --lib decoder::infer -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn profile_layers() {
-        let dev = Default::default();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let net: UNet<B> = UNet::init_pix2pix(&Architecture::new(15, 64), &mut rng, &dev);
-        eprintln!("params {}", net.num_params());
-        let folded = FoldedUNet::from_unet(&net);
-        let x = Tensor::<B, 4>::ones([1, 15, 96, 96], &dev);
-        time("reference full", || net.forward(x.clone()));
-        time("folded full", || folded.forward(x.clone()));
-        let host = HostUNet::from_folded(folded.clone()).unwrap();
-        let xh = vec![1.0f32; 15 * 96 * 96];
-        let mut out = vec![0.0f32; 3 * 96 * 96];
-        let n = 20;
-        let mut buffers = HostBuffers::default();
-        host.forward(&xh, 1, 96, &mut out, &mut buffers);
-        let start = Instant::now();
-        for _ in 0..n {
-            host.forward(&xh, 1, 96, &mut out, &mut buffers);
-        }
-        eprintln!(
-            "host full {:8.3} ms",
-            start.elapsed().as_secs_f64() * 1e3 / n as f64
-        );
-        let mut cur = time("stem", || folded.stem.conv(x.clone()));
-        let mut skips = vec![];
-        for i in 0..folded.down.len() {
-            skips.push(cur.clone());
-            let d = time(&format!("down{i}"), || folded.down[i].conv(cur.clone()));
-            if i == 0 {
-                time("down0 batchnorm (ref)", || {
-                    net.blocks[0].down_norm.forward(d.clone())
-                });
-            }
-            cur = time(&format!("leaky{i}"), || leaky_relu(d.clone(), LEAKY_SLOPE));
-        }
-        for i in (0..folded.up.len()).rev() {
-            let u = time(&format!("up{i}"), || {
-                folded.up[i].conv_transpose(cur.clone())
-            });
-            let c = time(&format!("cat{i}"), || {
-                Tensor::cat(vec![skips[i].clone(), u.clone()], 1)
-            });
-            cur = time(&format!("relu{i}"), || relu(c.clone()));
-        }
-        let h = time("head", || folded.head.conv_transpose(cur.clone()));
-        time("sigmoid", || sigmoid(h.clone()));
     }
 }
 
@@ -618,7 +528,7 @@ mod host_profile {
             t(&format!("im2col {i}"), || {
                 im2col_down(&x, layer.channels_in, grid, &mut scratch, &mut cols)
             });
-            let mut pool = HostBuffers::default();
+            let mut pool = BufferPool::default();
             let mut y = t(&format!("product {i}"), || {
                 layer.product(cols.clone(), half.n(), &mut pool)
             });
@@ -632,7 +542,7 @@ mod host_profile {
             grid = half;
         }
         for (i, up) in host.up.iter().enumerate().rev() {
-            let mut pool = HostBuffers::default();
+            let mut pool = BufferPool::default();
             let cols = t(&format!("product up{i}"), || {
                 up.product(x.clone(), grid.n(), &mut pool)
             });
@@ -659,7 +569,7 @@ mod host_profile {
             x = out;
             grid = two;
         }
-        let mut pool = HostBuffers::default();
+        let mut pool = BufferPool::default();
         let cols = t("product head", || {
             host.head.product(x.clone(), grid.n(), &mut pool)
         });
@@ -677,7 +587,7 @@ mod host_profile {
             )
         });
         let xh = vec![0.5f32; 15 * 96 * 96];
-        let mut buffers = HostBuffers::default();
+        let mut buffers = BufferPool::default();
         t("full forward", || {
             host.forward(&xh, 1, 96, &mut out, &mut buffers)
         });

@@ -124,11 +124,6 @@ impl FixedRfMaps {
         self.skipped
     }
 
-    /// Distinct (channel, pixel) cells that receive at least one electrode.
-    pub fn marked_pixels(&self) -> usize {
-        self.targets.len()
-    }
-
     /// Writes the input image `[channels][H][W]` for one feature vector. Never allocates.
     ///
     /// `features.len()` must be [`FixedRfMaps::n_features`] and `out.len()`
@@ -192,13 +187,6 @@ impl ArraySlots {
             max_per_array,
             electrode,
             mask,
-        }
-    }
-
-    /// Gathers one response vector into slot order, zero in padding: `out[a * M + j]`.
-    pub fn gather(&self, responses: &[f32], out: &mut [f32]) {
-        for ((o, &e), &m) in out.iter_mut().zip(&self.electrode).zip(&self.mask) {
-            *o = if m > 0.0 { responses[e] } else { 0.0 };
         }
     }
 }
@@ -682,30 +670,9 @@ mod tests {
         }
     }
 
-    fn config(
-        kind: DecoderKind,
-        n_arrays: usize,
-        windows: usize,
-        electrodes: Vec<ElectrodeSpec>,
-    ) -> DecoderConfig {
-        DecoderConfig {
-            kind,
-            width: 4,
-            levels: crate::decoder::arch::DEFAULT_LEVELS.to_vec(),
-            image_size: 32,
-            n_arrays,
-            windows_per_electrode: windows,
-            window_names: (0..windows).map(|w| format!("w{w}")).collect(),
-            electrodes,
-            linear_pathway: None,
-            channel_per_electrode: false,
-            input_scale: 1.0,
-        }
-    }
-
     #[test]
     fn electrodes_sharing_a_pixel_are_averaged_in_their_arrays_channel() {
-        let cfg = config(
+        let cfg = DecoderConfig::for_test(
             DecoderKind::Spatial,
             2,
             1,
@@ -727,7 +694,7 @@ mod tests {
 
     #[test]
     fn electrodes_without_rf_are_skipped_and_outside_rfs_are_clamped() {
-        let cfg = config(
+        let cfg = DecoderConfig::for_test(
             DecoderKind::Spatial,
             1,
             1,
@@ -749,7 +716,7 @@ mod tests {
     #[test]
     fn spatiotemporal_channels_are_area_major_then_window_with_window_major_features() {
         // Electrode 0 in V4 (area 1), electrode 1 in IT (area 2); 5 windows.
-        let cfg = config(
+        let cfg = DecoderConfig::for_test(
             DecoderKind::Spatiotemporal,
             2,
             5,
@@ -782,7 +749,7 @@ mod tests {
     #[test]
     fn gaussian_rf_layer_equals_the_dense_gaussian_sum_per_array() {
         let dev = Default::default();
-        let cfg = config(
+        let cfg = DecoderConfig::for_test(
             DecoderKind::EndToEnd,
             2,
             1,
@@ -841,7 +808,7 @@ mod tests {
                 )
             })
             .collect();
-        let cfg = config(DecoderKind::EndToEnd, 3, 1, electrodes);
+        let cfg = DecoderConfig::for_test(DecoderKind::EndToEnd, 3, 1, electrodes);
         let layer = GaussianRfLayer::<B>::new(&cfg, &dev);
         let r: Vec<f32> = (0..40).map(|e| (e as f32 * 0.37).sin()).collect();
         let want = layer
@@ -862,7 +829,7 @@ mod tests {
 
     #[test]
     fn rf_init_falls_back_to_the_array_mean_then_the_image_centre() {
-        let cfg = config(
+        let cfg = DecoderConfig::for_test(
             DecoderKind::EndToEnd,
             2,
             1,
@@ -881,7 +848,7 @@ mod tests {
     #[test]
     fn dense_map_layer_keeps_each_area_in_its_channel() {
         let dev = Default::default();
-        let cfg = config(
+        let cfg = DecoderConfig::for_test(
             DecoderKind::Baseline,
             1,
             1,

@@ -34,6 +34,39 @@ impl Grid {
     }
 }
 
+/// Buffers kept from one pass (or training step) to the next, found by length: every
+/// pass asks for the same sizes, so after the first nothing is allocated (nor page-faulted
+/// and zeroed by the kernel).
+#[derive(Debug, Default)]
+pub struct BufferPool(Vec<Vec<f32>>);
+
+impl BufferPool {
+    /// Most buffers kept (an inference pass holds about three per block, a generator +
+    /// discriminator training step ~150 at once).
+    const MAX: usize = 512;
+
+    /// A buffer of exactly `len` values, contents unspecified.
+    pub fn take(&mut self, len: usize) -> Vec<f32> {
+        match self.0.iter().rposition(|v| v.len() == len) {
+            Some(i) => self.0.swap_remove(i),
+            None => vec![0.0; len],
+        }
+    }
+
+    /// A buffer of `len` zeros.
+    pub fn zeros(&mut self, len: usize) -> Vec<f32> {
+        let mut v = self.take(len);
+        v.fill(0.0);
+        v
+    }
+
+    pub fn give(&mut self, v: Vec<f32>) {
+        if self.0.len() < Self::MAX && !v.is_empty() {
+            self.0.push(v);
+        }
+    }
+}
+
 /// im2col for a 4×4 stride-2 pad-1 conv: `x [c][batch][s][s]` → `cols [c·16][batch][s/2][s/2]`,
 /// row `(c·4 + kh)·4 + kw`, zero where the window hangs over the edge.
 ///

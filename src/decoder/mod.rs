@@ -139,6 +139,30 @@ fn unit_scale() -> f32 {
 }
 
 impl DecoderConfig {
+    /// A small config for tests: width 4, 32 px, `windows` windows per electrode (named
+    /// `w0`, `w1`, …), one input channel per array, no linear pathway.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        kind: DecoderKind,
+        n_arrays: usize,
+        windows: usize,
+        electrodes: Vec<ElectrodeSpec>,
+    ) -> Self {
+        DecoderConfig {
+            kind,
+            width: 4,
+            levels: arch::DEFAULT_LEVELS.to_vec(),
+            image_size: 32,
+            n_arrays,
+            windows_per_electrode: windows,
+            window_names: (0..windows).map(|w| format!("w{w}")).collect(),
+            electrodes,
+            linear_pathway: None,
+            channel_per_electrode: false,
+            input_scale: 1.0,
+        }
+    }
+
     /// Checks every invariant the decoder relies on.
     pub fn validate(&self) -> Result<(), DecoderError> {
         let bad = |msg: String| Err(DecoderError::InvalidConfig(msg));

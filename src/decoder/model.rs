@@ -12,10 +12,11 @@ use rand::SeedableRng;
 
 use parking_lot::Mutex;
 
-use super::infer::{FoldedUNet, HostBuffers, HostUNet};
+use super::infer::{FoldedUNet, HostUNet};
 use super::input::{
     CachedGaussianMaps, DenseMapLayer, FixedRfMaps, GaussianRfLayer, HostDenseMaps,
 };
+use super::kernels::BufferPool;
 use super::linear::{HostLinearPathway, LinearPathwayLayer, PathwayScratch};
 use super::unet::UNet;
 use super::{DecoderConfig, DecoderError, DecoderKind, AREA_NAMES};
@@ -107,7 +108,7 @@ enum Generator<B: Backend> {
 pub struct Workspace {
     /// `[batch][channels][H][W]`
     input: Vec<f32>,
-    unet: HostBuffers,
+    unet: BufferPool,
     pathway: PathwayScratch,
     /// `[batch][3][H][W]`, the linear pathway's images.
     pathway_images: Vec<f32>,
@@ -614,19 +615,7 @@ mod tests {
                 }),
             })
             .collect();
-        DecoderConfig {
-            kind,
-            width: 4,
-            levels: crate::decoder::arch::DEFAULT_LEVELS.to_vec(),
-            image_size: 32,
-            n_arrays: 3,
-            windows_per_electrode: windows,
-            window_names: (0..windows).map(|w| format!("w{w}")).collect(),
-            electrodes,
-            linear_pathway: None,
-            channel_per_electrode: false,
-            input_scale: 1.0,
-        }
+        DecoderConfig::for_test(kind, 3, windows, electrodes)
     }
 
     fn features(cfg: &DecoderConfig, batch: usize, seed: u32) -> Vec<f32> {

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -46,18 +45,13 @@ fn panels(
     }
     let cols = per_row.min(n).max(1);
     let rows = n.div_ceil(cols);
-    let (w, h) = (PANEL_W * cols as u32, PANEL_H * rows as u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        let areas = root.split_evenly((rows, cols));
-        for (i, area) in areas.iter().enumerate().take(n) {
+    let size = (PANEL_W * cols as u32, PANEL_H * rows as u32);
+    crate::plot::save_png(path, size, |root| {
+        for (i, area) in root.split_evenly((rows, cols)).iter().enumerate().take(n) {
             draw(i, area)?;
         }
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    image::save_buffer(path, &buf, w, h, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    })?;
     Ok(true)
 }
 
@@ -79,8 +73,7 @@ fn chart<'a, 'b>(
         .margin(10)
         .x_label_area_size(34)
         .y_label_area_size(50)
-        .build_cartesian_2d(x, y)
-        .map_err(|e| anyhow!("{e}"))?;
+        .build_cartesian_2d(x, y)?;
     let mut mesh = chart.configure_mesh();
     mesh.max_light_lines(1).y_desc(y_desc);
     if x_desc.is_empty() {
@@ -88,7 +81,7 @@ fn chart<'a, 'b>(
     } else {
         mesh.x_desc(x_desc);
     }
-    mesh.draw().map_err(|e| anyhow!("{e}"))?;
+    mesh.draw()?;
     Ok(chart)
 }
 
@@ -140,8 +133,7 @@ pub fn bars(path: &Path, panel: &[BarPanel], per_row: usize) -> anyhow::Result<b
                     .into_font()
                     .color(&BLACK)
                     .pos(Pos::new(HPos::Center, VPos::Top)),
-            ))
-            .map_err(|e| anyhow!("{e}"))?;
+            ))?;
         }
         let m = p.series.len().max(1) as f64;
         let w = 0.8 / m;
@@ -157,8 +149,7 @@ pub fn bars(path: &Path, panel: &[BarPanel], per_row: usize) -> anyhow::Result<b
                             let x0 = k as f64 + 0.1 + j as f64 * w;
                             Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], c.filled())
                         }),
-                )
-                .map_err(|e| anyhow!("{e}"))?
+                )?
                 .label(name.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
         }
@@ -206,12 +197,9 @@ pub fn histograms(path: &Path, panel: &[HistPanel], per_row: usize) -> anyhow::R
                 pts.push((x0 + width, n));
             }
             pts.push((hi, 0.0));
+            chart.draw_series(std::iter::once(Polygon::new(pts.clone(), col.mix(0.18))))?;
             chart
-                .draw_series(std::iter::once(Polygon::new(pts.clone(), col.mix(0.18))))
-                .map_err(|e| anyhow!("{e}"))?;
-            chart
-                .draw_series(LineSeries::new(pts, col.stroke_width(2)))
-                .map_err(|e| anyhow!("{e}"))?
+                .draw_series(LineSeries::new(pts, col.stroke_width(2)))?
                 .label(name.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2))
@@ -253,14 +241,11 @@ pub fn scatter(path: &Path, panel: &[ScatterPanel], per_row: usize) -> anyhow::R
                     s.points
                         .iter()
                         .map(|&q| Circle::new(q, 2, c.mix(0.6).filled())),
-                )
-                .map_err(|e| anyhow!("{e}"))?
+                )?
                 .label(s.name.as_str())
                 .legend(move |(x, y)| Circle::new((x + 6, y), 4, c.filled()));
             if s.joined {
-                chart
-                    .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
-                    .map_err(|e| anyhow!("{e}"))?;
+                chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?;
             }
             if let Some((slope, intercept)) = s.line {
                 let (a, b) = s
@@ -268,12 +253,10 @@ pub fn scatter(path: &Path, panel: &[ScatterPanel], per_row: usize) -> anyhow::R
                     .iter()
                     .fold((f64::MAX, f64::MIN), |(a, b), q| (a.min(q.0), b.max(q.0)));
                 if a < b {
-                    chart
-                        .draw_series(LineSeries::new(
-                            [a, b].map(|x| (x, intercept + slope * x)),
-                            c.stroke_width(3),
-                        ))
-                        .map_err(|e| anyhow!("{e}"))?;
+                    chart.draw_series(LineSeries::new(
+                        [a, b].map(|x| (x, intercept + slope * x)),
+                        c.stroke_width(3),
+                    ))?;
                 }
             }
         }
@@ -333,32 +316,28 @@ pub fn rf_maps(path: &Path, panel: &[RfPanel], per_row: usize) -> anyhow::Result
             "y (deg)",
         )?;
         let (grey, learned, truth) = (RGBColor(150, 150, 150), colour(0), colour(2));
-        chart
-            .draw_series(p.learned.iter().map(|r| {
-                let pts: Vec<(f64, f64)> = (0..=24)
-                    .map(|k| {
-                        let a = k as f64 / 24.0 * std::f64::consts::TAU;
-                        (r.x + r.sigma * a.cos(), r.y + r.sigma * a.sin())
-                    })
-                    .collect();
-                PathElement::new(pts, learned.mix(0.18).stroke_width(1))
-            }))
-            .map_err(|e| anyhow!("{e}"))?;
-        chart
-            .draw_series(
-                p.start.iter().zip(&p.learned).map(|(a, b)| {
-                    PathElement::new(vec![(a.x, a.y), (b.x, b.y)], grey.stroke_width(1))
-                }),
-            )
-            .map_err(|e| anyhow!("{e}"))?;
+        chart.draw_series(p.learned.iter().map(|r| {
+            let pts: Vec<(f64, f64)> = (0..=24)
+                .map(|k| {
+                    let a = k as f64 / 24.0 * std::f64::consts::TAU;
+                    (r.x + r.sigma * a.cos(), r.y + r.sigma * a.sin())
+                })
+                .collect();
+            PathElement::new(pts, learned.mix(0.18).stroke_width(1))
+        }))?;
+        chart.draw_series(
+            p.start
+                .iter()
+                .zip(&p.learned)
+                .map(|(a, b)| PathElement::new(vec![(a.x, a.y), (b.x, b.y)], grey.stroke_width(1))),
+        )?;
         let mut dots = vec![("start", grey, &p.start), ("learned", learned, &p.learned)];
         if let Some(t) = &p.truth {
             dots.push(("truth", truth, t));
         }
         for (name, c, rfs) in dots {
             chart
-                .draw_series(rfs.iter().map(|r| Circle::new((r.x, r.y), 2, c.filled())))
-                .map_err(|e| anyhow!("{e}"))?
+                .draw_series(rfs.iter().map(|r| Circle::new((r.x, r.y), 2, c.filled())))?
                 .label(name)
                 .legend(move |(x, y)| Circle::new((x + 6, y), 4, c.filled()));
         }

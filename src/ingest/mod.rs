@@ -18,7 +18,6 @@
 //! thread and moved (the watch does so).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
@@ -812,6 +811,3 @@ pub fn run_mua(
         }
     }
 }
-
-/// A stop flag shared by every thread.
-pub type StopFlag = Arc<AtomicBool>;

@@ -7,7 +7,7 @@
 //! (`generator`, `discriminator`); the optimiser state is Burn's record for the Burn engine
 //! (`optim-*`) and `optim-host.npy` (Adam moments of both networks) for the CPU engine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use burn::module::{AutodiffModule, Module};
@@ -431,51 +431,32 @@ impl<B: AutodiffBackend> Engine<B> {
         steps: Option<HostOptimSteps>,
         device: &B::Device,
     ) -> anyhow::Result<()> {
-        let named = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let bin = BinFileRecorder::<FullPrecisionSettings>::new();
         match self {
             Engine::Burn(e) => {
-                e.model = e
-                    .model
-                    .clone()
-                    .load_file(dir.join("generator"), &named, device)?;
-                e.disc = e
-                    .disc
-                    .clone()
-                    .load_file(dir.join("discriminator"), &named, device)?;
-                let opt_g = std::mem::replace(&mut e.opt_g, AdamConfig::new().init());
-                e.opt_g = opt_g.load_record(bin.load(dir.join("optim-generator"), device)?);
+                load_module(&mut e.model, dir.join("generator"), device)?;
+                load_module(&mut e.disc, dir.join("discriminator"), device)?;
+                load_optim(&mut e.opt_g, dir.join("optim-generator"), device)?;
                 if e.model.gaussian.is_some() {
-                    let o = std::mem::replace(&mut e.opt_rf, AdamConfig::new().init());
-                    e.opt_rf = o.load_record(bin.load(dir.join("optim-rf"), device)?);
+                    load_optim(&mut e.opt_rf, dir.join("optim-rf"), device)?;
                 }
-                let o = std::mem::replace(&mut e.opt_d, AdamConfig::new().init());
-                e.opt_d = o.load_record(bin.load(dir.join("optim-discriminator"), device)?);
+                load_optim(&mut e.opt_d, dir.join("optim-discriminator"), device)?;
             }
             Engine::Host(e) => {
                 let steps = steps.context(
                     "the checkpoint has no CPU-engine optimiser state (state.json: host_optim)",
                 )?;
-                e.model = e
-                    .model
-                    .clone()
-                    .load_file(dir.join("generator"), &named, device)?;
-                e.disc = e
-                    .disc
-                    .clone()
-                    .load_file(dir.join("discriminator"), &named, device)?;
+                load_module(&mut e.model, dir.join("generator"), device)?;
+                load_module(&mut e.disc, dir.join("discriminator"), device)?;
                 let pool = e.gan.pool_size();
                 let beta1 = e.gan.beta1();
                 let frozen = e.gan.freeze_generator;
                 e.gan = HostGan::new(&e.model.unet, &e.disc, pool, beta1);
                 e.gan.freeze_generator = frozen;
                 if e.model.gaussian.is_some() {
-                    let o = std::mem::replace(&mut e.opt_rf, AdamConfig::new().init());
-                    e.opt_rf = o.load_record(bin.load(dir.join("optim-rf"), device)?);
+                    load_optim(&mut e.opt_rf, dir.join("optim-rf"), device)?;
                 }
                 if e.model.dense.is_some() {
-                    let o = std::mem::replace(&mut e.opt_dense, AdamConfig::new().init());
-                    e.opt_dense = o.load_record(bin.load(dir.join("optim-dense"), device)?);
+                    load_optim(&mut e.opt_dense, dir.join("optim-dense"), device)?;
                 }
                 let path = dir.join("optim-host.npy");
                 let (rows, shape) = read_npy(&path)?;
@@ -498,6 +479,29 @@ impl<B: AutodiffBackend> Engine<B> {
         }
         Ok(())
     }
+}
+
+/// Replaces `module`'s weights with those a [`NamedMpkFileRecorder`] wrote to `path`.
+fn load_module<B: Backend, M: Module<B>>(
+    module: &mut M,
+    path: PathBuf,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    let named = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    *module = module.clone().load_file(path, &named, device)?;
+    Ok(())
+}
+
+/// Restores an Adam state a [`BinFileRecorder`] wrote to `path` (the settings stay `opt`'s).
+fn load_optim<B: AutodiffBackend, M: AutodiffModule<B>>(
+    opt: &mut Opt<M, B>,
+    path: PathBuf,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    let record = BinFileRecorder::<FullPrecisionSettings>::new().load(path, device)?;
+    let old = std::mem::replace(opt, AdamConfig::new().init());
+    *opt = old.load_record(record);
+    Ok(())
 }
 
 /// Whether `B` is the CPU training backend (where the CPU engine runs).

@@ -136,26 +136,15 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn config(rfs: &[[f32; 3]]) -> DecoderConfig {
-        DecoderConfig {
-            kind: DecoderKind::EndToEnd,
-            width: 4,
-            levels: crate::decoder::arch::DEFAULT_LEVELS.to_vec(),
-            image_size: 32,
-            n_arrays: 1,
-            windows_per_electrode: 1,
-            window_names: vec!["V1".into()],
-            electrodes: rfs
-                .iter()
-                .map(|&rf| ElectrodeSpec {
-                    array: 0,
-                    area: 0,
-                    rf_px: Some(rf),
-                })
-                .collect(),
-            linear_pathway: None,
-            channel_per_electrode: false,
-            input_scale: 1.0,
-        }
+        let electrodes = rfs
+            .iter()
+            .map(|&rf| ElectrodeSpec {
+                array: 0,
+                area: 0,
+                rf_px: Some(rf),
+            })
+            .collect();
+        DecoderConfig::for_test(DecoderKind::EndToEnd, 1, 1, electrodes)
     }
 
     /// Responses made by Gaussian RFs at the truth (the luminance they weigh, with noise);

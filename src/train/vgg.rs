@@ -14,15 +14,15 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
-use burn::tensor::{DType, Tensor, TensorData};
-use burn_store::{ModuleSnapshot, PytorchStore};
+use burn::tensor::{Tensor, TensorData};
+use burn_store::PytorchStore;
 
 use crate::decoder::kernels::bilinear_matrix;
 
@@ -136,15 +136,7 @@ impl<B: Backend> Vgg19<B> {
         let mut c_in = 3;
         for (i, &t) in TORCHVISION_INDEX.iter().enumerate() {
             let key = format!("features.{t}.weight");
-            let tensor = reader.get(&key).expect("checked above");
-            if tensor.dtype != DType::F32 {
-                bail!(
-                    "{}; {key} is {:?}, the network runs in float32: save the file with float32 weights",
-                    what(),
-                    tensor.dtype
-                );
-            }
-            let shape = tensor.shape.as_slice().to_vec();
+            let shape = crate::pth::f32_shape(&reader, &key, &what)?;
             let block = block_of(i);
             let ok = shape.len() == 4
                 && shape[1] == c_in
@@ -174,18 +166,8 @@ impl<B: Backend> Vgg19<B> {
         // Our `features` holds only the convolutions, numbered 0..16: burn-store's
         // contiguous index mapping closes torchvision's gaps (ReLU, max-pool); it maps
         // each prefix on its own, so `classifier.*` (unused here) shifts nothing.
-        // Shape errors and missing tensors already fail `load_from` (the store
-        // validates and refuses partial loads); the count is a last guard.
-        let mut store = PytorchStore::from_file(path)
-            .map_indices_contiguous(true)
-            .allow_partial(false);
-        let result = vgg
-            .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(what)?;
-        if !result.errors.is_empty() || result.applied.len() != 32 {
-            bail!("{}; loading it gave:\n{result}", what());
-        }
+        let store = PytorchStore::from_file(path).map_indices_contiguous(true);
+        crate::pth::load_into(&mut vgg, store, 32, &what)?;
         Ok(vgg)
     }
 

@@ -348,11 +348,6 @@ impl<R: Read> XdfReader<R> {
         self.lossy_strings
     }
 
-    /// The header of a stream seen so far.
-    pub fn stream_info(&self, stream: StreamId) -> Option<&StreamInfo> {
-        self.streams.get(&stream.0).map(|s| &s.info)
-    }
-
     /// After an error inside a Samples chunk: the chunk's samples decoded completely
     /// before the damage. Taken once.
     pub fn take_partial_samples(&mut self) -> Option<SampleChunk> {

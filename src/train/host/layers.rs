@@ -14,39 +14,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+pub use crate::decoder::kernels::BufferPool as Workspace;
 use crate::decoder::kernels::{
     col2im_up_channel, im2col_down_channel, matmul, Activation, Grid, MatRef,
 };
-
-/// Buffers kept from one step to the next, found by length.
-#[derive(Debug, Default)]
-pub struct Workspace(Vec<Vec<f32>>);
-
-impl Workspace {
-    /// Most buffers kept (a generator + discriminator step holds ~150 at once).
-    const MAX: usize = 512;
-
-    /// A buffer of exactly `len` values, contents unspecified.
-    pub fn take(&mut self, len: usize) -> Vec<f32> {
-        match self.0.iter().rposition(|v| v.len() == len) {
-            Some(i) => self.0.swap_remove(i),
-            None => vec![0.0; len],
-        }
-    }
-
-    /// A buffer of `len` zeros.
-    pub fn zeros(&mut self, len: usize) -> Vec<f32> {
-        let mut v = self.take(len);
-        v.fill(0.0);
-        v
-    }
-
-    pub fn give(&mut self, v: Vec<f32>) {
-        if self.0.len() < Self::MAX && !v.is_empty() {
-            self.0.push(v);
-        }
-    }
-}
 
 /// One network's parameters, gradients and Adam moments, flat.
 #[derive(Debug, Clone, Default)]
