@@ -12,9 +12,11 @@
 //! pairings (each reconstruction against the other test images).
 //!
 //! Beside the models, the **linear decoder** ([`crate::decoder::linear`]): ridge regression
-//! from the TW-15 window means (one value per electrode, z-scored over the session's
-//! presentations as `train` does; the test trials' inputs as the daemon computes them) to
-//! the pixels, fitted on the dataset's train split with λ chosen on its last fifth; `linear` uses every electrode, `linear_V1`, `linear_V4` and `linear_IT` one area's.
+//! from the TW-15 window means (one value per electrode, z-scored over the presentations
+//! of its session, a recording day, as `train` does; the test trials' inputs as the
+//! daemon computes them) to the pixels, fitted on the dataset's train split with λ
+//! chosen on its last fifth; `linear` uses every electrode, `linear_V1`, `linear_V4` and
+//! `linear_IT` one area's.
 //! A dataset without a train split gets no linear entries (a note says so).
 //!
 //! For a model with learned Gaussian RFs, the learned centres are compared with the
@@ -632,13 +634,24 @@ fn linear_entries(
     let size = ds.meta.image_size;
     let q = 3 * size * size;
     let set = crate::config::WindowSetKind::Tw15;
-    // As `train` does: statistics over every presentation of the session for the fit,
-    // and the daemon's estimator, started from them, for the test trials.
-    let all: Vec<usize> = (0..ds.n_trials()).collect();
-    let stats = ds.norm_stats(&all, rig, set);
+    // As `train` does: each session's (recording day's) statistics over all its
+    // presentations for the fit, and for the test trials the daemon's estimator started
+    // from their average.
+    let sessions = ds.sessions();
+    let mut session_of = vec![0; ds.n_trials()];
+    let own: Vec<NormStats> = (sessions.iter().enumerate())
+        .map(|(k, trials)| {
+            trials.iter().for_each(|&t| session_of[t] = k);
+            ds.norm_stats(trials, rig, set)
+        })
+        .collect();
+    let measured: Vec<NormStats> = (own.iter().filter(|s| s.presentations >= 2).cloned()).collect();
+    let stats = NormStats::average(if measured.is_empty() { &own } else { &measured });
     let features_of = |t: usize| {
+        let session = &own[session_of[t]];
         let mut f = Vec::new();
-        ds.features(t, rig, set, &stats, &mut f);
+        let usable = session.presentations >= 2;
+        ds.features(t, rig, set, if usable { session } else { &stats }, &mut f);
         f
     };
     let online = OnlineInputs::new(ds, by_image, rig, set, &stats);
@@ -694,7 +707,7 @@ fn linear_entries(
                 areas: areas.iter().map(|a| a.name().to_string()).collect(),
                 electrodes: p,
                 features:
-                    "TW-15 window mean per electrode, z-scored per electrode over the session's presentations (the daemon's estimator for the test trials)"
+                    "TW-15 window mean per electrode, z-scored per electrode over the presentations of its session (recording day), as train does (the daemon's estimator for the test trials)"
                         .into(),
                 train_trials: train.len(),
                 validation_trials: validation,
