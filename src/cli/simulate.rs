@@ -56,8 +56,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     dataset_only: bool,
     /// With --dataset-only: `trials` (responses [trials, 300, channels], ~1.2 MB per trial
-    /// at 1024 channels) or `tw15` (each channel's mean over its area's TW-15 window, what
-    /// the spatial, end-to-end and baseline decoders read: 4 KB per trial).
+    /// at 1024 channels) or `windows` (each channel's means over its area's TW-15 window,
+    /// its TW-3 windows and the baseline: what every decoder reads, 28 KB per trial).
     #[arg(long, value_enum, default_value = "trials", requires = "dataset_only")]
     form: FormArg,
     /// No progress bars.
@@ -68,7 +68,7 @@ pub struct SimulateArgs {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FormArg {
     Trials,
-    Tw15,
+    Windows,
 }
 
 impl SimulateArgs {
@@ -105,7 +105,7 @@ impl SimulateArgs {
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let dataset_only = args.dataset_only.then_some(match args.form {
         FormArg::Trials => DatasetForm::Trials,
-        FormArg::Tw15 => DatasetForm::Tw15,
+        FormArg::Windows => DatasetForm::Windows,
     });
     let opts = args.options()?;
     let summary = match dataset_only {

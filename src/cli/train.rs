@@ -328,7 +328,11 @@ pub(super) fn print_perceptual_loss(opts: &TrainOptions) {
         ),
         None => eprintln!(
             "monkeysee train: no --vgg-weights: training WITHOUT the paper's perceptual VGG19 loss \
-(pixel L1 + adversarial only). Pass torchvision's vgg19-dcbb9e9d.pth to add it."
+({}). Pass torchvision's vgg19-dcbb9e9d.pth to add it.",
+            match opts.losses.adversarial > 0.0 {
+                true => "pixel L1 + adversarial only",
+                false => "pixel L1 only",
+            }
         ),
     }
 }

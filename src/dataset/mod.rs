@@ -83,6 +83,34 @@ pub struct DatasetMeta {
     /// averaged over each area's window (TVSD's normMUA): every window reads that value.
     #[serde(default)]
     pub time_averaged: bool,
+    /// The trials hold window means, not samples (`simulate --dataset-only --form
+    /// windows`): `responses.npy` `[trials, 2 + TW-3 windows, channels]`, row 0 each
+    /// channel's mean over its area's TW-15 window, then one row per TW-3 window, then
+    /// the baseline window; the value is the rig's windows ([`window_layout`]) they were
+    /// taken over.
+    #[serde(default)]
+    pub window_means: Option<serde_json::Value>,
+}
+
+/// Every area's TW-15 and TW-3 windows and the baseline, `[start_ms, length_ms]` each:
+/// what a dataset of window means records, and is checked against, for a rig.
+pub fn window_layout(rig: &RigConfig) -> serde_json::Value {
+    let ms = |w: &crate::units::Window| serde_json::json!([w.start.0, w.len.0]);
+    let mut areas = serde_json::Map::new();
+    for area in crate::units::Area::ALL {
+        let set = |s| {
+            rig.windows
+                .windows_for(s, area)
+                .iter()
+                .map(ms)
+                .collect::<Vec<_>>()
+        };
+        areas.insert(
+            area.name().into(),
+            serde_json::json!({"tw15": set(WindowSetKind::Tw15), "tw3": set(WindowSetKind::Tw3)}),
+        );
+    }
+    serde_json::json!({"areas": areas, "baseline": ms(&rig.windows.baseline)})
 }
 
 /// One row of a dataset's `electrodes.csv` (TVSD imports): per-electrode quality. The
@@ -248,6 +276,15 @@ impl Dataset {
         if self.meta.time_averaged {
             return self.check_channels(rig);
         }
+        if let Some(layout) = &self.meta.window_means {
+            let rows = 2 + rig.windows.tw3_starts.len();
+            if *layout != window_layout(rig) || self.trial_len() != rows {
+                return Err(mismatch(
+                    "the dataset holds window means taken over other latency windows than the rig's [windows]; simulate it again with this rig, or with --form trials".into(),
+                ));
+            }
+            return self.check_channels(rig);
+        }
         let ms = rig.sampling_rate_hz / 1000.0;
         let (onset, len) = (self.meta.onset_sample as f64, self.trial_len() as f64);
         for set in [WindowSetKind::Tw15, WindowSetKind::Tw3] {
@@ -391,6 +428,9 @@ impl Dataset {
             }
             return;
         }
+        if self.meta.window_means.is_some() {
+            return self.stored_window_means(t, rig, set, raw, baseline);
+        }
         raw_window_means(
             self.trial(t),
             self.meta.channels,
@@ -400,6 +440,37 @@ impl Dataset {
             raw,
             baseline,
         )
+    }
+
+    /// [`Dataset::raw_means`] of a dataset of window means (checked against the rig by
+    /// [`Dataset::check_rig`]): the rows as they are.
+    fn stored_window_means(
+        &self,
+        t: usize,
+        rig: &RigConfig,
+        set: WindowSetKind,
+        raw: &mut Vec<f64>,
+        baseline: Option<&mut Vec<f64>>,
+    ) {
+        let (rows, channels) = (self.trial(t), self.meta.channels);
+        let row = |r: usize, c: usize| rows[r * channels + c] as f64;
+        let (first, per) = match set {
+            WindowSetKind::Tw15 => (0, 1),
+            WindowSetKind::Tw3 => (1, rig.windows.tw3_starts.len()),
+        };
+        let n_e = rig.electrodes.len();
+        raw.clear();
+        raw.resize(per * n_e, 0.0);
+        for (e, el) in rig.electrodes.iter().enumerate() {
+            for k in 0..per {
+                raw[k * n_e + e] = row(first + k, el.channel);
+            }
+        }
+        if let Some(b) = baseline {
+            let last = self.trial_len() - 1;
+            b.clear();
+            b.extend(rig.electrodes.iter().map(|el| row(last, el.channel)));
+        }
     }
 
     /// The statistics of [`crate::norm`] over `trials` (presentations of one session),

@@ -143,6 +143,8 @@ pub struct DatasetWriter {
     onset_sample: usize,
     responses: NpyRows,
     trials: Vec<TrialInfo>,
+    /// The windows the trials' means were taken over, for a dataset of window means.
+    window_means: Option<serde_json::Value>,
 }
 
 impl DatasetWriter {
@@ -163,7 +165,15 @@ impl DatasetWriter {
             onset_sample,
             responses,
             trials: Vec::new(),
+            window_means: None,
         })
+    }
+
+    /// The trials will be window means taken over `layout` ([`super::window_layout`]),
+    /// not samples: `dataset.json` says so.
+    pub fn holding_window_means(mut self, layout: serde_json::Value) -> DatasetWriter {
+        self.window_means = Some(layout);
+        self
     }
 
     /// Appends one trial, `[time][channel]` as recorded.
@@ -252,7 +262,8 @@ impl DatasetWriter {
             "trial_time_ms": [-pre_ms, post_ms - 1000.0 / info.sampling_rate_hz],
             "onset_sample": self.onset_sample,
             // One value per trial: already averaged over each area's window.
-            "time_averaged": self.trial_len == 1,
+            "time_averaged": self.trial_len == 1 && self.window_means.is_none(),
+            "window_means": self.window_means,
             "images": written.images,
             "train_images": written.images - written.test_images,
             "test_images": written.test_images,

@@ -187,9 +187,11 @@ struct Presentation {
 pub enum DatasetForm {
     /// `responses.npy` `[trials, 300, channels]`: the MUA from −100 to +199 ms.
     Trials,
-    /// `responses.npy` `[trials, 1, channels]`: each channel's mean over its area's TW-15
-    /// window, what the TW-15 decoders read (a time-averaged dataset, 1/300 of the size).
-    Tw15,
+    /// `responses.npy` `[trials, 2 + TW-3 windows, channels]`: each channel's means over
+    /// its area's TW-15 window, each TW-3 window and the baseline window, what every
+    /// decoder and the normalisation read ([`crate::dataset::DatasetMeta::window_means`];
+    /// 7 rows with the default windows, 1/43 of the trials' size).
+    Windows,
 }
 
 /// Runs the simulation and writes everything under `opts.out`: the session, its stimuli
@@ -263,7 +265,11 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
         DatasetForm::Trials => {
             DatasetWriter::create(&dataset, rig.channel_count, TRIAL_SAMPLES, PRE_MS)?
         }
-        DatasetForm::Tw15 => DatasetWriter::create(&dataset, rig.channel_count, 1, 0)?,
+        DatasetForm::Windows => {
+            let rows = 2 + rig.windows.tw3_starts.len();
+            DatasetWriter::create(&dataset, rig.channel_count, rows, 0)?
+                .holding_window_means(crate::dataset::window_layout(rig))
+        }
     };
     let xdf = with_session.then_some(xdf_path.as_path());
     let session = SessionWriter::create(opts, xdf, trials, form, &presentations)?;
@@ -305,7 +311,7 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
                 "session": with_session.then_some("../session.xdf"),
                 "form": match form {
                     DatasetForm::Trials => "trials",
-                    DatasetForm::Tw15 => "tw15",
+                    DatasetForm::Windows => "windows",
                 },
             }
         }),
@@ -384,7 +390,7 @@ fn check_options(opts: &SimOptions) -> anyhow::Result<()> {
     }
     let trials = n_images - opts.test_images + opts.test_images * opts.repeats;
     let design = &opts.config.design;
-    if design.days as usize * design.images_per_trial as usize > trials {
+    if design.days > 1 && design.days as usize * design.images_per_trial as usize > trials {
         bail!(
             "{} days of {} images per trial need at least {} presentations; this session has {trials}",
             design.days,
@@ -473,8 +479,6 @@ struct SessionWriter<'a> {
     xdf: Option<XdfWriter<BufWriter<File>>>,
     trials: DatasetWriter,
     form: DatasetForm,
-    /// A TW-15 trial's window means, per electrode.
-    means: Vec<f64>,
     /// One trial's samples, gathered from up to two blocks.
     trial: Vec<f32>,
     /// The block before the current one (a trial window starts at most one block back).
@@ -514,7 +518,6 @@ impl<'a> SessionWriter<'a> {
             xdf,
             trials,
             form,
-            means: Vec::new(),
             trial: Vec::with_capacity(TRIAL_SAMPLES * rig.channel_count),
             previous: Vec::new(),
             next_cut: 0,
@@ -635,29 +638,44 @@ impl<'a> SessionWriter<'a> {
             };
             match self.form {
                 DatasetForm::Trials => self.trials.push(&self.trial, info)?,
-                DatasetForm::Tw15 => {
-                    // The means the TW-15 decoders read, by the dataset's own definition.
-                    let rig = &self.opts.rig;
-                    let set = WindowSetKind::Tw15;
-                    raw_window_means(
-                        &self.trial,
-                        channels,
-                        PRE_MS,
-                        rig,
-                        set,
-                        &mut self.means,
-                        None,
-                    );
-                    let mut row = vec![0.0f32; channels];
-                    for (e, el) in rig.electrodes.iter().enumerate() {
-                        row[el.channel] = self.means[e] as f32;
-                    }
+                DatasetForm::Windows => {
+                    let row = self.window_means();
                     self.trials.push(&row, info)?;
                 }
             }
             self.next_cut += 1;
         }
         Ok(())
+    }
+
+    /// The trial in `self.trial` as window means, `[TW-15, TW-3…, baseline][channel]`
+    /// (dead channels 0), by the dataset's own definition of a window's mean.
+    fn window_means(&self) -> Vec<f32> {
+        let rig = &self.opts.rig;
+        let channels = rig.channel_count;
+        let rows = 2 + rig.windows.tw3_starts.len();
+        let mut out = vec![0.0f32; rows * channels];
+        let (mut means, mut baseline) = (Vec::new(), Vec::new());
+        for (first, set) in [(0, WindowSetKind::Tw15), (1, WindowSetKind::Tw3)] {
+            let trial = &self.trial;
+            raw_window_means(
+                trial,
+                channels,
+                PRE_MS,
+                rig,
+                set,
+                &mut means,
+                Some(&mut baseline),
+            );
+            let n_e = rig.electrodes.len();
+            for (e, el) in rig.electrodes.iter().enumerate() {
+                for k in 0..means.len() / n_e {
+                    out[(first + k) * channels + el.channel] = means[k * n_e + e] as f32;
+                }
+                out[(rows - 1) * channels + el.channel] = baseline[e] as f32;
+            }
+        }
+        out
     }
 
     /// Closes `session.xdf`; hands back the dataset, every trial written.

@@ -26,7 +26,7 @@ fn dataset(dir: &Path) -> SimOptions {
         broadband: false,
         progress: false,
     };
-    sim::simulate_dataset(&opts, DatasetForm::Tw15).unwrap();
+    sim::simulate_dataset(&opts, DatasetForm::Windows).unwrap();
     opts
 }
 

@@ -322,6 +322,15 @@ fn bad_simulations_are_refused_clearly() {
         .to_string()
         .contains("--rf-jitter"));
 
+    // More days than trials to share among them, and no day at all.
+    let mut opts = options(dir.path(), "procedural:4", 1);
+    opts.config.design.days = 3;
+    let e = sim::simulate(&opts).unwrap_err().to_string();
+    assert!(e.contains("3 days") && e.contains("has 8"), "{e}");
+    opts.config.design.days = 0;
+    let e = sim::simulate(&opts).unwrap_err().to_string();
+    assert!(e.contains("design.days"), "{e}");
+
     let mut opts = options(dir.path(), "procedural:4", 1);
     let variant = dir.path().join("500hz");
     std::fs::create_dir(&variant).unwrap();
@@ -372,8 +381,9 @@ fn rf_jitter_perturbs_only_the_decoders_table() {
 
 /// `simulate --dataset-only` writes the dataset without the session: the same trials as
 /// `simulate`'s dataset and as `monkeysee dataset` cuts from `simulate`'s session file,
-/// value for value; `--form tw15` writes each channel's TW-15 window mean of those
-/// trials, as the decoders compute it from the trials.
+/// value for value; `--form windows` writes each channel's means over the TW-15, TW-3
+/// and baseline windows of those trials, as the decoders compute them from the trials,
+/// and is refused for a rig with other windows.
 #[test]
 fn a_dataset_only_run_is_the_dataset_cut_from_the_session() {
     use monkeysee::config::WindowSetKind;
@@ -389,9 +399,9 @@ fn a_dataset_only_run_is_the_dataset_cut_from_the_session() {
     sim::simulate_dataset(&only, DatasetForm::Trials).unwrap();
     assert!(!only.out.join("session.xdf").exists());
     assert!(!only.out.join("images").exists());
-    let mut tw15 = full.clone();
-    tw15.out = dir.path().join("tw15");
-    sim::simulate_dataset(&tw15, DatasetForm::Tw15).unwrap();
+    let mut windows = full.clone();
+    windows.out = dir.path().join("windows");
+    sim::simulate_dataset(&windows, DatasetForm::Windows).unwrap();
 
     // simulate's session, cut by `monkeysee dataset`.
     let cut = dir.path().join("cut");
@@ -432,17 +442,22 @@ fn a_dataset_only_run_is_the_dataset_cut_from_the_session() {
         assert!(read(&full) == read(&only), "{f} differs");
     }
 
-    // TW-15 means: one value per channel and trial, each electrode's window mean.
-    let d = Dataset::open(&tw15.out.join("dataset")).unwrap();
-    assert!(d.meta.time_averaged);
-    assert_eq!(d.trial_len(), 1);
+    // Window means: every window set's and the baseline's means, as the trials give them.
+    let d = Dataset::open(&windows.out.join("dataset")).unwrap();
+    assert!(!d.meta.time_averaged && d.meta.window_means.is_some());
     let rig = &full.rig;
+    d.check_rig(rig).unwrap();
+    assert_eq!(d.trial_len(), 2 + rig.windows.tw3_starts.len());
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut our_base, mut their_base) = (Vec::new(), Vec::new());
+    let as_stored = |v: &[f64]| -> Vec<f64> { v.iter().map(|&v| v as f32 as f64).collect() };
     for t in 0..a.n_trials() {
-        d.raw_means(t, rig, WindowSetKind::Tw15, &mut ours, None);
-        a.raw_means(t, rig, WindowSetKind::Tw15, &mut theirs, None);
-        let expected: Vec<f64> = theirs.iter().map(|&v| v as f32 as f64).collect();
-        assert_eq!(ours, expected, "trial {t}");
+        for set in [WindowSetKind::Tw15, WindowSetKind::Tw3] {
+            d.raw_means(t, rig, set, &mut ours, Some(&mut our_base));
+            a.raw_means(t, rig, set, &mut theirs, Some(&mut their_base));
+            assert_eq!(ours, as_stored(&theirs), "trial {t}, {set:?}");
+            assert_eq!(our_base, as_stored(&their_base), "trial {t}: baseline");
+        }
     }
     let size = |o: &SimOptions| {
         std::fs::metadata(o.out.join("dataset/responses.npy"))
@@ -450,8 +465,16 @@ fn a_dataset_only_run_is_the_dataset_cut_from_the_session() {
             .len()
     };
     assert!(
-        size(&tw15) * 100 < size(&full),
-        "the TW-15 form is 1/300 of the trials"
+        size(&windows) * 40 < size(&full),
+        "the windows form is 7/300 of the trials"
+    );
+    // Taken over other windows than a rig's: refused for that rig.
+    let mut other = rig.clone();
+    other.windows.tw15[0].start.0 += 5.0;
+    let err = d.check_rig(&other).unwrap_err().to_string();
+    assert!(
+        err.contains("window means") && err.contains("--form trials"),
+        "{err}"
     );
 }
 
@@ -468,7 +491,7 @@ fn days_are_the_datasets_sessions_and_each_drifts() {
     let mut opts = options(dir.path(), "procedural:42", 6);
     opts.config.design.days = 2;
     opts.config.design.day_gain_sd = 0.3;
-    sim::simulate_dataset(&opts, DatasetForm::Tw15).unwrap();
+    sim::simulate_dataset(&opts, DatasetForm::Windows).unwrap();
     let ds = Dataset::open(&opts.out.join("dataset")).unwrap();
     let sessions = ds.sessions();
     assert_eq!(sessions.len(), 2);
@@ -501,7 +524,7 @@ fn days_are_the_datasets_sessions_and_each_drifts() {
     // One day: one session, no trial_session.npy.
     let mut one = options(dir.path(), "procedural:42", 6);
     one.out = dir.path().join("one");
-    sim::simulate_dataset(&one, DatasetForm::Tw15).unwrap();
+    sim::simulate_dataset(&one, DatasetForm::Windows).unwrap();
     assert!(!one.out.join("dataset/trial_session.npy").exists());
     let steady = Dataset::open(&one.out.join("dataset")).unwrap();
     assert_eq!(steady.sessions().len(), 1);
