@@ -264,7 +264,13 @@ pub fn log_x_panels(
                 .x_label_area_size(36)
                 .y_label_area_size(56)
                 .build_cartesian_2d((xlo * 0.8..xhi * 1.25).log_scale(), ylo - pad..yhi + pad)?;
-            chart.configure_mesh().x_desc(x_desc).draw()?;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .x_labels(4)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .light_line_style(WHITE)
+                .draw()?;
             let keep = |p: &(f64, f64)| p.0 > 0.0 && p.1.is_finite();
             lines(&mut chart, named(series), &colours, keep)?;
             for ((_, pts), &colour) in series.iter().zip(&colours) {
