@@ -410,26 +410,8 @@ impl Dataset {
         raw: &mut Vec<f64>,
         baseline: Option<&mut Vec<f64>>,
     ) {
-        if self.meta.time_averaged {
-            // One value per electrode: every window reads it; no baseline.
-            let row = self.trial(t);
-            let n_e = rig.electrodes.len();
-            let per = rig.windows.windows_per_electrode(set);
-            raw.clear();
-            raw.resize(per * n_e, 0.0);
-            for (e, el) in rig.electrodes.iter().enumerate() {
-                for k in 0..per {
-                    raw[k * n_e + e] = row[el.channel] as f64;
-                }
-            }
-            if let Some(baseline) = baseline {
-                baseline.clear();
-                baseline.resize(n_e, 0.0);
-            }
-            return;
-        }
-        if self.meta.window_means.is_some() {
-            return self.stored_window_means(t, rig, set, raw, baseline);
+        if self.meta.time_averaged || self.meta.window_means.is_some() {
+            return self.stored_means(t, rig, set, raw, baseline);
         }
         raw_window_means(
             self.trial(t),
@@ -442,9 +424,11 @@ impl Dataset {
         )
     }
 
-    /// [`Dataset::raw_means`] of a dataset of window means (checked against the rig by
-    /// [`Dataset::check_rig`]): the rows as they are.
-    fn stored_window_means(
+    /// [`Dataset::raw_means`] of a dataset that holds means, not samples: a time-averaged
+    /// one (one value per electrode, read by every window; no baseline, so 0) or one of
+    /// window means (checked against the rig by [`Dataset::check_rig`]: TW-15, TW-3…,
+    /// baseline rows).
+    fn stored_means(
         &self,
         t: usize,
         rig: &RigConfig,
@@ -454,22 +438,30 @@ impl Dataset {
     ) {
         let (rows, channels) = (self.trial(t), self.meta.channels);
         let row = |r: usize, c: usize| rows[r * channels + c] as f64;
-        let (first, per) = match set {
-            WindowSetKind::Tw15 => (0, 1),
-            WindowSetKind::Tw3 => (1, rig.windows.tw3_starts.len()),
+        let per = rig.windows.windows_per_electrode(set);
+        let row_of = |k: usize| match (self.meta.time_averaged, set) {
+            (true, _) | (false, WindowSetKind::Tw15) => 0,
+            (false, WindowSetKind::Tw3) => 1 + k,
         };
         let n_e = rig.electrodes.len();
         raw.clear();
         raw.resize(per * n_e, 0.0);
         for (e, el) in rig.electrodes.iter().enumerate() {
             for k in 0..per {
-                raw[k * n_e + e] = row(first + k, el.channel);
+                raw[k * n_e + e] = row(row_of(k), el.channel);
             }
         }
         if let Some(b) = baseline {
             let last = self.trial_len() - 1;
             b.clear();
-            b.extend(rig.electrodes.iter().map(|el| row(last, el.channel)));
+            b.extend(
+                rig.electrodes
+                    .iter()
+                    .map(|el| match self.meta.time_averaged {
+                        true => 0.0,
+                        false => row(last, el.channel),
+                    }),
+            );
         }
     }
 
