@@ -259,7 +259,11 @@ impl DatasetWriter {
             "channels": self.channels,
             "sampling_rate_hz": info.sampling_rate_hz,
             "image_size": info.rig.image_size,
-            "trial_time_ms": [-pre_ms, post_ms - 1000.0 / info.sampling_rate_hz],
+            // Window means hold no time axis.
+            "trial_time_ms": match self.window_means {
+                Some(_) => serde_json::Value::Null,
+                None => serde_json::json!([-pre_ms, post_ms - 1000.0 / info.sampling_rate_hz]),
+            },
             "onset_sample": self.onset_sample,
             // One value per trial: already averaged over each area's window.
             "time_averaged": self.trial_len == 1 && self.window_means.is_none(),
