@@ -74,12 +74,7 @@ pub fn run<B: AutodiffBackend>(opts: &CurveOptions, device: &B::Device) -> anyho
     start_plan(opts, &sizes)?;
     let mut curve = Curve {
         data: opts.train.data.display().to_string(),
-        test_images: ds
-            .split(true)
-            .iter()
-            .map(|&t| ds.trial_image[t])
-            .collect::<std::collections::BTreeSet<_>>()
-            .len(),
+        test_images: crate::eval::test_images(&ds).len(),
         sizes: sizes.clone(),
         kinds: opts.kinds.iter().map(|k| k.name().to_string()).collect(),
         points: Vec::new(),
@@ -257,10 +252,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
 }
 
-fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> anyhow::Result<()> {
+/// `value` as `path`, its folder created.
+fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(path, serde_json::to_string_pretty(value)?)
-        .with_context(|| format!("writing {}", path.display()))
+    crate::train::write_json(path, value)
 }

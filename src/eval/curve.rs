@@ -80,8 +80,7 @@ impl Curve {
     }
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        std::fs::write(path, serde_json::to_string_pretty(self)?)
-            .with_context(|| format!("writing {}", path.display()))
+        crate::train::write_json(path, self)
     }
 
     /// Every entry's name (`linear` last) with its points in ascending size.

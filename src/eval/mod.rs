@@ -324,7 +324,7 @@ fn score(
 }
 
 /// The test split grouped by image: image index → its trials, in image order.
-fn test_images(ds: &Dataset) -> BTreeMap<usize, Vec<usize>> {
+pub(crate) fn test_images(ds: &Dataset) -> BTreeMap<usize, Vec<usize>> {
     let mut by_image: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for t in ds.split(true) {
         by_image.entry(ds.trial_image[t]).or_default().push(t);

@@ -1203,7 +1203,7 @@ fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<
     Ok(())
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)?)
         .with_context(|| format!("writing {}", path.display()))
 }
