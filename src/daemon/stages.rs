@@ -452,7 +452,7 @@ impl<B: burn::tensor::backend::Backend> DecodeStage<B> {
     /// Decodes one frame into the display's next slot, returns the feature buffer to the
     /// pool and publishes the image.
     fn decode(&mut self, frame: FeatureFrame) {
-        let _span = tracing::trace_span!("decode", seq = frame.seq).entered();
+        let span = tracing::trace_span!("decode", seq = frame.seq).entered();
         let counters = &self.counters;
         let start = Instant::now();
         let out = self.out.slot();
@@ -493,6 +493,9 @@ impl<B: burn::tensor::backend::Backend> DecodeStage<B> {
         if done.duration_since(out.last_arrival) > self.budget {
             Counters::inc(&counters.deadline_misses);
         }
+        // The span ends before the hand-off: from `publish` on the present thread may
+        // already be showing the frame, and a trace must not show the two overlapping.
+        drop(span);
         if self.out.publish() {
             Counters::inc(&counters.frames_superseded);
         }

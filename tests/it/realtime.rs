@@ -251,7 +251,10 @@ fn realtime_threads_run_at_their_priorities_when_permitted() {
             .iter()
             .find(|s| s.name == "present" && s.seq == Some(seq))
             .unwrap_or_else(|| panic!("frame {seq} has a present span"));
-        assert!(ready <= decode.start_us && decode.end_us <= present.start_us + 1.0);
+        assert!(
+            ready <= decode.start_us && decode.end_us <= present.start_us + 1.0,
+            "frame {seq}: ready at {ready} µs, {decode:?}, {present:?}"
+        );
     }
     assert!(spans
         .iter()
