@@ -157,6 +157,29 @@ impl Images {
         self.row.insert(path.to_string(), r);
         r
     }
+
+    /// Writes the images and finishes the dataset (TVSD gives the split and no seed);
+    /// returns it with the list entries whose files were missing.
+    fn finish(
+        self,
+        opts: &TvsdImportOptions,
+        dir: &Path,
+        out: DatasetWriter,
+        source: serde_json::Value,
+    ) -> anyhow::Result<(WrittenDataset, Vec<String>)> {
+        let progress = progress_bar(opts.progress, self.files.len() as u64, "images");
+        writer::write_images(dir, &self.files, opts.rig.image_size, &progress)?;
+        progress.finish_and_clear();
+        let written = out.finish(DatasetInfo {
+            rig: &opts.rig,
+            image_ids: &self.ids,
+            split: Split::Given,
+            seed: None,
+            sampling_rate_hz: opts.rig.sampling_rate_hz,
+            source,
+        })?;
+        Ok((written, self.missing))
+    }
 }
 
 /// Runs the import. See the module docs.
@@ -329,14 +352,7 @@ fn import_trials(
             summary.skipped_nan
         );
     }
-    write_images(opts, dir, &images.files)?;
-    let written = out.finish(DatasetInfo {
-        rig,
-        image_ids: &images.ids,
-        split: Split::Given,
-        seed: None,
-        sampling_rate_hz: rig.sampling_rate_hz,
-        source: serde_json::json!({
+    images.finish(opts, dir, out, serde_json::json!({
             "kind": "tvsd-trials",
             "trials": path,
             "mapping": mapping,
@@ -344,9 +360,7 @@ fn import_trials(
             "images": opts.images,
             "days": opts.days,
             "trial_onset": "NaN: TVSD trials carry no time stamps; trial_session.npy is the recording day",
-        }),
-    })?;
-    Ok((written, images.missing))
+    }))
 }
 
 fn import_norm_mua(
@@ -355,7 +369,6 @@ fn import_norm_mua(
     list: &ImageList,
     dir: &Path,
 ) -> anyhow::Result<(WrittenDataset, Vec<String>)> {
-    let rig = &opts.rig;
     let ch = norm.channels;
     if norm.n_train != list.train.len() || norm.n_test != list.test.len() {
         bail!(
@@ -415,29 +428,13 @@ fn import_norm_mua(
             opts.images.display()
         );
     }
-    write_images(opts, dir, &images.files)?;
-    let written = out.finish(DatasetInfo {
-        rig,
-        image_ids: &images.ids,
-        split: Split::Given,
-        seed: None,
-        sampling_rate_hz: rig.sampling_rate_hz,
-        source: serde_json::json!({
+    images.finish(opts, dir, out, serde_json::json!({
             "kind": "tvsd-normmua",
             "norm_mua": opts.norm_mua,
             "image_list": opts.image_list,
             "images": opts.images,
             "time_averaged": "TVSD's per-image responses, averaged over each area's window and normalised per day (norm_MUA.m): one value per electrode, for the TW-15 decoders",
-        }),
-    })?;
-    Ok((written, images.missing))
-}
-
-fn write_images(opts: &TvsdImportOptions, dir: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
-    let progress = progress_bar(opts.progress, files.len() as u64, "images");
-    writer::write_images(dir, files, opts.rig.image_size, &progress)?;
-    progress.finish_and_clear();
-    Ok(())
+    }))
 }
 
 /// `electrodes.csv`: per electrode (1-based channel) SNR, reliability, latency, oracle.
