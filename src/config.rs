@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::decoder::arch::DEFAULT_LEVELS;
 use crate::decoder::{DecoderConfig, DecoderKind, ElectrodeSpec};
-use crate::realtime::{RealtimeConfig, RealtimeMode};
+use crate::realtime::RealtimeConfig;
 use crate::rf::{ArrayChannels, RfError, RfLayout, RfTable};
 use crate::units::{Area, Millis, Window};
 
@@ -43,12 +43,15 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// How to find one LSL stream. Every given field must match.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StreamSelector {
     pub name: Option<String>,
+    #[serde(rename = "type")]
     pub stream_type: Option<String>,
     pub source_id: Option<String>,
     /// A raw XPath predicate (from `--mua-query` / `--marker-query`); overrides the fields.
+    #[serde(skip)]
     pub query: Option<String>,
 }
 
@@ -113,16 +116,6 @@ pub enum WindowSetKind {
     Tw15,
     /// TW-3: five 27 ms windows per area (spatiotemporal model).
     Tw3,
-}
-
-impl WindowSetKind {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "tw15" | "tw-15" => Some(Self::Tw15),
-            "tw3" | "tw-3" => Some(Self::Tw3),
-            _ => None,
-        }
-    }
 }
 
 /// The latency windows of DESIGN §2.
@@ -304,27 +297,24 @@ impl RigConfig {
     /// Like [`RigConfig::load`] but does not read the RF table (to generate one).
     pub fn load_without_rf_table(path: &Path) -> Result<RigConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, &e))?;
-        let keys = Keys::parse(&text);
-        let raw = parse_raw(&text, path, &keys)?;
-        Validator {
-            keys,
-            path,
-            read_rf_table: false,
-        }
-        .validate(raw)
+        Self::parse(&text, path, false)
     }
 
     /// Parses and validates TOML text; `path` names the file in errors and anchors
     /// relative paths (the RF table).
     pub fn from_toml_str(text: &str, path: &Path) -> Result<RigConfig, ConfigError> {
+        Self::parse(text, path, true)
+    }
+
+    fn parse(text: &str, path: &Path, read_rf_table: bool) -> Result<RigConfig, ConfigError> {
         let keys = Keys::parse(text);
         let raw = parse_raw(text, path, &keys)?;
-        Validator {
+        let validator = Validator {
             keys,
             path,
-            read_rf_table: true,
-        }
-        .validate(raw)
+            read_rf_table,
+        };
+        validator.validate(raw)
     }
 
     /// Live arrays in order (the decoder's array channels).
@@ -543,6 +533,15 @@ impl Validator<'_> {
         self.err_at(key, key, message)
     }
 
+    /// `Ok` when `ok`, else the error about `key`.
+    fn ensure(&self, ok: bool, key: &str, message: impl Into<String>) -> Result<(), ConfigError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(key, message))
+        }
+    }
+
     /// An error about `key` located at the key `at` (or the nearest table above it the
     /// file has): where a default is in force, the section that asked for it.
     fn err_at(&self, key: &str, at: &str, message: impl Into<String>) -> ConfigError {
@@ -560,17 +559,13 @@ impl Validator<'_> {
         }
     }
 
-    fn window(&self, key: &str, v: [f64; 2]) -> Result<Window, ConfigError> {
-        if !(v[0].is_finite() && v[1].is_finite()) || v[1] <= v[0] {
-            return Err(self.err(
-                key,
-                format!(
-                    "a window is [start, end) in ms with end > start; got [{}, {}]",
-                    v[0], v[1]
-                ),
-            ));
-        }
-        Ok(Window::new(v[0], v[1] - v[0]))
+    fn window(&self, key: &str, [start, end]: [f64; 2]) -> Result<Window, ConfigError> {
+        self.ensure(
+            start.is_finite() && end.is_finite() && end > start,
+            key,
+            format!("a window is [start, end) in ms with end > start; got [{start}, {end}]"),
+        )?;
+        Ok(Window::new(start, end - start))
     }
 
     /// Checks every section in file order and builds the typed config; the first
@@ -580,8 +575,8 @@ impl Validator<'_> {
         self.rig_section(r)?;
         let arrays = self.arrays(&raw.arrays, r.channels)?;
         let electrodes = self.electrodes(&arrays)?;
-        let mua = self.selector(&raw.streams.mua, "mua")?;
-        let markers = self.selector(&raw.streams.markers, "markers")?;
+        let mua = self.selector(raw.streams.mua, "mua")?;
+        let markers = self.selector(raw.streams.markers, "markers")?;
         let windows = self.windows(&raw.windows)?;
         let history = self.history(&raw.windows, &windows, r.sampling_rate_hz)?;
         let d = &raw.decoder;
@@ -590,8 +585,9 @@ impl Validator<'_> {
             self.receptive_fields(&raw.receptive_fields, r.channels, raw.decoder.image_size)?;
         let display = self.display(&raw.display)?;
         let normalisation = self.normalisation(&raw.normalisation)?;
-        let broadband = self.broadband(&raw, r.sampling_rate_hz)?;
-        let realtime = self.realtime(raw.realtime.as_ref())?;
+        let broadband =
+            self.broadband(raw.streams.broadband, &raw.broadband, r.sampling_rate_hz)?;
+        self.realtime(&raw.realtime)?;
         Ok(RigConfig {
             path: self.path.to_path_buf(),
             name: r.name.clone(),
@@ -609,36 +605,32 @@ impl Validator<'_> {
             display,
             normalisation,
             broadband,
-            realtime,
+            realtime: raw.realtime,
         })
     }
 
     /// `[rig]`: the stream's rate and channel count.
     fn rig_section(&self, r: &raw::RigSection) -> Result<(), ConfigError> {
-        if !positive(r.sampling_rate_hz) {
-            return Err(self.err(
-                "rig.sampling_rate_hz",
-                "must be a positive number of samples per second (e.g. 1000)",
-            ));
-        }
-        if r.channels == 0 || r.channels > MAX_CHANNELS {
-            return Err(self.err(
-                "rig.channels",
-                format!("must be the number of channels in the MUA stream (1 to {MAX_CHANNELS})"),
-            ));
-        }
-        Ok(())
+        self.ensure(
+            positive(r.sampling_rate_hz),
+            "rig.sampling_rate_hz",
+            "must be a positive number of samples per second (e.g. 1000)",
+        )?;
+        self.ensure(
+            (1..=MAX_CHANNELS).contains(&r.channels),
+            "rig.channels",
+            format!("must be the number of channels in the MUA stream (1 to {MAX_CHANNELS})"),
+        )
     }
 
     /// `[[arrays]]`: known areas, channel ranges inside the stream that no two arrays
     /// share, unique ids.
     fn arrays(&self, raw: &[raw::Array], channels: usize) -> Result<Vec<ArrayConfig>, ConfigError> {
-        if raw.is_empty() {
-            return Err(self.err(
-                "arrays",
-                "no [[arrays]] entries: list every array with its id, area and channel range",
-            ));
-        }
+        self.ensure(
+            !raw.is_empty(),
+            "arrays",
+            "no [[arrays]] entries: list every array with its id, area and channel range",
+        )?;
         let mut arrays = Vec::with_capacity(raw.len());
         let mut owner: Vec<Option<u32>> = vec![None; channels];
         for (i, a) in raw.iter().enumerate() {
@@ -649,14 +641,11 @@ impl Validator<'_> {
                 )
             })?;
             let [first, last] = a.channels;
-            if first == 0 || last < first || last > channels {
-                return Err(self.err(
-                    &format!("arrays[{i}].channels"),
-                    format!(
-                        "channel range [{first}, {last}] must be 1-based, inclusive, with first <= last <= rig.channels ({channels})"
-                    ),
-                ));
-            }
+            self.ensure(
+                first >= 1 && first <= last && last <= channels,
+                &format!("arrays[{i}].channels"),
+                format!("channel range [{first}, {last}] must be 1-based, inclusive, with first <= last <= rig.channels ({channels})"),
+            )?;
             for (c, slot) in owner.iter_mut().enumerate().take(last).skip(first - 1) {
                 if let Some(other) = *slot {
                     return Err(self.err(
@@ -671,12 +660,11 @@ impl Validator<'_> {
                 }
                 *slot = Some(a.id);
             }
-            if arrays.iter().any(|x: &ArrayConfig| x.id == a.id) {
-                return Err(self.err(
-                    &format!("arrays[{i}].id"),
-                    format!("array id {} appears twice", a.id),
-                ));
-            }
+            self.ensure(
+                arrays.iter().all(|x: &ArrayConfig| x.id != a.id),
+                &format!("arrays[{i}].id"),
+                format!("array id {} appears twice", a.id),
+            )?;
             arrays.push(ArrayConfig {
                 id: a.id,
                 area,
@@ -700,35 +688,29 @@ impl Validator<'_> {
             }
         }
         electrodes.sort_by_key(|e| e.channel);
-        if electrodes.is_empty() {
-            return Err(self.err("arrays", "every array is marked dead: nothing to decode"));
-        }
+        self.ensure(
+            !electrodes.is_empty(),
+            "arrays",
+            "every array is marked dead: nothing to decode",
+        )?;
         for area in Area::ALL {
-            if !electrodes.iter().any(|e| e.area == area) {
-                return Err(self.err(
-                    "arrays",
-                    format!("no live array in {area}: the decoders need V1, V4 and IT"),
-                ));
-            }
+            self.ensure(
+                electrodes.iter().any(|e| e.area == area),
+                "arrays",
+                format!("no live array in {area}: the decoders need V1, V4 and IT"),
+            )?;
         }
         Ok(electrodes)
     }
 
     /// `[streams.<which>]`: a selector that names at least one field.
-    fn selector(&self, s: &raw::Stream, which: &str) -> Result<StreamSelector, ConfigError> {
-        let sel = StreamSelector {
-            name: s.name.clone(),
-            stream_type: s.stream_type.clone(),
-            source_id: s.source_id.clone(),
-            query: None,
-        };
-        if sel.name.is_none() && sel.stream_type.is_none() && sel.source_id.is_none() {
-            return Err(self.err(
-                &format!("streams.{which}"),
-                "give at least one of name, type, source_id (a stream is never picked as 'the first one seen')",
-            ));
-        }
-        Ok(sel)
+    fn selector(&self, s: StreamSelector, which: &str) -> Result<StreamSelector, ConfigError> {
+        self.ensure(
+            s.name.is_some() || s.stream_type.is_some() || s.source_id.is_some(),
+            &format!("streams.{which}"),
+            "give at least one of name, type, source_id (a stream is never picked as 'the first one seen')",
+        )?;
+        Ok(s)
     }
 
     /// `[windows]`: the latency windows, each finite, non-empty and starting at or
@@ -739,9 +721,11 @@ impl Validator<'_> {
             self.window("windows.tw15_v4", w.tw15_v4)?,
             self.window("windows.tw15_it", w.tw15_it)?,
         ];
-        if w.tw3_starts.is_empty() {
-            return Err(self.err("windows.tw3_starts", "needs at least one window start"));
-        }
+        self.ensure(
+            !w.tw3_starts.is_empty(),
+            "windows.tw3_starts",
+            "needs at least one window start",
+        )?;
         let finite = [
             ("windows.tw3_offset_v1", w.tw3_offset_v1),
             ("windows.tw3_offset_v4", w.tw3_offset_v4),
@@ -750,23 +734,28 @@ impl Validator<'_> {
         .into_iter()
         .chain(w.tw3_starts.iter().map(|&s| ("windows.tw3_starts", s)));
         for (key, v) in finite {
-            if !v.is_finite() {
-                return Err(self.err(key, format!("{v} is not a finite number of ms")));
-            }
+            self.ensure(
+                v.is_finite(),
+                key,
+                format!("{v} is not a finite number of ms"),
+            )?;
         }
-        if !positive(w.tw3_length_ms) {
-            return Err(self.err("windows.tw3_length_ms", "must be > 0"));
-        }
+        self.ensure(
+            positive(w.tw3_length_ms),
+            "windows.tw3_length_ms",
+            "must be > 0",
+        )?;
         let baseline = self.window("windows.baseline", w.baseline)?;
-        if baseline.end().0 > 0.0 {
-            return Err(self.err(
-                "windows.baseline",
-                "the baseline must end at or before onset (0 ms)",
-            ));
-        }
-        if !positive(w.sliding_hop_ms) {
-            return Err(self.err("windows.sliding_hop_ms", "must be > 0"));
-        }
+        self.ensure(
+            baseline.end().0 <= 0.0,
+            "windows.baseline",
+            "the baseline must end at or before onset (0 ms)",
+        )?;
+        self.ensure(
+            positive(w.sliding_hop_ms),
+            "windows.sliding_hop_ms",
+            "must be > 0",
+        )?;
         let windows = WindowConfig {
             tw15,
             tw3_offsets: [
@@ -781,16 +770,14 @@ impl Validator<'_> {
         };
         for set in [WindowSetKind::Tw15, WindowSetKind::Tw3] {
             for area in Area::ALL {
-                if windows
-                    .windows_for(set, area)
-                    .iter()
-                    .any(|w| w.start.0 < 0.0)
-                {
-                    return Err(self.err(
-                        "windows",
-                        format!("{area} has a window starting before onset"),
-                    ));
-                }
+                self.ensure(
+                    windows
+                        .windows_for(set, area)
+                        .iter()
+                        .all(|w| w.start.0 >= 0.0),
+                    "windows",
+                    format!("{area} has a window starting before onset"),
+                )?;
             }
         }
         Ok(windows)
@@ -811,47 +798,39 @@ impl Validator<'_> {
             - windows.baseline.start.0;
         let history = Millis(w.history_ms.unwrap_or(1000.0));
         let key = "windows.history_ms";
-        if !history.0.is_finite() {
-            return Err(self.err(key, format!("{} is not a finite number of ms", history.0)));
-        }
-        if history.0 < needed + 50.0 {
-            return Err(self.err(
-                key,
-                format!(
-                    "{} ms of history cannot hold baseline + windows ({} ms) plus 50 ms of slack",
-                    history.0, needed
-                ),
-            ));
-        }
+        let ms = history.0;
+        self.ensure(
+            ms.is_finite(),
+            key,
+            format!("{ms} is not a finite number of ms"),
+        )?;
+        self.ensure(
+            ms >= needed + 50.0,
+            key,
+            format!("{ms} ms of history cannot hold baseline + windows ({needed} ms) plus 50 ms of slack"),
+        )?;
         let samples = history.seconds() * sampling_rate_hz;
-        if samples > MAX_HISTORY_SAMPLES {
-            return Err(self.err(
-                key,
-                format!(
-                    "{} ms at {sampling_rate_hz} Hz is {samples:.0} samples per channel, more than the {MAX_HISTORY_SAMPLES:.0} the window stage keeps; a few hundred ms past the last window is enough",
-                    history.0
-                ),
-            ));
-        }
+        self.ensure(
+            samples <= MAX_HISTORY_SAMPLES,
+            key,
+            format!("{ms} ms at {sampling_rate_hz} Hz is {samples:.0} samples per channel, more than the {MAX_HISTORY_SAMPLES:.0} the window stage keeps; a few hundred ms past the last window is enough"),
+        )?;
         Ok(history)
     }
 
     /// `[decoder]`: an image side the U-Net can halve five times, a positive budget.
     fn decoder(&self, d: &raw::Decoder) -> Result<(), ConfigError> {
-        let max_size = crate::decoder::MAX_IMAGE_SIZE;
-        if d.image_size == 0 || d.image_size > max_size || !d.image_size.is_multiple_of(32) {
-            return Err(self.err(
-                "decoder.image_size",
-                format!(
-                    "{} is not a multiple of 32 (the U-Net halves it five times) between 32 and {max_size}",
-                    d.image_size
-                ),
-            ));
-        }
-        if !positive(d.latency_budget_ms) {
-            return Err(self.err("decoder.latency_budget_ms", "must be > 0"));
-        }
-        Ok(())
+        let (size, max_size) = (d.image_size, crate::decoder::MAX_IMAGE_SIZE);
+        self.ensure(
+            (1..=max_size).contains(&size) && size.is_multiple_of(32),
+            "decoder.image_size",
+            format!("{size} is not a multiple of 32 (the U-Net halves it five times) between 32 and {max_size}"),
+        )?;
+        self.ensure(
+            positive(d.latency_budget_ms),
+            "decoder.latency_budget_ms",
+            "must be > 0",
+        )
     }
 
     /// `[receptive_fields]`: the scale, and the RF table (read when asked to) whose
@@ -862,9 +841,11 @@ impl Validator<'_> {
         channels: usize,
         image_size: usize,
     ) -> Result<RfConfig, ConfigError> {
-        if !positive(rf.pixels_per_degree) {
-            return Err(self.err("receptive_fields.pixels_per_degree", "must be > 0"));
-        }
+        self.ensure(
+            positive(rf.pixels_per_degree),
+            "receptive_fields.pixels_per_degree",
+            "must be > 0",
+        )?;
         let (table, table_path) = match &rf.table {
             None => (None, None),
             Some(_) if !self.read_rf_table => (None, None),
@@ -914,92 +895,57 @@ impl Validator<'_> {
 
     /// `[display]`: the upscaling and the status line period.
     fn display(&self, disp: &raw::Display) -> Result<DisplayConfig, ConfigError> {
-        if disp.scale == 0 || disp.scale > 16 {
-            return Err(self.err("display.scale", "must be between 1 and 16"));
-        }
-        if !(positive(disp.status_every_s) && disp.status_every_s <= MAX_STATUS_EVERY_S) {
-            return Err(self.err(
-                "display.status_every_s",
-                format!(
-                    "{} is not a number of seconds above 0 and at most {MAX_STATUS_EVERY_S}",
-                    disp.status_every_s
-                ),
-            ));
-        }
+        self.ensure(
+            (1..=16).contains(&disp.scale),
+            "display.scale",
+            "must be between 1 and 16",
+        )?;
+        let every = disp.status_every_s;
+        self.ensure(
+            positive(every) && every <= MAX_STATUS_EVERY_S,
+            "display.status_every_s",
+            format!("{every} is not a number of seconds above 0 and at most {MAX_STATUS_EVERY_S}"),
+        )?;
         Ok(DisplayConfig {
             scale: disp.scale,
             status_every: Millis(disp.status_every_s * 1000.0),
         })
     }
 
-    /// `[realtime]`: a known mode, priorities SCHED_FIFO accepts (1–99).
-    fn realtime(&self, raw: Option<&raw::Realtime>) -> Result<RealtimeConfig, ConfigError> {
-        let mut cfg = RealtimeConfig::default();
-        let Some(r) = raw else {
-            return Ok(cfg);
-        };
-        if let Some(mode) = &r.mode {
-            cfg.mode = match mode.as_str() {
-                "off" => RealtimeMode::Off,
-                "try" => RealtimeMode::Try,
-                "require" => RealtimeMode::Require,
-                other => {
-                    return Err(self.err(
-                        "realtime.mode",
-                        format!("\"{other}\" is not a mode: use \"off\", \"try\" (ask, run on without what is refused) or \"require\""),
-                    ))
-                }
-            };
+    /// `[realtime]`: priorities SCHED_FIFO accepts (1–99); serde read the rest.
+    fn realtime(&self, r: &RealtimeConfig) -> Result<(), ConfigError> {
+        let priorities = [
+            ("ingest", r.ingest_priority),
+            ("window", r.window_priority),
+            ("decode", r.decode_priority),
+            ("display", r.display_priority),
+        ];
+        for (thread, v) in priorities {
+            self.ensure(
+                (1..=99).contains(&v),
+                &format!("realtime.{thread}_priority"),
+                format!("{v} is not a SCHED_FIFO priority: use 1 (lowest) to 99"),
+            )?;
         }
-        for (key, value, slot) in [
-            (
-                "realtime.ingest_priority",
-                r.ingest_priority,
-                &mut cfg.ingest_priority,
-            ),
-            (
-                "realtime.window_priority",
-                r.window_priority,
-                &mut cfg.window_priority,
-            ),
-            (
-                "realtime.decode_priority",
-                r.decode_priority,
-                &mut cfg.decode_priority,
-            ),
-            (
-                "realtime.display_priority",
-                r.display_priority,
-                &mut cfg.display_priority,
-            ),
-        ] {
-            if let Some(v) = value {
-                if !(1..=99).contains(&v) {
-                    return Err(self.err(
-                        key,
-                        format!("{v} is not a SCHED_FIFO priority: use 1 (lowest) to 99"),
-                    ));
-                }
-                *slot = v as u8;
-            }
-        }
-        cfg.lock_memory = r.lock_memory.unwrap_or(cfg.lock_memory);
-        cfg.pin_threads = r.pin_threads.unwrap_or(cfg.pin_threads);
-        Ok(cfg)
+        Ok(())
     }
 
     /// `[streams.broadband]` and `[broadband]`: a selector when given; a rate that is a
     /// whole multiple of the MUA rate, a band inside its Nyquist range, a low-pass
     /// below half the MUA rate (the decimation must not alias), orders 1 to 8.
-    fn broadband(&self, raw: &raw::Rig, mua_hz: f64) -> Result<BroadbandConfig, ConfigError> {
-        let selector = match &raw.streams.broadband {
-            Some(s) => Some(self.selector(s, "broadband")?),
-            None => None,
-        };
+    fn broadband(
+        &self,
+        selector: Option<StreamSelector>,
+        section: &Option<raw::Broadband>,
+        mua_hz: f64,
+    ) -> Result<BroadbandConfig, ConfigError> {
+        let selector = selector
+            .map(|s| self.selector(s, "broadband"))
+            .transpose()?;
         let d = BroadbandConfig::default();
-        let given = raw.broadband.is_some();
+        let given = section.is_some();
         let none = raw::Broadband::default();
-        let b = raw.broadband.as_ref().unwrap_or(&none);
+        let b = section.as_ref().unwrap_or(&none);
         // Where a bad value comes from: the [broadband] section, or (defaults in use)
         // the selector that will use them.
         let at = |key: &'static str| if given { key } else { "streams.broadband" };
@@ -1067,21 +1013,22 @@ impl Validator<'_> {
 
     /// `[normalisation]`: the prior's weight and the calibration block.
     fn normalisation(&self, norm: &raw::Normalisation) -> Result<NormalisationConfig, ConfigError> {
-        if norm.time_constant_s.is_some() {
-            return Err(self.err(
-                "normalisation.time_constant_s",
-                "is no longer used: the statistics are per electrode and window over stimulus presentations; remove it (prior_presentations and calibration_presentations set them)",
-            ));
-        }
-        if norm.calibration_presentations == 1 {
-            return Err(self.err(
-                "normalisation.calibration_presentations",
-                "must be 0 (none) or at least 2: statistics need two presentations",
-            ));
-        }
-        if !(norm.prior_presentations >= 0.0 && norm.prior_presentations.is_finite()) {
-            return Err(self.err("normalisation.prior_presentations", "must be a number >= 0"));
-        }
+        self.ensure(
+            norm.time_constant_s.is_none(),
+            "normalisation.time_constant_s",
+            "is no longer used: the statistics are per electrode and window over stimulus presentations; remove it (prior_presentations and calibration_presentations set them)",
+        )?;
+        self.ensure(
+            norm.calibration_presentations != 1,
+            "normalisation.calibration_presentations",
+            "must be 0 (none) or at least 2: statistics need two presentations",
+        )?;
+        let prior = norm.prior_presentations;
+        self.ensure(
+            prior >= 0.0 && prior.is_finite(),
+            "normalisation.prior_presentations",
+            "must be a number >= 0",
+        )?;
         Ok(NormalisationConfig {
             prior_presentations: norm.prior_presentations,
             calibration_presentations: norm.calibration_presentations,
@@ -1092,6 +1039,8 @@ impl Validator<'_> {
 /// The TOML as written, before validation.
 pub mod raw {
     use serde::Deserialize;
+
+    use super::StreamSelector;
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -1107,19 +1056,8 @@ pub mod raw {
         #[serde(default)]
         pub normalisation: Normalisation,
         pub broadband: Option<Broadband>,
-        pub realtime: Option<Realtime>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Realtime {
-        pub mode: Option<String>,
-        pub lock_memory: Option<bool>,
-        pub ingest_priority: Option<i64>,
-        pub window_priority: Option<i64>,
-        pub decode_priority: Option<i64>,
-        pub display_priority: Option<i64>,
-        pub pin_threads: Option<bool>,
+        #[serde(default)]
+        pub realtime: crate::realtime::RealtimeConfig,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -1147,18 +1085,9 @@ pub mod raw {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Streams {
-        pub mua: Stream,
-        pub markers: Stream,
-        pub broadband: Option<Stream>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Stream {
-        pub name: Option<String>,
-        #[serde(rename = "type")]
-        pub stream_type: Option<String>,
-        pub source_id: Option<String>,
+        pub mua: StreamSelector,
+        pub markers: StreamSelector,
+        pub broadband: Option<StreamSelector>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -1202,54 +1131,38 @@ pub mod raw {
     }
 
     #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
+    #[serde(default, deny_unknown_fields)]
     pub struct Display {
-        #[serde(default = "default_scale")]
         pub scale: usize,
-        #[serde(default = "default_status")]
         pub status_every_s: f64,
     }
 
     impl Default for Display {
         fn default() -> Self {
             Display {
-                scale: default_scale(),
-                status_every_s: default_status(),
+                scale: 4,
+                status_every_s: 2.0,
             }
         }
     }
 
-    fn default_scale() -> usize {
-        4
-    }
-    fn default_status() -> f64 {
-        2.0
-    }
-
     #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
+    #[serde(default, deny_unknown_fields)]
     pub struct Normalisation {
-        #[serde(default = "default_prior")]
         pub prior_presentations: f64,
-        #[serde(default)]
         pub calibration_presentations: u64,
         /// Gone: statistics are over presentations now; named in an error.
-        #[serde(default)]
         pub time_constant_s: Option<f64>,
     }
 
     impl Default for Normalisation {
         fn default() -> Self {
             Normalisation {
-                prior_presentations: default_prior(),
+                prior_presentations: 200.0,
                 calibration_presentations: 0,
                 time_constant_s: None,
             }
         }
-    }
-
-    fn default_prior() -> f64 {
-        200.0
     }
 }
 

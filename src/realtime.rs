@@ -32,13 +32,13 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bytes of stack each real-time thread touches as it starts.
 pub const STACK_PREFAULT: usize = 256 * 1024;
 
 /// How hard to ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RealtimeMode {
     /// Normal scheduling, nothing locked.
@@ -60,8 +60,9 @@ impl RealtimeMode {
     }
 }
 
-/// The `[realtime]` section of a rig config (validated).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The `[realtime]` section of a rig config (the priorities checked by [`crate::config`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RealtimeConfig {
     pub mode: RealtimeMode,
     /// Lock and pre-fault the process's memory.
