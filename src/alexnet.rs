@@ -26,7 +26,7 @@
 //! above.) Each layer's activations are flattened per image
 //! (`[n, C·H·W]`, channel-major), and the notebook's `pearsonr(fs.flatten(),
 //! fs_hat.flatten())` makes **one** Pearson r per layer over all test images' features
-//! concatenated, beside `((fs − fs_hat)²).mean()`: [`feature_correlations`] computes
+//! concatenated, beside `((fs − fs_hat)²).mean()`: [`Features::correlations`] computes
 //! exactly these two, pooled over every image, not a mean of per-image values.
 //!
 //! **Input.** Images in 0…1 are resized bilinearly (half-pixel centres, as torch's
@@ -44,14 +44,12 @@
 //! Burn's `[in, out]`: burn-store's `PyTorchToBurnAdapter` transposes them on load.
 //!
 //! **Cost.** Offline: the images go through the network eight at a time.
-//! [`feature_correlations`] keeps only running sums per layer, so its memory is one
-//! batch's activations whatever the number of test images; [`Features`] keeps every
-//! image's activations (~0.8 MB each at 224 px) to score many sets of reconstructions
+//! [`Features`] keeps every image's activations (~0.8 MB each at 224 px) to score many sets of reconstructions
 //! against one set of originals with a single pass over the originals.
 
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -62,8 +60,9 @@ use burn::tensor::{Tensor, TensorData};
 use burn_store::PytorchStore;
 use serde::Serialize;
 
+use crate::decoder::host_values;
 use crate::decoder::kernels::bilinear_matrix;
-use crate::decoder::CpuBackend;
+use crate::decoder::linear::pearson;
 
 /// The layers of the correlation, in the network's order.
 pub const LAYERS: [&str; 8] = [
@@ -79,24 +78,22 @@ pub const ALEXNET_WIDTHS: AlexNetWidths = AlexNetWidths {
     conv: [64, 192, 384, 256, 256],
     fc: [4096, 4096, 1000],
 };
-/// Images per forward pass in [`feature_correlations`] (the real network's
+/// Images per forward pass in [`Features::at`] (the real network's
 /// activations at 224 px are ~0.8 MB per image).
 const BATCH: usize = 8;
 /// torchvision's index of each convolution in `features` and of each linear layer in
 /// `classifier` (ReLUs, max-pools and dropouts take the indices between).
 const FEATURES_INDEX: [usize; 5] = [0, 3, 6, 8, 10];
 const CLASSIFIER_INDEX: [usize; 3] = [1, 4, 6];
-/// Our field for each of them.
-const CONV_FIELDS: [&str; 5] = ["conv1", "conv2", "conv3", "conv4", "conv5"];
-const FC_FIELDS: [&str; 3] = ["fc6", "fc7", "fc8"];
 /// Kernel side, stride and padding of conv1…conv5.
 const KERNEL: [usize; 5] = [11, 5, 3, 3, 3];
 const STRIDE: [usize; 5] = [4, 1, 1, 1, 1];
 const PADDING: [usize; 5] = [2, 2, 1, 1, 1];
 /// The adaptive average pool's output side before the classifier.
 const POOLED: usize = 6;
-const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// ImageNet's channel means and deviations, torchvision's normalisation.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Output channels of conv1…conv5 and output features of fc6…fc8 (fc8's are the
 /// classes).
@@ -109,14 +106,10 @@ pub struct AlexNetWidths {
 /// torchvision's AlexNet, in inference only (its dropouts are the identity).
 #[derive(Module, Debug)]
 pub struct AlexNet<B: Backend> {
-    conv1: Conv2d<B>,
-    conv2: Conv2d<B>,
-    conv3: Conv2d<B>,
-    conv4: Conv2d<B>,
-    conv5: Conv2d<B>,
-    fc6: Linear<B>,
-    fc7: Linear<B>,
-    fc8: Linear<B>,
+    /// conv1…conv5.
+    features: Vec<Conv2d<B>>,
+    /// fc6…fc8.
+    classifier: Vec<Linear<B>>,
 }
 
 /// One layer's agreement between reconstructions and originals.
@@ -128,11 +121,6 @@ pub struct LayerCorrelation {
     pub r: f64,
     /// Mean squared difference over the same features.
     pub mse: f64,
-}
-
-/// Reads torchvision's AlexNet file onto the CPU backend.
-pub fn load_alexnet(path: &Path) -> anyhow::Result<AlexNet<CpuBackend>> {
-    AlexNet::load(path, &Default::default())
 }
 
 impl<B: Backend> AlexNet<B> {
@@ -148,15 +136,14 @@ impl<B: Backend> AlexNet<B> {
                 .init(device)
         };
         let f = widths.fc;
+        let fc_in = [c[4] * POOLED * POOLED, f[0], f[1]];
         AlexNet {
-            conv1: conv(0, 3),
-            conv2: conv(1, c[0]),
-            conv3: conv(2, c[1]),
-            conv4: conv(3, c[2]),
-            conv5: conv(4, c[3]),
-            fc6: LinearConfig::new(c[4] * POOLED * POOLED, f[0]).init(device),
-            fc7: LinearConfig::new(f[0], f[1]).init(device),
-            fc8: LinearConfig::new(f[1], f[2]).init(device),
+            features: (0..5)
+                .map(|i| conv(i, if i == 0 { 3 } else { c[i - 1] }))
+                .collect(),
+            classifier: (0..3)
+                .map(|i| LinearConfig::new(fc_in[i], f[i]).init(device))
+                .collect(),
         }
     }
 
@@ -228,31 +215,20 @@ impl<B: Backend> AlexNet<B> {
         drop(reader);
 
         let mut net = AlexNet::new(widths, device);
-        // torchvision's `features.0` is our `conv1`, …, `classifier.6` our `fc8`.
-        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-        for (t, field) in FEATURES_INDEX.iter().zip(CONV_FIELDS) {
-            store = store.with_key_remapping(format!(r"^features\.{t}\."), format!("{field}."));
-        }
-        for (t, field) in CLASSIFIER_INDEX.iter().zip(FC_FIELDS) {
-            store = store.with_key_remapping(format!(r"^classifier\.{t}\."), format!("{field}."));
-        }
+        // Our `features` and `classifier` hold only the convolutions and linear layers,
+        // numbered from 0: burn-store's contiguous index mapping closes torchvision's gaps
+        // (ReLU, max-pool, dropout), each prefix on its own.
+        let store = PytorchStore::from_file(path).map_indices_contiguous(true);
         crate::pth::load_into(&mut net, store, 16, &what)?;
         Ok(net)
     }
 
     /// The widths of the loaded network ([`ALEXNET_WIDTHS`] for torchvision's).
     pub fn widths(&self) -> AlexNetWidths {
-        let out = |c: &Conv2d<B>| c.weight.dims()[0];
-        let fc = |l: &Linear<B>| l.weight.dims()[1]; // Burn's Linear: [in, out]
         AlexNetWidths {
-            conv: [
-                out(&self.conv1),
-                out(&self.conv2),
-                out(&self.conv3),
-                out(&self.conv4),
-                out(&self.conv5),
-            ],
-            fc: [fc(&self.fc6), fc(&self.fc7), fc(&self.fc8)],
+            conv: std::array::from_fn(|i| self.features[i].weight.dims()[0]),
+            // Burn's Linear: [in, out].
+            fc: std::array::from_fn(|i| self.classifier[i].weight.dims()[1]),
         }
     }
 
@@ -268,15 +244,16 @@ impl<B: Backend> AlexNet<B> {
     pub fn layers(&self, x: Tensor<B, 4>) -> Vec<Tensor<B, 2>> {
         let pool = |x| max_pool2d(x, [3, 3], [2, 2], [0, 0], [1, 1], false);
         let flat = |x: &Tensor<B, 4>| x.clone().flatten::<2>(1, 3);
-        let c1 = pool(relu(self.conv1.forward(x))); // [n, 64, 27, 27] at 224 px
-        let c2 = pool(relu(self.conv2.forward(c1.clone()))); // [n, 192, 13, 13]
-        let c3 = self.conv3.forward(c2.clone()); // [n, 384, 13, 13], before its ReLU
-        let c4 = self.conv4.forward(relu(c3.clone())); // [n, 256, 13, 13], before its ReLU
-        let c5 = pool(relu(self.conv5.forward(relu(c4.clone())))); // [n, 256, 6, 6]
+        let (conv, fc) = (&self.features, &self.classifier);
+        let c1 = pool(relu(conv[0].forward(x))); // [n, 64, 27, 27] at 224 px
+        let c2 = pool(relu(conv[1].forward(c1.clone()))); // [n, 192, 13, 13]
+        let c3 = conv[2].forward(c2.clone()); // [n, 384, 13, 13], before its ReLU
+        let c4 = conv[3].forward(relu(c3.clone())); // [n, 256, 13, 13], before its ReLU
+        let c5 = pool(relu(conv[4].forward(relu(c4.clone())))); // [n, 256, 6, 6]
         let pooled = adaptive_avg_pool2d(c5.clone(), [POOLED, POOLED]).flatten::<2>(1, 3); // [n, 9216]
-        let f6 = relu(self.fc6.forward(pooled)); // [n, 4096]
-        let f7 = self.fc7.forward(f6.clone()); // [n, 4096], before its ReLU
-        let f8 = self.fc8.forward(relu(f7.clone())); // [n, 1000]
+        let f6 = relu(fc[0].forward(pooled)); // [n, 4096]
+        let f7 = fc[1].forward(f6.clone()); // [n, 4096], before its ReLU
+        let f8 = fc[2].forward(relu(f7.clone())); // [n, 1000]
         vec![
             flat(&c1),
             flat(&c2),
@@ -350,66 +327,40 @@ fn check_keys(keys: &[String]) -> Result<(), String> {
 /// torch's `interpolate(align_corners=False)`) and normalises them with ImageNet's
 /// channel means and deviations. Plain matrix products, as the perceptual loss does.
 pub fn prepare<B: Backend>(images: Tensor<B, 4>, size: usize) -> Tensor<B, 4> {
-    let [n, c, h, w] = images.dims();
+    let [_, _, h, w] = images.dims();
     let device = images.device();
     let s = size;
     let x = if [h, w] == [s, s] {
         images
     } else {
-        // `R` [s, in], transposed: the columns become x · Rwᵀ, then the rows the same
-        // way on the transpose.
         let resize_t = |len: usize| {
             Tensor::<B, 2>::from_data(TensorData::new(bilinear_matrix(len, s), [s, len]), &device)
                 .transpose()
         };
-        let x = images.reshape([n * c * h, w]).matmul(resize_t(w)); // [n·c·h, s]
-        let x = x
-            .reshape([n * c, h, s])
-            .swap_dims(1, 2)
-            .reshape([n * c * s, h]);
-        let x = x.matmul(resize_t(h)); // [n·c·s, s]: (column, row)
-        x.reshape([n * c, s, s])
-            .swap_dims(1, 2)
-            .reshape([n, c, s, s])
+        resize(images, resize_t(w), resize_t(h))
     };
     let channel =
         |v: [f32; 3]| Tensor::<B, 4>::from_data(TensorData::new(v.to_vec(), [1, 3, 1, 1]), &device);
     (x - channel(IMAGENET_MEAN)) / channel(IMAGENET_STD)
 }
 
-/// Per layer, one Pearson r and the MSE between the AlexNet features of the
-/// reconstructions and of the originals, every image's flattened features pooled
-/// (the authors' `pearsonr(fs.flatten(), fs_hat.flatten())`, not a mean of per-image
-/// r). Each image is `[3][image_size][image_size]` (CHW, 0…1); `input_size` is the
-/// network's side ([`INPUT_SIZE`] for the pretrained one). Streams: only running sums
-/// outlive a batch. To score several sets of reconstructions against the same
-/// originals, [`Features`] computes the originals' activations once.
-pub fn feature_correlations<B: Backend>(
-    net: &AlexNet<B>,
-    recons: &[Vec<f32>],
-    originals: &[Vec<f32>],
-    image_size: usize,
-    input_size: usize,
-    device: &B::Device,
-) -> anyhow::Result<Vec<LayerCorrelation>> {
-    if recons.len() != originals.len() {
-        bail!(
-            "{} reconstructions for {} original images: they must pair up one to one",
-            recons.len(),
-            originals.len()
-        );
-    }
-    check_images("reconstruction", recons, image_size, input_size)?;
-    check_images("original image", originals, image_size, input_size)?;
-    let mut moments = vec![CoMoments::default(); LAYERS.len()];
-    for (r, o) in recons.chunks(BATCH).zip(originals.chunks(BATCH)) {
-        let a = batch_layers(net, r, image_size, input_size, device)?;
-        let b = batch_layers(net, o, image_size, input_size, device)?;
-        for ((m, a), b) in moments.iter_mut().zip(a).zip(b) {
-            m.push(&a, &b);
-        }
-    }
-    Ok(scores(&moments))
+/// Resizes `[n, c, h, w]` images to `[n, c, s, s]` with the bilinear matrices `R` `[s, in]`
+/// ([`bilinear_matrix`]), transposed: `rw_t` `[w, s]`, `rh_t` `[h, s]`. The columns become
+/// x · Rwᵀ, then the rows the same way on the transpose. Plain 2-D matrix products, which
+/// every backend differentiates: Burn's `interpolate` would do, but its bilinear backward
+/// panics on the CUDA backend in Burn 0.21.
+pub fn resize<B: Backend>(x: Tensor<B, 4>, rw_t: Tensor<B, 2>, rh_t: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let s = rw_t.dims()[1];
+    let x = x.reshape([n * c * h, w]).matmul(rw_t); // [n·c·h, s]
+    let x = x
+        .reshape([n * c, h, s])
+        .swap_dims(1, 2)
+        .reshape([n * c * s, h]);
+    let x = x.matmul(rh_t); // [n·c·s, s]: (column, row)
+    x.reshape([n * c, s, s])
+        .swap_dims(1, 2)
+        .reshape([n, c, s, s])
 }
 
 /// The eight layers' activations of a set of images, kept so that several sets of
@@ -462,8 +413,9 @@ impl Features {
         self.images
     }
 
-    /// Per layer, the pooled Pearson r and the MSE between these features (the
-    /// reconstructions') and `originals`', as [`feature_correlations`].
+    /// Per layer, one Pearson r and the MSE between these features (the reconstructions')
+    /// and `originals`', every image's flattened features pooled (the authors'
+    /// `pearsonr(fs.flatten(), fs_hat.flatten())`, not a mean of per-image r).
     ///
     /// # Panics
     /// If the two sets hold different numbers of images or come from networks of
@@ -474,8 +426,7 @@ impl Features {
             "AlexNet features of {} reconstructions against {} originals",
             self.images, originals.images
         );
-        let moments: Vec<CoMoments> = self
-            .layers
+        self.layers
             .iter()
             .zip(&originals.layers)
             .zip(LAYERS)
@@ -485,12 +436,17 @@ impl Features {
                     b.len(),
                     "{layer}: features from different networks"
                 );
-                let mut m = CoMoments::default();
-                m.push(a, b);
-                m
+                let sq_diff = a
+                    .iter()
+                    .zip(b)
+                    .map(|(&x, &y)| (x as f64 - y as f64).powi(2));
+                LayerCorrelation {
+                    layer: layer.to_string(),
+                    r: pearson(a, b),
+                    mse: sq_diff.sum::<f64>() / a.len().max(1) as f64,
+                }
             })
-            .collect();
-        scores(&moments)
+            .collect()
     }
 }
 
@@ -533,103 +489,14 @@ fn batch_layers<B: Backend>(
     let x = Tensor::from_data(TensorData::new(data, shape), device);
     net.activations(x, input_size)
         .into_iter()
-        .map(|t| {
-            t.into_data()
-                .to_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("reading AlexNet features: {e:?}"))
-        })
+        .map(|t| host_values(t).context("reading AlexNet features"))
         .collect()
-}
-
-fn scores(moments: &[CoMoments]) -> Vec<LayerCorrelation> {
-    LAYERS
-        .iter()
-        .zip(moments)
-        .map(|(layer, m)| LayerCorrelation {
-            layer: layer.to_string(),
-            r: m.r(),
-            mse: m.mse(),
-        })
-        .collect()
-}
-
-/// Running means, (co)variances and squared differences of paired values, merged
-/// batch by batch (Chan et al.'s pairwise update), in f64: the Pearson r of everything
-/// pushed without keeping it.
-#[derive(Debug, Clone, Copy, Default)]
-struct CoMoments {
-    n: f64,
-    mean_a: f64,
-    mean_b: f64,
-    /// Σ (a − ā)², Σ (b − b̄)², Σ (a − ā)(b − b̄).
-    m_aa: f64,
-    m_bb: f64,
-    m_ab: f64,
-    /// Σ (a − b)².
-    sq_diff: f64,
-}
-
-impl CoMoments {
-    /// Adds one batch of pairs (`a[i]` with `b[i]`).
-    fn push(&mut self, a: &[f32], b: &[f32]) {
-        debug_assert_eq!(a.len(), b.len());
-        if a.is_empty() {
-            return;
-        }
-        let k = a.len() as f64;
-        let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / k;
-        let (ma, mb) = (mean(a), mean(b));
-        let mut batch = CoMoments {
-            n: k,
-            mean_a: ma,
-            mean_b: mb,
-            ..Default::default()
-        };
-        for (&x, &y) in a.iter().zip(b) {
-            let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-            batch.m_aa += dx * dx;
-            batch.m_bb += dy * dy;
-            batch.m_ab += dx * dy;
-            batch.sq_diff += (x as f64 - y as f64).powi(2);
-        }
-        self.merge(&batch);
-    }
-
-    fn merge(&mut self, o: &CoMoments) {
-        let n = self.n + o.n;
-        let (da, db) = (o.mean_a - self.mean_a, o.mean_b - self.mean_b);
-        let w = self.n * o.n / n;
-        self.m_aa += o.m_aa + da * da * w;
-        self.m_bb += o.m_bb + db * db * w;
-        self.m_ab += o.m_ab + da * db * w;
-        self.mean_a += da * o.n / n;
-        self.mean_b += db * o.n / n;
-        self.sq_diff += o.sq_diff;
-        self.n = n;
-    }
-
-    /// Pearson r; 0 where either side is constant (as `decoder::linear::pearson`).
-    fn r(&self) -> f64 {
-        if self.m_aa <= 0.0 || self.m_bb <= 0.0 {
-            0.0
-        } else {
-            self.m_ab / (self.m_aa * self.m_bb).sqrt()
-        }
-    }
-
-    fn mse(&self) -> f64 {
-        if self.n == 0.0 {
-            0.0
-        } else {
-            self.sq_diff / self.n
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decoder::linear::pearson;
+    use crate::decoder::CpuBackend;
 
     const TINY: AlexNetWidths = AlexNetWidths {
         conv: [4, 6, 6, 6, 6],
@@ -647,57 +514,14 @@ mod tests {
             .collect()
     }
 
-    /// Merged batches give the Pearson r and MSE of all the values at once.
-    #[test]
-    fn batched_moments_equal_one_pass_over_everything() {
-        let a: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 + 500.0).collect();
-        let b: Vec<f32> = (0..1000)
-            .map(|i| ((i * 53) % 97) as f32 * 0.5 + a[i] * 0.1)
-            .collect();
-        let mut m = CoMoments::default();
-        for (ca, cb) in a.chunks(137).zip(b.chunks(137)) {
-            m.push(ca, cb);
-        }
-        let mse = a
-            .iter()
-            .zip(&b)
-            .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-            .sum::<f64>()
-            / 1000.0;
-        assert!(
-            (m.r() - pearson(&a, &b)).abs() < 1e-12,
-            "{} vs {}",
-            m.r(),
-            pearson(&a, &b)
-        );
-        assert!((m.mse() - mse).abs() < 1e-9 * mse);
-    }
-
-    /// Two images each perfectly (anti)correlated on their own: per-image r averages
-    /// to 0, but pooled over both their features agree strongly (the between-image
-    /// differences dominate). The correlation is the pooled one.
-    #[test]
-    fn r_is_pooled_over_images_not_a_mean_of_per_image_r() {
-        let (a1, b1) = ([1.0f32, 2.0, 3.0], [1.0f32, 2.0, 3.0]);
-        let (a2, b2) = ([10.0f32, 11.0, 12.0], [12.0f32, 11.0, 10.0]);
-        let mean_per_image = (pearson(&a1, &b1) + pearson(&a2, &b2)) / 2.0;
-        assert!(mean_per_image.abs() < 1e-12);
-        let mut m = CoMoments::default();
-        m.push(&a1, &b1);
-        m.push(&a2, &b2);
-        let all_a = [a1, a2].concat();
-        let all_b = [b1, b2].concat();
-        assert!((m.r() - pearson(&all_a, &all_b)).abs() < 1e-12);
-        assert!(m.r() > 0.9, "pooled r {}", m.r());
-    }
-
     /// Reconstructions equal to the originals: every layer r = 1, MSE = 0.
     #[test]
     fn identical_images_correlate_perfectly() {
         let device = Default::default();
         let net = AlexNet::<CpuBackend>::new(TINY, &device);
         let originals = images(3, 16, 0);
-        let c = feature_correlations(&net, &originals, &originals, 16, 63, &device).unwrap();
+        let kept = Features::at(&net, &originals, 16, 63, &device).unwrap();
+        let c = kept.correlations(&kept);
         assert_eq!(
             c.iter().map(|l| l.layer.as_str()).collect::<Vec<_>>(),
             LAYERS
@@ -718,7 +542,9 @@ mod tests {
         let n = BATCH + 3; // two batches
         let originals = images(n, side, 0);
         let recons = images(n, side, 5);
-        let c = feature_correlations(&net, &recons, &originals, side, 64, &device).unwrap();
+        let c = Features::at(&net, &recons, side, 64, &device)
+            .unwrap()
+            .correlations(&Features::at(&net, &originals, side, 64, &device).unwrap());
         let features = |v: &[Vec<f32>]| {
             let data: Vec<f32> = v.iter().flatten().copied().collect();
             let x = Tensor::from_data(TensorData::new(data, [n, 3, side, side]), &device);
@@ -750,26 +576,6 @@ mod tests {
         );
     }
 
-    /// Features kept for reuse score exactly as the streaming path.
-    #[test]
-    fn kept_features_score_as_the_streaming_path() {
-        let device = Default::default();
-        let net = AlexNet::<CpuBackend>::new(TINY, &device);
-        let side = 10;
-        let (originals, recons) = (images(BATCH + 1, side, 0), images(BATCH + 1, side, 3));
-        let streamed = feature_correlations(&net, &recons, &originals, side, 64, &device).unwrap();
-        let kept_originals = Features::at(&net, &originals, side, 64, &device).unwrap();
-        assert_eq!(kept_originals.images(), BATCH + 1);
-        let kept = Features::at(&net, &recons, side, 64, &device)
-            .unwrap()
-            .correlations(&kept_originals);
-        for (k, s) in kept.iter().zip(&streamed) {
-            assert_eq!(k.layer, s.layer);
-            assert!((k.r - s.r).abs() < 1e-9, "{}: {} vs {}", k.layer, k.r, s.r);
-            assert!((k.mse - s.mse).abs() <= 1e-9 * s.mse, "{}", k.layer);
-        }
-    }
-
     #[test]
     #[should_panic(expected = "reconstructions against")]
     fn kept_features_of_unpaired_sets_are_a_bug() {
@@ -786,15 +592,11 @@ mod tests {
         let device = Default::default();
         let net = AlexNet::<CpuBackend>::new(TINY, &device);
         let two = images(2, 8, 0);
-        let e = feature_correlations(&net, &two[..1], &two, 8, 64, &device).unwrap_err();
-        assert!(e.to_string().contains("pair up"), "{e}");
-        let e = feature_correlations(&net, &two, &two, 8, 32, &device).unwrap_err();
+        let e = Features::at(&net, &two, 8, 32, &device).unwrap_err();
         assert!(e.to_string().contains("at least 63"), "{e}");
-        let e = feature_correlations(&net, &two, &two, 9, 64, &device).unwrap_err();
-        assert!(e.to_string().contains("3 × 9 × 9"), "{e}");
-        let e = feature_correlations(&net, &[], &[], 8, 64, &device).unwrap_err();
-        assert!(e.to_string().contains("no images"), "{e}");
         let e = Features::at(&net, &two, 9, 64, &device).unwrap_err();
-        assert!(e.to_string().contains("image 0 has"), "{e}");
+        assert!(e.to_string().contains("3 × 9 × 9"), "{e}");
+        let e = Features::at(&net, &[], 8, 64, &device).unwrap_err();
+        assert!(e.to_string().contains("no images"), "{e}");
     }
 }

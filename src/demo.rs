@@ -17,10 +17,9 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::RigConfig;
-use crate::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions, RunSummary};
+use crate::daemon::{self, ModelSource, Output, RunOptions, RunSummary};
 use crate::replay::{self, ReplayOptions};
 use crate::sim::{self, SimOptions};
-use crate::window::Mode;
 
 const RIG_TOML: &str = include_str!("../firmware-config/synthetic.toml");
 const RIG_RF: &str = include_str!("../firmware-config/synthetic-rf.csv");
@@ -114,28 +113,16 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<RunSummary> {
 
     let model = opts.model.clone().unwrap_or(builtin_model);
     let outlet_side = rig.image_size;
-    let realtime = rig.realtime.clone();
     let result = daemon::run(RunOptions {
-        rig,
-        model: ModelSource::Dir(model),
-        mode: Mode::Event,
-        broadband: false,
-        device: ComputeDevice::Cpu,
-        output: opts.output,
         frames: Some(summary.trials as u64),
         seconds: Some(summary.simulated_s + 30.0),
-        hdr_log: None,
         stimuli_dir: Some(session.join("images")),
-        resolve_timeout: 15.0,
         decode_threads: opts.decode_threads,
-        counters: None,
         outlet: Some(outlet_side),
-        realtime,
         trace: opts.trace,
         status: opts.status,
         stop: opts.stop,
-        record: None,
-        save_inputs: None,
+        ..RunOptions::new(rig, ModelSource::Dir(model), opts.output)
     });
     replay.stop();
     let replayed = replay.join();

@@ -277,7 +277,6 @@ pub struct HeadlessPresenter {
     tx: Option<Sender<(u64, RgbImage)>>,
     writer: Option<JoinHandle<anyhow::Result<u64>>>,
     counters: Option<Arc<Counters>>,
-    unwritten: u64,
     written: u64,
 }
 
@@ -303,7 +302,6 @@ impl HeadlessPresenter {
             tx: Some(tx),
             writer: Some(writer),
             counters,
-            unwritten: 0,
             written: 0,
         })
     }
@@ -311,11 +309,6 @@ impl HeadlessPresenter {
     /// Frames written (known once [`Presenter::finish`] has returned).
     pub fn frames_written(&self) -> u64 {
         self.written
-    }
-
-    /// Frames the writer could not keep up with.
-    pub fn frames_unwritten(&self) -> u64 {
-        self.unwritten
     }
 
     /// Waits for the writer and takes its result.
@@ -368,11 +361,9 @@ impl Presenter for HeadlessPresenter {
         let Some(tx) = &self.tx else {
             return Ok(true);
         };
-        if tx.try_send((shown.seq, shown.picture.clone())).is_err() {
-            self.unwritten += 1;
-            if let Some(c) = &self.counters {
-                Counters::inc(&c.frames_unwritten);
-            }
+        let queued = tx.try_send((shown.seq, shown.picture.clone()));
+        if let (Err(_), Some(c)) = (queued, &self.counters) {
+            Counters::inc(&c.frames_unwritten);
         }
         Ok(true)
     }

@@ -356,11 +356,6 @@ impl PresentationNorm {
         }
     }
 
-    /// Presentations of this session seen so far.
-    pub fn presentations(&self) -> u64 {
-        self.features.session.weight as u64
-    }
-
     /// The current (combined) statistics.
     pub fn stats(&self) -> NormStats {
         let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();

@@ -54,8 +54,31 @@ pub fn save_png(
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Draws `n` panels of `(w, h)` pixels each, in rows of `per_row`, with `draw` and saves
+/// the PNG. False (nothing drawn) without a font or panels.
+pub fn panels(
+    path: &Path,
+    n: usize,
+    per_row: usize,
+    (w, h): (u32, u32),
+    mut draw: impl FnMut(usize, &DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<bool> {
+    if !have_font() || n == 0 {
+        return Ok(false);
+    }
+    let cols = per_row.min(n).max(1);
+    let rows = n.div_ceil(cols);
+    save_png(path, (w * cols as u32, h * rows as u32), |root| {
+        for (i, area) in root.split_evenly((rows, cols)).iter().enumerate().take(n) {
+            draw(i, area)?;
+        }
+        Ok(())
+    })?;
+    Ok(true)
+}
+
 /// The least and greatest of `values` (`(MAX, MIN)` when there are none).
-fn extent(values: impl Iterator<Item = f64>) -> (f64, f64) {
+pub(crate) fn extent(values: impl Iterator<Item = f64>) -> (f64, f64) {
     values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)))
 }
 
@@ -73,22 +96,15 @@ pub struct Panel<'a> {
 
 /// Loss curves side by side, one panel each, x = epoch. Returns false (and draws
 /// nothing) when no font is available.
-pub fn loss_curves(path: &Path, panels: &[Panel<'_>]) -> anyhow::Result<bool> {
-    if !have_font() {
-        return Ok(false);
-    }
-    let size = (550 * panels.len().max(1) as u32, 450u32);
-    save_png(path, size, |root| {
-        let areas = root.split_evenly((1, panels.len().max(1)));
-        for (panel, Panel { title, series }) in areas.iter().zip(panels) {
-            let x_max = series
-                .iter()
-                .flat_map(|s| s.points.iter().map(|p| p.0))
-                .fold(1.0, f64::max);
-            let (y_min, y_max) = extent(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-            if y_min > y_max {
-                continue;
-            }
+pub fn loss_curves(path: &Path, all: &[Panel<'_>]) -> anyhow::Result<bool> {
+    panels(path, all.len(), all.len(), (550, 450), |i, panel| {
+        let Panel { title, series } = &all[i];
+        let x_max = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .fold(1.0, f64::max);
+        let (y_min, y_max) = extent(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+        if y_min <= y_max {
             let pad = ((y_max - y_min) * 0.1).max(1e-3);
             let mut chart = ChartBuilder::on(panel)
                 .caption(*title, ("sans-serif", 18))
@@ -106,8 +122,7 @@ pub fn loss_curves(path: &Path, panels: &[Panel<'_>]) -> anyhow::Result<bool> {
             legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         }
         Ok(())
-    })?;
-    Ok(true)
+    })
 }
 
 /// Two panels: each stage's latency CDF (log ms), and each stage's p99 against
@@ -237,26 +252,22 @@ pub type NamedLine = (String, Vec<(f64, f64)>);
 pub fn log_x_panels(
     path: &Path,
     x_desc: &str,
-    panels: &[(&str, Vec<NamedLine>)],
+    all: &[(&str, Vec<NamedLine>)],
 ) -> anyhow::Result<bool> {
     let points = |s: &[NamedLine]| -> Vec<(f64, f64)> {
         (s.iter().flat_map(|(_, p)| p.iter().copied()))
             .filter(|p| p.0 > 0.0 && p.1.is_finite())
             .collect()
     };
-    let (xlo, xhi) = extent(panels.iter().flat_map(|(_, s)| points(s)).map(|p| p.0));
-    if !have_font() || xlo > xhi {
+    let (xlo, xhi) = extent(all.iter().flat_map(|(_, s)| points(s)).map(|p| p.0));
+    if xlo > xhi {
         return Ok(false);
     }
     let colours: [RGBColor; 6] = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
-    let size = (550 * panels.len().max(1) as u32, 450u32);
-    save_png(path, size, |root| {
-        let areas = root.split_evenly((1, panels.len().max(1)));
-        for (area, (title, series)) in areas.iter().zip(panels) {
-            let (ylo, yhi) = extent(points(series).into_iter().map(|p| p.1));
-            if ylo > yhi {
-                continue;
-            }
+    panels(path, all.len(), all.len(), (550, 450), |i, area| {
+        let (title, series) = &all[i];
+        let (ylo, yhi) = extent(points(series).into_iter().map(|p| p.1));
+        if ylo <= yhi {
             let pad = ((yhi - ylo) * 0.1).max(1e-3);
             let mut chart = ChartBuilder::on(area)
                 .caption(*title, ("sans-serif", 18))
@@ -281,8 +292,7 @@ pub fn log_x_panels(
             legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
         Ok(())
-    })?;
-    Ok(true)
+    })
 }
 
 /// One labelled line per series, in `colours` order, through the points `keep` passes.
@@ -318,6 +328,28 @@ pub fn legend<'a, 'b: 'a, CT: CoordTranslate>(
         .background_style(WHITE.mix(0.85))
         .draw()?;
     Ok(())
+}
+
+/// An [`image_grid`] of the first `n` `stimuli` (column "stimulus") beside each of
+/// `columns`' image of the same stimulus (titled `titles`).
+pub fn stimulus_grid(
+    path: &Path,
+    titles: impl IntoIterator<Item = String>,
+    stimuli: &[Vec<f32>],
+    columns: &[impl AsRef<[Vec<f32>]>],
+    n: usize,
+    size: usize,
+    scale: usize,
+) -> anyhow::Result<()> {
+    let titles: Vec<String> = std::iter::once("stimulus".into()).chain(titles).collect();
+    let rows: Vec<Vec<&[f32]>> = (0..n)
+        .map(|i| {
+            std::iter::once(stimuli[i].as_slice())
+                .chain(columns.iter().map(|c| c.as_ref()[i].as_slice()))
+                .collect()
+        })
+        .collect();
+    image_grid(path, &titles, &rows, size, scale)
 }
 
 /// A grid of RGB images (`[3][H][W]` floats in [0, 1], all `size` px): one column per

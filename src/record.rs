@@ -194,18 +194,14 @@ impl Recorder {
             }
             std::thread::sleep(DRAIN_EVERY);
         }
-        let summary = RecordingSummary {
-            path: self.path.clone(),
-            samples: self.samples,
-            markers: self.marker_count,
-            error: None,
-        };
         if error.is_none() {
             error = self.writer.finish().err();
         }
         RecordingSummary {
+            path: self.path,
+            samples: self.samples,
+            markers: self.marker_count,
             error: error.map(|e| e.to_string()),
-            ..summary
         }
     }
 

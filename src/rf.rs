@@ -144,28 +144,22 @@ impl RfTable {
             .flexible(true)
             .from_reader(text.as_bytes());
         let line_of = |p: Option<&csv::Position>| csv_row_line(&text, p);
+        let error = |line, message| RfError::Parse {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
         let mut entries = Vec::new();
         for record in rows.records() {
-            let record = record.map_err(|e| RfError::Parse {
-                path: path.to_path_buf(),
-                line: line_of(e.position()),
-                message: e.to_string(),
-            })?;
+            let record = record.map_err(|e| error(line_of(e.position()), e.to_string()))?;
             let line = line_of(record.position());
             if record.get(0) == Some(COLUMNS[0]) || record.iter().all(str::is_empty) {
                 continue;
             }
-            let entry = RfEntry::from_record(&record).map_err(|message| RfError::Parse {
-                path: path.to_path_buf(),
-                line,
-                message,
-            })?;
+            let entry = RfEntry::from_record(&record).map_err(|message| error(line, message))?;
             if entries.iter().any(|e: &RfEntry| e.channel == entry.channel) {
-                return Err(RfError::Parse {
-                    path: path.to_path_buf(),
-                    line,
-                    message: format!("electrode {} listed twice", entry.channel + 1),
-                });
+                let message = format!("electrode {} listed twice", entry.channel + 1);
+                return Err(error(line, message));
             }
             entries.push(entry);
         }

@@ -28,16 +28,17 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 
 use crate::config::RigConfig;
-use crate::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions, RunSummary};
+use crate::daemon::{self, ModelSource, Output, RunOptions, RunSummary};
 use crate::lsl::{self, Outlet, StreamInfo, StringChunk};
 use crate::window::Mode;
+use crate::xdf::{ChannelFormat, StreamSpec};
 
 /// Everything a soak needs.
 #[derive(Debug, Clone)]
 pub struct SoakOptions {
     pub rig: RigConfig,
     pub model: ModelSource,
-    /// Stream seconds per wall second.
+    /// Stream seconds per wall second: above 0, at most 1000.
     pub speed: f64,
     /// Wall seconds to run.
     pub seconds: f64,
@@ -108,11 +109,8 @@ struct Sent {
     onsets: AtomicU64,
     /// Stream time reached, in microseconds.
     stream_us: AtomicU64,
-    nan_bursts: AtomicU64,
-    short_pauses: AtomicU64,
-    long_pauses: AtomicU64,
-    marker_storms: AtomicU64,
-    clock_jumps: AtomicU64,
+    /// Faults injected, by kind (as [`Faults`] lists them).
+    faults: [AtomicU64; 5],
 }
 
 /// Runs a soak; see the module doc.
@@ -144,26 +142,12 @@ pub fn run(opts: SoakOptions) -> anyhow::Result<SoakReport> {
     let daemon_stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(crate::telemetry::Counters::default());
     let run_opts = RunOptions {
-        rig,
-        model: opts.model.clone(),
-        mode: Mode::Event,
-        broadband: false,
-        device: ComputeDevice::Cpu,
-        output: Output::Discard,
-        frames: None,
-        seconds: None,
-        hdr_log: None,
-        stimuli_dir: None,
-        record: None,
-        save_inputs: None,
         resolve_timeout: 30.0,
         decode_threads: opts.decode_threads,
         counters: Some(counters.clone()),
-        outlet: None,
         realtime: crate::realtime::RealtimeConfig::default(),
-        trace: None,
-        status: false,
         stop: daemon_stop.clone(),
+        ..RunOptions::new(rig, opts.model.clone(), Output::Discard)
     };
     let daemon = thread::Builder::new()
         .name("soak-daemon".into())
@@ -276,6 +260,8 @@ fn report(
     let at = |v: &[(f64, f64)], i: usize| v.get(i).map_or(f64::NAN, |r| r.1);
     let warm = at(&rss, warm_at);
     let stream_s = g(&sent.stream_us) as f64 / 1e6;
+    let [nan_bursts, short_pauses, long_pauses, marker_storms, clock_jumps] =
+        sent.faults.each_ref().map(g);
     SoakReport {
         speed: opts.speed,
         wall_s,
@@ -291,11 +277,11 @@ fn report(
         frames_shown: run.frames_shown,
         unexplained_frame_losses: no_frame.abs() + not_shown.abs(),
         faults: Faults {
-            nan_bursts: g(&sent.nan_bursts),
-            short_pauses: g(&sent.short_pauses),
-            long_pauses: g(&sent.long_pauses),
-            marker_storms: g(&sent.marker_storms),
-            clock_jumps: g(&sent.clock_jumps),
+            nan_bursts,
+            short_pauses,
+            long_pauses,
+            marker_storms,
+            clock_jumps,
         },
         rss_start_mib: warm,
         rss_end_mib: rss.last().map_or(f64::NAN, |r| r.1),
@@ -330,8 +316,9 @@ pub fn write_report(report: &SoakReport, dir: &Path) -> anyhow::Result<()> {
 pub fn heap_in_use_mib() -> Option<f64> {
     #[cfg(target_os = "linux")]
     {
-        /// glibc's `struct mallinfo2`: ten `size_t` fields.
+        /// glibc's `struct mallinfo2`: ten `size_t` fields (two of them read here).
         #[repr(C)]
+        #[allow(dead_code)]
         struct MallInfo2 {
             arena: usize,
             ordblks: usize,
@@ -354,16 +341,6 @@ pub fn heap_in_use_mib() -> Option<f64> {
         // by value, laid out as above; it only reads the allocator's statistics.
         let f: extern "C" fn() -> MallInfo2 = unsafe { std::mem::transmute(sym) };
         let info = f();
-        let _ = (
-            info.arena,
-            info.ordblks,
-            info.smblks,
-            info.hblks,
-            info.usmblks,
-            info.fsmblks,
-            info.fordblks,
-            info.keepcost,
-        );
         Some((info.uordblks + info.hblkhd) as f64 / (1024.0 * 1024.0))
     }
     #[cfg(not(target_os = "linux"))]
@@ -378,18 +355,6 @@ pub fn resident_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-fn stream_header(name: &str, kind: &str, channels: usize, rate: f64, format: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\"?><info><name>{name}</name><type>{kind}</type>\
-         <channel_count>{channels}</channel_count><nominal_srate>{rate}</nominal_srate>\
-         <channel_format>{format}</channel_format><source_id>{name}</source_id>\
-         <version>1.10</version><created_at>0</created_at><uid>0</uid>\
-         <session_id>default</session_id><hostname>soak</hostname>\
-         <v4data_port>0</v4data_port><v4service_port>0</v4service_port>\
-         <v6data_port>0</v6data_port><v6service_port>0</v6service_port><desc/></info>"
-    )
 }
 
 /// The sender's state: its clock, its outlets, what a fault has spoiled.
@@ -426,20 +391,16 @@ fn send(
     ready: crossbeam_channel::Sender<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     let outlets = (|| -> anyhow::Result<(Outlet, Outlet)> {
-        let mua = StreamInfo::from_xml(&stream_header(
-            &format!("{tag}-mua"),
-            "MUA",
-            rig.channel_count,
-            rig.sampling_rate_hz,
-            "float32",
-        ))?;
-        let markers = StreamInfo::from_xml(&stream_header(
-            &format!("{tag}-markers"),
-            "Markers",
-            1,
-            0.0,
-            "string",
-        ))?;
+        // Headers as the daemon publishes its own, each stream's source_id its name.
+        let info = |name: String, kind: &str, channels, rate, format| {
+            let mut spec = StreamSpec::new(&name, kind, channels, rate, format);
+            spec.source_id = name;
+            StreamInfo::from_xml(&crate::daemon::outlet::publishable(&spec))
+        };
+        let (mua, markers) = (format!("{tag}-mua"), format!("{tag}-markers"));
+        let (rate, float32) = (rig.sampling_rate_hz, ChannelFormat::Float32);
+        let mua = info(mua, "MUA", rig.channel_count, rate, float32)?;
+        let markers = info(markers, "Markers", 1, 0.0, ChannelFormat::String)?;
         Ok((
             Outlet::create(&mua, 0, 30)?,
             Outlet::create(&markers, 0, 360)?,
@@ -589,10 +550,9 @@ impl Sender<'_> {
 
     /// Injects fault `kind` and marks the stream time it spoils.
     fn fault(&mut self, kind: u32, values: &mut [f32], stamps: &mut [f64]) -> anyhow::Result<()> {
-        let g = |a: &AtomicU64| a.fetch_add(1, Ordering::Relaxed);
+        self.sent.faults[kind as usize].fetch_add(1, Ordering::Relaxed);
         match kind {
             0 => {
-                g(&self.sent.nan_bursts);
                 let chunks = (0.05 / (stamps.len() as f64 * self.period)).ceil() as usize;
                 for _ in 0..chunks.max(1) {
                     self.send_chunk(values, stamps, true)?;
@@ -600,24 +560,17 @@ impl Sender<'_> {
             }
             1 | 2 => {
                 let wall = if kind == 1 { 0.3 } else { 1.5 };
-                g(if kind == 1 {
-                    &self.sent.short_pauses
-                } else {
-                    &self.sent.long_pauses
-                });
                 thread::sleep(Duration::from_secs_f64(wall));
                 // The sender's clock runs on: the samples after the pause leave a gap.
                 let skipped = (wall * self.speed / self.period).floor();
                 self.now += skipped * self.period;
             }
             3 => {
-                g(&self.sent.marker_storms);
                 for i in 0..500 {
                     self.marker(&format!("trigger {i}"), self.now)?;
                 }
             }
             _ => {
-                g(&self.sent.clock_jumps);
                 self.jump += 20.0;
             }
         }

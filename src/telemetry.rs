@@ -81,79 +81,96 @@ impl FirstErrors {
     }
 }
 
-/// Event counters shared by all stages. Incrementing never allocates or locks.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub samples: AtomicU64,
-    pub chunks: AtomicU64,
+/// Declares `Counters`, one `AtomicU64` per name, and `snapshot()`, which lists them
+/// in this order (the order of the summary's `counts:` line and `RunSummary.counters`).
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Event counters shared by all stages. Incrementing never allocates or locks.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+            /// What the first decode errors said.
+            pub decode_error_texts: FirstErrors,
+        }
+
+        impl Counters {
+            /// All counters with their names, for the summary and tests.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), Self::get(&self.$name)),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    samples,
+    chunks,
     /// Samples dropped because the ingest→window ring was full.
-    pub overruns: AtomicU64,
+    overruns,
     /// Samples that held a NaN or ±Inf value.
-    pub bad_samples: AtomicU64,
+    bad_samples,
     /// Discontinuities in sample time larger than the tolerance.
-    pub gaps: AtomicU64,
-    pub markers: AtomicU64,
-    pub unknown_markers: AtomicU64,
+    gaps,
+    markers,
+    unknown_markers,
     /// Markers dropped because the marker queue was full.
-    pub marker_overruns: AtomicU64,
-    pub frames_built: AtomicU64,
-    pub frames_skipped_gap: AtomicU64,
-    pub frames_skipped_bad: AtomicU64,
+    marker_overruns,
+    frames_built,
+    frames_skipped_gap,
+    frames_skipped_bad,
+    /// Onsets whose windows had already left the history (marker too late).
+    frames_skipped_late,
     /// Onsets waiting for their windows when the stream's time went backwards (a clock
     /// reset or a restarted sender): their windows no longer exist.
-    pub onsets_dropped_reset: AtomicU64,
-    /// Onsets whose windows had already left the history (marker too late).
-    pub frames_skipped_late: AtomicU64,
+    onsets_dropped_reset,
     /// Frames the window stage could not hand on (no free frame buffer).
-    pub frames_dropped_window: AtomicU64,
+    frames_dropped_window,
     /// Frames the decoder skipped because a newer one was waiting (newest wins).
-    pub frames_dropped_decode: AtomicU64,
-    pub frames_decoded: AtomicU64,
-    pub decode_errors: AtomicU64,
-    /// What the first decode errors said.
-    pub decode_error_texts: FirstErrors,
-    pub deadline_misses: AtomicU64,
-    pub frames_shown: AtomicU64,
+    frames_dropped_decode,
+    frames_decoded,
+    decode_errors,
+    deadline_misses,
+    frames_shown,
     /// Decoded frames the display never showed because a newer one replaced them.
-    pub frames_superseded: AtomicU64,
+    frames_superseded,
     /// Frames shown without their stimulus: a stimulus folder is set but holds no
     /// image for the frame's id.
-    pub stimuli_missing: AtomicU64,
+    stimuli_missing,
     /// Frames shown before their stimulus image was loaded (shown without it).
-    pub stimuli_late: AtomicU64,
+    stimuli_late,
     /// Frames shown but not published on `monkeysee-frames`: the publish thread was
     /// behind and every hand-over buffer was in use.
-    pub frames_unpublished: AtomicU64,
+    frames_unpublished,
     /// Frames shown but not written as PNG (headless): the writer thread was behind.
-    pub frames_unwritten: AtomicU64,
+    frames_unwritten,
     /// Decoded frames whose inputs `--save-inputs` could not queue for saving.
-    pub inputs_unsaved: AtomicU64,
+    inputs_unsaved,
     /// The MUA stream went silent (or liblsl reported it lost).
-    pub stream_lost: AtomicU64,
+    stream_lost,
     /// Data flowed again after a loss.
-    pub stream_restored: AtomicU64,
+    stream_restored,
     /// The lost MUA stream was replaced by another that matches the selector and fits
     /// the rig (a new source_id: the acquisition software restarted differently).
-    pub stream_switched: AtomicU64,
+    stream_switched,
     /// Streams matching a selector that appeared while the selected one was live:
     /// refused (LSL has no authentication; see the README's lab-network notes).
-    pub rival_streams: AtomicU64,
+    rival_streams,
     /// Streams offered as a replacement for the lost MUA stream that do not fit the rig
     /// (channel count, format or rate): refused.
-    pub streams_refused: AtomicU64,
+    streams_refused,
     /// liblsl reported the marker stream lost.
-    pub marker_stream_lost: AtomicU64,
+    marker_stream_lost,
     /// Samples written to the `--record` file.
-    pub recorded_samples: AtomicU64,
+    recorded_samples,
     /// Markers written to the `--record` file.
-    pub recorded_markers: AtomicU64,
+    recorded_markers,
     /// Samples not recorded because the ingest→recorder ring was full.
-    pub record_overruns: AtomicU64,
+    record_overruns,
     /// Markers not recorded because the marker→recorder queue was full.
-    pub record_marker_drops: AtomicU64,
+    record_marker_drops,
     /// Samples the daemon published (frames, frame info, events) that the recorder's
     /// queue had no room for (`--record`).
-    pub record_output_drops: AtomicU64,
+    record_output_drops,
 }
 
 impl Counters {
@@ -167,49 +184,6 @@ impl Counters {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
-    }
-
-    /// All counters with their names, for the summary and tests.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let g = Self::get;
-        vec![
-            ("samples", g(&self.samples)),
-            ("chunks", g(&self.chunks)),
-            ("overruns", g(&self.overruns)),
-            ("bad_samples", g(&self.bad_samples)),
-            ("gaps", g(&self.gaps)),
-            ("markers", g(&self.markers)),
-            ("unknown_markers", g(&self.unknown_markers)),
-            ("marker_overruns", g(&self.marker_overruns)),
-            ("frames_built", g(&self.frames_built)),
-            ("frames_skipped_gap", g(&self.frames_skipped_gap)),
-            ("frames_skipped_bad", g(&self.frames_skipped_bad)),
-            ("frames_skipped_late", g(&self.frames_skipped_late)),
-            ("onsets_dropped_reset", g(&self.onsets_dropped_reset)),
-            ("frames_dropped_window", g(&self.frames_dropped_window)),
-            ("frames_dropped_decode", g(&self.frames_dropped_decode)),
-            ("frames_decoded", g(&self.frames_decoded)),
-            ("decode_errors", g(&self.decode_errors)),
-            ("deadline_misses", g(&self.deadline_misses)),
-            ("frames_shown", g(&self.frames_shown)),
-            ("frames_superseded", g(&self.frames_superseded)),
-            ("stimuli_missing", g(&self.stimuli_missing)),
-            ("stimuli_late", g(&self.stimuli_late)),
-            ("frames_unpublished", g(&self.frames_unpublished)),
-            ("frames_unwritten", g(&self.frames_unwritten)),
-            ("inputs_unsaved", g(&self.inputs_unsaved)),
-            ("stream_lost", g(&self.stream_lost)),
-            ("stream_restored", g(&self.stream_restored)),
-            ("stream_switched", g(&self.stream_switched)),
-            ("rival_streams", g(&self.rival_streams)),
-            ("streams_refused", g(&self.streams_refused)),
-            ("marker_stream_lost", g(&self.marker_stream_lost)),
-            ("recorded_samples", g(&self.recorded_samples)),
-            ("recorded_markers", g(&self.recorded_markers)),
-            ("record_overruns", g(&self.record_overruns)),
-            ("record_marker_drops", g(&self.record_marker_drops)),
-            ("record_output_drops", g(&self.record_output_drops)),
-        ]
     }
 }
 
@@ -240,42 +214,22 @@ impl Stage {
         Stage::EndToEnd,
     ];
 
+    const NAMES: [&'static str; 6] = [
+        "lsl->arrival",
+        "arrival->window",
+        "queue",
+        "decode",
+        "present",
+        "end-to-end",
+    ];
+
     pub fn name(self) -> &'static str {
-        match self {
-            Stage::LslToArrival => "lsl->arrival",
-            Stage::ArrivalToWindow => "arrival->window",
-            Stage::Queue => "queue",
-            Stage::Decode => "decode",
-            Stage::Present => "present",
-            Stage::EndToEnd => "end-to-end",
-        }
+        Self::NAMES[self as usize]
     }
 }
 
-/// Per-stage latencies of one frame, in microseconds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FrameTimings {
-    pub lsl_to_arrival_us: u64,
-    pub arrival_to_window_us: u64,
-    pub queue_us: u64,
-    pub decode_us: u64,
-    pub present_us: u64,
-    pub end_to_end_us: u64,
-}
-
-impl FrameTimings {
-    /// The latency of stage `s`, µs.
-    pub fn get(&self, s: Stage) -> u64 {
-        match s {
-            Stage::LslToArrival => self.lsl_to_arrival_us,
-            Stage::ArrivalToWindow => self.arrival_to_window_us,
-            Stage::Queue => self.queue_us,
-            Stage::Decode => self.decode_us,
-            Stage::Present => self.present_us,
-            Stage::EndToEnd => self.end_to_end_us,
-        }
-    }
-}
+/// Per-stage latencies of one frame, in microseconds, indexed by `Stage as usize`.
+pub type FrameTimings = [u64; Stage::ALL.len()];
 
 /// Microseconds between two instants (0 if `later` is earlier).
 pub fn micros_between(earlier: Instant, later: Instant) -> u64 {
@@ -349,8 +303,8 @@ impl LatencyRecorder {
     }
 
     pub fn record(&mut self, t: &FrameTimings) {
-        for (i, s) in Stage::ALL.iter().enumerate() {
-            let v = t.get(*s).clamp(1, MAX_US);
+        for (i, v) in t.iter().enumerate() {
+            let v = (*v).clamp(1, MAX_US);
             // Values are clamped into the histogram's range, so recording cannot fail.
             let _ = self.total[i].record(v);
             let _ = self.interval[i].record(v);
@@ -361,7 +315,7 @@ impl LatencyRecorder {
     /// 105 points in rising order (every percent, 99.5, 99.9, 99.95 and 99.99 % and the
     /// maximum); empty without frames.
     pub fn cdf(&self, stage: Stage) -> Vec<(f64, f64)> {
-        let h = &self.total[Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)];
+        let h = &self.total[stage as usize];
         if h.is_empty() {
             return Vec::new();
         }
@@ -374,7 +328,7 @@ impl LatencyRecorder {
     }
 
     pub fn summary(&self, stage: Stage) -> StageSummary {
-        let h = &self.total[Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0)];
+        let h = &self.total[stage as usize];
         let ms = |v: u64| v as f64 / 1000.0;
         StageSummary {
             count: h.len(),

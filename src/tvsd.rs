@@ -240,22 +240,6 @@ impl TrialRow {
     }
 }
 
-/// How `ALLMUA`'s samples are stored (MATLAB single or double).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SampleType {
-    F32,
-    F64,
-}
-
-impl SampleType {
-    fn bytes(self) -> usize {
-        match self {
-            SampleType::F32 => 4,
-            SampleType::F64 => 8,
-        }
-    }
-}
-
 /// HDF5's chunk cache for `ALLMUA`, set when the file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ChunkCache {
@@ -300,7 +284,8 @@ fn next_prime(n: usize) -> usize {
 pub struct TvsdTrials {
     path: PathBuf,
     allmua: Dataset,
-    sample: SampleType,
+    /// Bytes of one `ALLMUA` sample as stored: 4 (MATLAB single) or 8 (double).
+    sample_bytes: usize,
     n_time: usize,
     n_trials: usize,
     /// Electrode `k`'s data is headstage channel `mapping[k]` (0-based).
@@ -339,16 +324,16 @@ impl TvsdTrials {
             ));
         }
         let (n_time, n_trials, n_channels) = (shape[0], shape[1], shape[2]);
-        let sample = match type_of(&allmua, trials, "ALLMUA")? {
-            TypeDescriptor::Float(FloatSize::U4) => SampleType::F32,
-            TypeDescriptor::Float(FloatSize::U8) => SampleType::F64,
+        let sample_bytes = match type_of(&allmua, trials, "ALLMUA")? {
+            TypeDescriptor::Float(FloatSize::U4) => 4,
+            TypeDescriptor::Float(FloatSize::U8) => 8,
             other => {
-                return Err(TvsdError::Type {
-                    file: trials.to_path_buf(),
-                    variable: "ALLMUA".into(),
-                    found: describe(&other),
-                    expected: "MATLAB single or double (32- or 64-bit floats)".into(),
-                })
+                return Err(type_error(
+                    trials,
+                    "ALLMUA",
+                    describe(&other),
+                    "MATLAB single or double (32- or 64-bit floats)",
+                ))
             }
         };
         if mapping_values.len() != n_channels {
@@ -368,7 +353,7 @@ impl TvsdTrials {
             Some(chunk) => {
                 drop(allmua);
                 drop(file);
-                let cache = ChunkCache::for_trial_rows(&shape, &chunk, sample.bytes());
+                let cache = ChunkCache::for_trial_rows(&shape, &chunk, sample_bytes);
                 let file = open_mat73(trials, Some(cache))?;
                 file.dataset("ALLMUA")
                     .map_err(|e| damaged(trials, "`ALLMUA`".into(), &e))?
@@ -378,7 +363,7 @@ impl TvsdTrials {
         Ok(TvsdTrials {
             path: trials.to_path_buf(),
             allmua,
-            sample,
+            sample_bytes,
             n_time,
             n_trials,
             mapping: mapping_values,
@@ -467,7 +452,7 @@ impl TvsdTrials {
     /// chunks when chunks are smaller (bigger chunks stay in the chunk cache between
     /// reads, see [`ChunkCache::for_trial_rows`]).
     fn stage_trials(&self) -> usize {
-        let trial_bytes = self.n_time * self.mapping.len() * self.sample.bytes();
+        let trial_bytes = self.n_time * self.mapping.len() * self.sample_bytes;
         let fit = (self.stage_bytes / trial_bytes.max(1)).max(1);
         match self.chunk_trials {
             Some(chunk) if chunk <= fit => fit / chunk * chunk,
@@ -478,49 +463,22 @@ impl TvsdTrials {
     /// Reads trials `first..end` with one hyperslab read and reorders them into `out`.
     fn read_sub_block(&self, first: usize, end: usize, out: &mut [f32]) -> Result<()> {
         let (t, c, n) = (self.n_time, self.mapping.len(), end - first);
-        let selection = (0..t, first..end, 0..c);
-        let reader = self.allmua.as_reader();
-        let what = || format!("ALLMUA trials {first}..{end}");
-        // The hyperslab arrives as [time][trial][headstage channel].
-        match self.sample {
-            SampleType::F32 => {
-                let stage: ndarray::Array3<f32> = reader
-                    .read_slice(selection)
-                    .map_err(|e| damaged(&self.path, what(), &e))?;
-                reorder(&stage.into_raw_vec_and_offset().0, t, n, &self.mapping, out);
-            }
-            SampleType::F64 => {
-                let stage: ndarray::Array3<f64> = reader
-                    .read_slice(selection)
-                    .map_err(|e| damaged(&self.path, what(), &e))?;
-                reorder(&stage.into_raw_vec_and_offset().0, t, n, &self.mapping, out);
-            }
-        }
+        // The hyperslab arrives as [time][trial][headstage channel], doubles converted
+        // to f32 by HDF5 (rounded to nearest, as `as f32` does).
+        let stage: ndarray::Array3<f32> = self
+            .allmua
+            .as_reader()
+            .read_slice((0..t, first..end, 0..c))
+            .map_err(|e| damaged(&self.path, format!("ALLMUA trials {first}..{end}"), &e))?;
+        reorder(&stage.into_raw_vec_and_offset().0, t, n, &self.mapping, out);
         Ok(())
-    }
-}
-
-/// A sample type `ALLMUA` can hold, converted to f32 while reordering.
-trait Sample: Copy {
-    fn to_f32(self) -> f32;
-}
-
-impl Sample for f32 {
-    fn to_f32(self) -> f32 {
-        self
-    }
-}
-
-impl Sample for f64 {
-    fn to_f32(self) -> f32 {
-        self as f32
     }
 }
 
 /// Transposes a block read from `ALLMUA`, `stage` = `[time][trial][headstage channel]`
 /// (`n_time` × `n` × channels), into `out` = `[trial][time][electrode]`, gathering
 /// electrode `k` from headstage channel `mapping[k]`.
-fn reorder<S: Sample>(stage: &[S], n_time: usize, n: usize, mapping: &[usize], out: &mut [f32]) {
+fn reorder(stage: &[f32], n_time: usize, n: usize, mapping: &[usize], out: &mut [f32]) {
     let c = mapping.len();
     debug_assert_eq!(stage.len(), n_time * n * c);
     debug_assert_eq!(out.len(), n_time * n * c);
@@ -529,7 +487,7 @@ fn reorder<S: Sample>(stage: &[S], n_time: usize, n: usize, mapping: &[usize], o
             let src = &stage[(t * n + trial) * c..][..c];
             let dst = &mut out[(trial * n_time + t) * c..][..c];
             for (d, &h) in dst.iter_mut().zip(mapping) {
-                *d = src[h].to_f32();
+                *d = src[h];
             }
         }
     }
@@ -544,6 +502,11 @@ fn read_allmat(file: &File, path: &Path, n_trials: usize) -> Result<Vec<TrialRow
         "ALLMAT",
         "the per-trial table, MATLAB [trial x 6] = [#trial #train_pic #test_pic #pic_rep #ncount #day]",
     )?;
+    let bad_row = |problem: String| TvsdError::Value {
+        file: path.to_path_buf(),
+        variable: "ALLMAT".into(),
+        problem,
+    };
     let shape = ds.shape();
     let expected = format!(
         "(6 or 7, {n_trials}) = MATLAB [{n_trials} trials x 6 or 7 columns], one row per \
@@ -554,14 +517,10 @@ fn read_allmat(file: &File, path: &Path, n_trials: usize) -> Result<Vec<TrialRow
         [k @ (6 | 7), n] if n == n_trials => (k, true),
         [n, k @ (6 | 7)] if n == n_trials => (k, false),
         [k @ (6 | 7), n] => {
-            return Err(TvsdError::Value {
-                file: path.to_path_buf(),
-                variable: "ALLMAT".into(),
-                problem: format!(
-                    "it has {n} trials but ALLMUA has {n_trials}; the two must come from the \
-                     same THINGS_MUA_trials.mat ({k} columns)"
-                ),
-            })
+            return Err(bad_row(format!(
+                "it has {n} trials but ALLMUA has {n_trials}; the two must come from the \
+                 same THINGS_MUA_trials.mat ({k} columns)"
+            )))
         }
         _ => return Err(shape_error(path, "ALLMAT", &shape, &expected)),
     };
@@ -583,16 +542,12 @@ fn read_allmat(file: &File, path: &Path, n_trials: usize) -> Result<Vec<TrialRow
         if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) {
             Ok(v as u32)
         } else {
-            Err(TvsdError::Value {
-                file: path.to_path_buf(),
-                variable: "ALLMAT".into(),
-                problem: format!(
-                    "column {} (`{}`) of trial {} (1-based) is {v}; expected a whole number >= 0",
-                    col + 1,
-                    names[col],
-                    trial + 1
-                ),
-            })
+            Err(bad_row(format!(
+                "column {} (`{}`) of trial {} (1-based) is {v}; expected a whole number >= 0",
+                col + 1,
+                names[col],
+                trial + 1
+            )))
         }
     };
     let mut rows = Vec::with_capacity(n_trials);
@@ -602,14 +557,10 @@ fn read_allmat(file: &File, path: &Path, n_trials: usize) -> Result<Vec<TrialRow
                 0 => Some(false),
                 1 => Some(true),
                 v => {
-                    return Err(TvsdError::Value {
-                        file: path.to_path_buf(),
-                        variable: "ALLMAT".into(),
-                        problem: format!(
-                            "column 6 (`correct`) of trial {} (1-based) is {v}; expected 0 or 1",
-                            i + 1
-                        ),
-                    })
+                    return Err(bad_row(format!(
+                        "column 6 (`correct`) of trial {} (1-based) is {v}; expected 0 or 1",
+                        i + 1
+                    )))
                 }
             }
         } else {
@@ -625,17 +576,13 @@ fn read_allmat(file: &File, path: &Path, n_trials: usize) -> Result<Vec<TrialRow
             day: whole(i, columns - 1)?,
         };
         if row.train_index != 0 && row.test_index != 0 {
-            return Err(TvsdError::Value {
-                file: path.to_path_buf(),
-                variable: "ALLMAT".into(),
-                problem: format!(
-                    "trial {} (1-based) names both train image {} and test image {}; a trial \
-                     shows one",
-                    i + 1,
-                    row.train_index,
-                    row.test_index
-                ),
-            });
+            return Err(bad_row(format!(
+                "trial {} (1-based) names both train image {} and test image {}; a trial shows \
+                 one",
+                i + 1,
+                row.train_index,
+                row.test_index
+            )));
         }
         rows.push(row);
     }
@@ -696,16 +643,13 @@ pub fn read_mapping(path: &Path) -> Result<Vec<usize>> {
                     detail: "no numeric array in it: matfile reads none from a file cut short, nor a cell, struct or sparse array".into(),
                 });
             }
-            let mapping = mat.find_by_name("mapping").ok_or_else(|| TvsdError::Missing {
-                file: path.to_path_buf(),
-                variable: "mapping".into(),
-                expected: "the electrode-to-channel mapping, a 1 x n real numeric vector (a cell, struct or sparse array is not read)".into(),
-            })?;
-            let values = mat5_values(mapping.data()).ok_or_else(|| TvsdError::Type {
-                file: path.to_path_buf(),
-                variable: "mapping".into(),
-                found: "complex numbers".into(),
-                expected: "a real numeric vector".into(),
+            let mapping = mat.find_by_name("mapping").ok_or_else(|| missing(
+                path,
+                "mapping",
+                "the electrode-to-channel mapping, a 1 x n real numeric vector (a cell, struct or sparse array is not read)",
+            ))?;
+            let values = mat5_values(mapping.data()).ok_or_else(|| {
+                type_error(path, "mapping", "complex numbers", "a real numeric vector")
             })?;
             let dims = mapping.size();
             if vector_len(dims).is_none() {
@@ -796,33 +740,33 @@ pub fn read_image_list(path: &Path) -> Result<ImageList> {
 fn read_things_paths(file: &File, path: &Path, group: &str) -> Result<Vec<String>> {
     let variable = format!("{group}.things_path");
     if !file.link_exists(group) {
-        return Err(TvsdError::Missing {
-            file: path.to_path_buf(),
-            variable: group.into(),
-            expected: "a struct with a `things_path` field (a cell array of image paths)".into(),
-        });
+        return Err(missing(
+            path,
+            group,
+            "a struct with a `things_path` field (a cell array of image paths)",
+        ));
     }
     let g = file
         .group(group)
         .map_err(|e| damaged(path, group.into(), &e))?;
     if !g.link_exists("things_path") {
-        return Err(TvsdError::Missing {
-            file: path.to_path_buf(),
+        return Err(missing(
+            path,
             variable,
-            expected: "a cell array of image paths under the THINGS folder".into(),
-        });
+            "a cell array of image paths under the THINGS folder",
+        ));
     }
     let ds = g
         .dataset("things_path")
         .map_err(|e| damaged(path, variable.clone(), &e))?;
     let ty = type_of(&ds, path, &variable)?;
     if !matches!(ty, TypeDescriptor::Reference(Reference::Object)) {
-        return Err(TvsdError::Type {
-            file: path.to_path_buf(),
-            variable,
-            found: describe(&ty),
-            expected: "a MATLAB cell array (HDF5 object references)".into(),
-        });
+        return Err(type_error(
+            path,
+            &variable,
+            describe(&ty),
+            "a MATLAB cell array (HDF5 object references)",
+        ));
     }
     let shape = ds.shape();
     if shape.iter().filter(|&&d| d > 1).count() > 1 {
@@ -959,11 +903,10 @@ pub fn read_norm_mua(path: &Path) -> Result<NormMua> {
             ),
         });
     }
-    let channels = if electrode_last { ts[1] } else { ts[0] };
-    let (n_train, n_test) = if electrode_last {
-        (ts[0], es[0])
+    let (channels, n_train, n_test) = if electrode_last {
+        (ts[1], ts[0], es[0])
     } else {
-        (ts[1], es[1])
+        (ts[0], ts[1], es[1])
     };
     let orient = |m: Matrix| {
         if electrode_last {
@@ -972,14 +915,10 @@ pub fn read_norm_mua(path: &Path) -> Result<NormMua> {
             transpose(&m.values, m.shape[0], m.shape[1])
         }
     };
-    let train_values = orient(train);
-    let test_values = orient(test);
-
-    let test_reps = if file.link_exists("test_MUA_reps") {
-        Some(read_test_reps(&file, path, channels, n_test)?)
-    } else {
-        None
-    };
+    let test_reps = file
+        .link_exists("test_MUA_reps")
+        .then(|| read_test_reps(&file, path, channels, n_test))
+        .transpose()?;
     let per_electrode = |name: &str, what: &str| -> Result<Option<Vec<f32>>> {
         if !file.link_exists(name) {
             return Ok(None);
@@ -997,16 +936,13 @@ pub fn read_norm_mua(path: &Path) -> Result<NormMua> {
             })
     };
     let required = |name: &str, what: &str| -> Result<Vec<f32>> {
-        per_electrode(name, what)?.ok_or_else(|| TvsdError::Missing {
-            file: path.to_path_buf(),
-            variable: name.into(),
-            expected: format!("{what}, per electrode"),
-        })
+        per_electrode(name, what)?
+            .ok_or_else(|| missing(path, name, format!("{what}, per electrode")))
     };
     Ok(NormMua {
-        train: train_values,
+        train: orient(train),
         n_train,
-        test: test_values,
+        test: orient(test),
         n_test,
         test_reps,
         channels,
@@ -1182,23 +1118,19 @@ fn sniff(path: &Path) -> Result<Kind> {
 /// stray text file gets a clear message rather than HDF5's), with `cache` as the
 /// chunk cache of its datasets (HDF5's default of 1 MiB without).
 fn open_mat73(path: &Path, cache: Option<ChunkCache>) -> Result<File> {
-    match sniff(path)? {
-        Kind::Hdf5 => {}
+    let found = match sniff(path)? {
+        Kind::Hdf5 => None,
         Kind::Mat5 => {
-            return Err(TvsdError::NotMatFile {
-                file: path.to_path_buf(),
-                expected: "a MATLAB v7.3 (HDF5) MAT-file",
-                found: "a MAT v5 file (MATLAB's default save); re-save it with save(..., '-v7.3')"
-                    .into(),
-            })
+            Some("a MAT v5 file (MATLAB's default save); re-save it with save(..., '-v7.3')".into())
         }
-        Kind::Other(found) => {
-            return Err(TvsdError::NotMatFile {
-                file: path.to_path_buf(),
-                expected: "a MATLAB v7.3 (HDF5) MAT-file",
-                found,
-            })
-        }
+        Kind::Other(found) => Some(found),
+    };
+    if let Some(found) = found {
+        return Err(TvsdError::NotMatFile {
+            file: path.to_path_buf(),
+            expected: "a MATLAB v7.3 (HDF5) MAT-file",
+            found,
+        });
     }
     let mut builder = File::with_options();
     if let Some(cache) = cache {
@@ -1212,19 +1144,10 @@ fn open_mat73(path: &Path, cache: Option<ChunkCache>) -> Result<File> {
 
 fn dataset(file: &File, path: &Path, name: &str, expected: &str) -> Result<Dataset> {
     if !file.link_exists(name) {
-        return Err(TvsdError::Missing {
-            file: path.to_path_buf(),
-            variable: name.into(),
-            expected: expected.into(),
-        });
+        return Err(missing(path, name, expected));
     }
     file.dataset(name).map_err(|e| match file.group(name) {
-        Ok(_) => TvsdError::Type {
-            file: path.to_path_buf(),
-            variable: name.into(),
-            found: "a struct or cell (HDF5 group)".into(),
-            expected: expected.into(),
-        },
+        Ok(_) => type_error(path, name, "a struct or cell (HDF5 group)", expected),
         Err(_) => damaged(path, format!("`{name}`"), &e),
     })
 }
@@ -1242,12 +1165,7 @@ fn check_numeric(ds: &Dataset, path: &Path, name: &str) -> Result<()> {
         ty,
         TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)
     ) {
-        return Err(TvsdError::Type {
-            file: path.to_path_buf(),
-            variable: name.into(),
-            found: describe(&ty),
-            expected: "numbers".into(),
-        });
+        return Err(type_error(path, name, describe(&ty), "numbers"));
     }
     Ok(())
 }
@@ -1265,6 +1183,23 @@ fn vector_len(shape: &[usize]) -> Option<usize> {
         0 => Some(1),
         1 => shape.iter().copied().find(|&d| d != 1),
         _ => None,
+    }
+}
+
+fn missing(path: &Path, variable: impl Into<String>, expected: impl Into<String>) -> TvsdError {
+    TvsdError::Missing {
+        file: path.to_path_buf(),
+        variable: variable.into(),
+        expected: expected.into(),
+    }
+}
+
+fn type_error(path: &Path, variable: &str, found: impl Into<String>, expected: &str) -> TvsdError {
+    TvsdError::Type {
+        file: path.to_path_buf(),
+        variable: variable.into(),
+        found: found.into(),
+        expected: expected.into(),
     }
 }
 
@@ -1438,11 +1373,11 @@ mod tests {
     fn reorder_transposes_and_gathers_by_the_mapping() {
         // 2 time samples, 2 trials, 3 channels; stage value = 100*t + 10*trial + headstage.
         let (t_n, n, c) = (2, 2, 3);
-        let mut stage = vec![0.0f64; t_n * n * c];
+        let mut stage = vec![0.0f32; t_n * n * c];
         for t in 0..t_n {
             for trial in 0..n {
                 for h in 0..c {
-                    stage[(t * n + trial) * c + h] = (100 * t + 10 * trial + h) as f64;
+                    stage[(t * n + trial) * c + h] = (100 * t + 10 * trial + h) as f32;
                 }
             }
         }

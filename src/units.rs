@@ -18,11 +18,7 @@ impl Area {
 
     /// Position in [`Area::ALL`].
     pub fn index(self) -> usize {
-        match self {
-            Area::V1 => 0,
-            Area::V4 => 1,
-            Area::IT => 2,
-        }
+        self as usize
     }
 
     pub fn name(self) -> &'static str {
@@ -35,12 +31,9 @@ impl Area {
 
     /// Parses "V1", "V4" or "IT" (case-insensitive).
     pub fn parse(s: &str) -> Option<Area> {
-        match s.to_ascii_uppercase().as_str() {
-            "V1" => Some(Area::V1),
-            "V4" => Some(Area::V4),
-            "IT" => Some(Area::IT),
-            _ => None,
-        }
+        Area::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s))
     }
 }
 

@@ -363,10 +363,10 @@ impl WindowAssembler {
     }
 
     fn time_at(&self, i: usize) -> f64 {
-        // Logical index 0 = oldest sample in the history.
-        self.meta[(self.head + self.capacity - self.len + i) % self.capacity].lsl_time
+        self.meta[self.row_at(i)].lsl_time
     }
 
+    /// The ring row of logical index `i` (0 = the oldest sample in the history).
     fn row_at(&self, i: usize) -> usize {
         (self.head + self.capacity - self.len + i) % self.capacity
     }

@@ -78,15 +78,17 @@ pub enum ChunkTag {
 impl ChunkTag {
     /// The tag for a raw value, `None` for tags XDF 1.0 does not define.
     pub fn from_u16(tag: u16) -> Option<ChunkTag> {
-        Some(match tag {
-            1 => ChunkTag::FileHeader,
-            2 => ChunkTag::StreamHeader,
-            3 => ChunkTag::Samples,
-            4 => ChunkTag::ClockOffset,
-            5 => ChunkTag::Boundary,
-            6 => ChunkTag::StreamFooter,
-            _ => return None,
-        })
+        use ChunkTag::*;
+        [
+            FileHeader,
+            StreamHeader,
+            Samples,
+            ClockOffset,
+            Boundary,
+            StreamFooter,
+        ]
+        .into_iter()
+        .find(|&t| t as u16 == tag)
     }
 
     /// The spec's name of the chunk type.
@@ -219,58 +221,77 @@ numeric_value!(i16, Int16);
 numeric_value!(i32, Int32);
 numeric_value!(i64, Int64);
 
-/// Sample values of one stream, row-major: sample 0's channels, then sample 1's, ….
-#[derive(Clone, Debug, PartialEq)]
-pub enum Values {
-    Float32(Vec<f32>),
-    Double64(Vec<f64>),
-    Int8(Vec<i8>),
-    Int16(Vec<i16>),
-    Int32(Vec<i32>),
-    Int64(Vec<i64>),
-    String(Vec<String>),
+/// Declares [`Values`], one variant per [`ChannelFormat`], with the methods that do the
+/// same to every variant's vector.
+macro_rules! values {
+    ($($variant:ident($t:ty)),*) => {
+        /// Sample values of one stream, row-major: sample 0's channels, then sample 1's, ….
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Values {
+            $($variant(Vec<$t>),)*
+        }
+
+        impl Values {
+            /// No values, of the given format.
+            pub fn empty(format: ChannelFormat) -> Values {
+                match format {
+                    $(ChannelFormat::$variant => Values::$variant(Vec::new()),)*
+                }
+            }
+
+            /// The format these values are in.
+            pub fn format(&self) -> ChannelFormat {
+                match self {
+                    $(Values::$variant(_) => ChannelFormat::$variant,)*
+                }
+            }
+
+            /// Number of values (samples × channels).
+            pub fn len(&self) -> usize {
+                match self {
+                    $(Values::$variant(v) => v.len(),)*
+                }
+            }
+
+            /// Moves `other`'s values onto the end; false (and nothing moved) if formats
+            /// differ.
+            pub fn append(&mut self, other: &mut Values) -> bool {
+                match (self, other) {
+                    $((Values::$variant(a), Values::$variant(b)) => a.append(b),)*
+                    _ => return false,
+                }
+                true
+            }
+
+            /// Keeps the first `len` values.
+            pub fn truncate(&mut self, len: usize) {
+                match self {
+                    $(Values::$variant(v) => v.truncate(len),)*
+                }
+            }
+
+            /// Splits at value `at`: `self` keeps the values before it, the rest is
+            /// returned.
+            pub fn split_off(&mut self, at: usize) -> Values {
+                match self {
+                    $(Values::$variant(v) => Values::$variant(v.split_off(at)),)*
+                }
+            }
+        }
+    };
 }
 
+values!(
+    Float32(f32),
+    Double64(f64),
+    Int8(i8),
+    Int16(i16),
+    Int32(i32),
+    Int64(i64),
+    String(String)
+);
+
 impl Values {
-    /// No values, of the given format.
-    pub fn empty(format: ChannelFormat) -> Values {
-        match format {
-            ChannelFormat::Float32 => Values::Float32(Vec::new()),
-            ChannelFormat::Double64 => Values::Double64(Vec::new()),
-            ChannelFormat::Int8 => Values::Int8(Vec::new()),
-            ChannelFormat::Int16 => Values::Int16(Vec::new()),
-            ChannelFormat::Int32 => Values::Int32(Vec::new()),
-            ChannelFormat::Int64 => Values::Int64(Vec::new()),
-            ChannelFormat::String => Values::String(Vec::new()),
-        }
-    }
-
-    /// The format these values are in.
-    pub fn format(&self) -> ChannelFormat {
-        match self {
-            Values::Float32(_) => ChannelFormat::Float32,
-            Values::Double64(_) => ChannelFormat::Double64,
-            Values::Int8(_) => ChannelFormat::Int8,
-            Values::Int16(_) => ChannelFormat::Int16,
-            Values::Int32(_) => ChannelFormat::Int32,
-            Values::Int64(_) => ChannelFormat::Int64,
-            Values::String(_) => ChannelFormat::String,
-        }
-    }
-
-    /// Number of values (samples × channels).
-    pub fn len(&self) -> usize {
-        match self {
-            Values::Float32(v) => v.len(),
-            Values::Double64(v) => v.len(),
-            Values::Int8(v) => v.len(),
-            Values::Int16(v) => v.len(),
-            Values::Int32(v) => v.len(),
-            Values::Int64(v) => v.len(),
-            Values::String(v) => v.len(),
-        }
-    }
-
     /// True when there are no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -286,34 +307,6 @@ impl Values {
         match self {
             Values::String(v) => Some(v),
             _ => None,
-        }
-    }
-
-    /// Moves `other`'s values onto the end; false (and nothing moved) if formats differ.
-    pub fn append(&mut self, other: &mut Values) -> bool {
-        match (self, other) {
-            (Values::Float32(a), Values::Float32(b)) => a.append(b),
-            (Values::Double64(a), Values::Double64(b)) => a.append(b),
-            (Values::Int8(a), Values::Int8(b)) => a.append(b),
-            (Values::Int16(a), Values::Int16(b)) => a.append(b),
-            (Values::Int32(a), Values::Int32(b)) => a.append(b),
-            (Values::Int64(a), Values::Int64(b)) => a.append(b),
-            (Values::String(a), Values::String(b)) => a.append(b),
-            _ => return false,
-        }
-        true
-    }
-
-    /// Keeps the first `len` values.
-    pub fn truncate(&mut self, len: usize) {
-        match self {
-            Values::Float32(v) => v.truncate(len),
-            Values::Double64(v) => v.truncate(len),
-            Values::Int8(v) => v.truncate(len),
-            Values::Int16(v) => v.truncate(len),
-            Values::Int32(v) => v.truncate(len),
-            Values::Int64(v) => v.truncate(len),
-            Values::String(v) => v.truncate(len),
         }
     }
 }

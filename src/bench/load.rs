@@ -27,16 +27,6 @@ pub struct LoadSpec {
     pub file_mib: usize,
 }
 
-impl Default for LoadSpec {
-    fn default() -> Self {
-        LoadSpec {
-            processes: 2,
-            churn_mib: 64,
-            file_mib: 256,
-        }
-    }
-}
-
 /// Running load processes; dropping this kills them.
 pub struct Load {
     children: Vec<Child>,
@@ -79,16 +69,10 @@ impl Load {
     /// CPU seconds (user + system) the processes have used so far, together (Linux
     /// `/proc/<pid>/stat`; 0 where it cannot be read).
     pub fn cpu_seconds(&self) -> f64 {
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         self.children
             .iter()
             .filter_map(|c| std::fs::read_to_string(format!("/proc/{}/stat", c.id())).ok())
-            .filter_map(|stat| {
-                let close = stat.rfind(')')?;
-                let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-                Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
-            })
+            .filter_map(|stat| Some(super::stat_cpu(&stat)?.1))
             .sum()
     }
 

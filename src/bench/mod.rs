@@ -359,11 +359,7 @@ fn load_comparison(
     l: &LoadBench,
     work: &Path,
 ) -> anyhow::Result<LoadReport> {
-    let per_pass = match opts.mode {
-        Mode::Event => session.onsets,
-        Mode::Sliding => (session.seconds / rig.windows.sliding_hop.seconds()).floor() as u64,
-    }
-    .max(1);
+    let per_pass = session.frames_per_pass(opts.mode, rig).max(1);
     let repeats = l.frames.div_ceil(per_pass).max(1);
     let off = RealtimeConfig {
         mode: RealtimeMode::Off,
@@ -477,6 +473,16 @@ struct Session {
     streams: Vec<String>,
 }
 
+impl Session {
+    /// The frames one pass gives: its onsets (event mode), or its sliding hops.
+    fn frames_per_pass(&self, mode: Mode, rig: &RigConfig) -> u64 {
+        match mode {
+            Mode::Event => self.onsets,
+            Mode::Sliding => (self.seconds / rig.windows.sliding_hop.seconds()).floor() as u64,
+        }
+    }
+}
+
 /// Simulates a session for the rig (streams named for this run only), or reads how long
 /// the given one is and how many onsets it holds.
 fn prepare_session(
@@ -485,14 +491,7 @@ fn prepare_session(
     work: &Path,
 ) -> anyhow::Result<Session> {
     if let Some(path) = &opts.session {
-        let extent = session_extent(path, rig, opts.broadband)?;
-        return Ok(Session {
-            path: path.clone(),
-            seconds: extent.seconds,
-            onsets: extent.onsets,
-            source: path.display().to_string(),
-            streams: extent.streams,
-        });
+        return session_extent(path, rig, opts.broadband);
     }
     // The simulator names its streams after the rig's selectors (or its own defaults);
     // this run's source_ids keep other streams on the network out.
@@ -537,19 +536,11 @@ fn prepare_session(
     })
 }
 
-/// What a recorded session holds for the bench.
-struct Extent {
-    seconds: f64,
-    onsets: u64,
-    /// The streams the daemon will read (the input and the markers), by name.
-    streams: Vec<String>,
-}
-
 /// A recorded session's length (first to last raw stamp of the streams the rig's
 /// selectors find), its `stim_on` markers (in the marker stream) and which streams to
 /// replay, read chunk by chunk. Streams the daemon does not read are not replayed: the
 /// replay would wait for a consumer that never comes.
-fn session_extent(path: &Path, rig: &RigConfig, broadband: bool) -> anyhow::Result<Extent> {
+fn session_extent(path: &Path, rig: &RigConfig, broadband: bool) -> anyhow::Result<Session> {
     use crate::dataset::from_xdf::header_matches;
     use crate::xdf::{Chunk, Values, XdfReader};
     let input = match (broadband, &rig.broadband.selector) {
@@ -594,9 +585,11 @@ fn session_extent(path: &Path, rig: &RigConfig, broadband: bool) -> anyhow::Resu
         path.display()
     );
     anyhow::ensure!(last > first, "{} holds no samples", path.display());
-    Ok(Extent {
+    Ok(Session {
+        path: path.to_path_buf(),
         seconds: last - first,
         onsets,
+        source: path.display().to_string(),
         streams: picked.into_values().map(|(name, _)| name).collect(),
     })
 }
@@ -641,34 +634,22 @@ fn run_once(
     })
     .context("starting the replay")?;
     let hdr_log = opts.out.join(format!("latency-{}.hlog", spec.label));
-    let expected = spec.repeats
-        * match opts.mode {
-            Mode::Event => session.onsets,
-            Mode::Sliding => (session.seconds / rig.windows.sliding_hop.seconds()).floor() as u64,
-        };
+    let expected = spec.repeats * session.frames_per_pass(opts.mode, rig);
     let stop = Arc::new(AtomicBool::new(false));
     let wall = session.seconds * spec.repeats as f64 / speed;
     let run_opts = RunOptions {
-        rig: rig.clone(),
-        model: opts.model.clone(),
         mode: opts.mode,
         broadband: opts.broadband,
         device: opts.device,
-        output: Output::Discard,
         frames: (opts.mode == Mode::Event).then_some(expected),
         seconds: Some(wall + 10.0),
         hdr_log: Some(hdr_log.clone()),
-        stimuli_dir: None,
-        record: None,
-        save_inputs: None,
         resolve_timeout: 30.0,
         decode_threads: opts.decode_threads,
-        counters: None,
-        outlet: None,
         realtime: spec.realtime.clone(),
         trace: opts.trace.as_deref().map(|t| labelled(t, &spec.label)),
-        status: false,
         stop: stop.clone(),
+        ..RunOptions::new(rig.clone(), opts.model.clone(), Output::Discard)
     };
     let cpu = CpuSampler::start();
     let started = Instant::now();
@@ -851,25 +832,28 @@ impl CpuSampler {
 
 /// Every thread of this process: id, name, user + system CPU seconds.
 fn thread_times() -> Vec<(u64, String, f64)> {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
     dir.filter_map(|e| {
         let e = e.ok()?;
         let tid: u64 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-        // "tid (name) state ... utime stime": the name may hold spaces; split after ')'.
-        let open = stat.find('(')?;
-        let close = stat.rfind(')')?;
-        let name = stat[open + 1..close].to_string();
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        Some((tid, name, (utime + stime) / ticks))
+        let (name, cpu) = stat_cpu(&std::fs::read_to_string(e.path().join("stat")).ok()?)?;
+        Some((tid, name, cpu))
     })
     .collect()
+}
+
+/// The name and user + system CPU seconds in a Linux `/proc/.../stat`.
+fn stat_cpu(stat: &str) -> Option<(String, f64)> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // "tid (name) state ... utime stime": the name may hold spaces; split after ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((stat[open + 1..close].to_string(), (utime + stime) / ticks))
 }
 
 /// Times the forward pass at each width (random weights, the rig's electrodes, the

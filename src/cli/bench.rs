@@ -16,7 +16,7 @@ use monkeysee::soak::{self, SoakOptions};
 use monkeysee::window::Mode;
 
 use super::run::InputArg;
-use super::{positive_seconds, print_summary, stop_on_ctrl_c, LiveArgs};
+use super::{positive_seconds, print_summary, seconds, stop_on_ctrl_c, LiveArgs};
 
 #[derive(Args)]
 #[command(
@@ -54,10 +54,6 @@ pub struct BenchArgs {
     /// U-Net width of the random-weights decoder.
     #[arg(long, default_value_t = 16)]
     width: usize,
-    /// Threads of the decoder's own compute pool (0: as `run` chooses: all cores but one,
-    /// or but two when --realtime pins threads).
-    #[arg(long, default_value_t = 0)]
-    decode_threads: usize,
     /// Output folder (default: monkeysee-bench, or monkeysee-soak with --soak).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -96,18 +92,21 @@ pub struct BenchArgs {
     widths: Vec<usize>,
     /// Measure beside N load processes (memory churn, CPU, page-cache writes), with and
     /// without --realtime, instead of the speed ladder.
-    #[arg(long, value_name = "N", conflicts_with = "soak")]
-    load: Option<usize>,
+    #[arg(long, value_name = "N", conflicts_with = "soak",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    load: Option<u16>,
     /// --load: frames each condition runs at least (the session is replayed as often as
     /// needed).
-    #[arg(long, default_value_t = 5000, requires = "load")]
+    #[arg(long, default_value_t = 5000, requires = "load",
+          value_parser = clap::value_parser!(u64).range(1..))]
     frames: u64,
     /// --load: replay speed (x real time) of every condition.
     #[arg(long, default_value_t = 8.0, requires = "load")]
     load_speed: f64,
     /// --load: MiB each load process allocates, touches and frees per round.
-    #[arg(long, default_value_t = 64, requires = "load")]
-    load_churn_mib: usize,
+    #[arg(long, default_value_t = 64, requires = "load",
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    load_churn_mib: u16,
     #[command(flatten)]
     live: LiveArgs,
 
@@ -118,7 +117,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1.0, requires = "soak")]
     minutes: f64,
     /// Soak: mean wall seconds between injected faults (0: none).
-    #[arg(long, default_value_t = 20.0, requires = "soak")]
+    #[arg(long, default_value = "20", value_parser = seconds, requires = "soak")]
     fault_every: f64,
     /// Soak: wall seconds between memory samples and progress lines.
     #[arg(long, default_value = "30", value_parser = positive_seconds, requires = "soak")]
@@ -165,9 +164,6 @@ impl BenchArgs {
         if !(self.speed > 0.0 && self.speed <= 1000.0) {
             bail!("--speed must be above 0 and at most 1000");
         }
-        if !(self.fault_every >= 0.0 && self.fault_every.is_finite()) {
-            bail!("--fault-every must be 0 (no faults) or a positive number of seconds");
-        }
         Ok(SoakOptions {
             rig,
             model,
@@ -176,7 +172,7 @@ impl BenchArgs {
             fault_every_s: self.fault_every,
             seed: self.seed,
             sample_every_s: self.sample_every,
-            decode_threads: self.decode_threads,
+            decode_threads: self.live.decode_threads,
             progress: true,
             stop: Arc::new(AtomicBool::new(false)),
         })
@@ -208,23 +204,14 @@ impl BenchArgs {
         let load = match self.load {
             None => None,
             Some(n) => {
-                if !(1..=64).contains(&n) {
-                    bail!("--load must be 1 to 64 processes");
-                }
                 if !(self.load_speed > 0.0 && self.load_speed <= 1000.0) {
                     bail!("--load-speed must be above 0 and at most 1000");
                 }
-                if self.frames == 0 {
-                    bail!("--frames must be at least 1");
-                }
-                if !(1..=4096).contains(&self.load_churn_mib) {
-                    bail!("--load-churn-mib must be 1 to 4096");
-                }
                 Some(LoadBench {
                     spec: LoadSpec {
-                        processes: n,
-                        churn_mib: self.load_churn_mib,
-                        ..LoadSpec::default()
+                        processes: n.into(),
+                        churn_mib: self.load_churn_mib.into(),
+                        file_mib: 256,
                     },
                     exe: std::env::current_exe()
                         .context("finding this program's binary for the load processes")?,
@@ -247,7 +234,7 @@ impl BenchArgs {
             device: self.device,
             speeds: self.speeds.clone(),
             widths: self.widths.clone(),
-            decode_threads: self.decode_threads,
+            decode_threads: self.live.decode_threads,
             realtime,
             trace: self.live.trace.clone(),
             load,
@@ -357,19 +344,15 @@ fn print_load(l: &monkeysee::bench::LoadReport) {
 
 /// The bench's findings as a few tables.
 fn print_bench(r: &BenchReport) {
-    if let Some(l) = &r.load {
-        println!(
-            "bench: {} ({} mode, {} input, {}, {} decode thread(s)) on {}",
-            r.model, r.mode, r.input, r.device, r.decode_threads, r.session
-        );
-        print_load(l);
-        print_forward(r);
-        return;
-    }
     println!(
         "bench: {} ({} mode, {} input, {}, {} decode thread(s)) on {}",
         r.model, r.mode, r.input, r.device, r.decode_threads, r.session
     );
+    if let Some(l) = &r.load {
+        print_load(l);
+        print_forward(r);
+        return;
+    }
     println!(
         "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}   (ms, at {}x)",
         "stage",

@@ -32,10 +32,6 @@ pub struct DemoArgs {
     /// A model folder to use instead of the built-in demo model (trained on the synthetic rig).
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// Threads of the decoder's own compute pool (0: as `run` chooses: all cores but one,
-    /// or but two when --realtime pins threads).
-    #[arg(long, default_value_t = 0)]
-    decode_threads: usize,
     #[command(flatten)]
     live: LiveArgs,
 }
@@ -52,7 +48,7 @@ impl DemoArgs {
         opts.model = self.model;
         opts.images = self.images;
         opts.seed = self.seed;
-        opts.decode_threads = self.decode_threads;
+        opts.decode_threads = self.live.decode_threads;
         opts.realtime = self.live.realtime;
         opts.trace = self.live.trace;
         opts

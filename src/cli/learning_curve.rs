@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use clap::Args;
 
 use monkeysee::decoder::{
-    compute_threads, dispatch_training, init_compute_threads, OnTrainBackend, PoolRole,
+    compute_threads, dispatch_training, init_compute_threads, DecoderKind, OnTrainBackend, PoolRole,
 };
 use monkeysee::eval::curve::Curve;
 use monkeysee::learning_curve::{self, CurveOptions};
 
 use super::train::{print_perceptual_loss, TrainSettings};
-use super::KindArg;
 
 #[derive(Args)]
 #[command(
@@ -45,7 +44,7 @@ pub struct LearningCurveArgs {
         default_value = "spatial",
         value_name = "KIND,..."
     )]
-    kinds: Vec<KindArg>,
+    kinds: Vec<DecoderKind>,
     /// Go on with the curve in OUT that stopped: finished steps are kept, the training
     /// that was running continues from its last checkpoint (saved every epoch).
     #[arg(long)]
@@ -68,12 +67,11 @@ impl OnTrainBackend for Measure<'_> {
 /// the linear one.
 pub fn run(args: LearningCurveArgs) -> anyhow::Result<()> {
     let (device, threads) = (args.settings.device, args.settings.threads);
-    let kinds: Vec<_> = args.kinds.iter().map(|&k| k.into()).collect();
     // Each run's kind and folder are set by the curve.
-    let train = (args.settings).options(args.rig, args.data, PathBuf::new(), kinds[0])?;
+    let train = (args.settings).options(args.rig, args.data, PathBuf::new(), args.kinds[0])?;
     let opts = CurveOptions {
         train,
-        kinds,
+        kinds: args.kinds,
         sizes: args.sizes,
         out: args.out,
         resume: args.resume,

@@ -31,7 +31,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use monkeysee::daemon::RunSummary;
-use monkeysee::decoder::DecoderKind;
 use monkeysee::realtime::RealtimeMode;
 
 /// Real-time image reconstruction from macaque multi-unit activity (MonkeySee, online).
@@ -112,27 +111,8 @@ impl Cli {
     }
 }
 
-/// `--kind`: which of the paper's four decoders.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum KindArg {
-    Spatial,
-    Spatiotemporal,
-    EndToEnd,
-    Baseline,
-}
-
-impl From<KindArg> for DecoderKind {
-    fn from(k: KindArg) -> Self {
-        match k {
-            KindArg::Spatial => DecoderKind::Spatial,
-            KindArg::Spatiotemporal => DecoderKind::Spatiotemporal,
-            KindArg::EndToEnd => DecoderKind::EndToEnd,
-            KindArg::Baseline => DecoderKind::Baseline,
-        }
-    }
-}
-
-/// `--realtime` and `--trace`: how the live loop is scheduled and traced (run, demo, bench).
+/// `--realtime`, `--trace` and `--decode-threads`: how the live loop is scheduled, traced
+/// and given cores (run, demo, bench).
 #[derive(clap::Args, Debug, Clone, Default)]
 struct LiveArgs {
     /// Real-time operation: memory locked and pre-faulted, the ingest, window and decode
@@ -155,6 +135,10 @@ struct LiveArgs {
     /// went. Tracing has a cost of its own; leave it off to measure.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Threads of the decoder's own compute pool (0: all cores but one, so ingest and
+    /// windows keep a core; with --realtime pinning threads, all cores but two).
+    #[arg(long, default_value_t = 0)]
+    decode_threads: usize,
 }
 
 /// The longest wait a seconds flag accepts (about 31 years): every value up to it

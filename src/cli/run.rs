@@ -9,10 +9,10 @@ use clap::Args;
 
 use monkeysee::config::RigConfig;
 use monkeysee::daemon::{self, ModelSource, Output, RunOptions};
-use monkeysee::decoder::ComputeDevice;
+use monkeysee::decoder::{ComputeDevice, DecoderKind};
 use monkeysee::window::Mode;
 
-use super::{positive_seconds, print_summary, stop_on_ctrl_c, write_json, KindArg, LiveArgs};
+use super::{positive_seconds, print_summary, stop_on_ctrl_c, write_json, LiveArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -39,7 +39,7 @@ pub struct RunArgs {
         default_value = "end-to-end",
         requires = "random_weights"
     )]
-    kind: KindArg,
+    kind: DecoderKind,
     /// U-Net base width for --random-weights (64 in the paper; 16 runs on a laptop CPU).
     #[arg(long, default_value_t = 16, requires = "random_weights")]
     width: usize,
@@ -112,10 +112,6 @@ pub struct RunArgs {
     /// Seconds to wait for the LSL streams at start-up.
     #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     resolve_timeout: f64,
-    /// Threads of the decoder's own compute pool (0: all cores but one, so ingest and
-    /// windows keep a core; with --realtime pinning threads, all cores but two).
-    #[arg(long, default_value_t = 0)]
-    decode_threads: usize,
     #[command(flatten)]
     live: LiveArgs,
     /// Write the run summary as JSON.
@@ -134,7 +130,7 @@ impl RunArgs {
             (Some(dir), false) => ModelSource::Dir(dir),
             (None, true) if self.width == 0 => bail!("--width must be at least 1"),
             (None, true) => ModelSource::Random {
-                kind: self.kind.into(),
+                kind: self.kind,
                 width: self.width,
                 seed: self.seed,
             },
@@ -151,12 +147,9 @@ impl RunArgs {
             bail!("--calibrate must be 0 (none) or at least 2: statistics need two presentations");
         }
         let mut rig = RigConfig::load(&self.rig)?;
-        if let Some(q) = self.mua_query {
-            rig.mua.query = Some(q);
-        }
-        if let Some(q) = self.marker_query {
-            rig.markers.query = Some(q);
-        }
+        // A loaded rig has no queries: these are the flags' alone.
+        rig.mua.query = self.mua_query;
+        rig.markers.query = self.marker_query;
         if let Some(q) = self.broadband_query {
             rig.broadband.selector = Some(monkeysee::config::StreamSelector {
                 query: Some(q),
@@ -198,7 +191,7 @@ impl RunArgs {
             record: self.record,
             save_inputs: self.save_inputs,
             resolve_timeout: self.resolve_timeout,
-            decode_threads: self.decode_threads,
+            decode_threads: self.live.decode_threads,
             status: !self.quiet,
             stop: Arc::new(AtomicBool::new(false)),
         })

@@ -55,20 +55,13 @@ pub struct SimulateArgs {
     /// session is ~40 GB of XDF): the same trials, value for value.
     #[arg(long)]
     dataset_only: bool,
-    /// With --dataset-only: `trials` (responses [trials, 300, channels], ~1.2 MB per trial
-    /// at 1024 channels) or `windows` (each channel's means over its area's TW-15 window,
-    /// its TW-3 windows and the baseline: what every decoder reads, 28 KB per trial).
+    /// With --dataset-only: what the dataset holds per trial (at 1024 channels, `trials`
+    /// takes ~1.2 MB a trial, `windows` 28 KB).
     #[arg(long, value_enum, default_value = "trials", requires = "dataset_only")]
-    form: FormArg,
+    form: DatasetForm,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum FormArg {
-    Trials,
-    Windows,
 }
 
 impl SimulateArgs {
@@ -103,10 +96,7 @@ impl SimulateArgs {
 /// Simulates the session (or only its dataset) and prints its size, speed, disk and
 /// peak memory.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let dataset_only = args.dataset_only.then_some(match args.form {
-        FormArg::Trials => DatasetForm::Trials,
-        FormArg::Windows => DatasetForm::Windows,
-    });
+    let dataset_only = args.dataset_only.then_some(args.form);
     let opts = args.options()?;
     let summary = match dataset_only {
         Some(form) => sim::simulate_dataset(&opts, form)?,

@@ -9,14 +9,12 @@ use monkeysee::config::RigConfig;
 use monkeysee::decoder::arch::DEFAULT_LEVELS;
 use monkeysee::decoder::linear::LinearPathwayConfig;
 use monkeysee::decoder::{
-    compute_threads, dispatch_training, init_compute_threads, ComputeDevice, OnTrainBackend,
-    PoolRole,
+    compute_threads, dispatch_training, init_compute_threads, ComputeDevice, DecoderKind,
+    OnTrainBackend, PoolRole,
 };
 use monkeysee::rf::RfTable;
 use monkeysee::train::{EngineChoice, LossWeights, RfStart, TrainOptions, TrainSummary};
 use monkeysee::units::Area;
-
-use super::KindArg;
 
 /// `--linear-pathway`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,21 +28,18 @@ enum PathwayArg {
     Concat,
 }
 
-/// `--input-scale`: `auto` or a number.
+/// `--input-scale`: `auto` (`None`) or a number.
 #[derive(Clone, Copy)]
-enum InputScaleArg {
-    Auto,
-    Fixed(f32),
-}
+struct InputScaleArg(Option<f32>);
 
 impl std::str::FromStr for InputScaleArg {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if s == "auto" {
-            return Ok(Self::Auto);
+            return Ok(Self(None));
         }
         match s.parse::<f32>() {
-            Ok(v) if v.is_finite() && v > 0.0 => Ok(Self::Fixed(v)),
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(Self(Some(v))),
             _ => Err(format!("`{s}`: give `auto` or a positive number")),
         }
     }
@@ -69,7 +64,7 @@ pub struct TrainArgs {
     out: PathBuf,
     /// Which of the paper's four decoders.
     #[arg(long, value_enum, default_value = "end-to-end")]
-    kind: KindArg,
+    kind: DecoderKind,
     /// Continue from OUT/checkpoint.
     #[arg(long)]
     resume: bool,
@@ -223,7 +218,7 @@ impl TrainSettings {
         rig_path: PathBuf,
         data: PathBuf,
         out: PathBuf,
-        kind: monkeysee::decoder::DecoderKind,
+        kind: DecoderKind,
     ) -> anyhow::Result<TrainOptions> {
         let mut rig = RigConfig::load(&rig_path)?;
         if let Some(p) = &self.rf_table {
@@ -236,10 +231,6 @@ impl TrainSettings {
                 side: self.linear_side,
                 residual: mode == PathwayArg::Residual,
             }),
-        };
-        let input_scale = match self.input_scale {
-            InputScaleArg::Auto => None,
-            InputScaleArg::Fixed(v) => Some(v),
         };
         Ok(TrainOptions {
             rig_path,
@@ -270,7 +261,7 @@ impl TrainSettings {
             progress: !self.quiet,
             engine: self.engine,
             linear_pathway,
-            input_scale,
+            input_scale: self.input_scale.0,
             lr_decay_epochs: self.lr_decay_epochs,
             rf_beta1: self.rf_beta1,
             rf_start: self.rf_start,
@@ -288,8 +279,7 @@ impl TrainSettings {
 
 impl TrainArgs {
     fn options(self) -> anyhow::Result<TrainOptions> {
-        let kind = self.kind.into();
-        let mut opts = self.settings.options(self.rig, self.data, self.out, kind)?;
+        let mut opts = (self.settings).options(self.rig, self.data, self.out, self.kind)?;
         opts.resume = self.resume;
         opts.max_trials = self.max_trials;
         Ok(opts)

@@ -123,6 +123,35 @@ pub struct RunOptions {
     pub counters: Option<Arc<Counters>>,
 }
 
+impl RunOptions {
+    /// A quiet event-mode run of `model` on the CPU with the rig's `[realtime]` section:
+    /// no limits, logs, recording, outlets or trace; 15 s to find the streams.
+    pub fn new(rig: RigConfig, model: ModelSource, output: Output) -> RunOptions {
+        RunOptions {
+            realtime: rig.realtime.clone(),
+            rig,
+            model,
+            mode: Mode::Event,
+            broadband: false,
+            device: ComputeDevice::Cpu,
+            output,
+            frames: None,
+            seconds: None,
+            hdr_log: None,
+            stimuli_dir: None,
+            record: None,
+            save_inputs: None,
+            resolve_timeout: 15.0,
+            decode_threads: 0,
+            outlet: None,
+            trace: None,
+            status: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            counters: None,
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunSummary {
@@ -179,13 +208,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     // the trace, the recording file. A bad path costs nothing.
     let realtime = start_realtime(&opts)?;
     let trace = opts.trace.as_deref().map(Trace::start).transpose()?;
-    let recording = match &opts.record {
-        Some(p) => Some(
-            Recorder::create(p)
-                .with_context(|| format!("starting the recording {}", p.display()))?,
-        ),
-        None => None,
-    };
+    let recording = (opts.record.as_deref())
+        .map(|p| {
+            Recorder::create(p).with_context(|| format!("starting the recording {}", p.display()))
+        })
+        .transpose()?;
     let mut pipeline = Pipeline::new(opts.counters.clone(), realtime.clone(), trace.as_ref());
     let (mut decoding, mut frames) = pipeline.start_decoder(&opts)?;
     let warnings: Vec<String> = std::mem::take(&mut decoding.warnings)
@@ -208,12 +235,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         record_outputs = pipeline.start_recorder(&opts, rec, &mut inputs, &outlet_source)?;
     }
     let size = decoding.config.image_size;
-    let publish = match opts.outlet {
-        Some(side) => {
-            Some(pipeline.start_publisher(&opts, side, size, &outlet_source, record_outputs)?)
-        }
-        None => None,
-    };
+    let publish = (opts.outlet)
+        .map(|side| pipeline.start_publisher(&opts, side, size, &outlet_source, record_outputs))
+        .transpose()?;
     // Last, the display (window or folder, stimuli) and the window stage; then the
     // streams open, into a pipeline that is running end to end.
     let (presenter, stimuli) = open_display(&opts, &mut inputs, size, &pipeline.counters)?;
@@ -243,13 +267,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
                 .map_or_else(Default::default, |r| r.path.display().to_string())
         );
     }
-    let (trace, trace_picture) = match trace {
-        Some(t) => {
-            let (path, picture) = crate::trace::finish_with_picture(t);
-            (Some(path), picture)
-        }
-        None => (None, None),
-    };
+    let (trace, trace_picture) = trace.map(crate::trace::finish_with_picture).unzip();
     let p = presented?;
     Ok(RunSummary {
         frames_shown: p.shown,
@@ -271,7 +289,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         frames_outlet: stopped.outlet,
         realtime: realtime.map(|r| r.report()),
         trace,
-        trace_picture,
+        trace_picture: trace_picture.flatten(),
         decode_errors: pipeline.counters.decode_error_texts.texts(),
         warnings,
     })
@@ -456,12 +474,15 @@ impl Pipeline {
     ) -> anyhow::Result<JoinHandle<T>> {
         let realtime = role.and(self.realtime.clone());
         let trace = self.trace.clone();
-        spawn_named(name, move || {
-            if let (Some(rt), Some(role)) = (&realtime, role) {
-                rt.enter(role);
-            }
-            crate::trace::in_thread(trace.as_ref(), f)
-        })
+        thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                if let (Some(rt), Some(role)) = (&realtime, role) {
+                    rt.enter(role);
+                }
+                crate::trace::in_thread(trace.as_ref(), f)
+            })
+            .with_context(|| format!("spawning the {name} thread"))
     }
 
     /// True when a thread has ended without being told to: the run cannot go on.
@@ -477,14 +498,10 @@ impl Pipeline {
         let (work_tx, work_rx) = bounded::<FeatureFrame>(FRAME_POOL);
         let (free_tx, free_rx) = bounded::<FeatureFrame>(FRAME_POOL);
         let (out, frames) = latest_frame(opts.rig.image_size, thread::current());
-        let saver = match &opts.save_inputs {
-            Some(dir) => Some(InputSaver::create(dir)?),
-            None => None,
-        };
-        let (mut saver, save_ends): (Option<InputSaver>, Option<SaveEnds>) = match saver {
-            Some((s, e)) => (Some(s), Some(e)),
-            None => (None, None),
-        };
+        let (mut saver, save_ends) = (opts.save_inputs.as_deref())
+            .map(InputSaver::create)
+            .transpose()?
+            .unzip();
         let job = DecodeJob {
             model: opts.model.clone(),
             rig: opts.rig.clone(),
@@ -548,13 +565,14 @@ impl Pipeline {
         let ring_samples = (rig.sampling_rate_hz * 2.0).ceil() as usize; // 2 s of slack
         let (producer, samples) = SampleRing::new(rig.channel_count, ring_samples);
         // The recorder's ring: 5 s of slack for a slow disk.
-        let (record_producer, record_samples) = if record {
-            let n = (rig.sampling_rate_hz * 5.0).ceil() as usize;
-            let (p, c) = SampleRing::new(rig.channel_count, n);
-            (Some(p), Some(c))
-        } else {
-            (None, None)
-        };
+        let (record_producer, record_samples) = record
+            .then(|| {
+                SampleRing::new(
+                    rig.channel_count,
+                    (rig.sampling_rate_hz * 5.0).ceil() as usize,
+                )
+            })
+            .unzip();
         let (wake_ingest, wake_rx) = bounded::<Thread>(1);
         let (handover_tx, replacement) = bounded::<MuaInlet>(1);
         let unused = replacement.clone();
@@ -576,12 +594,7 @@ impl Pipeline {
         let (marker_tx, markers) = bounded::<MarkerEvent>(256);
         let (stimuli_tx, stimulus_requests) = StimulusLoader::requests();
         let (start_markers, start_rx) = bounded::<()>(1);
-        let (record_marker_tx, record_markers) = if record {
-            let (tx, rx) = bounded::<RawMarker>(4096);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
+        let (record_marker_tx, record_markers) = record.then(|| bounded::<RawMarker>(4096)).unzip();
         let timeout = if markers_needed {
             opts.resolve_timeout
         } else {
@@ -894,16 +907,6 @@ fn input_stream(
         )
     })?;
     Ok((selector, spec))
-}
-
-fn spawn_named<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
-    name: &str,
-    f: F,
-) -> anyhow::Result<JoinHandle<T>> {
-    thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .with_context(|| format!("spawning the {name} thread"))
 }
 
 /// Waits until the MUA stream and (unless optional and absent) the marker stream are

@@ -253,7 +253,7 @@ fn events_header(source_id: &str) -> String {
     publishable(&spec)
 }
 
-fn publishable(spec: &StreamSpec) -> String {
+pub(crate) fn publishable(spec: &StreamSpec) -> String {
     crate::lsl::header::outlet_header(
         &spec.to_xml(),
         crate::xdf::StreamId(0),
@@ -274,17 +274,12 @@ impl Publisher {
         record: Option<RecordEnds>,
     ) -> Result<Publisher, lsl::LslError> {
         // For an irregular stream liblsl buffers 100 samples per unit of max_buffered.
-        let frames = Outlet::create(
-            &lsl::StreamInfo::from_xml(&frames_header(size, source_id, rig))?,
-            1,
-            1,
-        )?;
-        let info = Outlet::create(&lsl::StreamInfo::from_xml(&info_header(source_id))?, 1, 10)?;
-        let events = Outlet::create(
-            &lsl::StreamInfo::from_xml(&events_header(source_id))?,
-            1,
-            360,
-        )?;
+        let outlet = |xml: String, max_buffered| {
+            Outlet::create(&lsl::StreamInfo::from_xml(&xml)?, 1, max_buffered)
+        };
+        let frames = outlet(frames_header(size, source_id, rig), 1)?;
+        let info = outlet(info_header(source_id), 10)?;
+        let events = outlet(events_header(source_id), 360)?;
         Ok(Publisher {
             frames,
             info,
@@ -377,12 +372,8 @@ impl Publisher {
         }
         let _ = write!(self.meta[1], "{}", f.seq);
         let _ = write!(self.meta[2], "{:.6}", f.onset_lsl);
-        for (k, stage) in Stage::ALL.iter().enumerate() {
-            let _ = write!(
-                self.meta[3 + k],
-                "{:.3}",
-                f.timings.get(*stage) as f64 / 1000.0
-            );
+        for (k, us) in f.timings.iter().enumerate() {
+            let _ = write!(self.meta[3 + k], "{:.3}", *us as f64 / 1000.0);
         }
         let stamp = [f.onset_lsl];
         let pushed = self.frames.push_chunk(&self.pixels, &stamp).is_ok();

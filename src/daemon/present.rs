@@ -112,8 +112,8 @@ pub(super) fn present(
                 }
                 let now = Instant::now();
                 let mut t = f.timings;
-                t.present_us = micros_between(f.decoded_at, now);
-                t.end_to_end_us = micros_between(f.last_arrival, now);
+                t[Stage::Present as usize] = micros_between(f.decoded_at, now);
+                t[Stage::EndToEnd as usize] = micros_between(f.last_arrival, now);
                 latency.record(&t);
                 if let Some(p) = &publish {
                     p.offer(f.seq, f.onset_lsl, f.image, &t, &recon, counters);

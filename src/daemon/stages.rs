@@ -468,13 +468,15 @@ impl<B: burn::tensor::backend::Backend> DecodeStage<B> {
         out.image = frame.image;
         out.last_arrival = frame.last_arrival;
         out.decoded_at = done;
-        out.timings = FrameTimings {
-            lsl_to_arrival_us: (frame.transport_delay.max(0.0) * 1e6) as u64,
-            arrival_to_window_us: micros_between(frame.last_arrival, frame.ready_at),
-            queue_us: micros_between(frame.ready_at, start),
-            decode_us: micros_between(start, done),
-            ..Default::default()
-        };
+        // In `Stage` order; present and end-to-end are filled in when the frame is shown.
+        out.timings = [
+            (frame.transport_delay.max(0.0) * 1e6) as u64,
+            micros_between(frame.last_arrival, frame.ready_at),
+            micros_between(frame.ready_at, start),
+            micros_between(start, done),
+            0,
+            0,
+        ];
         if result.is_ok() {
             if let Some(s) = &self.save_inputs {
                 s.offer(&frame, &out.rgb, counters);

@@ -173,6 +173,7 @@ pub fn header_matches(info: &StreamInfo, predicate: &str) -> anyhow::Result<bool
 }
 
 /// Pass 1's findings.
+#[derive(Default)]
 struct Scan {
     streams: Vec<(StreamId, StreamInfo)>,
     offsets: HashMap<StreamId, Vec<ClockOffset>>,
@@ -184,12 +185,7 @@ struct Scan {
 fn scan(path: &Path, bar: &indicatif::ProgressBar) -> anyhow::Result<Scan> {
     let mut reader = XdfReader::open(path)
         .with_context(|| format!("{} is not a readable XDF file", path.display()))?;
-    let mut s = Scan {
-        streams: Vec::new(),
-        offsets: HashMap::new(),
-        markers: HashMap::new(),
-        damage: None,
-    };
+    let mut s = Scan::default();
     loop {
         match reader.next_chunk() {
             Ok(None) => break,
@@ -378,9 +374,9 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
     }
     bar.finish_and_clear();
 
-    let bar = progress_bar(opts.progress, onsets.image_files.len() as u64, "images");
-    writer::write_images(&opts.out, &onsets.image_files, rig.image_size, &bar)?;
-    bar.finish_and_clear();
+    onsets
+        .images
+        .write(&opts.out, rig.image_size, opts.progress)?;
     let source = serde_json::json!({
         "kind": "xdf",
         "session": opts.session,
@@ -392,7 +388,7 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
     });
     let dataset = out.finish(DatasetInfo {
         rig,
-        image_ids: &onsets.image_ids,
+        image_ids: &onsets.images.ids,
         split: Split::MinRepeats(opts.min_repeats),
         seed: None,
         sampling_rate_hz: streams.srate,
@@ -406,7 +402,7 @@ pub fn dataset_from_xdf(opts: &XdfDatasetOptions) -> anyhow::Result<XdfDatasetSu
         other_markers: onsets.other_markers,
         duplicate_onsets: onsets.duplicate_onsets,
         missing_image_onsets: onsets.missing_image_onsets,
-        missing_images: onsets.missing,
+        missing_images: onsets.images.missing,
         duplicate_image_files: onsets.duplicate_image_files,
         skipped_gap: epochs.skipped_gap,
         skipped_edge: epochs.skipped_edge,
@@ -493,16 +489,14 @@ impl<'a> Streams<'a> {
 }
 
 /// The onsets the marker stream names, with their images, and what was left out.
+#[derive(Default)]
 struct Onsets {
     /// Onsets with an image file, in time order, duplicates removed.
     pending: Vec<Pending>,
-    /// The images shown, in order of first onset, and their files.
-    image_ids: Vec<String>,
-    image_files: Vec<PathBuf>,
+    /// The images shown, in order of first onset, their files, and the ids without one.
+    images: writer::Images,
     /// Image files sharing a stem with an earlier one (ignored).
     duplicate_image_files: Vec<PathBuf>,
-    /// Ids without an image file.
-    missing: Vec<String>,
     /// Markers the onset pattern matched.
     found: usize,
     other_markers: usize,
@@ -522,17 +516,9 @@ impl Onsets {
     ) -> anyhow::Result<Onsets> {
         let (by_stem, duplicate_image_files) = writer::index_images(&opts.images)?;
         let mut o = Onsets {
-            pending: Vec::new(),
-            image_ids: Vec::new(),
-            image_files: Vec::new(),
             duplicate_image_files,
-            missing: Vec::new(),
-            found: 0,
-            other_markers: 0,
-            missing_image_onsets: 0,
-            duplicate_onsets: 0,
+            ..Onsets::default()
         };
-        let mut row_of: HashMap<String, usize> = HashMap::new();
         let markers = scan.markers.get(&streams.marker_id);
         for (raw, text) in markers.map(Vec::as_slice).unwrap_or(&[]) {
             let t = marker_clock.as_mut().map_or(*raw, |c| c.correct(*raw));
@@ -541,24 +527,11 @@ impl Onsets {
                 continue;
             };
             o.found += 1;
-            let id = id.as_str().to_string();
-            let image = match row_of.get(&id) {
-                Some(&r) => r,
-                None => match by_stem.get(&id) {
-                    Some(path) => {
-                        row_of.insert(id.clone(), o.image_ids.len());
-                        o.image_ids.push(id);
-                        o.image_files.push(path.clone());
-                        o.image_ids.len() - 1
-                    }
-                    None => {
-                        if !o.missing.contains(&id) {
-                            o.missing.push(id);
-                        }
-                        o.missing_image_onsets += 1;
-                        continue;
-                    }
-                },
+            let id = id.as_str();
+            let file = || Some((id.to_string(), by_stem.get(id)?.clone()));
+            let Some(image) = o.images.row(id, file) else {
+                o.missing_image_onsets += 1;
+                continue;
             };
             o.pending.push(Pending { time: t, image });
         }
@@ -600,7 +573,11 @@ impl Onsets {
                 "none of the {} onsets' image ids names a file in {} (by file stem), e.g. {:?}",
                 self.found,
                 opts.images.display(),
-                self.missing.first().map(String::as_str).unwrap_or("")
+                self.images
+                    .missing
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("")
             );
         }
         Ok(())

@@ -161,20 +161,17 @@ impl NpyMap {
             .iter()
             .try_fold(elem, |n, &d| n.checked_mul(d))
             .and_then(|n| n.checked_add(offset));
-        match need {
-            Some(need) if map.len() >= need => {}
-            Some(need) => {
-                return Err(bad(format!(
-                    "truncated: {} bytes, the header's shape {:?} needs {need}",
-                    map.len(),
-                    shape
-                )))
-            }
-            None => {
-                return Err(bad(format!(
-                    "the header's shape {shape:?} is larger than memory can address"
-                )))
-            }
+        let Some(need) = need else {
+            return Err(bad(format!(
+                "the header's shape {shape:?} is larger than memory can address"
+            )));
+        };
+        if map.len() < need {
+            return Err(bad(format!(
+                "truncated: {} bytes, the header's shape {:?} needs {need}",
+                map.len(),
+                shape
+            )));
         }
         Ok(NpyMap { map, offset, shape })
     }
@@ -274,7 +271,7 @@ impl Dataset {
         }
         // Every window the rig's decoders read must lie inside the dataset's trials.
         if self.meta.time_averaged {
-            return self.check_channels(rig);
+            return self.check_channels(rig).map_err(mismatch);
         }
         if let Some(layout) = &self.meta.window_means {
             let rows = 2 + rig.windows.tw3_starts.len();
@@ -283,7 +280,7 @@ impl Dataset {
                     "the dataset holds window means taken over other latency windows than the rig's [windows]; simulate it again with this rig, or with --form trials".into(),
                 ));
             }
-            return self.check_channels(rig);
+            return self.check_channels(rig).map_err(mismatch);
         }
         let ms = rig.sampling_rate_hz / 1000.0;
         let (onset, len) = (self.meta.onset_sample as f64, self.trial_len() as f64);
@@ -306,36 +303,32 @@ impl Dataset {
                 }
             }
         }
-        self.check_channels(rig)
+        self.check_channels(rig).map_err(mismatch)
     }
 
-    fn check_channels(&self, rig: &RigConfig) -> Result<(), DatasetError> {
-        let mismatch = |message: String| DatasetError::RigMismatch {
-            dataset: self.dir.clone(),
-            rig: rig.path.clone(),
-            message,
-        };
+    /// The rig's arrays agree with the dataset's channels; `Err`: what differs.
+    fn check_channels(&self, rig: &RigConfig) -> Result<(), String> {
         for a in &rig.arrays {
             for c in a.channels.clone() {
                 let row = &self.channels[c];
                 if row.live == a.dead {
-                    return Err(mismatch(format!(
+                    return Err(format!(
                         "channel {} (array {}) is {} in the dataset but {} in the rig",
                         c + 1,
                         a.id,
                         if row.live { "live" } else { "dead" },
                         if a.dead { "dead" } else { "live" }
-                    )));
+                    ));
                 }
                 if row.area != a.area.name() || row.array != Some(a.id) {
-                    return Err(mismatch(format!(
+                    return Err(format!(
                         "channel {} is {} array {:?} in the dataset but {} array {} in the rig",
                         c + 1,
                         row.area,
                         row.array,
                         a.area,
                         a.id
-                    )));
+                    ));
                 }
             }
         }
@@ -734,7 +727,7 @@ impl DatasetFiles<'_> {
     /// The per-trial columns, one value per trial each; `trial_session.npy` (all 0)
     /// and `trial_onset.npy` (the trial index) are optional.
     fn trial_columns(&self, meta: &DatasetMeta) -> Result<TrialColumns, DatasetError> {
-        let trial_image = self.index("trial_image.npy", "i4", meta.trials)?;
+        let trial_image = self.column::<i32>("trial_image.npy", meta.trials)?;
         if let Some(bad_row) = trial_image
             .iter()
             .position(|&i| i < 0 || i as usize >= meta.images)
@@ -748,12 +741,12 @@ impl DatasetFiles<'_> {
             ));
         }
         let test = self
-            .index("trial_split.npy", "u1", meta.trials)?
+            .column::<u8>("trial_split.npy", meta.trials)?
             .into_iter()
             .map(|v| v != 0)
             .collect();
         let session: Vec<u32> = if self.dir.join("trial_session.npy").exists() {
-            self.index("trial_session.npy", "i4", meta.trials)?
+            self.column::<i32>("trial_session.npy", meta.trials)?
                 .into_iter()
                 .map(|v| v as u32)
                 .collect()
@@ -762,8 +755,6 @@ impl DatasetFiles<'_> {
         };
         let onset: Vec<f64> = if self.dir.join("trial_onset.npy").exists() {
             self.column("trial_onset.npy", meta.trials)?
-                .into_vec::<f64>()
-                .map_err(|e| self.bad("trial_onset.npy", e.to_string()))?
         } else {
             (0..meta.trials).map(|t| t as f64).collect()
         };
@@ -775,31 +766,17 @@ impl DatasetFiles<'_> {
         })
     }
 
-    /// A one-dimensional `.npy` of `trials` values, opened.
-    fn column(
+    /// A one-dimensional `.npy` of `trials` values of `T`.
+    fn column<T: npyz::Deserialize>(
         &self,
         name: &str,
         trials: usize,
-    ) -> Result<npyz::NpyFile<std::io::BufReader<File>>, DatasetError> {
+    ) -> Result<Vec<T>, DatasetError> {
         let f = open_npy(&self.dir.join(name))?;
         if f.shape() != [trials as u64] {
             return Err(self.bad(name, format!("shape {:?}, expected [{trials}]", f.shape())));
         }
-        Ok(f)
-    }
-
-    /// An integer column (`descr` "i4" for int32, otherwise uint8), widened to i64.
-    fn index(&self, name: &str, descr: &str, trials: usize) -> Result<Vec<i64>, DatasetError> {
-        let f = self.column(name, trials)?;
-        match descr {
-            "i4" => f
-                .into_vec::<i32>()
-                .map(|v| v.into_iter().map(i64::from).collect()),
-            _ => f
-                .into_vec::<u8>()
-                .map(|v| v.into_iter().map(i64::from).collect()),
-        }
-        .map_err(|e| self.bad(name, e.to_string()))
+        f.into_vec().map_err(|e| self.bad(name, e.to_string()))
     }
 }
 

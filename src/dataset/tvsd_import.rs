@@ -17,14 +17,13 @@
 //! trials with NaN samples, trials outside `--days`, `ALLMAT` rows naming no image, and
 //! trials in damaged chunks of `ALLMUA` (the rest of the file is still read).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::writer::{self, DatasetInfo, DatasetWriter, Split, TrialInfo, WrittenDataset};
+use super::writer::{self, DatasetInfo, DatasetWriter, Images, Split, TrialInfo, WrittenDataset};
 use crate::config::RigConfig;
 use crate::telemetry::{progress_bar, some_of};
 use crate::tvsd::{self, ImageList, NormMua, TrialImage, TvsdTrials};
@@ -51,7 +50,7 @@ pub struct TvsdImportOptions {
 }
 
 /// What was imported.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TvsdImportSummary {
     pub trials: Option<WrittenDataset>,
     pub norm_mua: Option<WrittenDataset>,
@@ -121,65 +120,36 @@ impl std::fmt::Display for TvsdImportSummary {
     }
 }
 
-/// The stem of a THINGS path (`aardvark/aardvark_01b.jpg` → `aardvark_01b`): the id.
-fn image_id(path: &str) -> String {
-    Path::new(path)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or(path)
-        .to_string()
-}
-
-/// Images of one dataset, in first-use order: ids, files, and where each list entry went.
-#[derive(Default)]
-struct Images {
-    ids: Vec<String>,
-    files: Vec<PathBuf>,
-    row: HashMap<String, Option<usize>>,
-    missing: Vec<String>,
-}
-
-impl Images {
-    /// The row of a THINGS path, or `None` when its file is missing (recorded once).
-    fn row(&mut self, things_dir: &Path, path: &str) -> Option<usize> {
-        if let Some(&r) = self.row.get(path) {
-            return r;
-        }
+/// The row of a THINGS path, `None` without a file under `things_dir`. The id is the
+/// path's stem (`aardvark/aardvark_01b.jpg` → `aardvark_01b`).
+fn image_row(images: &mut Images, things_dir: &Path, path: &str) -> Option<usize> {
+    images.row(path, || {
         let file = things_dir.join(path);
-        let r = if file.is_file() {
-            self.ids.push(image_id(path));
-            self.files.push(file);
-            Some(self.ids.len() - 1)
-        } else {
-            self.missing.push(path.to_string());
-            None
-        };
-        self.row.insert(path.to_string(), r);
-        r
-    }
+        let id = Path::new(path).file_stem().and_then(|s| s.to_str());
+        file.is_file()
+            .then(|| (id.unwrap_or(path).to_string(), file))
+    })
+}
 
-    /// Writes the images and finishes the dataset (TVSD gives the split and no seed);
-    /// returns it with the list entries whose files were missing.
-    fn finish(
-        self,
-        opts: &TvsdImportOptions,
-        dir: &Path,
-        out: DatasetWriter,
-        source: serde_json::Value,
-    ) -> anyhow::Result<(WrittenDataset, Vec<String>)> {
-        let progress = progress_bar(opts.progress, self.files.len() as u64, "images");
-        writer::write_images(dir, &self.files, opts.rig.image_size, &progress)?;
-        progress.finish_and_clear();
-        let written = out.finish(DatasetInfo {
-            rig: &opts.rig,
-            image_ids: &self.ids,
-            split: Split::Given,
-            seed: None,
-            sampling_rate_hz: opts.rig.sampling_rate_hz,
-            source,
-        })?;
-        Ok((written, self.missing))
-    }
+/// Writes the images and finishes the dataset (TVSD gives the split and no seed);
+/// returns it with the list entries whose files were missing.
+fn finish(
+    images: Images,
+    opts: &TvsdImportOptions,
+    dir: &Path,
+    out: DatasetWriter,
+    source: serde_json::Value,
+) -> anyhow::Result<(WrittenDataset, Vec<String>)> {
+    images.write(dir, opts.rig.image_size, opts.progress)?;
+    let written = out.finish(DatasetInfo {
+        rig: &opts.rig,
+        image_ids: &images.ids,
+        split: Split::Given,
+        seed: None,
+        sampling_rate_hz: opts.rig.sampling_rate_hz,
+        source,
+    })?;
+    Ok((written, images.missing))
 }
 
 /// Runs the import. See the module docs.
@@ -197,20 +167,7 @@ pub fn import_tvsd(opts: &TvsdImportOptions) -> anyhow::Result<TvsdImportSummary
     if let Some(n) = &norm {
         check_channels(&opts.rig, n.channels, "THINGS_normMUA.mat")?;
     }
-    let mut summary = TvsdImportSummary {
-        trials: None,
-        norm_mua: None,
-        file_trials: 0,
-        skipped_other_days: 0,
-        skipped_no_image: 0,
-        skipped_missing_file: 0,
-        skipped_nan: 0,
-        skipped_damaged: 0,
-        damage: None,
-        missing_images: Vec::new(),
-        wall_s: 0.0,
-        trials_per_s: 0.0,
-    };
+    let mut summary = TvsdImportSummary::default();
     let mut missing = Vec::new();
     if let Some(trials) = &opts.trials {
         let mapping = opts.mapping.as_deref().context(
@@ -319,7 +276,7 @@ fn import_trials(
                 summary.skipped_no_image += 1;
                 continue;
             };
-            let Some(image) = images.row(&opts.images, path) else {
+            let Some(image) = image_row(&mut images, &opts.images, path) else {
                 summary.skipped_missing_file += 1;
                 continue;
             };
@@ -352,15 +309,16 @@ fn import_trials(
             summary.skipped_nan
         );
     }
-    images.finish(opts, dir, out, serde_json::json!({
-            "kind": "tvsd-trials",
-            "trials": path,
-            "mapping": mapping,
-            "image_list": opts.image_list,
-            "images": opts.images,
-            "days": opts.days,
-            "trial_onset": "NaN: TVSD trials carry no time stamps; trial_session.npy is the recording day",
-    }))
+    let source = serde_json::json!({
+        "kind": "tvsd-trials",
+        "trials": path,
+        "mapping": mapping,
+        "image_list": opts.image_list,
+        "images": opts.images,
+        "days": opts.days,
+        "trial_onset": "NaN: TVSD trials carry no time stamps; trial_session.npy is the recording day",
+    });
+    finish(images, opts, dir, out, source)
 }
 
 fn import_norm_mua(
@@ -398,13 +356,13 @@ fn import_norm_mua(
         )
     };
     for (i, path) in list.train.iter().enumerate() {
-        if let Some(image) = images.row(&opts.images, path) {
+        if let Some(image) = image_row(&mut images, &opts.images, path) {
             push(&norm.train[i * ch..(i + 1) * ch], image, false)?;
         }
         progress.inc(1);
     }
     for (i, path) in list.test.iter().enumerate() {
-        if let Some(image) = images.row(&opts.images, path) {
+        if let Some(image) = image_row(&mut images, &opts.images, path) {
             match &norm.test_reps {
                 Some(reps) => {
                     for k in 0..reps.n_reps {
@@ -428,13 +386,14 @@ fn import_norm_mua(
             opts.images.display()
         );
     }
-    images.finish(opts, dir, out, serde_json::json!({
-            "kind": "tvsd-normmua",
-            "norm_mua": opts.norm_mua,
-            "image_list": opts.image_list,
-            "images": opts.images,
-            "time_averaged": "TVSD's per-image responses, averaged over each area's window and normalised per day (norm_MUA.m): one value per electrode, for the TW-15 decoders",
-    }))
+    let source = serde_json::json!({
+        "kind": "tvsd-normmua",
+        "norm_mua": opts.norm_mua,
+        "image_list": opts.image_list,
+        "images": opts.images,
+        "time_averaged": "TVSD's per-image responses, averaged over each area's window and normalised per day (norm_MUA.m): one value per electrode, for the TW-15 decoders",
+    });
+    finish(images, opts, dir, out, source)
 }
 
 /// `electrodes.csv`: per electrode (1-based channel) SNR, reliability, latency, oracle.

@@ -116,10 +116,6 @@ impl NpyRows {
         Ok(())
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     /// Writes the final row count into the header.
     pub fn finish(self) -> anyhow::Result<()> {
         let path = self.path;
@@ -463,6 +459,48 @@ pub fn write_images(
         bar.inc(chunk.len() as u64);
     }
     out.finish()
+}
+
+/// The images of an imported dataset, in first-use order: ids, files, and the row each
+/// key (a THINGS path, a marker's image id) went to; keys without a file, once each.
+#[derive(Default)]
+pub(crate) struct Images {
+    pub(crate) ids: Vec<String>,
+    files: Vec<PathBuf>,
+    row: HashMap<String, Option<usize>>,
+    pub(crate) missing: Vec<String>,
+}
+
+impl Images {
+    /// The row of `key`, or `None` when it has no file. `find` gives the id and file of
+    /// a key met for the first time.
+    pub(crate) fn row(
+        &mut self,
+        key: &str,
+        find: impl FnOnce() -> Option<(String, PathBuf)>,
+    ) -> Option<usize> {
+        if let Some(&r) = self.row.get(key) {
+            return r;
+        }
+        let r = find().map(|(id, file)| {
+            self.ids.push(id);
+            self.files.push(file);
+            self.ids.len() - 1
+        });
+        if r.is_none() {
+            self.missing.push(key.to_string());
+        }
+        self.row.insert(key.to_string(), r);
+        r
+    }
+
+    /// Writes `dir/images.npy` from the files, with a progress bar when `progress`.
+    pub(crate) fn write(&self, dir: &Path, size: usize, progress: bool) -> anyhow::Result<()> {
+        let bar = crate::telemetry::progress_bar(progress, self.files.len() as u64, "images");
+        write_images(dir, &self.files, size, &bar)?;
+        bar.finish_and_clear();
+        Ok(())
+    }
 }
 
 /// `channels.csv` of a dataset recorded with `rig`: channel, label, area, array, live.

@@ -31,7 +31,7 @@ use super::kernels::{
     Activation, BufferPool, Grid,
 };
 use super::unet::UNet;
-use super::DecoderError;
+use super::{host_values, DecoderError};
 
 /// A 4×4 stride-2 pad-1 convolution (or transposed convolution) with BatchNorm folded in.
 #[derive(Debug, Clone)]
@@ -42,54 +42,26 @@ pub struct FoldedConv<B: Backend> {
     pub bias: Tensor<B, 1>,
 }
 
-/// Per-channel (scale, shift) of a BatchNorm in inference mode.
-fn norm_affine<B: Backend>(norm: &BatchNorm<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let scale = norm.gamma.val() / norm.running_var.value().add_scalar(norm.epsilon).sqrt();
-    let shift = norm.beta.val() - norm.running_mean.value() * scale.clone();
-    (scale, shift)
-}
-
 impl<B: Backend> FoldedConv<B> {
-    /// A conv without a norm after it.
-    pub fn from_conv(conv: &Conv2d<B>) -> Self {
-        let weight = conv.weight.val();
-        let [out, ..] = weight.dims();
-        let bias = match &conv.bias {
-            Some(b) => b.val(),
-            None => Tensor::zeros([out], &weight.device()),
+    /// `norm(conv(x))`, or `conv(x)` without a norm, as one conv; `out_axis` is the
+    /// weight's output-channel axis (0 for a conv, 1 for a transposed conv).
+    pub fn new(
+        weight: Tensor<B, 4>,
+        bias: Option<Tensor<B, 1>>,
+        out_axis: usize,
+        norm: Option<&BatchNorm<B>>,
+    ) -> Self {
+        let out = weight.dims()[out_axis];
+        let bias = bias.unwrap_or_else(|| Tensor::zeros([out], &weight.device()));
+        let Some(norm) = norm else {
+            return Self { weight, bias };
         };
-        Self { weight, bias }
-    }
-
-    /// A transposed conv without a norm after it.
-    pub fn from_conv_transpose(conv: &ConvTranspose2d<B>) -> Self {
-        let weight = conv.weight.val();
-        let [_, out, ..] = weight.dims();
-        let bias = match &conv.bias {
-            Some(b) => b.val(),
-            None => Tensor::zeros([out], &weight.device()),
-        };
-        Self { weight, bias }
-    }
-
-    /// `norm(conv(x))` as one conv.
-    pub fn fold_conv(conv: &Conv2d<B>, norm: &BatchNorm<B>) -> Self {
-        let Self { weight, bias } = Self::from_conv(conv);
-        let (scale, shift) = norm_affine(norm);
-        let [out, ..] = weight.dims();
+        let scale = norm.gamma.val() / norm.running_var.value().add_scalar(norm.epsilon).sqrt();
+        let shift = norm.beta.val() - norm.running_mean.value() * scale.clone();
+        let mut along_out = [1; 4];
+        along_out[out_axis] = out;
         Self {
-            weight: weight * scale.clone().reshape([out, 1, 1, 1]),
-            bias: bias * scale + shift,
-        }
-    }
-
-    /// `norm(conv_transpose(x))` as one transposed conv.
-    pub fn fold_conv_transpose(conv: &ConvTranspose2d<B>, norm: &BatchNorm<B>) -> Self {
-        let Self { weight, bias } = Self::from_conv_transpose(conv);
-        let (scale, shift) = norm_affine(norm);
-        let [_, out, ..] = weight.dims();
-        Self {
-            weight: weight * scale.clone().reshape([1, out, 1, 1]),
+            weight: weight * scale.clone().reshape(along_out),
             bias: bias * scale + shift,
         }
     }
@@ -129,19 +101,25 @@ pub struct FoldedUNet<B: Backend> {
 impl<B: Backend> FoldedUNet<B> {
     /// Folds the BatchNorms of `unet` (its running statistics) into its convolutions.
     pub fn from_unet(unet: &UNet<B>) -> Self {
+        let conv = |c: &Conv2d<B>, norm| {
+            FoldedConv::new(c.weight.val(), c.bias.as_ref().map(|b| b.val()), 0, norm)
+        };
+        let conv_t = |c: &ConvTranspose2d<B>, norm| {
+            FoldedConv::new(c.weight.val(), c.bias.as_ref().map(|b| b.val()), 1, norm)
+        };
         Self {
-            stem: FoldedConv::from_conv(&unet.stem),
+            stem: conv(&unet.stem, None),
             down: unet
                 .blocks
                 .iter()
-                .map(|b| FoldedConv::fold_conv(&b.down, &b.down_norm))
+                .map(|b| conv(&b.down, Some(&b.down_norm)))
                 .collect(),
             up: unet
                 .blocks
                 .iter()
-                .map(|b| FoldedConv::fold_conv_transpose(&b.up, &b.up_norm))
+                .map(|b| conv_t(&b.up, Some(&b.up_norm)))
                 .collect(),
-            head: FoldedConv::from_conv_transpose(&unet.head),
+            head: conv_t(&unet.head, None),
             residual: unet.residual,
         }
     }
@@ -173,13 +151,6 @@ impl<B: Backend> FoldedUNet<B> {
     }
 }
 
-/// Reads a float tensor back to the host.
-fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, DecoderError> {
-    t.into_data()
-        .into_vec::<f32>()
-        .map_err(|e| DecoderError::Output(format!("{e:?}")))
-}
-
 /// One layer of [`HostUNet`]: the folded weight as a row-major matrix, and the bias.
 #[derive(Debug, Clone)]
 struct HostConv {
@@ -195,28 +166,31 @@ struct HostConv {
 }
 
 impl HostConv {
-    fn conv<B: Backend>(folded: FoldedConv<B>) -> Result<Self, DecoderError> {
-        let [out, inp, kh, kw] = folded.weight.dims();
-        Ok(Self {
-            matrix: host_vec(folded.weight)?,
-            rows: out,
-            cols: inp * kh * kw,
-            bias: host_vec(folded.bias)?,
-            channels_in: inp,
-            channels_out: out,
-        })
-    }
-
-    fn conv_transpose<B: Backend>(folded: FoldedConv<B>) -> Result<Self, DecoderError> {
-        let [inp, out, kh, kw] = folded.weight.dims();
-        let k = kh * kw;
-        Ok(Self {
-            matrix: transpose(&host_vec(folded.weight)?, inp, out * k),
-            rows: out * k,
-            cols: inp,
-            bias: host_vec(folded.bias)?,
-            channels_in: inp,
-            channels_out: out,
+    /// A conv's layer, or a transposed conv's if `transposed`.
+    fn new<B: Backend>(folded: FoldedConv<B>, transposed: bool) -> Result<Self, DecoderError> {
+        let [a, b, kh, kw] = folded.weight.dims();
+        let weight = host_values(folded.weight)?;
+        let bias = host_values(folded.bias)?;
+        Ok(if transposed {
+            let (inp, out) = (a, b);
+            Self {
+                matrix: transpose(&weight, inp, out * kh * kw),
+                rows: out * kh * kw,
+                cols: inp,
+                bias,
+                channels_in: inp,
+                channels_out: out,
+            }
+        } else {
+            let (out, inp) = (a, b);
+            Self {
+                matrix: weight,
+                rows: out,
+                cols: inp * kh * kw,
+                bias,
+                channels_in: inp,
+                channels_out: out,
+            }
         })
     }
 
@@ -253,25 +227,20 @@ impl HostUNet {
     /// Lays out the folded weights for the CPU path.
     pub fn from_folded<B: Backend>(folded: FoldedUNet<B>) -> Result<Self, DecoderError> {
         Ok(Self {
-            stem: HostConv::conv(folded.stem)?,
+            stem: HostConv::new(folded.stem, false)?,
             down: folded
                 .down
                 .into_iter()
-                .map(HostConv::conv)
+                .map(|c| HostConv::new(c, false))
                 .collect::<Result<_, _>>()?,
             up: folded
                 .up
                 .into_iter()
-                .map(HostConv::conv_transpose)
+                .map(|c| HostConv::new(c, true))
                 .collect::<Result<_, _>>()?,
-            head: HostConv::conv_transpose(folded.head)?,
+            head: HostConv::new(folded.head, true)?,
             residual: folded.residual,
         })
-    }
-
-    /// Input channels.
-    pub fn in_channels(&self) -> usize {
-        self.stem.channels_in
     }
 
     /// Input images `x [batch][in][size][size]` → `out [batch][3][size][size]` in [0, 1].

@@ -15,7 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 
 use super::unet::normal_tensor;
-use super::{DecoderConfig, DecoderError, DecoderKind, N_AREAS};
+use super::{host_values, DecoderConfig, DecoderError, DecoderKind, N_AREAS};
 
 /// Which input channel (and which feature) each electrode's window feeds, per decoder kind.
 ///
@@ -104,16 +104,6 @@ impl FixedRfMaps {
         self.n_channels
     }
 
-    /// Side of the image in pixels.
-    pub fn image_size(&self) -> usize {
-        self.image_size
-    }
-
-    /// Length of the feature vector [`FixedRfMaps::fill`] reads.
-    pub fn n_features(&self) -> usize {
-        self.n_features
-    }
-
     /// Length of the image [`FixedRfMaps::fill`] writes: channels × H × W.
     pub fn image_len(&self) -> usize {
         self.n_channels * self.image_size * self.image_size
@@ -126,7 +116,7 @@ impl FixedRfMaps {
 
     /// Writes the input image `[channels][H][W]` for one feature vector. Never allocates.
     ///
-    /// `features.len()` must be [`FixedRfMaps::n_features`] and `out.len()`
+    /// `features.len()` must be [`DecoderConfig::n_features`] and `out.len()`
     /// [`FixedRfMaps::image_len`]; the caller checks (a mismatch panics on indexing).
     pub fn fill(&self, features: &[f32], out: &mut [f32]) {
         debug_assert_eq!(features.len(), self.n_features);
@@ -201,11 +191,9 @@ fn inverse_softplus(s: f32) -> f32 {
     }
 }
 
-/// Initial (μx, μy, σ) per electrode, in pixels: the electrode's RF when known, else the mean
-/// of its array's known RFs, else the image centre with σ = image_size / 8.
-pub fn initial_rfs(config: &DecoderConfig) -> Vec<[f32; 3]> {
-    let size = config.image_size as f32;
-    let default = [size / 2.0, size / 2.0, size / 8.0];
+/// Per array, the mean RF (μx, μy, σ) of its electrodes that have one; `None` for an array
+/// without any.
+pub fn array_mean_rfs(config: &DecoderConfig) -> Vec<Option<[f32; 3]>> {
     let mut sums = vec![([0.0f64; 3], 0usize); config.n_arrays];
     for spec in &config.electrodes {
         if let Some(rf) = spec.rf_px {
@@ -216,20 +204,21 @@ pub fn initial_rfs(config: &DecoderConfig) -> Vec<[f32; 3]> {
             s.1 += 1;
         }
     }
+    sums.into_iter()
+        .map(|(sum, n)| (n > 0).then(|| sum.map(|v| (v / n as f64) as f32)))
+        .collect()
+}
+
+/// Initial (μx, μy, σ) per electrode, in pixels: the electrode's RF when known, else the mean
+/// of its array's known RFs, else the image centre with σ = image_size / 8.
+pub fn initial_rfs(config: &DecoderConfig) -> Vec<[f32; 3]> {
+    let size = config.image_size as f32;
+    let default = [size / 2.0, size / 2.0, size / 8.0];
+    let means = array_mean_rfs(config);
     config
         .electrodes
         .iter()
-        .map(|spec| match spec.rf_px {
-            Some(rf) => rf,
-            None => {
-                let (sum, n) = sums[spec.array];
-                if n == 0 {
-                    default
-                } else {
-                    [0, 1, 2].map(|k| (sum[k] / n as f64) as f32)
-                }
-            }
-        })
+        .map(|spec| spec.rf_px.or(means[spec.array]).unwrap_or(default))
         .map(|[x, y, s]| {
             let s = if s.is_finite() && s > 0.0 {
                 s
@@ -443,12 +432,7 @@ impl CachedGaussianMaps {
     ) -> Result<Self, DecoderError> {
         let size = layer.image_size;
         let (gy_t, gx_slots) = layer.factors(); // [A, H, M], [A, M, W]
-        let host = |t: Tensor<B, 3>| {
-            t.into_data()
-                .into_vec::<f32>()
-                .map_err(|e| DecoderError::Output(format!("{e:?}")))
-        };
-        let (gy_t, gx_slots) = (host(gy_t)?, host(gx_slots)?);
+        let (gy_t, gx_slots) = (host_values(gy_t)?, host_values(gx_slots)?);
         let m = layer.max_per_array;
         let slots = ArraySlots::new(config);
         let n_e = config.electrodes.len();
@@ -482,9 +466,7 @@ impl CachedGaussianMaps {
         Ok(Self {
             n_arrays: layer.n_arrays,
             image_size: size,
-            array: (0..config.electrodes.len())
-                .map(|e| channel_of(config, e, 0))
-                .collect(),
+            array: (0..n_e).map(|e| channel_of(config, e, 0)).collect(),
             gx,
             gy,
             boxes,
@@ -600,12 +582,6 @@ pub struct HostDenseMaps {
 impl HostDenseMaps {
     /// The layer's weights, copied to the host.
     pub fn new<B: Backend>(layer: &DenseMapLayer<B>) -> Result<Self, DecoderError> {
-        let float = |t: Tensor<B, 2>| {
-            t.into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .map_err(|e| DecoderError::Output(format!("{e:?}")))
-        };
         let order = layer
             .order
             .clone()
@@ -615,8 +591,8 @@ impl HostDenseMaps {
             .map_err(|e| DecoderError::Output(format!("{e:?}")))?;
         let pixels = layer.image_size * layer.image_size;
         Ok(Self {
-            weight: float(layer.weight.val())?,
-            bias: float(layer.bias.val())?,
+            weight: host_values(layer.weight.val())?,
+            bias: host_values(layer.bias.val())?,
             order: order.into_iter().map(|i| i.max(0) as usize).collect(),
             area_counts: layer.area_counts,
             pixels,

@@ -306,13 +306,8 @@ pub fn swap_outer(src: &[f32], outer: usize, inner: usize, n: usize, dst: &mut [
 /// weight `[in][out][k]` is `[in][out·k]`; its transpose `[out·k][in]` is what the
 /// products read row by row (and the transpose of that gives Burn's layout back).
 pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    debug_assert_eq!(src.len(), rows * cols);
     let mut dst = vec![0.0f32; src.len()];
-    for (r, row) in src.chunks_exact(cols.max(1)).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            dst[c * rows + r] = v;
-        }
-    }
+    swap_outer(src, rows, cols, 1, &mut dst);
     dst
 }
 
@@ -385,10 +380,6 @@ impl<'a> MatRef<'a> {
     pub fn at(&self, i: usize, j: usize) -> f32 {
         assert!(i < self.rows && j < self.cols, "element outside the view");
         self.data[i * self.row_stride + j * self.col_stride]
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
     }
 
     /// Whether every element the view addresses lies inside its slice.

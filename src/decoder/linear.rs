@@ -18,7 +18,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::kernels::{bilinear_matrix, matmul, product_seq, MatRef};
-use super::{DecoderConfig, DecoderError};
+use super::{host_values, DecoderConfig, DecoderError};
 
 /// The linear pathway of a decoder (`decoder.json`): a ridge regression from every
 /// electrode's window mean (the mean over the decoder's windows) to a coarse RGB image,
@@ -102,14 +102,8 @@ impl HostLinearPathway {
             .ok_or_else(|| {
                 DecoderError::InvalidConfig("the config has no linear pathway".into())
             })?;
-        let host = |t: Tensor<B, 2>| {
-            t.into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .map_err(|e| DecoderError::Output(format!("{e:?}")))
-        };
-        let weight = host(layer.weight.val())?;
-        let bias = host(layer.bias.val().unsqueeze())?;
+        let weight = host_values(layer.weight.val())?;
+        let bias = host_values(layer.bias.val())?;
         let q = 3 * side * side;
         if weight.len() != config.electrodes.len() * q || bias.len() != q {
             return Err(DecoderError::InvalidConfig(format!(
@@ -298,16 +292,22 @@ fn column_means(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `rows` `[·][means.len()]`, each less `means`.
+fn centred(rows: &[f32], means: &[f32]) -> Vec<f32> {
+    let mut out = rows.to_vec();
+    for row in out.chunks_exact_mut(means.len()) {
+        for (v, m) in row.iter_mut().zip(means) {
+            *v -= m;
+        }
+    }
+    out
+}
+
 impl Spectrum {
     fn new(x: &[f32], y: &[f32], n: usize, p: usize, q: usize) -> Self {
         let feature_mean = column_means(x, n, p);
         let output_mean = column_means(y, n, q);
-        let mut xc = x[..n * p].to_vec();
-        for row in xc.chunks_exact_mut(p) {
-            for (v, m) in row.iter_mut().zip(&feature_mean) {
-                *v -= m;
-            }
-        }
+        let xc = centred(&x[..n * p], &feature_mean);
         let mut xtx = vec![0.0f32; p * p];
         matmul(
             &mut xtx,
@@ -432,12 +432,7 @@ pub fn fit_validated(
         let spectrum = Spectrum::new(x, y, n_fit, p, q);
         let scale = spectrum.mean_eigenvalue();
         // Z = (X_val − x̄) V, once; each λ is then diag(1/(s + λ)) and one product.
-        let mut xv = x[n_fit * p..n * p].to_vec();
-        for row in xv.chunks_exact_mut(p) {
-            for (v, m) in row.iter_mut().zip(&spectrum.feature_mean) {
-                *v -= m;
-            }
-        }
+        let xv = centred(&x[n_fit * p..n * p], &spectrum.feature_mean);
         let mut z = vec![0.0f32; validation * p];
         matmul(
             &mut z,
@@ -493,12 +488,7 @@ impl LinearDecoder {
     /// Predictions for `x [m][p]` → `[m][q]` (not clipped).
     pub fn predict(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (p, q) = (self.n_features, self.n_outputs);
-        let mut xc = x[..m * p].to_vec();
-        for row in xc.chunks_exact_mut(p) {
-            for (v, mean) in row.iter_mut().zip(&self.feature_mean) {
-                *v -= mean;
-            }
-        }
+        let xc = centred(&x[..m * p], &self.feature_mean);
         let mut out = vec![0.0f32; m * q];
         matmul(
             &mut out,

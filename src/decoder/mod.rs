@@ -50,8 +50,10 @@ pub const N_AREAS: usize = 3;
 /// Area names by index (0 = V1, 1 = V4, 2 = IT).
 pub const AREA_NAMES: [&str; N_AREAS] = ["V1", "V4", "IT"];
 
-/// Which input layer sits in front of the U-Net.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Which input layer sits in front of the U-Net. (The variants' docs are `--kind`'s help.)
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum DecoderKind {
     /// One window per electrode (TW-15), fixed RF maps, one channel per array.
@@ -59,9 +61,9 @@ pub enum DecoderKind {
     /// Five windows per electrode (TW-3), fixed RF maps, one channel per area × window
     /// (V1 w0..w4, V4 w0..w4, IT w0..w4).
     Spatiotemporal,
-    /// One window per electrode, learned Gaussian RFs ([`GaussianRfLayer`]), one channel per array.
+    /// One window per electrode, learned Gaussian RFs, one channel per array.
     EndToEnd,
-    /// One window per electrode, learned dense map per area ([`DenseMapLayer`]), three channels.
+    /// One window per electrode, a learned dense map per area, three channels.
     Baseline,
 }
 
@@ -341,6 +343,16 @@ pub enum DecoderError {
     /// NaN or Inf in the input; the frame is refused rather than decoded into garbage.
     #[error("non-finite value in the {0} (NaN or Inf)")]
     NonFinite(&'static str),
+}
+
+/// A float tensor's values read back to the host, as f32.
+pub fn host_values<B: burn::tensor::backend::Backend, const D: usize>(
+    t: burn::tensor::Tensor<B, D>,
+) -> Result<Vec<f32>, DecoderError> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| DecoderError::Output(format!("{e:?}")))
 }
 
 /// Sizes rayon's global pool, which offline work computes on (training, evaluation,

@@ -165,11 +165,8 @@ impl<B: Backend> Decoder<B> {
                 let layer = model.dense.as_ref().ok_or_else(|| {
                     DecoderError::InvalidConfig("a baseline model needs its dense map layer".into())
                 })?;
-                InferenceInput::Dense(if runs_on_host::<B>() {
-                    Some(HostDenseMaps::new(layer)?)
-                } else {
-                    None
-                })
+                let host = runs_on_host::<B>().then(|| HostDenseMaps::new(layer));
+                InferenceInput::Dense(host.transpose()?)
             }
         };
         let pathway = match (&config.linear_pathway, &model.linear) {
@@ -215,21 +212,19 @@ impl<B: Backend> Decoder<B> {
             message: e.to_string(),
         })?;
         let weights_path = dir.join(WEIGHTS_FILE);
+        let weights_err = |message: String| DecoderError::Weights {
+            path: weights_path.clone(),
+            message,
+        };
         if !weights_path.is_file() {
-            return Err(DecoderError::Weights {
-                path: weights_path,
-                message: "file not found".into(),
-            });
+            return Err(weights_err("file not found".into()));
         }
         let size = std::fs::metadata(&weights_path).map_or(0, |m| m.len());
         let need = config.min_weight_bytes();
         if size < need {
-            return Err(DecoderError::Weights {
-                path: weights_path,
-                message: format!(
-                    "{size} bytes, but the model {CONFIG_FILE} describes needs at least {need}"
-                ),
-            });
+            return Err(weights_err(format!(
+                "{size} bytes, but the model {CONFIG_FILE} describes needs at least {need}"
+            )));
         }
         let model = DecoderModel::new(&config, 0, device)?;
         let expected = param_shapes(&model);
@@ -240,18 +235,8 @@ impl<B: Backend> Decoder<B> {
         }));
         let model = match loaded {
             Ok(Ok(m)) => m,
-            Ok(Err(e)) => {
-                return Err(DecoderError::Weights {
-                    path: weights_path,
-                    message: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(DecoderError::Weights {
-                    path: weights_path,
-                    message: "the record does not match the model".into(),
-                })
-            }
+            Ok(Err(e)) => return Err(weights_err(e.to_string())),
+            Err(_) => return Err(weights_err("the record does not match the model".into())),
         };
         // Burn loads a tensor of any shape into a parameter; a record saved for another
         // width, image size or rig would only fail (panic) at the first forward pass.
@@ -269,10 +254,9 @@ impl<B: Backend> Decoder<B> {
                     expected.len()
                 ),
             };
-            return Err(DecoderError::Weights {
-                path: weights_path,
-                message: format!("the weights do not fit the config: {detail}"),
-            });
+            return Err(weights_err(format!(
+                "the weights do not fit the config: {detail}"
+            )));
         }
         Self::from_model(config, model, device)
     }
@@ -352,22 +336,16 @@ impl<B: Backend> Decoder<B> {
         batch: usize,
         out: &mut [f32],
     ) -> Result<(), DecoderError> {
-        let n_features = self.config.n_features();
-        let image_len = self.config.image_len();
-        if features.len() != batch * n_features {
-            return Err(DecoderError::Length {
-                what: "feature vector",
-                expected: batch * n_features,
-                got: features.len(),
-            });
-        }
-        if out.len() != batch * image_len {
-            return Err(DecoderError::Length {
-                what: "output image buffer",
-                expected: batch * image_len,
-                got: out.len(),
-            });
-        }
+        check_len(
+            "feature vector",
+            batch * self.config.n_features(),
+            features.len(),
+        )?;
+        check_len(
+            "output image buffer",
+            batch * self.config.image_len(),
+            out.len(),
+        )?;
         if batch == 0 {
             return Ok(());
         }
@@ -387,13 +365,7 @@ impl<B: Backend> Decoder<B> {
                 let values = data
                     .as_slice::<f32>()
                     .map_err(|e| DecoderError::Output(format!("{e:?}")))?;
-                if values.len() != out.len() {
-                    return Err(DecoderError::Length {
-                        what: "decoder output",
-                        expected: out.len(),
-                        got: values.len(),
-                    });
-                }
+                check_len("decoder output", out.len(), values.len())?;
                 out.copy_from_slice(values);
                 Ok(())
             }
@@ -473,6 +445,18 @@ impl<B: Backend> Decoder<B> {
     }
 }
 
+/// [`DecoderError::Length`] unless `got == expected`.
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), DecoderError> {
+    if got == expected {
+        return Ok(());
+    }
+    Err(DecoderError::Length {
+        what,
+        expected,
+        got,
+    })
+}
+
 /// The model's shapes against the config, so a mismatch is an error here and not a panic
 /// in the first forward pass.
 fn check_model_fits<B: Backend>(
@@ -529,7 +513,7 @@ fn param_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
 }
 
 /// Whether `B` computes on this machine's CPU, where the plain-Rust kernels beat Burn's conv ops.
-fn runs_on_host<B: Backend>() -> bool {
+pub(crate) fn runs_on_host<B: Backend>() -> bool {
     std::any::TypeId::of::<B>() == std::any::TypeId::of::<super::CpuBackend>()
 }
 

@@ -5,7 +5,7 @@
 //! [`crate::decoder::infer::FoldedUNet`], built from it by folding every BatchNorm
 //! into the convolution before it.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, relu, sigmoid};
@@ -83,14 +83,14 @@ impl<B: Backend> UNet<B> {
     /// zero, so it starts as the image it corrects.
     pub fn init_pix2pix(arch: &Architecture, rng: &mut StdRng, device: &B::Device) -> Self {
         let mut net = Self::new(arch, device);
-        init_conv(&mut net.stem, rng, device);
+        init_conv(&mut net.stem.weight, &mut net.stem.bias, rng, device);
         for block in &mut net.blocks {
-            init_conv(&mut block.down, rng, device);
+            init_conv(&mut block.down.weight, &mut block.down.bias, rng, device);
             init_norm(&mut block.down_norm, rng, device);
-            init_conv_t(&mut block.up, rng, device);
+            init_conv(&mut block.up.weight, &mut block.up.bias, rng, device);
             init_norm(&mut block.up_norm, rng, device);
         }
-        init_conv_t(&mut net.head, rng, device);
+        init_conv(&mut net.head.weight, &mut net.head.bias, rng, device);
         if arch.residual {
             let shape = net.head.weight.dims();
             net.head.weight = Param::from_tensor(Tensor::zeros(shape, device));
@@ -114,19 +114,16 @@ pub(crate) fn normal_tensor<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-pub(crate) fn init_conv<B: Backend>(conv: &mut Conv2d<B>, rng: &mut StdRng, device: &B::Device) {
-    let shape = conv.weight.dims();
-    conv.weight = Param::from_tensor(normal_tensor(shape, 0.0, 0.02, rng, device));
-    if let Some(bias) = &conv.bias {
-        conv.bias = Some(Param::from_tensor(Tensor::zeros(bias.dims(), device)));
-    }
-}
-
-fn init_conv_t<B: Backend>(conv: &mut ConvTranspose2d<B>, rng: &mut StdRng, device: &B::Device) {
-    let shape = conv.weight.dims();
-    conv.weight = Param::from_tensor(normal_tensor(shape, 0.0, 0.02, rng, device));
-    if let Some(bias) = &conv.bias {
-        conv.bias = Some(Param::from_tensor(Tensor::zeros(bias.dims(), device)));
+/// A conv's or transposed conv's `weight` ~ N(0, 0.02) and `bias` 0.
+pub(crate) fn init_conv<B: Backend>(
+    weight: &mut Param<Tensor<B, 4>>,
+    bias: &mut Option<Param<Tensor<B, 1>>>,
+    rng: &mut StdRng,
+    device: &B::Device,
+) {
+    *weight = Param::from_tensor(normal_tensor(weight.dims(), 0.0, 0.02, rng, device));
+    if let Some(bias) = bias {
+        *bias = Param::from_tensor(Tensor::zeros(bias.dims(), device));
     }
 }
 
@@ -195,22 +192,18 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
     let centered = xc - spread(mean.clone());
     let var = centered.clone().square().mean_dim(1); // [c, 1], biased, as Burn's
     let m = bn.momentum;
-    bn.running_mean.update(
-        bn.running_mean
-            .value_sync()
-            .to_device(&device)
-            .mul_scalar(1.0 - m)
-            .add(mean.detach().mul_scalar(m).reshape([c]))
-            .detach(),
-    );
-    bn.running_var.update(
-        bn.running_var
-            .value_sync()
-            .to_device(&device)
-            .mul_scalar(1.0 - m)
-            .add(var.clone().detach().mul_scalar(m).reshape([c]))
-            .detach(),
-    );
+    let update = |running: &RunningState<Tensor<B, 1>>, batch: Tensor<B, 2>| {
+        running.update(
+            running
+                .value_sync()
+                .to_device(&device)
+                .mul_scalar(1.0 - m)
+                .add(batch.detach().mul_scalar(m).reshape([c]))
+                .detach(),
+        )
+    };
+    update(&bn.running_mean, mean);
+    update(&bn.running_var, var.clone());
     let scale = var.add_scalar(bn.epsilon).sqrt().recip() * bn.gamma.val().reshape([c, 1]);
     let y = centered * spread(scale) + spread(bn.beta.val().reshape([c, 1]));
     y.reshape([c, b, h, w]).swap_dims(0, 1)

@@ -9,13 +9,13 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::plot::legend;
+use crate::plot::{extent, legend, panels};
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::analysis::RfDeg;
 
-const PANEL_W: u32 = 480;
-const PANEL_H: u32 = 380;
+/// A panel's size, pixels.
+const PANEL: (u32, u32) = (480, 380);
 
 /// Series colours, in order.
 pub const COLOURS: [RGBColor; 8] = [
@@ -31,28 +31,6 @@ pub const COLOURS: [RGBColor; 8] = [
 
 fn colour(i: usize) -> RGBColor {
     COLOURS[i % COLOURS.len()]
-}
-
-/// Draws `n` panels in rows of `per_row` with `draw` and saves the PNG.
-fn panels(
-    path: &Path,
-    n: usize,
-    per_row: usize,
-    mut draw: impl FnMut(usize, &DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()>,
-) -> anyhow::Result<bool> {
-    if !crate::plot::have_font() || n == 0 {
-        return Ok(false);
-    }
-    let cols = per_row.min(n).max(1);
-    let rows = n.div_ceil(cols);
-    let size = (PANEL_W * cols as u32, PANEL_H * rows as u32);
-    crate::plot::save_png(path, size, |root| {
-        for (i, area) in root.split_evenly((rows, cols)).iter().enumerate().take(n) {
-            draw(i, area)?;
-        }
-        Ok(())
-    })?;
-    Ok(true)
 }
 
 type Chart<'a, 'b> =
@@ -86,9 +64,7 @@ fn chart<'a, 'b>(
 }
 
 fn range(values: impl Iterator<Item = f64>, zero: bool) -> (f64, f64) {
-    let (mut lo, mut hi) = values
-        .filter(|v| v.is_finite())
-        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (mut lo, mut hi) = extent(values.filter(|v| v.is_finite()));
     if lo > hi {
         (lo, hi) = (0.0, 1.0);
     }
@@ -111,7 +87,7 @@ pub struct BarPanel {
 
 /// Grouped bar charts, `per_row` panels a row.
 pub fn bars(path: &Path, panel: &[BarPanel], per_row: usize) -> anyhow::Result<bool> {
-    panels(path, panel.len(), per_row, |i, area| {
+    panels(path, panel.len(), per_row, PANEL, |i, area| {
         let p = &panel[i];
         let (lo, hi) = range(p.series.iter().flat_map(|s| s.1.iter().copied()), true);
         // Room above the bars for the legend.
@@ -170,7 +146,7 @@ pub struct HistPanel {
 
 /// Histograms, `per_row` panels a row.
 pub fn histograms(path: &Path, panel: &[HistPanel], per_row: usize) -> anyhow::Result<bool> {
-    panels(path, panel.len(), per_row, |i, area| {
+    panels(path, panel.len(), per_row, PANEL, |i, area| {
         let p = &panel[i];
         let (lo, hi) = range(p.series.iter().flat_map(|s| s.1.iter().copied()), false);
         let bins = p.bins.max(1);
@@ -228,7 +204,7 @@ pub struct ScatterPanel {
 
 /// Scatter plots with fitted or joining lines, `per_row` panels a row.
 pub fn scatter(path: &Path, panel: &[ScatterPanel], per_row: usize) -> anyhow::Result<bool> {
-    panels(path, panel.len(), per_row, |i, area| {
+    panels(path, panel.len(), per_row, PANEL, |i, area| {
         let p = &panel[i];
         let all = || p.series.iter().flat_map(|s| s.points.iter());
         let (xlo, xhi) = range(all().map(|q| q.0), false);
@@ -248,10 +224,7 @@ pub fn scatter(path: &Path, panel: &[ScatterPanel], per_row: usize) -> anyhow::R
                 chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?;
             }
             if let Some((slope, intercept)) = s.line {
-                let (a, b) = s
-                    .points
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(a, b), q| (a.min(q.0), b.max(q.0)));
+                let (a, b) = extent(s.points.iter().map(|q| q.0));
                 if a < b {
                     chart.draw_series(LineSeries::new(
                         [a, b].map(|x| (x, intercept + slope * x)),
@@ -279,7 +252,7 @@ pub struct RfPanel {
 /// circle of radius σ, and dots at the start (grey), the learned (blue) and the true
 /// (green) centre.
 pub fn rf_maps(path: &Path, panel: &[RfPanel], per_row: usize) -> anyhow::Result<bool> {
-    panels(path, panel.len(), per_row, |i, area| {
+    panels(path, panel.len(), per_row, PANEL, |i, area| {
         let p = &panel[i];
         let all = || {
             p.learned

@@ -48,6 +48,7 @@ use crate::config::RigConfig;
 use crate::config::{decoder_config, window_set};
 use crate::dataset::Dataset;
 use crate::decoder::{CpuBackend, Decoder};
+use crate::eval::analysis::RfDeg;
 use crate::norm::NormStats;
 use crate::rf::RfTable;
 use crate::units::Area;
@@ -439,14 +440,18 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     };
     let mut entries = Vec::new();
     let mut recons: Vec<Vec<Vec<f32>>> = Vec::new();
+    let mut models = Vec::new();
     for dir in &opts.models {
-        let (entry, averaged) = tests.evaluate_model(dir)?;
+        let (entry, averaged, model) = tests.evaluate_model(dir)?;
         entries.push(entry);
         recons.push(averaged);
+        // Only the report reads them again: without it one decoder is held at a time.
+        if opts.report {
+            models.push(model);
+        }
     }
     let mut notes = Vec::new();
-    let mut titles = vec!["stimulus".to_string()];
-    titles.extend(entries.iter().map(|m| m.name.clone()));
+    let mut titles: Vec<String> = entries.iter().map(|m| m.name.clone()).collect();
     let mut linear_recons = None;
     match linear_entries(&ds, rig, &tests, opts.train_trials)? {
         Some(linear) => {
@@ -465,19 +470,13 @@ pub fn eval(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         )),
     }
     write_metrics(&opts.out, &entries, &notes)?;
-    let rows: Vec<Vec<&[f32]>> = (0..tests.originals.len().min(opts.grid_images))
-        .map(|i| {
-            std::iter::once(tests.originals[i].as_slice())
-                .chain(recons.iter().map(|r| r[i].as_slice()))
-                .collect()
-        })
-        .collect();
-    let size = ds.meta.image_size;
-    crate::plot::image_grid(&opts.out.join("grid.png"), &titles, &rows, size, 2)?;
+    let rows = tests.originals.len().min(opts.grid_images);
+    let (grid, size) = (opts.out.join("grid.png"), ds.meta.image_size);
+    crate::plot::stimulus_grid(&grid, titles, &tests.originals, &recons, rows, size, 2)?;
     let report = if opts.report {
         Some(report::write(&report::Inputs {
             tests: &tests,
-            models: &opts.models,
+            models: &models,
             entries: &entries,
             recons: &recons[..opts.models.len()],
             linear: linear_recons.as_deref(),
@@ -524,6 +523,14 @@ fn rf_truth(opts: &EvalOptions, ds: &Dataset) -> anyhow::Result<Option<RfTable>>
         .transpose()?)
 }
 
+/// A model as [`TestImages::evaluate_model`] loaded it, kept for the report.
+struct LoadedModel {
+    decoder: Decoder<CpuBackend>,
+    stats: NormStats,
+    /// A learned-RF model's RFs.
+    rfs: Option<RfSets>,
+}
+
 /// The dataset's test images, what every model is scored on.
 struct TestImages<'a> {
     ds: &'a Dataset,
@@ -537,8 +544,12 @@ struct TestImages<'a> {
 
 impl TestImages<'_> {
     /// Loads the model in `dir`, checks it against the rig and the dataset, and scores
-    /// its reconstructions; returns its entry and its repeat-averaged reconstructions.
-    fn evaluate_model(&self, dir: &Path) -> anyhow::Result<(ModelMetrics, Vec<Vec<f32>>)> {
+    /// its reconstructions; returns its entry, its repeat-averaged reconstructions and
+    /// the model.
+    fn evaluate_model(
+        &self,
+        dir: &Path,
+    ) -> anyhow::Result<(ModelMetrics, Vec<Vec<f32>>, LoadedModel)> {
         let (ds, rig) = (self.ds, self.rig);
         let device = Default::default();
         let decoder = Decoder::<CpuBackend>::load(dir, &device)
@@ -583,10 +594,9 @@ impl TestImages<'_> {
                 Ok(out)
             },
         )?;
-        let rf_recovery = match (decoder.model().gaussian.as_ref(), &self.truth) {
-            (Some(layer), Some(truth)) => Some(rf_recovery(layer, &cfg, truth, rig)?),
-            _ => None,
-        };
+        let rfs = decoder.model().gaussian.as_ref();
+        let rfs = rfs.map(|layer| rf_sets(self, layer, &cfg)).transpose()?;
+        let with_truth = rfs.as_ref().filter(|_| self.truth.is_some());
         let entry = ModelMetrics {
             name: model_name(dir),
             model: Some(dir.to_path_buf()),
@@ -594,9 +604,17 @@ impl TestImages<'_> {
             width: Some(cfg.width),
             scores: score(&averaged, &single, &self.originals, ds.meta.image_size),
             linear: None,
-            rf_recovery,
+            rf_recovery: with_truth.map(rf_recovery),
         };
-        Ok((entry, averaged))
+        Ok((
+            entry,
+            averaged,
+            LoadedModel {
+                decoder,
+                stats,
+                rfs,
+            },
+        ))
     }
 }
 
@@ -728,41 +746,93 @@ fn model_name(dir: &Path) -> String {
         .unwrap_or_else(|| dir.display().to_string())
 }
 
-/// Learned vs true RF centres per area (degrees), for a learned Gaussian RF layer.
-fn rf_recovery(
+/// A learned RF layer's RFs in degrees: learned, where training started, and the truth
+/// (when known), with each electrode's array and area.
+struct RfSets {
+    pub learned: Vec<RfDeg>,
+    pub start: Vec<RfDeg>,
+    pub truth: Vec<Option<RfDeg>>,
+    pub array: Vec<usize>,
+    pub area: Vec<Area>,
+    pub arrays: usize,
+}
+
+impl RfSets {
+    /// The learned, start and true RFs of the electrodes `keep` picks.
+    pub fn select(&self, keep: impl Fn(usize) -> bool) -> [Vec<RfDeg>; 3] {
+        let pick = |set: &[RfDeg]| {
+            (0..set.len())
+                .filter(|&e| keep(e))
+                .map(|e| set[e])
+                .collect()
+        };
+        let truth = (0..self.truth.len())
+            .filter(|&e| keep(e))
+            .filter_map(|e| self.truth[e])
+            .collect();
+        [pick(&self.learned), pick(&self.start), truth]
+    }
+}
+
+/// A learned RF layer's RFs in degrees, beside where they started and the truth.
+fn rf_sets(
+    t: &TestImages<'_>,
     layer: &crate::decoder::GaussianRfLayer<CpuBackend>,
     cfg: &crate::decoder::DecoderConfig,
-    truth: &RfTable,
-    rig: &RigConfig,
-) -> anyhow::Result<BTreeMap<String, RfRecovery>> {
+) -> anyhow::Result<RfSets> {
     let host = |t: burn::tensor::Tensor<CpuBackend, 1>| -> anyhow::Result<Vec<f32>> {
         t.into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))
     };
-    let (mx, my) = (host(layer.mu_x.val())?, host(layer.mu_y.val())?);
-    let (c, ppd) = (rig.image_size as f64 / 2.0, rig.rf.pixels_per_degree);
-    let initial = crate::decoder::input::initial_rfs(cfg);
-    let to_deg = |px: f64, py: f64| [(px - c) / ppd, (c - py) / ppd];
+    let (mx, my, sg) = (
+        host(layer.mu_x.val())?,
+        host(layer.mu_y.val())?,
+        host(layer.sigma())?,
+    );
+    let (c, ppd) = (t.rig.image_size as f64 / 2.0, t.rig.rf.pixels_per_degree);
+    let deg = |x: f32, y: f32, s: f32| RfDeg {
+        x: (x as f64 - c) / ppd,
+        y: (c - y as f64) / ppd,
+        sigma: s as f64 / ppd,
+    };
+    let start = crate::decoder::input::initial_rfs(cfg);
+    let truth = |channel: usize| {
+        let rf = t.truth.as_ref()?.get(channel)?;
+        Some(RfDeg {
+            x: rf.x_deg,
+            y: rf.y_deg,
+            sigma: rf.size_deg,
+        })
+    };
+    Ok(RfSets {
+        learned: (0..mx.len()).map(|e| deg(mx[e], my[e], sg[e])).collect(),
+        start: start.iter().map(|s| deg(s[0], s[1], s[2])).collect(),
+        truth: t.rig.electrodes.iter().map(|e| truth(e.channel)).collect(),
+        array: cfg.electrodes.iter().map(|e| e.array).collect(),
+        area: t.rig.electrodes.iter().map(|e| e.area).collect(),
+        arrays: cfg.n_arrays,
+    })
+}
+
+/// Learned vs true RF centres per area (degrees), for the electrodes whose truth is
+/// known.
+fn rf_recovery(rfs: &RfSets) -> BTreeMap<String, RfRecovery> {
     let mut out = BTreeMap::new();
     for area in Area::ALL {
         let mut centres = RfCentres::default();
-        for (e, el) in rig.electrodes.iter().enumerate() {
-            if el.area != area {
-                continue;
-            }
-            if let Some(t) = truth.get(el.channel) {
-                centres.learned.push(to_deg(mx[e] as f64, my[e] as f64));
-                centres
-                    .start
-                    .push(to_deg(initial[e][0] as f64, initial[e][1] as f64));
-                centres.truth.push([t.x_deg, t.y_deg]);
-                centres.array.push(cfg.electrodes[e].array);
+        for e in (0..rfs.area.len()).filter(|&e| rfs.area[e] == area) {
+            if let Some(t) = rfs.truth[e] {
+                let (l, s) = (rfs.learned[e], rfs.start[e]);
+                centres.learned.push([l.x, l.y]);
+                centres.start.push([s.x, s.y]);
+                centres.truth.push([t.x, t.y]);
+                centres.array.push(rfs.array[e]);
             }
         }
         if centres.learned.len() >= 3 {
             out.insert(area.name().to_string(), centres.recovery());
         }
     }
-    Ok(out)
+    out
 }
 
 /// One area's centres (degrees): learned, where training started, true; and each

@@ -23,24 +23,23 @@
 //! - **area-restricted models** (Fig. 12): models trained with `train --areas` beside the
 //!   one on every area and the linear decoder of the same areas (`areas.png`).
 //!
-//! Three steps: `analyses` run the analyses and return their numbers ([`ReportSummary`])
-//! with the few reconstructions and the RFs the figures show; `draw` draws the figures
-//! from those; `page` renders `report.html` from the template `report/page.html`, which
-//! escapes every value it inserts.
+//! Three steps: `analyses` returns the numbers ([`ReportSummary`]) and the few
+//! reconstructions the figures show, `draw` draws the figures, and `page` renders
+//! `report.html` from the template `report/page.html`, which escapes every value.
 
 mod analyses;
 mod draw;
 mod page;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use serde::Serialize;
 
 use super::analysis::SizeEccentricity;
 use super::occlusion::Keep;
-use super::{ModelMetrics, TestImages};
+use super::{LoadedModel, ModelMetrics, TestImages};
 use crate::alexnet::{AlexNet, LayerCorrelation};
 use crate::decoder::CpuBackend;
 
@@ -120,7 +119,8 @@ pub struct ReportSummary {
 /// What the report needs from the main evaluation.
 pub(super) struct Inputs<'a> {
     pub tests: &'a TestImages<'a>,
-    pub models: &'a [PathBuf],
+    /// The models as eval loaded them, in the order given.
+    pub models: &'a [LoadedModel],
     pub entries: &'a [ModelMetrics],
     /// Each model's repeat-averaged reconstructions in eval's metrics table.
     pub recons: &'a [Vec<Vec<f32>>],

@@ -87,22 +87,27 @@ pub fn design(cfg: &BroadbandConfig) -> Result<FilterDesign, DesignError> {
             _ => Vec::new(),
         }
     };
-    let band = sos(butter_dyn(
+    let butterworth = |order, edges, band| {
+        let (sos_out, rate) = (Some(FilterOutputType::Sos), Some(cfg.sampling_rate_hz));
+        sos(butter_dyn(
+            order,
+            edges,
+            Some(band),
+            Some(false),
+            sos_out,
+            rate,
+        ))
+    };
+    let band = butterworth(
         cfg.band_order,
         cfg.band_hz.to_vec(),
-        Some(FilterBandType::Bandpass),
-        Some(false),
-        Some(FilterOutputType::Sos),
-        Some(cfg.sampling_rate_hz),
-    ));
-    let lowpass = sos(butter_dyn(
+        FilterBandType::Bandpass,
+    );
+    let lowpass = butterworth(
         cfg.lowpass_order,
         vec![cfg.lowpass_hz],
-        Some(FilterBandType::Lowpass),
-        Some(false),
-        Some(FilterOutputType::Sos),
-        Some(cfg.sampling_rate_hz),
-    ));
+        FilterBandType::Lowpass,
+    );
     if band.is_empty() {
         return Err(DesignError::Empty("band-pass"));
     }

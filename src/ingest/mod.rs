@@ -36,18 +36,14 @@ pub mod watch;
 use crate::config::{BroadbandConfig, RigConfig};
 use broadband::MuaExtractor;
 
-/// Why a stream could not be used. Only [`IngestError::NotFound`] can go away by trying
-/// again (once the source runs); the others need a different selector, config or stream.
+/// Why a stream could not be used. Only a [`LslError::NotFound`] in
+/// [`IngestError::Resolve`] can go away by trying again (once the source runs); the others
+/// need a different selector, config or stream.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("no LSL stream matches {predicate} (waited {waited:.1} s); is the source running? Check the rig config's [streams] selectors or --mua-query/--marker-query")]
-    NotFound { predicate: String, waited: f64 },
-    #[error("{count} LSL streams match {predicate}: {list}; make the selector unique (name and source_id) instead of taking the first one seen")]
-    Ambiguous {
-        predicate: String,
-        count: usize,
-        list: String,
-    },
+    /// No stream, or more than one, matches the selector.
+    #[error("{0}{hint}", hint = resolve_hint(.0))]
+    Resolve(LslError),
     #[error("stream '{name}' has {found} channels but the rig config declares {expected} (rig.channels); use the config of the rig that is streaming, or fix the stream")]
     ChannelCount {
         name: String,
@@ -69,34 +65,22 @@ pub enum IngestError {
     },
     #[error("cannot extract MUA from the broadband stream: {0}")]
     Broadband(#[from] broadband::DesignError),
-    #[error("invalid LSL predicate {0:?}")]
-    Predicate(String),
     #[error("liblsl could not {0}")]
     Lsl(&'static str),
 }
 
-/// Finds exactly one stream for a selector (see [`lsl::resolve_unique`]).
-fn resolve_unique(selector: &StreamSelector, timeout: f64) -> Result<lsl::StreamInfo, IngestError> {
-    lsl::resolve_unique(&selector.predicate(), timeout).map_err(|e| match e {
-        LslError::NotFound { predicate, waited } => IngestError::NotFound { predicate, waited },
-        LslError::Ambiguous {
-            predicate,
-            count,
-            list,
-        } => IngestError::Ambiguous {
-            predicate,
-            count,
-            list,
-        },
-        LslError::Predicate(predicate) => IngestError::Predicate(predicate),
-        _ => IngestError::Lsl("resolve the stream"),
-    })
+/// What to do about a stream that could not be resolved.
+fn resolve_hint(e: &LslError) -> &'static str {
+    match e {
+        LslError::NotFound { .. } => "; is the source running? Check the rig config's [streams] selectors or --mua-query/--marker-query",
+        LslError::Ambiguous { .. } => "; make the selector unique (name and source_id) instead of taking the first one seen",
+        _ => "",
+    }
 }
 
-/// What an inlet's set-up failures are called in an [`IngestError::Lsl`].
-struct InletSteps {
-    create: &'static str,
-    open: &'static str,
+/// Finds exactly one stream for a selector (see [`lsl::resolve_unique`]).
+fn resolve_unique(selector: &StreamSelector, timeout: f64) -> Result<lsl::StreamInfo, IngestError> {
+    lsl::resolve_unique(&selector.predicate(), timeout).map_err(IngestError::Resolve)
 }
 
 /// When an inlet starts receiving samples.
@@ -112,20 +96,20 @@ pub enum Opening {
 
 /// Creates an inlet on a resolved stream with clock sync, opens it when `opening` says
 /// so, takes the first clock offset and the full header into `description.full_xml`.
+/// `steps` names the creation and the opening in an [`IngestError::Lsl`].
 fn open_inlet(
     info: &lsl::StreamInfo,
     max_buflen: i32,
     timeout: f64,
-    steps: InletSteps,
+    steps: [&'static str; 2],
     description: &mut StreamDescription,
     opening: Opening,
 ) -> Result<Inlet, IngestError> {
-    let mut inlet = Inlet::create(info, max_buflen).map_err(|_| IngestError::Lsl(steps.create))?;
+    let [create, open] = steps;
+    let mut inlet = Inlet::create(info, max_buflen).map_err(|_| IngestError::Lsl(create))?;
     inlet.enable_clock_sync();
     if opening == Opening::Now {
-        inlet
-            .open_stream(timeout.max(1.0))
-            .map_err(|_| IngestError::Lsl(steps.open))?;
+        (inlet.open_stream(timeout.max(1.0))).map_err(|_| IngestError::Lsl(open))?;
     }
     // Obtains the first clock-offset estimate now. Otherwise liblsl's clock-sync
     // post-processing makes the first pull wait for it (measured here: the first
@@ -283,10 +267,7 @@ impl MuaInlet {
                 }))
             }
         };
-        let steps = InletSteps {
-            create: "create the MUA inlet",
-            open: "open the MUA stream",
-        };
+        let steps = ["create the MUA inlet", "open the MUA stream"];
         // Buffer 10 s.
         let inlet = open_inlet(info, 10, timeout, steps, &mut description, opening)?;
         Ok(MuaInlet {
@@ -333,18 +314,10 @@ impl MuaInlet {
         if let Some(b) = self.broadband.as_deref_mut() {
             return b.pull(&mut self.inlet, wait, &mut self.values, &mut self.stamps);
         }
-        let ch = self.channels;
-        let (first, rest) = self.values.split_at_mut(ch);
-        match self.inlet.pull_sample_f32(first, wait) {
-            Pulled::Lost => return Pull::Lost,
-            Pulled::Timeout => return Pull::Timeout,
-            Pulled::Sample(stamp) => self.stamps[0] = stamp,
+        match pull_rows(&mut self.inlet, &mut self.values, &mut self.stamps, wait) {
+            Ok(n) => Pull::Samples(n),
+            Err(why) => why,
         }
-        if self.stamps.len() == 1 {
-            return Pull::Samples(1);
-        }
-        let written = self.inlet.pull_chunk_f32(rest, &mut self.stamps[1..], 0.0);
-        Pull::Samples(1 + written / ch)
     }
 
     /// Values of the last pull, `[samples][channels]`.
@@ -372,15 +345,10 @@ impl Broadband {
         values: &mut [f32],
         stamps: &mut [f64],
     ) -> Pull {
-        let ch = self.extractor.channels();
-        let (first, rest) = self.raw.split_at_mut(ch);
-        match inlet.pull_sample_f32(first, wait) {
-            Pulled::Lost => return Pull::Lost,
-            Pulled::Timeout => return Pull::Timeout,
-            Pulled::Sample(stamp) => self.raw_stamps[0] = stamp,
-        }
-        let written = inlet.pull_chunk_f32(rest, &mut self.raw_stamps[1..], 0.0);
-        let n = 1 + written / ch;
+        let n = match pull_rows(inlet, &mut self.raw, &mut self.raw_stamps, wait) {
+            Ok(n) => n,
+            Err(why) => return why,
+        };
         let rows = self
             .extractor
             .process(&self.raw, n, values, &mut self.taken);
@@ -389,6 +357,28 @@ impl Broadband {
         }
         Pull::Samples(rows)
     }
+}
+
+/// Waits up to `wait` for one sample into the first row of `values` (`[stamps.len()]
+/// [channels]`), then takes whatever else is queued without waiting. The rows pulled, or
+/// why there are none. Never allocates.
+fn pull_rows(
+    inlet: &mut Inlet,
+    values: &mut [f32],
+    stamps: &mut [f64],
+    wait: f64,
+) -> Result<usize, Pull> {
+    let ch = values.len() / stamps.len();
+    let (first, rest) = values.split_at_mut(ch);
+    match inlet.pull_sample_f32(first, wait) {
+        Pulled::Lost => return Err(Pull::Lost),
+        Pulled::Timeout => return Err(Pull::Timeout),
+        Pulled::Sample(stamp) => stamps[0] = stamp,
+    }
+    if stamps.len() == 1 {
+        return Ok(1);
+    }
+    Ok(1 + inlet.pull_chunk_f32(rest, &mut stamps[1..], 0.0) / ch)
 }
 
 /// Checks a resolved stream against the rig: channel count, a numeric format (float
@@ -601,22 +591,16 @@ pub struct RawMarker {
 /// Parses one marker string: `stim_on <image_id>` or `stim_off`.
 pub fn parse_marker(text: &str, lsl_time: f64) -> Option<MarkerEvent> {
     let t = text.trim();
-    if let Some(id) = t.strip_prefix("stim_on") {
-        let id = id.trim();
-        if !t["stim_on".len()..].is_empty()
-            && !t["stim_on".len()..].starts_with(char::is_whitespace)
-        {
-            return None;
-        }
-        return Some(MarkerEvent::Onset(Onset {
-            lsl_time,
-            image: ImageId::new(id),
-        }));
-    }
     if t == "stim_off" {
         return Some(MarkerEvent::Offset { lsl_time });
     }
-    None
+    // `stim_on` alone, or followed by white space and the id (not `stim_onset`).
+    let id = (t.strip_prefix("stim_on"))
+        .filter(|r| r.is_empty() || r.starts_with(char::is_whitespace))?;
+    Some(MarkerEvent::Onset(Onset {
+        lsl_time,
+        image: ImageId::new(id.trim()),
+    }))
 }
 
 /// Runs the marker inlet until `stop`: resolves the selector's stream, pulls
@@ -729,10 +713,7 @@ fn open_markers(
 ) -> Result<(Inlet, StreamDescription), IngestError> {
     let info = resolve_unique(selector, timeout)?;
     let mut desc = info.describe();
-    let steps = InletSteps {
-        create: "create the marker inlet",
-        open: "open the marker stream",
-    };
+    let steps = ["create the marker inlet", "open the marker stream"];
     let inlet = open_inlet(&info, 360, timeout, steps, &mut desc, opening)?;
     Ok((inlet, desc))
 }

@@ -504,6 +504,28 @@ pub struct StringChunk {
     lens: Vec<u32>,
 }
 
+impl StringChunk {
+    /// Points at `values` (each sent with its length): no allocation once the buffers
+    /// have grown to their count.
+    fn fill<'a>(&mut self, values: impl Iterator<Item = &'a [u8]>) {
+        self.ptrs.clear();
+        self.lens.clear();
+        for v in values {
+            self.ptrs.push(v.as_ptr().cast::<c_char>());
+            self.lens.push(u32::try_from(v.len()).unwrap_or(u32::MAX));
+        }
+    }
+}
+
+/// A liblsl push's return code as a result: `Err` holds a negative code.
+fn pushed(code: i32) -> Result<(), i32> {
+    if code < 0 {
+        Err(code)
+    } else {
+        Ok(())
+    }
+}
+
 /// An owned `lsl_outlet` handle: a stream others can resolve and pull.
 pub struct Outlet {
     handle: lsl_sys::lsl_outlet,
@@ -556,10 +578,7 @@ impl Outlet {
         let n = self.whole_samples(values.len(), stamps.len())?;
         // SAFETY: valid outlet; values holds n values, stamps.len() whole samples of the
         // outlet's channel count (checked above), and stamps one per sample.
-        match unsafe { T::push_chunk(self.handle, values.as_ptr(), n, stamps.as_ptr()) } {
-            code if code < 0 => Err(code),
-            _ => Ok(()),
-        }
+        pushed(unsafe { T::push_chunk(self.handle, values.as_ptr(), n, stamps.as_ptr()) })
     }
 
     /// One sample of a string stream from byte strings (each sent with its length, so
@@ -572,21 +591,14 @@ impl Outlet {
         stamp: f64,
         scratch: &mut StringChunk,
     ) -> Result<(), i32> {
-        scratch.ptrs.clear();
-        scratch.lens.clear();
-        for v in values {
-            scratch.ptrs.push(v.as_ptr().cast::<c_char>());
-            scratch
-                .lens
-                .push(u32::try_from(v.len()).unwrap_or(u32::MAX));
-        }
+        scratch.fill(values);
         if scratch.ptrs.len() != self.channels {
             return Err(lsl_sys::lsl_error_code_t_lsl_argument_error);
         }
         // SAFETY: valid outlet; ptrs and lens hold one entry per channel (checked), each
         // pointer to at least its length in bytes, alive for the call (the iterator's
         // items borrow from the caller). liblsl copies the strings.
-        let code = unsafe {
+        pushed(unsafe {
             lsl_sys::lsl_push_sample_buftp(
                 self.handle,
                 scratch.ptrs.as_mut_ptr(),
@@ -594,12 +606,7 @@ impl Outlet {
                 stamp,
                 1,
             )
-        };
-        if code < 0 {
-            Err(code)
-        } else {
-            Ok(())
-        }
+        })
     }
 
     /// [`Outlet::push_chunk`] for a string stream. Each string is sent with its length
@@ -611,18 +618,11 @@ impl Outlet {
         scratch: &mut StringChunk,
     ) -> Result<(), i32> {
         let n = self.whole_samples(values.len(), stamps.len())?;
-        scratch.ptrs.clear();
-        scratch.lens.clear();
-        for s in values {
-            scratch.ptrs.push(s.as_ptr().cast::<c_char>());
-            scratch
-                .lens
-                .push(u32::try_from(s.len()).unwrap_or(u32::MAX));
-        }
+        scratch.fill(values.iter().map(String::as_bytes));
         // SAFETY: valid outlet; ptrs and lens hold n entries, each pointer to a string of
         // at least its length in bytes, alive for the call (values is borrowed); whole
         // samples with one stamp each (checked above). liblsl copies everything.
-        let code = unsafe {
+        pushed(unsafe {
             lsl_sys::lsl_push_chunk_buftnp(
                 self.handle,
                 scratch.ptrs.as_mut_ptr(),
@@ -631,12 +631,7 @@ impl Outlet {
                 stamps.as_ptr(),
                 1,
             )
-        };
-        if code < 0 {
-            Err(code)
-        } else {
-            Ok(())
-        }
+        })
     }
 }
 

@@ -25,7 +25,7 @@ use super::{
     LOOKAHEAD_S, MAX_BATCH_S, MAX_NAP, OFFSET_WAIT_BYTES, OFFSET_WAIT_S, RESET_JUMP_S,
 };
 use crate::lsl::local_clock;
-use crate::xdf::{Chunk, SampleChunk, StreamId, StreamInfo, Values, XdfError, XdfReader};
+use crate::xdf::{Chunk, SampleChunk, StreamId, StreamInfo, XdfError, XdfReader};
 
 /// Samples of one file chunk waiting to be sent. `stamps` are clock-corrected.
 struct Queued {
@@ -109,10 +109,7 @@ impl Stream {
     fn waiting_span(&self) -> f64 {
         let first = self.waiting.front().and_then(|c| c.stamps.first());
         let last = self.waiting.back().and_then(|c| c.stamps.last());
-        match (first, last) {
-            (Some(a), Some(b)) => (b - a).abs(),
-            _ => 0.0,
-        }
+        first.zip(last).map_or(0.0, |(a, b)| (b - a).abs())
     }
 
     /// The front chunk's samples stamped at or before `limit` (session time + shift),
@@ -462,13 +459,13 @@ impl Replayer<'_> {
     fn push_due(&mut self, limit: f64) -> Result<(), ReplayError> {
         loop {
             // The stream whose next sample is earliest and due.
-            let Some(i) = (0..self.streams.len())
-                .filter(|&i| self.streams[i].head().is_some_and(|h| h <= limit))
-                .min_by(|&a, &b| {
-                    let (ha, hb) = (self.streams[a].head(), self.streams[b].head());
-                    ha.unwrap_or(f64::INFINITY)
-                        .total_cmp(&hb.unwrap_or(f64::INFINITY))
-                })
+            let Some((i, _)) = self
+                .streams
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some((i, s.head()?)))
+                .filter(|&(_, head)| head <= limit)
+                .min_by(|a, b| a.1.total_cmp(&b.1))
             else {
                 return Ok(());
             };
@@ -608,14 +605,13 @@ impl Replayer<'_> {
             || wanted
                 .iter()
                 .any(|w| w == info.name() || *w == id.0.to_string());
-        let (outlet, note) = if selected {
-            let (outlet, note) = publish(info, id, &self.base_dir, &self.opts.name_suffix)?;
-            (Some(outlet), note)
-        } else {
-            (None, None)
-        };
+        let (outlet, note) = selected
+            .then(|| publish(info, id, &self.base_dir, &self.opts.name_suffix))
+            .transpose()?
+            .unzip();
         self.by_id.insert(id.0, self.streams.len());
-        self.streams.push(Stream::new(id, info, outlet, note));
+        self.streams
+            .push(Stream::new(id, info, outlet, note.flatten()));
         Ok(())
     }
 
@@ -782,21 +778,11 @@ impl Replayer<'_> {
 /// Splits `chunk` at sample `at`: `chunk` keeps the samples before it, the rest is
 /// returned.
 fn split_off(chunk: &mut SampleChunk, at: usize) -> SampleChunk {
-    let v = at * chunk.channel_count;
-    let values = match &mut chunk.values {
-        Values::Float32(x) => Values::Float32(x.split_off(v)),
-        Values::Double64(x) => Values::Double64(x.split_off(v)),
-        Values::Int8(x) => Values::Int8(x.split_off(v)),
-        Values::Int16(x) => Values::Int16(x.split_off(v)),
-        Values::Int32(x) => Values::Int32(x.split_off(v)),
-        Values::Int64(x) => Values::Int64(x.split_off(v)),
-        Values::String(x) => Values::String(x.split_off(v)),
-    };
     SampleChunk {
         stream: chunk.stream,
         channel_count: chunk.channel_count,
         stamps: chunk.stamps.split_off(at),
-        values,
+        values: chunk.values.split_off(at * chunk.channel_count),
     }
 }
 

@@ -159,7 +159,7 @@ pub const N_FEATURES: usize = 6;
 /// layer-2 maps inside the RF); IT: `shape` (a mix of layer-3 maps pooled over its large
 /// RF, position-tolerant; [`super::ventral`]). `coarse` (a random linear projection of the
 /// 6 × 6 colour layout inside the RF) has no weight by default.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Features {
     pub luminance: f64,
@@ -212,19 +212,6 @@ impl Features {
             self.coarse,
             self.shape,
         ]
-    }
-}
-
-impl Default for Features {
-    fn default() -> Self {
-        Features {
-            luminance: 0.0,
-            contrast: 0.0,
-            colour: 0.0,
-            texture: 0.0,
-            coarse: 0.0,
-            shape: 0.0,
-        }
     }
 }
 
@@ -336,17 +323,14 @@ impl SimConfig {
     /// Parses and validates; keys left out keep their defaults. A section for an area
     /// (`[V4]`) starts from that area's defaults.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<SimConfig, SimConfigError> {
-        let value: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| SimConfigError::Parse {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-        let mut config: SimConfig =
-            toml::from_str(text).map_err(|e: toml::de::Error| SimConfigError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let parse = |message: String| SimConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let value: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse(e.to_string()))?;
+        let mut config: SimConfig = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
         // serde fills a missing key of [V4] from AreaModel::default(), which is V1's:
         // redo each area on top of its own defaults.
         for area in Area::ALL {
@@ -357,10 +341,7 @@ impl SimConfig {
                     let mut base = toml::Value::try_from(&own).expect("serialisable");
                     merge(&mut base, section);
                     base.try_into()
-                        .map_err(|e: toml::de::Error| SimConfigError::Parse {
-                            path: path.to_path_buf(),
-                            message: format!("[{name}]: {e}"),
-                        })?
+                        .map_err(|e: toml::de::Error| parse(format!("[{name}]: {e}")))?
                 }
                 None => own,
             };

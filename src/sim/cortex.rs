@@ -19,7 +19,6 @@
 //! off, sampled at 1 kHz.
 
 use rand::Rng;
-use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
 use super::config::{AreaModel, SimConfig, N_FEATURES};
@@ -38,10 +37,6 @@ const MAX_LEVEL: usize = 3;
 
 /// Images in the reference set that fixes each unit's operating range.
 const REFERENCE_IMAGES: usize = 64;
-
-fn normal(rng: &mut impl Rng) -> f64 {
-    StandardNormal.sample(rng)
-}
 
 /// One live electrode.
 #[derive(Clone, Debug)]
@@ -119,7 +114,9 @@ impl Cortex {
             let m = config.area(e.area);
             let f = &m.features;
             let coarse = if f.coarse != 0.0 {
-                (0..GRID * GRID * 3).map(|_| normal(&mut rng)).collect()
+                (0..GRID * GRID * 3)
+                    .map(|_| seeds::normal(&mut rng))
+                    .collect()
             } else {
                 Vec::new()
             };

@@ -182,15 +182,16 @@ struct Presentation {
     day: u32,
 }
 
-/// How the dataset holds each presentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the dataset holds each presentation. (The variants' docs are `--form`'s help.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DatasetForm {
     /// `responses.npy` `[trials, 300, channels]`: the MUA from −100 to +199 ms.
     Trials,
     /// `responses.npy` `[trials, 2 + TW-3 windows, channels]`: each channel's means over
     /// its area's TW-15 window, each TW-3 window and the baseline window, what every
-    /// decoder and the normalisation read ([`crate::dataset::DatasetMeta::window_means`];
-    /// 7 rows with the default windows, 1/43 of the trials' size).
+    /// decoder and the normalisation read (7 rows with the default windows, 1/43 of the
+    /// trials' size).
     Windows,
 }
 
@@ -309,10 +310,7 @@ fn run(opts: &SimOptions, with_session: bool, form: DatasetForm) -> anyhow::Resu
                 "rf_truth": "../rf-truth.csv",
                 "rf_table": "../rf-table.csv",
                 "session": with_session.then_some("../session.xdf"),
-                "form": match form {
-                    DatasetForm::Trials => "trials",
-                    DatasetForm::Windows => "windows",
-                },
+                "form": form,
             }
         }),
     })?;
@@ -500,18 +498,17 @@ impl<'a> SessionWriter<'a> {
         presentations: &'a [Presentation],
     ) -> anyhow::Result<SessionWriter<'a>> {
         let rig = &opts.rig;
-        let xdf = match xdf_path {
-            Some(path) => {
+        let xdf = xdf_path
+            .map(|path| -> anyhow::Result<_> {
                 let mut xdf = XdfWriter::create(path)?;
                 xdf.add_stream(MUA_STREAM, mua_spec(rig, opts))?;
                 xdf.add_stream(MARKER_STREAM, marker_spec(rig, opts.images.len()))?;
                 if opts.broadband {
                     xdf.add_stream(BROADBAND_STREAM, broadband_spec(rig, opts))?;
                 }
-                Some(xdf)
-            }
-            None => None,
-        };
+                Ok(xdf)
+            })
+            .transpose()?;
         Ok(SessionWriter {
             opts,
             presentations,
@@ -621,15 +618,15 @@ impl<'a> SessionWriter<'a> {
                 break;
             }
             self.trial.clear();
-            for n in lo..hi {
-                let row = if n >= start {
-                    &block[(n - start) * channels..(n - start + 1) * channels]
-                } else {
-                    let prev_start = start - BLOCK;
-                    &self.previous[(n - prev_start) * channels..(n - prev_start + 1) * channels]
-                };
-                self.trial.extend_from_slice(row);
+            if lo < start {
+                // The previous block is a whole one: it ends where this one starts.
+                let prev_start = start - BLOCK;
+                self.trial
+                    .extend_from_slice(&self.previous[(lo - prev_start) * channels..]);
             }
+            self.trial.extend_from_slice(
+                &block[(lo.max(start) - start) * channels..(hi - start) * channels],
+            );
             let info = TrialInfo {
                 image: p.image,
                 onset: SESSION_T0 + p.onset as f64 / 1000.0,
@@ -656,10 +653,10 @@ impl<'a> SessionWriter<'a> {
         let rows = 2 + rig.windows.tw3_starts.len();
         let mut out = vec![0.0f32; rows * channels];
         let (mut means, mut baseline) = (Vec::new(), Vec::new());
+        let n_e = rig.electrodes.len();
         for (first, set) in [(0, WindowSetKind::Tw15), (1, WindowSetKind::Tw3)] {
-            let trial = &self.trial;
             raw_window_means(
-                trial,
+                &self.trial,
                 channels,
                 PRE_MS,
                 rig,
@@ -667,7 +664,6 @@ impl<'a> SessionWriter<'a> {
                 &mut means,
                 Some(&mut baseline),
             );
-            let n_e = rig.electrodes.len();
             for (e, el) in rig.electrodes.iter().enumerate() {
                 for k in 0..means.len() / n_e {
                     out[(first + k) * channels + el.channel] = means[k * n_e + e] as f32;
@@ -772,9 +768,7 @@ impl DayDrift {
         };
         if days > 1 {
             let mut rng = seeds::rng(seed, seeds::DOMAIN_DAYS, 0);
-            let mut z = || -> f64 {
-                rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng)
-            };
+            let mut z = || seeds::normal(&mut rng);
             for (i, (g, b)) in drift.gain.iter_mut().zip(&mut drift.baseline).enumerate() {
                 let ch = &cortex.channels[i % channels];
                 *g = (design.day_gain_sd * z()).exp() as f32;
@@ -810,8 +804,7 @@ impl BlockGenerator<'_> {
             for (((v, ch), g), shift) in
                 row.iter_mut().zip(&cortex.channels).zip(gain).zip(baseline)
             {
-                let z: f32 =
-                    rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
+                let z = seeds::normal(&mut rng) as f32;
                 *v = ch.spontaneous * g + shift + ch.noise_sd * z;
             }
         }
@@ -914,8 +907,7 @@ impl RawSignal {
         for (r, row) in uv.chunks_exact_mut(channels).enumerate() {
             let line = ((first + r) as f64 * w).sin() as f32;
             for (v, amp) in row.iter_mut().zip(&self.line_uv) {
-                let z: f32 =
-                    rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
+                let z = seeds::normal(&mut rng) as f32;
                 *v = line * amp + noise * z;
             }
         }
@@ -958,8 +950,7 @@ struct PresentationDraw {
 impl PresentationDraw {
     fn new(seed: u64, index: usize, cortex: &Cortex) -> PresentationDraw {
         let mut rng = seeds::rng(seed, seeds::DOMAIN_PRESENTATIONS, index as u64);
-        let mut normal =
-            || -> f64 { rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng) };
+        let mut normal = || seeds::normal(&mut rng);
         let mut jitter = [0isize; 3];
         let mut shared = [0.0f64; 3];
         for area in Area::ALL {
@@ -987,17 +978,16 @@ fn jittered(truth: &RfTable, jitter_deg: f64, seed: u64) -> RfTable {
         return truth.clone();
     }
     let mut rng = seeds::rng(seed, seeds::DOMAIN_JITTER, 0);
-    let mut n =
-        || -> f64 { rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng) };
+    let mut n = || seeds::normal(&mut rng);
     RfTable {
         entries: truth
             .entries
             .iter()
             .map(|e| RfEntry {
-                channel: e.channel,
                 x_deg: e.x_deg + jitter_deg * n(),
                 y_deg: e.y_deg + jitter_deg * n(),
                 size_deg: e.size_deg * (0.2 * n()).exp(),
+                ..*e
             })
             .collect(),
     }
@@ -1055,22 +1045,8 @@ fn mua_spec(rig: &RigConfig, opts: &SimOptions) -> StreamSpec {
 fn broadband_spec(rig: &RigConfig, opts: &SimOptions) -> StreamSpec {
     let selector = rig.broadband.selector.clone().unwrap_or_default();
     let mua = mua_spec(rig, opts);
-    let mut spec = StreamSpec::new(
-        selector
-            .name
-            .as_deref()
-            .unwrap_or("monkeysee-synthetic-broadband"),
-        selector.stream_type.as_deref().unwrap_or("Broadband"),
-        rig.channel_count,
-        rig.broadband.sampling_rate_hz,
-        ChannelFormat::Int16,
-    );
-    spec.source_id = selector
-        .source_id
-        .unwrap_or_else(|| format!("monkeysee-simulate-{}-broadband", opts.seed));
-    spec.channel_labels = mua.channel_labels;
     let scale = opts.config.broadband.uv_per_count.to_string();
-    spec.channel_fields = mua
+    let channel_fields = mua
         .channel_fields
         .into_iter()
         .map(|fields| {
@@ -1085,8 +1061,19 @@ fn broadband_spec(rig: &RigConfig, opts: &SimOptions) -> StreamSpec {
                 .collect()
         })
         .collect();
-    spec.desc_fields = mua.desc_fields;
-    spec
+    StreamSpec {
+        name: selector
+            .name
+            .unwrap_or_else(|| "monkeysee-synthetic-broadband".into()),
+        content_type: selector.stream_type.unwrap_or_else(|| "Broadband".into()),
+        nominal_srate: rig.broadband.sampling_rate_hz,
+        channel_format: ChannelFormat::Int16,
+        source_id: selector
+            .source_id
+            .unwrap_or_else(|| format!("monkeysee-simulate-{}-broadband", opts.seed)),
+        channel_fields,
+        ..mua
+    }
 }
 
 fn marker_spec(rig: &RigConfig, n_images: usize) -> StreamSpec {

@@ -22,7 +22,7 @@
 
 use rand::Rng;
 
-use super::seeds::{rng, DOMAIN_VENTRAL};
+use super::seeds::{normal, rng, DOMAIN_VENTRAL};
 
 const L1: usize = 8;
 const L2: usize = 16;
@@ -99,10 +99,6 @@ impl Conv {
         }
         (y, out_side)
     }
-}
-
-fn normal(r: &mut impl Rng) -> f64 {
-    rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, r)
 }
 
 /// 2 × 2 max pooling, `[y][x][c]`.

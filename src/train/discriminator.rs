@@ -35,13 +35,12 @@ impl<B: Backend> Discriminator<B> {
         let mut norms = Vec::new();
         let mut prev = in_channels + 3;
         for (i, &w) in widths.iter().enumerate() {
-            let conv = Conv2dConfig::new([prev, w], [4, 4])
+            let mut conv = Conv2dConfig::new([prev, w], [4, 4])
                 .with_stride([2, 2])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .with_bias(i == 0)
                 .init(device);
-            let mut conv = conv;
-            init_conv(&mut conv, rng, device);
+            init_conv(&mut conv.weight, &mut conv.bias, rng, device);
             convs.push(conv);
             if i > 0 {
                 let mut bn = BatchNormConfig::new(w).init(device);
@@ -53,7 +52,7 @@ impl<B: Backend> Discriminator<B> {
         let mut head = Conv2dConfig::new([prev, 1], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(device);
-        init_conv(&mut head, rng, device);
+        init_conv(&mut head.weight, &mut head.bias, rng, device);
         Discriminator { convs, norms, head }
     }
 

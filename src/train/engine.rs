@@ -21,11 +21,14 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::host::{HostGan, StepLosses};
+use super::host::{HostDiscriminator, HostGan, HostGenerator, StepLosses};
 use super::rf_encoding::{feature_tensor, RfEncoder};
 use super::{Discriminator, LossWeights, PerceptualLoss};
 use crate::dataset::writer::NpyRows;
-use crate::decoder::{DecoderModel, DenseMapLayer, GaussianRfLayer};
+use crate::decoder::infer::{FoldedUNet, HostUNet};
+use crate::decoder::kernels::BufferPool;
+use crate::decoder::model::runs_on_host;
+use crate::decoder::{host_values, DecoderModel, DenseMapLayer, GaussianRfLayer};
 
 /// Which engine trains (`--engine`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -124,49 +127,34 @@ pub struct RfHead<B: AutodiffBackend> {
 type HeadState<B> = (RfEncoder<B>, Opt<RfEncoder<B>, B>);
 
 impl<B: AutodiffBackend> RfHead<B> {
-    fn none() -> Self {
-        Self { head: None }
-    }
-
-    /// The encoding loss of `layer` on `batch` (weighted), creating the head if needed.
+    /// The encoding loss of `layer` on `batch`, weighted, and its unweighted value, creating
+    /// the head if needed; `None` without a learned RF layer or with the loss off.
     fn loss(
         &mut self,
-        layer: &GaussianRfLayer<B>,
+        layer: Option<&GaussianRfLayer<B>>,
         batch: &Batch,
         weight: f64,
         device: &B::Device,
-    ) -> Tensor<B, 1> {
+    ) -> Option<(Tensor<B, 1>, f64)> {
+        let layer = layer.filter(|_| weight > 0.0)?;
         let (head, _) = self
             .head
             .get_or_insert_with(|| (RfEncoder::new(layer, device), AdamConfig::new().init()));
-        let nf = batch.features.len() / batch.n.max(1);
-        let r = Tensor::<B, 2>::from_data(
-            TensorData::new(batch.features.clone(), [batch.n, nf]),
-            device,
-        );
         let phi = feature_tensor::<B>(&batch.images, batch.size, device);
-        head.loss(layer, phi, r).mul_scalar(weight)
+        let loss = head
+            .loss(layer, phi, responses(batch, device))
+            .mul_scalar(weight);
+        Some((loss.clone(), mean_of(loss) / weight))
     }
 
     /// One Adam step of the head on `grads` (at 20× the network's learning rate: the head is
     /// a small linear read-out that has to keep up with the moving RFs).
     fn step(&mut self, grads: &mut B::Gradients, lr: f64) {
-        if let Some((head, opt)) = self.head.take() {
+        if let Some((head, mut opt)) = self.head.take() {
             let g = GradientsParams::from_module(grads, &head);
-            let head = opt_step(opt, lr, head, g);
-            self.head = Some(head);
+            self.head = Some((opt.step(lr, head, g), opt));
         }
     }
-}
-
-fn opt_step<B: AutodiffBackend>(
-    mut opt: Opt<RfEncoder<B>, B>,
-    lr: f64,
-    head: RfEncoder<B>,
-    grads: GradientsParams,
-) -> HeadState<B> {
-    let head = opt.step(lr, head, grads);
-    (head, opt)
 }
 
 /// The pix2pix history pool of the Burn engine: half the time the discriminator sees an
@@ -210,13 +198,6 @@ fn mean_of<B: Backend>(t: Tensor<B, 1>) -> f64 {
     t.into_scalar().elem::<f64>()
 }
 
-fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> anyhow::Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading a tensor back: {e:?}"))
-}
-
 /// The decoder input of a batch on the backend: the host-built fixed input, or the
 /// learned layer's output (inside the autodiff graph).
 fn input_tensor<B: Backend>(
@@ -231,13 +212,8 @@ fn input_tensor<B: Backend>(
             device,
         ),
         None => {
-            let nf = batch.features.len() / batch.n.max(1);
-            let r = Tensor::from_data(
-                TensorData::new(batch.features.clone(), [batch.n, nf]),
-                device,
-            );
             let maps = model
-                .learned_input(r)
+                .learned_input(responses(batch, device))
                 .expect("a batch without a fixed input belongs to a learned-input kind")
                 .mul_scalar(batch.input_scale); // [n, maps, H, W]
             match &batch.pathway {
@@ -250,6 +226,15 @@ fn input_tensor<B: Backend>(
             }
         }
     }
+}
+
+/// The batch's features `[n, features]` on the backend.
+fn responses<B: Backend>(batch: &Batch, device: &B::Device) -> Tensor<B, 2> {
+    let nf = batch.features.len() / batch.n.max(1);
+    Tensor::from_data(
+        TensorData::new(batch.features.clone(), [batch.n, nf]),
+        device,
+    )
 }
 
 fn images<B: Backend>(batch: &Batch, device: &B::Device) -> Tensor<B, 4> {
@@ -280,7 +265,7 @@ impl<B: AutodiffBackend> Engine<B> {
         let host = match choice {
             EngineChoice::Host => true,
             EngineChoice::Burn => false,
-            EngineChoice::Auto => runs_on_host::<B>(),
+            EngineChoice::Auto => runs_on_host::<B::InnerBackend>(),
         };
         let a = adam(optimisers.beta1);
         // The RF centres' gradients are ~1e-6 per pixel: Burn's default ε (1e-5) would
@@ -295,7 +280,7 @@ impl<B: AutodiffBackend> Engine<B> {
                 disc,
                 opt_rf: rf.init(),
                 opt_dense: a.init(),
-                rf_encoder: RfHead::none(),
+                rf_encoder: RfHead { head: None },
             }))
         } else {
             Engine::Burn(Box::new(BurnEngine {
@@ -305,7 +290,7 @@ impl<B: AutodiffBackend> Engine<B> {
                 opt_g: a.init(),
                 opt_rf: rf.init(),
                 opt_d: a.init(),
-                rf_encoder: RfHead::none(),
+                rf_encoder: RfHead { head: None },
                 pool: HistoryPool {
                     size: pool_size,
                     items: Vec::new(),
@@ -352,9 +337,14 @@ impl<B: AutodiffBackend> Engine<B> {
             Engine::Host(e) => {
                 let x = match &batch.fixed_input {
                     Some(x) => x.clone(),
-                    None => host_f32(input_tensor(&e.model.valid(), batch, device))?,
+                    None => host_values(input_tensor(&e.model.valid(), batch, device))?,
                 };
-                let out = e.gan.reconstruct(&x, batch.n, batch.size);
+                // The inference network the saved model will run, on the current weights.
+                e.gan.gen.write_into(&mut e.model.unet);
+                let net = HostUNet::from_folded(FoldedUNet::from_unet(&e.model.unet.valid()))?;
+                let mut out = vec![0.0; batch.images.len()];
+                let mut buffers = BufferPool::default();
+                net.forward(&x, batch.n, batch.size, &mut out, &mut buffers);
                 let l1 = out
                     .iter()
                     .zip(&batch.images)
@@ -383,28 +373,26 @@ impl<B: AutodiffBackend> Engine<B> {
         let named = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
         let bin = BinFileRecorder::<FullPrecisionSettings>::new();
         let model = self.model();
+        let learned_rfs = model.gaussian.is_some();
+        model.save_file(dir.join("generator"), &named)?;
+        let (disc, opt_rf) = match self {
+            Engine::Burn(e) => (&e.disc, &e.opt_rf),
+            Engine::Host(e) => {
+                e.gan.disc.write_into(&mut e.disc);
+                (&e.disc, &e.opt_rf)
+            }
+        };
+        disc.clone().save_file(dir.join("discriminator"), &named)?;
+        if learned_rfs {
+            bin.record(opt_rf.to_record(), dir.join("optim-rf"))?;
+        }
         match self {
             Engine::Burn(e) => {
-                model.save_file(dir.join("generator"), &named)?;
-                e.disc
-                    .clone()
-                    .save_file(dir.join("discriminator"), &named)?;
                 bin.record(e.opt_g.to_record(), dir.join("optim-generator"))?;
-                if e.model.gaussian.is_some() {
-                    bin.record(e.opt_rf.to_record(), dir.join("optim-rf"))?;
-                }
                 bin.record(e.opt_d.to_record(), dir.join("optim-discriminator"))?;
                 Ok(None)
             }
             Engine::Host(e) => {
-                model.save_file(dir.join("generator"), &named)?;
-                e.gan.disc.write_into(&mut e.disc);
-                e.disc
-                    .clone()
-                    .save_file(dir.join("discriminator"), &named)?;
-                if e.model.gaussian.is_some() {
-                    bin.record(e.opt_rf.to_record(), dir.join("optim-rf"))?;
-                }
                 if e.model.dense.is_some() {
                     bin.record(e.opt_dense.to_record(), dir.join("optim-dense"))?;
                 }
@@ -424,7 +412,9 @@ impl<B: AutodiffBackend> Engine<B> {
         }
     }
 
-    /// Restores a checkpoint that [`Engine::save_checkpoint`] wrote with the same engine.
+    /// Restores a checkpoint that [`Engine::save_checkpoint`] wrote with the same engine,
+    /// into an engine fresh from [`Engine::new`] (the CPU engine keeps its empty history
+    /// pool and settings and takes the networks' weights).
     pub fn load_checkpoint(
         &mut self,
         dir: &Path,
@@ -447,11 +437,8 @@ impl<B: AutodiffBackend> Engine<B> {
                 )?;
                 load_module(&mut e.model, dir.join("generator"), device)?;
                 load_module(&mut e.disc, dir.join("discriminator"), device)?;
-                let pool = e.gan.pool_size();
-                let beta1 = e.gan.beta1();
-                let frozen = e.gan.freeze_generator;
-                e.gan = HostGan::new(&e.model.unet, &e.disc, pool, beta1);
-                e.gan.freeze_generator = frozen;
+                e.gan.gen = HostGenerator::from_unet(&e.model.unet);
+                e.gan.disc = HostDiscriminator::from_module(&e.disc);
                 if e.model.gaussian.is_some() {
                     load_optim(&mut e.opt_rf, dir.join("optim-rf"), device)?;
                 }
@@ -502,11 +489,6 @@ fn load_optim<B: AutodiffBackend, M: AutodiffModule<B>>(
     let old = std::mem::replace(opt, AdamConfig::new().init());
     *opt = old.load_record(record);
     Ok(())
-}
-
-/// Whether `B` is the CPU training backend (where the CPU engine runs).
-fn runs_on_host<B: AutodiffBackend>() -> bool {
-    std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::decoder::CpuTrainBackend>()
 }
 
 fn write_npy(path: &Path, values: &[f32], shape: [usize; 2]) -> anyhow::Result<()> {
@@ -580,11 +562,12 @@ impl<B: AutodiffBackend> BurnEngine<B> {
             loss_g = loss_g + feat.mul_scalar(w.vgg);
         }
         let mut rf_encoding = None;
-        if let (Some(layer), true) = (&self.model.gaussian, settings.rf_encoding > 0.0) {
-            let enc = self
-                .rf_encoder
-                .loss(layer, batch, settings.rf_encoding, device);
-            rf_encoding = Some(mean_of(enc.clone()) / settings.rf_encoding);
+        let layer = self.model.gaussian.as_ref();
+        if let Some((enc, value)) = self
+            .rf_encoder
+            .loss(layer, batch, settings.rf_encoding, device)
+        {
+            rf_encoding = Some(value);
             loss_g = loss_g + enc;
         }
         let mut grads = loss_g.backward();
@@ -632,10 +615,7 @@ impl<B: AutodiffBackend> HostEngine<B> {
     ) -> anyhow::Result<StepLosses> {
         let learned = batch.fixed_input.is_none();
         let x_tensor = learned.then(|| input_tensor(&self.model, batch, device));
-        let learned_x = match &x_tensor {
-            Some(t) => Some(host_f32(t.clone())?),
-            None => None,
-        };
+        let learned_x = x_tensor.clone().map(host_values).transpose()?;
         let x: &[f32] = match (&batch.fixed_input, &learned_x) {
             (Some(x), _) | (None, Some(x)) => x,
             (None, None) => unreachable!("a learned input was built above"),
@@ -655,13 +635,13 @@ impl<B: AutodiffBackend> HostEngine<B> {
                 let g = fake
                     .grad(&grads)
                     .context("the perceptual loss did not reach the reconstruction")?;
-                Ok((value, host_f32(g)?))
+                Ok((value, host_values(g)?))
             }
         });
         let extra = vgg
             .as_mut()
             .map(|f| f as &mut (dyn FnMut(&[f32]) -> anyhow::Result<(f64, Vec<f32>)> + Send));
-        let (losses, dx) = self.gan.step(
+        let (mut losses, dx) = self.gan.step(
             x,
             &batch.images,
             batch.n,
@@ -672,16 +652,14 @@ impl<B: AutodiffBackend> HostEngine<B> {
             learned,
             extra,
         )?;
-        let mut losses = losses;
         if let (Some(x_tensor), Some(dx)) = (x_tensor, dx) {
             // The learned input layer's backward pass, in Burn: d(Σ x·∂L/∂x) = ∂L/∂x.
             let dx = Tensor::<B, 4>::from_data(TensorData::new(dx, x_tensor.dims()), device);
             let mut total = (x_tensor * dx).sum();
-            if let (Some(layer), true) = (&self.model.gaussian, settings.rf_encoding > 0.0) {
-                let enc = self
-                    .rf_encoder
-                    .loss(layer, batch, settings.rf_encoding, device);
-                losses.rf_encoding = Some(mean_of(enc.clone()) / settings.rf_encoding);
+            let layer = self.model.gaussian.as_ref();
+            let weight = settings.rf_encoding;
+            if let Some((enc, value)) = self.rf_encoder.loss(layer, batch, weight, device) {
+                losses.rf_encoding = Some(value);
                 total = total + enc;
             }
             let mut grads = total.backward();

@@ -43,7 +43,7 @@ use crate::config::RigConfig;
 use crate::config::{decoder_config, window_set};
 use crate::dataset::Dataset;
 use crate::decoder::linear::{self, LinearDecoder, LinearPathwayConfig, LinearPathwayLayer};
-use crate::decoder::{Decoder, DecoderConfig, DecoderKind, DecoderModel, FixedRfMaps};
+use crate::decoder::{host_values, Decoder, DecoderConfig, DecoderKind, DecoderModel, FixedRfMaps};
 use crate::norm::NormStats;
 use engine::{Batch, Engine, HostOptimSteps, OptimiserSettings, StepSettings};
 
@@ -74,7 +74,7 @@ impl Default for LossWeights {
 /// Everything `train` needs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainOptions {
-    #[serde(skip, default = "placeholder_rig")]
+    #[serde(skip)]
     pub rig: Option<RigConfig>,
     pub rig_path: PathBuf,
     pub data: PathBuf,
@@ -168,10 +168,6 @@ pub enum RfStart {
     /// Each electrode at its array's mean RF-table centre and size: what a lab that knows
     /// where its arrays sit, but has not mapped single electrodes, can give.
     Centroids,
-}
-
-fn placeholder_rig() -> Option<RigConfig> {
-    None
 }
 
 fn default_vgg_size() -> usize {
@@ -280,19 +276,9 @@ struct Pathway {
 /// Replaces each electrode's RF by its array's mean RF (centre and size), over the
 /// electrodes that have one.
 fn array_centroids(config: &mut DecoderConfig) {
-    let mut sums = vec![([0.0f64; 3], 0usize); config.n_arrays];
-    for e in &config.electrodes {
-        if let Some(rf) = e.rf_px {
-            let s = &mut sums[e.array];
-            s.0.iter_mut().zip(rf).for_each(|(a, v)| *a += v as f64);
-            s.1 += 1;
-        }
-    }
+    let means = crate::decoder::input::array_mean_rfs(config);
     for e in &mut config.electrodes {
-        let (sum, n) = sums[e.array];
-        if n > 0 {
-            e.rf_px = Some(sum.map(|v| (v / n as f64) as f32));
-        }
+        e.rf_px = means[e.array].or(e.rf_px);
     }
 }
 
@@ -372,6 +358,13 @@ fn outside_areas(
     Ok(dropped)
 }
 
+/// Rows `rows` of the row-major matrix `m` with rows of length `w`.
+fn pick(m: &[f32], rows: &[usize], w: usize) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|&r| m[r * w..(r + 1) * w].iter().copied())
+        .collect()
+}
+
 /// Folds of the pathway's cross-fitting.
 const PATHWAY_FOLDS: usize = 5;
 
@@ -379,7 +372,7 @@ impl<'a> TrainingData<'a> {
     fn open(opts: &TrainOptions, rig: &'a RigConfig) -> anyhow::Result<Self> {
         let ds = Dataset::open(&opts.data)?;
         ds.check_rig(rig)?;
-        let config = decoder_config(rig, opts.kind, opts.width);
+        let mut config = decoder_config(rig, opts.kind, opts.width);
         config.validate()?;
         let fixed = match opts.kind {
             DecoderKind::Spatial | DecoderKind::Spatiotemporal => Some(FixedRfMaps::build(&config).with_context(|| {
@@ -395,10 +388,8 @@ impl<'a> TrainingData<'a> {
                 opts.kind
             );
         }
-        let mut dropped = match opts.min_snr {
-            Some(min) => low_snr_electrodes(&ds, rig, min)?,
-            None => Vec::new(),
-        };
+        let min_snr = opts.min_snr.map(|min| low_snr_electrodes(&ds, rig, min));
+        let mut dropped = min_snr.transpose()?.unwrap_or_default();
         if !opts.areas.is_empty() {
             dropped = outside_areas(rig, &opts.areas, dropped)?;
         }
@@ -469,7 +460,6 @@ impl<'a> TrainingData<'a> {
             );
         }
         let test_trials: Vec<usize> = ds.split(true).into_iter().filter(usable).take(64).collect();
-        let mut config = config;
         config.levels = opts.levels.clone();
         config.linear_pathway = opts.linear_pathway.clone();
         config.channel_per_electrode = opts.channel_per_electrode;
@@ -518,24 +508,16 @@ impl<'a> TrainingData<'a> {
             cfg.windows_per_electrode,
             e,
         );
-        let mut y = Vec::with_capacity(n * q);
-        for &t in &self.train_trials {
-            y.extend(linear::downsample(
-                &self.ds.image_chw(self.ds.trial_image[t]),
-                size,
-                side,
-            ));
-        }
+        let y: Vec<f32> = (self.train_trials.iter())
+            .flat_map(|&t| {
+                linear::downsample(&self.ds.image_chw(self.ds.trial_image[t]), size, side)
+            })
+            .collect();
         let (fit, _) = linear::fit_validated(&x, &y, (n, e, q), n / 5, Some((0.0, 1.0)));
         let mut cross_fitted = vec![0.0f32; n * q];
         for fold in 0..PATHWAY_FOLDS.min(n) {
             let (rest, held): (Vec<usize>, Vec<usize>) =
                 (0..n).partition(|i| i % PATHWAY_FOLDS != fold);
-            let pick = |m: &[f32], rows: &[usize], w: usize| -> Vec<f32> {
-                rows.iter()
-                    .flat_map(|&r| m[r * w..(r + 1) * w].iter().copied())
-                    .collect()
-            };
             let part = linear::fit_relative(
                 &pick(&x, &rest, e),
                 &pick(&y, &rest, q),
@@ -589,13 +571,9 @@ impl<'a> TrainingData<'a> {
             let known: Option<Vec<usize>> =
                 trials.iter().map(|t| p.row_of.get(t).copied()).collect();
             match known {
-                Some(rows) => {
-                    let coarse: Vec<f32> = rows
-                        .iter()
-                        .flat_map(|&r| p.cross_fitted[r * q..(r + 1) * q].iter().copied())
-                        .collect();
-                    p.host.upsample(&coarse, &mut images);
-                }
+                Some(rows) => p
+                    .host
+                    .upsample(&pick(&p.cross_fitted, &rows, q), &mut images),
                 None => images = p.host.images(&features, n),
             }
             images
@@ -766,10 +744,8 @@ fn build_model<B: AutodiffBackend>(
     if let Some(dir) = &opts.init_unet {
         init_unet_from(&mut model, &data.config, dir, device)?;
     }
-    data.config.input_scale = match opts.input_scale {
-        Some(s) => s,
-        None => auto_input_scale(data, &model, device)?,
-    };
+    data.config.input_scale =
+        (opts.input_scale).map_or_else(|| auto_input_scale(data, &model, device), Ok)?;
     Ok(model)
 }
 
@@ -924,11 +900,9 @@ impl<'a, B: AutodiffBackend> EpochRunner<'a, B> {
     /// Mean pixel L1 on the test trials and on the validation trials (`None` for a split
     /// without trials).
     fn evaluate(&self, engine: &mut Engine<B>) -> anyhow::Result<(Option<f64>, Option<f64>)> {
-        let test = if self.data.test_trials.is_empty() {
-            None
-        } else {
-            Some(engine.test_l1(&self.test_batch, self.device)?)
-        };
+        let test = (!self.data.test_trials.is_empty())
+            .then(|| engine.test_l1(&self.test_batch, self.device))
+            .transpose()?;
         let validation = if self.validation_batches.is_empty() {
             None
         } else {
@@ -1069,12 +1043,7 @@ fn auto_input_scale<B: AutodiffBackend>(
                 let maps = model
                     .learned_input(r)
                     .context("a learned-input decoder without its layer")?;
-                let v = maps
-                    .detach()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .map_err(|e| anyhow::anyhow!("reading the input maps: {e:?}"))?;
+                let v = host_values(maps.detach()).context("reading the input maps")?;
                 add(&v);
             }
         }
@@ -1129,71 +1098,52 @@ fn write_reports(opts: &TrainOptions, summary: &TrainSummary) -> anyhow::Result<
     let mut csv = String::from(
         "epoch,d,g_adversarial,g_pixel_l1,g_vgg,test_pixel_l1,seconds,samples_per_s,rf_encoding,validation_pixel_l1\n",
     );
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for e in &summary.epochs {
         csv.push_str(&format!(
             "{},{},{},{:.6},{},{},{:.2},{:.2},{},{}\n",
             e.epoch,
-            e.d.map_or(String::new(), |v| format!("{v:.6}")),
-            e.g_adversarial.map_or(String::new(), |v| format!("{v:.6}")),
+            opt(e.d),
+            opt(e.g_adversarial),
             e.g_pixel_l1,
-            e.g_vgg.map_or(String::new(), |v| format!("{v:.6}")),
-            e.test_pixel_l1.map_or(String::new(), |v| format!("{v:.6}")),
+            opt(e.g_vgg),
+            opt(e.test_pixel_l1),
             e.seconds,
             e.samples_per_s,
-            e.rf_encoding.map_or(String::new(), |v| format!("{v:.6}")),
-            e.validation_pixel_l1
-                .map_or(String::new(), |v| format!("{v:.6}")),
+            opt(e.rf_encoding),
+            opt(e.validation_pixel_l1),
         ));
     }
     std::fs::write(opts.out.join("losses.csv"), csv)?;
-    let xy = |f: &dyn Fn(&EpochLog) -> Option<f64>| -> Vec<(f64, f64)> {
-        summary
-            .epochs
-            .iter()
-            .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
-            .collect()
-    };
     use crate::plot::{Panel, Series};
+    let series = |name, f: &dyn Fn(&EpochLog) -> Option<f64>| Series {
+        name,
+        points: (summary.epochs.iter())
+            .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+            .collect(),
+    };
     let mut panels = Vec::new();
     if summary.epochs.iter().any(|e| e.d.is_some()) {
         panels.push(Panel {
             title: "discriminator / adversarial (BCE)",
             series: vec![
-                Series {
-                    name: "D",
-                    points: xy(&|e| e.d),
-                },
-                Series {
-                    name: "G adversarial",
-                    points: xy(&|e| e.g_adversarial),
-                },
+                series("D", &|e| e.d),
+                series("G adversarial", &|e| e.g_adversarial),
             ],
         });
     }
     panels.push(Panel {
         title: "pixel L1",
         series: vec![
-            Series {
-                name: "train",
-                points: xy(&|e| Some(e.g_pixel_l1)),
-            },
-            Series {
-                name: "validation",
-                points: xy(&|e| e.validation_pixel_l1),
-            },
-            Series {
-                name: "test",
-                points: xy(&|e| e.test_pixel_l1),
-            },
+            series("train", &|e| Some(e.g_pixel_l1)),
+            series("validation", &|e| e.validation_pixel_l1),
+            series("test", &|e| e.test_pixel_l1),
         ],
     });
     if summary.epochs.iter().any(|e| e.g_vgg.is_some()) {
         panels.push(Panel {
             title: "VGG19 feature L1",
-            series: vec![Series {
-                name: "train",
-                points: xy(&|e| e.g_vgg),
-            }],
+            series: vec![series("train", &|e| e.g_vgg)],
         });
     }
     let drawn = crate::plot::loss_curves(&opts.out.join("loss.png"), &panels)?;

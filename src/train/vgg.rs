@@ -24,6 +24,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, TensorData};
 use burn_store::PytorchStore;
 
+use crate::alexnet::{resize, IMAGENET_MEAN, IMAGENET_STD};
 use crate::decoder::kernels::bilinear_matrix;
 
 /// Convolutions per block (VGG19 = configuration E).
@@ -37,8 +38,6 @@ pub const TAPS: [usize; 5] = [3, 6, 9, 12, 15];
 pub const TAP_NAMES: [&str; 5] = ["conv2_2", "conv3_3", "conv4_2", "conv5_1", "conv5_4"];
 /// torchvision's VGG19 block widths.
 pub const VGG19_WIDTHS: [usize; 5] = [64, 128, 256, 512, 512];
-const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// VGG19's convolutional part, up to conv5_4.
 #[derive(Module, Debug)]
@@ -212,9 +211,8 @@ impl<B: Backend> Vgg19<B> {
 pub struct PerceptualLoss<B: Backend> {
     vgg: Vgg19<B>,
     size: usize,
-    /// The bilinear resize `R` `[size, input]`, transposed: images become `R · x · Rᵀ`.
-    /// Burn's `interpolate` would do, but its bilinear backward panics on the CUDA
-    /// backend in Burn 0.21.
+    /// The bilinear resize `R` `[size, input]`, transposed: images become `R · x · Rᵀ`
+    /// ([`crate::alexnet::resize`], which says why not Burn's `interpolate`).
     resize_t: Tensor<B, 2>,
     input: usize,
     mean: Tensor<B, 4>,
@@ -262,22 +260,13 @@ impl<B: Backend> PerceptualLoss<B> {
     /// half-pixel centres as torch's `interpolate(align_corners=False)`) and
     /// normalises them. Plain 2-D matrix products: every backend differentiates them.
     pub fn prepare(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [n, c, h, w] = x.dims();
+        let [_, _, h, w] = x.dims();
         let (i, s) = (self.input, self.size);
         assert_eq!([h, w], [i, i], "PerceptualLoss was built for {i} px images");
         let x = if i == s {
             x
         } else {
-            // Columns: [n·c·h, w] · Rᵀ; then the rows, the same way on the transpose.
-            let x = x.reshape([n * c * h, w]).matmul(self.resize_t.clone());
-            let x = x
-                .reshape([n * c, h, s])
-                .swap_dims(1, 2)
-                .reshape([n * c * s, h]);
-            let x = x.matmul(self.resize_t.clone()); // [n·c·x, y]
-            x.reshape([n * c, s, s])
-                .swap_dims(1, 2)
-                .reshape([n, c, s, s])
+            resize(x, self.resize_t.clone(), self.resize_t.clone())
         };
         (x - self.mean.clone()) / self.std.clone()
     }

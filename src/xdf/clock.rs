@@ -122,14 +122,15 @@ pub fn detect_clock_resets(offsets: &[ClockOffset], options: &SyncOptions) -> Ve
         1 => return vec![(0, 0)],
         _ => {}
     }
-    let time_diff: Vec<f64> = offsets
+    let (time_diff, value_diff): (Vec<f64>, Vec<f64>) = offsets
         .windows(2)
-        .map(|w| w[1].collection_time - w[0].collection_time)
-        .collect();
-    let value_diff: Vec<f64> = offsets
-        .windows(2)
-        .map(|w| w[1].value - w[0].value)
-        .collect();
+        .map(|w| {
+            (
+                w[1].collection_time - w[0].collection_time,
+                w[1].value - w[0].value,
+            )
+        })
+        .unzip();
     let time_glitch = clock_diff_glitches(
         &time_diff,
         options.reset_threshold_stds,
@@ -281,14 +282,6 @@ impl ClockCorrection {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
-
-    /// The fitted offset line of each run: (intercept in seconds, slope).
-    pub fn lines(&self) -> Vec<(f64, f64)> {
-        self.segments
-            .iter()
-            .map(|s| (s.intercept, s.slope))
-            .collect()
-    }
 }
 
 /// pyxdf's `_clock_sync` on one stream: corrects `stamps` in place and returns its
@@ -357,12 +350,9 @@ pub fn dejitter(
         .map(|w| (w[1] - w[0]).abs() > threshold)
         .collect();
     let segments = segments_between(&breaks);
+    let (mut samples, mut duration) = (0.0, 0.0);
     for &(first, last) in &segments {
         fit_line(&mut stamps[first..=last], first);
-    }
-    let mut samples = 0.0;
-    let mut duration = 0.0;
-    for &(first, last) in &segments {
         samples += (last - first) as f64;
         duration += stamps[last] - stamps[first];
     }

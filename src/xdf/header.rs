@@ -143,18 +143,26 @@ fn close(
     Ok(())
 }
 
-/// Escapes text for an XML element body.
-pub(crate) fn escape(text: &str, out: &mut String) {
-    for ch in text.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
+/// Appends `<tag>value</tag>` (`&<>"'` in the value escaped) on a line of its own,
+/// `depth` tabs in.
+fn elem(x: &mut String, depth: usize, tag: &str, value: &str) {
+    let value = quick_xml::escape::escape(value);
+    let _ = writeln!(x, "{}<{tag}>{value}</{tag}>", "\t".repeat(depth));
+}
+
+/// The `<tag>` text of every `<desc><channels><channel>` under `root`, in order (""
+/// where a channel lacks it); empty when the header lists no channels.
+fn channel_texts(root: &Element, tag: &str) -> Vec<String> {
+    root.at(&["desc", "channels"])
+        .map(|channels| {
+            channels
+                .children
+                .iter()
+                .filter(|c| c.name == "channel")
+                .map(|c| c.child(tag).map_or(String::new(), |e| e.text.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A stream's header: the fields a reader needs, parsed once, and the XML as written.
@@ -208,17 +216,7 @@ impl StreamInfo {
         let channel_format = ChannelFormat::parse(format_text)
             .ok_or_else(|| HeaderError::UnknownFormat(format_text.to_string()))?;
 
-        let channel_labels = root
-            .at(&["desc", "channels"])
-            .map(|channels| {
-                channels
-                    .children
-                    .iter()
-                    .filter(|c| c.name == "channel")
-                    .map(|c| c.child("label").map_or(String::new(), |l| l.text.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let channel_labels = channel_texts(&root, "label");
         let can_drop_samples = root
             .at(&["desc", "synchronization", "can_drop_samples"])
             .is_some_and(|e| e.text.trim().eq_ignore_ascii_case("true"));
@@ -295,19 +293,7 @@ impl StreamInfo {
     /// The `<tag>` of every `<desc><channels><channel>`, in order ("" where a channel
     /// lacks it); empty when the header lists no channels.
     pub fn channel_field(&self, tag: &str) -> Vec<String> {
-        let Ok(root) = Element::parse(&self.xml) else {
-            return Vec::new();
-        };
-        root.at(&["desc", "channels"])
-            .map(|channels| {
-                channels
-                    .children
-                    .iter()
-                    .filter(|c| c.name == "channel")
-                    .map(|c| c.child(tag).map_or(String::new(), |e| e.text.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        Element::parse(&self.xml).map_or_else(|_| Vec::new(), |root| channel_texts(&root, tag))
     }
 }
 
@@ -356,17 +342,12 @@ impl StreamSpec {
     /// Renders the header XML in LabRecorder's layout.
     pub fn to_xml(&self) -> String {
         let mut x = String::from("<?xml version=\"1.0\"?>\n<info>\n");
-        let field = |x: &mut String, tag: &str, value: &str| {
-            let _ = write!(x, "\t<{tag}>");
-            escape(value, x);
-            let _ = writeln!(x, "</{tag}>");
-        };
-        field(&mut x, "name", &self.name);
-        field(&mut x, "type", &self.content_type);
-        field(&mut x, "channel_count", &self.channel_count.to_string());
-        field(&mut x, "nominal_srate", &self.nominal_srate.to_string());
-        field(&mut x, "channel_format", self.channel_format.as_str());
-        field(&mut x, "source_id", &self.source_id);
+        elem(&mut x, 1, "name", &self.name);
+        elem(&mut x, 1, "type", &self.content_type);
+        elem(&mut x, 1, "channel_count", &self.channel_count.to_string());
+        elem(&mut x, 1, "nominal_srate", &self.nominal_srate.to_string());
+        elem(&mut x, 1, "channel_format", self.channel_format.as_str());
+        elem(&mut x, 1, "source_id", &self.source_id);
         if self.channel_labels.is_empty() && self.desc_fields.is_empty() {
             x.push_str("\t<desc />\n");
         } else {
@@ -374,13 +355,10 @@ impl StreamSpec {
             if !self.channel_labels.is_empty() {
                 x.push_str("\t\t<channels>\n");
                 for (i, label) in self.channel_labels.iter().enumerate() {
-                    x.push_str("\t\t\t<channel>\n\t\t\t\t<label>");
-                    escape(label, &mut x);
-                    x.push_str("</label>\n");
+                    x.push_str("\t\t\t<channel>\n");
+                    elem(&mut x, 4, "label", label);
                     for (tag, value) in self.channel_fields.get(i).into_iter().flatten() {
-                        let _ = write!(x, "\t\t\t\t<{tag}>");
-                        escape(value, &mut x);
-                        let _ = writeln!(x, "</{tag}>");
+                        elem(&mut x, 4, tag, value);
                     }
                     x.push_str("\t\t\t</channel>\n");
                 }
@@ -399,9 +377,7 @@ impl StreamSpec {
                     let _ = writeln!(x, "{}<{tag}>", "\t".repeat(open.len() + 2));
                     open.push(tag);
                 }
-                let _ = write!(x, "{}<{}>", "\t".repeat(open.len() + 2), leaf[0]);
-                escape(value, &mut x);
-                let _ = writeln!(x, "</{}>", leaf[0]);
+                elem(&mut x, open.len() + 2, leaf[0], value);
             }
             while let Some(tag) = open.pop() {
                 let _ = writeln!(x, "{}</{tag}>", "\t".repeat(open.len() + 2));

@@ -165,41 +165,39 @@ impl<R: Read> Content<'_, R> {
         self.input.fill(buf, what, Some(self.loc))
     }
 
-    fn u8(&mut self, what: &'static str) -> Result<u8, XdfError> {
-        let mut b = [0u8; 1];
+    fn bytes<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], XdfError> {
+        let mut b = [0u8; N];
         self.fill(&mut b, what)?;
-        Ok(b[0])
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32, XdfError> {
-        let mut b = [0u8; 4];
-        self.fill(&mut b, what)?;
-        Ok(u32::from_le_bytes(b))
-    }
-
-    fn f64(&mut self, what: &'static str) -> Result<f64, XdfError> {
-        let mut b = [0u8; 8];
-        self.fill(&mut b, what)?;
-        Ok(f64::from_le_bytes(b))
+        Ok(b)
     }
 
     /// A variable-length integer: width byte (1, 4 or 8), then the value.
     fn varlen(&mut self, what: &'static str) -> Result<u64, XdfError> {
         let at = self.input.pos;
-        match self.u8(what)? {
-            1 => Ok(u64::from(self.u8(what)?)),
-            4 => Ok(u64::from(self.u32(what)?)),
-            8 => {
-                let mut b = [0u8; 8];
-                self.fill(&mut b, what)?;
-                Ok(u64::from_le_bytes(b))
-            }
-            other => Err(XdfError::new(
-                at,
+        let [width] = self.bytes(what)?;
+        let loc = self.loc;
+        varlen_value(width, at, loc, |b| self.fill(b, what))
+    }
+
+    /// The next `len` bytes of the content (`what` names them in errors). Grows with
+    /// the bytes that arrive, so a lying length cannot over-allocate.
+    fn take_bytes(&mut self, len: u64, what: &'static str) -> Result<Vec<u8>, XdfError> {
+        self.check_room(len, what)?;
+        let start = self.input.pos;
+        let mut bytes = Vec::new();
+        let got = (&mut self.input.inner)
+            .take(len)
+            .read_to_end(&mut bytes)
+            .map_err(|e| XdfError::new(start, Some(self.loc), ErrorKind::Io(e)))?;
+        self.input.pos += got as u64;
+        if (got as u64) < len {
+            return Err(XdfError::new(
+                self.input.pos,
                 Some(self.loc),
-                ErrorKind::BadLengthWidth(other),
-            )),
+                ErrorKind::UnexpectedEof(what),
+            ));
         }
+        Ok(bytes)
     }
 
     /// The rest of the content as UTF-8 XML.
@@ -213,20 +211,7 @@ impl<R: Read> Content<'_, R> {
                 ErrorKind::XmlTooLong(len),
             ));
         }
-        // Grows with the bytes that arrive, so a lying length cannot over-allocate.
-        let mut bytes = Vec::new();
-        let got = (&mut self.input.inner)
-            .take(len)
-            .read_to_end(&mut bytes)
-            .map_err(|e| XdfError::new(start, Some(self.loc), ErrorKind::Io(e)))?;
-        self.input.pos += got as u64;
-        if (got as u64) < len {
-            return Err(XdfError::new(
-                self.input.pos,
-                Some(self.loc),
-                ErrorKind::UnexpectedEof("XML"),
-            ));
-        }
+        let bytes = self.take_bytes(len, "XML")?;
         String::from_utf8(bytes).map_err(|e| {
             let bad = e.utf8_error().valid_up_to();
             XdfError::new(start + bad as u64, Some(self.loc), ErrorKind::BadUtf8(bad))
@@ -236,10 +221,10 @@ impl<R: Read> Content<'_, R> {
     /// A sample's time stamp, filling in omitted ones.
     fn stamp(&mut self, state: &mut StreamState) -> Result<f64, XdfError> {
         let at = self.input.pos;
-        let stamp = match self.u8("TimeStampBytes")? {
-            0 => state.last_stamp + state.tdiff,
-            8 => self.f64("time stamp")?,
-            other => {
+        let stamp = match self.bytes("TimeStampBytes")? {
+            [0] => state.last_stamp + state.tdiff,
+            [8] => f64::from_le_bytes(self.bytes("time stamp")?),
+            [other] => {
                 return Err(XdfError::new(
                     at,
                     Some(self.loc),
@@ -265,6 +250,26 @@ impl<R: Read> Content<'_, R> {
         }
         Ok(())
     }
+}
+
+/// A variable-length integer's value after its width byte `width` (1, 4 or 8), read at
+/// `at`; `fill` reads the value's bytes.
+fn varlen_value(
+    width: u8,
+    at: u64,
+    loc: ChunkLocation,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), XdfError>,
+) -> Result<u64, XdfError> {
+    if !matches!(width, 1 | 4 | 8) {
+        return Err(XdfError::new(
+            at,
+            Some(loc),
+            ErrorKind::BadLengthWidth(width),
+        ));
+    }
+    let mut b = [0u8; 8];
+    fill(&mut b[..usize::from(width)])?;
+    Ok(u64::from_le_bytes(b))
 }
 
 /// Reads an XDF file chunk by chunk. See the [module docs](super) for the memory contract.
@@ -415,30 +420,9 @@ impl<R: Read> XdfReader<R> {
         let Some(width) = self.input.byte_or_eof()? else {
             return Ok(None);
         };
-        let length = match width {
-            1 => {
-                let mut b = [0u8; 1];
-                self.input.fill(&mut b, "chunk length", Some(loc))?;
-                u64::from(b[0])
-            }
-            4 => {
-                let mut b = [0u8; 4];
-                self.input.fill(&mut b, "chunk length", Some(loc))?;
-                u64::from(u32::from_le_bytes(b))
-            }
-            8 => {
-                let mut b = [0u8; 8];
-                self.input.fill(&mut b, "chunk length", Some(loc))?;
-                u64::from_le_bytes(b)
-            }
-            other => {
-                return Err(XdfError::new(
-                    start,
-                    Some(loc),
-                    ErrorKind::BadLengthWidth(other),
-                ))
-            }
-        };
+        let length = varlen_value(width, start, loc, |b| {
+            self.input.fill(b, "chunk length", Some(loc))
+        })?;
         let body = self.input.pos;
         if length < 2 {
             return Err(XdfError::new(
@@ -518,7 +502,7 @@ fn read_stream_header<R: Read>(
 ) -> Result<Chunk, XdfError> {
     let loc = content.loc;
     let id_at = content.input.pos;
-    let id = content.u32("stream id")?;
+    let id = u32::from_le_bytes(content.bytes("stream id")?);
     let xml_at = content.input.pos;
     let xml = content.xml()?;
     let info = StreamInfo::from_xml(&xml)
@@ -547,9 +531,9 @@ fn read_stream_header<R: Read>(
 
 /// Decodes a ClockOffset chunk: stream id, collection time and offset value, exactly.
 fn read_clock_offset<R: Read>(mut content: Content<'_, R>) -> Result<Chunk, XdfError> {
-    let stream = StreamId(content.u32("stream id")?);
-    let collection_time = content.f64("clock offset time")?;
-    let value = content.f64("clock offset value")?;
+    let stream = StreamId(u32::from_le_bytes(content.bytes("stream id")?));
+    let collection_time = f64::from_le_bytes(content.bytes("clock offset time")?);
+    let value = f64::from_le_bytes(content.bytes("clock offset value")?);
     content.finish()?;
     Ok(Chunk::ClockOffset {
         stream,
@@ -561,8 +545,7 @@ fn read_clock_offset<R: Read>(mut content: Content<'_, R>) -> Result<Chunk, XdfE
 /// Decodes a Boundary chunk: exactly the XDF boundary UUID.
 fn read_boundary<R: Read>(mut content: Content<'_, R>) -> Result<Chunk, XdfError> {
     let at = content.input.pos;
-    let mut uuid = [0u8; 16];
-    content.fill(&mut uuid, "boundary UUID")?;
+    let uuid: [u8; 16] = content.bytes("boundary UUID")?;
     content.finish()?;
     if uuid != BOUNDARY_UUID {
         return Err(XdfError::new(at, Some(content.loc), ErrorKind::BadBoundary));
@@ -572,7 +555,7 @@ fn read_boundary<R: Read>(mut content: Content<'_, R>) -> Result<Chunk, XdfError
 
 /// Decodes a StreamFooter chunk: stream id and XML.
 fn read_stream_footer<R: Read>(mut content: Content<'_, R>) -> Result<Chunk, XdfError> {
-    let stream = StreamId(content.u32("stream id")?);
+    let stream = StreamId(u32::from_le_bytes(content.bytes("stream id")?));
     Ok(Chunk::StreamFooter {
         stream,
         xml: content.xml()?,
@@ -596,7 +579,7 @@ fn read_samples<R: Read>(
     partial: &mut Option<SampleChunk>,
 ) -> Result<SampleChunk, XdfError> {
     let id_at = content.input.pos;
-    let id = content.u32("stream id")?;
+    let id = u32::from_le_bytes(content.bytes("stream id")?);
     let state = streams
         .get_mut(&id)
         .ok_or_else(|| XdfError::new(id_at, Some(content.loc), ErrorKind::UnknownStream(id)))?;
@@ -721,22 +704,7 @@ fn read_string<R: Read>(
     lossy_strings: &mut u64,
 ) -> Result<String, XdfError> {
     let len = content.varlen("string length")?;
-    content.check_room(len, "string value")?;
-    // Grows with the bytes that arrive: a corrupt length cannot over-allocate.
-    let mut bytes = Vec::new();
-    let at = content.input.pos;
-    let got = (&mut content.input.inner)
-        .take(len)
-        .read_to_end(&mut bytes)
-        .map_err(|e| XdfError::new(at, Some(content.loc), ErrorKind::Io(e)))?;
-    content.input.pos += got as u64;
-    if (got as u64) < len {
-        return Err(XdfError::new(
-            content.input.pos,
-            Some(content.loc),
-            ErrorKind::UnexpectedEof("string value"),
-        ));
-    }
+    let bytes = content.take_bytes(len, "string value")?;
     Ok(String::from_utf8(bytes).unwrap_or_else(|e| {
         *lossy_strings += 1;
         String::from_utf8_lossy(e.as_bytes()).into_owned()

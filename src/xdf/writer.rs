@@ -76,6 +76,21 @@ fn put_varlen(out: &mut Vec<u8>, n: u64) {
     }
 }
 
+/// `write_samples_f32` and its kin: samples of one numeric format, one stamp each.
+macro_rules! write_samples_each {
+    ($($name:ident: $t:ty, $format:literal;)*) => {$(
+        #[doc = concat!("Samples of a `", $format, "` stream, one stamp each.")]
+        pub fn $name(
+            &mut self,
+            id: StreamId,
+            values: &[$t],
+            stamps: &[f64],
+        ) -> Result<(), WriteError> {
+            self.write_samples(id, values, Stamps::Each(stamps))
+        }
+    )*};
+}
+
 /// Writes an XDF file as a stream of chunks.
 ///
 /// ```no_run
@@ -93,6 +108,8 @@ pub struct XdfWriter<W: Write> {
     streams: Vec<Tally>,
     /// The chunk being encoded; reused.
     buf: Vec<u8>,
+    /// The chunk head being encoded; reused.
+    head: Vec<u8>,
 }
 
 impl XdfWriter<BufWriter<File>> {
@@ -115,6 +132,7 @@ impl<W: Write> XdfWriter<W> {
             out,
             streams: Vec::new(),
             buf: Vec::new(),
+            head: Vec::with_capacity(11),
         };
         writer.buf.extend_from_slice(FILE_HEADER.as_bytes());
         writer.emit(ChunkTag::FileHeader)?;
@@ -161,26 +179,14 @@ impl<W: Write> XdfWriter<W> {
         values: &[T],
         stamps: Stamps<'_>,
     ) -> Result<(), WriteError> {
-        let i = self.check(id, T::FORMAT, values.len(), &stamps)?;
-        if values.is_empty() {
-            return Ok(());
-        }
-        let tally = &mut self.streams[i];
-        let buf = &mut self.buf;
-        let samples = values.len() / tally.channels;
-        buf.clear();
-        buf.reserve(16 + samples * 9 + values.len() * T::SIZE);
-        buf.extend_from_slice(&id.0.to_le_bytes());
-        put_varlen(buf, samples as u64);
-        for (k, row) in values.chunks_exact(tally.channels).enumerate() {
-            tally.put_stamp(buf, &stamps, k);
+        let bytes = values.len() * T::SIZE;
+        self.samples_chunk(id, T::FORMAT, values, stamps, bytes, |buf, row| {
             let start = buf.len();
             buf.resize(start + row.len() * T::SIZE, 0);
             for (out, v) in buf[start..].chunks_exact_mut(T::SIZE).zip(row) {
                 v.put_le(out);
             }
-        }
-        self.emit(ChunkTag::Samples)
+        })
     }
 
     /// Writes one Samples chunk of a string stream; `values` row-major.
@@ -190,84 +196,22 @@ impl<W: Write> XdfWriter<W> {
         values: &[S],
         stamps: Stamps<'_>,
     ) -> Result<(), WriteError> {
-        let i = self.check(id, ChannelFormat::String, values.len(), &stamps)?;
-        if values.is_empty() {
-            return Ok(());
-        }
-        let tally = &mut self.streams[i];
-        let buf = &mut self.buf;
-        buf.clear();
-        buf.extend_from_slice(&id.0.to_le_bytes());
-        put_varlen(buf, (values.len() / tally.channels) as u64);
-        for (k, row) in values.chunks_exact(tally.channels).enumerate() {
-            tally.put_stamp(buf, &stamps, k);
+        self.samples_chunk(id, ChannelFormat::String, values, stamps, 0, |buf, row| {
             for v in row {
                 let bytes = v.as_ref().as_bytes();
                 put_varlen(buf, bytes.len() as u64);
                 buf.extend_from_slice(bytes);
             }
-        }
-        self.emit(ChunkTag::Samples)
+        })
     }
 
-    /// Samples of a `float32` stream, one stamp each.
-    pub fn write_samples_f32(
-        &mut self,
-        id: StreamId,
-        values: &[f32],
-        stamps: &[f64],
-    ) -> Result<(), WriteError> {
-        self.write_samples(id, values, Stamps::Each(stamps))
-    }
-
-    /// Samples of a `double64` stream, one stamp each.
-    pub fn write_samples_f64(
-        &mut self,
-        id: StreamId,
-        values: &[f64],
-        stamps: &[f64],
-    ) -> Result<(), WriteError> {
-        self.write_samples(id, values, Stamps::Each(stamps))
-    }
-
-    /// Samples of an `int8` stream, one stamp each.
-    pub fn write_samples_i8(
-        &mut self,
-        id: StreamId,
-        values: &[i8],
-        stamps: &[f64],
-    ) -> Result<(), WriteError> {
-        self.write_samples(id, values, Stamps::Each(stamps))
-    }
-
-    /// Samples of an `int16` stream, one stamp each.
-    pub fn write_samples_i16(
-        &mut self,
-        id: StreamId,
-        values: &[i16],
-        stamps: &[f64],
-    ) -> Result<(), WriteError> {
-        self.write_samples(id, values, Stamps::Each(stamps))
-    }
-
-    /// Samples of an `int32` stream, one stamp each.
-    pub fn write_samples_i32(
-        &mut self,
-        id: StreamId,
-        values: &[i32],
-        stamps: &[f64],
-    ) -> Result<(), WriteError> {
-        self.write_samples(id, values, Stamps::Each(stamps))
-    }
-
-    /// Samples of an `int64` stream, one stamp each.
-    pub fn write_samples_i64(
-        &mut self,
-        id: StreamId,
-        values: &[i64],
-        stamps: &[f64],
-    ) -> Result<(), WriteError> {
-        self.write_samples(id, values, Stamps::Each(stamps))
+    write_samples_each! {
+        write_samples_f32: f32, "float32";
+        write_samples_f64: f64, "double64";
+        write_samples_i8: i8, "int8";
+        write_samples_i16: i16, "int16";
+        write_samples_i32: i32, "int32";
+        write_samples_i64: i64, "int64";
     }
 
     /// Samples of a `string` stream (e.g. markers), one stamp each.
@@ -371,25 +315,43 @@ impl<W: Write> XdfWriter<W> {
         Ok(i)
     }
 
+    /// Checks a write, then encodes it as one Samples chunk: stream id, sample count,
+    /// and per sample its stamp and `put_row`'s encoding of its values. `value_bytes`:
+    /// what the values take, reserved up front. Nothing is written for no samples.
+    fn samples_chunk<V>(
+        &mut self,
+        id: StreamId,
+        format: ChannelFormat,
+        values: &[V],
+        stamps: Stamps<'_>,
+        value_bytes: usize,
+        mut put_row: impl FnMut(&mut Vec<u8>, &[V]),
+    ) -> Result<(), WriteError> {
+        let i = self.check(id, format, values.len(), &stamps)?;
+        if values.is_empty() {
+            return Ok(());
+        }
+        let tally = &mut self.streams[i];
+        let buf = &mut self.buf;
+        let samples = values.len() / tally.channels;
+        buf.clear();
+        buf.reserve(16 + samples * 9 + value_bytes);
+        buf.extend_from_slice(&id.0.to_le_bytes());
+        put_varlen(buf, samples as u64);
+        for (k, row) in values.chunks_exact(tally.channels).enumerate() {
+            tally.put_stamp(buf, &stamps, k);
+            put_row(buf, row);
+        }
+        self.emit(ChunkTag::Samples)
+    }
+
     /// Writes `self.buf` as a chunk with this tag, then flushes.
     fn emit(&mut self, tag: ChunkTag) -> Result<(), WriteError> {
-        let length = 2 + self.buf.len() as u64;
         // [NumLengthBytes][Length][Tag], at most 1 + 8 + 2 bytes.
-        let mut head = [0u8; 11];
-        let used = if let Ok(n) = u8::try_from(length) {
-            head[..2].copy_from_slice(&[1, n]);
-            2
-        } else if let Ok(n) = u32::try_from(length) {
-            head[0] = 4;
-            head[1..5].copy_from_slice(&n.to_le_bytes());
-            5
-        } else {
-            head[0] = 8;
-            head[1..9].copy_from_slice(&length.to_le_bytes());
-            9
-        };
-        head[used..used + 2].copy_from_slice(&(tag as u16).to_le_bytes());
-        self.out.write_all(&head[..used + 2])?;
+        self.head.clear();
+        put_varlen(&mut self.head, 2 + self.buf.len() as u64);
+        self.head.extend_from_slice(&(tag as u16).to_le_bytes());
+        self.out.write_all(&self.head)?;
         self.out.write_all(&self.buf)?;
         self.out.flush()?;
         Ok(())

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lsl::ExPushable;
 use monkeysee::config::RigConfig;
-use monkeysee::daemon::{self, ComputeDevice, ModelSource, Output, RunOptions, RunSummary};
+use monkeysee::daemon::{self, ModelSource, Output, RunOptions, RunSummary};
 use monkeysee::decoder::DecoderKind;
 use monkeysee::window::Mode;
 
@@ -22,31 +22,19 @@ pub(crate) fn options(
     let mut rig = rig;
     rig.mua.query = Some(fake.mua_query());
     rig.markers.query = Some(fake.marker_query());
+    let model = ModelSource::Random {
+        kind: DecoderKind::EndToEnd,
+        width: 4,
+        seed: 7,
+    };
     RunOptions {
-        rig,
-        model: ModelSource::Random {
-            kind: DecoderKind::EndToEnd,
-            width: 4,
-            seed: 7,
-        },
         mode,
-        broadband: false,
-        device: ComputeDevice::Cpu,
-        output: Output::Headless(out.to_path_buf()),
-        frames: None,
         seconds: Some(60.0),
         hdr_log: Some(out.join("latency.hlog")),
-        stimuli_dir: None,
-        record: None,
-        save_inputs: None,
-        resolve_timeout: 15.0,
         decode_threads: 1,
-        counters: None,
-        outlet: None,
         realtime: Default::default(),
-        trace: None,
-        status: false,
         stop,
+        ..RunOptions::new(rig, model, Output::Headless(out.to_path_buf()))
     }
 }
 

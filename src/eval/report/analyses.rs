@@ -1,21 +1,18 @@
 //! The report's analyses: per model every occlusion condition scored, its relative
 //! correlations and its learned RFs' size–eccentricity lines. They return numbers
 //! ([`ReportSummary`]) and, for the figures, the first test images' reconstructions per
-//! condition and the RFs in degrees ([`Shown`]); they draw nothing.
+//! condition ([`Shown`]); they draw nothing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-
-use anyhow::Context;
 
 use super::{AreaRfs, ConditionScores, Inputs, ModelReport, ReportSummary};
 use crate::alexnet::{AlexNet, Features, LayerCorrelation};
 use crate::config::window_set;
 use crate::config::WindowSetKind;
-use crate::decoder::{CpuBackend, Decoder, DecoderConfig, GaussianRfLayer};
-use crate::eval::analysis::{self, RfDeg};
+use crate::decoder::{CpuBackend, Decoder};
+use crate::eval::analysis;
 use crate::eval::occlusion::{self, Keep, RawTests};
-use crate::eval::{ModelMetrics, TestImages};
+use crate::eval::{LoadedModel, ModelMetrics, RfSets, TestImages};
 use crate::norm::NormStats;
 use crate::units::Area;
 
@@ -32,44 +29,14 @@ pub(super) struct Shown {
     /// The first test images' reconstructions (the occlusion grids' rows) per condition
     /// label, for every condition but one area's one window.
     pub recons: Grids,
-    /// A learned-RF model's RFs.
-    pub rfs: Option<RfSets>,
-}
-
-/// A learned RF layer's RFs in degrees: learned, where training started, and the truth
-/// (when known), with each electrode's array and area.
-pub(super) struct RfSets {
-    pub learned: Vec<RfDeg>,
-    pub start: Vec<RfDeg>,
-    pub truth: Vec<Option<RfDeg>>,
-    pub array: Vec<usize>,
-    pub area: Vec<Area>,
-    pub arrays: usize,
-}
-
-impl RfSets {
-    /// The learned, start and true RFs of the electrodes `keep` picks.
-    pub fn select(&self, keep: impl Fn(usize) -> bool) -> [Vec<RfDeg>; 3] {
-        let pick = |set: &[RfDeg]| {
-            (0..set.len())
-                .filter(|&e| keep(e))
-                .map(|e| set[e])
-                .collect()
-        };
-        let truth = (0..self.truth.len())
-            .filter(|&e| keep(e))
-            .filter_map(|e| self.truth[e])
-            .collect();
-        [pick(&self.learned), pick(&self.start), truth]
-    }
 }
 
 /// Runs every analysis: the page's numbers, and per model what its figures show.
 pub(super) fn run(inputs: &Inputs<'_>) -> anyhow::Result<(ReportSummary, Vec<Shown>)> {
     let mut a = Analyses::new(inputs)?;
     let (mut models, mut shown) = (Vec::new(), Vec::new());
-    for ((dir, entry), recons) in inputs.models.iter().zip(inputs.entries).zip(inputs.recons) {
-        let (report, s) = a.model(dir, entry, recons)?;
+    for ((model, entry), recons) in inputs.models.iter().zip(inputs.entries).zip(inputs.recons) {
+        let (report, s) = a.model(model, entry, recons)?;
         models.push(report);
         shown.push(s);
     }
@@ -167,20 +134,16 @@ impl<'a> Analyses<'a> {
     /// One model's analyses; `recons` are its reconstructions in eval's metrics table.
     fn model(
         &mut self,
-        dir: &Path,
+        model: &LoadedModel,
         entry: &ModelMetrics,
         recons: &[Vec<f32>],
     ) -> anyhow::Result<(ModelReport, Shown)> {
-        let t = self.tests;
-        let decoder = Decoder::<CpuBackend>::load(dir, &Default::default())
-            .with_context(|| format!("loading model {}", dir.display()))?;
+        let (decoder, stats) = (&model.decoder, &model.stats);
         let cfg = decoder.config();
         let set = window_set(cfg.kind);
-        let windows = t.rig.windows.windows_per_electrode(set);
-        let stats = NormStats::load(dir, windows, t.rig.electrodes.len())?
-            .with_context(|| format!("{} has no normalization.json", dir.display()))?;
+        let windows = self.tests.rig.windows.windows_per_electrode(set);
         let raw = self.raw_tests(set);
-        let (conditions, grids) = self.conditions(&decoder, &stats, &entry.name, raw, windows)?;
+        let (conditions, grids) = self.conditions(decoder, stats, &entry.name, raw, windows)?;
         let read = analysis::areas_read(&self.areas, &stats.dropped);
         let mut report = ModelReport {
             name: entry.name.clone(),
@@ -201,19 +164,14 @@ impl<'a> Analyses<'a> {
         if report.areas == "all" {
             relative_correlations(&mut report, windows);
         }
-        let rfs = decoder.model().gaussian.as_ref();
-        let rfs = rfs.map(|layer| rf_sets(t, layer, cfg)).transpose()?;
-        if let Some(rfs) = &rfs {
+        if let Some(rfs) = &model.rfs {
             report.rf_size_eccentricity = size_eccentricity(rfs);
         }
-        Ok((
-            report,
-            Shown {
-                windows,
-                recons: grids,
-                rfs,
-            },
-        ))
+        let shown = Shown {
+            windows,
+            recons: grids,
+        };
+        Ok((report, shown))
     }
 
     /// Every condition of a model scored (the inputs `self.raw[raw]`), and the
@@ -307,45 +265,6 @@ fn relative_correlations(report: &mut ModelReport, windows: usize) {
                 .insert(a.name().to_string(), by_measure);
         }
     }
-}
-
-/// A learned RF layer's RFs in degrees, beside where they started and the truth.
-fn rf_sets(
-    t: &TestImages<'_>,
-    layer: &GaussianRfLayer<CpuBackend>,
-    cfg: &DecoderConfig,
-) -> anyhow::Result<RfSets> {
-    let host = |t: burn::tensor::Tensor<CpuBackend, 1>| -> anyhow::Result<Vec<f32>> {
-        t.into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))
-    };
-    let (mx, my, sg) = (
-        host(layer.mu_x.val())?,
-        host(layer.mu_y.val())?,
-        host(layer.sigma())?,
-    );
-    let (c, ppd) = (t.rig.image_size as f64 / 2.0, t.rig.rf.pixels_per_degree);
-    let deg = |x: f32, y: f32, s: f32| RfDeg {
-        x: (x as f64 - c) / ppd,
-        y: (c - y as f64) / ppd,
-        sigma: s as f64 / ppd,
-    };
-    let start = crate::decoder::input::initial_rfs(cfg);
-    let truth = |channel: usize| {
-        let rf = t.truth.as_ref()?.get(channel)?;
-        Some(RfDeg {
-            x: rf.x_deg,
-            y: rf.y_deg,
-            sigma: rf.size_deg,
-        })
-    };
-    Ok(RfSets {
-        learned: (0..mx.len()).map(|e| deg(mx[e], my[e], sg[e])).collect(),
-        start: start.iter().map(|s| deg(s[0], s[1], s[2])).collect(),
-        truth: t.rig.electrodes.iter().map(|e| truth(e.channel)).collect(),
-        array: cfg.electrodes.iter().map(|e| e.array).collect(),
-        area: t.rig.electrodes.iter().map(|e| e.area).collect(),
-        arrays: cfg.n_arrays,
-    })
 }
 
 /// Per area, the size–eccentricity lines of the learned, start and true RFs.

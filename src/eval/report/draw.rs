@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use super::analyses::{RfSets, Shown};
+use super::analyses::Shown;
 use super::{ConditionScores, Inputs, ModelReport, ReportSummary};
 use crate::eval::figures::{self, BarPanel, HistPanel, RfPanel, Scatter, ScatterPanel};
 use crate::eval::occlusion::Keep;
-use crate::eval::{ModelMetrics, Scores};
+use crate::eval::{ModelMetrics, RfSets, Scores};
 use crate::units::Area;
 
 /// A score's name, and how to read it off a `T`.
@@ -62,13 +62,13 @@ pub(super) fn figures(
         out: inputs.out,
         files: vec!["grid.png".into()],
     };
-    for (m, shown) in s.models.iter().zip(shown) {
+    for ((m, shown), model) in s.models.iter().zip(shown).zip(inputs.models) {
         // A model restricted to some areas has its rows in the tables; the per-area
         // pictures (one area kept, its other inputs dropped) would show little.
         if m.areas == "all" {
             occlusion_grids(&mut d, inputs, m, shown)?;
         }
-        if let Some(rfs) = &shown.rfs {
+        if let Some(rfs) = &model.rfs {
             receptive_fields(&mut d, m, rfs)?;
         }
         relative(&mut d, m)?;
@@ -97,17 +97,10 @@ fn occlusion_grids(
 ) -> anyhow::Result<()> {
     let t = inputs.tests;
     let mut grid = |file: String, keeps: Vec<Keep>| {
-        let mut titles = vec!["stimulus".to_string()];
-        titles.extend(keeps.iter().map(|k| k.label()));
         let recons: Vec<&Vec<Vec<f32>>> = keeps.iter().map(|k| &shown.recons[&k.label()]).collect();
-        let rows: Vec<Vec<&[f32]>> = (0..recons[0].len())
-            .map(|i| {
-                std::iter::once(t.originals[i].as_slice())
-                    .chain(recons.iter().map(|r| r[i].as_slice()))
-                    .collect()
-            })
-            .collect();
-        crate::plot::image_grid(&d.out.join(&file), &titles, &rows, t.ds.meta.image_size, 1)?;
+        let (path, titles) = (d.out.join(&file), keeps.iter().map(|k| k.label()));
+        let (n, size) = (recons[0].len(), t.ds.meta.image_size);
+        crate::plot::stimulus_grid(&path, titles, &t.originals, &recons, n, size, 1)?;
         d.files.push(file);
         anyhow::Ok(())
     };

@@ -98,15 +98,6 @@ impl Params {
     }
 }
 
-/// Values a parallel job should at least cover: splitting finer costs more in Rayon's
-/// hand-offs than it gains on two cores.
-const MIN_JOB: usize = 1;
-
-/// Rows of length `n` per parallel job.
-fn rows_per_job(n: usize) -> usize {
-    MIN_JOB.div_ceil(n.max(1))
-}
-
 /// `dst[c] += Σ rows[c][·]` for rows of length `n`.
 pub(super) fn add_row_sums(dst: &mut [f32], rows: &[f32], n: usize) {
     for (d, row) in dst.iter_mut().zip(rows.chunks_exact(n)) {
@@ -146,27 +137,24 @@ pub fn activation_backward(grad: &mut [f32], out: &[f32], act: Activation) {
 
 /// In place, channel-parallel: `y[c][·] = act(y[c][·] + bias[c])`.
 pub(super) fn bias_act(y: &mut [f32], bias: Option<&[f32]>, n: usize, act: Activation) {
-    y.par_chunks_mut(n)
-        .with_min_len(rows_per_job(n))
-        .enumerate()
-        .for_each(|(c, row)| {
-            let b = bias.map_or(0.0, |b| b[c]);
-            match act {
-                Activation::Identity => {
-                    if b != 0.0 {
-                        row.iter_mut().for_each(|v| *v += b);
-                    }
+    y.par_chunks_mut(n).enumerate().for_each(|(c, row)| {
+        let b = bias.map_or(0.0, |b| b[c]);
+        match act {
+            Activation::Identity => {
+                if b != 0.0 {
+                    row.iter_mut().for_each(|v| *v += b);
                 }
-                Activation::LeakyRelu(slope) => row.iter_mut().for_each(|v| {
-                    let t = *v + b;
-                    *v = if t >= 0.0 { t } else { t * slope };
-                }),
-                Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
-                Activation::Sigmoid => row
-                    .iter_mut()
-                    .for_each(|v| *v = 1.0 / (1.0 + (-(*v + b)).exp())),
             }
-        });
+            Activation::LeakyRelu(slope) => row.iter_mut().for_each(|v| {
+                let t = *v + b;
+                *v = if t >= 0.0 { t } else { t * slope };
+            }),
+            Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+            Activation::Sigmoid => row
+                .iter_mut()
+                .for_each(|v| *v = 1.0 / (1.0 + (-(*v + b)).exp())),
+        }
+    });
 }
 
 /// Channel-parallel im2col of a 4×4 stride-2 pad-1 conv: `x [c][grid]` → `[c·16][grid/2]`.
@@ -176,7 +164,6 @@ pub(super) fn im2col_down(x: &[f32], grid: Grid, ws: &mut Workspace, channels: u
     let s2 = grid.side * grid.side;
     cols.par_chunks_mut(16 * n_out)
         .zip(x.par_chunks(grid.n()))
-        .with_min_len(rows_per_job(16 * n_out))
         .for_each_init(
             || vec![0.0f32; s2],
             |scratch, (rows, x_c)| im2col_down_channel(x_c, grid, scratch, rows),
@@ -199,7 +186,6 @@ pub(super) fn col2im_up(
     let zeros = vec![0.0f32; grid.side];
     out.par_chunks_mut(n_out)
         .zip(cols.par_chunks(16 * n_in))
-        .with_min_len(rows_per_job(n_out))
         .enumerate()
         .for_each(|(c, (o, co))| {
             col2im_up_channel(co, grid, bias.map_or(0.0, |b| b[c]), act, &zeros, o)
@@ -221,13 +207,6 @@ pub struct DownConv {
 pub struct DownTape {
     cols: Vec<f32>,
     grid: Grid,
-}
-
-impl DownTape {
-    /// The im2col buffer, for a caller that will not run the backward pass.
-    pub fn into_cols(self) -> Vec<f32> {
-        self.cols
-    }
 }
 
 impl DownConv {
@@ -571,23 +550,22 @@ pub struct Conv3 {
     pub bias: Range<usize>,
 }
 
-/// im2col of a 3×3 stride-1 pad-1 conv: `x [c][batch][s][s]` → `[c·9][batch][s][s]`.
-fn im2col_3(x: &[f32], c: usize, grid: Grid, cols: &mut [f32]) {
+/// Calls `f(col, src)` for each in-bounds tap of a 3×3 stride-1 pad-1 conv over `c`
+/// channels of `grid`: `col` indexes the columns `[c·9][grid]`, `src` the input `[c][grid]`.
+/// Only the PatchGAN head's small maps go through it, so it is written for clarity.
+fn taps_3(c: usize, grid: Grid, mut f: impl FnMut(usize, usize)) {
     let (s, n) = (grid.side as isize, grid.n());
+    let at = |b: usize, h: isize, w: isize| (b * grid.side + h as usize) * grid.side + w as usize;
     for ch in 0..c {
         for k in 0..9 {
             let (dh, dw) = (k as isize / 3 - 1, k as isize % 3 - 1);
-            let row = &mut cols[(ch * 9 + k) * n..][..n];
             for b in 0..grid.batch {
                 for h in 0..s {
                     for w in 0..s {
                         let (ih, iw) = (h + dh, w + dw);
-                        let o = (b * grid.side + h as usize) * grid.side + w as usize;
-                        row[o] = if (0..s).contains(&ih) && (0..s).contains(&iw) {
-                            x[ch * n + (b * grid.side + ih as usize) * grid.side + iw as usize]
-                        } else {
-                            0.0
-                        };
+                        if (0..s).contains(&ih) && (0..s).contains(&iw) {
+                            f((ch * 9 + k) * n + at(b, h, w), ch * n + at(b, ih, iw));
+                        }
                     }
                 }
             }
@@ -595,28 +573,16 @@ fn im2col_3(x: &[f32], c: usize, grid: Grid, cols: &mut [f32]) {
     }
 }
 
+/// im2col of a 3×3 stride-1 pad-1 conv: `x [c][batch][s][s]` → `[c·9][batch][s][s]`.
+fn im2col_3(x: &[f32], c: usize, grid: Grid, cols: &mut [f32]) {
+    cols.fill(0.0);
+    taps_3(c, grid, |col, src| cols[col] = x[src]);
+}
+
 /// The adjoint of [`im2col_3`]: `dx[c][…] += dcols[c·9 + k][…]` at the shifted positions.
 fn col2im_3(dcols: &[f32], c: usize, grid: Grid, dx: &mut [f32]) {
-    let (s, n) = (grid.side as isize, grid.n());
     dx.fill(0.0);
-    for ch in 0..c {
-        for k in 0..9 {
-            let (dh, dw) = (k as isize / 3 - 1, k as isize % 3 - 1);
-            let row = &dcols[(ch * 9 + k) * n..][..n];
-            for b in 0..grid.batch {
-                for h in 0..s {
-                    for w in 0..s {
-                        let (ih, iw) = (h + dh, w + dw);
-                        if (0..s).contains(&ih) && (0..s).contains(&iw) {
-                            let o = (b * grid.side + h as usize) * grid.side + w as usize;
-                            dx[ch * n + (b * grid.side + ih as usize) * grid.side + iw as usize] +=
-                                row[o];
-                        }
-                    }
-                }
-            }
-        }
-    }
+    taps_3(c, grid, |col, src| dx[src] += dcols[col]);
 }
 
 impl Conv3 {
@@ -716,12 +682,11 @@ impl Norm {
         let gamma = &p[self.gamma.clone()];
         let beta = &p[self.beta.clone()];
         let mut x_hat = ws.take(z.len());
-        let mut stats = vec![(0.0f32, 0.0f32); self.channels];
+        let mut stats = vec![(0.0f32, 0.0f32, 0.0f32); self.channels]; // (μ, σ², 1/σ)
         let eps = self.epsilon;
         z.par_chunks_mut(n)
             .zip(x_hat.par_chunks_mut(n))
             .zip(stats.par_iter_mut())
-            .with_min_len(rows_per_job(n))
             .enumerate()
             .for_each(|(c, ((row, xh), st))| {
                 let mean = (row.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32;
@@ -737,12 +702,12 @@ impl Norm {
                     *xh = h;
                     *v = gm * h + bt;
                 }
-                *st = (mean, var);
+                *st = (mean, var, inv);
             });
         bias_act(z, None, n, act);
         if track {
             let m = self.momentum;
-            for ((rm, rv), &(mean, var)) in self
+            for ((rm, rv), &(mean, var, _)) in self
                 .running_mean
                 .iter_mut()
                 .zip(self.running_var.iter_mut())
@@ -752,27 +717,8 @@ impl Norm {
                 *rv = (1.0 - m) * *rv + m * var;
             }
         }
-        let inv_std = stats
-            .iter()
-            .map(|&(_, var)| 1.0 / (var + eps).sqrt())
-            .collect();
+        let inv_std = stats.iter().map(|&(_, _, inv)| inv).collect();
         NormTape { x_hat, inv_std }
-    }
-
-    /// In place: `z ← act(γ·(z − running μ)/√(running σ² + ε) + β)`.
-    pub fn forward_eval(&self, p: &[f32], z: &mut [f32], act: Activation) {
-        let n = z.len() / self.channels;
-        let gamma = &p[self.gamma.clone()];
-        let beta = &p[self.beta.clone()];
-        z.par_chunks_mut(n)
-            .with_min_len(rows_per_job(n))
-            .enumerate()
-            .for_each(|(c, row)| {
-                let scale = gamma[c] / (self.running_var[c] + self.epsilon).sqrt();
-                let shift = beta[c] - self.running_mean[c] * scale;
-                row.iter_mut().for_each(|v| *v = *v * scale + shift);
-            });
-        bias_act(z, None, n, act);
     }
 
     /// In place: `dy` (at the normalised output, before any activation) becomes dz. Adds
@@ -792,7 +738,6 @@ impl Norm {
         dy.par_chunks_mut(n)
             .zip(tape.x_hat.par_chunks(n))
             .zip(sums.par_iter_mut())
-            .with_min_len(rows_per_job(n))
             .enumerate()
             .for_each(|(c, ((d, xh), sum))| {
                 let (mut db, mut dg) = (0.0f64, 0.0f64);

@@ -14,18 +14,24 @@ use super::layers::{
     DownConv, DownTape, Norm, NormTape, Params, UpConv, Workspace,
 };
 use crate::decoder::arch::LEAKY_SLOPE;
+use crate::decoder::host_values;
 use crate::decoder::kernels::{matmul, transpose, Activation, Grid, MatRef};
 use crate::decoder::unet::UNet;
 use crate::train::Discriminator;
 
 const LEAKY: Activation = Activation::LeakyRelu(LEAKY_SLOPE as f32);
 
+/// `grid` after `k` stride-2 convs.
+fn halved(grid: Grid, k: usize) -> Grid {
+    Grid {
+        batch: grid.batch,
+        side: grid.side >> k,
+    }
+}
+
 /// A float tensor's values on the host.
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .expect("a converted f32 tensor reads back as f32")
+    host_values(t).expect("a converted f32 tensor reads back as f32")
 }
 
 fn set<B: Backend, const D: usize>(param: &mut Param<Tensor<B, D>>, values: &[f32]) {
@@ -243,10 +249,7 @@ impl HostGenerator {
         }
         let mut ups: Vec<Option<(NormTape, Vec<f32>)>> = (0..depth).map(|_| None).collect();
         for i in (0..depth).rev() {
-            let outer_grid = Grid {
-                batch: grid.batch,
-                side: grid.side >> (i + 1),
-            };
+            let outer_grid = halved(grid, i + 1);
             let block = &mut self.blocks[i];
             let inner: &[f32] = match &ups.get(i + 1) {
                 Some(Some((_, out))) => out,
@@ -329,10 +332,7 @@ impl HostGenerator {
         let mut d_skip: Vec<Vec<f32>> = Vec::with_capacity(depth);
         for i in 0..depth {
             let (nt, out) = ups[i].take().expect("forward filled it");
-            let outer_grid = Grid {
-                batch: grid.batch,
-                side: grid.side >> (i + 1),
-            };
+            let outer_grid = halved(grid, i + 1);
             let block = &self.blocks[i];
             activation_backward(&mut d_h, &out, Activation::Relu);
             let skip_len = block.up.c_out * outer_grid.n();
@@ -390,52 +390,6 @@ impl HostGenerator {
         }
         dx
     }
-
-    /// Inference forward pass (running statistics): `x [in][grid]` → `[3][grid]`.
-    pub fn forward_eval(&self, x: &[f32], grid: Grid, ws: &mut Workspace) -> Vec<f32> {
-        let input = ConvInput::new(x, self.stem.c_in, grid, true, ws);
-        let stem_out = self.stem_forward(&input, grid, ws);
-        input.release(ws);
-        let p = &self.params.value;
-        let top = self.block_eval(0, stem_out, grid.half(), ws);
-        let h = self
-            .head
-            .forward(p, &top, grid.half(), Activation::Identity, ws);
-        ws.give(top);
-        let base = self.residual.then(|| &x[(self.stem.c_in - 3) * grid.n()..]);
-        self.finish(h, base)
-    }
-
-    fn block_eval(&self, i: usize, x: Vec<f32>, grid: Grid, ws: &mut Workspace) -> Vec<f32> {
-        let p = &self.params.value;
-        let block = &self.blocks[i];
-        let (mut d, tape) = block.down.forward(p, &x, grid, Activation::Identity, ws);
-        drop_tape(tape, ws);
-        block.down_norm.forward_eval(p, &mut d, LEAKY);
-        let inner = if i + 1 < self.blocks.len() {
-            self.block_eval(i + 1, d, grid.half(), ws)
-        } else {
-            d
-        };
-        let mut u = block
-            .up
-            .forward(p, &inner, grid.half(), Activation::Identity, ws);
-        ws.give(inner);
-        block.up_norm.forward_eval(p, &mut u, Activation::Relu);
-        let mut out = ws.take(x.len() + u.len());
-        let (skip, up) = out.split_at_mut(x.len());
-        for (o, &v) in skip.iter_mut().zip(&x) {
-            *o = v.max(0.0);
-        }
-        up.copy_from_slice(&u);
-        ws.give(u);
-        ws.give(x);
-        out
-    }
-}
-
-fn drop_tape(tape: DownTape, ws: &mut Workspace) {
-    ws.give(tape.into_cols());
 }
 
 /// The conditional PatchGAN ([`Discriminator`]) on the host. It always runs on batch
@@ -643,10 +597,7 @@ impl HostDiscriminator {
         let p = &self.params.value;
         let g = &mut self.params.grad;
         let n_layers = layers.len();
-        let head_grid = Grid {
-            batch: grid.batch,
-            side: grid.side >> n_layers,
-        };
+        let head_grid = halved(grid, n_layers);
         let mut d = self
             .head
             .backward(p, g, head_cols, head_grid, d_logits, param_grads, ws);
