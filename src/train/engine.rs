@@ -30,6 +30,9 @@ use crate::decoder::kernels::BufferPool;
 use crate::decoder::model::runs_on_host;
 use crate::decoder::{host_values, DecoderModel, DenseMapLayer, GaussianRfLayer};
 
+/// Trials the CPU engine's test pass runs at once.
+const TEST_CHUNK: usize = 32;
+
 /// Which engine trains (`--engine`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -339,19 +342,25 @@ impl<B: AutodiffBackend> Engine<B> {
                     Some(x) => x.clone(),
                     None => host_values(input_tensor(&e.model.valid(), batch, device))?,
                 };
-                // The inference network the saved model will run, on the current weights.
+                // The inference network the saved model will run, on the current weights, a
+                // few trials at a time: its buffers stay small whatever the test split's size.
                 e.gan.gen.write_into(&mut e.model.unet);
                 let net = HostUNet::from_folded(FoldedUNet::from_unet(&e.model.unet.valid()))?;
-                let mut out = vec![0.0; batch.images.len()];
+                let n = batch.n.max(1);
+                let (x_len, y_len) = (x.len() / n, batch.images.len() / n);
+                let mut out = vec![0.0; TEST_CHUNK * y_len];
                 let mut buffers = BufferPool::default();
-                net.forward(&x, batch.n, batch.size, &mut out, &mut buffers);
-                let l1 = out
-                    .iter()
-                    .zip(&batch.images)
-                    .map(|(a, b)| (a - b).abs() as f64)
-                    .sum::<f64>()
-                    / out.len().max(1) as f64;
-                Ok(l1)
+                let mut sum = 0.0;
+                for start in (0..batch.n).step_by(TEST_CHUNK) {
+                    let m = TEST_CHUNK.min(batch.n - start);
+                    let (x, out) = (&x[start * x_len..][..m * x_len], &mut out[..m * y_len]);
+                    net.forward(x, m, batch.size, out, &mut buffers);
+                    let y = &batch.images[start * y_len..][..m * y_len];
+                    sum += (out.iter().zip(y))
+                        .map(|(a, b)| (a - b).abs() as f64)
+                        .sum::<f64>();
+                }
+                Ok(sum / batch.images.len().max(1) as f64)
             }
         }
     }
