@@ -30,9 +30,6 @@ use crate::decoder::kernels::BufferPool;
 use crate::decoder::model::runs_on_host;
 use crate::decoder::{host_values, DecoderModel, DenseMapLayer, GaussianRfLayer};
 
-/// Trials the CPU engine's test pass runs at once.
-const TEST_CHUNK: usize = 32;
-
 /// Which engine trains (`--engine`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -328,41 +325,46 @@ impl<B: AutodiffBackend> Engine<B> {
         }
     }
 
-    /// Mean pixel L1 of the generator in inference mode on `batch`.
-    pub fn test_l1(&mut self, batch: &Batch, device: &B::Device) -> anyhow::Result<f64> {
+    /// Mean pixel L1 of the generator in inference mode over `batches` (every trial
+    /// weighing alike); `None` without trials. The CPU engine runs the inference network
+    /// the saved model will run, on the current weights, built once for all the batches.
+    pub fn mean_l1(
+        &mut self,
+        batches: &[Batch],
+        device: &B::Device,
+    ) -> anyhow::Result<Option<f64>> {
+        let trials: usize = batches.iter().map(|b| b.n).sum();
+        if trials == 0 {
+            return Ok(None);
+        }
+        let mut sum = 0.0; // per-trial mean L1s, summed
         match self {
             Engine::Burn(e) => {
                 let valid = e.model.valid();
-                let x = input_tensor(&valid, batch, device);
-                let y = images::<B::InnerBackend>(batch, device);
-                Ok(mean_of((valid.unet.forward(x) - y).abs().mean()))
+                for b in batches {
+                    let x = input_tensor(&valid, b, device);
+                    let y = images::<B::InnerBackend>(b, device);
+                    sum += mean_of((valid.unet.forward(x) - y).abs().mean()) * b.n as f64;
+                }
             }
             Engine::Host(e) => {
-                let x = match &batch.fixed_input {
-                    Some(x) => x.clone(),
-                    None => host_values(input_tensor(&e.model.valid(), batch, device))?,
-                };
-                // The inference network the saved model will run, on the current weights, a
-                // few trials at a time: its buffers stay small whatever the test split's size.
                 e.gan.gen.write_into(&mut e.model.unet);
-                let net = HostUNet::from_folded(FoldedUNet::from_unet(&e.model.unet.valid()))?;
-                let n = batch.n.max(1);
-                let (x_len, y_len) = (x.len() / n, batch.images.len() / n);
-                let mut out = vec![0.0; TEST_CHUNK * y_len];
+                let valid = e.model.valid();
+                let net = HostUNet::from_folded(FoldedUNet::from_unet(&valid.unet))?;
                 let mut buffers = BufferPool::default();
-                let mut sum = 0.0;
-                for start in (0..batch.n).step_by(TEST_CHUNK) {
-                    let m = TEST_CHUNK.min(batch.n - start);
-                    let (x, out) = (&x[start * x_len..][..m * x_len], &mut out[..m * y_len]);
-                    net.forward(x, m, batch.size, out, &mut buffers);
-                    let y = &batch.images[start * y_len..][..m * y_len];
-                    sum += (out.iter().zip(y))
-                        .map(|(a, b)| (a - b).abs() as f64)
-                        .sum::<f64>();
+                for b in batches {
+                    let x = match &b.fixed_input {
+                        Some(x) => x.clone(),
+                        None => host_values(input_tensor(&valid, b, device))?,
+                    };
+                    let mut out = vec![0.0; b.images.len()];
+                    net.forward(&x, b.n, b.size, &mut out, &mut buffers);
+                    let l1 = out.iter().zip(&b.images).map(|(a, y)| (a - y).abs() as f64);
+                    sum += l1.sum::<f64>() / (b.images.len() / b.n.max(1)).max(1) as f64;
                 }
-                Ok(sum / batch.images.len().max(1) as f64)
             }
         }
+        Ok(Some(sum / trials as f64))
     }
 
     /// The trained decoder model (weights written back from the CPU engine).

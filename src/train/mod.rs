@@ -556,6 +556,12 @@ impl<'a> TrainingData<'a> {
         all
     }
 
+    /// `trials` in evaluation batches of [`EVAL_BATCH`] (small enough that an evaluation
+    /// pass never holds the whole test split's activations at once).
+    fn batches(&self, trials: &[usize]) -> Vec<Batch> {
+        trials.chunks(EVAL_BATCH).map(|t| self.batch(t)).collect()
+    }
+
     /// The batch of `trials`: the U-Net input when the maps are fixed (scaled maps, then
     /// the linear pathway's image: cross-fitted for training trials), else the features
     /// and the pathway's image for the learned layer's side.
@@ -768,6 +774,9 @@ fn perceptual_loss<B: AutodiffBackend>(
     Ok(Some(loss))
 }
 
+/// Trials per batch of the test and validation passes.
+const EVAL_BATCH: usize = 64;
+
 /// One training epoch's steps and its evaluation on the test and validation trials
 /// (their batches cut once, at the start).
 struct EpochRunner<'a, B: AutodiffBackend> {
@@ -775,7 +784,8 @@ struct EpochRunner<'a, B: AutodiffBackend> {
     data: &'a TrainingData<'a>,
     perceptual: Option<&'a PerceptualLoss<B>>,
     device: &'a B::Device,
-    test_batch: Batch,
+    /// The test and validation trials in batches of [`EVAL_BATCH`].
+    test_batches: Vec<Batch>,
     validation_batches: Vec<Batch>,
     steps_per_epoch: usize,
 }
@@ -802,12 +812,8 @@ impl<'a, B: AutodiffBackend> EpochRunner<'a, B> {
             data,
             perceptual,
             device,
-            test_batch: data.batch(&data.test_trials),
-            validation_batches: data
-                .validation_trials
-                .chunks(64)
-                .map(|t| data.batch(t))
-                .collect(),
+            test_batches: data.batches(&data.test_trials),
+            validation_batches: data.batches(&data.validation_trials),
             steps_per_epoch: data.train_trials.len() / opts.batch,
         }
     }
@@ -900,18 +906,8 @@ impl<'a, B: AutodiffBackend> EpochRunner<'a, B> {
     /// Mean pixel L1 on the test trials and on the validation trials (`None` for a split
     /// without trials).
     fn evaluate(&self, engine: &mut Engine<B>) -> anyhow::Result<(Option<f64>, Option<f64>)> {
-        let test = (!self.data.test_trials.is_empty())
-            .then(|| engine.test_l1(&self.test_batch, self.device))
-            .transpose()?;
-        let validation = if self.validation_batches.is_empty() {
-            None
-        } else {
-            let mut sum = 0.0;
-            for b in &self.validation_batches {
-                sum += engine.test_l1(b, self.device)? * b.n as f64;
-            }
-            Some(sum / self.data.validation_trials.len() as f64)
-        };
+        let test = engine.mean_l1(&self.test_batches, self.device)?;
+        let validation = engine.mean_l1(&self.validation_batches, self.device)?;
         Ok((test, validation))
     }
 }
